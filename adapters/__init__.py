@@ -1,0 +1,1 @@
+"""Everything that touches the world: providers, storage, jobs, telemetry, clock."""

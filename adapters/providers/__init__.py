@@ -1,0 +1,1 @@
+"""Provider adapters: pure wire codecs plus one thin transport call each."""

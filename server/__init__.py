@@ -1,0 +1,1 @@
+"""HTTP, SSE and WebSocket surface of the gateway (Quart-Trio on Hypercorn)."""
