@@ -27,6 +27,7 @@ class GatewayError(Exception):
         self.message = message
         self.param = param
         self.retry_after = retry_after
+        self.headers: dict[str, str] = {}  # extra response headers (x-ratelimit-*)
 
     def to_body(self) -> dict[str, dict[str, str | None]]:
         return {

@@ -1,0 +1,171 @@
+"""Settings: the TOML config file, then the environment, then command-line flags.
+
+Owns: turning configuration sources into one frozen `Settings` value. Precedence, lowest
+first: built-in defaults < the TOML file (`--config` or `UMG_CONFIG`) < environment
+variables < command-line flags. Nothing else in the gateway reads the environment.
+
+Provider credentials are never stored in `Settings` as plain values printed anywhere:
+`ProviderSettings.api_key` is excluded from `repr`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from attrs import field, frozen
+
+from core.catalog import Catalog, catalog_from_data, merge_catalog_data
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@frozen
+class ProviderSettings:
+    name: str  # label used by catalog deployments ("openai", "anthropic", "groq", ...)
+    kind: str  # openai | anthropic | openai_compatible | mock
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    models: tuple[str, ...] = ()  # openai_compatible: upstream models it serves
+
+
+@frozen
+class LimitSettings:
+    default_rpm: int | None = None
+    default_tpm: int | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    keepalive_seconds: float = 15.0
+
+
+@frozen
+class JobSettings:
+    workers: int = 4
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    poll_seconds: float = 0.5
+
+
+@frozen
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    database_url: str = "sqlite:///data/gateway.db"
+    mock_mode: bool = True
+    providers: tuple[ProviderSettings, ...] = ()
+    catalog_overrides: Mapping[str, Any] = field(factory=dict)
+    limits: LimitSettings = field(factory=LimitSettings)
+    jobs: JobSettings = field(factory=JobSettings)
+    log_level: str = "info"
+
+    def catalog(self) -> Catalog:
+        base = tomllib.loads(resources.files("core").joinpath("default_catalog.toml").read_text())
+        data = merge_catalog_data(base, dict(self.catalog_overrides)) if self.catalog_overrides else base
+        return catalog_from_data(data)
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _providers(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> tuple[ProviderSettings, ...]:
+    section = file_cfg.get("providers", {})
+    found: list[ProviderSettings] = []
+    builtin = {
+        "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+    }
+    for name, (key_var, url_var, default_url) in builtin.items():
+        cfg = section.get(name, {})
+        key = env.get(cfg.get("api_key_env", key_var)) or cfg.get("api_key")
+        url = env.get(url_var) or cfg.get("base_url") or default_url
+        if key:
+            found.append(ProviderSettings(name=name, kind=name, base_url=url, api_key=key))
+    for item in section.get("compatible", []):
+        try:
+            name, url = item["name"], item["base_url"]
+        except KeyError as missing:
+            raise ConfigError(f"providers.compatible entries need {missing}") from None
+        key_env = item.get("api_key_env")
+        found.append(
+            ProviderSettings(
+                name=name,
+                kind="openai_compatible",
+                base_url=url,
+                api_key=env.get(key_env) if key_env else item.get("api_key"),
+                models=tuple(item.get("models", ())),
+            )
+        )
+    return tuple(found)
+
+
+def load_settings(
+    env: Mapping[str, str],
+    *,
+    config_path: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    database_url: str | None = None,
+) -> Settings:
+    path = config_path or env.get("UMG_CONFIG")
+    file_cfg: dict[str, Any] = {}
+    if path:
+        try:
+            file_cfg = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from None
+    server = file_cfg.get("server", {})
+    limits = file_cfg.get("limits", {})
+    jobs = file_cfg.get("jobs", {})
+    providers = _providers(file_cfg, env)
+    mock_default = not providers
+    mock_cfg = file_cfg.get("mock_mode", mock_default)
+    mock = _bool(env["MOCK_MODE"], "MOCK_MODE") if "MOCK_MODE" in env else bool(mock_cfg)
+    try:
+        return Settings(
+            host=host or env.get("HOST") or server.get("host", "127.0.0.1"),
+            port=int(port or env.get("PORT") or server.get("port", 3000)),
+            database_url=database_url
+            or env.get("DATABASE_URL")
+            or file_cfg.get("database_url", "sqlite:///data/gateway.db"),
+            mock_mode=mock,
+            providers=providers,
+            catalog_overrides=file_cfg.get("catalog", {}),
+            limits=LimitSettings(
+                default_rpm=limits.get("default_rpm"),
+                default_tpm=limits.get("default_tpm"),
+                max_body_bytes=int(limits.get("max_body_bytes", 4 * 1024 * 1024)),
+                keepalive_seconds=float(limits.get("keepalive_seconds", 15.0)),
+            ),
+            jobs=JobSettings(
+                workers=int(jobs.get("workers", 4)),
+                lease_seconds=float(jobs.get("lease_seconds", 30.0)),
+                max_attempts=int(jobs.get("max_attempts", 3)),
+                poll_seconds=float(jobs.get("poll_seconds", 0.5)),
+            ),
+            log_level=env.get("LOG_LEVEL") or server.get("log_level", "info"),
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid configuration: {err}") from None
+
+
+def parse_budget(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        raise ConfigError(f"budget must be a decimal amount in USD, not {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ConfigError("budget must be a non-negative amount")
+    return amount

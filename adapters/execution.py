@@ -1,0 +1,62 @@
+"""The record of one request as it runs: what was planned, tried, streamed and spent.
+
+Owns: the mutable per-request facts that end up in the response's `gateway` object and
+in exactly one usage-ledger row. Written by the runner and the gateway; read by the
+server when it encodes the answer.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from attrs import define, field
+
+from adapters.storage.records import KeyRecord
+from core.attempts import Attempts
+from core.billing import format_usd
+from core.catalog import Deployment
+from core.errors import GatewayError
+from core.model import GatewayRequest, Usage
+from core.routing import RoutePlan
+
+
+@define
+class Execution:
+    request_id: str
+    key: KeyRecord
+    request: GatewayRequest
+    endpoint: str
+    started: float  # clock.now() when the request arrived
+    input_estimate: int = 0
+    plan: RoutePlan | None = None
+    attempts: Attempts | None = None
+    deployment: Deployment | None = None  # the deployment that answered (or last tried)
+    usage: Usage = field(factory=Usage)  # summed over every attempt that consumed tokens
+    cost: Decimal = Decimal(0)  # summed over every attempt
+    price_version: str | None = None
+    ttft: float | None = None  # seconds from start to the first chunk sent
+    status: str = "in_progress"  # ok | error | client_closed | rate_limited | budget_exceeded
+    error: GatewayError | None = None
+    rate_headers: dict[str, str] = field(factory=dict)
+    recorded: bool = False
+
+    def gateway_info(self) -> dict[str, object]:
+        """The `gateway` object every answer carries."""
+        records = self.attempts.records if self.attempts is not None else ()
+        return {
+            "request_id": self.request_id,
+            "provider": self.deployment.provider if self.deployment else None,
+            "deployment": self.deployment.id if self.deployment else None,
+            "model": self.deployment.model if self.deployment else self.request.model,
+            "routing": self.plan.strategy if self.plan else self.request.routing.strategy,
+            "attempts": [
+                {
+                    "deployment": r.deployment_id,
+                    "provider": r.provider,
+                    "attempt": r.attempt,
+                    "outcome": r.outcome,
+                }
+                for r in records
+            ],
+            "cost_usd": format_usd(self.cost),
+        }

@@ -1,0 +1,37 @@
+"""This process's view of every deployment's health.
+
+Owns: the mutable map from deployment id to `core.health.DeploymentHealth`, updated with
+every attempt's outcome. The rules (rolling success rate, latency, circuit breaker) are
+`core.health`'s; this object only keeps the latest state per deployment. Health is
+per process on purpose: each gateway process observes its own path to each provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from core import health
+from core.model import FailureKind
+
+
+class HealthBook:
+    def __init__(self, policy: health.HealthPolicy | None = None) -> None:
+        self.policy = policy or health.HealthPolicy()
+        self._states: dict[str, health.DeploymentHealth] = {}
+
+    def snapshot(self) -> Mapping[str, health.DeploymentHealth]:
+        return dict(self._states)
+
+    def observe(
+        self, deployment_id: str, ok: bool, latency: float | None, kind: FailureKind | None, now: float
+    ) -> None:
+        outcome = health.Outcome(ok=ok, latency=latency, kind=kind)
+        self._states[deployment_id] = health.observe(
+            self._states.get(deployment_id), outcome, now, self.policy
+        )
+
+    def begin_attempt(self, deployment_id: str, now: float) -> None:
+        """Mark a half-open probe in flight, so only one request probes a cooled-down deployment."""
+        state = self._states.get(deployment_id)
+        if state is not None and state.circuit == "half_open":
+            self._states[deployment_id] = health.begin_probe(state, now, self.policy)

@@ -1,0 +1,314 @@
+"""Durable async jobs: creating them, workers that run them, and webhooks when they end.
+
+Owns: the job runner. A job is a stored unified request. Workers (tasks in the server's
+nursery) claim one at a time (`Storage.claim_job`: `FOR UPDATE SKIP LOCKED` on Postgres,
+so many gateway processes share one queue without double claims), run it through the same
+`Gateway` pipeline as a synchronous request (limits, budgets, routing, fallback, ledger),
+heartbeat the lease while it runs, and store the outcome. The lifecycle rules (leases,
+retries with backoff, cancel, deadlines) are `core.jobs`'; this module applies them.
+
+- A job left `running` by a stopped process keeps its lease until it expires; then any
+  worker reclaims it (attempts + 1), so jobs survive restarts.
+- Cancel marks the job canceled at once; a worker running it sees that at its next
+  heartbeat and cancels the model call (the ledger records what was consumed).
+- When a job ends and has a `webhook_url`, the job object is POSTed, signed per Standard
+  Webhooks (`core.webhooks`), with retries on the schedule `core.webhooks` gives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import trio
+from attrs import evolve
+
+from adapters.clock import Clock
+from adapters.gateway import Gateway, new_id
+from adapters.storage.base import Storage
+from adapters.storage.records import JobRecord, KeyRecord
+from core import jobs as lifecycle
+from core import webhooks
+from core.errors import GatewayError, NotFound
+from core.model import Completion, GatewayRequest
+
+log = logging.getLogger("umg.jobs")
+
+Parser = Callable[[dict[str, Any]], GatewayRequest]
+Renderer = Callable[[JobRecord], dict[str, Any]]
+_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _state(job: JobRecord) -> lifecycle.JobState:
+    return lifecycle.JobState(
+        status=job.status,
+        attempts=job.attempts,
+        run_after=job.run_after,
+        lease_owner=job.lease_owner,
+        lease_expires=job.lease_expires,
+        deadline=job.deadline,
+        error=None if job.error is None else str(job.error.get("message")),
+        cancel_requested=job.cancel_requested,
+    )
+
+
+def _with_state(job: JobRecord, state: lifecycle.JobState) -> JobRecord:
+    return evolve(
+        job,
+        status=state.status,
+        attempts=state.attempts,
+        run_after=state.run_after,
+        lease_owner=state.lease_owner,
+        lease_expires=state.lease_expires,
+        cancel_requested=state.cancel_requested,
+    )
+
+
+def completion_result(completion: Completion, gateway_info: dict[str, Any]) -> dict[str, Any]:
+    """What a finished job stores: enough to render any API shape later."""
+    u = completion.usage
+    return {
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
+        "tool_calls": [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in completion.tool_calls
+        ],
+        "usage": {
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cached_input_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
+        },
+        "upstream_model": completion.upstream_model,
+        "gateway": gateway_info,
+    }
+
+
+class JobService:
+    def __init__(
+        self,
+        storage: Storage,
+        gateway: Gateway,
+        clock: Clock,
+        parse: Parser,
+        *,
+        policy: lifecycle.JobPolicy | None = None,
+        poll_seconds: float = 0.5,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.storage = storage
+        self.gateway = gateway
+        self.clock = clock
+        self.parse = parse
+        self.policy = policy or lifecycle.JobPolicy()
+        self.poll_seconds = poll_seconds
+        self.http = http
+        self.render: Renderer = lambda job: {"id": job.id, "status": job.status}
+        self._changed: dict[str, trio.Event] = {}
+        self._wakeup = trio.Event()
+        self._deliveries: trio.Nursery | None = None
+
+    # -- API side ----------------------------------------------------------------------
+
+    async def create(
+        self, key: KeyRecord, request: dict[str, Any], webhook_url: str | None
+    ) -> JobRecord:
+        self.parse(request)  # refuse a bad request now, not when a worker gets to it
+        now = self.clock.epoch()
+        job = JobRecord(
+            id=new_id("job"),
+            tenant=key.tenant,
+            project=key.project,
+            key_id=key.id,
+            request=request,
+            status="queued",
+            attempts=0,
+            run_after=now,
+            lease_owner=None,
+            lease_expires=None,
+            deadline=None,
+            cancel_requested=False,
+            result=None,
+            error=None,
+            cost=None,
+            webhook_url=webhook_url,
+            created_at=self.clock.wall(),
+            started_at=None,
+            completed_at=None,
+        )
+        await self.storage.insert_job(job)
+        self._wakeup.set()
+        return job
+
+    async def get(self, tenant: str, job_id: str) -> JobRecord:
+        job = await self.storage.get_job(tenant, job_id)
+        if job is None:
+            raise NotFound(f"No job '{job_id}'", param="id")
+        return job
+
+    async def cancel(self, tenant: str, job_id: str) -> JobRecord:
+        await self.get(tenant, job_id)
+        now = self.clock.epoch()
+
+        def apply(job: JobRecord) -> JobRecord:
+            state = lifecycle.apply(_state(job), lifecycle.Cancel(now), self.policy)
+            done = job.completed_at or (self.clock.wall() if state.status == "canceled" else None)
+            return evolve(_with_state(job, state), completed_at=done)
+
+        job = await self.storage.update_job(job_id, apply)
+        assert job is not None
+        self._notify(job)
+        if job.status == "canceled":
+            await self._announce(job)
+        return job
+
+    async def wait(self, tenant: str, job_id: str, seconds: float) -> JobRecord:
+        """The job once terminal, or as it is after `seconds`."""
+        job = await self.get(tenant, job_id)
+        with trio.move_on_after(seconds):
+            while not lifecycle.is_terminal(job.status):
+                event = self._changed.setdefault(job_id, trio.Event())
+                with trio.move_on_after(self.poll_seconds):
+                    await event.wait()
+                job = await self.get(tenant, job_id)
+        return job
+
+    def _notify(self, job: JobRecord) -> None:
+        event = self._changed.pop(job.id, None)
+        if event is not None:
+            event.set()
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def run_workers(self, count: int) -> None:
+        async with trio.open_nursery() as nursery:
+            self._deliveries = nursery
+            for n in range(count):
+                nursery.start_soon(self._worker, f"w{n}-{secrets.token_hex(4)}")
+
+    async def _worker(self, name: str) -> None:
+        while True:
+            job = await self.storage.claim_job(name, self.clock.epoch(), self.policy.lease_seconds)
+            if job is None:
+                with trio.move_on_after(self.poll_seconds):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event() if self._wakeup.is_set() else self._wakeup
+                continue
+            await self._run(name, job)
+
+    async def _run(self, worker: str, job: JobRecord) -> None:
+        self._notify(job)
+        outcome: dict[str, Any] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._heartbeat, worker, job.id, nursery.cancel_scope)
+            await self._execute(job, outcome)
+            nursery.cancel_scope.cancel()
+        if outcome:
+            await self._finish(worker, job.id, outcome)
+
+    async def _heartbeat(self, worker: str, job_id: str, work: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(self.policy.lease_seconds / 3)
+            until = self.clock.epoch() + self.policy.lease_seconds
+            if not await self.storage.heartbeat(job_id, worker, until):
+                log.info("job %s was canceled or lost its lease; stopping it", job_id)
+                work.cancel()
+                return
+
+    async def _execute(self, job: JobRecord, outcome: dict[str, Any]) -> None:
+        key = await self.storage.key_by_id(job.key_id)
+        gateway = self.gateway
+        try:
+            if key is None or key.revoked_at is not None:
+                raise NotFound("The key that created this job no longer exists or was revoked")
+            request = self.parse(job.request)
+        except GatewayError as err:
+            outcome.update(error=err, retryable=False)
+            return
+        exe = gateway.start(key, request, "jobs")
+        try:
+            await gateway.admit(exe)
+            completion = await gateway.complete(exe)
+        except GatewayError as err:
+            outcome.update(error=err, retryable=err.status in _RETRYABLE_STATUSES, exe=exe)
+        else:
+            outcome.update(result=completion_result(completion, exe.gateway_info()), exe=exe)
+        finally:
+            await gateway.record(exe)
+
+    async def _finish(self, worker: str, job_id: str, outcome: dict[str, Any]) -> None:
+        now = self.clock.epoch()
+        err: GatewayError | None = outcome.get("error")
+        exe = outcome.get("exe")
+        if err is None:
+            event: lifecycle.Event = lifecycle.Succeed(worker, now)
+        else:
+            event = lifecycle.Fail(worker, now, outcome["retryable"], err.message)
+
+        def apply(job: JobRecord) -> JobRecord:
+            state = lifecycle.apply(_state(job), event, self.policy)
+            if state == _state(job):
+                return job  # canceled meanwhile, or the lease moved on
+            updated = _with_state(job, state)
+            cost = (job.cost or 0) + (exe.cost if exe is not None else 0)
+            updated = evolve(updated, cost=cost)
+            if state.status == "succeeded":
+                return evolve(updated, result=outcome["result"], error=None, completed_at=self.clock.wall())
+            body = err.to_body()["error"] if err is not None else None
+            if state.status == "failed":
+                return evolve(updated, error=body, completed_at=self.clock.wall())
+            return evolve(updated, error=body)
+
+        job = await self.storage.update_job(job_id, apply)
+        if job is not None:
+            self._notify(job)
+            if lifecycle.is_terminal(job.status):
+                await self._announce(job)
+
+    # -- webhooks ----------------------------------------------------------------------
+
+    async def webhook_secret(self, tenant: str) -> str:
+        """The tenant's signing secret (`whsec_...`), created on first use."""
+        def apply(state: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+            if state and "secret" in state:
+                return str(state["secret"]), state
+            fresh = webhooks.new_secret(secrets.token_bytes(24))
+            return fresh, {"secret": fresh}
+
+        return await self.storage.update_state(f"webhooks:secret:{tenant}", apply)
+
+    async def _announce(self, job: JobRecord) -> None:
+        if job.webhook_url is None or self.http is None:
+            return
+        body = json.dumps(self.render(job), separators=(",", ":")).encode()
+        secret = await self.webhook_secret(job.tenant)
+        msg_id = f"msg_{job.id}_{job.status}"
+        if self._deliveries is not None:
+            self._deliveries.start_soon(self._deliver, job.webhook_url, msg_id, body, secret)
+        else:
+            await self._deliver(job.webhook_url, msg_id, body, secret)
+
+    async def _deliver(self, url: str, msg_id: str, body: bytes, secret: str) -> None:
+        attempt = 0
+        while True:
+            headers = webhooks.headers(secret, msg_id, int(self.clock.epoch()), body)
+            headers["content-type"] = "application/json"
+            try:
+                response = await self.http.post(url, content=body, headers=headers, timeout=15.0)  # type: ignore[union-attr]
+                if 200 <= response.status_code < 300 or response.status_code == 410:
+                    return
+                log.info("webhook %s answered %s", msg_id, response.status_code)
+            except httpx.HTTPError as err:
+                log.info("webhook %s failed: %s", msg_id, type(err).__name__)
+            attempt += 1
+            delay = webhooks.retry_schedule(attempt)
+            if delay is None:
+                log.warning("webhook %s given up after %d attempts", msg_id, attempt)
+                return
+            await trio.sleep(delay)
+

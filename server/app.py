@@ -1,0 +1,73 @@
+"""`create_app(services)`: the Quart-Trio application, with no module globals.
+
+Owns: assembling routes, the error handler, the body-size middleware and per-response
+headers. Every route gets its dependencies from the `Services` passed in, so a test can
+build an app around its own storage, clock and providers.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from core.errors import GatewayError, InvalidRequest, NotFound
+from server.bodylimit import BodyLimit
+from server.errors import error_headers, internal_error
+from server.http import to_json
+from server.routes import anthropic, chat, jobs, models, ops, responses, usage, ws
+from server.services import Services
+
+log = logging.getLogger("umg.server")
+
+
+def error_response(err: GatewayError) -> Response:
+    if request.path.startswith("/v1/messages"):
+        from server.wire.anthropic_messages import anthropic_error_body
+
+        body = to_json(anthropic_error_body(err))
+    else:
+        body = to_json(err.to_body())
+    return Response(
+        body, status=err.status, headers=error_headers(err), content_type="application/json"
+    )
+
+
+def create_app(services: Services) -> QuartTrio:
+    app = QuartTrio("umg")
+    app.config["MAX_CONTENT_LENGTH"] = None  # BodyLimit does it, and closes the connection
+    app.config["BODY_TIMEOUT"] = 60
+    app.config["JSON_SORT_KEYS"] = False
+    app.asgi_app = BodyLimit(app.asgi_app, services.settings.limits.max_body_bytes)  # type: ignore[method-assign]
+
+    @app.errorhandler(GatewayError)
+    async def on_gateway_error(err: GatewayError) -> Response:
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        if status == 404:
+            return error_response(NotFound(f"No route for {request.method} {request.path}"))
+        if status == 405:
+            bad = InvalidRequest(f"Method {request.method} is not allowed on {request.path}")
+            response = error_response(bad)
+            response.status_code = 405
+            return response
+        generic = InvalidRequest(err.description or "Bad request")
+        response = error_response(generic)
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(err: Exception) -> Response:
+        ref = secrets.token_hex(6)
+        log.exception("unhandled error (ref %s) on %s %s", ref, request.method, request.path)
+        return error_response(internal_error(ref))
+
+    for surface in (responses, chat, anthropic, jobs, models, usage, ops, ws):
+        surface.register(app, services)
+    return app

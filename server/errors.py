@@ -1,0 +1,31 @@
+"""The one place where errors become HTTP responses.
+
+Owns: mapping `GatewayError` (and anything unexpected) to a status code, headers and the
+OpenAI error shape `{"error": {"message", "type", "param", "code"}}`. Unexpected
+exceptions become a 500 whose body says only "internal error" plus the request id; the
+traceback goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from core.errors import GatewayError
+
+log = logging.getLogger("umg.server")
+
+
+def error_headers(err: GatewayError) -> dict[str, str]:
+    headers = dict(err.headers)
+    if err.retry_after is not None and "retry-after" not in headers:
+        headers["retry-after"] = str(max(1, int(-(-err.retry_after // 1))))
+    return headers
+
+
+def error_json(err: GatewayError) -> bytes:
+    return json.dumps(err.to_body()).encode()
+
+
+def internal_error(request_id: str) -> GatewayError:
+    return GatewayError(f"The gateway hit an internal error (request {request_id}); it was logged")

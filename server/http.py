@@ -1,0 +1,64 @@
+"""Reading requests: JSON bodies decoded strictly, keys found in headers.
+
+Owns: how a request body becomes a JSON object (numbers with a fraction become
+`Decimal`, so money is never float; duplicate keys are refused; the top level must be an
+object) and where the caller's API key is read from (`Authorization: Bearer`, or
+`x-api-key` as Anthropic clients send it).
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from quart import request
+
+from core.errors import InvalidJSON, InvalidRequest
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidRequest(f"Duplicate key '{key}' in the JSON body", param=key)
+        out[key] = value
+    return out
+
+
+def decode_json(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidJSON("The request body is empty; send a JSON object")
+    try:
+        value = json.loads(raw, parse_float=Decimal, object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise InvalidJSON("The request body is not UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise InvalidJSON(
+            f"The request body is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidJSON("The request body must be a JSON object")
+    return value
+
+
+async def json_body() -> dict[str, Any]:
+    return decode_json(await request.get_data(cache=False))
+
+
+def api_key_from_headers() -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return request.headers.get("x-api-key")
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Decimal):  # echoed sampling parameters; money is sent as strings
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_plain)

@@ -1,0 +1,1 @@
+"""Routes, one module per API surface; each exposes `register(app, services)`."""

@@ -1,0 +1,105 @@
+"""`GET /v1/usage`: the caller's tenant's requests, tokens and cost over a time window.
+
+Owns: the usage API. `from` and `to` are RFC 3339 instants (`from` inclusive, `to`
+exclusive; `to` defaults to now, `from` to 30 days before `to`); `group_by` is a comma-
+separated list of day, hour, month, model, provider, project, status. Only rows of the
+caller's tenant are read. Money is a decimal string.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from quart import request
+from quart_trio import QuartTrio
+
+from adapters.storage.records import UsageRecord
+from core.billing import format_usd
+from core.errors import InvalidRequest
+from core.model import Usage
+from core.usage import LedgerRow, Totals, aggregate
+from server.auth import require_key
+from server.services import Services
+
+MAX_WINDOW = timedelta(days=400)
+
+
+def parse_instant(value: str, param: str) -> datetime:
+    text = value.strip().replace("z", "Z")
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"'{param}' must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z", param=param
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidRequest(f"'{param}' needs a time zone offset (for example Z)", param=param)
+    return parsed.astimezone(UTC)
+
+
+def ledger_row(rec: UsageRecord) -> LedgerRow:
+    return LedgerRow(
+        at=rec.at,
+        tenant=rec.tenant,
+        project=rec.project,
+        key_id=rec.key_id,
+        model=rec.model,
+        provider=rec.provider or "",
+        deployment=rec.deployment or "",
+        usage=Usage(
+            input_tokens=rec.input_tokens,
+            output_tokens=rec.output_tokens,
+            cached_input_tokens=rec.cached_input_tokens,
+            cache_write_tokens=rec.cache_write_tokens,
+            reasoning_tokens=rec.reasoning_tokens,
+        ),
+        cost=rec.cost,
+        status=rec.status,
+        latency_ms=rec.latency_ms,
+        ttft_ms=rec.ttft_ms,
+    )
+
+
+def totals_json(t: Totals) -> dict[str, Any]:
+    return {
+        "requests": t.requests,
+        "errors": t.errors,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cached_input_tokens": t.cached_input_tokens,
+        "total_tokens": t.total_tokens,
+        "cost_usd": format_usd(t.cost),
+    }
+
+
+def register(app: QuartTrio, services: Services) -> None:
+    @app.get("/v1/usage")
+    async def usage() -> dict[str, Any]:
+        key = await require_key(services)
+        now = services.clock.wall()
+        end = parse_instant(request.args["to"], "to") if "to" in request.args else now
+        start = (
+            parse_instant(request.args["from"], "from")
+            if "from" in request.args
+            else end - timedelta(days=30)
+        )
+        if start >= end:
+            raise InvalidRequest("'from' must be before 'to'", param="from")
+        if end - start > MAX_WINDOW:
+            raise InvalidRequest("The window may span at most 400 days", param="from")
+        raw = request.args.get("group_by", "")
+        group_by = tuple(g.strip() for g in raw.split(",") if g.strip())
+        rows = [ledger_row(r) for r in await services.storage.usage_rows(key.tenant, start, end)]
+        summary = aggregate(rows, group_by)
+        return {
+            "object": "usage",
+            "tenant": key.tenant,
+            "from": start.isoformat().replace("+00:00", "Z"),
+            "to": end.isoformat().replace("+00:00", "Z"),
+            "group_by": list(group_by),
+            "totals": totals_json(summary.totals),
+            "groups": [
+                {"key": dict(g.key), **totals_json(g.totals)} for g in summary.groups
+            ],
+        }

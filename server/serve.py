@@ -1,0 +1,89 @@
+"""Running the server: Hypercorn's Trio worker around the app, and a graceful shutdown.
+
+Owns: process lifetime. `serve(services, host, port, task_status=...)` binds (port 0
+works: the bound URL is reported through `task_status`, so tests can start the real
+server), runs background workers (jobs) beside Hypercorn, and on shutdown:
+  1. stops accepting connections (Hypercorn closes its listeners);
+  2. gives in-flight streams `drain_seconds` to finish on their own, then ends each one
+     with an explicit error event (never a silent cut);
+  3. waits for in-flight requests (Hypercorn's graceful timeout, longer than the drain);
+  4. stops the job workers (a job they were running keeps its lease and is picked up
+     again after a restart) and closes storage; ledger rows are written inline and
+     shielded, so there is nothing left to flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from server.app import create_app
+from server.services import Services
+
+log = logging.getLogger("umg.server")
+
+
+async def _drain(services: Services, drain_seconds: float) -> None:
+    services.streams.draining = True
+    with trio.move_on_after(drain_seconds):
+        await services.streams.idle.wait()
+    if len(services.streams):
+        log.info("ending %d open stream(s) for shutdown", len(services.streams))
+        services.streams.end_all()
+
+
+async def serve(
+    services: Services,
+    *,
+    host: str,
+    port: int,
+    shutdown: Callable[[], Awaitable[None]] | None = None,
+    drain_seconds: float = 5.0,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until `shutdown()` returns (default: SIGTERM or SIGINT)."""
+    app = create_app(services)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.graceful_timeout = drain_seconds + 10.0
+    config.keep_alive_timeout = 75.0
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+
+    async def trigger() -> None:
+        await (shutdown or wait_for_signal)()
+        log.info("shutting down: no new connections; draining streams")
+        nursery.start_soon(_drain, services, drain_seconds)
+
+    async with trio.open_nursery() as nursery:
+        workers = trio.CancelScope()
+
+        async def run_workers() -> None:
+            from server.workers import run_workers as background
+
+            with workers:
+                await background(services)
+
+        async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+            finally:
+                workers.cancel()
+
+        nursery.start_soon(run_workers)
+        binds: list[str] = await nursery.start(run_http)
+        log.info("gateway listening on %s", binds[0])
+        task_status.started(binds[0])
+    with trio.CancelScope(shield=True):
+        await services.close()
+
+
+async def wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return

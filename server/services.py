@@ -1,0 +1,99 @@
+"""What the app is built from: every dependency a route needs, passed in, never global.
+
+Owns: the `Services` bundle handed to `create_app`, and `build_services`, which wires
+settings into storage, catalog, providers and the gateway. Tests build their own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from attrs import define, field
+
+from adapters.clock import Clock
+from adapters.config import Settings
+from adapters.gateway import Gateway
+from adapters.jobs import JobService
+from adapters.providers.base import Provider
+from adapters.providers.mock import MockProvider
+from adapters.storage import open_storage
+from adapters.storage.base import Storage
+from core import jobs as lifecycle
+from server.streaming import StreamRegistry
+
+log = logging.getLogger("umg")
+
+
+@define
+class Services:
+    settings: Settings
+    storage: Storage
+    gateway: Gateway
+    clock: Clock
+    jobs: JobService | None = None
+    streams: StreamRegistry = field(factory=StreamRegistry)
+    http: httpx.AsyncClient | None = None  # shared upstream client (closed on shutdown)
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+        if self.jobs is not None and self.jobs.http is not None and self.jobs.http is not self.http:
+            await self.jobs.http.aclose()
+        await self.storage.close()
+
+
+def build_providers(settings: Settings, http: httpx.AsyncClient | None) -> dict[str, Provider]:
+    """Provider label -> adapter. In mock mode every label is served by the Mock."""
+    catalog = settings.catalog()
+    labels = {d.provider for m in catalog.models.values() for d in m.deployments}
+    mock = MockProvider()
+    if settings.mock_mode:
+        return {label: mock for label in labels | {"mock"}}
+    from adapters.providers.registry import real_providers
+
+    providers: dict[str, Provider] = {"mock": mock}
+    assert http is not None
+    providers.update(real_providers(settings.providers, http))
+    return providers
+
+
+async def build_services(settings: Settings) -> Services:
+    clock = Clock()
+    storage = open_storage(settings.database_url)
+    await storage.migrate()
+    http = None if settings.mock_mode else httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    )
+    catalog = settings.catalog()
+    gateway = Gateway(
+        storage=storage,
+        catalog=catalog,
+        providers=build_providers(settings, http),
+        clock=clock,
+    )
+    if settings.mock_mode:
+        log.info("mock mode: every catalog model is served by the Mock provider")
+    from server.routes.jobs import render_job
+    from server.wire.responses import parse_responses_request
+
+    jobs = JobService(
+        storage,
+        gateway,
+        clock,
+        parse_responses_request,
+        policy=job_policy(settings),
+        poll_seconds=settings.jobs.poll_seconds,
+        http=http or httpx.AsyncClient(),
+    )
+    jobs.render = render_job
+    services = Services(
+        settings=settings, storage=storage, gateway=gateway, clock=clock, http=http, jobs=jobs
+    )
+    return services
+
+
+def job_policy(settings: Settings) -> lifecycle.JobPolicy:
+    return lifecycle.JobPolicy(
+        lease_seconds=settings.jobs.lease_seconds, max_attempts=settings.jobs.max_attempts
+    )
