@@ -16,7 +16,7 @@ from core.attempts import Attempts
 from core.billing import format_usd
 from core.catalog import Deployment
 from core.errors import GatewayError
-from core.model import GatewayRequest, Usage
+from core.model import FinishReason, GatewayRequest, Usage
 from core.routing import RoutePlan
 
 
@@ -33,6 +33,8 @@ class Execution:
     deployment: Deployment | None = None  # the deployment that answered (or last tried)
     usage: Usage = field(factory=Usage)  # summed over every attempt that consumed tokens
     cost: Decimal = Decimal(0)  # summed over every attempt
+    answer_usage: Usage = field(factory=Usage)  # of the attempt that answered
+    finish_reason: FinishReason = "stop"
     price_version: str | None = None
     ttft: float | None = None  # seconds from start to the first chunk sent
     status: str = "in_progress"  # ok | error | client_closed | rate_limited | budget_exceeded

@@ -34,7 +34,7 @@ from core import attempts, routing
 from core.billing import cost
 from core.catalog import Catalog, Deployment
 from core.errors import AuthenticationFailed, ClientClosed, GatewayError
-from core.model import Completion, GatewayRequest, StreamEvent, Usage
+from core.model import Completion, GatewayRequest, StreamEnd, StreamEvent, Usage
 from core.tokens import estimate_request_tokens
 
 _STATUS_BY_CODE = {
@@ -140,6 +140,7 @@ class Gateway:
             return
         spent = cost(usage, exe.deployment.price)
         exe.usage = exe.usage + usage
+        exe.answer_usage = usage
         exe.cost += spent
         exe.price_version = exe.deployment.price.version
         await self.limits.settle(grant, rid, spent)
@@ -151,12 +152,15 @@ class Gateway:
             exe.error = err
             raise
         exe.status = "ok"
+        exe.finish_reason = completion.finish_reason
         return completion
 
     async def stream(self, exe: Execution) -> AsyncIterator[StreamEvent]:
         try:
             async with aclosing(self.runner.stream(exe)) as events:
                 async for event in events:
+                    if isinstance(event, StreamEnd):
+                        exe.finish_reason = event.finish_reason
                     yield event
             exe.status = "ok"
         except GatewayError as err:

@@ -1,1 +1,32 @@
-"""Storage: one interface, SQLite (embedded default) and Postgres backends."""
+"""Storage: one interface (`base.Storage`), SQLite (embedded default) and Postgres backends.
+
+Owns: choosing the backend from a database URL.
+
+- `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`
+- `postgresql://user@host:port/db?...` (or `postgres://...`), passed to psycopg as is.
+
+Opening is cheap and does no I/O; call `await storage.migrate()` before use and
+`await storage.close()` at the end.
+"""
+
+from __future__ import annotations
+
+from adapters.storage.base import Storage
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def open_storage(url: str) -> Storage:
+    if url.startswith(SQLITE_PREFIX):
+        from adapters.storage.sqlite import SQLiteStorage
+
+        path = url[len(SQLITE_PREFIX) :]
+        if not path:
+            raise ValueError("sqlite URL needs a path: sqlite:///gateway.db or sqlite:///:memory:")
+        return SQLiteStorage(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from adapters.storage.postgres import PostgresStorage
+
+        return PostgresStorage(url)
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")

@@ -1,0 +1,145 @@
+"""The call plumbing every HTTP provider shares: one JSON call, one SSE stream.
+
+Owns: turning a transport answer into a decoded JSON body or a sequence of StreamEvents,
+with non-2xx answers mapped through `failures.error_from_response`.
+
+Rules:
+- SSE framing is `core.sse.SSEDecoder`'s job; the wire codecs see (event, data) pairs
+  through the `EventDecoder` protocol (`on_event`, `finish` at EOF, `done`).
+- When the codec reports `done`, the rest of the body is drained (bounded) before the
+  final events are yielded, so a completed stream's connection is reused; leaving `stream_events` early (aclose, cancellation, error) leaves the
+  transport's context, which closes the upstream connection.
+- A 2xx JSON body that does not parse, or does not decode, is SERVER_ERROR.
+- Every upstream text in a message is redacted of `secrets` (failures.redact).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from adapters.providers.base import ProviderError, Timeouts
+from adapters.providers.failures import error_from_response, redact
+from adapters.providers.transport import Transport
+from core.model import FailureKind, StreamEvent
+from core.sse import SSEDecoder
+
+T = TypeVar("T")
+DRAIN_LIMIT = 16 * 1024
+WallClock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventDecoder(Protocol):
+    done: bool
+
+    def on_event(self, event: str, data: str) -> list[StreamEvent]: ...
+
+    def finish(self) -> list[StreamEvent]: ...
+
+
+class SSEStreamDecoder:
+    """Bytes of an SSE body -> StreamEvents, through `core.sse` and a wire codec."""
+
+    def __init__(self, events: EventDecoder) -> None:
+        self._sse = SSEDecoder()
+        self._events = events
+
+    @property
+    def done(self) -> bool:
+        return self._events.done
+
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for sse in self._sse.feed(data):
+            if self._events.done:
+                break
+            out.extend(self._events.on_event(sse.event or "", sse.data))
+        return out
+
+    def close(self) -> list[StreamEvent]:
+        """At EOF: flush the SSE decoder, then let the codec end (or raise STREAM_CUT)."""
+        out: list[StreamEvent] = []
+        tail = self._sse.close()
+        for sse in tail or ():
+            if not self._events.done:
+                out.extend(self._events.on_event(sse.event or "", sse.data))
+        return out + self._events.finish()
+
+
+def _redacted(err: ProviderError, secrets: Iterable[str | None]) -> ProviderError:
+    return ProviderError(
+        err.kind, redact(err.message, secrets), status=err.status, retry_after=err.retry_after
+    )
+
+
+async def call_json(
+    transport: Transport, provider: str, url: str, headers: Mapping[str, str],
+    body: object, *, timeouts: Timeouts, secrets: Iterable[str | None],
+    decode: Callable[[dict[str, Any]], T], wall: WallClock = utc_now,
+) -> T:
+    """POST `body`, map a failure, and decode the 2xx JSON answer with `decode`."""
+    try:
+        status, resp_headers, raw = await transport.post_json(url, headers, body, timeouts=timeouts)
+    except ProviderError as err:
+        raise _redacted(err, secrets) from None
+    if not 200 <= status < 300:
+        raise error_from_response(provider, status, resp_headers, raw, secrets=secrets, now=wall())
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return decode(data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ProviderError(
+            FailureKind.SERVER_ERROR,
+            redact(f"{provider} returned an unreadable answer: {exc}", secrets),
+            status=status,
+        ) from None
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows the end event (normally only the chunked-body terminator) so the
+    connection goes back to the pool; give up, closing it, after DRAIN_LIMIT bytes or on
+    any transport failure: the stream itself is already complete."""
+    seen = 0
+    try:
+        async for chunk in chunks:
+            seen += len(chunk)
+            if seen > DRAIN_LIMIT:
+                return
+    except ProviderError:
+        return
+
+
+async def stream_events(
+    transport: Transport, provider: str, url: str, headers: Mapping[str, str],
+    body: object, *, timeouts: Timeouts, secrets: Iterable[str | None],
+    events: EventDecoder, wall: WallClock = utc_now,
+) -> AsyncGenerator[StreamEvent, None]:
+    """POST `body` for a stream and yield its decoded events, ending with StreamEnd."""
+    decoder = SSEStreamDecoder(events)
+    try:
+        async with transport.stream_post(url, headers, body, timeouts=timeouts) as response:
+            if not 200 <= response.status < 300:
+                raw = await response.read()
+                raise error_from_response(
+                    provider, response.status, response.headers, raw, secrets=secrets, now=wall()
+                )
+            async for chunk in response.chunks:
+                batch = decoder.feed(chunk)
+                if decoder.done:
+                    await _drain(response.chunks)
+                for event in batch:
+                    yield event
+                if decoder.done:
+                    return
+            for event in decoder.close():
+                yield event
+    except ProviderError as err:
+        raise _redacted(err, secrets) from None

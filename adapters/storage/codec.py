@@ -1,0 +1,138 @@
+"""Turning records into column values and back, for both backends.
+
+Owns: the value rules shared by SQLite and Postgres: which fields are money, datetimes,
+JSON or booleans; how money is checked and made canonical; how JSON is written.
+
+Rules:
+- Money is stored with exactly 10 decimal places (Postgres NUMERIC(30,10); SQLite the
+  same digits as TEXT), so both backends hand back identical `Decimal`s. A value that
+  would lose digits (more than 10 places, or 20+ integer digits, or not finite) is
+  refused with `ValueError` instead of being rounded.
+- Datetimes must be timezone-aware; SQLite keeps them as fixed-width ISO-8601 UTC text
+  (`2026-01-02T03:04:05.000006+00:00`), so text order is time order.
+- JSON is written compactly with `allow_nan=False` (Postgres jsonb refuses NaN too).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Context, Decimal
+from typing import Any, TypeVar
+
+import attrs
+
+from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+
+R = TypeVar("R", KeyRecord, UsageRecord, JobRecord)
+
+MONEY_FIELDS = frozenset({"budget_usd", "cost"})
+DATETIME_FIELDS = frozenset({"created_at", "revoked_at", "at", "started_at", "completed_at"})
+JSON_FIELDS = frozenset({"request", "result", "error"})
+BOOL_FIELDS = frozenset({"stream", "cancel_requested"})
+
+_QUANTUM = Decimal("1E-10")
+_LIMIT = Decimal("1E20")
+_CONTEXT = Context(prec=40)  # 30 digits always fit; the default 28 would not
+
+
+def columns(cls: type[KeyRecord | UsageRecord | JobRecord]) -> tuple[str, ...]:
+    return tuple(f.name for f in attrs.fields(cls))
+
+
+def money(value: Decimal) -> Decimal:
+    """`value` with exactly 10 decimal places; ValueError if that would change it."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise ValueError(f"money must be a finite Decimal, got {value!r}")
+    if value.copy_abs() >= _LIMIT:
+        raise ValueError(f"money {value} does not fit NUMERIC(30,10): 20 integer digits at most")
+    fixed = _CONTEXT.quantize(value, _QUANTUM)
+    if fixed != value:
+        raise ValueError(f"money {value} does not fit NUMERIC(30,10) exactly")
+    return fixed
+
+
+def utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"datetimes must be timezone-aware, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    return utc(value).isoformat(timespec="microseconds")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+# ---- SQLite: everything is TEXT / INTEGER / REAL ----------------------------------------
+
+
+def to_sqlite(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in MONEY_FIELDS:
+        return format(money(value), "f")
+    if name in DATETIME_FIELDS:
+        return iso(value)
+    if name in JSON_FIELDS:
+        return dumps(value)
+    if name in BOOL_FIELDS:
+        return int(value)
+    return value
+
+
+def from_sqlite(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in MONEY_FIELDS:
+        return Decimal(value)
+    if name in DATETIME_FIELDS:
+        return datetime.fromisoformat(value)
+    if name in JSON_FIELDS:
+        return json.loads(value)
+    if name in BOOL_FIELDS:
+        return bool(value)
+    return value
+
+
+def sqlite_row(rec: KeyRecord | UsageRecord | JobRecord) -> tuple[Any, ...]:
+    return tuple(to_sqlite(n, getattr(rec, n)) for n in columns(type(rec)))
+
+
+def from_sqlite_row(cls: type[R], row: tuple[Any, ...]) -> R:
+    return cls(*(from_sqlite(n, v) for n, v in zip(columns(cls), row, strict=True)))
+
+
+# ---- Postgres: native types; the caller wraps JSON for the driver -----------------------
+
+
+def to_postgres(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in MONEY_FIELDS:
+        return money(value)
+    if name in DATETIME_FIELDS:
+        return utc(value)
+    if name in JSON_FIELDS:
+        return dumps(value)  # bound as text and cast with ::jsonb in the SQL
+    return value
+
+
+def from_postgres(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in DATETIME_FIELDS:
+        return value.astimezone(UTC)
+    if name in ("run_after", "lease_expires", "deadline"):
+        return float(value)
+    return value
+
+
+def postgres_row(rec: KeyRecord | UsageRecord | JobRecord) -> tuple[Any, ...]:
+    return tuple(to_postgres(n, getattr(rec, n)) for n in columns(type(rec)))
+
+
+def from_postgres_row(cls: type[R], row: tuple[Any, ...]) -> R:
+    return cls(*(from_postgres(n, v) for n, v in zip(columns(cls), row, strict=True)))

@@ -1,0 +1,118 @@
+"""Postgres job queries: insert, tenant-scoped reads, claiming with SKIP LOCKED, leases.
+
+Owns: the SQL of the job queue on Postgres (split out of `postgres.py` to keep each
+module one decision). Each method runs one transaction through the backend's `run`.
+
+Rules:
+- `claim` locks one eligible row with `FOR UPDATE SKIP LOCKED`: concurrent claimers in
+  any number of processes never get the same job, and never wait on each other.
+- `update` holds the row lock (`FOR UPDATE`) while the caller's function runs (on the
+  Trio thread, via `trio.from_thread.run_sync`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+import trio
+from psycopg import errors as pg_errors
+
+from adapters.storage import codec
+from adapters.storage.base import JobFn
+from adapters.storage.records import JobRecord
+from core.errors import Conflict
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+Run = Callable[[Callable[[Conn], Any]], Awaitable[Any]]
+
+_COLUMNS = codec.columns(JobRecord)
+_COLS = ", ".join(_COLUMNS)
+_MUTABLE = tuple(c for c in _COLUMNS if c not in ("id", "tenant", "key_id"))
+
+
+def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
+    return None if row is None else codec.from_postgres_row(JobRecord, row)
+
+
+class JobQueries:
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    async def insert(self, rec: JobRecord) -> None:
+        marks = ", ".join("%s::jsonb" if c in codec.JSON_FIELDS else "%s" for c in _COLUMNS)
+        row = codec.postgres_row(rec)
+        sql = f"INSERT INTO jobs ({_COLS}) VALUES ({marks})"
+        try:
+            await self._run(lambda c: c.execute(sql, row))
+        except pg_errors.UniqueViolation as err:
+            raise Conflict(f"A job with id '{rec.id}' already exists") from err
+
+    async def get(self, tenant: str, job_id: str) -> JobRecord | None:
+        sql = f"SELECT {_COLS} FROM jobs WHERE tenant = %s AND id = %s"
+        return _record(await self._run(lambda c: c.execute(sql, (tenant, job_id)).fetchone()))
+
+    async def list(
+        self, tenant: str, status: str | None, limit: int, after: str | None
+    ) -> list[JobRecord]:
+        where, args = ["tenant = %s"], [tenant]
+        if status is not None:
+            where.append("status = %s")
+            args.append(status)
+        if after is not None:
+            where.append(
+                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE tenant = %s AND id = %s)"
+            )
+            args += [tenant, after]
+        sql = (
+            f"SELECT {_COLS} FROM jobs WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, id DESC LIMIT %s"
+        )
+        rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [codec.from_postgres_row(JobRecord, r) for r in rows]
+
+    async def claim(self, worker: str, now: float, lease_seconds: float) -> JobRecord | None:
+        sql = (
+            "UPDATE jobs SET status = 'running', lease_owner = %s, lease_expires = %s,"
+            " attempts = attempts + 1, started_at = coalesce(started_at, %s)"
+            " WHERE id = (SELECT id FROM jobs"
+            "   WHERE status IN ('queued', 'running') AND ("
+            "     (status = 'queued' AND run_after <= %s)"
+            "     OR (status = 'running' AND lease_expires < %s))"
+            "   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {_COLS}"
+        )
+        started = datetime.fromtimestamp(now, UTC)
+        args = (worker, now + lease_seconds, started, now, now)
+        return _record(await self._run(lambda c: c.execute(sql, args).fetchone()))
+
+    async def update(self, job_id: str, fn: JobFn) -> JobRecord | None:
+        def apply(c: Conn) -> JobRecord | None:
+            sql = f"SELECT {_COLS} FROM jobs WHERE id = %s FOR UPDATE"
+            old = _record(c.execute(sql, (job_id,)).fetchone())
+            if old is None:
+                return None
+            new = trio.from_thread.run_sync(fn, old)
+            if (new.id, new.tenant, new.key_id) != (old.id, old.tenant, old.key_id):
+                raise ValueError("update_job may not change a job's id, tenant or key_id")
+            if new != old:
+                sets = ", ".join(
+                    f"{col} = %s::jsonb" if col in codec.JSON_FIELDS else f"{col} = %s"
+                    for col in _MUTABLE
+                )
+                values = [codec.to_postgres(col, getattr(new, col)) for col in _MUTABLE]
+                c.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (*values, job_id))
+            return new
+
+        result: JobRecord | None = await self._run(apply)
+        return result
+
+    async def heartbeat(self, job_id: str, worker: str, until: float) -> bool:
+        sql = (
+            "UPDATE jobs SET lease_expires = %s"
+            " WHERE id = %s AND lease_owner = %s AND status = 'running'"
+        )
+        return bool(await self._run(lambda c: c.execute(sql, (until, job_id, worker)).rowcount))

@@ -1,0 +1,316 @@
+"""Postgres backend: shared by many gateway processes (psycopg 3, sync, in threads).
+
+Owns: running every storage operation as one transaction on a pooled connection in a
+worker thread. psycopg's async API is asyncio-only, so the sync driver runs through
+`trio.to_thread.run_sync` with a `CapacityLimiter` the size of the pool (a thread never
+waits for a connection the pool cannot give).
+
+Cancellation: a query running in a thread does not notice a Trio cancel by itself. So
+the thread is abandoned on cancel, and the cancelled task then (shielded) asks the
+server to cancel the running statement (`conn.cancel_safe()`) and waits until the
+thread has rolled back and returned its connection to the pool. The caller sees
+`Cancelled` promptly, the pool stays whole, and the transaction has not happened.
+
+Rules:
+- Row locks, not process locks: `update_state` is INSERT ... ON CONFLICT DO NOTHING then
+  SELECT ... FOR UPDATE; `claim_job` is FOR UPDATE SKIP LOCKED; `update_job` FOR UPDATE.
+- Callers' functions run on the Trio thread (`trio.from_thread.run_sync`) while the
+  transaction holds the lock; keep them quick.
+- The pool opens lazily on first use; `close()` closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+import trio
+from psycopg import errors as pg_errors
+
+from adapters.storage import codec
+from adapters.storage.base import JobFn, State, StateFn
+from adapters.storage.migrations import migrations
+from adapters.storage.pg_jobs import JobQueries
+from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from core.errors import Conflict
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+log = logging.getLogger("umg.storage")
+
+_KEY_COLS = ", ".join(codec.columns(KeyRecord))
+_USAGE_COLS = ", ".join(codec.columns(UsageRecord))
+_MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
+
+
+def marks(cols: tuple[str, ...]) -> str:
+    return ", ".join("%s::jsonb" if c in codec.JSON_FIELDS else "%s" for c in cols)
+
+
+class _Abandoned(Exception):
+    """The caller was cancelled before the work started; nothing was done."""
+
+
+class _Slot:
+    """One thread call's connection, so a cancelled caller can cancel its statement."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: Conn | None = None
+        self._started = False
+        self._cancelled = False
+        self._done = threading.Event()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                raise _Abandoned
+            self._started = True
+
+    def attach(self, conn: Conn | None) -> None:
+        with self._lock:
+            if conn is not None and self._cancelled:
+                raise _Abandoned
+            self._conn = conn
+
+    def finish(self) -> None:
+        self._done.set()
+
+    def cancel(self) -> None:
+        """Blocking: cancel the statement in flight, then wait for the thread to end."""
+        with self._lock:
+            self._cancelled = True
+            if not self._started:
+                return
+            if self._conn is not None:
+                try:
+                    self._conn.cancel_safe(timeout=5.0)
+                except psycopg.Error as err:
+                    log.warning("could not cancel a postgres statement: %s", err)
+        self._done.wait()
+
+
+class PostgresStorage:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=False, name="umg-storage"
+        )
+        self._limiter = trio.CapacityLimiter(pool_size)
+        self._opened = False
+        self._closed = False
+        self._open_lock = threading.Lock()
+        self.jobs = JobQueries(self._run)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _work(self, fn: Callable[[Conn], T], slot: _Slot) -> T:
+        try:
+            slot.start()
+            with self._open_lock:
+                if self._closed:
+                    raise RuntimeError("storage is closed")
+                if not self._opened:
+                    self._pool.open()
+                    self._opened = True
+            with self._pool.connection() as conn:
+                slot.attach(conn)
+                try:
+                    with conn.transaction():
+                        return fn(conn)
+                finally:
+                    slot.attach(None)
+        finally:
+            slot.finish()
+
+    async def _run(self, fn: Callable[[Conn], T]) -> T:
+        slot = _Slot()
+        try:
+            return await trio.to_thread.run_sync(
+                self._work, fn, slot, limiter=self._limiter, abandon_on_cancel=True
+            )
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(slot.cancel)
+            raise
+
+    async def migrate(self) -> None:
+        def apply(conn: Conn) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
+            for m in migrations("postgres"):
+                if m.version in done:
+                    continue
+                for statement in m.statements():
+                    conn.execute(statement.encode())
+                conn.execute(
+                    "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+                    (m.version, m.name),
+                )
+
+        await self._run(apply)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            with self._open_lock:
+                self._closed = True
+                if self._opened:
+                    self._pool.close()
+
+        await trio.to_thread.run_sync(shut)
+
+    async def health(self) -> bool:
+        try:
+            return await self._run(lambda c: c.execute("SELECT 1").fetchone() == (1,))
+        except psycopg.Error as err:  # PoolTimeout is an OperationalError
+            log.warning("postgres health check failed: %s", err)
+            return False
+
+    # -- keys ------------------------------------------------------------------------
+
+    async def insert_key(self, rec: KeyRecord) -> None:
+        row = codec.postgres_row(rec)
+        cols = codec.columns(KeyRecord)
+        sql = f"INSERT INTO keys ({_KEY_COLS}) VALUES ({marks(cols)})"
+        try:
+            await self._run(lambda c: c.execute(sql, row))
+        except pg_errors.UniqueViolation as err:
+            raise Conflict("A key with this id or prefix already exists") from err
+
+    async def _keys(self, where: str, args: tuple[Any, ...]) -> list[KeyRecord]:
+        sql = f"SELECT {_KEY_COLS} FROM keys {where} ORDER BY created_at, id"
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_postgres_row(KeyRecord, r) for r in rows]
+
+    async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
+        found = await self._keys("WHERE prefix = %s", (prefix,))
+        return found[0] if found else None
+
+    async def key_by_id(self, key_id: str) -> KeyRecord | None:
+        found = await self._keys("WHERE id = %s", (key_id,))
+        return found[0] if found else None
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        if tenant is None:
+            return await self._keys("", ())
+        return await self._keys("WHERE tenant = %s", (tenant,))
+
+    async def revoke_key(self, id_or_prefix: str, at: datetime) -> KeyRecord | None:
+        def apply(c: Conn) -> Any:
+            c.execute(
+                "UPDATE keys SET revoked_at = %s"
+                " WHERE (id = %s OR prefix = %s) AND revoked_at IS NULL",
+                (codec.utc(at), id_or_prefix, id_or_prefix),
+            )
+            return c.execute(
+                f"SELECT {_KEY_COLS} FROM keys WHERE id = %s OR prefix = %s ORDER BY id LIMIT 1",
+                (id_or_prefix, id_or_prefix),
+            ).fetchone()
+
+        row = await self._run(apply)
+        return None if row is None else codec.from_postgres_row(KeyRecord, row)
+
+    async def count_keys(self) -> int:
+        return int(await self._run(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0]))  # type: ignore[index]
+
+    # -- usage ledger ----------------------------------------------------------------
+
+    async def insert_usage(self, rec: UsageRecord) -> bool:
+        row = codec.postgres_row(rec)
+        cols = codec.columns(UsageRecord)
+        sql = f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({marks(cols)}) ON CONFLICT DO NOTHING"
+        return bool(await self._run(lambda c: c.execute(sql, row).rowcount))
+
+    async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
+        sql = (
+            f"SELECT {_USAGE_COLS} FROM usage WHERE tenant = %s AND at >= %s AND at < %s"
+            " ORDER BY at, id"
+        )
+        args = (tenant, codec.utc(start), codec.utc(end))
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_postgres_row(UsageRecord, r) for r in rows]
+
+    async def usage_count(self) -> int:
+        return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))  # type: ignore[index]
+
+    # -- generic atomic state ----------------------------------------------------------
+
+    async def update_state(self, scope: str, fn: StateFn[T]) -> T:
+        def apply(c: Conn) -> T:
+            c.execute(
+                "INSERT INTO state (scope, data) VALUES (%s, NULL) ON CONFLICT (scope) DO NOTHING",
+                (scope,),
+            )
+            row = c.execute("SELECT data FROM state WHERE scope = %s FOR UPDATE", (scope,)).fetchone()
+            current = None if row is None else row[0]
+            result, new = trio.from_thread.run_sync(fn, current)
+            c.execute(
+                "UPDATE state SET data = %s::jsonb, updated_at = now() WHERE scope = %s",
+                (codec.dumps(new), scope),
+            )
+            return result
+
+        return await self._run(apply)
+
+    async def read_state(self, scope: str) -> State | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT data FROM state WHERE scope = %s", (scope,)).fetchone()
+        )
+        return None if row is None or row[0] is None else dict(row[0])
+
+    # -- jobs (queries in pg_jobs.py) ----------------------------------------------------
+
+    async def insert_job(self, rec: JobRecord) -> None:
+        await self.jobs.insert(rec)
+
+    async def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
+        return await self.jobs.get(tenant, job_id)
+
+    async def list_jobs(
+        self, tenant: str, status: str | None, limit: int, after: str | None
+    ) -> list[JobRecord]:
+        return await self.jobs.list(tenant, status, limit, after)
+
+    async def claim_job(
+        self, worker: str, now: float, lease_seconds: float
+    ) -> JobRecord | None:
+        return await self.jobs.claim(worker, now, lease_seconds)
+
+    async def update_job(self, job_id: str, fn: JobFn) -> JobRecord | None:
+        return await self.jobs.update(job_id, fn)
+
+    async def heartbeat(self, job_id: str, worker: str, until: float) -> bool:
+        return await self.jobs.heartbeat(job_id, worker, until)
+
+    # -- idempotency records ---------------------------------------------------------
+
+    async def idempotency_get(
+        self, tenant: str, key: str, now: datetime | None = None
+    ) -> dict[str, Any] | None:
+        sql = (
+            "SELECT value FROM idempotency WHERE tenant = %s AND key = %s"
+            " AND expires_at > coalesce(%s::timestamptz, now())"
+        )
+        args = (tenant, key, None if now is None else codec.utc(now))
+        row = await self._run(lambda c: c.execute(sql, args).fetchone())
+        return None if row is None else dict(row[0])
+
+    async def idempotency_put(
+        self, tenant: str, key: str, value: dict[str, Any], expires_at: datetime
+    ) -> None:
+        sql = (
+            "INSERT INTO idempotency (tenant, key, value, expires_at)"
+            " VALUES (%s, %s, %s::jsonb, %s) ON CONFLICT (tenant, key) DO UPDATE"
+            " SET value = excluded.value, expires_at = excluded.expires_at"
+        )
+        args = (tenant, key, codec.dumps(value), codec.utc(expires_at))
+        await self._run(lambda c: c.execute(sql, args))
+

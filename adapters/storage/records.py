@@ -1,0 +1,87 @@
+"""What storage keeps: API keys, ledger rows and jobs, as frozen values.
+
+Owns: the record shapes every backend reads and writes. Field names are column names
+(the backends build their SQL from `attrs.fields`), so renaming a field is a migration.
+
+Rules:
+- Money is `Decimal` (at most 10 decimal places, below 1e20; see `codec.money`).
+- Datetimes are timezone-aware and come back from storage in UTC.
+- Job times that the lifecycle machine compares (`run_after`, `lease_expires`,
+  `deadline`) are epoch seconds as floats; timestamps for people are datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from attrs import frozen
+
+
+@frozen
+class KeyRecord:
+    id: str
+    prefix: str
+    secret_hash: str  # sha256 hex of the whole key; the key itself is never stored
+    tenant: str
+    project: str
+    name: str | None
+    rpm: int | None
+    tpm: int | None
+    budget_usd: Decimal | None
+    budget_period: str  # "month" | "day" | "total"
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@frozen
+class UsageRecord:
+    """One ledger row per gateway request; `request_id` is unique (writes are idempotent)."""
+
+    id: str
+    request_id: str
+    at: datetime
+    tenant: str
+    project: str
+    key_id: str
+    endpoint: str
+    model: str
+    provider: str | None
+    deployment: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost: Decimal
+    price_version: str | None
+    status: str  # "ok", "error", "canceled", "client_closed", ...
+    error_code: str | None
+    latency_ms: int | None
+    ttft_ms: int | None
+    attempts: int
+    stream: bool
+
+
+@frozen
+class JobRecord:
+    id: str
+    tenant: str
+    project: str
+    key_id: str
+    request: dict[str, Any]
+    status: str
+    attempts: int
+    run_after: float
+    lease_owner: str | None
+    lease_expires: float | None
+    deadline: float | None
+    cancel_requested: bool
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    cost: Decimal | None
+    webhook_url: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None

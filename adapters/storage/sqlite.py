@@ -1,0 +1,302 @@
+"""SQLite backend: the embedded default (stdlib sqlite3, WAL mode, zero setup).
+
+Owns: running every storage operation on ONE connection, serialized by a `trio.Lock`
+and executed in a worker thread (`trio.to_thread.run_sync`), so the Trio thread never
+blocks on disk. Writes run in `BEGIN IMMEDIATE` transactions: the database write lock is
+taken up front, which makes read-modify-write (`update_state`, `update_job`,
+`claim_job`) atomic against this process's other tasks and against other processes
+using the same file (they wait up to `busy_timeout`).
+
+Rules:
+- WAL journal, `synchronous=NORMAL` (a power cut may lose the last commits, never
+  corrupts), `busy_timeout` 10 s. `:memory:` databases live as long as the Storage.
+- A thread call is not abandoned on cancellation: the statement finishes (they are
+  short), the lock is released, and then `Cancelled` is raised.
+- Callers' functions (`update_state`, `update_job`) run on the Trio thread through
+  `trio.from_thread.run_sync` while the transaction waits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import trio
+
+from adapters.storage import codec
+from adapters.storage.base import JobFn, State, StateFn
+from adapters.storage.migrations import migrations
+from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from core.errors import Conflict
+
+T = TypeVar("T")
+log = logging.getLogger("umg.storage")
+Conn = sqlite3.Connection
+
+_KEY_COLS = ", ".join(codec.columns(KeyRecord))
+_USAGE_COLS = ", ".join(codec.columns(UsageRecord))
+_JOB_COLS = ", ".join(codec.columns(JobRecord))
+_JOB_MUTABLE = [c for c in codec.columns(JobRecord) if c not in ("id", "tenant", "key_id")]
+_NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"  # same shape as codec.iso
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
+    """Run `fn` in a BEGIN IMMEDIATE transaction (runs in the worker thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return result
+
+
+class SQLiteStorage:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: Conn | None = None
+        self._lock = trio.Lock()
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _connect(self) -> Conn:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    async def _run(self, fn: Callable[[Conn], T]) -> T:
+        async with self._lock:
+            if self._closed:
+                raise RuntimeError("storage is closed")
+            if self._conn is None:
+                self._conn = await trio.to_thread.run_sync(self._connect)
+            return await trio.to_thread.run_sync(fn, self._conn)
+
+    async def _tx(self, fn: Callable[[Conn], T]) -> T:
+        return await self._run(lambda conn: _write(conn, fn))
+
+    async def migrate(self) -> None:
+        def apply(conn: Conn) -> None:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+            for m in migrations("sqlite"):
+                if m.version in done:
+                    continue
+                for statement in m.statements():
+                    conn.execute(statement)
+                conn.execute(
+                    f"INSERT INTO schema_version VALUES (?, ?, {_NOW_SQL})", (m.version, m.name)
+                )
+
+        await self._tx(apply)
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                await trio.to_thread.run_sync(self._conn.close)
+                self._conn = None
+
+    async def health(self) -> bool:
+        try:
+            return await self._run(lambda c: c.execute("SELECT 1").fetchone() == (1,))
+        except sqlite3.Error as err:
+            log.warning("sqlite health check failed: %s", err)
+            return False
+
+    # -- keys ------------------------------------------------------------------------
+
+    async def insert_key(self, rec: KeyRecord) -> None:
+        row = codec.sqlite_row(rec)
+        sql = f"INSERT INTO keys ({_KEY_COLS}) VALUES ({_marks(len(row))})"
+        try:
+            await self._tx(lambda c: c.execute(sql, row))
+        except sqlite3.IntegrityError as err:
+            raise Conflict("A key with this id or prefix already exists") from err
+
+    async def _key_where(self, where: str, args: tuple[Any, ...]) -> list[KeyRecord]:
+        sql = f"SELECT {_KEY_COLS} FROM keys {where} ORDER BY created_at, id"
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_sqlite_row(KeyRecord, r) for r in rows]
+
+    async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
+        found = await self._key_where("WHERE prefix = ?", (prefix,))
+        return found[0] if found else None
+
+    async def key_by_id(self, key_id: str) -> KeyRecord | None:
+        found = await self._key_where("WHERE id = ?", (key_id,))
+        return found[0] if found else None
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        if tenant is None:
+            return await self._key_where("", ())
+        return await self._key_where("WHERE tenant = ?", (tenant,))
+
+    async def revoke_key(self, id_or_prefix: str, at: datetime) -> KeyRecord | None:
+        def apply(c: Conn) -> Any:
+            c.execute(
+                "UPDATE keys SET revoked_at = ? WHERE (id = ? OR prefix = ?) AND revoked_at IS NULL",
+                (codec.iso(at), id_or_prefix, id_or_prefix),
+            )
+            return c.execute(
+                f"SELECT {_KEY_COLS} FROM keys WHERE id = ? OR prefix = ? ORDER BY id LIMIT 1",
+                (id_or_prefix, id_or_prefix),
+            ).fetchone()
+
+        row = await self._tx(apply)
+        return None if row is None else codec.from_sqlite_row(KeyRecord, row)
+
+    async def count_keys(self) -> int:
+        return int(await self._run(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0]))
+
+    # -- usage ledger ----------------------------------------------------------------
+
+    async def insert_usage(self, rec: UsageRecord) -> bool:
+        row = codec.sqlite_row(rec)
+        sql = f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({_marks(len(row))}) ON CONFLICT DO NOTHING"
+        return bool(await self._tx(lambda c: c.execute(sql, row).rowcount))
+
+    async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
+        sql = (
+            f"SELECT {_USAGE_COLS} FROM usage WHERE tenant = ? AND at >= ? AND at < ?"
+            " ORDER BY at, id"
+        )
+        args = (tenant, codec.iso(start), codec.iso(end))
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_sqlite_row(UsageRecord, r) for r in rows]
+
+    async def usage_count(self) -> int:
+        return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))
+
+    # -- generic atomic state ----------------------------------------------------------
+
+    async def update_state(self, scope: str, fn: StateFn[T]) -> T:
+        def apply(c: Conn) -> T:
+            row = c.execute("SELECT data FROM state WHERE scope = ?", (scope,)).fetchone()
+            current = None if row is None or row[0] is None else json.loads(row[0])
+            result, new = trio.from_thread.run_sync(fn, current)
+            c.execute(
+                "INSERT INTO state (scope, data) VALUES (?, ?)"
+                " ON CONFLICT (scope) DO UPDATE SET data = excluded.data",
+                (scope, codec.dumps(new)),
+            )
+            return result
+
+        return await self._tx(apply)
+
+    async def read_state(self, scope: str) -> State | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT data FROM state WHERE scope = ?", (scope,)).fetchone()
+        )
+        return None if row is None or row[0] is None else dict(json.loads(row[0]))
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def insert_job(self, rec: JobRecord) -> None:
+        row = codec.sqlite_row(rec)
+        sql = f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({_marks(len(row))})"
+        try:
+            await self._tx(lambda c: c.execute(sql, row))
+        except sqlite3.IntegrityError as err:
+            raise Conflict(f"A job with id '{rec.id}' already exists") from err
+
+    async def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
+        sql = f"SELECT {_JOB_COLS} FROM jobs WHERE tenant = ? AND id = ?"
+        row = await self._run(lambda c: c.execute(sql, (tenant, job_id)).fetchone())
+        return None if row is None else codec.from_sqlite_row(JobRecord, row)
+
+    async def list_jobs(
+        self, tenant: str, status: str | None, limit: int, after: str | None
+    ) -> list[JobRecord]:
+        where, args = ["tenant = ?"], [tenant]
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if after is not None:
+            where.append(
+                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE tenant = ? AND id = ?)"
+            )
+            args += [tenant, after]
+        sql = (
+            f"SELECT {_JOB_COLS} FROM jobs WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [codec.from_sqlite_row(JobRecord, r) for r in rows]
+
+    async def claim_job(self, worker: str, now: float, lease_seconds: float) -> JobRecord | None:
+        started = codec.iso(datetime.fromtimestamp(now, UTC))
+        sql = (
+            "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,"
+            " attempts = attempts + 1, started_at = coalesce(started_at, ?)"
+            " WHERE id = (SELECT id FROM jobs"
+            "   WHERE status IN ('queued', 'running') AND ("
+            "     (status = 'queued' AND run_after <= ?)"
+            "     OR (status = 'running' AND lease_expires < ?))"
+            "   ORDER BY created_at, id LIMIT 1)"
+            f" RETURNING {_JOB_COLS}"
+        )
+        args = (worker, now + lease_seconds, started, now, now)
+        row = await self._tx(lambda c: c.execute(sql, args).fetchone())
+        return None if row is None else codec.from_sqlite_row(JobRecord, row)
+
+    async def update_job(self, job_id: str, fn: JobFn) -> JobRecord | None:
+        def apply(c: Conn) -> JobRecord | None:
+            row = c.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            old = codec.from_sqlite_row(JobRecord, row)
+            new = trio.from_thread.run_sync(fn, old)
+            if (new.id, new.tenant, new.key_id) != (old.id, old.tenant, old.key_id):
+                raise ValueError("update_job may not change a job's id, tenant or key_id")
+            if new != old:
+                sets = ", ".join(f"{col} = ?" for col in _JOB_MUTABLE)
+                values = [codec.to_sqlite(col, getattr(new, col)) for col in _JOB_MUTABLE]
+                c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+            return new
+
+        return await self._tx(apply)
+
+    async def heartbeat(self, job_id: str, worker: str, until: float) -> bool:
+        sql = (
+            "UPDATE jobs SET lease_expires = ?"
+            " WHERE id = ? AND lease_owner = ? AND status = 'running'"
+        )
+        return bool(await self._tx(lambda c: c.execute(sql, (until, job_id, worker)).rowcount))
+
+    # -- idempotency records ---------------------------------------------------------
+
+    async def idempotency_get(
+        self, tenant: str, key: str, now: datetime | None = None
+    ) -> dict[str, Any] | None:
+        at = _NOW_SQL if now is None else "?"
+        sql = f"SELECT value FROM idempotency WHERE tenant = ? AND key = ? AND expires_at > {at}"
+        args: tuple[str, ...] = (tenant, key) if now is None else (tenant, key, codec.iso(now))
+        row = await self._run(lambda c: c.execute(sql, args).fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
+    async def idempotency_put(
+        self, tenant: str, key: str, value: dict[str, Any], expires_at: datetime
+    ) -> None:
+        sql = (
+            "INSERT INTO idempotency (tenant, key, value, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (tenant, key) DO UPDATE"
+            " SET value = excluded.value, expires_at = excluded.expires_at"
+        )
+        args = (tenant, key, codec.dumps(value), codec.iso(expires_at))
+        await self._tx(lambda c: c.execute(sql, args))

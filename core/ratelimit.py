@@ -1,0 +1,211 @@
+"""Token buckets for requests-per-minute and tokens-per-minute limits.
+
+Owns: whether one key may spend `amount` (requests or tokens) now, what that leaves, and
+the `x-ratelimit-*` / `Retry-After` header values that say so.
+
+Rules:
+- A `BucketSpec(capacity, per_second)` holds at most `capacity` and refills `per_second`
+  (both finite, > 0; `BucketSpec.per_minute(n)` is capacity n, refill n/60 per second).
+  A limit of zero ("blocked") is not a bucket: the caller refuses before asking.
+- A `Bucket(level, updated_at)` is a stored state; `level` may be negative (debt left by
+  `adjust` when real usage exceeded the estimate). No bucket yet (`None`) means full.
+- Refill: `elapsed = max(0, now - updated_at)`, `level = min(capacity, level +
+  elapsed * per_second)`, `updated_at = max(updated_at, now)`. A clock that goes
+  backwards never refills and never moves `updated_at` backwards. A stored level above
+  a (since lowered) capacity is clipped to it.
+- `take` grants iff `level >= amount` (after refill) and then subtracts `amount`.
+  `Denied` leaves the level as refilled (nothing is subtracted; the stored state is the
+  same bucket brought up to date).
+- An amount greater than `capacity` can never be granted, however long one waits:
+  `never_fits(spec, amount)` says so, and `take` answers `Denied(retry_after=math.inf)`
+  for it (the only case where `retry_after` is infinite). Callers check `never_fits`
+  first and answer "request larger than the limit" instead of a Retry-After;
+  `retry_after_header` refuses infinity.
+- `reset_after` is the seconds until the bucket is full again; `retry_after` the seconds
+  until `amount` would be granted, always > 0 on a `Denied`.
+- Header values (OpenAI style): limit is the capacity, remaining is `floor(level)` and
+  never negative, reset is a duration string like "1s", "6m0s", "12ms" (rounded up to
+  the millisecond). `Retry-After` is whole seconds, rounded up, at least 1.
+- States round-trip through `to_dict()` / `from_dict()` (JSON-able), because storage
+  keeps them as JSON text and applies `take` / `adjust` inside a transaction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal, TypeAlias
+
+from attrs import field, frozen
+
+# Float arithmetic leaves noise such as 0.012 * 1000 = 12.000000000000002; rounding
+# up ignores anything below this many seconds (one nanosecond) so 12ms stays "12ms".
+_NOISE = 1e-9
+
+Kind = Literal["requests", "tokens"]
+
+
+def _finite(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+
+
+def _check_spec(instance: BucketSpec, attribute: object, value: float) -> None:
+    del instance
+    name = getattr(attribute, "name", "value")
+    _finite(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, not {value!r}")
+
+
+@frozen
+class BucketSpec:
+    capacity: float = field(validator=_check_spec)
+    per_second: float = field(validator=_check_spec)
+
+    @classmethod
+    def per_minute(cls, n: float) -> BucketSpec:
+        """`n` per minute: holds up to `n`, refills `n / 60` per second."""
+        return cls(capacity=float(n), per_second=n / 60.0)
+
+
+def _check_bucket(instance: Bucket, attribute: object, value: float) -> None:
+    del instance
+    _finite(getattr(attribute, "name", "value"), value)
+
+
+@frozen
+class Bucket:
+    level: float = field(validator=_check_bucket)  # tokens available; negative is debt
+    updated_at: float = field(validator=_check_bucket)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"level": self.level, "updated_at": self.updated_at}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> Bucket:
+        """Parse a stored state; a missing or non-numeric field is a `ValueError`."""
+        values: list[float] = []
+        for name in ("level", "updated_at"):
+            value = d.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"bucket state field {name!r} must be a number, not {value!r}")
+            values.append(float(value))
+        return cls(level=values[0], updated_at=values[1])
+
+
+@frozen
+class Allowed:
+    remaining: float  # level after the grant
+    reset_after: float  # seconds until the bucket is full again
+
+
+@frozen
+class Denied:
+    retry_after: float  # seconds until the amount would be granted; inf: never
+    remaining: float  # level now (unchanged by the refusal)
+    reset_after: float  # seconds until the bucket is full again
+
+
+Decision: TypeAlias = Allowed | Denied
+
+
+def never_fits(spec: BucketSpec, amount: float) -> bool:
+    """True when `amount` exceeds what the bucket can ever hold, so no wait helps."""
+    return amount > spec.capacity
+
+
+def refill(spec: BucketSpec, bucket: Bucket | None, now: float) -> Bucket:
+    """The bucket brought up to `now` (full when there is no bucket yet)."""
+    _finite("now", now)
+    if bucket is None:
+        return Bucket(level=spec.capacity, updated_at=now)
+    elapsed = max(0.0, now - bucket.updated_at)
+    level = min(spec.capacity, bucket.level + elapsed * spec.per_second)
+    return Bucket(level=level, updated_at=max(bucket.updated_at, now))
+
+
+def _seconds_until(spec: BucketSpec, level: float, target: float) -> float:
+    return max(0.0, (target - level) / spec.per_second)
+
+
+def take(
+    spec: BucketSpec, bucket: Bucket | None, amount: float, now: float
+) -> tuple[Decision, Bucket]:
+    """Spend `amount` from the bucket if it holds that much now; else say how long to wait."""
+    _finite("amount", amount)
+    if amount < 0:
+        raise ValueError(f"amount must be >= 0, not {amount!r}")
+    current = refill(spec, bucket, now)
+    if current.level >= amount:
+        after = Bucket(level=current.level - amount, updated_at=current.updated_at)
+        return Allowed(after.level, _seconds_until(spec, after.level, spec.capacity)), after
+    wait = _seconds_until(spec, current.level, amount)
+    # a denial always waits: a float wait that underflowed to 0 becomes the smallest one
+    retry = math.inf if never_fits(spec, amount) else max(wait, math.ulp(0.0))
+    reset = _seconds_until(spec, current.level, spec.capacity)
+    return Denied(retry_after=retry, remaining=current.level, reset_after=reset), current
+
+
+def adjust(spec: BucketSpec, bucket: Bucket | None, delta: float, now: float) -> Bucket:
+    """Charge `delta` more (or refund when negative) once the real count is known.
+
+    The result is capped at `capacity` and may go below zero (debt), which later
+    requests wait out. No bucket yet means a full one.
+    """
+    _finite("delta", delta)
+    current = refill(spec, bucket, now)
+    level = min(spec.capacity, current.level - delta)
+    return Bucket(level=level, updated_at=current.updated_at)
+
+
+# ---- header values ----------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI-style duration: "0s", "12ms", "1s", "1.5s", "6m0s", "1h2m3.25s".
+
+    Rounded up to the whole millisecond; below one second it is in milliseconds.
+    """
+    _finite("seconds", seconds)
+    millis = max(0, math.ceil(seconds * 1000 - _NOISE * 1000))
+    if millis == 0:
+        return "0s"
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def headers(kind: Kind, spec: BucketSpec, decision: Decision) -> dict[str, str]:
+    """`x-ratelimit-limit-<kind>`, `-remaining-<kind>` and `-reset-<kind>` for a decision."""
+    if kind not in ("requests", "tokens"):
+        raise ValueError(f"kind must be 'requests' or 'tokens', not {kind!r}")
+    remaining = max(0, math.floor(decision.remaining + _NOISE))
+    return {
+        f"x-ratelimit-limit-{kind}": _number(spec.capacity),
+        f"x-ratelimit-remaining-{kind}": str(remaining),
+        f"x-ratelimit-reset-{kind}": format_duration(decision.reset_after),
+    }
+
+
+def retry_after_header(seconds: float) -> str:
+    """`Retry-After` value: whole seconds, rounded up, at least 1.
+
+    Infinity (an amount that never fits) has no Retry-After: `ValueError`.
+    """
+    if math.isinf(seconds):
+        raise ValueError("the request can never fit this limit; there is no Retry-After")
+    _finite("seconds", seconds)
+    return str(max(1, math.ceil(seconds - _NOISE)))

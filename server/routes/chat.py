@@ -1,0 +1,81 @@
+"""OpenAI Chat Completions: `POST /v1/chat/completions` and the original `/v1/chat.completions`.
+
+Owns: the OpenAI-compatible surface, so the official `openai` SDK works unchanged with
+`base_url` pointed at the gateway. Streaming follows OpenAI's data-only SSE with a final
+`data: [DONE]`; `stream_options.include_usage` adds the usage chunk. A failure after the
+stream began is sent as `data: {"error": {...}}` (the SDK raises on it) and the stream
+ends without `[DONE]`.
+"""
+
+from __future__ import annotations
+
+from quart import Response
+from quart_trio import QuartTrio
+
+from adapters.execution import Execution
+from core.errors import GatewayError
+from core.model import StreamEvent
+from core.sse import encode_comment, encode_event
+from server.http import to_json
+from server.pipeline import admit, stream_body, whole
+from server.routes.responses import sse_response
+from server.services import Services
+from server.wire.openai_chat import (
+    ChatStreamEncoder,
+    chat_completion,
+    error_chunk,
+    parse_chat_request,
+)
+
+
+class ChatFramer:
+    keepalive = encode_comment("keep-alive")
+
+    def __init__(self, exe: Execution, created: int, include_usage: bool) -> None:
+        self.encoder = ChatStreamEncoder(
+            completion_id="chatcmpl-" + exe.request_id.removeprefix("req_"),
+            created=created,
+            model=exe.request.model,
+            include_usage=include_usage,
+        )
+
+    def start(self, exe: Execution) -> bytes:
+        return b"".join(encode_event(to_json(c)) for c in self.encoder.start())
+
+    def event(self, exe: Execution, event: StreamEvent) -> bytes:
+        return b"".join(encode_event(to_json(c)) for c in self.encoder.on_event(event))
+
+    def finish(self, exe: Execution) -> bytes:
+        chunks = self.encoder.finish(usage=exe.answer_usage, gateway=exe.gateway_info())
+        return b"".join(encode_event(to_json(c)) for c in chunks) + encode_event("[DONE]")
+
+    def fail(self, exe: Execution, error: GatewayError) -> bytes:
+        return encode_event(to_json(error_chunk(error)))
+
+
+def register(app: QuartTrio, services: Services) -> None:
+    async def chat() -> Response:
+        parsed: dict[str, bool] = {}
+
+        def parse(body: dict[str, object]):  # type: ignore[no-untyped-def]
+            request, include_usage = parse_chat_request(body)
+            parsed["include_usage"] = include_usage
+            return request
+
+        exe = await admit(services, "chat.completions", parse)
+        created = int(services.clock.epoch())
+        if exe.request.stream:
+            framer = ChatFramer(exe, created, parsed.get("include_usage", False))
+            return sse_response(stream_body(services, exe, framer), exe.rate_headers)
+        completion = await whole(services, exe)
+        body = chat_completion(
+            completion_id="chatcmpl-" + exe.request_id.removeprefix("req_"),
+            created=created,
+            model=exe.request.model,
+            completion=completion,
+            gateway=exe.gateway_info(),
+        )
+        return Response(to_json(body), content_type="application/json", headers=exe.rate_headers)
+
+    app.add_url_rule("/v1/chat/completions", "chat_completions", chat, methods=["POST"])
+    app.add_url_rule("/v1/chat.completions", "chat_completions_original", chat, methods=["POST"])

@@ -1,0 +1,143 @@
+"""WebSocket `GET /v1/responses/ws`: many unified requests over one connection.
+
+Owns: the WebSocket surface. Auth at the handshake (see `server.auth`: headers, the
+`umg-key.<key>` subprotocol browsers can send, or `?api_key=`); a bad key closes with
+code 4401 before anything else. Then the client sends JSON text frames:
+
+  {"type": "response.create", "id": "<client id>", "request": {<unified request>}}
+  {"type": "response.cancel", "id": "<client id>"}
+
+and receives, for each request, the same events as `/v1/responses/stream` as JSON text
+frames, each with `"id": "<client id>"` added, ending with `response.completed`,
+`response.incomplete`, `response.failed`, or `response.cancelled` (after a cancel).
+Requests run concurrently; a bad message gets an `error` frame naming the problem and
+the connection stays open. Closing the socket cancels every request in flight (the
+ledger records what each consumed).
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any
+
+import trio
+from quart import websocket
+from quart_trio import QuartTrio
+
+from adapters.storage.records import KeyRecord
+from core.errors import AuthenticationFailed, GatewayError, InvalidJSON, InvalidRequest
+from server.auth import websocket_key
+from server.http import decode_json, to_json
+from server.services import Services
+from server.wire.responses import ResponsesStreamEncoder, parse_responses_request
+
+CLOSE_UNAUTHORIZED = 4401
+
+
+async def _send(frame: dict[str, Any], client_id: str | None) -> None:
+    if client_id is not None:
+        frame = {**frame, "id": client_id}
+    await websocket.send(to_json(frame))
+
+
+async def _error(err: GatewayError, client_id: str | None) -> None:
+    await _send({"type": "error", **err.to_body()["error"]}, client_id)
+
+
+class Connection:
+    def __init__(self, services: Services, key: KeyRecord, nursery: trio.Nursery) -> None:
+        self.services = services
+        self.key = key
+        self.nursery = nursery
+        self.running: dict[str, trio.CancelScope] = {}
+
+    async def handle(self, raw: str | bytes) -> None:
+        try:
+            message = decode_json(raw.encode() if isinstance(raw, str) else raw)
+        except InvalidJSON as err:
+            await _error(err, None)
+            return
+        client_id = message.get("id")
+        kind = message.get("type")
+        if not isinstance(client_id, str) or not client_id:
+            await _error(InvalidRequest("Every message needs a string 'id'", param="id"), None)
+        elif kind == "response.create":
+            if client_id in self.running:
+                await _error(InvalidRequest(f"A request with id '{client_id}' is running", param="id"), client_id)
+                return
+            scope = trio.CancelScope()
+            self.running[client_id] = scope
+            self.nursery.start_soon(self.run, client_id, message.get("request"), scope)
+        elif kind == "response.cancel":
+            scope = self.running.get(client_id)
+            if scope is None:
+                await _error(InvalidRequest(f"No running request with id '{client_id}'", param="id"), client_id)
+            else:
+                scope.cancel()
+        else:
+            await _error(
+                InvalidRequest("'type' must be response.create or response.cancel", param="type"),
+                client_id,
+            )
+
+    async def run(self, client_id: str, body: Any, scope: trio.CancelScope) -> None:
+        gateway = self.services.gateway
+        try:
+            if not isinstance(body, dict):
+                raise InvalidRequest("'request' must be an object holding a unified request", param="request")
+            request = parse_responses_request(body)
+        except GatewayError as err:
+            await gateway.record_rejected(self.key, "responses.ws", err)
+            await _error(err, client_id)
+            self.running.pop(client_id, None)
+            return
+        exe = gateway.start(self.key, request, "responses.ws")
+        encoder = ResponsesStreamEncoder(
+            response_id="resp_" + exe.request_id.removeprefix("req_"),
+            created_at=int(self.services.clock.epoch()),
+            request=request,
+        )
+        failure: GatewayError | None = None
+        try:
+            with scope:
+                for _name, data in encoder.start():
+                    await _send(data, client_id)
+                await gateway.admit(exe)
+                async with aclosing(gateway.stream(exe)) as events:
+                    async for event in events:
+                        for _name, data in encoder.on_event(event):
+                            await _send(data, client_id)
+            if scope.cancelled_caught:
+                await gateway.record(exe)
+                await _send({"type": "response.cancelled", "response_id": encoder.response_id}, client_id)
+                return
+        except GatewayError as err:
+            failure = err
+        finally:
+            self.running.pop(client_id, None)
+            await gateway.record(exe, failure)
+        frames = encoder.fail(failure) if failure else encoder.finish(
+            usage=exe.answer_usage, gateway=exe.gateway_info(), finish_reason=exe.finish_reason
+        )
+        for _name, data in frames:
+            await _send(data, client_id)
+
+
+def register(app: QuartTrio, services: Services) -> None:
+    @app.websocket("/v1/responses/ws")
+    async def responses_ws() -> None:
+        token, via_protocol = websocket_key()
+        try:
+            key = await services.gateway.authenticate(token)
+        except AuthenticationFailed:
+            await websocket.close(CLOSE_UNAUTHORIZED, "invalid or missing API key")
+            return
+        await websocket.accept(subprotocol="umg" if via_protocol else None)
+        async with trio.open_nursery() as nursery:
+            connection = Connection(services, key, nursery)
+            while True:
+                raw = await websocket.receive()
+                await connection.handle(raw)
+
+
+

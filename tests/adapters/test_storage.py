@@ -1,0 +1,226 @@
+"""Storage on both backends: keys, the usage ledger, atomic state, idempotency records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import trio
+
+from adapters.storage import open_storage
+from adapters.storage.base import Storage
+from adapters.storage.records import KeyRecord, UsageRecord
+from core.errors import Conflict
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make_key(n: int, tenant: str = "t1", **changes: Any) -> KeyRecord:
+    values: dict[str, Any] = {
+        "id": f"key_{n}",
+        "prefix": f"umg_{n:04d}",
+        "secret_hash": f"{n:064x}",
+        "tenant": tenant,
+        "project": "p1",
+        "name": None,
+        "rpm": 60,
+        "tpm": None,
+        "budget_usd": Decimal("12.5"),
+        "budget_period": "month",
+        "created_at": T0 + timedelta(seconds=n),
+        "revoked_at": None,
+    }
+    return KeyRecord(**{**values, **changes})
+
+
+def make_usage(n: int, at: datetime, tenant: str = "t1", **changes: Any) -> UsageRecord:
+    values: dict[str, Any] = {
+        "id": f"use_{n}",
+        "request_id": f"req_{n}",
+        "at": at,
+        "tenant": tenant,
+        "project": "p1",
+        "key_id": "key_1",
+        "endpoint": "responses",
+        "model": "gpt-4.1",
+        "provider": "openai",
+        "deployment": "openai/gpt-4.1",
+        "input_tokens": 10,
+        "output_tokens": 20,
+        "cached_input_tokens": 3,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 5,
+        "cost": Decimal("0.0000012345"),
+        "price_version": "2026-01",
+        "status": "ok",
+        "error_code": None,
+        "latency_ms": 120,
+        "ttft_ms": None,
+        "attempts": 1,
+        "stream": True,
+    }
+    return UsageRecord(**{**values, **changes})
+
+
+async def test_migrate_is_idempotent_and_health(storage: Storage) -> None:
+    await storage.migrate()
+    await storage.migrate()
+    assert await storage.health() is True
+    assert await storage.count_keys() == 0
+
+
+async def test_keys_round_trip_and_revocation(storage: Storage) -> None:
+    first, second = make_key(1, name="ci"), make_key(2, tenant="t2", budget_usd=None, tpm=1000)
+    await storage.insert_key(first)
+    await storage.insert_key(second)
+    assert await storage.key_by_prefix("umg_0001") == first
+    assert await storage.key_by_id("key_2") == second
+    assert await storage.key_by_prefix("umg_9999") is None
+    assert await storage.list_keys() == [first, second]
+    assert await storage.list_keys("t2") == [second]
+    assert await storage.count_keys() == 2
+
+    at = T0 + timedelta(days=1)
+    revoked = await storage.revoke_key("umg_0001", at)  # by prefix
+    assert revoked is not None and revoked.revoked_at == at and revoked.id == "key_1"
+    again = await storage.revoke_key("key_1", at + timedelta(hours=1))  # by id: kept
+    assert again is not None and again.revoked_at == at
+    assert await storage.revoke_key("nope", at) is None
+    fetched = await storage.key_by_prefix("umg_0001")
+    assert fetched is not None and fetched.revoked_at == at
+    assert fetched.revoked_at.tzinfo is not None
+    assert (await storage.key_by_id("key_2")) == second  # untouched
+
+
+async def test_key_prefix_and_id_are_unique(storage: Storage) -> None:
+    await storage.insert_key(make_key(1))
+    with pytest.raises(Conflict):
+        await storage.insert_key(make_key(2, prefix="umg_0001"))
+    with pytest.raises(Conflict):
+        await storage.insert_key(make_key(1, prefix="umg_other"))
+    assert await storage.count_keys() == 1
+
+
+async def test_ledger_is_idempotent_on_request_id_and_money_is_exact(storage: Storage) -> None:
+    row = make_usage(1, T0)
+    assert await storage.insert_usage(row) is True
+    retry = make_usage(2, T0 + timedelta(seconds=5), request_id="req_1", cost=Decimal("9"))
+    assert await storage.insert_usage(retry) is False
+    assert await storage.insert_usage(row) is False
+    assert await storage.usage_count() == 1
+    [stored] = await storage.usage_rows("t1", T0, T0 + timedelta(seconds=1))
+    assert stored == row
+    assert stored.cost == Decimal("0.0000012345") and str(stored.cost) == "0.0000012345"
+    assert isinstance(stored.cost, Decimal) and stored.stream is True
+
+
+async def test_money_values_are_canonical_on_both_backends(storage: Storage) -> None:
+    costs = [Decimal("0"), Decimal("1.5"), Decimal("0.0000000001"), Decimal("99999999999999999999.9999999999")]
+    for n, cost in enumerate(costs):
+        await storage.insert_usage(make_usage(n, T0 + timedelta(seconds=n), cost=cost))
+    rows = await storage.usage_rows("t1", T0, T0 + timedelta(minutes=1))
+    assert [r.cost for r in rows] == costs
+    assert [str(r.cost) for r in rows] == [
+        "0E-10", "1.5000000000", "1E-10", "99999999999999999999.9999999999"
+    ]
+
+
+async def test_money_that_would_be_rounded_is_refused(storage: Storage) -> None:
+    with pytest.raises(ValueError, match="NUMERIC"):
+        await storage.insert_usage(make_usage(1, T0, cost=Decimal("0.00000000001")))
+    with pytest.raises(ValueError, match="NUMERIC"):
+        await storage.insert_usage(make_usage(2, T0, cost=Decimal("1E20")))
+    assert await storage.usage_count() == 0
+
+
+async def test_usage_rows_window_is_start_inclusive_end_exclusive(storage: Storage) -> None:
+    times = [T0 - timedelta(microseconds=1), T0, T0 + timedelta(minutes=30), T0 + timedelta(hours=1)]
+    for n, at in enumerate(times):
+        await storage.insert_usage(make_usage(n, at))
+    await storage.insert_usage(make_usage(9, T0 + timedelta(minutes=1), tenant="t2"))
+    rows = await storage.usage_rows("t1", T0, T0 + timedelta(hours=1))
+    assert [r.request_id for r in rows] == ["req_1", "req_2"]
+    assert all(r.at.utcoffset() == timedelta(0) for r in rows)
+    # the same instants given in another zone select the same rows
+    plus2 = timezone(timedelta(hours=2))
+    shifted = await storage.usage_rows("t1", T0.astimezone(plus2), (T0 + timedelta(hours=1)).astimezone(plus2))
+    assert shifted == rows
+    assert [r.request_id for r in await storage.usage_rows("t2", T0, T0 + timedelta(hours=1))] == ["req_9"]
+
+
+def _increment(state: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    count = (state or {}).get("count", 0) + 1
+    return count, {"count": count}
+
+
+async def test_update_state_concurrent_increments(storage: Storage) -> None:
+    seen: list[int] = []
+
+    async def bump() -> None:
+        seen.append(await storage.update_state("counter", _increment))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(bump)
+    assert await storage.read_state("counter") == {"count": 20}
+    assert sorted(seen) == list(range(1, 21))
+
+
+async def test_update_state_across_two_storage_instances(storage_url: str) -> None:
+    """Two Storage objects (two pools / two connections) act like two gateway processes."""
+    stores = [open_storage(storage_url), open_storage(storage_url)]
+    await stores[0].migrate()
+    await stores[1].migrate()
+    try:
+        async with trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(stores[n % 2].update_state, "shared", _increment)
+        assert await stores[0].read_state("shared") == {"count": 40}
+        assert await stores[1].read_state("shared") == {"count": 40}
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_update_state_failure_rolls_back(storage: Storage) -> None:
+    await storage.update_state("s", lambda state: (None, {"v": "1", "nested": [1, 2]}))
+
+    def broken(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
+        raise RuntimeError("rule failed")
+
+    with pytest.raises(RuntimeError, match="rule failed"):
+        await storage.update_state("s", broken)
+    assert await storage.read_state("s") == {"v": "1", "nested": [1, 2]}
+    assert await storage.read_state("missing") is None
+    first_seen = await storage.update_state("new", lambda state: (state, {"n": 1}))
+    assert first_seen is None
+
+
+async def test_update_state_fn_runs_on_the_trio_thread(storage: Storage) -> None:
+    """Functions may read a Trio clock (the job service's do)."""
+    now = await storage.update_state("clock", lambda s: (trio.current_time(), {}))
+    assert isinstance(now, float)
+
+
+async def test_idempotency_records(storage: Storage) -> None:
+    expires = T0 + timedelta(hours=1)
+    assert await storage.idempotency_get("t1", "abc", now=T0) is None
+    await storage.idempotency_put("t1", "abc", {"status": 200, "body": {"id": "x"}}, expires)
+    assert await storage.idempotency_get("t1", "abc", now=T0) == {"status": 200, "body": {"id": "x"}}
+    assert await storage.idempotency_get("t2", "abc", now=T0) is None  # tenant-scoped
+    assert await storage.idempotency_get("t1", "abc", now=expires) is None  # expired
+    await storage.idempotency_put("t1", "abc", {"status": 201}, expires + timedelta(hours=1))
+    assert await storage.idempotency_get("t1", "abc", now=expires) == {"status": 201}
+    # without `now` the database's own clock decides
+    far = datetime(2999, 1, 1, tzinfo=UTC)
+    await storage.idempotency_put("t1", "future", {"ok": True}, far)
+    assert await storage.idempotency_get("t1", "future") == {"ok": True}
+    await storage.idempotency_put("t1", "past", {"ok": True}, datetime(2000, 1, 1, tzinfo=UTC))
+    assert await storage.idempotency_get("t1", "past") is None
+
+
+async def test_naive_datetimes_are_refused(storage: Storage) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await storage.insert_usage(make_usage(1, datetime(2026, 1, 1)))
