@@ -33,5 +33,5 @@ class HealthBook:
     def begin_attempt(self, deployment_id: str, now: float) -> None:
         """Mark a half-open probe in flight, so only one request probes a cooled-down deployment."""
         state = self._states.get(deployment_id)
-        if state is not None and state.circuit == "half_open":
+        if state is not None and state.circuit != "closed":
             self._states[deployment_id] = health.begin_probe(state, now, self.policy)

@@ -48,6 +48,11 @@ class Limits:
             if per_minute is None:
                 continue
             spec = ratelimit.BucketSpec.per_minute(per_minute)
+            if ratelimit.never_fits(spec, amount):
+                raise RateLimited(
+                    f"Request too large for {kind} per minute: limit {per_minute}, "
+                    f"this request needs about {int(amount)}"
+                )
             scope = f"rl:{kind[:3]}:{key.id}"
 
             def apply(

@@ -35,3 +35,14 @@ async def test_stream_ends_with_completed(gateway: Running) -> None:
         assert events[-1] == "response.completed"
         last = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")][-1]
         assert json.loads(last)["response"]["gateway"]["cost_usd"] != "0"
+
+
+async def test_request_larger_than_tpm_is_a_clear_429(gateway: Running) -> None:
+    key = await gateway.new_key(tpm=10)
+    async with gateway.client(key=key) as client:
+        r = await client.post(
+            "/v1/responses",
+            json={"model": "gpt-4.1", "input": {"prompt": "word " * 200}},
+        )
+        assert r.status_code == 429, r.text
+        assert "too large" in r.json()["error"]["message"]
