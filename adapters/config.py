@@ -19,7 +19,10 @@ from typing import Any
 
 from attrs import field, frozen
 
+from adapters.providers.base import Timeouts
+from core.attempts import AttemptPolicy
 from core.catalog import Catalog, catalog_from_data, merge_catalog_data
+from core.health import HealthPolicy
 
 
 class ConfigError(ValueError):
@@ -61,12 +64,48 @@ class Settings:
     catalog_overrides: Mapping[str, Any] = field(factory=dict)
     limits: LimitSettings = field(factory=LimitSettings)
     jobs: JobSettings = field(factory=JobSettings)
+    attempts: AttemptPolicy = field(factory=AttemptPolicy)
+    timeouts: Timeouts = field(factory=Timeouts)
+    health: HealthPolicy = field(factory=HealthPolicy)
     log_level: str = "info"
 
     def catalog(self) -> Catalog:
+        """Default catalog + the models of OpenAI-compatible providers + operator overrides."""
         base = tomllib.loads(resources.files("core").joinpath("default_catalog.toml").read_text())
-        data = merge_catalog_data(base, dict(self.catalog_overrides)) if self.catalog_overrides else base
+        data = merge_catalog_data(base, compatible_catalog_data(self.providers))
+        if self.catalog_overrides:
+            data = merge_catalog_data(data, dict(self.catalog_overrides))
         return catalog_from_data(data)
+
+
+# What a compatible server's model gets when the operator says nothing more about it: the
+# limits of a typical modern open model, and price 0 (right for a local server; for a
+# paid one, set the price in `[catalog.models."<name>/<model>"]`).
+def compatible_defaults() -> dict[str, Any]:
+    return {
+        "context_window": 131072,
+        "max_output_tokens": 8192,
+        "capabilities": ["tools", "json"],
+        "price": {"input": "0", "output": "0", "version": "unpriced"},
+    }
+
+
+def compatible_catalog_data(providers: tuple[ProviderSettings, ...]) -> dict[str, Any]:
+    """Catalog entries `<provider name>/<upstream model>` for each OpenAI-compatible
+    provider's listed models (merged under the operator's own catalog overrides)."""
+    models: dict[str, Any] = {}
+    for p in providers:
+        if p.kind != "openai_compatible":
+            continue
+        for upstream in p.models:
+            models[f"{p.name}/{upstream}"] = {
+                "owned_by": p.name,
+                "created": 0,
+                "deployments": [
+                    {"provider": p.name, "upstream_model": upstream, **compatible_defaults()}
+                ],
+            }
+    return {"models": models}
 
 
 def _bool(value: str, name: str) -> bool:
@@ -107,6 +146,19 @@ def _providers(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Pro
             )
         )
     return tuple(found)
+
+
+def _table(file_cfg: Mapping[str, Any], name: str, allowed: Any) -> dict[str, Any]:
+    """A tuning table (`[attempts]`, `[timeouts]`, `[health]`): keys must be fields of
+    `allowed` (an attrs class), so a typo is an error rather than silently ignored."""
+    section = file_cfg.get(name, {})
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {a.name for a in allowed.__attrs_attrs__}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"[{name}] has unknown keys {unknown}; known: {sorted(known)}")
+    return dict(section)
 
 
 def load_settings(
@@ -153,6 +205,9 @@ def load_settings(
                 max_attempts=int(jobs.get("max_attempts", 3)),
                 poll_seconds=float(jobs.get("poll_seconds", 0.5)),
             ),
+            attempts=AttemptPolicy(**_table(file_cfg, "attempts", AttemptPolicy)),
+            timeouts=Timeouts(**_table(file_cfg, "timeouts", Timeouts)),
+            health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),
             log_level=env.get("LOG_LEVEL") or server.get("log_level", "info"),
         )
     except (TypeError, ValueError) as err:

@@ -371,3 +371,33 @@ def merge_catalog_data(
     result["models"] = models
     result["aliases"] = aliases
     return result
+
+
+# ---- serving what is configured --------------------------------------------------------
+
+
+def restrict_to_providers(catalog: Catalog, labels: frozenset[str]) -> Catalog:
+    """The catalog as far as the given provider labels can serve it.
+
+    Deployments of other providers are dropped; a model left without deployments is
+    dropped, and so are fallbacks and aliases that pointed at it. So a gateway with only
+    an OpenAI key never plans an attempt at Anthropic (which would only fail and waste the
+    request's retries), and `/v1/models` lists only what can be answered.
+    """
+    models: dict[str, ModelEntry] = {}
+    for model_id, entry in catalog.models.items():
+        kept = tuple(d for d in entry.deployments if d.provider in labels)
+        if kept:
+            models[model_id] = ModelEntry(
+                id=entry.id, owned_by=entry.owned_by, created=entry.created,
+                deployments=kept, fallbacks=entry.fallbacks,
+            )
+    aliases = {name: target for name, target in catalog.aliases.items() if target in models}
+    for model_id, entry in models.items():
+        fallbacks = tuple(f for f in entry.fallbacks if aliases.get(f, f) in models)
+        if fallbacks != entry.fallbacks:
+            models[model_id] = ModelEntry(
+                id=entry.id, owned_by=entry.owned_by, created=entry.created,
+                deployments=entry.deployments, fallbacks=fallbacks,
+            )
+    return Catalog(models=models, aliases=aliases)

@@ -14,12 +14,16 @@ from attrs import define, field
 from adapters.clock import Clock
 from adapters.config import Settings
 from adapters.gateway import Gateway
+from adapters.health_book import HealthBook
 from adapters.jobs import JobService
 from adapters.providers.base import Provider
 from adapters.providers.mock import MockProvider
+from adapters.providers.registry import real_providers
+from adapters.providers.transport import HttpxTransport, Transport, default_limits
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from core import jobs as lifecycle
+from core.catalog import Catalog, restrict_to_providers
 from server.streaming import StreamRegistry
 
 log = logging.getLogger("umg")
@@ -43,37 +47,54 @@ class Services:
         await self.storage.close()
 
 
-def build_providers(settings: Settings, http: httpx.AsyncClient | None) -> dict[str, Provider]:
+def build_providers(
+    settings: Settings, catalog: Catalog, transport: Transport | None
+) -> dict[str, Provider]:
     """Provider label -> adapter. In mock mode every label is served by the Mock."""
-    catalog = settings.catalog()
-    labels = {d.provider for m in catalog.models.values() for d in m.deployments}
     mock = MockProvider()
     if settings.mock_mode:
+        labels = {d.provider for m in catalog.models.values() for d in m.deployments}
         return {label: mock for label in labels | {"mock"}}
-    from adapters.providers.registry import real_providers
-
+    assert transport is not None
     providers: dict[str, Provider] = {"mock": mock}
-    assert http is not None
-    providers.update(real_providers(settings.providers, http))
+    providers.update(real_providers(settings.providers, transport))
     return providers
+
+
+def serving_catalog(settings: Settings) -> Catalog:
+    """The catalog this process can answer: in live mode, only configured providers'."""
+    catalog = settings.catalog()
+    if settings.mock_mode:
+        return catalog
+    labels = frozenset({"mock", *(p.name for p in settings.providers)})
+    return restrict_to_providers(catalog, labels)
 
 
 async def build_services(settings: Settings) -> Services:
     clock = Clock()
+    catalog = serving_catalog(settings)
+    http = None if settings.mock_mode else httpx.AsyncClient(limits=default_limits())
+    transport = HttpxTransport(http) if http is not None else None
+    providers = build_providers(settings, catalog, transport)
     storage = open_storage(settings.database_url)
     await storage.migrate()
-    http = None if settings.mock_mode else httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    )
-    catalog = settings.catalog()
     gateway = Gateway(
         storage=storage,
         catalog=catalog,
-        providers=build_providers(settings, http),
+        providers=providers,
         clock=clock,
+        health=HealthBook(settings.health),
+        attempt_policy=settings.attempts,
+        timeouts=settings.timeouts,
     )
     if settings.mock_mode:
         log.info("mock mode: every catalog model is served by the Mock provider")
+    else:
+        log.info(
+            "live mode: providers %s serve %d models",
+            ", ".join(sorted(p.name for p in settings.providers)),
+            len(catalog.models),
+        )
     from server.routes.jobs import render_job
     from server.wire.responses import parse_responses_request
 

@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.catalog import Catalog, Price, catalog_from_data, merge_catalog_data
+from core.catalog import (
+    Catalog,
+    Price,
+    catalog_from_data,
+    merge_catalog_data,
+    restrict_to_providers,
+)
 from core.errors import UnknownModel
 
 DEFAULT_TOML = pathlib.Path(__file__).resolve().parents[2] / "core" / "default_catalog.toml"
@@ -326,3 +332,29 @@ def test_merge_leaves_bad_overrides_to_validation() -> None:
 def test_merge_with_empty_override_is_identity_on_the_default() -> None:
     base = load_default()
     assert catalog_from_data(merge_catalog_data(base, {})) == catalog_from_data(base)
+
+
+# ---- restrict_to_providers -------------------------------------------------------------
+
+
+def test_restrict_drops_unserved_deployments_models_fallbacks_and_aliases() -> None:
+    catalog = catalog_from_data(minimal())
+    only_openai = restrict_to_providers(catalog, frozenset({"openai"}))
+    assert set(only_openai.models) == {"gpt-4.1"}
+    assert only_openai.models["gpt-4.1"].fallbacks == ()
+    assert [d.provider for d in only_openai.candidates("smart")] == ["openai"]
+    only_anthropic = restrict_to_providers(catalog, frozenset({"anthropic"}))
+    assert set(only_anthropic.models) == {"claude-sonnet-4"}
+    assert only_anthropic.aliases == {}
+    with pytest.raises(UnknownModel):
+        only_anthropic.resolve("gpt-4.1")
+
+
+@given(st.sets(st.sampled_from(["openai", "anthropic", "mock", "groq"])))
+def test_restrict_never_keeps_an_unserved_provider(labels: set[str]) -> None:
+    catalog = catalog_from_data(load_default())
+    restricted = restrict_to_providers(catalog, frozenset(labels))
+    for name in [*restricted.models, *restricted.aliases]:
+        assert {d.provider for d in restricted.candidates(name)} <= labels
+    both = restrict_to_providers(catalog, frozenset(labels | {"openai", "anthropic", "mock"}))
+    assert both == catalog

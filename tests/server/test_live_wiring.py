@@ -1,0 +1,117 @@
+"""Live mode wiring: settings -> registry -> adapters -> the fake provider, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from adapters.config import ConfigError, ProviderSettings, load_settings
+from adapters.providers.anthropic import AnthropicProvider
+from adapters.providers.openai import OpenAIProvider
+from adapters.providers.openai_compatible import OpenAICompatibleProvider
+from adapters.providers.registry import real_providers
+from adapters.providers.transport import HttpxTransport
+from server.services import serving_catalog
+from tests.fakes import running_fake_provider
+from tests.server.live import PROVIDER_KEYS, live_gateway
+
+
+async def test_registry_builds_one_adapter_per_configured_provider() -> None:
+    transport = HttpxTransport()
+    configured = (
+        ProviderSettings(name="openai", kind="openai", base_url="http://o/v1", api_key="sk-o"),
+        ProviderSettings(name="anthropic", kind="anthropic", base_url="http://a", api_key="sk-a"),
+        ProviderSettings(name="groq", kind="openai_compatible", base_url="http://g/v1"),
+    )
+    built = real_providers(configured, transport)
+    assert isinstance(built["openai"], OpenAIProvider)
+    assert isinstance(built["anthropic"], AnthropicProvider)
+    assert isinstance(built["groq"], OpenAICompatibleProvider)
+    assert "sk-o" not in repr(built) and "sk-a" not in repr(built)
+    await transport.aclose()
+
+
+@pytest.mark.parametrize(
+    ("configured", "message"),
+    [
+        ((ProviderSettings(name="x", kind="grpc", base_url="http://x"),), "unknown kind 'grpc'"),
+        ((ProviderSettings(name="openai", kind="openai", base_url="http://o"),), "needs an API key"),
+        (
+            (
+                ProviderSettings(name="g", kind="openai_compatible", base_url="http://1"),
+                ProviderSettings(name="g", kind="openai_compatible", base_url="http://2"),
+            ),
+            "configured twice",
+        ),
+    ],
+)
+async def test_registry_rejects_bad_configuration(
+    configured: tuple[ProviderSettings, ...], message: str
+) -> None:
+    transport = HttpxTransport()
+    with pytest.raises(ConfigError, match=message):
+        real_providers(configured, transport)
+    await transport.aclose()
+
+
+def test_live_catalog_serves_only_configured_providers(tmp_path: Path) -> None:
+    only_openai = load_settings({"OPENAI_API_KEY": "sk-x"})
+    catalog = serving_catalog(only_openai)
+    assert {d.provider for m in catalog.models.values() for d in m.deployments} <= {"openai", "mock"}
+    assert "claude-sonnet-4" not in catalog.models
+    assert all(f in catalog.models for m in catalog.models.values() for f in m.fallbacks)
+
+
+def test_compatible_models_join_the_catalog_with_overridable_prices(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[providers.compatible]]\nname = "groq"\nbase_url = "http://g/v1"\n'
+        'models = ["llama-3.1-8b-instant"]\n'
+        '[[catalog.models."groq/llama-3.1-8b-instant".deployments]]\n'
+        'provider = "groq"\nupstream_model = "llama-3.1-8b-instant"\n'
+        'price = { input = "0.05", output = "0.08", version = "groq-2026" }\n'
+    )
+    catalog = serving_catalog(load_settings({"UMG_CONFIG": str(path)}))
+    (d,) = catalog.resolve("groq/llama-3.1-8b-instant").deployments
+    assert (d.provider, d.upstream_model, str(d.price.input), d.price.version) == (
+        "groq", "llama-3.1-8b-instant", "0.05", "groq-2026"
+    )
+
+
+def test_tuning_tables_reject_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text("[attempts]\nmax_atempts = 3\n")
+    with pytest.raises(ConfigError, match="max_atempts"):
+        load_settings({"UMG_CONFIG": str(path)})
+
+
+async def test_each_provider_kind_answers_through_the_gateway(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with running_fake_provider() as fake:
+        gw = await live_gateway(nursery, tmp_path, fake)
+        async with gw.client() as client:
+            for model, path in [
+                ("gpt-4o-mini", "/v1/chat/completions"),
+                ("claude-3.5-haiku", "/v1/messages"),
+                ("local/llama-3-8b", "/v1/chat/completions"),
+            ]:
+                before = len(fake.requests)
+                r = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": model, "messages": [{"role": "user", "content": "hi there"}]},
+                )
+                assert r.status_code == 200, r.text
+                assert r.json()["choices"][0]["message"]["content"] == "Echo: hi there"
+                sent = fake.requests[before:]
+                assert [q.path for q in sent] == [path]
+                upstream = serving_catalog(gw.services.settings).resolve(model).deployments[0]
+                assert sent[0].json()["model"] == upstream.upstream_model
+                auth = sent[0].headers.get("authorization", "") + sent[0].headers.get("x-api-key", "")
+                if model.startswith("local/"):
+                    assert auth == ""
+                else:
+                    assert auth.endswith(PROVIDER_KEYS["OPENAI_API_KEY" if path.endswith("completions") else "ANTHROPIC_API_KEY"])
+        gw.stop.set()
