@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): gateway overhead, throughput and memory, measured side by side."""

@@ -1,0 +1,84 @@
+"""A small HTTP/1.1 load generator on raw trio + h11 (keep-alive connections).
+
+Owns: sending the same POST over `concurrency` connections for a fixed number of
+requests and timing each one (to the first body byte and to the end). httpx is not used
+as the client because its throughput collapses under concurrency (stack-notes), which
+would measure the client instead of the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import h11
+import trio
+from attrs import define, field
+
+
+@define
+class Timings:
+    first_byte: list[float] = field(factory=list)
+    total: list[float] = field(factory=list)
+    errors: int = 0
+    elapsed: float = 0.0
+
+
+async def _one(stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, body: bytes) -> tuple[int, float, float]:
+    start = trio.current_time()
+    await stream.send_all(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+    status = 0
+    first: float | None = None
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(65536)
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data) and first is None:
+            first = trio.current_time() - start
+        elif isinstance(event, h11.EndOfMessage):
+            break
+        elif isinstance(event, h11.ConnectionClosed):
+            raise ConnectionError("server closed the connection")
+    total = trio.current_time() - start
+    conn.start_next_cycle()
+    return status, first if first is not None else total, total
+
+
+async def run_load(
+    url: str, payload: dict[str, object], headers: dict[str, str], *, requests: int, concurrency: int
+) -> Timings:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    body = json.dumps(payload).encode()
+    all_headers = [
+        ("host", f"{host}:{port}"),
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        *headers.items(),
+    ]
+    request = h11.Request(method="POST", target=parts.path, headers=all_headers)
+    timings = Timings()
+    remaining = [requests]
+
+    async def worker() -> None:
+        stream = await trio.open_tcp_stream(host, port)
+        conn = h11.Connection(h11.CLIENT)
+        async with stream:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                status, first, total = await _one(stream, conn, request, body)
+                if status != 200:
+                    timings.errors += 1
+                timings.first_byte.append(first)
+                timings.total.append(total)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    timings.elapsed = trio.current_time() - start
+    return timings
