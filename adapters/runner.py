@@ -13,7 +13,9 @@ Streaming rules:
 - Output is cut at the grant's cap: a provider streaming past `max_output_tokens` (each
   content delta counts as at least one token, or the provider's own running count when
   larger) is closed, the client gets an explicit `length` end, and the real cost is
-  settled.
+  settled. Output counted by guessing (deltas, text estimate) is capped at the grant's
+  cap, which upstream was sent as its max tokens; only a provider-reported count can
+  exceed it.
 - If the consumer goes away (the generator is closed or cancelled), the upstream stream
   is closed, the machine gets `ClientGone`, and what was consumed is settled.
 """
@@ -200,7 +202,12 @@ class Runner:
             if reported is None and not streamed:
                 return None
             base = reported or Usage()
-            counted = max(base.output_tokens, pieces, estimate_text_tokens("".join(streamed)) if reported is None else 0)
+            guess = max(pieces, estimate_text_tokens("".join(streamed)) if reported is None else 0)
+            if cap is not None:
+                # upstream was told max_tokens=cap: a guess (pieces, text estimate) never
+                # bills past it; only the provider's own count may (it is the real bill)
+                guess = min(guess, cap)
+            counted = max(base.output_tokens, guess)
             if base.input_tokens == 0 and base.cached_input_tokens == 0:
                 base = Usage(input_tokens=exe.input_estimate)
             return Usage(
