@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from quart import Response, request
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -24,8 +24,15 @@ from server.services import Services
 log = logging.getLogger("umg.server")
 
 
+def _where() -> str:
+    """What is being served, for logs: `METHOD /path`, or `WEBSOCKET /path` (no request there)."""
+    if has_request_context():
+        return f"{request.method} {request.path}"
+    return f"WEBSOCKET {websocket.path}"
+
+
 def error_response(err: GatewayError) -> Response:
-    if request.path.startswith("/v1/messages"):
+    if has_request_context() and request.path.startswith("/v1/messages"):
         from server.wire.anthropic_messages import anthropic_error_body
 
         body = to_json(anthropic_error_body(err))
@@ -51,7 +58,7 @@ def create_app(services: Services) -> QuartTrio:
     async def on_http_error(err: HTTPException) -> Response:
         status = err.code or 500
         if status == 404:
-            return error_response(NotFound(f"No route for {request.method} {request.path}"))
+            return error_response(NotFound(f"No route for {_where()}"))
         if status == 405:
             bad = InvalidRequest(f"Method {request.method} is not allowed on {request.path}")
             response = error_response(bad)
@@ -65,7 +72,7 @@ def create_app(services: Services) -> QuartTrio:
     @app.errorhandler(Exception)
     async def on_unexpected(err: Exception) -> Response:
         ref = secrets.token_hex(6)
-        log.exception("unhandled error (ref %s) on %s %s", ref, request.method, request.path)
+        log.exception("unhandled error (ref %s) on %s", ref, _where())
         return error_response(internal_error(ref))
 
     for surface in (responses, chat, anthropic, jobs, models, usage, ops, ws):

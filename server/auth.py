@@ -2,7 +2,8 @@
 
 Owns: where keys are accepted. HTTP: `Authorization: Bearer <key>` or `x-api-key`.
 WebSocket (browsers cannot set headers there): the same headers, or the subprotocol
-`umg-key.<key>` in `Sec-WebSocket-Protocol` (the server answers with subprotocol `umg`),
+`umg-key.<key>` in `Sec-WebSocket-Protocol` (offer `umg` too and the server answers `umg`;
+else it echoes the key protocol, as RFC 6455 allows only an offered one),
 or, as a last resort, `?api_key=<key>` in the URL (may end up in proxy logs; prefer the
 subprotocol). Verification itself is `Gateway.authenticate`.
 """

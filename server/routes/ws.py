@@ -21,12 +21,19 @@ from contextlib import aclosing
 from typing import Any
 
 import trio
+from attrs import evolve
 from quart import websocket
 from quart_trio import QuartTrio
 
 from adapters.storage.records import KeyRecord
-from core.errors import AuthenticationFailed, GatewayError, InvalidJSON, InvalidRequest
-from server.auth import websocket_key
+from core.errors import (
+    AuthenticationFailed,
+    ClientClosed,
+    GatewayError,
+    InvalidJSON,
+    InvalidRequest,
+)
+from server.auth import WS_KEY_PROTOCOL, websocket_key
 from server.http import decode_json, to_json
 from server.services import Services
 from server.wire.responses import ResponsesStreamEncoder, parse_responses_request
@@ -41,7 +48,9 @@ async def _send(frame: dict[str, Any], client_id: str | None) -> None:
 
 
 async def _error(err: GatewayError, client_id: str | None) -> None:
-    await _send({"type": "error", **err.to_body()["error"]}, client_id)
+    # The same shape as the stream's `error` event (the body's own `type` must not win).
+    frame = {"type": "error", "code": err.code, "message": err.message, "param": err.param}
+    await _send(frame, client_id)
 
 
 class Connection:
@@ -85,7 +94,8 @@ class Connection:
         try:
             if not isinstance(body, dict):
                 raise InvalidRequest("'request' must be an object holding a unified request", param="request")
-            request = parse_responses_request(body)
+            # Every answer on the socket is streamed, whatever the body's `stream` says.
+            request = evolve(parse_responses_request(body), stream=True)
         except GatewayError as err:
             await gateway.record_rejected(self.key, "responses.ws", err)
             await _error(err, client_id)
@@ -108,7 +118,8 @@ class Connection:
                         for _name, data in encoder.on_event(event):
                             await _send(data, client_id)
             if scope.cancelled_caught:
-                await gateway.record(exe)
+                # Cancelled before the stream began leaves no error on `exe`: say why.
+                await gateway.record(exe, ClientClosed("The client cancelled the request"))
                 await _send({"type": "response.cancelled", "response_id": encoder.response_id}, client_id)
                 return
         except GatewayError as err:
@@ -123,16 +134,33 @@ class Connection:
             await _send(data, client_id)
 
 
+def _answer_subprotocol() -> str:
+    """The subprotocol to answer with: `umg` if offered, else the offered key protocol.
+
+    RFC 6455 lets the server pick only a subprotocol the client offered (hypercorn raises
+    otherwise, and browsers fail the handshake if none comes back), so a client that sent
+    only `umg-key.<key>` gets that echoed; one that sent `umg` as well gets `umg`.
+    """
+    offered = websocket.requested_subprotocols
+    if "umg" in offered:
+        return "umg"
+    return next(p for p in offered if p.startswith(WS_KEY_PROTOCOL))
+
+
 def register(app: QuartTrio, services: Services) -> None:
     @app.websocket("/v1/responses/ws")
     async def responses_ws() -> None:
         token, via_protocol = websocket_key()
+        subprotocol = _answer_subprotocol() if via_protocol else None
         try:
             key = await services.gateway.authenticate(token)
         except AuthenticationFailed:
+            # Accept, then close: a close before accept is a bare HTTP 403, and browsers
+            # cannot see why; the 4401 close code they can.
+            await websocket.accept(subprotocol=subprotocol)
             await websocket.close(CLOSE_UNAUTHORIZED, "invalid or missing API key")
             return
-        await websocket.accept(subprotocol="umg" if via_protocol else None)
+        await websocket.accept(subprotocol=subprotocol)
         async with trio.open_nursery() as nursery:
             connection = Connection(services, key, nursery)
             while True:
