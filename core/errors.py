@@ -55,6 +55,11 @@ class PayloadTooLarge(InvalidRequest):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"

@@ -1,6 +1,7 @@
 """Reading requests: JSON bodies decoded strictly, keys found in headers.
 
-Owns: how a request body becomes a JSON object (numbers with a fraction become
+Owns: how a request body becomes a JSON object (a `Content-Type` other than JSON is a
+415; none at all is accepted; numbers with a fraction become
 `Decimal`, so money is never float; duplicate keys are refused; the top level must be an
 object) and where the caller's API key is read from (`Authorization: Bearer`, or
 `x-api-key` as Anthropic clients send it).
@@ -14,7 +15,7 @@ from typing import Any
 
 from quart import request
 
-from core.errors import InvalidJSON, InvalidRequest
+from core.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -42,7 +43,17 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     return value
 
 
+def check_content_type(value: str | None) -> None:
+    """A body labelled as something other than JSON is refused (no label is fine)."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {media!r}; send the body as JSON"
+        )
+
+
 async def json_body() -> dict[str, Any]:
+    check_content_type(request.headers.get("content-type"))
     return decode_json(await request.get_data(cache=False))
 
 
