@@ -21,7 +21,8 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
 import httpx
 import trio
@@ -33,7 +34,7 @@ from adapters.storage.base import Storage
 from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
 from core import webhooks
-from core.errors import GatewayError, NotFound
+from core.errors import Conflict, GatewayError, NotFound
 from core.model import Completion, GatewayRequest
 
 log = logging.getLogger("umg.jobs")
@@ -45,7 +46,7 @@ _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 def _state(job: JobRecord) -> lifecycle.JobState:
     return lifecycle.JobState(
-        status=job.status,
+        status=cast(lifecycle.JobStatus, job.status),
         attempts=job.attempts,
         run_after=job.run_after,
         lease_owner=job.lease_owner,
@@ -118,7 +119,8 @@ class JobService:
     async def create(
         self, key: KeyRecord, request: dict[str, Any], webhook_url: str | None
     ) -> JobRecord:
-        self.parse(request)  # refuse a bad request now, not when a worker gets to it
+        parsed = self.parse(request)  # refuse a bad request now, not when a worker gets to it
+        self.gateway.catalog.resolve(parsed.model)  # an unknown model too: 404 model_not_found
         now = self.clock.epoch()
         job = JobRecord(
             id=new_id("job"),
@@ -152,7 +154,8 @@ class JobService:
         return job
 
     async def cancel(self, tenant: str, job_id: str) -> JobRecord:
-        await self.get(tenant, job_id)
+        """Cancel a queued or running job; canceling a canceled job again is a no-op that
+        answers the job, but a job that already succeeded or failed raises `Conflict`."""
         now = self.clock.epoch()
 
         def apply(job: JobRecord) -> JobRecord:
@@ -160,10 +163,14 @@ class JobService:
             done = job.completed_at or (self.clock.wall() if state.status == "canceled" else None)
             return evolve(_with_state(job, state), completed_at=done)
 
+        before = await self.get(tenant, job_id)
         job = await self.storage.update_job(job_id, apply)
         assert job is not None
+        if job.status in ("succeeded", "failed"):
+            raise Conflict(f"Job '{job_id}' already {job.status}; it can no longer be canceled",
+                           param="id")
         self._notify(job)
-        if job.status == "canceled":
+        if job.status == "canceled" and before.status != "canceled":
             await self._announce(job)
         return job
 
@@ -236,6 +243,9 @@ class JobService:
             completion = await gateway.complete(exe)
         except GatewayError as err:
             outcome.update(error=err, retryable=err.status in _RETRYABLE_STATUSES, exe=exe)
+        except trio.Cancelled:
+            exe.status = "canceled"  # job canceled, lease lost or shutdown: the ledger says so
+            raise
         else:
             outcome.update(result=completion_result(completion, exe.gateway_info()), exe=exe)
         finally:
@@ -246,16 +256,19 @@ class JobService:
         err: GatewayError | None = outcome.get("error")
         exe = outcome.get("exe")
         if err is None:
-            event: lifecycle.Event = lifecycle.Succeed(worker, now)
+            event: lifecycle.JobEvent = lifecycle.Succeed(worker, now)
         else:
             event = lifecycle.Fail(worker, now, outcome["retryable"], err.message)
 
         def apply(job: JobRecord) -> JobRecord:
-            state = lifecycle.apply(_state(job), event, self.policy)
+            try:
+                state = lifecycle.apply(_state(job), event, self.policy)
+            except lifecycle.LeaseLost:
+                return job  # reclaimed by another worker: this late report is dropped
             if state == _state(job):
                 return job  # canceled meanwhile, or the lease moved on
             updated = _with_state(job, state)
-            cost = (job.cost or 0) + (exe.cost if exe is not None else 0)
+            cost = (job.cost or Decimal(0)) + (exe.cost if exe is not None else Decimal(0))
             updated = evolve(updated, cost=cost)
             if state.status == "succeeded":
                 return evolve(updated, result=outcome["result"], error=None, completed_at=self.clock.wall())

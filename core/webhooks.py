@@ -7,6 +7,8 @@ long a sender waits between failed deliveries. Pure: `now` and timestamps are ar
 Rules:
 - A secret is "whsec_" + base64(key); the key is the decoded bytes (a secret without the
   prefix is accepted as bare base64). An undecodable secret raises `ValueError`.
+  `new_secret(key)` makes one from key bytes the caller drew (core draws no randomness);
+  an empty key raises `ValueError`.
 - The signed content is `f"{msg_id}.{timestamp}."` followed by the raw body bytes, signed
   with HMAC-SHA256; a signature is `"v1," + base64(mac)`.
 - Headers (`headers()`): `webhook-id` (the same across retries of one message: receivers
@@ -42,6 +44,13 @@ class WebhookVerificationError(GatewayError):
     status = 400
     type = "invalid_request_error"
     code = "webhook_verification_failed"
+
+
+def new_secret(key: bytes) -> str:
+    """The `whsec_...` secret for `key` (random bytes the caller drew; 24+ recommended)."""
+    if not key:
+        raise ValueError("webhook secret key must not be empty")
+    return SECRET_PREFIX + base64.b64encode(key).decode("ascii")
 
 
 def _key(secret: str) -> bytes:

@@ -4,7 +4,8 @@ Owns: the jobs API surface. `POST /v1/jobs` takes `{"request": <unified request>
 "webhook_url"?}` and answers 202 with the job object (`Location` points at it);
 `Prefer: wait=N` (N <= 60) holds the answer up to N seconds for a terminal state (then
 200). `GET /v1/jobs/{id}` (also honours `Prefer: wait`), `GET /v1/jobs?status=&limit=
-&after=` (newest first, cursor paging), `POST /v1/jobs/{id}/cancel` (idempotent),
+&after=` (newest first, cursor paging), `POST /v1/jobs/{id}/cancel` (idempotent on a canceled job;
+409 `conflict` on one that already succeeded or failed),
 `GET /v1/webhooks/secret` (this tenant's Standard Webhooks secret). A tenant sees only
 its own jobs: another tenant's id is a 404.
 """
@@ -21,7 +22,7 @@ from adapters.jobs import JobService
 from adapters.storage.records import JobRecord
 from core import jobs as lifecycle
 from core.billing import format_usd
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, NotFound
 from core.model import Completion, ToolCall, Usage
 from server.auth import require_key
 from server.http import json_body, to_json
@@ -128,7 +129,7 @@ def register(app: QuartTrio, services: Services) -> None:
             raise InvalidRequest("'webhook_url' must be an http(s) URL", param="webhook_url")
         try:
             job = await _service(services).create(key, inner, hook)
-        except InvalidRequest as err:
+        except (InvalidRequest, NotFound) as err:
             err.param = f"request.{err.param}" if err.param else "request"
             raise
         wait = prefer_wait()

@@ -13,6 +13,7 @@ from core.webhooks import (
     RETRY_DELAYS,
     WebhookVerificationError,
     headers,
+    new_secret,
     retry_schedule,
     sign,
     verify,
@@ -153,6 +154,29 @@ def test_error_is_a_gateway_error() -> None:
 def test_bad_secret_raises_value_error(secret: str) -> None:
     with pytest.raises(ValueError, match="secret"):
         sign(secret, VECTOR_ID, VECTOR_TS, VECTOR_BODY)
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        (base64.b64decode(VECTOR_SECRET.removeprefix("whsec_")), VECTOR_SECRET),
+        (b"\x00", "whsec_AA=="),
+        (b"abc", "whsec_YWJj"),
+        (bytes(range(24)), "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"),
+    ],
+)
+def test_new_secret_encodes_the_key_and_round_trips(key: bytes, secret: str) -> None:
+    made = new_secret(key)
+    assert made == secret
+    hdrs = headers(made, VECTOR_ID, VECTOR_TS, VECTOR_BODY)
+    assert verify(made, hdrs, VECTOR_BODY, now=VECTOR_TS) is None
+    with pytest.raises(WebhookVerificationError):
+        verify(new_secret(key + b"!"), hdrs, VECTOR_BODY, now=VECTOR_TS)
+
+
+def test_new_secret_refuses_an_empty_key() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        new_secret(b"")
 
 
 def test_retry_schedule_is_documented_then_gives_up() -> None:
