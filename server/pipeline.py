@@ -15,9 +15,12 @@ from contextlib import aclosing
 from typing import Any, Protocol
 
 import trio
+from attrs import evolve
 from quart import current_app
+from quart import request as http_request
 
 from adapters.execution import Execution
+from adapters.providers.mock import SCENARIO_HEADER, MockProvider, check_scenario
 from core.errors import GatewayError, ServiceUnavailable
 from core.model import Completion, GatewayRequest, StreamEvent
 from server.auth import require_key
@@ -49,17 +52,27 @@ async def admit(services: Services, endpoint: str, parse: Parser) -> Execution:
     gateway = services.gateway
     try:
         body = await json_body()
-        request = parse(body)
+        request = with_scenario_header(parse(body))
     except GatewayError as err:
         await gateway.record_rejected(key, endpoint, err)
         raise
     exe = gateway.start(key, request, endpoint)
     try:
         await gateway.admit(exe)
+        assert exe.plan is not None
+        if any(isinstance(gateway.providers.get(d.provider), MockProvider) for d in exe.plan.deployments):
+            check_scenario(request)
     except GatewayError as err:
         await gateway.record(exe, err)
         raise
     return exe
+
+
+def with_scenario_header(request: GatewayRequest) -> GatewayRequest:
+    header = http_request.headers.get(SCENARIO_HEADER)
+    if header is None or "mock_scenario" in request.metadata:
+        return request
+    return evolve(request, metadata={**request.metadata, "mock_scenario": header})
 
 
 async def whole(services: Services, exe: Execution) -> Completion:

@@ -9,26 +9,47 @@ the last user message (or "ok" when there are none), then cycling the words of
 `MOCK_FILLER` until `output_tokens` words when a scenario asks for more. It is cut at the
 request's `max_output_tokens` words (finish reason "length").
 
+Tool-call rule: when the request has tools and the conversation's last message is not a
+tool result, the Mock answers with exactly one tool call (and no text) if `tool_choice`
+names a tool, or is "required", or is unset / "auto" and the last user message contains
+"use tool" (any case). The call is to the named tool (otherwise the first tool), with id
+`MOCK_CALL_ID` and arguments the JSON text `{"text": <last user message>}` (`json.dumps`);
+finish reason "tool_calls". `tool_choice` "none" never yields a call, and a tool result
+as the last message always gets the text answer, so an agent loop ends. Streamed, the call is one `ToolCallDelta`
+carrying id and name, then the arguments in two fragments (split at the middle of the
+text) that join to exactly the arguments. Cut at `max_output_tokens` words like text
+(the arguments are then the first words of the JSON, finish reason "length").
+
 Usage rule (documented so callers can predict bills): one token per whitespace-separated
 word of every message's text plus 4 tokens per message for input; one token per output
-word for output. Streaming sends one word per chunk.
+word for output: the answer's words, or for a tool call the whitespace-separated words of
+its arguments JSON (`{"text": "use tool now"}` is 4 tokens). Streaming sends one word of
+text per chunk (a tool call is the three chunks above).
 
-Scenario controls, per request, in `metadata["mock_scenario"]` as `;`-separated
-`name=value` directives (all optional):
-  latency_ms=N        wait N ms before answering (before the first chunk when streaming)
-  chunk_delay_ms=N    wait N ms between streamed chunks
+Scenario controls, per request, in `metadata["mock_scenario"]` (the server also takes
+them from the `x-umg-mock-scenario` header) as `;`-separated `name=value` directives
+(all optional; N is a whole number >= 0):
+  latency_ms=N        wait N ms (at most 60000) before answering (before the first chunk
+                      when streaming)
+  chunk_delay_ms=N    wait N ms (at most 60000) between streamed chunks
   fail=KIND           fail with 429 | 500 | 529 | 400 | 401 | timeout | connect | context
   fail_times=N        only the first N calls of this scenario+deployment fail (default: all)
   fail_providers=A,B  only deployments of these provider labels fail (default: all)
-  retry_after=S       retry-after seconds reported with fail=429 / 529
+  retry_after=S       retry-after seconds (0 to 3600) reported with fail=429 / 529
   cut_after=K         streaming: the connection drops after K chunks
-  output_tokens=N     answer with N words
+  output_tokens=N     answer with N words (at most 100000)
+An unknown directive, a part without `=`, or a bad value is the caller's mistake:
+`Scenario.parse` raises `InvalidRequest` naming `metadata.mock_scenario` (the server checks
+it at admission, so every surface answers 400 before any stream starts); should one still
+reach the provider, it fails with a non-retryable `bad_request`.
 The call counter behind `fail_times` lives in the provider instance (bounded), so it is
 per gateway process.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
@@ -37,18 +58,29 @@ from attrs import frozen
 
 from adapters.providers.base import ProviderError, Timeouts
 from core.catalog import Deployment
+from core.errors import InvalidRequest
 from core.model import (
     Completion,
     FailureKind,
+    FinishReason,
     GatewayRequest,
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     UsageReport,
 )
 
 MOCK_FILLER = "the quick brown fox jumps over the lazy dog".split()
+MOCK_CALL_ID = "call_mock_0"
+SCENARIO_PARAM = "metadata.mock_scenario"
+SCENARIO_HEADER = "x-umg-mock-scenario"
+MAX_DELAY_MS = 60_000
+MAX_OUTPUT_TOKENS = 100_000
+MAX_RETRY_AFTER = 3600.0
+MAX_SCENARIO_CHARS = 512
 _FAILURES: dict[str, tuple[FailureKind, int | None, str]] = {
     "429": (FailureKind.RATE_LIMITED, 429, "mock rate limit"),
     "500": (FailureKind.SERVER_ERROR, 500, "mock server error"),
@@ -59,7 +91,41 @@ _FAILURES: dict[str, tuple[FailureKind, int | None, str]] = {
     "connect": (FailureKind.CONNECT, None, "mock connection refused"),
     "context": (FailureKind.CONTEXT_LENGTH, 400, "mock context length exceeded"),
 }
+_INT_LIMITS: dict[str, int | None] = {
+    "latency_ms": MAX_DELAY_MS,
+    "chunk_delay_ms": MAX_DELAY_MS,
+    "fail_times": None,
+    "cut_after": None,
+    "output_tokens": MAX_OUTPUT_TOKENS,
+}
+_NAMES = frozenset({*_INT_LIMITS, "fail", "fail_providers", "retry_after"})
 _COUNTER_LIMIT = 4096
+
+
+def _bad(problem: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid mock scenario (metadata.mock_scenario or the {SCENARIO_HEADER} header): "
+        f"{problem}",
+        param=SCENARIO_PARAM,
+    )
+
+
+def _int(name: str, value: str) -> int:
+    limit = _INT_LIMITS[name]
+    bound = "" if limit is None else f" to {limit}"
+    if not value.isascii() or not value.isdigit() or (limit is not None and int(value) > limit):
+        raise _bad(f"{name} must be a whole number from 0{bound}, got {value!r}")
+    return int(value)
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (0 <= seconds <= MAX_RETRY_AFTER):  # also rejects nan
+        raise _bad(f"{name} must be a number of seconds from 0 to {MAX_RETRY_AFTER:g}, got {value!r}")
+    return seconds
 
 
 @frozen
@@ -75,39 +141,89 @@ class Scenario:
 
     @staticmethod
     def parse(text: str | None) -> Scenario:
+        """Parse directives; raises InvalidRequest (param `metadata.mock_scenario`)."""
+        text = text or ""
+        if len(text) > MAX_SCENARIO_CHARS:
+            raise _bad(f"at most {MAX_SCENARIO_CHARS} characters, got {len(text)}")
         values: dict[str, str] = {}
-        for part in (text or "").split(";"):
-            name, sep, value = part.partition("=")
-            if sep:
-                values[name.strip()] = value.strip()
-        ints = {k: int(values[k]) for k in ("latency_ms", "chunk_delay_ms") if k in values}
+        for part in text.split(";"):
+            if not part.strip():
+                continue
+            name, sep, value = (s.strip() for s in part.partition("="))
+            if not sep:
+                raise _bad(f"expected name=value, got {part.strip()!r}")
+            if name not in _NAMES:
+                raise _bad(f"unknown directive {name!r}; known: {', '.join(sorted(_NAMES))}")
+            if name in values:
+                raise _bad(f"{name} is given twice")
+            values[name] = value
+        ints = {name: _int(name, values[name]) for name in _INT_LIMITS if name in values}
         fail = values.get("fail")
         if fail is not None and fail not in _FAILURES:
-            fail = "500"
-        providers = values.get("fail_providers")
+            raise _bad(f"fail must be one of {' | '.join(_FAILURES)}, got {fail!r}")
+        providers: frozenset[str] | None = None
+        if "fail_providers" in values:
+            providers = frozenset(p.strip() for p in values["fail_providers"].split(","))
+            if "" in providers:
+                raise _bad(f"fail_providers must be provider labels separated by commas, got "
+                           f"{values['fail_providers']!r}")
+        retry = values.get("retry_after")
         return Scenario(
             latency_ms=ints.get("latency_ms", 0),
             chunk_delay_ms=ints.get("chunk_delay_ms", 0),
             fail=fail,
-            fail_times=int(values["fail_times"]) if "fail_times" in values else None,
-            fail_providers=frozenset(p.strip() for p in providers.split(",")) if providers else None,
-            retry_after=float(values["retry_after"]) if "retry_after" in values else None,
-            cut_after=int(values["cut_after"]) if "cut_after" in values else None,
-            output_tokens=int(values["output_tokens"]) if "output_tokens" in values else None,
+            fail_times=ints.get("fail_times"),
+            fail_providers=providers,
+            retry_after=_seconds("retry_after", retry) if retry is not None else None,
+            cut_after=ints.get("cut_after"),
+            output_tokens=ints.get("output_tokens"),
         )
+
+
+def check_scenario(request: GatewayRequest) -> None:
+    """Raise InvalidRequest when the request's mock scenario is malformed."""
+    Scenario.parse(request.metadata.get("mock_scenario"))
 
 
 def input_tokens(request: GatewayRequest) -> int:
     return sum(len(m.text().split()) + 4 for m in request.messages)
 
 
-def answer_words(deployment: Deployment, request: GatewayRequest, wanted: int | None) -> list[str]:
+def last_user_text(request: GatewayRequest) -> str:
     users = [m for m in request.messages if m.role == "user"]
-    said = users[-1].text().split() if users else []
+    return users[-1].text() if users else ""
+
+
+def answer_words(deployment: Deployment, request: GatewayRequest, wanted: int | None) -> list[str]:
+    said = last_user_text(request).split()
     words = ["Mock", "answer", "from", f"{deployment.upstream_model}:", *(said or ["ok"])]
     if wanted is not None:
         words = [*words, *(MOCK_FILLER[i % len(MOCK_FILLER)] for i in range(wanted))][:wanted]
     return words
+
+
+def tool_to_call(request: GatewayRequest) -> str | None:
+    """The tool the Mock calls for this request (the tool-call rule), or None for text."""
+    if not request.tools or (request.messages and request.messages[-1].role == "tool"):
+        return None
+    choice = request.tool_choice
+    mode = choice.mode if choice is not None else "auto"
+    if mode == "none":
+        return None
+    if mode == "tool" and choice is not None and choice.name:
+        return choice.name
+    if mode == "auto" and "use tool" not in last_user_text(request).lower():
+        return None
+    return request.tools[0].name
+
+
+@frozen
+class _Plan:
+    scenario: Scenario
+    words: list[str]  # the text answer's words (empty for a tool call)
+    call: ToolCall | None
+    finish: FinishReason
+    usage: Usage
 
 
 class MockProvider:
@@ -131,42 +247,66 @@ class MockProvider:
         kind, status, message = _FAILURES[sc.fail]
         raise ProviderError(kind, message, status=status, retry_after=sc.retry_after)
 
-    def _plan(
-        self, deployment: Deployment, request: GatewayRequest
-    ) -> tuple[Scenario, list[str], str, Usage]:
-        sc = Scenario.parse(request.metadata.get("mock_scenario"))
+    def _plan(self, deployment: Deployment, request: GatewayRequest) -> _Plan:
+        try:
+            sc = Scenario.parse(request.metadata.get("mock_scenario"))
+        except InvalidRequest as err:
+            raise ProviderError(FailureKind.BAD_REQUEST, err.message, status=400) from err
+        cap = request.max_output_tokens
+        name = tool_to_call(request)
+        if name is not None:
+            arguments = json.dumps({"text": last_user_text(request)})
+            pieces = arguments.split()
+            finish: FinishReason = "tool_calls"
+            if cap is not None and len(pieces) > cap:
+                pieces, finish = pieces[:cap], "length"
+                arguments = " ".join(pieces)
+            usage = Usage(input_tokens=input_tokens(request), output_tokens=len(pieces))
+            return _Plan(sc, [], ToolCall(MOCK_CALL_ID, name, arguments), finish, usage)
         words = answer_words(deployment, request, sc.output_tokens)
         finish = "stop"
-        if request.max_output_tokens is not None and len(words) > request.max_output_tokens:
-            words, finish = words[: request.max_output_tokens], "length"
+        if cap is not None and len(words) > cap:
+            words, finish = words[:cap], "length"
         usage = Usage(input_tokens=input_tokens(request), output_tokens=len(words))
-        return sc, words, finish, usage
+        return _Plan(sc, words, None, finish, usage)
 
     async def complete(
         self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts
     ) -> Completion:
-        sc, words, finish, usage = self._plan(deployment, request)
-        await trio.sleep(sc.latency_ms / 1000)
-        self._maybe_fail(deployment, request, sc)
+        plan = self._plan(deployment, request)
+        await trio.sleep(plan.scenario.latency_ms / 1000)
+        self._maybe_fail(deployment, request, plan.scenario)
         return Completion(
-            text=" ".join(words),
-            finish_reason="length" if finish == "length" else "stop",
-            usage=usage,
+            text=" ".join(plan.words),
+            finish_reason=plan.finish,
+            usage=plan.usage,
+            tool_calls=(plan.call,) if plan.call is not None else (),
             upstream_model=deployment.upstream_model,
         )
 
     async def stream(
         self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts
     ) -> AsyncIterator[StreamEvent]:
-        sc, words, finish, usage = self._plan(deployment, request)
+        plan = self._plan(deployment, request)
+        sc = plan.scenario
         await trio.sleep(sc.latency_ms / 1000)
         self._maybe_fail(deployment, request, sc)
-        yield UsageReport(Usage(input_tokens=usage.input_tokens))
-        for i, word in enumerate(words):
+        yield UsageReport(Usage(input_tokens=plan.usage.input_tokens))
+        chunks: list[StreamEvent]
+        if plan.call is not None:
+            args, half = plan.call.arguments, len(plan.call.arguments) // 2
+            chunks = [
+                ToolCallDelta(0, id=plan.call.id, name=plan.call.name),
+                ToolCallDelta(0, arguments=args[:half]),
+                ToolCallDelta(0, arguments=args[half:]),
+            ]
+        else:
+            chunks = [TextDelta(w if i == 0 else " " + w) for i, w in enumerate(plan.words)]
+        for i, chunk in enumerate(chunks):
             if sc.cut_after is not None and i >= sc.cut_after:
                 raise ProviderError(FailureKind.STREAM_CUT, "mock stream cut")
             if i and sc.chunk_delay_ms:
                 await trio.sleep(sc.chunk_delay_ms / 1000)
-            yield TextDelta(word if i == 0 else " " + word)
-        yield UsageReport(usage)
-        yield StreamEnd("length" if finish == "length" else "stop")
+            yield chunk
+        yield UsageReport(plan.usage)
+        yield StreamEnd(plan.finish)

@@ -198,9 +198,9 @@ async def test_chat_stream_cut_mid_answer_raises_api_error(gateway: Running) -> 
 
 
 async def test_chat_tools_are_accepted_and_tool_results_round_trip(gateway: Running) -> None:
-    # The Mock provider never produces tool calls (it only answers with text), so this
-    # checks that tools, tool_choice and a tool-result conversation are accepted and
-    # answered, not that a tool call comes back.
+    # After a tool result the Mock answers with text (tool calls coming back are covered
+    # in test_e2e_mock.py); this checks that tools, tool_choice and a tool-result
+    # conversation are accepted and answered.
     question = "What is the weather in Paris"
 
     def call(client: openai.OpenAI) -> tuple[Any, Any]:
