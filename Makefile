@@ -13,8 +13,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# `make run` serves on 127.0.0.1:3000 with ./data/gateway.db (created on first start);
+# override any of them on the command line: `make run PORT=8080`.
+HOST ?= 127.0.0.1
+PORT ?= 3000
+DATABASE_URL ?= sqlite:///data/gateway.db
+
 run: $(STAMP)
-	$(BIN)/umg serve
+	$(BIN)/umg serve --host $(HOST) --port $(PORT) --database-url $(DATABASE_URL)
 
 test: $(STAMP) lint typecheck pytest
 

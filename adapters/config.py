@@ -186,7 +186,7 @@ def load_settings(
     try:
         return Settings(
             host=host or env.get("HOST") or server.get("host", "127.0.0.1"),
-            port=int(port or env.get("PORT") or server.get("port", 3000)),
+            port=int(port if port is not None else env.get("PORT") or server.get("port", 3000)),
             database_url=database_url
             or env.get("DATABASE_URL")
             or file_cfg.get("database_url", "sqlite:///data/gateway.db"),

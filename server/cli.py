@@ -3,6 +3,12 @@
 Owns: the command line. Settings come from `adapters.config.load_settings` (file <
 environment < flags). `umg serve` on an empty database mints a development key and prints
 it once; nobody ever needs SQL to get a key.
+
+Rules: bad input (a limit that is not a positive integer, a budget that is not a
+non-negative decimal, an unreadable config file, an unsupported database URL) is one
+clear line on stderr and exit status 2, never a traceback. A SQLite database's directory
+is created on first use, so `umg serve` works in a fresh checkout. A key's secret is
+printed only by `keys create` (and the first `serve`), never by `keys list`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 
 import trio
 
@@ -20,35 +27,96 @@ from adapters import keys
 from adapters.clock import Clock
 from adapters.config import ConfigError, Settings, load_settings, parse_budget
 from adapters.gateway import new_id
-from adapters.storage import open_storage
+from adapters.storage import SQLITE_PREFIX, open_storage
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
 from adapters.telemetry import configure_logging
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value} (omit it for no limit)")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {value}")
+    return value
+
+
+def _budget(text: str) -> Decimal:
+    try:
+        amount = parse_budget(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    assert amount is not None
+    return amount
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 3600 seconds, not {text}")
+    return value
+
+
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    """`--config` and `--database-url`, accepted before or after the subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    default = None if defaults else argparse.SUPPRESS  # after the subcommand: only if given
+    common.add_argument("--config", default=default, help="TOML config file ($UMG_CONFIG)")
+    common.add_argument(
+        "--database-url",
+        default=default,
+        help="sqlite:///path or postgresql://... ($DATABASE_URL, default sqlite:///data/gateway.db)",
+    )
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="umg", description="Unified Model Gateway")
-    parser.add_argument("--config", help="TOML config file (default: $UMG_CONFIG)")
-    parser.add_argument("--database-url", help="sqlite:///path or postgresql://... ($DATABASE_URL)")
+    parser = argparse.ArgumentParser(
+        prog="umg", description="Unified Model Gateway", parents=[_common(True)]
+    )
+    later = [_common(False)]
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve = sub.add_parser("serve", help="run the gateway", parents=later)
+    serve.add_argument("--host", help="address to bind ($HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port to bind ($PORT, default 3000; 0: any free port)")
+    serve.add_argument(
+        "--drain-seconds",
+        type=_seconds,
+        default=5.0,
+        help="on SIGTERM/SIGINT, how long open streams may run before they are ended (default 5)",
+    )
     keys_cmd = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
-    create = keys_cmd.add_parser("create", help="create a key and print it once")
+    create = keys_cmd.add_parser("create", help="create a key and print it once", parents=later)
     create.add_argument("--tenant", required=True)
     create.add_argument("--project", required=True)
     create.add_argument("--name")
-    create.add_argument("--rpm", type=int, help="requests per minute")
-    create.add_argument("--tpm", type=int, help="tokens per minute")
-    create.add_argument("--budget-usd", help="spending limit in USD per budget period")
+    create.add_argument("--rpm", type=_positive_int, help="requests per minute (>= 1)")
+    create.add_argument("--tpm", type=_positive_int, help="tokens per minute (>= 1)")
+    create.add_argument(
+        "--budget-usd", type=_budget, help="spending limit in USD per budget period (>= 0)"
+    )
     create.add_argument("--budget-period", choices=["day", "month", "total"], default="month")
     create.add_argument("--json", action="store_true", help="print a JSON object")
-    listing = keys_cmd.add_parser("list", help="list keys (never their secrets)")
+    listing = keys_cmd.add_parser("list", help="list keys (never their secrets)", parents=later)
     listing.add_argument("--tenant")
     listing.add_argument("--json", action="store_true")
-    revoke = keys_cmd.add_parser("revoke", help="revoke a key by id or prefix")
-    revoke.add_argument("key", metavar="ID_OR_PREFIX")
+    revoke = keys_cmd.add_parser("revoke", help="revoke a key by id or prefix", parents=later)
+    revoke.add_argument("key", metavar="ID_OR_PREFIX", help="a key id, its prefix, or the key itself")
     return parser
 
 
@@ -113,7 +181,7 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
                 name=args.name,
                 rpm=args.rpm,
                 tpm=args.tpm,
-                budget_usd=parse_budget(args.budget_usd),
+                budget_usd=args.budget_usd,
                 budget_period=args.budget_period,
             )
             if args.json:
@@ -130,9 +198,10 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
                 state = "revoked" if r.revoked_at else "active"
                 print(f"{r.id}  {r.prefix}  {r.tenant}/{r.project}  {state}")
             return 0
-        revoked = await storage.revoke_key(args.key, clock.wall())
+        target = keys.prefix_of(args.key) or args.key  # a whole key names its prefix
+        revoked = await storage.revoke_key(target, clock.wall())
         if revoked is None:
-            print(f"no key with id or prefix {args.key!r}", file=sys.stderr)
+            print(f"umg: no key with id or prefix {args.key!r}", file=sys.stderr)
             return 1
         print(f"revoked {revoked.id} ({revoked.prefix})")
         return 0
@@ -145,13 +214,37 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.services import build_services
 
     services = await build_services(settings)
+    # Before serving, so a shutdown can never close storage under it. If the port then
+    # cannot be bound, the key has still been shown.
     if await services.storage.count_keys() == 0:
         plain, record = await create_key(
             services.storage, services.clock, tenant="dev", project="dev", name="development key"
         )
-        print(f"Created a development API key (shown once): {plain}", flush=True)
-    await serve(services, host=settings.host, port=settings.port)
+        print(
+            f"Created a development API key (shown once; tenant {record.tenant}, project"
+            f" {record.project}): {plain}",
+            flush=True,
+        )
+    await serve(
+        services, host=settings.host, port=settings.port, drain_seconds=args.drain_seconds
+    )
     return 0
+
+
+def _leaf_oserror(group: BaseExceptionGroup[OSError]) -> OSError:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    assert isinstance(found, OSError)
+    return found
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    """Create the directory of a SQLite database file (not of `:memory:`)."""
+    if url.startswith(SQLITE_PREFIX):
+        path = url[len(SQLITE_PREFIX) :]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,13 +257,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=getattr(args, "port", None),
             database_url=args.database_url,
         )
-    except ConfigError as err:
+        open_storage(settings.database_url)  # validates the URL; opening does no I/O
+        _ensure_sqlite_dir(settings.database_url)
+        configure_logging(settings.log_level)
+    except (ValueError, OSError) as err:  # ConfigError is a ValueError
         print(f"umg: {err}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
     if args.command == "keys":
         return trio.run(_keys, args, settings)
-    return trio.run(_serve, args, settings)
+    status = 1
+    try:
+        status = trio.run(_serve, args, settings)
+    except* OSError as group:  # typically: the address is already in use
+        reason = _leaf_oserror(group)
+        print(f"umg: cannot serve on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

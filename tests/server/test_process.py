@@ -1,0 +1,376 @@
+"""`umg serve` as a real process: first start on an empty database, settings precedence,
+the `make run` recipe, and SIGTERM (stop accepting, end streams explicitly, flush the
+ledger, exit 0)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from adapters.storage import open_storage
+from adapters.storage.records import UsageRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+UMG = str(Path(sys.executable).parent / "umg")
+SCRUB = (
+    "DATABASE_URL", "PORT", "HOST", "MOCK_MODE", "UMG_CONFIG", "LOG_LEVEL",
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
+)  # fmt: skip
+KEY = re.compile(r"umg_live_[a-z2-7]{12}_[a-z2-7]+")
+LISTENING = re.compile(r"gateway listening on (http://[\d.]+:(\d+))")
+START_TIMEOUT = 20.0
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    return {**env, **extra}
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports that were free a moment ago (all held at once while choosing)."""
+    held = [socket.socket() for _ in range(n)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    with trio.move_on_after(timeout):
+        while not check():
+            await trio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Server:
+    """A `umg serve` child process whose stdout and stderr are collected as they come."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.out = bytearray()
+        self.err = bytearray()
+        self.done = 0  # output pipes at EOF
+
+    @property
+    def stdout(self) -> str:
+        return self.out.decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err.decode(errors="replace")
+
+    async def collect(self, stream: trio.abc.ReceiveStream | None, into: bytearray) -> None:
+        assert stream is not None
+        while chunk := await stream.receive_some():
+            into.extend(chunk)
+        self.done += 1
+
+    async def started(self) -> str:
+        """Wait for the 'listening' log line; return the base URL."""
+        await wait_until(
+            lambda: LISTENING.search(self.stderr) is not None or self.proc.returncode is not None,
+            START_TIMEOUT,
+            "the server to listen",
+        )
+        found = LISTENING.search(self.stderr)
+        assert found, f"server exited early ({self.proc.returncode}): {self.stderr}"
+        return found.group(1)
+
+    async def dev_key(self) -> str:
+        await wait_until(lambda: KEY.search(self.stdout) is not None, 5.0, "the development key")
+        found = KEY.search(self.stdout)
+        assert found
+        return found.group(0)
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    async def exited(self, timeout: float) -> int:
+        with trio.fail_after(timeout):
+            code = await self.proc.wait()
+        # let the collectors drain the pipes, so assertions see the whole output
+        await wait_until(lambda: self.done == 2, 5.0, "the output pipes to close")
+        return code
+
+    async def stopped(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then assert a clean exit."""
+        self.terminate()
+        code = await self.exited(timeout)
+        assert code == 0, f"exit status {code}; stderr:\n{self.stderr}"
+
+    def logs(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
+
+
+@asynccontextmanager
+async def umg_serve(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> AsyncIterator[Server]:
+    proc = await trio.lowlevel.open_process(
+        [UMG, *args],
+        env=clean_env(**(env or {})),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    server = Server(proc)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.collect, proc.stdout, server.out)
+            nursery.start_soon(server.collect, proc.stderr, server.err)
+            yield server
+            if proc.returncode is None:
+                server.terminate()
+            with trio.fail_after(30):
+                await proc.wait()
+    finally:
+        if proc.returncode is None:  # a failed assertion: don't leave it running
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+
+
+async def ledger(db_path: Path, tenant: str) -> list[UsageRecord]:
+    storage = open_storage(f"sqlite:///{db_path}")
+    try:
+        now = datetime.now(UTC)
+        return await storage.usage_rows(tenant, now - timedelta(hours=1), now + timedelta(hours=1))
+    finally:
+        await storage.close()
+
+
+# ---- first start -----------------------------------------------------------------------
+
+
+async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "gateway.db"  # the directory does not exist yet
+    port = free_port()
+    env = {"DATABASE_URL": f"sqlite:///{db}"}
+    async with umg_serve("serve", "--port", str(port), env=env) as server:
+        url = await server.started()
+        assert url == f"http://127.0.0.1:{port}"
+        key = await server.dev_key()
+        assert server.stdout.count("umg_live_") == 1
+        assert any("mock mode" in entry["message"] for entry in server.logs())
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            r = await client.post(
+                "/v1/responses",
+                headers={"authorization": f"Bearer {key}"},
+                json={"model": "gpt-4.1", "input": "first light"},
+            )
+            assert r.status_code == 200, r.text
+            assert "first light" in r.json()["output"][0]["content"][0]["text"]
+            assert r.json()["gateway"]["provider"] == "openai"  # the Mock keeps the label
+        await server.stopped()
+    assert db.is_file()
+    [row] = await ledger(db, "dev")
+    assert (row.status, row.model, row.endpoint) == ("ok", "gpt-4.1", "responses")
+
+    async with umg_serve("serve", "--port", str(port), env=env) as again:
+        url = await again.started()
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            r = await client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+            assert r.status_code == 200
+        await again.stopped()
+    assert "umg_live_" not in again.stdout  # not on the second start
+    assert "Traceback" not in again.stderr
+
+
+async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        async with umg_serve(
+            "serve", "--port", str(port), env={"DATABASE_URL": f"sqlite:///{tmp_path}/g.db"}
+        ) as server:
+            assert await server.exited(20) == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in server.stderr
+    assert "Traceback" not in server.stderr
+
+
+# ---- precedence: flags > environment > file --------------------------------------------
+
+
+async def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
+    file_port, env_port, flag_port = free_ports(3)
+    cfg = tmp_path / "umg.toml"
+    cfg.write_text(
+        f'database_url = "sqlite:///{tmp_path}/file.db"\n[server]\nport = {file_port}\n'
+    )
+    runs = {
+        "flag": (("--config", str(cfg), "serve", "--port", str(flag_port)),
+                 {"PORT": str(env_port), "DATABASE_URL": f"sqlite:///{tmp_path}/env.db"}),
+        "env": (("serve",),
+                {"UMG_CONFIG": str(cfg), "PORT": str(env_port)}),
+        "file": (("serve", "--config", str(cfg), "--database-url", f"sqlite:///{tmp_path}/flag.db"),
+                 {}),
+    }  # fmt: skip
+    seen: dict[str, str] = {}
+
+    async def run(name: str, args: tuple[str, ...], env: dict[str, str]) -> None:
+        async with umg_serve(*args, env=env) as server:
+            seen[name] = await server.started()
+            await server.stopped()
+
+    # "flag" and "env" both see PORT=env_port; run "flag" first so only one binds it.
+    await run("flag", *runs["flag"])
+    async with trio.open_nursery() as nursery:
+        for name in ("env", "file"):
+            nursery.start_soon(run, name, *runs[name])
+    assert seen == {
+        "flag": f"http://127.0.0.1:{flag_port}",
+        "env": f"http://127.0.0.1:{env_port}",
+        "file": f"http://127.0.0.1:{file_port}",
+    }
+    # databases: flag run used $DATABASE_URL over the file's; env run used the file's;
+    # the last run's --database-url beat the file's.
+    assert {p.name for p in tmp_path.glob("*.db")} == {"env.db", "file.db", "flag.db"}
+    assert len(await ledger(tmp_path / "env.db", "dev")) == 0  # migrated, usable
+    for db in ("env.db", "file.db", "flag.db"):
+        storage = open_storage(f"sqlite:///{tmp_path}/{db}")
+        try:
+            assert await storage.count_keys() == 1  # each got its own first-start key
+        finally:
+            await storage.close()
+
+
+# ---- make run --------------------------------------------------------------------------
+
+
+async def test_make_run_recipe_matches_the_readme(tmp_path: Path) -> None:
+    def dry_run(*args: str) -> list[str]:
+        done = subprocess.run(
+            ["make", "-n", "run", *args], cwd=ROOT, env=clean_env(), capture_output=True,
+            text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.strip().splitlines()
+
+    assert dry_run()[-1] == (
+        ".venv/bin/umg serve --host 127.0.0.1 --port 3000 --database-url sqlite:///data/gateway.db"
+    )
+    fresh = dry_run(f"VENV={tmp_path}/venv")  # no venv yet: it is created first
+    assert any(f"-m venv {tmp_path}/venv" in line for line in fresh)
+    assert any("pip install" in line and "-c constraints.txt" in line for line in fresh)
+    assert fresh[-1].startswith(f"{tmp_path}/venv/bin/umg serve ")
+
+    port = free_port()
+    command = dry_run(f"PORT={port}")[-1].split()
+    assert command[0] == ".venv/bin/umg"
+    async with umg_serve(*command[1:], cwd=tmp_path) as server:  # the same command line
+        assert await server.started() == f"http://127.0.0.1:{port}"
+        await server.dev_key()
+        await server.stopped()
+    assert (tmp_path / "data" / "gateway.db").is_file()
+
+
+# ---- SIGTERM ---------------------------------------------------------------------------
+
+DRAIN = 2.0
+
+
+async def read_stream(
+    client: httpx.AsyncClient, key: str, scenario: str, events: list[tuple[float, str, Any]]
+) -> None:
+    body = {"model": "gpt-4.1", "input": "drain me", "metadata": {"mock_scenario": scenario}}
+    headers = {"authorization": f"Bearer {key}"}
+    async with client.stream("POST", "/v1/responses/stream", json=body, headers=headers) as r:
+        assert r.status_code == 200
+        name = ""
+        async for line in r.aiter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((trio.current_time(), name, json.loads(line[6:])))
+
+
+async def test_sigterm_ends_streams_explicitly_refuses_connections_and_flushes_ledger(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "gateway.db"
+    async with umg_serve(
+        "serve", "--port", "0", "--drain-seconds", str(DRAIN),
+        env={"DATABASE_URL": f"sqlite:///{db}"},
+    ) as server:
+        url = await server.started()
+        key = await server.dev_key()
+        short: list[tuple[float, str, Any]] = []  # finishes inside the drain window
+        long: list[tuple[float, str, Any]] = []  # would take 40 s: must be ended
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30) as streams,
+            httpx.AsyncClient(base_url=url, timeout=30) as idle,
+            trio.open_nursery() as nursery,
+        ):
+            assert (await idle.get("/healthz")).status_code == 200  # stays kept-alive
+            nursery.start_soon(read_stream, streams, key, "chunk_delay_ms=100;output_tokens=12", short)
+            nursery.start_soon(read_stream, streams, key, "chunk_delay_ms=100;output_tokens=400", long)
+
+            def deltas(events: list[tuple[float, str, Any]]) -> int:
+                return sum(1 for _, name, _ in events if name == "response.output_text.delta")
+
+            await wait_until(lambda: deltas(short) >= 2 and deltas(long) >= 2, 10, "both streams")
+            signalled = trio.current_time()
+            server.terminate()
+
+            refused = False
+            with trio.move_on_after(DRAIN / 2):
+                while not refused:
+                    try:
+                        async with httpx.AsyncClient(base_url=url, timeout=1) as fresh:
+                            await fresh.get("/healthz")
+                    except httpx.ConnectError:
+                        refused = True
+                    else:
+                        await trio.sleep(0.02)
+            assert refused, "new connections still accepted while draining"
+            assert long[-1][1] == "response.output_text.delta"  # ... while streams go on
+
+        assert await server.exited(DRAIN + 5) == 0
+        exited = trio.current_time()
+
+    # the short stream finished on its own, inside the drain window
+    assert short[-1][1] == "response.completed"
+    assert short[-1][2]["response"]["status"] == "completed"
+    # the long one was ended explicitly, after the drain window, never silently cut
+    names = [name for _, name, _ in long]
+    assert names[-2:] == ["error", "response.failed"]
+    assert long[-2][2]["code"] == "service_unavailable"
+    assert "shutting down" in long[-2][2]["message"]
+    ended = long[-1][0] - signalled
+    assert DRAIN - 0.2 <= ended <= DRAIN + 2.0, ended
+    # the kept-alive idle connection did not hold the process for the graceful timeout
+    assert exited - signalled <= DRAIN + 4.0, exited - signalled
+    logs = " ".join(entry["message"] for entry in server.logs())
+    assert "shutting down" in logs and "ending 1 open stream(s)" in logs
+    assert "Traceback" not in server.stderr
+
+    rows = await ledger(db, "dev")
+    assert len(rows) == 2 and all(r.stream and r.endpoint == "responses" for r in rows)
+    [done] = [r for r in rows if r.status == "ok"]
+    [cut] = [r for r in rows if r.status != "ok"]
+    assert done.output_tokens == 12 and done.error_code is None
+    assert cut.error_code == "service_unavailable"
+    streamed = sum(1 for name in names if name == "response.output_text.delta")
+    assert 0 < streamed < 400
+    assert cut.output_tokens == streamed and cut.cost > 0  # what was sent is billed
