@@ -8,11 +8,18 @@ heartbeat the lease while it runs, and store the outcome. The lifecycle rules (l
 retries with backoff, cancel, deadlines) are `core.jobs`'; this module applies them.
 
 - A job left `running` by a stopped process keeps its lease until it expires; then any
-  worker reclaims it (attempts + 1), so jobs survive restarts.
+  worker reclaims it (attempts + 1), so jobs survive restarts. Claims and heartbeats are
+  `core.jobs` transitions applied by storage: a job whose attempts are spent (its workers
+  keep dying) or whose deadline passed ends `failed` instead, and is announced.
+- A worker survives whatever one run raises (`Cancelled` aside): it logs the error with
+  the job id, reports the run as a retryable failure (or, if storage is down, leaves the
+  job to its lease expiry) and claims the next job.
 - Cancel marks the job canceled at once; a worker running it sees that at its next
   heartbeat and cancels the model call (the ledger records what was consumed).
 - When a job ends and has a `webhook_url`, the job object is POSTed, signed per Standard
-  Webhooks (`core.webhooks`), with retries on the schedule `core.webhooks` gives.
+  Webhooks (`core.webhooks`), with retries on the schedule `core.webhooks` gives. Retries
+  live in memory in the workers' nursery: shutdown cancels them (lost, never waited on);
+  with no nursery running an announcement is tried once.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import trio
@@ -30,7 +37,7 @@ from attrs import evolve
 
 from adapters.clock import Clock
 from adapters.gateway import Gateway, new_id
-from adapters.storage.base import Storage
+from adapters.storage.base import Storage, holds_lease, job_state, with_state
 from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
 from core import webhooks
@@ -42,31 +49,6 @@ log = logging.getLogger("umg.jobs")
 Parser = Callable[[dict[str, Any]], GatewayRequest]
 Renderer = Callable[[JobRecord], dict[str, Any]]
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-def _state(job: JobRecord) -> lifecycle.JobState:
-    return lifecycle.JobState(
-        status=cast(lifecycle.JobStatus, job.status),
-        attempts=job.attempts,
-        run_after=job.run_after,
-        lease_owner=job.lease_owner,
-        lease_expires=job.lease_expires,
-        deadline=job.deadline,
-        error=None if job.error is None else str(job.error.get("message")),
-        cancel_requested=job.cancel_requested,
-    )
-
-
-def _with_state(job: JobRecord, state: lifecycle.JobState) -> JobRecord:
-    return evolve(
-        job,
-        status=state.status,
-        attempts=state.attempts,
-        run_after=state.run_after,
-        lease_owner=state.lease_owner,
-        lease_expires=state.lease_expires,
-        cancel_requested=state.cancel_requested,
-    )
 
 
 def completion_result(completion: Completion, gateway_info: dict[str, Any]) -> dict[str, Any]:
@@ -159,9 +141,9 @@ class JobService:
         now = self.clock.epoch()
 
         def apply(job: JobRecord) -> JobRecord:
-            state = lifecycle.apply(_state(job), lifecycle.Cancel(now), self.policy)
+            state = lifecycle.apply(job_state(job), lifecycle.Cancel(now), self.policy)
             done = job.completed_at or (self.clock.wall() if state.status == "canceled" else None)
-            return evolve(_with_state(job, state), completed_at=done)
+            return evolve(with_state(job, state), completed_at=done)
 
         before = await self.get(tenant, job_id)
         job = await self.storage.update_job(job_id, apply)
@@ -193,37 +175,98 @@ class JobService:
     # -- workers -----------------------------------------------------------------------
 
     async def run_workers(self, count: int) -> None:
-        async with trio.open_nursery() as nursery:
-            self._deliveries = nursery
-            for n in range(count):
-                nursery.start_soon(self._worker, f"w{n}-{secrets.token_hex(4)}")
+        """Run `count` workers, and the webhook deliveries (also with no worker), until
+        cancelled. Cancelling (server shutdown) also cancels pending delivery retries:
+        they are kept in memory only, so a retry still sleeping is lost, never waited on."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._deliveries = nursery
+                nursery.start_soon(trio.sleep_forever)  # deliveries outlive idle workers
+                for n in range(count):
+                    nursery.start_soon(self._worker, f"w{n}-{secrets.token_hex(4)}")
+        finally:
+            self._deliveries = None
 
     async def _worker(self, name: str) -> None:
+        """Claim and run jobs until cancelled. A run that breaks unexpectedly (a storage
+        error, a bug) is logged and reported as a retryable failure, and the worker goes
+        on: one bad job or a storage blip never stops the job workers."""
         while True:
-            job = await self.storage.claim_job(name, self.clock.epoch(), self.policy.lease_seconds)
+            try:
+                job = await self.storage.claim_job(name, self.clock.epoch(), self.policy)
+            except Exception:
+                log.exception("job worker %s could not claim a job; trying again", name)
+                await trio.sleep(self.poll_seconds)
+                continue
             if job is None:
                 with trio.move_on_after(self.poll_seconds):
                     await self._wakeup.wait()
                 self._wakeup = trio.Event() if self._wakeup.is_set() else self._wakeup
                 continue
-            await self._run(name, job)
+            try:
+                if job.status == "running":
+                    await self._run(name, job)
+                else:  # claiming ended it (attempts spent, deadline passed)
+                    log.warning("job %s failed on claim: %s", job.id,
+                                (job.error or {}).get("code"))
+                    await self._ended(job)
+            except Exception as err:
+                log.exception("job %s: unexpected error in worker %s", job.id, name)
+                await self._run_broke(name, job.id, err)
+
+    async def _run_broke(self, worker: str, job_id: str, err: Exception) -> None:
+        """After an unexpected error: report a retryable failure for the run (so the job is
+        retried with backoff while attempts are left, then fails), if storage allows;
+        else leave the job to the lease expiry (another claim applies the same rules)."""
+        while isinstance(err, ExceptionGroup) and len(err.exceptions) == 1:
+            err = err.exceptions[0]  # the run's nursery wraps what it raised
+        error = GatewayError(f"The job's run failed with an internal error ({type(err).__name__})")
+        outcome: dict[str, Any] = {"error": error, "retryable": True}
+        try:
+            await self._finish(worker, job_id, outcome)
+        except Exception:
+            log.exception("job %s: could not record the failed run; its lease will expire",
+                          job_id)
+            await trio.sleep(self.poll_seconds)  # do not spin on a broken storage
+
+    async def _ended(self, job: JobRecord) -> None:
+        self._notify(job)
+        if lifecycle.is_terminal(job.status):
+            await self._announce(job)
 
     async def _run(self, worker: str, job: JobRecord) -> None:
         self._notify(job)
         outcome: dict[str, Any] = {}
+        stopped: list[JobRecord] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeat, worker, job.id, nursery.cancel_scope)
+            nursery.start_soon(self._heartbeat, worker, job.id, nursery.cancel_scope, stopped)
             await self._execute(job, outcome)
             nursery.cancel_scope.cancel()
-        if outcome:
+        if stopped and stopped[0].status == "failed":
+            await self._ended(stopped[0])  # the heartbeat found the deadline passed
+        elif outcome:
             await self._finish(worker, job.id, outcome)
 
-    async def _heartbeat(self, worker: str, job_id: str, work: trio.CancelScope) -> None:
+    async def _heartbeat(
+        self, worker: str, job_id: str, work: trio.CancelScope, stopped: list[JobRecord]
+    ) -> None:
+        """Every lease/3, `Heartbeat` the job; when the worker no longer holds the lease
+        (canceled, reclaimed, deadline passed, gone) stop the work. A heartbeat that fails
+        on a storage error is logged and tried again at the next tick: the lease outlives
+        two missed beats, and a reclaimed job drops this worker's late report anyway."""
         while True:
             await trio.sleep(self.policy.lease_seconds / 3)
-            until = self.clock.epoch() + self.policy.lease_seconds
-            if not await self.storage.heartbeat(job_id, worker, until):
-                log.info("job %s was canceled or lost its lease; stopping it", job_id)
+            try:
+                job = await self.storage.heartbeat(job_id, worker, self.clock.epoch(),
+                                                   self.policy)
+            except Exception:
+                log.exception("job %s: heartbeat by %s failed; trying again", job_id, worker)
+                continue
+            if not holds_lease(job, worker):
+                log.info("job %s was canceled, timed out or lost its lease; stopping it",
+                         job_id)
+                if job is not None:
+                    stopped.append(job)
                 work.cancel()
                 return
 
@@ -260,14 +303,17 @@ class JobService:
         else:
             event = lifecycle.Fail(worker, now, outcome["retryable"], err.message)
 
+        before: list[str] = []
+
         def apply(job: JobRecord) -> JobRecord:
+            before.append(job.status)
             try:
-                state = lifecycle.apply(_state(job), event, self.policy)
+                state = lifecycle.apply(job_state(job), event, self.policy)
             except lifecycle.LeaseLost:
                 return job  # reclaimed by another worker: this late report is dropped
-            if state == _state(job):
+            if state == job_state(job):
                 return job  # canceled meanwhile, or the lease moved on
-            updated = _with_state(job, state)
+            updated = with_state(job, state)
             cost = (job.cost or Decimal(0)) + (exe.cost if exe is not None else Decimal(0))
             updated = evolve(updated, cost=cost)
             if state.status == "succeeded":
@@ -280,8 +326,8 @@ class JobService:
         job = await self.storage.update_job(job_id, apply)
         if job is not None:
             self._notify(job)
-            if lifecycle.is_terminal(job.status):
-                await self._announce(job)
+            if not lifecycle.is_terminal(before[-1]):  # announce an end once, not again
+                await self._ended(job)
 
     # -- webhooks ----------------------------------------------------------------------
 
@@ -303,10 +349,15 @@ class JobService:
         msg_id = f"msg_{job.id}_{job.status}"
         if self._deliveries is not None:
             self._deliveries.start_soon(self._deliver, job.webhook_url, msg_id, body, secret)
-        else:
-            await self._deliver(job.webhook_url, msg_id, body, secret)
+        else:  # no background nursery (not started, or shut down): one try, no retries
+            await self._deliver(job.webhook_url, msg_id, body, secret, retry=False)
 
-    async def _deliver(self, url: str, msg_id: str, body: bytes, secret: str) -> None:
+    async def _deliver(
+        self, url: str, msg_id: str, body: bytes, secret: str, *, retry: bool = True
+    ) -> None:
+        """POST the message, retrying on the `core.webhooks` schedule (in memory: lost on
+        shutdown, whose cancellation ends any pending sleep at once). Never raises but
+        `Cancelled`: it runs in the workers' nursery, which one bad URL must not stop."""
         attempt = 0
         while True:
             headers = webhooks.headers(secret, msg_id, int(self.clock.epoch()), body)
@@ -318,8 +369,11 @@ class JobService:
                 log.info("webhook %s answered %s", msg_id, response.status_code)
             except httpx.HTTPError as err:
                 log.info("webhook %s failed: %s", msg_id, type(err).__name__)
+            except Exception:
+                log.exception("webhook %s could not be sent; giving up", msg_id)
+                return
             attempt += 1
-            delay = webhooks.retry_schedule(attempt)
+            delay = webhooks.retry_schedule(attempt) if retry else None
             if delay is None:
                 log.warning("webhook %s given up after %d attempts", msg_id, attempt)
                 return

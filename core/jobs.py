@@ -45,6 +45,9 @@ Rules (the table `TRANSITIONS`, keyed by (status, event type)):
 - Terminal states never change: every event on them returns the very same state object
   (no marker, no error), so Cancel is idempotent and late reports from runners are
   harmless. Callers that care test `is_terminal(result.status)`.
+- A job the machine itself fails (Claim, Heartbeat, ExpireLease: no runner reported) is
+  described to clients by `machine_error(state)`: `job_deadline_exceeded` or
+  `job_attempts_exhausted`.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from typing import Literal, TypeAlias
 
 from attrs import evolve, field, frozen
 
-from core.errors import Conflict
+from core.errors import Conflict, GatewayError
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "canceled")
@@ -63,6 +66,7 @@ TERMINAL: frozenset[JobStatus] = frozenset({"succeeded", "failed", "canceled"})
 
 DEADLINE_EXCEEDED = "deadline exceeded"
 LEASE_EXPIRED = "lease expired"
+ATTEMPTS_EXHAUSTED = "attempts exhausted"
 
 
 class JobConflict(Conflict):
@@ -81,6 +85,20 @@ class NotClaimable(JobConflict):
     """The job is not due yet, or another worker's lease on it is still live."""
 
     code = "job_not_claimable"
+
+
+class JobAttemptsExhausted(GatewayError):
+    """Every run the policy allows was started and none finished (each worker stopped
+    heartbeating: it crashed, was killed, or the process stopped)."""
+
+    code = "job_attempts_exhausted"
+
+
+class JobDeadlineExceeded(GatewayError):
+    """The job's deadline passed before a run could finish it."""
+
+    status = 504
+    code = "job_deadline_exceeded"
 
 
 def _positive(instance: object, attribute: object, value: float) -> None:
@@ -200,6 +218,16 @@ def backoff(attempts: int, policy: JobPolicy) -> float:
     return float(min(policy.max_backoff, policy.base_backoff * 2**exponent))
 
 
+def machine_error(state: JobState, policy: JobPolicy) -> GatewayError:
+    """What a client is told about a job this machine failed on its own (not via Fail)."""
+    if state.error == DEADLINE_EXCEEDED:
+        return JobDeadlineExceeded("The job's deadline passed before it could finish")
+    return JobAttemptsExhausted(
+        f"The job was not finished after {state.attempts} attempt(s) (max_attempts ="
+        f" {policy.max_attempts}); its last worker stopped without reporting ({state.error})"
+    )
+
+
 def _past_deadline(state: JobState, now: float) -> bool:
     return state.deadline is not None and now >= state.deadline
 
@@ -219,7 +247,7 @@ def _require_owner(state: JobState, worker: str) -> None:
 
 def _start(state: JobState, worker: str, now: float, policy: JobPolicy) -> JobState:
     if state.attempts >= policy.max_attempts:
-        return _failed(state, LEASE_EXPIRED if state.status == "running" else "attempts exhausted")
+        return _failed(state, LEASE_EXPIRED if state.status == "running" else ATTEMPTS_EXHAUSTED)
     return evolve(state, status="running", attempts=state.attempts + 1, lease_owner=worker,
                   lease_expires=now + policy.lease_seconds, error=None)
 

@@ -1,7 +1,8 @@
-"""Background work that runs beside the HTTP server: the job workers.
+"""Background work that runs beside the HTTP server: the job workers and webhook deliveries.
 
 Owns: what runs in the server process besides request handling, started by `serve`
-and cancelled when the HTTP server has shut down.
+and cancelled when the HTTP server has shut down (which also drops pending webhook
+retries: they live in memory, so shutdown never waits for one).
 """
 
 from __future__ import annotations
@@ -10,5 +11,5 @@ from server.services import Services
 
 
 async def run_workers(services: Services) -> None:
-    if services.jobs is not None and services.settings.jobs.workers > 0:
-        await services.jobs.run_workers(services.settings.jobs.workers)
+    if services.jobs is not None:  # with 0 workers it still hosts webhook deliveries
+        await services.jobs.run_workers(max(0, services.settings.jobs.workers))

@@ -15,21 +15,110 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
   `core.errors.Conflict`; a value that cannot be stored exactly raises `ValueError`.
 - Driver errors (`sqlite3.Error`, `psycopg.Error`) propagate except in `health()`,
   which answers False instead (and logs why).
+- Job status changes made by storage itself (`claim_job`, `heartbeat`) are
+  `core.jobs.apply` on the locked row, through the helpers below that both backends
+  share (`claim_record`, `heartbeat_fn`): the SQL only finds and locks the row. So a
+  job whose attempts are spent, or whose deadline passed, ends `failed`
+  (`job_attempts_exhausted` / `job_deadline_exceeded`) instead of being run again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar, cast
+
+from attrs import evolve
 
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from core import jobs as lifecycle
 
 T = TypeVar("T")
 
 State = dict[str, Any]
 StateFn = Callable[[State | None], tuple[T, State]]
 JobFn = Callable[[JobRecord], JobRecord]
+
+
+# -- the job row <-> core.jobs machine (shared by every backend and the job runner) ----
+
+
+def claimable_where(mark: str) -> str:
+    """The SQL condition mirroring `core.jobs.claimable`; takes `now` twice (`mark` is
+    the driver's placeholder)."""
+    return (
+        f"((status = 'queued' AND run_after <= {mark})"
+        f" OR (status = 'running' AND lease_expires < {mark}))"
+    )
+
+
+def job_state(job: JobRecord) -> lifecycle.JobState:
+    return lifecycle.JobState(
+        status=cast(lifecycle.JobStatus, job.status),
+        attempts=job.attempts,
+        run_after=job.run_after,
+        lease_owner=job.lease_owner,
+        lease_expires=job.lease_expires,
+        deadline=job.deadline,
+        error=None if job.error is None else str(job.error.get("message")),
+        cancel_requested=job.cancel_requested,
+    )
+
+
+def with_state(job: JobRecord, state: lifecycle.JobState) -> JobRecord:
+    """`job` with the machine's fields from `state` (its `error` string is not copied: the
+    record keeps an OpenAI-style error object, which the caller decides)."""
+    return evolve(
+        job,
+        status=state.status,
+        attempts=state.attempts,
+        run_after=state.run_after,
+        lease_owner=state.lease_owner,
+        lease_expires=state.lease_expires,
+        cancel_requested=state.cancel_requested,
+    )
+
+
+def _ended_by_machine(
+    job: JobRecord, state: lifecycle.JobState, now: float, policy: lifecycle.JobPolicy
+) -> JobRecord:
+    error = lifecycle.machine_error(state, policy).to_body()["error"]
+    return evolve(with_state(job, state), error=dict(error),
+                  completed_at=datetime.fromtimestamp(now, UTC))
+
+
+def claim_record(
+    job: JobRecord, worker: str, now: float, policy: lifecycle.JobPolicy
+) -> JobRecord:
+    """The row after `Claim(worker, now)`: running (attempts + 1, `started_at` set once,
+    `error` cleared), or failed when no attempt is left or the deadline passed. Raises
+    `NotClaimable` for a row the "next job" query should not have picked."""
+    state = lifecycle.apply(job_state(job), lifecycle.Claim(worker, now), policy)
+    if state.status == "running":
+        started = job.started_at or datetime.fromtimestamp(now, UTC)
+        return evolve(with_state(job, state), error=None, started_at=started)
+    return _ended_by_machine(job, state, now, policy)
+
+
+def heartbeat_fn(worker: str, now: float, policy: lifecycle.JobPolicy) -> JobFn:
+    """For `update_job`: `Heartbeat(worker, now)`. The lease is extended while `worker`
+    owns the running job; at or past the deadline the job fails; a worker that lost the
+    lease (or a job already ended) leaves the row unchanged."""
+
+    def apply(job: JobRecord) -> JobRecord:
+        try:
+            state = lifecycle.apply(job_state(job), lifecycle.Heartbeat(worker, now), policy)
+        except lifecycle.LeaseLost:
+            return job
+        if state.status == "failed" and job.status != "failed":
+            return _ended_by_machine(job, state, now, policy)
+        return with_state(job, state)
+
+    return apply
+
+
+def holds_lease(job: JobRecord | None, worker: str) -> bool:
+    return job is not None and job.status == "running" and job.lease_owner == worker
 
 
 class Storage(Protocol):
@@ -81,16 +170,24 @@ class Storage(Protocol):
         """Newest first; `after` is the id of the last job of the previous page
         (an id the tenant does not have gives an empty page)."""
 
-    async def claim_job(self, worker: str, now: float, lease_seconds: float) -> JobRecord | None:
-        """Take the oldest job that is queued with `run_after <= now`, or running with an
-        expired lease: status running, lease to `worker` until `now + lease_seconds`,
-        attempts + 1, `started_at` set if unset. None when there is nothing to do."""
+    async def claim_job(
+        self, worker: str, now: float, policy: lifecycle.JobPolicy
+    ) -> JobRecord | None:
+        """Apply `Claim(worker, now)` to the oldest job that is queued with
+        `run_after <= now`, or running with an expired lease (`claim_record`), and return
+        it: running (leased to `worker` until `now + policy.lease_seconds`, attempts + 1,
+        `started_at` set if unset), or `failed` when its attempts are spent or its
+        deadline passed (the caller announces it and claims again). None when there is
+        nothing to do."""
 
     async def update_job(self, job_id: str, fn: JobFn) -> JobRecord | None:
         """Atomic read-modify-write of one job (its id cannot change); None if absent."""
 
-    async def heartbeat(self, job_id: str, worker: str, until: float) -> bool:
-        """Extend the lease to `until` if `worker` still owns the running job."""
+    async def heartbeat(
+        self, job_id: str, worker: str, now: float, policy: lifecycle.JobPolicy
+    ) -> JobRecord | None:
+        """Apply `Heartbeat(worker, now)` (`heartbeat_fn`) and return the job as it now is
+        (None if absent). The worker keeps going only while `holds_lease(job, worker)`."""
 
     # -- idempotency records ---------------------------------------------------------
     async def idempotency_get(

@@ -5,7 +5,8 @@ module one decision). Each method runs one transaction through the backend's `ru
 
 Rules:
 - `claim` locks one eligible row with `FOR UPDATE SKIP LOCKED`: concurrent claimers in
-  any number of processes never get the same job, and never wait on each other.
+  any number of processes never get the same job, and never wait on each other. The
+  row's new state is `core.jobs`' (`base.claim_record`), not SQL arithmetic.
 - `update` holds the row lock (`FOR UPDATE`) while the caller's function runs (on the
   Trio thread, via `trio.from_thread.run_sync`).
 """
@@ -13,7 +14,6 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -21,8 +21,9 @@ import trio
 from psycopg import errors as pg_errors
 
 from adapters.storage import codec
-from adapters.storage.base import JobFn
+from adapters.storage.base import JobFn, claim_record, claimable_where, heartbeat_fn
 from adapters.storage.records import JobRecord
+from core import jobs as lifecycle
 from core.errors import Conflict
 
 T = TypeVar("T")
@@ -32,6 +33,19 @@ Run = Callable[[Callable[[Conn], Any]], Awaitable[Any]]
 _COLUMNS = codec.columns(JobRecord)
 _COLS = ", ".join(_COLUMNS)
 _MUTABLE = tuple(c for c in _COLUMNS if c not in ("id", "tenant", "key_id"))
+
+
+def _write(c: Conn, old: JobRecord, new: JobRecord) -> None:
+    """Store `new` over `old` (the same job, locked in this transaction)."""
+    if (new.id, new.tenant, new.key_id) != (old.id, old.tenant, old.key_id):
+        raise ValueError("update_job may not change a job's id, tenant or key_id")
+    if new != old:
+        sets = ", ".join(
+            f"{col} = %s::jsonb" if col in codec.JSON_FIELDS else f"{col} = %s"
+            for col in _MUTABLE
+        )
+        values = [codec.to_postgres(col, getattr(new, col)) for col in _MUTABLE]
+        c.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (*values, old.id))
 
 
 def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
@@ -74,20 +88,24 @@ class JobQueries:
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [codec.from_postgres_row(JobRecord, r) for r in rows]
 
-    async def claim(self, worker: str, now: float, lease_seconds: float) -> JobRecord | None:
+    async def claim(
+        self, worker: str, now: float, policy: lifecycle.JobPolicy
+    ) -> JobRecord | None:
         sql = (
-            "UPDATE jobs SET status = 'running', lease_owner = %s, lease_expires = %s,"
-            " attempts = attempts + 1, started_at = coalesce(started_at, %s)"
-            " WHERE id = (SELECT id FROM jobs"
-            "   WHERE status IN ('queued', 'running') AND ("
-            "     (status = 'queued' AND run_after <= %s)"
-            "     OR (status = 'running' AND lease_expires < %s))"
-            "   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-            f" RETURNING {_COLS}"
+            f"SELECT {_COLS} FROM jobs WHERE {claimable_where('%s')}"
+            " ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
         )
-        started = datetime.fromtimestamp(now, UTC)
-        args = (worker, now + lease_seconds, started, now, now)
-        return _record(await self._run(lambda c: c.execute(sql, args).fetchone()))
+
+        def apply(c: Conn) -> JobRecord | None:
+            old = _record(c.execute(sql, (now, now)).fetchone())
+            if old is None:
+                return None
+            new = claim_record(old, worker, now, policy)  # pure: fine on this thread
+            _write(c, old, new)
+            return new
+
+        result: JobRecord | None = await self._run(apply)
+        return result
 
     async def update(self, job_id: str, fn: JobFn) -> JobRecord | None:
         def apply(c: Conn) -> JobRecord | None:
@@ -96,23 +114,13 @@ class JobQueries:
             if old is None:
                 return None
             new = trio.from_thread.run_sync(fn, old)
-            if (new.id, new.tenant, new.key_id) != (old.id, old.tenant, old.key_id):
-                raise ValueError("update_job may not change a job's id, tenant or key_id")
-            if new != old:
-                sets = ", ".join(
-                    f"{col} = %s::jsonb" if col in codec.JSON_FIELDS else f"{col} = %s"
-                    for col in _MUTABLE
-                )
-                values = [codec.to_postgres(col, getattr(new, col)) for col in _MUTABLE]
-                c.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (*values, job_id))
+            _write(c, old, new)
             return new
 
         result: JobRecord | None = await self._run(apply)
         return result
 
-    async def heartbeat(self, job_id: str, worker: str, until: float) -> bool:
-        sql = (
-            "UPDATE jobs SET lease_expires = %s"
-            " WHERE id = %s AND lease_owner = %s AND status = 'running'"
-        )
-        return bool(await self._run(lambda c: c.execute(sql, (until, job_id, worker)).rowcount))
+    async def heartbeat(
+        self, job_id: str, worker: str, now: float, policy: lifecycle.JobPolicy
+    ) -> JobRecord | None:
+        return await self.update(job_id, heartbeat_fn(worker, now, policy))

@@ -37,6 +37,7 @@ from adapters.storage.base import JobFn, State, StateFn
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from core import jobs as lifecycle
 from core.errors import Conflict
 
 T = TypeVar("T")
@@ -280,15 +281,17 @@ class PostgresStorage:
         return await self.jobs.list(tenant, status, limit, after)
 
     async def claim_job(
-        self, worker: str, now: float, lease_seconds: float
+        self, worker: str, now: float, policy: lifecycle.JobPolicy
     ) -> JobRecord | None:
-        return await self.jobs.claim(worker, now, lease_seconds)
+        return await self.jobs.claim(worker, now, policy)
 
     async def update_job(self, job_id: str, fn: JobFn) -> JobRecord | None:
         return await self.jobs.update(job_id, fn)
 
-    async def heartbeat(self, job_id: str, worker: str, until: float) -> bool:
-        return await self.jobs.heartbeat(job_id, worker, until)
+    async def heartbeat(
+        self, job_id: str, worker: str, now: float, policy: lifecycle.JobPolicy
+    ) -> JobRecord | None:
+        return await self.jobs.heartbeat(job_id, worker, now, policy)
 
     # -- idempotency records ---------------------------------------------------------
 

@@ -22,15 +22,23 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import trio
 
 from adapters.storage import codec
-from adapters.storage.base import JobFn, State, StateFn
+from adapters.storage.base import (
+    JobFn,
+    State,
+    StateFn,
+    claim_record,
+    claimable_where,
+    heartbeat_fn,
+)
 from adapters.storage.migrations import migrations
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from core import jobs as lifecycle
 from core.errors import Conflict
 
 T = TypeVar("T")
@@ -46,6 +54,16 @@ _NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"  # same shape as code
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+def _write_job(c: Conn, old: JobRecord, new: JobRecord) -> None:
+    """Store `new` over `old` (the same job, read in this transaction)."""
+    if (new.id, new.tenant, new.key_id) != (old.id, old.tenant, old.key_id):
+        raise ValueError("update_job may not change a job's id, tenant or key_id")
+    if new != old:
+        sets = ", ".join(f"{col} = ?" for col in _JOB_MUTABLE)
+        values = [codec.to_sqlite(col, getattr(new, col)) for col in _JOB_MUTABLE]
+        c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, old.id))
 
 
 def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
@@ -239,21 +257,24 @@ class SQLiteStorage:
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [codec.from_sqlite_row(JobRecord, r) for r in rows]
 
-    async def claim_job(self, worker: str, now: float, lease_seconds: float) -> JobRecord | None:
-        started = codec.iso(datetime.fromtimestamp(now, UTC))
+    async def claim_job(
+        self, worker: str, now: float, policy: lifecycle.JobPolicy
+    ) -> JobRecord | None:
         sql = (
-            "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,"
-            " attempts = attempts + 1, started_at = coalesce(started_at, ?)"
-            " WHERE id = (SELECT id FROM jobs"
-            "   WHERE status IN ('queued', 'running') AND ("
-            "     (status = 'queued' AND run_after <= ?)"
-            "     OR (status = 'running' AND lease_expires < ?))"
-            "   ORDER BY created_at, id LIMIT 1)"
-            f" RETURNING {_JOB_COLS}"
+            f"SELECT {_JOB_COLS} FROM jobs WHERE {claimable_where('?')}"
+            " ORDER BY created_at, id LIMIT 1"
         )
-        args = (worker, now + lease_seconds, started, now, now)
-        row = await self._tx(lambda c: c.execute(sql, args).fetchone())
-        return None if row is None else codec.from_sqlite_row(JobRecord, row)
+
+        def apply(c: Conn) -> JobRecord | None:
+            row = c.execute(sql, (now, now)).fetchone()
+            if row is None:
+                return None
+            old = codec.from_sqlite_row(JobRecord, row)
+            new = claim_record(old, worker, now, policy)  # pure: fine on this thread
+            _write_job(c, old, new)
+            return new
+
+        return await self._tx(apply)
 
     async def update_job(self, job_id: str, fn: JobFn) -> JobRecord | None:
         def apply(c: Conn) -> JobRecord | None:
@@ -262,22 +283,15 @@ class SQLiteStorage:
                 return None
             old = codec.from_sqlite_row(JobRecord, row)
             new = trio.from_thread.run_sync(fn, old)
-            if (new.id, new.tenant, new.key_id) != (old.id, old.tenant, old.key_id):
-                raise ValueError("update_job may not change a job's id, tenant or key_id")
-            if new != old:
-                sets = ", ".join(f"{col} = ?" for col in _JOB_MUTABLE)
-                values = [codec.to_sqlite(col, getattr(new, col)) for col in _JOB_MUTABLE]
-                c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+            _write_job(c, old, new)
             return new
 
         return await self._tx(apply)
 
-    async def heartbeat(self, job_id: str, worker: str, until: float) -> bool:
-        sql = (
-            "UPDATE jobs SET lease_expires = ?"
-            " WHERE id = ? AND lease_owner = ? AND status = 'running'"
-        )
-        return bool(await self._tx(lambda c: c.execute(sql, (until, job_id, worker)).rowcount))
+    async def heartbeat(
+        self, job_id: str, worker: str, now: float, policy: lifecycle.JobPolicy
+    ) -> JobRecord | None:
+        return await self.update_job(job_id, heartbeat_fn(worker, now, policy))
 
     # -- idempotency records ---------------------------------------------------------
 

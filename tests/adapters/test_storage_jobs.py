@@ -14,12 +14,15 @@ import trio
 from attrs import evolve
 
 from adapters.storage import open_storage
-from adapters.storage.base import Storage
+from adapters.storage.base import Storage, holds_lease
 from adapters.storage.records import JobRecord
 from core.errors import Conflict
+from core.jobs import JobPolicy
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NOW = 1_800_000_000.0
+POLICY = JobPolicy(lease_seconds=30.0, max_attempts=3)
+LONG = JobPolicy(lease_seconds=300.0)
 
 
 def make_job(n: int, tenant: str = "t1", **changes: Any) -> JobRecord:
@@ -84,33 +87,126 @@ async def test_claim_takes_oldest_ready_job_and_respects_run_after(storage: Stor
     await storage.insert_job(make_job(2))
     await storage.insert_job(make_job(3))
     await storage.insert_job(make_job(4, status="succeeded"))
-    first = await storage.claim_job("w1", NOW, 30.0)
+    first = await storage.claim_job("w1", NOW, POLICY)
     assert first is not None and first.id == "job_002"
     assert (first.status, first.lease_owner, first.attempts) == ("running", "w1", 1)
     assert first.lease_expires == NOW + 30.0
     assert first.started_at == datetime.fromtimestamp(NOW, UTC)
     assert await storage.get_job("t1", "job_002") == first
-    second = await storage.claim_job("w1", NOW, 30.0)
+    second = await storage.claim_job("w1", NOW, POLICY)
     assert second is not None and second.id == "job_003"
-    assert await storage.claim_job("w1", NOW, 30.0) is None
-    later = await storage.claim_job("w2", NOW + 100, 30.0)
+    assert await storage.claim_job("w1", NOW, POLICY) is None
+    later = await storage.claim_job("w2", NOW + 100, POLICY)
     assert later is not None and later.id == "job_001"
 
 
 async def test_expired_lease_is_reclaimed(storage: Storage) -> None:
     await storage.insert_job(make_job(1))
-    claimed = await storage.claim_job("w1", NOW, 30.0)
+    claimed = await storage.claim_job("w1", NOW, POLICY)
     assert claimed is not None
-    assert await storage.claim_job("w2", NOW + 10, 30.0) is None  # lease still held
-    assert await storage.heartbeat("job_001", "w1", NOW + 45) is True
-    assert await storage.claim_job("w2", NOW + 40, 30.0) is None  # extended to +45
-    again = await storage.claim_job("w2", NOW + 46, 30.0)
-    assert again is not None and again.id == "job_001"
+    assert await storage.claim_job("w2", NOW + 10, POLICY) is None  # lease still held
+    beat = await storage.heartbeat("job_001", "w1", NOW + 15, POLICY)
+    assert beat is not None and beat.lease_expires == NOW + 45  # now + lease
+    assert await storage.claim_job("w2", NOW + 40, POLICY) is None  # extended to +45
+    again = await storage.claim_job("w2", NOW + 46, POLICY)
+    assert again is not None and again.id == "job_001" and again.status == "running"
     assert (again.lease_owner, again.attempts, again.lease_expires) == ("w2", 2, NOW + 76)
     assert again.started_at == claimed.started_at  # set once
-    assert await storage.heartbeat("job_001", "w1", NOW + 100) is False  # not the owner
-    assert await storage.heartbeat("job_001", "w2", NOW + 100) is True
-    assert await storage.heartbeat("job_404", "w2", NOW + 100) is False
+    lost = await storage.heartbeat("job_001", "w1", NOW + 50, POLICY)  # not the owner
+    assert lost == again and not holds_lease(lost, "w1")
+    beat = await storage.heartbeat("job_001", "w2", NOW + 50, POLICY)
+    assert beat is not None and holds_lease(beat, "w2") and beat.lease_expires == NOW + 80
+    assert await storage.heartbeat("job_404", "w2", NOW + 50, POLICY) is None
+
+
+async def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(
+    storage: Storage,
+) -> None:
+    """Each run's worker dies (no heartbeat, no report): the job is reclaimed until its
+    attempts are spent, then it fails with `job_attempts_exhausted`, never runs again,
+    and the queue moves on to the next job."""
+    await storage.insert_job(make_job(1))
+    runs: list[int] = []
+    now = NOW
+    while (job := await storage.claim_job(f"w{len(runs)}", now, POLICY)) is not None:
+        if job.status != "running":
+            break
+        runs.append(job.attempts)
+        now += POLICY.lease_seconds + 1  # the worker died: its lease runs out
+    assert runs == [1, 2, 3]
+    assert job is not None and job.id == "job_001" and job.status == "failed"
+    assert (job.attempts, job.lease_owner, job.lease_expires) == (3, None, None)
+    assert job.error is not None and job.error["code"] == "job_attempts_exhausted"
+    assert job.error["type"] == "server_error" and "3 attempt(s)" in job.error["message"]
+    assert job.completed_at == datetime.fromtimestamp(now, UTC)
+    assert await storage.get_job("t1", "job_001") == job  # stored, not just returned
+    assert await storage.claim_job("w9", now + 1000, POLICY) is None  # never again
+    await storage.insert_job(make_job(2, run_after=now))
+    nxt = await storage.claim_job("w9", now + 1000, POLICY)
+    assert nxt is not None and nxt.id == "job_002" and nxt.status == "running"
+
+
+async def test_claim_obeys_the_policy_passed_in(storage: Storage) -> None:
+    await storage.insert_job(make_job(1))
+    one = JobPolicy(lease_seconds=5.0, max_attempts=1)
+    first = await storage.claim_job("w1", NOW, one)
+    assert first is not None and first.status == "running" and first.lease_expires == NOW + 5
+    ended = await storage.claim_job("w2", NOW + 6, one)
+    assert ended is not None and ended.status == "failed" and ended.attempts == 1
+    assert ended.error is not None and ended.error["code"] == "job_attempts_exhausted"
+
+
+async def test_claim_fails_a_job_past_its_deadline_instead_of_running_it(
+    storage: Storage,
+) -> None:
+    await storage.insert_job(make_job(1, deadline=NOW + 10))  # queued, deadline passed
+    await storage.insert_job(make_job(2, deadline=NOW + 100))  # running, dies, then late
+    await storage.insert_job(make_job(3, deadline=NOW + 100))
+    queued = await storage.claim_job("w1", NOW + 10, POLICY)  # at the deadline: too late
+    assert queued is not None and queued.id == "job_001" and queued.status == "failed"
+    assert queued.attempts == 0 and queued.started_at is None
+    assert queued.error is not None and queued.error["code"] == "job_deadline_exceeded"
+    running = await storage.claim_job("w1", NOW + 10, POLICY)
+    assert running is not None and running.id == "job_002" and running.status == "running"
+    three = await storage.claim_job("w1", NOW + 10, POLICY)
+    assert three is not None and three.id == "job_003"
+    # job_002's worker dies; by the time its lease is dead the deadline has passed too
+    late = await storage.claim_job("w2", NOW + 100, POLICY)
+    assert late is not None and late.id == "job_002" and late.status == "failed"
+    assert late.attempts == 1 and late.error is not None
+    assert late.error["code"] == "job_deadline_exceeded"
+    assert await storage.get_job("t1", "job_002") == late
+
+
+async def test_a_new_run_clears_the_previous_tries_error(storage: Storage) -> None:
+    error = {"message": "upstream 503", "type": "server_error", "param": None, "code": "x"}
+    await storage.insert_job(make_job(1, attempts=1, error=error, run_after=NOW))
+    job = await storage.claim_job("w1", NOW, POLICY)
+    assert job is not None and job.status == "running" and job.attempts == 2
+    assert job.error is None
+
+
+async def test_heartbeat_extends_the_lease_and_fails_the_job_at_its_deadline(
+    storage: Storage,
+) -> None:
+    await storage.insert_job(make_job(1, deadline=NOW + 50))
+    await storage.insert_job(make_job(2))
+    claimed = await storage.claim_job("w1", NOW, POLICY)
+    assert claimed is not None and claimed.id == "job_001"
+    beat = await storage.heartbeat("job_001", "w1", NOW + 20, POLICY)
+    assert beat is not None and holds_lease(beat, "w1") and beat.lease_expires == NOW + 50
+    older = await storage.heartbeat("job_001", "w1", NOW + 10, POLICY)  # clock went back
+    assert older is not None and older.lease_expires == NOW + 50  # never shortened
+    over = await storage.heartbeat("job_001", "w1", NOW + 50, POLICY)
+    assert over is not None and over.status == "failed" and not holds_lease(over, "w1")
+    assert (over.lease_owner, over.lease_expires, over.attempts) == (None, None, 1)
+    assert over.error is not None and over.error["code"] == "job_deadline_exceeded"
+    assert over.completed_at == datetime.fromtimestamp(NOW + 50, UTC)
+    assert await storage.get_job("t1", "job_001") == over
+    again = await storage.heartbeat("job_001", "w1", NOW + 60, POLICY)
+    assert again == over  # terminal: unchanged
+    queued = await storage.heartbeat("job_002", "w1", NOW, POLICY)  # not running: no lease
+    assert queued is not None and queued.status == "queued" and not holds_lease(queued, "w1")
 
 
 async def test_concurrent_claimers_never_double_claim(storage_url: str) -> None:
@@ -123,7 +219,7 @@ async def test_concurrent_claimers_never_double_claim(storage_url: str) -> None:
         claims: list[tuple[str, str]] = []
 
         async def worker(store: Storage, name: str) -> None:
-            while (job := await store.claim_job(name, NOW, 300.0)) is not None:
+            while (job := await store.claim_job(name, NOW, LONG)) is not None:
                 claims.append((job.id, name))
                 await trio.sleep(0)
 

@@ -32,6 +32,7 @@ from core.jobs import (
     backoff,
     claimable,
     is_terminal,
+    machine_error,
     new_job,
 )
 
@@ -44,6 +45,18 @@ def running(worker: str = "w1", *, now: float = 0.0, attempts: int = 1, **kw: ob
 
 
 # ---- table and values ------------------------------------------------------------------
+
+
+def test_machine_failures_have_client_facing_errors() -> None:
+    spent = apply(running(attempts=3), Claim("w2", 31.0), POLICY)
+    assert (spent.status, spent.error) == ("failed", LEASE_EXPIRED)
+    body = machine_error(spent, POLICY).to_body()["error"]
+    assert body["code"] == "job_attempts_exhausted" and body["type"] == "server_error"
+    assert "3 attempt(s)" in str(body["message"]) and "max_attempts = 3" in str(body["message"])
+    late = apply(running(deadline=20.0), Heartbeat("w1", 20.0), POLICY)
+    assert (late.status, late.error) == ("failed", DEADLINE_EXCEEDED)
+    err = machine_error(late, POLICY)
+    assert (err.code, err.status) == ("job_deadline_exceeded", 504)
 
 
 def test_table_covers_every_status_and_event() -> None:

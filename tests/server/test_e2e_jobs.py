@@ -32,8 +32,10 @@ from openai.types.responses import Response as OpenAIResponse
 from adapters.clock import Clock
 from adapters.gateway import Gateway
 from adapters.jobs import JobService
+from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.storage.records import JobRecord, UsageRecord
+from core import jobs as lifecycle
 from core import webhooks
 from core.errors import InvalidRequest
 from server.services import Services
@@ -638,3 +640,165 @@ async def test_a_late_finish_from_a_worker_that_lost_the_lease_changes_nothing(
             assert await gw.services.storage.get_job("t1", job_id) == before
     finally:
         gw.stop.set()
+
+
+# -- robustness: broken runs, machine-ended jobs, shutdown ------------------------------
+
+
+class FlakyStorage:
+    """Delegates to a real storage, but the first use of each method named in `fail`
+    raises (a storage error in the middle of the worker loop)."""
+
+    def __init__(self, inner: Storage, fail: set[str]) -> None:
+        self._inner = inner
+        self._fail = set(fail)
+        self.raised: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._fail:
+            self._fail.discard(name)
+            self.raised.append(name)
+
+            async def broken(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError(f"storage blew up in {name}")
+
+            return broken
+        return getattr(self._inner, name)
+
+
+async def test_a_run_that_raises_is_logged_and_retried_and_the_worker_goes_on(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = await start_gateway(nursery, fast_settings(tmp_path, workers=0))
+    try:
+        async with gw.client() as client:
+            first = (await create(client, {"request": REQUEST})).json()["id"]
+            second = (await create(client, {"request": REQUEST})).json()["id"]
+            flaky = FlakyStorage(gw.services.storage, {"claim_job", "key_by_id"})
+            service = JobService(
+                cast(Storage, flaky), gw.services.gateway, gw.services.clock,
+                parse_responses_request, poll_seconds=0.05,
+                policy=lifecycle.JobPolicy(lease_seconds=1.5, max_attempts=3, base_backoff=0.1),
+            )  # fmt: skip
+            async with trio.open_nursery() as workers:
+                workers.start_soon(service.run_workers, 1)
+                done_first = await until(client, first, {"succeeded", "failed", "canceled"})
+                done_second = await until(client, second, {"succeeded", "failed", "canceled"})
+                workers.cancel_scope.cancel()
+        assert flaky.raised == ["claim_job", "key_by_id"]
+        # the broken run counted as a retryable failure; the retry (same worker) finished it
+        assert done_first["status"] == "succeeded" and done_first["attempts"] == 2
+        assert done_second["status"] == "succeeded" and done_second["attempts"] == 1
+        logged = [r for r in caplog.records if r.name == "umg.jobs" and r.exc_info]
+        assert any("could not claim" in r.getMessage() for r in logged)
+        broke = [r for r in logged if "unexpected error" in r.getMessage()]
+        assert len(broke) == 1 and first in broke[0].getMessage()
+        assert "RuntimeError: storage blew up in key_by_id" in caplog.text  # the traceback
+    finally:
+        gw.stop.set()
+
+
+async def test_a_job_whose_workers_keep_dying_ends_failed_and_is_announced(
+    nursery: trio.Nursery, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Reclaiming a job whose last allowed run's worker died fails it (not run again):
+    `job_attempts_exhausted`, shown by GET and posted to its webhook."""
+    gw = await start_gateway(nursery, fast_settings(tmp_path, workers=0))
+    jobs = gw.services.jobs
+    assert jobs is not None
+    try:
+        async with gw.client() as client:
+            body = {"request": REQUEST, "webhook_url": receiver.url}
+            job_id = (await create(client, body)).json()["id"]
+            clock = gw.services.clock
+
+            def last_worker_died(job: JobRecord) -> JobRecord:
+                return evolve(
+                    job, status="running", attempts=jobs.policy.max_attempts,
+                    lease_owner="w-dead", lease_expires=clock.epoch() - 1.0,
+                    started_at=clock.wall(),
+                )  # fmt: skip
+
+            await gw.services.storage.update_job(job_id, last_worker_died)
+            async with trio.open_nursery() as workers:
+                workers.start_soon(jobs._worker, "w-test")
+                job = await until(client, job_id, {"succeeded", "failed", "canceled"})
+                with trio.fail_after(DEADLINE):
+                    hook = await receiver.receive.receive()
+                workers.cancel_scope.cancel()
+        assert job["status"] == "failed" and job["attempts"] == jobs.policy.max_attempts
+        assert job["error"]["code"] == "job_attempts_exhausted"
+        assert job["error"]["type"] == "server_error" and job["error"]["message"]
+        assert hook.headers["webhook-id"] == f"msg_{job_id}_failed"
+        assert json.loads(hook.body)["error"] == job["error"]
+        assert await job_rows(gw.services) == []  # the model was never called again
+    finally:
+        gw.stop.set()
+
+
+async def test_shutdown_does_not_wait_for_pending_webhook_retries(tmp_path: Path) -> None:
+    """A delivery sleeping before its next retry is cancelled with the workers (retries
+    are in memory only); after that an announcement is tried once, never scheduled."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(503)
+
+    storage = open_storage(f"sqlite:///{tmp_path}/hooks.db")
+    await storage.migrate()
+    job = JobRecord(
+        id="job_hook", tenant="t1", project="p1", key_id="key_1", request=REQUEST,
+        status="succeeded", attempts=1, run_after=0.0, lease_owner=None, lease_expires=None,
+        deadline=None, cancel_requested=False, result=None, error=None, cost=None,
+        webhook_url="http://receiver.test/hook", created_at=datetime.now(UTC),
+        started_at=None, completed_at=None,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            service = JobService(storage, cast(Gateway, None), Clock(),
+                                 parse_responses_request, http=http)
+            stopped = trio.Event()
+            scope = trio.CancelScope()
+
+            async def background() -> None:
+                with scope:
+                    await service.run_workers(0)
+                stopped.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(background)
+                with trio.fail_after(5):
+                    while service._deliveries is None:
+                        await trio.sleep(0.01)
+                    await service._announce(job)
+                    while not seen:
+                        await trio.sleep(0.01)  # the first try failed: a retry sleeps
+                scope.cancel()  # what `serve` does once HTTP has shut down
+                with trio.fail_after(webhooks.RETRY_DELAYS[0] / 5):
+                    await stopped.wait()
+            assert len(seen) == 1 and service._deliveries is None
+            with trio.fail_after(webhooks.RETRY_DELAYS[0] / 5):
+                await service._announce(job)  # no nursery: one try, no RuntimeError
+            assert len(seen) == 2
+    finally:
+        await storage.close()
+
+
+async def test_server_shutdown_with_a_failing_webhook_is_prompt(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.statuses[:] = [503] * 10
+    with trio.fail_after(DEADLINE * 2):  # a hang would be the whole retry schedule (~43 min)
+        async with trio.open_nursery() as server:
+            gw = await start_gateway(server, fast_settings(tmp_path))
+            async with gw.client() as client:
+                body = {"request": REQUEST, "webhook_url": receiver.url}
+                await create(client, body)
+                with trio.fail_after(DEADLINE):
+                    await receiver.receive.receive()  # answered 503: a retry is pending
+            stop_at = trio.current_time()
+            gw.stop.set()
+    assert trio.current_time() - stop_at < webhooks.RETRY_DELAYS[0] - 1  # before the retry
+    with pytest.raises(trio.WouldBlock):
+        receiver.receive.receive_nowait()  # and no retry was sent on the way out
