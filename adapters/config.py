@@ -36,12 +36,25 @@ class ProviderSettings:
     base_url: str
     api_key: str | None = field(default=None, repr=False)
     models: tuple[str, ...] = ()  # openai_compatible: upstream models it serves
+    api: str = "chat"  # openai: "chat" (Chat Completions) or "responses" (Responses API)
+
+
+def _default_limit(instance: object, attribute: Any, value: object) -> None:
+    del instance
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"limits.{attribute.name} must be a whole number >= 1 (leave it out for no "
+            f"default), not {value!r}"
+        )
 
 
 @frozen
 class LimitSettings:
-    default_rpm: int | None = None
-    default_tpm: int | None = None
+    # rpm / tpm for keys that have none of their own (None: such keys are unlimited)
+    default_rpm: int | None = field(default=None, validator=_default_limit)
+    default_tpm: int | None = field(default=None, validator=_default_limit)
     max_body_bytes: int = 4 * 1024 * 1024
     keepalive_seconds: float = 15.0
 
@@ -129,7 +142,10 @@ def _providers(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Pro
         key = env.get(cfg.get("api_key_env", key_var)) or cfg.get("api_key")
         url = env.get(url_var) or cfg.get("base_url") or default_url
         if key:
-            found.append(ProviderSettings(name=name, kind=name, base_url=url, api_key=key))
+            api = cfg.get("api", "chat") if name == "openai" else "chat"
+            if not isinstance(api, str):
+                raise ConfigError(f"providers.{name}.api must be a string, not {api!r}")
+            found.append(ProviderSettings(name=name, kind=name, base_url=url, api_key=key, api=api))
     for item in section.get("compatible", []):
         try:
             name, url = item["name"], item["base_url"]

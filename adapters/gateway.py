@@ -59,13 +59,16 @@ class Gateway:
         health: HealthBook | None = None,
         attempt_policy: attempts.AttemptPolicy | None = None,
         timeouts: Timeouts | None = None,
+        default_rpm: int | None = None,
+        default_tpm: int | None = None,
     ) -> None:
         self.storage = storage
         self.catalog = catalog
         self.providers = providers
         self.clock = clock
         self.health = health or HealthBook()
-        self.limits = Limits(storage, clock)
+        # the defaults apply to keys without an rpm / tpm of their own ([limits] in config)
+        self.limits = Limits(storage, clock, default_rpm=default_rpm, default_tpm=default_tpm)
         self.runner = Runner(
             providers,
             self.health,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import trio
 from attrs import frozen
 
 from adapters.clock import Clock
@@ -35,24 +36,52 @@ class Grant:
 
 
 class Limits:
-    def __init__(self, storage: Storage, clock: Clock) -> None:
+    """`default_rpm` / `default_tpm` apply to keys that have no rpm / tpm of their own."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        *,
+        default_rpm: int | None = None,
+        default_tpm: int | None = None,
+    ) -> None:
         self._storage = storage
         self._clock = clock
+        self._default_rpm = default_rpm
+        self._default_tpm = default_tpm
+
+    def rpm(self, key: KeyRecord) -> int | None:
+        """The key's requests per minute: its own, else the configured default."""
+        return key.rpm if key.rpm is not None else self._default_rpm
+
+    def tpm(self, key: KeyRecord) -> int | None:
+        """The key's tokens per minute: its own, else the configured default."""
+        return key.tpm if key.tpm is not None else self._default_tpm
 
     async def take_rate(self, key: KeyRecord, tokens: int) -> dict[str, str]:
-        """Count one request and `tokens` estimated tokens; raise RateLimited when over."""
+        """Count one request and `tokens` estimated tokens; raise RateLimited when over.
+
+        All or nothing: a request refused by one bucket leaves the other as it was (a
+        request too large for a limit is refused before any bucket is touched; when the
+        tokens bucket refuses, the request already taken is refunded).
+        """
         headers: dict[str, str] = {}
         now = self._clock.epoch()
-        checks = [("requests", key.rpm, 1.0), ("tokens", key.tpm, float(tokens))]
+        checks: list[tuple[ratelimit.Kind, int, float]] = []
+        if (rpm := self.rpm(key)) is not None:
+            checks.append(("requests", rpm, 1.0))
+        if (tpm := self.tpm(key)) is not None:
+            checks.append(("tokens", tpm, float(tokens)))
         for kind, per_minute, amount in checks:
-            if per_minute is None:
-                continue
-            spec = ratelimit.BucketSpec.per_minute(per_minute)
-            if ratelimit.never_fits(spec, amount):
+            if ratelimit.never_fits(ratelimit.BucketSpec.per_minute(per_minute), amount):
                 raise RateLimited(
                     f"Request too large for {kind} per minute: limit {per_minute}, "
                     f"this request needs about {int(amount)}"
                 )
+        taken: list[tuple[ratelimit.Kind, ratelimit.BucketSpec, float]] = []
+        for kind, per_minute, amount in checks:
+            spec = ratelimit.BucketSpec.per_minute(per_minute)
             scope = f"rl:{kind[:3]}:{key.id}"
 
             def apply(
@@ -66,7 +95,10 @@ class Limits:
 
             decision = await self._storage.update_state(scope, apply)
             headers.update(ratelimit.headers(kind, spec, decision))
-            if isinstance(decision, ratelimit.Denied):
+            if isinstance(decision, ratelimit.Allowed):
+                taken.append((kind, spec, amount))
+            else:
+                headers.update(await self._refund(key, taken, now))
                 err = RateLimited(
                     f"Rate limit reached for {kind} per minute ({per_minute}); "
                     f"retry after {ratelimit.retry_after_header(decision.retry_after)} s",
@@ -76,11 +108,38 @@ class Limits:
                 raise err
         return headers
 
+    async def _refund(
+        self,
+        key: KeyRecord,
+        taken: list[tuple[ratelimit.Kind, ratelimit.BucketSpec, float]],
+        now: float,
+    ) -> dict[str, str]:
+        """Give back what this request took from buckets before another one refused it;
+        return those buckets' headers as they stand after the refund."""
+        headers: dict[str, str] = {}
+        for kind, spec, amount in taken:
+
+            def apply(
+                state: dict[str, Any] | None,
+                spec: ratelimit.BucketSpec = spec,
+                amount: float = amount,
+            ) -> tuple[ratelimit.Bucket, dict[str, Any]]:
+                bucket = ratelimit.Bucket.from_dict(state) if state else None
+                new = ratelimit.adjust(spec, bucket, -amount, now)
+                return new, new.to_dict()
+
+            with trio.CancelScope(shield=True):
+                bucket = await self._storage.update_state(f"rl:{kind[:3]}:{key.id}", apply)
+            reset = max(0.0, (spec.capacity - bucket.level) / spec.per_second)
+            headers.update(ratelimit.headers(kind, spec, ratelimit.Allowed(bucket.level, reset)))
+        return headers
+
     async def adjust_tokens(self, key: KeyRecord, delta: int) -> None:
         """Charge (or refund) the difference between estimated and real tokens."""
-        if key.tpm is None or delta == 0:
+        tpm = self.tpm(key)
+        if tpm is None or delta == 0:
             return
-        spec = ratelimit.BucketSpec.per_minute(key.tpm)
+        spec = ratelimit.BucketSpec.per_minute(tpm)
         now = self._clock.epoch()
 
         def apply(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:

@@ -86,6 +86,8 @@ async def build_services(settings: Settings) -> Services:
         health=HealthBook(settings.health),
         attempt_policy=settings.attempts,
         timeouts=settings.timeouts,
+        default_rpm=settings.limits.default_rpm,
+        default_tpm=settings.limits.default_tpm,
     )
     if settings.mock_mode:
         log.info("mock mode: every catalog model is served by the Mock provider")
