@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from bench.loadgen import Timings, run_load
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-KEY_LINE = "Created a development API key (shown once): "
+KEY_PATTERN = re.compile(r"Created a development API key.*?(umg_live_\S+)")
 
 
 @define
@@ -48,16 +49,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_line(path: Path, prefix: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
+def _wait_for_key(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited early: {path.read_text()}")
-        for line in path.read_text().splitlines():
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
+        found = KEY_PATTERN.search(path.read_text())
+        if found:
+            return found.group(1)
         time.sleep(0.05)
-    raise TimeoutError(f"no line starting {prefix!r} in {path}")
+    raise TimeoutError(f"no development key printed in {path}")
 
 
 @contextmanager
@@ -179,8 +180,8 @@ def main() -> None:
             mock_env = _gateway_env(tmp, "mock", {"MOCK_MODE": "true"})
             with _process([umg, "serve", "--port", str(live_port)], live_env, tmp / "live.out") as live, \
                  _process([umg, "serve", "--port", str(mock_port)], mock_env, tmp / "mock.out") as mock:
-                live_key = _wait_for_line(tmp / "live.out", KEY_LINE, live)
-                mock_key = _wait_for_line(tmp / "mock.out", KEY_LINE, mock)
+                live_key = _wait_for_key(tmp / "live.out", live)
+                mock_key = _wait_for_key(tmp / "mock.out", mock)
                 targets = [
                     Target("direct", upstream + "/v1/chat/completions", {"authorization": "Bearer sk-bench"}, up.pid),
                     Target("gateway-live", f"http://127.0.0.1:{live_port}/v1/chat/completions",

@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="on SIGTERM/SIGINT, how long open streams may run before they are ended (default 5)",
     )
+    serve.add_argument(
+        "--prestop-seconds",
+        type=_seconds,
+        default=0.0,
+        help="on SIGTERM/SIGINT, keep accepting this long with /readyz at 503 before closing"
+        " the listener, so load balancers see the drain (default 0)",
+    )
     keys_cmd = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     create = keys_cmd.add_parser("create", help="create a key and print it once", parents=later)
     create.add_argument("--tenant", required=True)
@@ -226,7 +233,11 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             flush=True,
         )
     await serve(
-        services, host=settings.host, port=settings.port, drain_seconds=args.drain_seconds
+        services,
+        host=settings.host,
+        port=settings.port,
+        drain_seconds=args.drain_seconds,
+        prestop_seconds=args.prestop_seconds,
     )
     return 0
 

@@ -3,9 +3,13 @@
 Owns: process lifetime. `serve(services, host, port, task_status=...)` binds (port 0
 works: the bound URL is reported through `task_status`, so tests can start the real
 server), runs background workers (jobs) beside Hypercorn, and on shutdown:
+  0. marks the process as draining (`/readyz` answers 503 "draining"; WebSocket
+     connections take no new requests and close with 1001 once their requests are
+     done; new WebSocket handshakes are refused) and, if `prestop_seconds` > 0, keeps
+     serving that long so a balancer polling `/readyz` can take it out first;
   1. stops accepting connections (Hypercorn closes its listeners);
-  2. gives in-flight streams `drain_seconds` to finish on their own, then ends each one
-     with an explicit error event (never a silent cut);
+  2. gives in-flight streams (SSE and WebSocket requests) `drain_seconds` to finish on
+     their own, then ends each one with an explicit error event (never a silent cut);
   3. waits for in-flight requests (Hypercorn's graceful timeout, longer than the drain);
   4. stops the job workers (a job they were running keeps its lease and is picked up
      again after a restart) and closes storage; ledger rows are written inline and
@@ -68,7 +72,6 @@ class _FinishResponses:
 
 
 async def _drain(services: Services, drain_seconds: float) -> None:
-    services.streams.draining = True
     with trio.move_on_after(drain_seconds):
         await services.streams.idle.wait()
     if len(services.streams):
@@ -83,9 +86,14 @@ async def serve(
     port: int,
     shutdown: Callable[[], Awaitable[None]] | None = None,
     drain_seconds: float = 5.0,
+    prestop_seconds: float = 0.0,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `shutdown()` returns (default: SIGTERM or SIGINT)."""
+    """Serve until `shutdown()` returns (default: SIGTERM or SIGINT).
+
+    `prestop_seconds`: after `shutdown()` returns, how long to go on accepting (with
+    `/readyz` already answering 503) before the listener closes.
+    """
     app = create_app(services)
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -96,6 +104,11 @@ async def serve(
 
     async def trigger() -> None:
         await (shutdown or wait_for_signal)()
+        # Draining first, in the same tick: /readyz is 503 before the listener closes.
+        services.streams.begin_draining()
+        if prestop_seconds > 0:
+            log.info("shutting down: /readyz answers 503; still accepting for %gs", prestop_seconds)
+            await trio.sleep(prestop_seconds)
         log.info("shutting down: no new connections; draining streams")
         nursery.start_soon(_drain, services, drain_seconds)
 

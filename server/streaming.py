@@ -8,6 +8,12 @@ byte iterator a streaming response returns, with three guarantees:
 - on shutdown, `StreamRegistry.end_all()` stops every producer's model stream; the
   producer then writes an explicit error event, so no stream ends silently.
 
+The registry also holds the drain state: `begin_draining()` (the first step of a
+shutdown) sets `draining` (so `/readyz` answers 503) and the `drain_started` event, which
+WebSocket connections wait on to stop taking requests and close (`server/routes/ws.py`).
+Their requests in flight are in the registry like SSE streams, so the same drain window
+and `end_all()` apply to them.
+
 The producer runs in the app's nursery, never in the response generator itself (a
 nursery must not be held open across a `yield`).
 """
@@ -27,8 +33,14 @@ class StreamRegistry:
     def __init__(self) -> None:
         self._scopes: set[trio.CancelScope] = set()
         self.draining = False
+        self.drain_started = trio.Event()
         self.idle = trio.Event()
         self.idle.set()
+
+    def begin_draining(self) -> None:
+        """Shutdown's first step: not ready any more, no new WebSocket work."""
+        self.draining = True
+        self.drain_started.set()
 
     def add(self, scope: trio.CancelScope) -> None:
         self._scopes.add(scope)

@@ -2,7 +2,8 @@
 
 Owns: what load balancers and people poke at. `/healthz` says the process is up (no
 auth, no I/O); `/readyz` checks storage and says whether the gateway is draining (503
-while shutting down, so balancers stop sending); `/openapi.json` is the API description
+with status "draining" from the first moment of a shutdown, before the listener closes,
+so balancers stop sending; see `server/serve.py`); `/openapi.json` is the API description
 (`server/openapi.py`); `/docs` renders it as a plain HTML page with no external assets.
 """
 
@@ -31,7 +32,9 @@ def register(app: QuartTrio, services: Services) -> None:
             "mock_mode": services.settings.mock_mode,
         }
         ready = bool(checks["storage"]) and not checks["draining"]
-        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        # "draining" wins over "not_ready": a balancer's log then says why it was taken out.
+        status = "ready" if ready else "draining" if checks["draining"] else "not_ready"
+        body = {"status": status, "checks": checks}
         return Response(
             to_json(body), status=200 if ready else 503, content_type="application/json"
         )

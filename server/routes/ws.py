@@ -13,6 +13,13 @@ frames, each with `"id": "<client id>"` added, ending with `response.completed`,
 Requests run concurrently; a bad message gets an `error` frame naming the problem and
 the connection stays open. Closing the socket cancels every request in flight (the
 ledger records what each consumed).
+
+Shutdown (`server/serve.py`): each request in flight is in the stream registry like an
+SSE stream. Once draining begins, a new handshake is refused (HTTP 503) and a
+`response.create` on an open connection gets an `error` frame (`service_unavailable`);
+requests in flight get the drain window to finish, then are ended with `error`
+(`service_unavailable`) and `response.failed`, their ledger rows recorded; when a
+connection has nothing left in flight it is closed with code 1001 (going away).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 import trio
 from attrs import evolve
-from quart import websocket
+from quart import Response, websocket
 from quart_trio import QuartTrio
 
 from adapters.storage.records import KeyRecord
@@ -32,13 +39,18 @@ from core.errors import (
     GatewayError,
     InvalidJSON,
     InvalidRequest,
+    ServiceUnavailable,
 )
 from server.auth import WS_KEY_PROTOCOL, websocket_key
+from server.errors import error_headers, error_json
 from server.http import decode_json, to_json
 from server.services import Services
 from server.wire.responses import ResponsesStreamEncoder, parse_responses_request
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_GOING_AWAY = 1001
+SHUTTING_DOWN = "The gateway is shutting down; the answer was cut short"
+REFUSED_DRAINING = "The gateway is shutting down; connect again (to another instance)"
 
 
 async def _send(frame: dict[str, Any], client_id: str | None) -> None:
@@ -59,6 +71,28 @@ class Connection:
         self.key = key
         self.nursery = nursery
         self.running: dict[str, trio.CancelScope] = {}
+        # Request tasks not yet finished (their last frame included) and an event set
+        # whenever there are none, so a draining connection knows when it may close.
+        self.tasks = 0
+        self.quiet = trio.Event()
+        self.quiet.set()
+
+    def _task_started(self) -> None:
+        if self.tasks == 0:
+            self.quiet = trio.Event()
+        self.tasks += 1
+
+    def _task_done(self) -> None:
+        self.tasks -= 1
+        if self.tasks == 0:
+            self.quiet.set()
+
+    async def close_when_drained(self) -> None:
+        """At shutdown: once no request is in flight, close with 1001 and stop reading."""
+        await self.services.streams.drain_started.wait()
+        await self.quiet.wait()
+        await websocket.close(CLOSE_GOING_AWAY, "server shutting down")
+        self.nursery.cancel_scope.cancel()
 
     async def handle(self, raw: str | bytes) -> None:
         try:
@@ -74,15 +108,19 @@ class Connection:
             if client_id in self.running:
                 await _error(InvalidRequest(f"A request with id '{client_id}' is running", param="id"), client_id)
                 return
+            if self.services.streams.draining:
+                await _error(ServiceUnavailable(REFUSED_DRAINING), client_id)
+                return
             scope = trio.CancelScope()
             self.running[client_id] = scope
+            self._task_started()
             self.nursery.start_soon(self.run, client_id, message.get("request"), scope)
         elif kind == "response.cancel":
-            scope = self.running.get(client_id)
-            if scope is None:
+            running = self.running.get(client_id)
+            if running is None:
                 await _error(InvalidRequest(f"No running request with id '{client_id}'", param="id"), client_id)
             else:
-                scope.cancel()
+                running.cancel()
         else:
             await _error(
                 InvalidRequest("'type' must be response.create or response.cancel", param="type"),
@@ -90,6 +128,12 @@ class Connection:
             )
 
     async def run(self, client_id: str, body: Any, scope: trio.CancelScope) -> None:
+        try:
+            await self._run(client_id, body, scope)
+        finally:
+            self._task_done()
+
+    async def _run(self, client_id: str, body: Any, scope: trio.CancelScope) -> None:
         gateway = self.services.gateway
         try:
             if not isinstance(body, dict):
@@ -108,15 +152,23 @@ class Connection:
             request=request,
         )
         failure: GatewayError | None = None
+        # Cancelled by `StreamRegistry.end_all()` at shutdown; `scope` is the client's cancel.
+        model_scope = trio.CancelScope()
+        streams = self.services.streams
+        streams.add(model_scope)
         try:
             with scope:
                 for _name, data in encoder.start():
                     await _send(data, client_id)
-                await gateway.admit(exe)
-                async with aclosing(gateway.stream(exe)) as events:
-                    async for event in events:
-                        for _name, data in encoder.on_event(event):
-                            await _send(data, client_id)
+                with model_scope:
+                    await gateway.admit(exe)
+                    async with aclosing(gateway.stream(exe)) as events:
+                        async for event in events:
+                            for _name, data in encoder.on_event(event):
+                                await _send(data, client_id)
+                if model_scope.cancelled_caught:
+                    failure = ServiceUnavailable(SHUTTING_DOWN)
+                    exe.error = failure
             if scope.cancelled_caught:
                 # Cancelled before the stream began leaves no error on `exe`: say why.
                 await gateway.record(exe, ClientClosed("The client cancelled the request"))
@@ -125,6 +177,7 @@ class Connection:
         except GatewayError as err:
             failure = err
         finally:
+            streams.discard(model_scope)
             self.running.pop(client_id, None)
             await gateway.record(exe, failure)
         frames = encoder.fail(failure) if failure else encoder.finish(
@@ -149,7 +202,16 @@ def _answer_subprotocol() -> str:
 
 def register(app: QuartTrio, services: Services) -> None:
     @app.websocket("/v1/responses/ws")
-    async def responses_ws() -> None:
+    async def responses_ws() -> Response | None:
+        if services.streams.draining:
+            # Before accept: the client gets a plain HTTP 503 and can go elsewhere.
+            refused = ServiceUnavailable(REFUSED_DRAINING)
+            return Response(
+                error_json(refused),
+                status=refused.status,
+                headers=error_headers(refused),
+                content_type="application/json",
+            )
         token, via_protocol = websocket_key()
         subprotocol = _answer_subprotocol() if via_protocol else None
         try:
@@ -159,13 +221,15 @@ def register(app: QuartTrio, services: Services) -> None:
             # cannot see why; the 4401 close code they can.
             await websocket.accept(subprotocol=subprotocol)
             await websocket.close(CLOSE_UNAUTHORIZED, "invalid or missing API key")
-            return
+            return None
         await websocket.accept(subprotocol=subprotocol)
         async with trio.open_nursery() as nursery:
             connection = Connection(services, key, nursery)
+            nursery.start_soon(connection.close_when_drained)
             while True:
                 raw = await websocket.receive()
                 await connection.handle(raw)
+        return None
 
 
 

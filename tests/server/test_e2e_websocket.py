@@ -396,3 +396,148 @@ async def test_duplicate_running_id_is_an_error_and_the_first_request_keeps_runn
     # Only the first request reached the ledger.
     rows = [r for r in await ledger(gateway) if r.endpoint == "responses.ws"]
     assert [r.request_id for r in rows] == [request_id(started)]
+
+
+# -- shutdown ------------------------------------------------------------------------------------
+
+DRAIN = 1.0  # tests/server/conftest.py's start_gateway drains for 1 s
+CLOSE_GOING_AWAY = 1001
+# 100 words 200 ms apart: 20 s on its own, so only the shutdown can end it in time.
+ENDLESS = "chunk_delay_ms=200;output_tokens=100"
+
+
+async def test_shutdown_ends_in_flight_requests_explicitly_then_closes_with_1001(
+    tmp_path: Any,
+) -> None:
+    from trio_websocket import HandshakeError
+
+    from adapters.storage import open_storage
+    from tests.server.conftest import start_gateway
+    from tests.server.conftest import test_settings as settings_for
+
+    frames: dict[str, list[tuple[float, Frame]]] = {"long1": [], "long2": [], "short": []}
+    busy_close: list[tuple[float, int | None]] = []
+    idle_close: list[tuple[float, int | None]] = []
+
+    async def read_all(ws: WebSocketConnection) -> None:
+        try:
+            while True:
+                frame = await receive(ws)
+                frames[frame["id"]].append((trio.current_time(), frame))
+        except ConnectionClosed as closed:
+            code = closed.reason.code if closed.reason else None
+            busy_close.append((trio.current_time(), code))
+
+    def deltas(cid: str) -> int:
+        return sum(1 for _, f in frames[cid] if f["type"] == "response.output_text.delta")
+
+    started = trio.current_time()
+    async with trio.open_nursery() as server_nursery:
+        gateway = await start_gateway(server_nursery, settings_for(tmp_path))
+        async with (
+            connect(gateway, headers=bearer(gateway.key)) as busy,
+            connect(gateway, headers=bearer(gateway.key)) as idle,
+            trio.open_nursery() as readers,
+        ):
+            readers.start_soon(read_all, busy)
+            await create(busy, "long1", "drain me", scenario=ENDLESS)
+            await create(busy, "long2", "drain me too", scenario=ENDLESS)
+            with trio.fail_after(10):
+                while deltas("long1") < 2 or deltas("long2") < 2:
+                    await trio.sleep(0.01)
+            # ~0.3 s: finishes inside the drain window, on its own.
+            await create(busy, "short", "quick one", scenario="chunk_delay_ms=50;output_tokens=6")
+            with trio.fail_after(10):
+                while not frames["short"]:
+                    await trio.sleep(0.01)
+            gateway.stop.set()
+            signalled = trio.current_time()
+
+            # A connection with nothing in flight is closed at once, with 1001.
+            with trio.fail_after(DRAIN / 2), pytest.raises(ConnectionClosed) as caught:
+                await idle.get_message()
+            assert caught.value.reason is not None
+            idle_close.append((trio.current_time(), caught.value.reason.code))
+            # New connections are refused while draining (the listener is closed).
+            with pytest.raises((OSError, HandshakeError)):
+                async with connect(gateway, headers=bearer(gateway.key)):
+                    pass
+            with trio.fail_after(DRAIN + 5):
+                while not busy_close:
+                    await trio.sleep(0.01)
+    exited = trio.current_time()  # serve() has returned
+
+    assert idle_close[0][1] == CLOSE_GOING_AWAY
+    assert idle_close[0][0] - signalled < DRAIN / 2
+    # The short request finished on its own inside the drain window.
+    assert frames["short"][-1][1]["type"] == "response.completed"
+    assert frames["short"][-1][0] - signalled < DRAIN
+    # The long ones were ended after the drain window with error + response.failed.
+    for cid in ("long1", "long2"):
+        kinds = [f["type"] for _, f in frames[cid]]
+        assert kinds[-2:] == ["error", "response.failed"], kinds
+        error = frames[cid][-2][1]
+        assert error["code"] == "service_unavailable"
+        assert "shutting down" in error["message"]
+        assert frames[cid][-1][1]["response"]["status"] == "failed"
+        ended = frames[cid][-1][0] - signalled
+        assert DRAIN - 0.2 <= ended <= DRAIN + 2.0, ended
+    # ... and only then was the socket closed, with 1001.
+    close_at, close_code = busy_close[0]
+    assert close_code == CLOSE_GOING_AWAY
+    assert close_at >= max(frames[cid][-1][0] for cid in frames)
+    # The open sockets did not hold the server for Hypercorn's graceful timeout (drain + 10).
+    assert exited - signalled <= DRAIN + 3.0, exited - signalled
+    assert exited - started < 30
+
+    storage = open_storage(f"sqlite:///{tmp_path}/gateway.db")
+    try:
+        now = datetime.now(UTC)
+        rows = await storage.usage_rows("t1", now - timedelta(days=1), now + timedelta(days=1))
+    finally:
+        await storage.close()
+    by_id = {r.request_id: r for r in rows}
+    assert len(rows) == 3
+    short_row = by_id[request_id([f for _, f in frames["short"]])]
+    assert short_row.status == "ok" and short_row.output_tokens == 6
+    for cid in ("long1", "long2"):
+        row = by_id[request_id([f for _, f in frames[cid]])]
+        assert row.endpoint == "responses.ws"
+        assert row.error_code == "service_unavailable"
+        assert row.output_tokens == deltas(cid) and 0 < deltas(cid) < 100
+        assert row.cost > 0  # what was sent is billed
+
+
+async def test_while_draining_handshakes_get_503_and_new_requests_an_error(
+    gateway: Running,
+) -> None:
+    from trio_websocket import ConnectionRejected
+
+    async with connect(gateway, headers=bearer(gateway.key)) as ws:
+        await create(ws, "slow", "still running", scenario="latency_ms=30000")
+        started = await wait_for_type(ws, "slow", "response.in_progress")
+        # The first step of a shutdown, without closing the listener (as during a pre-stop).
+        gateway.services.streams.begin_draining()
+        with trio.fail_after(5):
+            await create(ws, "late", "too late")
+            late = await receive(ws)
+        assert late["type"] == "error" and late["id"] == "late"
+        assert late["code"] == "service_unavailable"
+        # A new handshake is refused with a plain HTTP 503 ...
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with connect(gateway, headers=bearer(gateway.key)):
+                pass
+        assert rejected.value.status_code == 503
+        assert rejected.value.body is not None
+        assert json.loads(rejected.value.body)["error"]["code"] == "service_unavailable"
+        # ... while the request in flight goes on; once it is over, the socket closes (1001).
+        with trio.fail_after(5):
+            await send(ws, {"type": "response.cancel", "id": "slow"})
+            assert (await receive(ws))["type"] == "response.cancelled"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason is not None
+    assert closed.value.reason.code == CLOSE_GOING_AWAY
+    row = await row_for(gateway, request_id(started))
+    assert row.status == "client_closed"
+    assert not [r for r in await ledger(gateway) if r.request_id != request_id(started)]

@@ -374,3 +374,152 @@ async def test_sigterm_ends_streams_explicitly_refuses_connections_and_flushes_l
     streamed = sum(1 for name in names if name == "response.output_text.delta")
     assert 0 < streamed < 400
     assert cut.output_tokens == streamed and cut.cost > 0  # what was sent is billed
+
+
+# ---- readiness during shutdown (in-process) ---------------------------------------------
+
+PRESTOP = 1.0
+
+
+async def http_get(
+    stream: trio.SocketStream, conn: Any, path: str
+) -> tuple[int, dict[str, Any]]:
+    """One GET on an existing HTTP/1.1 connection (`conn` is its h11 client state)."""
+    import h11
+
+    await stream.send_all(
+        conn.send(h11.Request(method="GET", target=path, headers=[("host", "gateway")]))
+        + conn.send(h11.EndOfMessage())
+    )
+    status, body = 0, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            conn.start_next_cycle()
+            return status, json.loads(body)
+        else:
+            raise AssertionError(f"unexpected {event!r}")
+
+
+async def test_readyz_says_draining_on_a_kept_alive_connection_before_the_listener_closes(
+    tmp_path: Path,
+) -> None:
+    import h11
+
+    from server.serve import serve
+    from server.services import build_services
+    from tests.server.conftest import test_settings as settings_for
+
+    services = await build_services(settings_for(tmp_path))
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url: str = await nursery.start(
+            lambda task_status: serve(
+                services, host="127.0.0.1", port=0, shutdown=stop.wait, drain_seconds=1.0,
+                prestop_seconds=PRESTOP, task_status=task_status,
+            )
+        )  # fmt: skip
+        port = int(url.rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = h11.Connection(h11.CLIENT)
+        with trio.fail_after(5):
+            status, body = await http_get(stream, conn, "/readyz")
+        assert status == 200 and body["status"] == "ready"
+
+        stop.set()  # what SIGTERM does
+        signalled = trio.current_time()
+        with trio.fail_after(PRESTOP / 2):
+            # The same kept-alive connection: 503 "draining" at once.
+            status, body = await http_get(stream, conn, "/readyz")
+            assert status == 503
+            assert body["status"] == "draining" and body["checks"]["draining"] is True
+            # During the pre-stop the listener still accepts, and still serves.
+            async with httpx.AsyncClient(base_url=url, timeout=5) as fresh:
+                assert (await fresh.get("/readyz")).status_code == 503
+                assert (await fresh.get("/healthz")).status_code == 200
+        accepting_until = trio.current_time()
+
+        refused = False
+        with trio.move_on_after(PRESTOP + 2):
+            while not refused:
+                try:
+                    probe = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    refused = True
+                else:
+                    await probe.aclose()
+                    accepting_until = trio.current_time()
+                    await trio.sleep(0.02)
+        assert refused, "the listener never closed"
+        assert accepting_until - signalled >= PRESTOP - 0.1, accepting_until - signalled
+        # Once the listener is closed, the idle kept-alive connection is closed too.
+        with trio.fail_after(2):
+            try:
+                rest = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                rest = b""
+        assert rest == b""
+        await stream.aclose()
+    # serve() returned: nothing was in flight, so no drain window was waited for.
+    assert trio.current_time() - signalled <= PRESTOP + 2.0
+
+
+async def test_sigterm_ends_websocket_requests_explicitly_and_closes_with_1001(
+    tmp_path: Path,
+) -> None:
+    from trio_websocket import ConnectionClosed, open_websocket_url
+
+    db = tmp_path / "gateway.db"
+    frames: list[tuple[float, dict[str, Any]]] = []
+    async with umg_serve(
+        "serve", "--port", "0", "--drain-seconds", str(DRAIN),
+        env={"DATABASE_URL": f"sqlite:///{db}"},
+    ) as server:
+        url = await server.started()
+        key = await server.dev_key()
+        ws_url = url.replace("http://", "ws://", 1) + "/v1/responses/ws"
+        headers = [(b"authorization", f"Bearer {key}".encode())]
+        request = {
+            "model": "gpt-4.1", "input": "drain me",
+            "metadata": {"mock_scenario": "chunk_delay_ms=100;output_tokens=400"},
+        }  # fmt: skip
+        async with open_websocket_url(ws_url, extra_headers=headers) as ws:
+            await ws.send_message(
+                json.dumps({"type": "response.create", "id": "w", "request": request})
+            )
+
+            def deltas() -> int:
+                return sum(1 for _, f in frames if f["type"] == "response.output_text.delta")
+
+            with trio.fail_after(10):
+                while deltas() < 2:
+                    frames.append((trio.current_time(), json.loads(await ws.get_message())))
+            signalled = trio.current_time()
+            server.terminate()
+            with trio.fail_after(DRAIN + 5):
+                try:
+                    while True:
+                        frames.append((trio.current_time(), json.loads(await ws.get_message())))
+                except ConnectionClosed as closed:
+                    closed_at = trio.current_time()
+                    assert closed.reason is not None
+                    close_code = closed.reason.code
+        assert await server.exited(DRAIN + 5) == 0
+        exited = trio.current_time()
+
+    kinds = [f["type"] for _, f in frames]
+    assert kinds[-2:] == ["error", "response.failed"], kinds[-5:]
+    assert frames[-2][1]["code"] == "service_unavailable"
+    assert DRAIN - 0.2 <= frames[-1][0] - signalled <= DRAIN + 2.0
+    assert close_code == 1001 and closed_at >= frames[-1][0]
+    assert exited - signalled <= DRAIN + 4.0, exited - signalled
+    assert "Traceback" not in server.stderr
+    [row] = await ledger(db, "dev")
+    assert row.endpoint == "responses.ws" and row.error_code == "service_unavailable"
+    assert row.output_tokens == deltas() and row.cost > 0
