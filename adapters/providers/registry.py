@@ -4,9 +4,11 @@ Owns: turning `ProviderSettings` (config file + the ecosystem's environment vari
 see adapters/config.py) into provider adapters that share one pooled transport.
 
 Rules:
-- kind `openai` -> `OpenAIProvider`, `anthropic` -> `AnthropicProvider`,
-  `openai_compatible` -> `OpenAICompatibleProvider`; the label is the configured name,
-  which is what catalog deployments name as their `provider`.
+- kind `openai` -> `OpenAIProvider` (Chat Completions), or `OpenAIResponsesProvider`
+  when its `api` is "responses" (any other `api` is a configuration error);
+  `anthropic` -> `AnthropicProvider`, `openai_compatible` -> `OpenAICompatibleProvider`;
+  the label is the configured name, which is what catalog deployments name as their
+  `provider`.
 - `openai` and `anthropic` need a key; a compatible server may take none.
 - An unknown kind or a duplicate name is a configuration error, raised at start, never
   at the first request.
@@ -24,10 +26,22 @@ from adapters.providers.anthropic import AnthropicProvider
 from adapters.providers.base import Provider
 from adapters.providers.openai import OpenAIProvider
 from adapters.providers.openai_compatible import OpenAICompatibleProvider
+from adapters.providers.openai_responses import OpenAIResponsesProvider
 from adapters.providers.transport import Transport
+
+OPENAI_APIS = ("chat", "responses")
 
 
 def _openai(p: ProviderSettings, transport: Transport) -> Provider:
+    if p.api == "responses":
+        return OpenAIResponsesProvider(
+            name=p.name, base_url=p.base_url, api_key=_key(p), transport=transport
+        )
+    if p.api != "chat":
+        raise ConfigError(
+            f"provider '{p.name}' has unknown api '{p.api}' "
+            f"(expected one of: {', '.join(OPENAI_APIS)})"
+        )
     return OpenAIProvider(
         name=p.name, base_url=p.base_url, api_key=_key(p), transport=transport
     )

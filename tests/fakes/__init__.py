@@ -1,8 +1,9 @@
 """A fake model provider over real sockets, for adapter and end-to-end gateway tests.
 
-It speaks the OpenAI Chat Completions format (`POST /v1/chat/completions`) and the
-Anthropic Messages format (`POST /v1/messages`), JSON and SSE, on 127.0.0.1 with an
-OS-chosen port, inside the caller's trio run (raw trio + h11, HTTP/1.1 keep-alive).
+It speaks the OpenAI Chat Completions format (`POST /v1/chat/completions`), the OpenAI
+Responses format (`POST /v1/responses`) and the Anthropic Messages format
+(`POST /v1/messages`), JSON and SSE, on 127.0.0.1 with an OS-chosen port, inside the
+caller's trio run (raw trio + h11, HTTP/1.1 keep-alive).
 
 Start it::
 
@@ -12,7 +13,7 @@ Start it::
         fake.base_url          # "http://127.0.0.1:PORT" (Anthropic base URL)
         fake.openai_base_url   # base_url + "/v1" (OpenAI / compatible base URL)
 
-Answers (the same rules for both formats; `tests/fakes/replies.py`):
+Answers (the same rules for every format; `tests/fakes/replies.py`):
 - Text: "Echo: " + the text of the last user message that has text (or "Echo: ok").
   Words are split on whitespace and joined by one space. Streams send one word per
   delta event. If `max_completion_tokens` / `max_tokens` is smaller than the word count
@@ -26,6 +27,18 @@ Answers (the same rules for both formats; `tests/fakes/replies.py`):
   the arguments JSON). `fake.cached_tokens = N` adds N cached prompt tokens (OpenAI
   `prompt_tokens` includes them, `prompt_tokens_details.cached_tokens` = N; Anthropic
   `cache_read_input_tokens` = N).
+- Responses requests are read as chat ones (`replies.responses_as_chat`): `instructions`
+  is a system message, each `input` item one message (function_call items have no
+  text), `max_output_tokens` the limit. A cut answer has status "incomplete",
+  `incomplete_details.reason` "max_output_tokens"; a tool call is a `function_call`
+  item (call_id `call_0`). Usage: `input_tokens` includes the N cached ones,
+  `input_tokens_details.cached_tokens` = N.
+- Responses streams: named events with `type` and `sequence_number`: response.created,
+  response.in_progress, [message item: output_item.added, content_part.added,
+  output_text.delta per word, output_text.done, content_part.done, output_item.done],
+  [function_call item: output_item.added, two function_call_arguments.delta,
+  function_call_arguments.done, output_item.done], then response.completed (or
+  response.incomplete) with the whole response and usage. No `[DONE]`.
 - OpenAI streams: a role chunk, word chunks, tool-call chunks, a finish chunk, then
   (only with `stream_options.include_usage`) the `choices: []` usage chunk, then
   `data: [DONE]`. Anthropic streams: message_start, content_block_start(text), ping,
@@ -45,7 +58,9 @@ Faults: `fake.script(Fault(...), ...)` queues faults; each request takes the nex
 - `cut_after=K`: after K chunks, close the TCP connection (incomplete chunked body).
 - `malformed_after=K`: after K chunks, send an unparsable `data:` event and end.
 - `error_event_after=K`: after K chunks, send the provider's mid-stream error (OpenAI
-  `data: {"error": {... server_error}}`; Anthropic `event: error` overloaded_error), end.
+  `data: {"error": {... server_error}}`; Responses `event: error` code server_error;
+  Anthropic `event: error` overloaded_error), end. Error bodies on /v1/responses are
+  OpenAI-shaped.
 
 Records and counters (read them after the call):
 - `fake.requests`: every `RecordedRequest(method, path, headers, body)` received, in

@@ -52,7 +52,9 @@ def _texts(content: Any) -> list[str]:
 
 
 def plan_reply(body: dict[str, Any]) -> Reply:
-    """The reply to a chat-completions or messages request body (same rules for both)."""
+    """The reply to a chat-completions, messages or responses request body (same rules)."""
+    if "input" in body:
+        body = responses_as_chat(body)
     messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
     system = _texts(body.get("system"))
     input_tokens = sum(len(t.split()) for t in system) + (4 if system else 0)
@@ -67,6 +69,29 @@ def plan_reply(body: dict[str, Any]) -> Reply:
     if isinstance(limit, int) and len(words) > limit:
         return Reply(words[:limit], "length", input_tokens, None)
     return Reply(words, "stop", input_tokens, None)
+
+
+def responses_as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """A Responses request seen as a chat one: `instructions` is a system message, every
+    input item one message (a function_call one with no text), `max_output_tokens` the
+    limit."""
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    messages: list[dict[str, Any]] = []
+    if isinstance(body.get("instructions"), str):
+        messages.append({"role": "system", "content": body["instructions"]})
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message":
+            messages.append({"role": item.get("role"), "content": item.get("content")})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "content": item.get("output")})
+        else:
+            messages.append({"role": "assistant", "content": None})
+    return {**body, "messages": messages, "max_tokens": body.get("max_output_tokens")}
 
 
 def _tool_for(body: dict[str, Any], said: str) -> tuple[str, str] | None:
@@ -151,6 +176,95 @@ def openai_stream_error() -> bytes:
     error = {"message": "The server had an error while processing your request.",
              "type": "server_error", "param": None, "code": None}
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+
+
+# ---- OpenAI Responses ----------------------------------------------------------------------
+
+
+def responses_usage(reply: Reply, cached: int) -> dict[str, Any]:
+    prompt = reply.input_tokens + cached
+    return {
+        "input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": reply.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + reply.output_tokens,
+    }
+
+
+def _message_item(rid: str, text: str, status: str) -> dict[str, Any]:
+    return {"type": "message", "id": f"msg_{rid}", "role": "assistant", "status": status,
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+
+
+def _call_item(reply: Reply, rid: str, arguments: str, status: str) -> dict[str, Any]:
+    assert reply.tool is not None
+    return {"type": "function_call", "id": f"fc_{rid}", "call_id": "call_0",
+            "name": reply.tool[0], "arguments": arguments, "status": status}
+
+
+def responses_json(body: dict[str, Any], reply: Reply, cached: int, rid: str) -> dict[str, Any]:
+    output: list[dict[str, Any]] = []
+    if reply.words:
+        output.append(_message_item(rid, reply.text, "completed"))
+    if reply.tool is not None:
+        output.append(_call_item(reply, rid, reply.tool[1], "completed"))
+    incomplete = reply.finish == "length"
+    return {
+        "id": rid, "object": "response", "created_at": 1700000000,
+        "status": "incomplete" if incomplete else "completed",
+        "completed_at": None if incomplete else 1700000001,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "instructions": body.get("instructions"), "model": body.get("model"),
+        "max_output_tokens": body.get("max_output_tokens"), "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
+        "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools", []),
+        "top_p": body.get("top_p", 1.0), "usage": responses_usage(reply, cached),
+    }
+
+
+def responses_sse(body: dict[str, Any], reply: Reply, cached: int, rid: str) -> list[bytes]:
+    final = responses_json(body, reply, cached, rid)
+    events: list[tuple[str, dict[str, Any]]] = []
+    start = final | {"status": "in_progress", "completed_at": None, "output": [],
+                     "incomplete_details": None, "usage": None}
+    events.append(("response.created", {"response": start}))
+    events.append(("response.in_progress", {"response": start}))
+    index = 0
+    if reply.words:
+        ids = {"item_id": f"msg_{rid}", "output_index": 0, "content_index": 0}
+        empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        events.append(("response.output_item.added", {
+            "output_index": 0, "item": _message_item(rid, "", "in_progress") | {"content": []}}))
+        events.append(("response.content_part.added", {**ids, "part": empty}))
+        for i, word in enumerate(reply.words):
+            events.append(("response.output_text.delta", {
+                **ids, "delta": word if i == 0 else " " + word, "logprobs": []}))
+        events.append(("response.output_text.done", {**ids, "text": reply.text, "logprobs": []}))
+        events.append(("response.content_part.done", {**ids, "part": empty | {"text": reply.text}}))
+        events.append(("response.output_item.done", {"output_index": 0, "item": final["output"][0]}))
+        index = 1
+    if reply.tool is not None:
+        args = reply.tool[1]
+        half = len(args) // 2
+        ids = {"item_id": f"fc_{rid}", "output_index": index}
+        events.append(("response.output_item.added", {
+            "output_index": index, "item": _call_item(reply, rid, "", "in_progress")}))
+        for piece in (args[:half], args[half:]):
+            events.append(("response.function_call_arguments.delta", {**ids, "delta": piece}))
+        events.append(("response.function_call_arguments.done", {**ids, "arguments": args}))
+        events.append(("response.output_item.done", {
+            "output_index": index, "item": _call_item(reply, rid, args, "completed")}))
+    end = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    events.append((end, {"response": final}))
+    return [sse_event(name, {"type": name, **data, "sequence_number": n})
+            for n, (name, data) in enumerate(events)]
+
+
+def responses_stream_error() -> bytes:
+    return sse_event("error", {"type": "error", "code": "server_error",
+                               "message": "The server had an error while processing your request.",
+                               "param": None, "sequence_number": 0})
 
 
 # ---- Anthropic -----------------------------------------------------------------------------

@@ -147,8 +147,8 @@ class FakeProvider:
                 return None
 
     async def _respond(self, conn: _Conn, request: RecordedRequest) -> None:
-        fmt = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}.get(
-            request.path.split("?")[0])
+        fmt = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic",
+               "/v1/responses": "responses"}.get(request.path.split("?")[0])
         fault = self.faults.popleft() if self.faults else NO_FAULT
         if fault.delay:
             await conn.wait(fault.delay)
@@ -164,12 +164,15 @@ class FakeProvider:
             await self._send_error(conn, fmt, status, fault, request)
             return
         reply = replies.plan_reply(body)
-        rid = f"{'chatcmpl' if fmt == 'openai' else 'msg'}_fake_{len(self.requests)}"
+        prefix = {"openai": "chatcmpl", "anthropic": "msg", "responses": "resp"}[fmt]
+        rid = f"{prefix}_fake_{len(self.requests)}"
         if body.get("stream"):
-            build = replies.openai_sse if fmt == "openai" else replies.anthropic_sse
+            build = {"openai": replies.openai_sse, "anthropic": replies.anthropic_sse,
+                     "responses": replies.responses_sse}[fmt]
             await self._send_stream(conn, fmt, build(body, reply, self.cached_tokens, rid), fault)
         else:
-            build_json = replies.openai_json if fmt == "openai" else replies.anthropic_json
+            build_json = {"openai": replies.openai_json, "anthropic": replies.anthropic_json,
+                          "responses": replies.responses_json}[fmt]
             data = json.dumps(build_json(body, reply, self.cached_tokens, rid)).encode()
             await self._send_whole(conn, 200, fault.headers, data)
 
@@ -190,7 +193,7 @@ class FakeProvider:
         message = fault.message.replace("{api_key}", key)
         if fault.body is not None:
             body = fault.body
-        elif fmt == "openai":
+        elif fmt in ("openai", "responses"):
             body = json.dumps(replies.openai_error(
                 status, message, fault.error_type, fault.error_code)).encode()
         else:
@@ -230,7 +233,8 @@ class FakeProvider:
             await conn.send(h11.Data(data=b'data: {"choices": [{"delta": \n\n'))
             raise _Finished()
         if fault.error_event_after == sent:
-            error = replies.openai_stream_error() if fmt == "openai" else replies.anthropic_stream_error()
+            error = {"openai": replies.openai_stream_error, "anthropic": replies.anthropic_stream_error,
+                     "responses": replies.responses_stream_error}[fmt]()
             await conn.send(h11.Data(data=error))
             raise _Finished()
 
