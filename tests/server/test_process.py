@@ -259,10 +259,16 @@ async def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
 # ---- make run --------------------------------------------------------------------------
 
 
+def make_env() -> dict[str, str]:
+    """No inherited make state: under `make test` this runs as a sub-make otherwise."""
+    return {k: v for k, v in clean_env().items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+
+
 async def test_make_run_recipe_matches_the_readme(tmp_path: Path) -> None:
     def dry_run(*args: str) -> list[str]:
         done = subprocess.run(
-            ["make", "-n", "run", *args], cwd=ROOT, env=clean_env(), capture_output=True,
+            ["make", "--no-print-directory", "-n", "run", *args], cwd=ROOT, env=make_env(),
+            capture_output=True,
             text=True, check=True,
         )  # fmt: skip
         return done.stdout.strip().splitlines()
