@@ -169,6 +169,8 @@ class PostgresStorage:
         await trio.to_thread.run_sync(shut)
 
     async def health(self) -> bool:
+        if self._closed:
+            return False
         try:
             return await self._run(lambda c: c.execute("SELECT 1").fetchone() == (1,))
         except psycopg.Error as err:  # PoolTimeout is an OperationalError

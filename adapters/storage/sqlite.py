@@ -131,6 +131,8 @@ class SQLiteStorage:
                 self._conn = None
 
     async def health(self) -> bool:
+        if self._closed:
+            return False
         try:
             return await self._run(lambda c: c.execute("SELECT 1").fetchone() == (1,))
         except sqlite3.Error as err:
