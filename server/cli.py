@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -31,6 +32,9 @@ from adapters.storage import SQLITE_PREFIX, open_storage
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
 from adapters.telemetry import configure_logging
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 
 def _positive_int(text: str) -> int:
@@ -216,6 +220,16 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
         await storage.close()
 
 
+async def _first_to_bootstrap(services: Services) -> bool:
+    """Whether this process mints the development key: one atomic flag in shared state, so
+    several processes starting together on an empty database print one key, not several."""
+
+    def apply(state: dict[str, Any] | None) -> tuple[bool, dict[str, Any]]:
+        return state is None, state or {"dev_key": True}
+
+    return await services.storage.update_state("bootstrap:dev_key", apply)
+
+
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.serve import serve
     from server.services import build_services
@@ -223,7 +237,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     services = await build_services(settings)
     # Before serving, so a shutdown can never close storage under it. If the port then
     # cannot be bound, the key has still been shown.
-    if await services.storage.count_keys() == 0:
+    if await services.storage.count_keys() == 0 and await _first_to_bootstrap(services):
         plain, record = await create_key(
             services.storage, services.clock, tenant="dev", project="dev", name="development key"
         )

@@ -25,6 +25,7 @@ import trio
 from attrs import frozen
 
 from adapters import keys
+from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
@@ -341,3 +342,27 @@ async def test_two_umg_processes_share_one_rpm_limit(postgres_url: str) -> None:
     assert "umg_live_" not in second.stdout  # only the first start mints a key
     assert "Traceback" not in first.stderr + second.stderr
 
+
+
+async def test_processes_starting_together_on_an_empty_database_mint_one_dev_key(
+    postgres_url: str,  # noqa: F811
+) -> None:
+    env = {"DATABASE_URL": postgres_url, "MOCK_MODE": "true"}
+    ports = free_ports(3)
+    async with (
+        umg_serve("serve", "--port", str(ports[0]), env=env) as a,
+        umg_serve("serve", "--port", str(ports[1]), env=env) as b,
+        umg_serve("serve", "--port", str(ports[2]), env=env) as c,
+    ):
+        servers = (a, b, c)
+        for server in servers:
+            await server.started()  # the key, if any, is printed before the port is bound
+        for server in servers:
+            await server.stopped()
+    printed = [s.stdout.count("umg_live_") for s in servers]
+    assert sorted(printed) == [0, 0, 1], printed
+    storage = open_storage(postgres_url)
+    try:
+        assert await storage.count_keys() == 1
+    finally:
+        await storage.close()
