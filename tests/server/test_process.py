@@ -384,7 +384,7 @@ async def test_sigterm_ends_streams_explicitly_refuses_connections_and_flushes_l
 
 # ---- readiness during shutdown (in-process) ---------------------------------------------
 
-PRESTOP = 1.0
+PRESTOP = 3.0  # generous: the checks inside the window must finish even on a loaded machine
 
 
 async def http_get(
@@ -440,7 +440,7 @@ async def test_readyz_says_draining_on_a_kept_alive_connection_before_the_listen
 
         stop.set()  # what SIGTERM does
         signalled = trio.current_time()
-        with trio.fail_after(PRESTOP / 2):
+        with trio.fail_after(PRESTOP * 0.8):
             # The same kept-alive connection: 503 "draining" at once.
             status, body = await http_get(stream, conn, "/readyz")
             assert status == 503
