@@ -35,6 +35,7 @@ from typing import Any
 
 from adapters.providers.base import ProviderError
 from adapters.providers.failures import error_from_payload
+from adapters.providers.payload import event_object, int_field
 from core.catalog import Deployment
 from core.model import (
     Completion,
@@ -179,15 +180,12 @@ def encode_request(
 # ---- response ------------------------------------------------------------------------------
 
 
-def _int(obj: object, key: str) -> int | None:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def decode_usage(usage: object, base: Usage = NO_USAGE) -> Usage:
     """Anthropic usage -> Usage; fields absent from `usage` keep their value in `base`."""
     def pick(key: str, old: int) -> int:
-        value = _int(usage, key)
+        value = int_field(usage, key)
         return old if value is None else value
 
     return Usage(
@@ -244,14 +242,7 @@ class EventDecoder:
     def on_event(self, event: str, data: str) -> list[StreamEvent]:
         if self.done:
             return []
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise ProviderError(
-                FailureKind.STREAM_CUT, f"{self._provider} sent a malformed stream event"
-            ) from None
-        if not isinstance(payload, dict):
-            raise ProviderError(FailureKind.STREAM_CUT, f"{self._provider} sent a non-object event")
+        payload = event_object(self._provider, data)
         name = payload.get("type") if event in ("", "message") else event
         if name == "error":
             raise error_from_payload(self._provider, payload, secrets=self._secrets)

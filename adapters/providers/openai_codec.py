@@ -23,12 +23,12 @@ Rules:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from adapters.providers.base import ProviderError
 from adapters.providers.failures import error_from_payload
+from adapters.providers.payload import event_object, int_field
 from core.catalog import Deployment
 from core.model import (
     Completion,
@@ -145,8 +145,7 @@ def _tool(name: str, description: str | None, parameters: object) -> dict[str, A
 
 
 def _int(obj: object, key: str) -> int:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return int_field(obj, key) or 0
 
 
 def decode_usage(usage: object) -> Usage:
@@ -222,14 +221,7 @@ class ChunkDecoder:
         if data.strip() == "[DONE]":
             self.done = True
             return [StreamEnd(self._finish or "stop")]
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise ProviderError(
-                FailureKind.STREAM_CUT, f"{self._provider} sent a malformed stream event"
-            ) from None
-        if not isinstance(chunk, dict):
-            raise ProviderError(FailureKind.STREAM_CUT, f"{self._provider} sent a non-object event")
+        chunk = event_object(self._provider, data)
         if chunk.get("error") is not None:
             raise error_from_payload(self._provider, chunk, secrets=self._secrets)
         try:

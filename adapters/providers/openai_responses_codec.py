@@ -40,12 +40,12 @@ ignored. Unparsable data is STREAM_CUT, and so is EOF before a terminal event.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from adapters.providers.base import ProviderError
 from adapters.providers.failures import error_from_payload
+from adapters.providers.payload import event_object, int_field
 from core.catalog import Deployment
 from core.model import (
     Completion,
@@ -189,8 +189,7 @@ def encode_request(
 
 
 def _int(obj: object, key: str) -> int:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return int_field(obj, key) or 0
 
 
 def decode_usage(usage: object) -> Usage:
@@ -301,14 +300,7 @@ class EventDecoder:
     def on_event(self, event: str, data: str) -> list[StreamEvent]:
         if self.done:
             return []
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise ProviderError(
-                FailureKind.STREAM_CUT, f"{self._provider} sent a malformed stream event"
-            ) from None
-        if not isinstance(payload, dict):
-            raise ProviderError(FailureKind.STREAM_CUT, f"{self._provider} sent a non-object event")
+        payload = event_object(self._provider, data)
         name = payload.get("type") if event in ("", "message") else event
         if name == "error":
             raise failure(self._provider, payload, secrets=self._secrets)
