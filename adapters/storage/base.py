@@ -52,6 +52,28 @@ def claimable_where(mark: str) -> str:
     )
 
 
+def job_list_query(
+    columns: str, mark: str, tenant: str, status: str | None, limit: int, after: str | None
+) -> tuple[str, list[Any]]:
+    """SQL and arguments for one page of a tenant's jobs, newest first, after the job
+    `after` (keyset paging on (created_at, id)); `mark` is the driver's placeholder."""
+    where, args = [f"tenant = {mark}"], [tenant]
+    if status is not None:
+        where.append(f"status = {mark}")
+        args.append(status)
+    if after is not None:
+        where.append(
+            f"(created_at, id) < (SELECT created_at, id FROM jobs WHERE tenant = {mark}"
+            f" AND id = {mark})"
+        )
+        args += [tenant, after]
+    sql = (
+        f"SELECT {columns} FROM jobs WHERE {' AND '.join(where)}"
+        f" ORDER BY created_at DESC, id DESC LIMIT {mark}"
+    )
+    return sql, [*args, limit]
+
+
 def job_state(job: JobRecord) -> lifecycle.JobState:
     return lifecycle.JobState(
         status=cast(lifecycle.JobStatus, job.status),

@@ -21,7 +21,13 @@ import trio
 from psycopg import errors as pg_errors
 
 from adapters.storage import codec
-from adapters.storage.base import JobFn, claim_record, claimable_where, heartbeat_fn
+from adapters.storage.base import (
+    JobFn,
+    claim_record,
+    claimable_where,
+    heartbeat_fn,
+    job_list_query,
+)
 from adapters.storage.records import JobRecord
 from core import jobs as lifecycle
 from core.errors import Conflict
@@ -72,20 +78,8 @@ class JobQueries:
     async def list(
         self, tenant: str, status: str | None, limit: int, after: str | None
     ) -> list[JobRecord]:
-        where, args = ["tenant = %s"], [tenant]
-        if status is not None:
-            where.append("status = %s")
-            args.append(status)
-        if after is not None:
-            where.append(
-                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE tenant = %s AND id = %s)"
-            )
-            args += [tenant, after]
-        sql = (
-            f"SELECT {_COLS} FROM jobs WHERE {' AND '.join(where)}"
-            " ORDER BY created_at DESC, id DESC LIMIT %s"
-        )
-        rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        sql, args = job_list_query(_COLS, "%s", tenant, status, limit, after)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
         return [codec.from_postgres_row(JobRecord, r) for r in rows]
 
     async def claim(

@@ -35,6 +35,7 @@ from adapters.storage.base import (
     claim_record,
     claimable_where,
     heartbeat_fn,
+    job_list_query,
 )
 from adapters.storage.migrations import migrations
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
@@ -243,20 +244,8 @@ class SQLiteStorage:
     async def list_jobs(
         self, tenant: str, status: str | None, limit: int, after: str | None
     ) -> list[JobRecord]:
-        where, args = ["tenant = ?"], [tenant]
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if after is not None:
-            where.append(
-                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE tenant = ? AND id = ?)"
-            )
-            args += [tenant, after]
-        sql = (
-            f"SELECT {_JOB_COLS} FROM jobs WHERE {' AND '.join(where)}"
-            " ORDER BY created_at DESC, id DESC LIMIT ?"
-        )
-        rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        sql, args = job_list_query(_JOB_COLS, "?", tenant, status, limit, after)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
         return [codec.from_sqlite_row(JobRecord, r) for r in rows]
 
     async def claim_job(
