@@ -6,25 +6,29 @@ runs it and returns the completion; `stream_body` runs it as a stream through a
 `StreamFramer` (one per API surface: it turns core stream events into that surface's
 bytes) and guarantees that a stream either ends with the surface's completion event or
 with an explicit error event. Every path writes exactly one ledger row.
+`NamedEventFramer` is the framer of the surfaces whose SSE events are named (Responses,
+Anthropic Messages), around that surface's pure encoder; `sse_response` wraps a stream
+body for every surface.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
 
 import trio
 from attrs import evolve
-from quart import current_app
+from quart import Response, current_app
 from quart import request as http_request
 
 from adapters.execution import Execution
 from adapters.providers.mock import SCENARIO_HEADER, MockProvider, check_scenario
 from core.errors import GatewayError, ServiceUnavailable
-from core.model import Completion, GatewayRequest, StreamEvent
+from core.model import Completion, FinishReason, GatewayRequest, StreamEvent, Usage
+from core.sse import encode_comment, encode_event
 from server.auth import require_key
-from server.http import json_body
+from server.http import json_body, to_json
 from server.services import Services
 from server.streaming import pump
 
@@ -41,6 +45,65 @@ class StreamFramer(Protocol):
     def finish(self, exe: Execution) -> bytes: ...
 
     def fail(self, exe: Execution, error: GatewayError) -> bytes: ...
+
+
+Frames = list[tuple[str, dict[str, Any]]]
+
+
+class NamedEventEncoder(Protocol):
+    """A surface's pure stream encoder whose output is named SSE events (`event: x`)."""
+
+    def start(self) -> Frames: ...
+
+    def on_event(self, event: StreamEvent) -> Frames: ...
+
+    def finish(
+        self,
+        usage: Usage | None = None,
+        gateway: Mapping[str, Any] | None = None,
+        finish_reason: FinishReason | None = None,
+    ) -> Frames: ...
+
+    def fail(self, error: GatewayError) -> Frames: ...
+
+
+class NamedEventFramer:
+    """The `StreamFramer` of the surfaces with named events (Responses, Anthropic Messages)."""
+
+    keepalive = encode_comment("keep-alive")
+
+    def __init__(self, encoder: NamedEventEncoder) -> None:
+        self.encoder = encoder
+
+    @staticmethod
+    def _bytes(frames: Frames) -> bytes:
+        return b"".join(encode_event(to_json(data), event=name) for name, data in frames)
+
+    def start(self, exe: Execution) -> bytes:
+        return self._bytes(self.encoder.start())
+
+    def event(self, exe: Execution, event: StreamEvent) -> bytes:
+        return self._bytes(self.encoder.on_event(event))
+
+    def finish(self, exe: Execution) -> bytes:
+        return self._bytes(
+            self.encoder.finish(
+                usage=exe.answer_usage, gateway=exe.gateway_info(), finish_reason=exe.finish_reason
+            )
+        )
+
+    def fail(self, exe: Execution, error: GatewayError) -> bytes:
+        return self._bytes(self.encoder.fail(error))
+
+
+def sse_response(body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+    response = Response(
+        body,
+        content_type="text/event-stream; charset=utf-8",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
+    )
+    response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut long streams
+    return response
 
 
 Parser = Callable[[dict[str, Any]], GatewayRequest]

@@ -17,8 +17,7 @@ from core.errors import GatewayError
 from core.model import StreamEvent
 from core.sse import encode_comment, encode_event
 from server.http import to_json
-from server.pipeline import admit, stream_body, whole
-from server.routes.responses import sse_response
+from server.pipeline import admit, sse_response, stream_body, whole
 from server.services import Services
 from server.wire.openai_chat import (
     ChatStreamEncoder,

@@ -15,54 +15,11 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from adapters.execution import Execution
-from core.errors import GatewayError
-from core.model import GatewayRequest, StreamEvent
-from core.sse import encode_comment, encode_event
+from core.model import GatewayRequest
 from server.http import to_json
-from server.pipeline import admit, stream_body, whole
+from server.pipeline import NamedEventFramer, admit, sse_response, stream_body, whole
 from server.services import Services
 from server.wire.responses import ResponsesStreamEncoder, parse_responses_request, response_object
-
-
-def _frames(frames: list[tuple[str, dict[str, Any]]]) -> bytes:
-    return b"".join(encode_event(to_json(data), event=name) for name, data in frames)
-
-
-class ResponsesFramer:
-    keepalive = encode_comment("keep-alive")
-
-    def __init__(self, exe: Execution, created_at: int) -> None:
-        self.encoder = ResponsesStreamEncoder(
-            response_id="resp_" + exe.request_id.removeprefix("req_"),
-            created_at=created_at,
-            request=exe.request,
-        )
-
-    def start(self, exe: Execution) -> bytes:
-        return _frames(self.encoder.start())
-
-    def event(self, exe: Execution, event: StreamEvent) -> bytes:
-        return _frames(self.encoder.on_event(event))
-
-    def finish(self, exe: Execution) -> bytes:
-        return _frames(
-            self.encoder.finish(
-                usage=exe.answer_usage, gateway=exe.gateway_info(), finish_reason=exe.finish_reason
-            )
-        )
-
-    def fail(self, exe: Execution, error: GatewayError) -> bytes:
-        return _frames(self.encoder.fail(error))
-
-
-def sse_response(body: Any, headers: dict[str, str]) -> Response:
-    response = Response(
-        body,
-        content_type="text/event-stream; charset=utf-8",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
-    )
-    response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut long streams
-    return response
 
 
 def _parse_streaming(body: dict[str, Any]) -> GatewayRequest:
@@ -73,7 +30,13 @@ def register(app: QuartTrio, services: Services) -> None:
     async def answer(exe: Execution) -> Response:
         created = int(services.clock.epoch())
         if exe.request.stream:
-            framer = ResponsesFramer(exe, created)
+            framer = NamedEventFramer(
+                ResponsesStreamEncoder(
+                    response_id="resp_" + exe.request_id.removeprefix("req_"),
+                    created_at=created,
+                    request=exe.request,
+                )
+            )
             return sse_response(stream_body(services, exe, framer), exe.rate_headers)
         completion = await whole(services, exe)
         body = response_object(
