@@ -62,7 +62,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from core.errors import UnknownModel
 
@@ -384,20 +384,18 @@ def restrict_to_providers(catalog: Catalog, labels: frozenset[str]) -> Catalog:
     an OpenAI key never plans an attempt at Anthropic (which would only fail and waste the
     request's retries), and `/v1/models` lists only what can be answered.
     """
-    models: dict[str, ModelEntry] = {}
-    for model_id, entry in catalog.models.items():
-        kept = tuple(d for d in entry.deployments if d.provider in labels)
-        if kept:
-            models[model_id] = ModelEntry(
-                id=entry.id, owned_by=entry.owned_by, created=entry.created,
-                deployments=kept, fallbacks=entry.fallbacks,
-            )
-    aliases = {name: target for name, target in catalog.aliases.items() if target in models}
-    for model_id, entry in models.items():
-        fallbacks = tuple(f for f in entry.fallbacks if aliases.get(f, f) in models)
-        if fallbacks != entry.fallbacks:
-            models[model_id] = ModelEntry(
-                id=entry.id, owned_by=entry.owned_by, created=entry.created,
-                deployments=entry.deployments, fallbacks=fallbacks,
-            )
+    served = {
+        model_id: tuple(d for d in entry.deployments if d.provider in labels)
+        for model_id, entry in catalog.models.items()
+    }
+    aliases = {name: target for name, target in catalog.aliases.items() if served.get(target)}
+    models = {
+        model_id: evolve(
+            entry,
+            deployments=served[model_id],
+            fallbacks=tuple(f for f in entry.fallbacks if served.get(aliases.get(f, f))),
+        )
+        for model_id, entry in catalog.models.items()
+        if served[model_id]
+    }
     return Catalog(models=models, aliases=aliases)
