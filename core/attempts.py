@@ -9,7 +9,8 @@ Phases: calling -> (streaming) -> succeeded | failed | cancelled, with sleeping 
 tries. `succeeded`, `failed` and `cancelled` are terminal.
 
 Rules:
-- Deployments are tried in plan order, never going back. Every call is one attempt;
+- Deployments are tried in plan order, never going back (`state.plan`: the given plan,
+  whose untried tail the cross-provider rule below may reorder). Every call is one attempt;
   attempts are numbered 1.. across the whole request. Each CallProvider carries the
   deadline min(now + attempt_timeout, total deadline), where the total deadline is the
   `now` given to `start` plus `total_timeout`.
@@ -19,13 +20,19 @@ Rules:
   and the sleep ends before the total deadline. The sleep is the provider's retry-after
   when given, else min(max_backoff, base_backoff * 2**(tries_on_this_deployment - 1)).
   A retry-after above `max_retry_after` gives up on this deployment at once.
+- Fallback across providers (core/fallback.py): after a provider-level failure (5xx,
+  overloaded, timeout, connect error, stream cut) the untried deployments are reordered so
+  that those of providers not yet down come first, and when one exists it is called at
+  once, without retrying the failed deployment or sleeping. So a plan with two providers
+  reaches the second right after the first one fails that way.
 - Otherwise the next deployment is called at once (no sleep), if attempts and time remain.
   A sleep that would end after the total deadline is never taken: the machine moves on to
   the next deployment, or fails when there is none.
 - When nothing remains the request fails with an error matching the LAST failure kind:
   timeout -> UpstreamTimeout, rate_limited -> UpstreamRateLimited (its retry-after
-  carried), anything else -> UpstreamError. The message says how many attempts failed and
-  the last kind; never the providers' own messages.
+  carried), anything else -> UpstreamError. The message says how many attempts failed,
+  the last kind and every attempt as "deployment id: outcome"; never the providers' own
+  messages.
 - A non-retryable failure fails at once, with no fallback: bad_request -> UpstreamRejected,
   context_length_exceeded -> ContextLengthExceeded(param="messages"), content_filter ->
   ContentFiltered (these three pass the provider's detail on, shortened), auth ->
@@ -64,6 +71,7 @@ from core.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from core.fallback import PROVIDER_DOWN_KINDS, PROVIDER_DOWN_OUTCOMES, prefer_live, switch_provider
 from core.model import RETRYABLE_KINDS, FailureKind, Usage
 
 _DETAIL_LIMIT = 300  # characters of a provider's detail passed on to the client
@@ -263,7 +271,8 @@ def _exhausted(state: Attempts) -> GatewayError:
     kind = state.last_failure
     n = sum(1 for r in state.records if r.outcome != "ok")
     what = kind.value if kind else "none"
-    message = f"{n} upstream attempt(s) failed; the last failure was: {what}"
+    tried = ", ".join(f"{r.deployment_id}: {r.outcome}" for r in state.records)
+    message = f"{n} upstream attempt(s) failed; the last failure was: {what} (attempts: {tried})"
     if kind is FailureKind.TIMEOUT:
         return UpstreamTimeout(message)
     if kind is FailureKind.RATE_LIMITED:
@@ -316,6 +325,11 @@ def _failed_while_calling(state: Attempts, event: AttemptFailed, now: float) -> 
     state = _record_failure(state, event, now)
     if event.kind not in RETRYABLE_KINDS:
         return _fail(state, _rejection(state, event))
+    if event.kind in PROVIDER_DOWN_KINDS:
+        down = frozenset(r.provider for r in state.records if r.outcome in PROVIDER_DOWN_OUTCOMES)
+        state = evolve(state, plan=prefer_live(state.plan, state.index, down))
+        if switch_provider(state.plan, state.index, down):
+            return _move_on(state, now)
     return _retry_or_move_on(state, event, now)
 
 

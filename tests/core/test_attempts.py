@@ -32,6 +32,7 @@ from core.attempts import (
     step,
 )
 from core.catalog import Deployment, Price
+from core.fallback import PROVIDER_DOWN_KINDS
 from core.model import RETRYABLE_KINDS, FailureKind, Usage
 
 
@@ -48,6 +49,7 @@ def dep(name: str, provider: str = "p") -> Deployment:
 
 
 A, B, C = dep("a", "pa"), dep("b", "pb"), dep("c", "pc")
+A2 = dep("a2", "pa")  # a second deployment on A's provider
 POLICY = AttemptPolicy()
 USAGE = Usage(input_tokens=3, output_tokens=5)
 
@@ -125,7 +127,8 @@ def test_stream_first_chunk_then_completed_finishes() -> None:
 
 @pytest.mark.parametrize("kind", [k for k in FailureKind if k in RETRYABLE_KINDS])
 def test_retryable_failure_sleeps_backoff_then_retries_same_deployment(kind: FailureKind) -> None:
-    state, out = run((A, B), [(failed(kind), 1.0)])
+    # (A2 is on A's provider: no other provider to switch to)
+    state, out = run((A, A2), [(failed(kind), 1.0)])
     assert out[-1] == (SleepUntil(1.25),)
     assert state.phase is Phase.SLEEPING
     assert state.records[-1].outcome == kind.value and state.records[-1].ended_at == 1.0
@@ -163,11 +166,11 @@ def test_retry_after_above_max_moves_on_at_once() -> None:
 
 def test_retries_per_deployment_exhausted_moves_to_next_without_sleep() -> None:
     state, out = run(
-        (A, B),
+        (A, A2),
         [(failed(FailureKind.TIMEOUT), 1.0), (Woke(), 1.25), (failed(FailureKind.TIMEOUT), 2.0)],
     )
-    assert out[-1] == (CallProvider(B, 3, 62.0),)
-    assert [r.deployment_id for r in state.records] == ["pa/a", "pa/a", "pb/b"]
+    assert out[-1] == (CallProvider(A2, 3, 62.0),)
+    assert [r.deployment_id for r in state.records] == ["pa/a", "pa/a", "pa/a2"]
 
 
 def test_zero_retries_per_deployment_falls_back_immediately() -> None:
@@ -180,8 +183,8 @@ def test_zero_retries_per_deployment_falls_back_immediately() -> None:
 
 def test_max_attempts_is_a_total_budget() -> None:
     policy = AttemptPolicy(max_attempts=2, retries_per_deployment=3)
-    state, out = run((A, B), [(failed(FailureKind.OVERLOADED), 1.0), (Woke(), 1.25),
-                              (failed(FailureKind.OVERLOADED), 2.0)], policy)
+    state, out = run((A, A2), [(failed(FailureKind.OVERLOADED), 1.0), (Woke(), 1.25),
+                               (failed(FailureKind.OVERLOADED), 2.0)], policy)
     fail = only(out[-1])
     assert isinstance(fail, Fail) and type(fail.error) is errors.UpstreamError
     assert "2 upstream attempt(s) failed" in fail.error.message
@@ -209,7 +212,10 @@ def test_exhaustion_error_matches_the_last_kind(
     fail = only(out[-1])
     assert isinstance(fail, Fail) and type(fail.error) is error_type
     assert fail.after_first_chunk is False
-    assert f"2 upstream attempt(s) failed; the last failure was: {kind.value}" == fail.error.message
+    assert fail.error.message == (
+        f"2 upstream attempt(s) failed; the last failure was: {kind.value} "
+        f"(attempts: pa/a: server_error, pb/b: {kind.value})"
+    )
     assert "sk-secret" not in fail.error.message
     if kind is FailureKind.RATE_LIMITED:
         assert fail.error.retry_after == 3.0
@@ -237,7 +243,7 @@ def test_no_fallback_once_the_total_deadline_passed() -> None:
 
 def test_woke_after_the_total_deadline_fails() -> None:
     policy = AttemptPolicy(total_timeout=10.0)
-    state, out = run((A, B), [(failed(FailureKind.CONNECT), 1.0), (Woke(), 11.0)], policy)
+    state, out = run((A, A2), [(failed(FailureKind.CONNECT), 1.0), (Woke(), 11.0)], policy)
     fail = only(out[-1])
     assert isinstance(fail, Fail) and type(fail.error) is errors.UpstreamError
     assert "connect_error" in fail.error.message and state.phase is Phase.FAILED
@@ -312,7 +318,8 @@ def test_first_chunk_is_only_legal_while_calling() -> None:
     [
         ([], False, ["client_gone"]),
         ([(FirstChunk(), 1.0)], True, ["client_gone"]),
-        ([(failed(FailureKind.TIMEOUT), 1.0)], False, ["timeout"]),  # while sleeping
+        # while sleeping (a 429 retries the same provider; a timeout would switch to B)
+        ([(failed(FailureKind.RATE_LIMITED), 1.0)], False, ["rate_limited"]),
     ],
 )
 def test_client_gone_cancels_any_live_phase(
@@ -366,7 +373,7 @@ def _state_in(phase: Phase) -> Attempts:
     paths: dict[Phase, list[tuple[Event, float]]] = {
         Phase.CALLING: [],
         Phase.STREAMING: [(FirstChunk(), 1.0)],
-        Phase.SLEEPING: [(failed(FailureKind.CONNECT), 1.0)],
+        Phase.SLEEPING: [(failed(FailureKind.RATE_LIMITED), 1.0)],
         Phase.SUCCEEDED: [(Completed(USAGE), 1.0)],
         Phase.FAILED: [(failed(FailureKind.BAD_REQUEST), 1.0)],
         Phase.CANCELLED: [(ClientGone(), 1.0)],
@@ -447,8 +454,12 @@ STEPS = st.lists(st.tuples(st.integers(0, 99), KINDS, RETRY_AFTER, DT), min_size
 class Driver:
     """Feeds only legal events for the current phase and checks the written invariants."""
 
-    def __init__(self, n: int, policy: AttemptPolicy, t0: float) -> None:
-        self.plan = tuple(dep(f"m{i}", f"p{i}") for i in range(n))
+    def __init__(
+        self, n: int, policy: AttemptPolicy, t0: float, providers: tuple[str, ...] = ()
+    ) -> None:
+        # one provider per deployment unless `providers` names them (then len(providers) == n)
+        names = providers or tuple(f"p{i}" for i in range(n))
+        self.plan = tuple(dep(f"m{i}", names[i]) for i in range(n))
         self.policy = policy
         self.now = t0
         self.total_deadline = t0 + policy.total_timeout
@@ -505,9 +516,9 @@ class Driver:
             if isinstance(action, CallProvider):
                 assert not self.saw_first_chunk, "a call after the first chunk"
                 assert action.deployment in self.plan
-                if self.calls:
-                    prev = self.plan.index(self.calls[-1].deployment)
-                    assert self.plan.index(action.deployment) >= prev, "went back in the plan"
+                if self.calls and action.deployment != self.calls[-1].deployment:
+                    tried = {c.deployment for c in self.calls}
+                    assert action.deployment not in tried, "went back in the plan"
                 assert action.attempt == len(self.calls) + 1
                 assert self.now < action.deadline <= self.total_deadline
                 assert action.deadline <= self.now + self.policy.attempt_timeout
@@ -531,6 +542,7 @@ class Driver:
 
     def invariants(self) -> None:
         calls = len(self.calls)
+        assert sorted(d.id for d in self.state.plan) == sorted(d.id for d in self.plan)
         assert calls <= self.policy.max_attempts
         assert calls <= len(self.plan) * (self.policy.retries_per_deployment + 1)
         assert self.terminal_actions == (1 if self.state.done else 0)
@@ -559,6 +571,21 @@ def test_generated_sequences_keep_every_invariant(
         driver.feed(driver.legal_event(choice, kind, retry_after), dt)
 
 
+def _expected_calls(n: int, policy: AttemptPolicy, kinds: list[FailureKind]) -> int:
+    """The written rules, counted: each deployment (all on distinct providers) gets its
+    retries, except that a provider-level failure leaves it at once for the next one."""
+    calls = 0
+    for index in range(n):
+        for _ in range(policy.retries_per_deployment + 1):
+            kind = kinds[calls]
+            calls += 1
+            if calls == policy.max_attempts:
+                return calls
+            if kind in PROVIDER_DOWN_KINDS and index < n - 1:
+                break
+    return calls
+
+
 @given(
     n=st.integers(1, 4),
     policy=POLICIES,
@@ -575,7 +602,7 @@ def test_only_retryable_failures_end_in_exhaustion_within_budget(
             driver.feed(Woke(), 0.0)
         driver.feed(AttemptFailed(kind), 0.0)
     assert driver.state.phase is Phase.FAILED
-    expected = min(policy.max_attempts, n * (policy.retries_per_deployment + 1))
+    expected = _expected_calls(n, policy, kinds)
     if policy.total_timeout > 4 * policy.max_backoff * policy.max_attempts:  # time is no limit
         assert len(driver.calls) == expected
     error = driver.state.error

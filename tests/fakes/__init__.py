@@ -53,6 +53,7 @@ Faults: `fake.script(Fault(...), ...)` queues faults; each request takes the nex
   contain "{api_key}", replaced by the key the request carried (to test redaction).
 - `headers={...}`: extra response headers (retry-after, x-ratelimit-*, ...), any answer.
 - `delay=S`: wait S seconds before the response headers.
+- `reset=True`: close the TCP connection without answering (after `delay`).
 - `chunk_delay=S`: wait S seconds between stream chunks.
 - `stall_after=K` (`stall_for=S`, default 3600): after K chunks, go silent for S seconds.
 - `cut_after=K`: after K chunks, close the TCP connection (incomplete chunked body).
@@ -61,6 +62,10 @@ Faults: `fake.script(Fault(...), ...)` queues faults; each request takes the nex
   `data: {"error": {... server_error}}`; Responses `event: error` code server_error;
   Anthropic `event: error` overloaded_error), end. Error bodies on /v1/responses are
   OpenAI-shaped.
+
+Outages: `fake.outages[path] = Fault(...)` gives every request on `path` (for example
+"/v1/chat/completions": all of OpenAI) that fault while no scripted fault is queued;
+delete the entry to end the outage.
 
 Records and counters (read them after the call):
 - `fake.requests`: every `RecordedRequest(method, path, headers, body)` received, in

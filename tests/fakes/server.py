@@ -38,6 +38,7 @@ class Fault:
     cut_after: int | None = None
     malformed_after: int | None = None
     error_event_after: int | None = None
+    reset: bool = False
 
 
 NO_FAULT = Fault()
@@ -86,6 +87,7 @@ class FakeProvider:
     base_url: str = ""
     cached_tokens: int = 0
     faults: deque[Fault] = field(factory=deque)
+    outages: dict[str, Fault] = field(factory=dict)  # path -> the fault of every request
     requests: list[RecordedRequest] = field(factory=list)
     connections_opened: int = 0
     streams_started: int = 0
@@ -149,9 +151,13 @@ class FakeProvider:
     async def _respond(self, conn: _Conn, request: RecordedRequest) -> None:
         fmt = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic",
                "/v1/responses": "responses"}.get(request.path.split("?")[0])
-        fault = self.faults.popleft() if self.faults else NO_FAULT
+        fault = self.faults.popleft() if self.faults else self.outages.get(
+            request.path.split("?")[0], NO_FAULT)
         if fault.delay:
             await conn.wait(fault.delay)
+        if fault.reset:
+            await conn.stream.aclose()
+            raise _Cut()
         if fmt is None or request.method != "POST":
             await self._send_whole(conn, 404, {}, b'{"error":{"message":"not found"}}')
             return
