@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from attrs import field, frozen
@@ -130,14 +131,28 @@ def _bool(value: str, name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
+# label -> (API key variable, base URL variable, default base URL)
+BUILTIN_PROVIDERS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+})
+_TITLES: Mapping[str, str] = MappingProxyType({"openai": "OpenAI", "anthropic": "Anthropic"})
+
+
+def how_to_add_providers() -> dict[str, str]:
+    """Provider label -> one sentence on how to configure it (for "model not served" errors)."""
+    return {
+        name: f"To add {_TITLES[name]}, set {key_var} in the gateway's environment (or "
+        f"[providers.{name}] api_key_env in its config file; see docs/providers.md) and "
+        "restart it."
+        for name, (key_var, _, _) in BUILTIN_PROVIDERS.items()
+    }
+
+
 def _providers(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> tuple[ProviderSettings, ...]:
     section = file_cfg.get("providers", {})
     found: list[ProviderSettings] = []
-    builtin = {
-        "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
-        "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
-    }
-    for name, (key_var, url_var, default_url) in builtin.items():
+    for name, (key_var, url_var, default_url) in BUILTIN_PROVIDERS.items():
         cfg = section.get(name, {})
         key = env.get(cfg.get("api_key_env", key_var)) or cfg.get("api_key")
         url = env.get(url_var) or cfg.get("base_url") or default_url

@@ -104,11 +104,14 @@ class ModelEntry:
 class Catalog:
     models: Mapping[str, ModelEntry] = field(factory=dict)
     aliases: Mapping[str, str] = field(factory=dict)
+    # model or alias name -> why this gateway cannot answer it (set by restrict_to_providers)
+    unserved: Mapping[str, str] = field(factory=dict)
 
     def resolve(self, name: str) -> ModelEntry:
         entry = self.models.get(self.aliases.get(name, name))
         if entry is None:
-            raise UnknownModel(f"The model '{name}' does not exist", param="model")
+            why = self.unserved.get(name)
+            raise UnknownModel(why or f"The model '{name}' does not exist", param="model")
         return entry
 
     def candidates(self, name: str) -> tuple[Deployment, ...]:
@@ -376,13 +379,19 @@ def merge_catalog_data(
 # ---- serving what is configured --------------------------------------------------------
 
 
-def restrict_to_providers(catalog: Catalog, labels: frozenset[str]) -> Catalog:
+def restrict_to_providers(
+    catalog: Catalog, labels: frozenset[str], how_to_add: Mapping[str, str] | None = None
+) -> Catalog:
     """The catalog as far as the given provider labels can serve it.
 
     Deployments of other providers are dropped; a model left without deployments is
     dropped, and so are fallbacks and aliases that pointed at it. So a gateway with only
     an OpenAI key never plans an attempt at Anthropic (which would only fail and waste the
     request's retries), and `/v1/models` lists only what can be answered.
+
+    A dropped model (or alias) is remembered in `unserved` with a message naming the
+    providers that would serve it, the configured ones, and `how_to_add[provider]` (a
+    sentence on how to configure it); `resolve` raises UnknownModel with that message.
     """
     served = {
         model_id: tuple(d for d in entry.deployments if d.provider in labels)
@@ -398,4 +407,23 @@ def restrict_to_providers(catalog: Catalog, labels: frozenset[str]) -> Catalog:
         for model_id, entry in catalog.models.items()
         if served[model_id]
     }
-    return Catalog(models=models, aliases=aliases)
+    dropped = {model_id for model_id, kept in served.items() if not kept}
+    names = [(m, m) for m in sorted(dropped)]
+    names += [(a, t) for a, t in sorted(catalog.aliases.items()) if t in dropped]
+    unserved = {
+        name: _unserved_message(name, catalog.models[target], labels, how_to_add or {})
+        for name, target in names
+    }
+    return Catalog(models=models, aliases=aliases, unserved={**catalog.unserved, **unserved})
+
+
+def _unserved_message(
+    name: str, entry: ModelEntry, labels: frozenset[str], how_to_add: Mapping[str, str]
+) -> str:
+    wanted = sorted({d.provider for d in entry.deployments})
+    configured = ", ".join(sorted(labels - {"mock"})) or "none"
+    hints = "".join(f" {how_to_add[p]}" for p in wanted if p in how_to_add)
+    return (
+        f"The model '{name}' is served by {' or '.join(wanted)}, which this gateway has not "
+        f"configured (configured providers: {configured}).{hints}"
+    )

@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,29 +231,57 @@ async def _first_to_bootstrap(services: Services) -> bool:
     return await services.storage.update_state("bootstrap:dev_key", apply)
 
 
+def startup_banner(settings: Settings, url: str, key_line: str | None) -> list[str]:
+    """What `umg serve` prints once it listens: the mode, the address, then the key (last,
+    so it is not buried under install or log output)."""
+    if settings.mock_mode:
+        mode = ("Mode: mock (the built-in Mock provider answers every model; set "
+                "OPENAI_API_KEY or ANTHROPIC_API_KEY for live mode)")
+    else:
+        mode = f"Mode: live (providers: {', '.join(sorted(p.name for p in settings.providers))})"
+    lines = [mode, f"Listening on {url} (API reference: {url}/docs)"]
+    lines.append(key_line or (
+        "API key: keys already exist in this database; create another with "
+        "`.venv/bin/umg keys create --tenant dev --project dev`"
+    ))
+    return lines
+
+
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.serve import serve
     from server.services import build_services
 
     services = await build_services(settings)
-    # Before serving, so a shutdown can never close storage under it. If the port then
-    # cannot be bound, the key has still been shown.
+    # Minted before serving, so a shutdown can never close storage under it; printed once
+    # the port is bound, or at once if binding fails, so it is never lost.
+    key_line = None
     if await services.storage.count_keys() == 0 and await _first_to_bootstrap(services):
         plain, record = await create_key(
             services.storage, services.clock, tenant="dev", project="dev", name="development key"
         )
-        print(
+        key_line = (
             f"Created a development API key (shown once; tenant {record.tenant}, project"
-            f" {record.project}): {plain}",
-            flush=True,
+            f" {record.project}): {plain}"
         )
-    await serve(
-        services,
-        host=settings.host,
-        port=settings.port,
-        drain_seconds=args.drain_seconds,
-        prestop_seconds=args.prestop_seconds,
-    )
+    bound = False
+    try:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(
+                partial(
+                    serve,
+                    services,
+                    host=settings.host,
+                    port=settings.port,
+                    drain_seconds=args.drain_seconds,
+                    prestop_seconds=args.prestop_seconds,
+                )
+            )
+            bound = True
+            for line in startup_banner(settings, url, key_line):
+                print(line, flush=True)
+    finally:
+        if not bound and key_line:
+            print(key_line, flush=True)
     return 0
 
 

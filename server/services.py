@@ -12,7 +12,7 @@ import httpx
 from attrs import define, field
 
 from adapters.clock import Clock
-from adapters.config import Settings
+from adapters.config import Settings, how_to_add_providers
 from adapters.gateway import Gateway
 from adapters.health_book import HealthBook
 from adapters.jobs import JobService
@@ -67,7 +67,7 @@ def serving_catalog(settings: Settings) -> Catalog:
     if settings.mock_mode:
         return catalog
     labels = frozenset({"mock", *(p.name for p in settings.providers)})
-    return restrict_to_providers(catalog, labels)
+    return restrict_to_providers(catalog, labels, how_to_add_providers())
 
 
 async def build_services(settings: Settings) -> Services:

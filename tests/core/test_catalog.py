@@ -358,3 +358,20 @@ def test_restrict_never_keeps_an_unserved_provider(labels: set[str]) -> None:
         assert {d.provider for d in restricted.candidates(name)} <= labels
     both = restrict_to_providers(catalog, frozenset(labels | {"openai", "anthropic", "mock"}))
     assert both == catalog
+
+
+def test_restrict_remembers_why_a_dropped_model_or_alias_cannot_be_answered() -> None:
+    catalog = catalog_from_data(minimal())
+    hint = {"anthropic": "Set THE_KEY."}
+    only_openai = restrict_to_providers(catalog, frozenset({"openai", "mock"}), hint)
+    with pytest.raises(UnknownModel) as caught:
+        only_openai.resolve("claude-sonnet-4")
+    assert caught.value.message == (
+        "The model 'claude-sonnet-4' is served by anthropic, which this gateway has not "
+        "configured (configured providers: openai). Set THE_KEY."
+    )
+    assert caught.value.param == "model"
+    with pytest.raises(UnknownModel, match="The model 'nope' does not exist"):
+        only_openai.resolve("nope")
+    nothing = restrict_to_providers(catalog, frozenset())
+    assert "(configured providers: none)." in nothing.unserved["gpt-4.1"]

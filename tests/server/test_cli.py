@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from adapters.config import JobSettings, LimitSettings, load_settings
+from adapters.config import JobSettings, LimitSettings, Settings, load_settings
 from adapters.providers.base import Timeouts
 from adapters.providers.transport import HttpxTransport
 from core.attempts import AttemptPolicy
@@ -270,6 +270,33 @@ def doc_toml() -> str:
     return str(complete[0])
 
 
+def test_the_example_shows_defaults_except_where_it_says_so() -> None:
+    """A line of the example either holds the real default or says `example, not the default`."""
+    defaults = Settings()
+    objects: dict[str, Any] = {
+        "": defaults, "server": defaults, "limits": defaults.limits, "jobs": defaults.jobs,
+        "attempts": defaults.attempts, "timeouts": defaults.timeouts, "health": defaults.health,
+    }  # fmt: skip
+    table = ""
+    checked = 0
+    for line in doc_toml().splitlines():
+        header = re.match(r"^\[([a-z_.]+)\]", line)
+        if header:
+            table = header.group(1)
+            continue
+        setting = re.match(r"^(\w+)\s*=\s*([^#]+?)\s*(#.*)?$", line)
+        if not setting or table not in objects or line.startswith("[["):
+            continue
+        key, value, comment = setting.group(1), setting.group(2), setting.group(3) or ""
+        if "example, not the default" in comment:
+            continue
+        documented = tomllib.loads(f"v = {value}")["v"]
+        real = getattr(objects[table], key)
+        assert documented == real, f"[{table}] {key} = {value} but the default is {real!r}"
+        checked += 1
+    assert checked >= 25
+
+
 async def test_documented_example_config_loads(tmp_path: Path) -> None:
     text = doc_toml()
     raw = tomllib.loads(text)
@@ -332,3 +359,17 @@ def test_doc_names_every_environment_variable_and_flag() -> None:
                 stack.extend(action.choices.values())
     for flag in flags:
         assert f"`{flag}" in doc, flag
+
+
+def test_the_startup_banner_names_the_live_providers_and_ends_with_the_key() -> None:
+    from adapters.config import load_settings
+    from server.cli import startup_banner
+
+    live = load_settings({"OPENAI_API_KEY": "sk-a-secret-1234", "ANTHROPIC_API_KEY": "sk-b-5678"})
+    lines = startup_banner(live, "http://127.0.0.1:3000", "Created ...: umg_live_x")
+    assert lines == [
+        "Mode: live (providers: anthropic, openai)",
+        "Listening on http://127.0.0.1:3000 (API reference: http://127.0.0.1:3000/docs)",
+        "Created ...: umg_live_x",
+    ]
+    assert "sk-" not in "".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -274,3 +275,108 @@ async def test_every_route_is_in_api_md(gateway: Running) -> None:
             assert found, f"docs/api.md does not document `{method} {rule.rule}`"
             checked += 1
     assert checked >= 18
+
+
+# -- every `umg` and `make` command the docs show ------------------------------------------
+
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:\.venv/bin/)?(?:umg|make)(?:\s|$)")
+# Mentions of a command's name in prose, not commands to type.
+NAMES = {"umg", "umg keys", "umg keys create", "umg keys list", "umg --config FILE"}
+# Placeholders in synopses and examples -> values that run here.
+PLACEHOLDERS = {
+    "FILE": "umg.toml", "URL": "sqlite:///data/other.db", "HOST": "127.0.0.1", "T": "dev",
+    "P": "dev", "NAME": "docs", "X": "5", "N": "1", "ID_OR_PREFIX": "<KEY_ID>",
+    "postgresql://...": "sqlite:///data/pg-stand-in.db", "sqlite:///other.db": "sqlite:///data/other.db",
+}  # fmt: skip
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """(file, command) for every umg / make command in inline code or a shell-ish block."""
+    found: list[tuple[str, str]] = []
+    for path in DOC_FILES:
+        text = path.read_text()
+        blocks = list(re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M))
+        for block in blocks:
+            if block.group(1) in ("", "bash", "text", "sh"):
+                joined = block.group(2).replace("\\\n", " ")
+                found += [(path.name, line) for line in joined.splitlines()]
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+        found += [(path.name, span) for span in re.findall(r"`([^`]+)`", prose)]
+    commands: dict[str, str] = {}
+    for name, raw in found:
+        command = " ".join(raw.split("  #")[0].split())  # one line, no trailing comment
+        if COMMAND.match(command) and command not in NAMES:
+            commands.setdefault(command, name)
+    return [(name, command) for command, name in commands.items()]
+
+
+def concrete(command: str, port: int) -> tuple[dict[str, str], list[str]]:
+    """The command with its placeholders filled in: (environment, argv)."""
+    words = command.replace("[", " ").replace("]", " ").replace("<key id or prefix>", "<KEY_ID>")
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    for word in shlex.split(words):
+        word = word.split("|")[0]  # day|month|total -> day
+        if re.fullmatch(r"[A-Z_]+=\S+", word) and not argv[1:] or (argv[:1] == ["make"] and "=" in word):
+            key, _, value = word.partition("=")
+            value = str(port) if key == "PORT" else PLACEHOLDERS.get(value, value)
+            if argv[:1] == ["make"]:
+                argv.append(f"{key}={value}")
+            else:
+                env[key] = value
+            continue
+        word = PLACEHOLDERS.get(word, word)
+        if argv and argv[-1] == "--port":
+            word = str(port)
+        argv.append(word)
+    if argv[0] == ".venv/bin/umg":
+        argv[0] = "umg"
+    return env, argv
+
+
+async def test_every_command_in_the_docs_runs(tmp_path: Path) -> None:
+    from tests.server.test_process import UMG, clean_env, free_port, make_env, umg_serve
+
+    (tmp_path / "umg.toml").write_text('[server]\nlog_level = "info"\n')
+    base_env = {"DATABASE_URL": f"sqlite:///{tmp_path}/data/gateway.db"}
+
+    async def umg(args: list[str], env: dict[str, str]) -> Any:
+        return await trio.run_process(
+            [UMG, *args], env=clean_env(**base_env, **env), cwd=tmp_path,
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+
+    ran: dict[str, int] = {"umg": 0, "serve": 0, "make": 0}
+    for where, command in doc_commands():
+        port = free_port()
+        env, argv = concrete(command, port)
+        if argv[0] == "make":
+            done = subprocess_run(["make", "--no-print-directory", "-n", *argv[1:]], make_env())
+            assert done.returncode == 0, f"{where}: `{command}`: {done.stderr}"
+            ran["make"] += 1
+            continue
+        if "serve" in argv:
+            async with umg_serve(*argv[1:], env={**base_env, "PORT": str(port), **env},
+                                 cwd=tmp_path) as server:
+                url = await server.started()
+                assert url.endswith(f":{port}"), f"{where}: `{command}` listened on {url}"
+                await server.stopped()
+            ran["serve"] += 1
+            continue
+        if "<KEY_ID>" in argv:  # a key to revoke, in the database the command names
+            before_keys = argv[1 : argv.index("keys")]
+            created = await umg([*before_keys, "keys", "create", "--tenant", "d", "--project",
+                                 "d", "--json"], env)
+            key_id = json.loads(created.stdout)["id"]
+            argv = [key_id if a == "<KEY_ID>" else a for a in argv]
+        done = await umg(argv[1:], env)
+        assert done.returncode == 0, f"{where}: `{command}` -> {done.returncode}: {done.stderr!r}"
+        ran["umg"] += 1
+    assert ran["umg"] >= 8 and ran["serve"] >= 5 and ran["make"] >= 4, ran
+
+
+def subprocess_run(argv: list[str], env: dict[str, str]) -> Any:
+    import subprocess
+
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

@@ -115,3 +115,31 @@ async def test_each_provider_kind_answers_through_the_gateway(
                 else:
                     assert auth.endswith(PROVIDER_KEYS["OPENAI_API_KEY" if path.endswith("completions") else "ANTHROPIC_API_KEY"])
         gw.stop.set()
+
+
+async def test_a_claude_model_without_anthropic_says_what_is_configured_and_how_to_add_it(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    from tests.server.conftest import start_gateway
+
+    settings = load_settings({
+        "DATABASE_URL": f"sqlite:///{tmp_path}/only-openai.db", "OPENAI_API_KEY": "sk-only-openai-123"
+    })
+    assert not settings.mock_mode
+    gw = await start_gateway(nursery, settings)
+    async with gw.client() as client:
+        chat = await client.post("/v1/chat/completions", json={
+            "model": "claude-sonnet-4", "messages": [{"role": "user", "content": "hi"}]})
+        one = await client.get("/v1/models/claude-3.5-haiku")
+        unknown = await client.get("/v1/models/no-such-model")
+    assert chat.status_code == 404, chat.text
+    error = chat.json()["error"]
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    message = error["message"]
+    assert "'claude-sonnet-4' is served by anthropic" in message
+    assert "configured providers: openai" in message
+    assert "set ANTHROPIC_API_KEY" in message and "docs/providers.md" in message
+    assert "sk-only-openai-123" not in message
+    assert one.status_code == 404 and "ANTHROPIC_API_KEY" in one.json()["error"]["message"]
+    assert unknown.json()["error"]["message"] == "The model 'no-such-model' does not exist"
+    gw.stop.set()

@@ -172,6 +172,13 @@ async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path:
         assert url == f"http://127.0.0.1:{port}"
         key = await server.dev_key()
         assert server.stdout.count("umg_live_") == 1
+        # the banner: mode, address, then the key last
+        assert server.stdout.splitlines()[-3:] == [
+            "Mode: mock (the built-in Mock provider answers every model; set OPENAI_API_KEY"
+            " or ANTHROPIC_API_KEY for live mode)",
+            f"Listening on {url} (API reference: {url}/docs)",
+            f"Created a development API key (shown once; tenant dev, project dev): {key}",
+        ]
         assert any("mock mode" in entry["message"] for entry in server.logs())
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             r = await client.post(
@@ -194,6 +201,7 @@ async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path:
             assert r.status_code == 200
         await again.stopped()
     assert "umg_live_" not in again.stdout  # not on the second start
+    assert again.stdout.splitlines()[-1].startswith("API key: keys already exist")
     assert "Traceback" not in again.stderr
 
 
@@ -286,8 +294,11 @@ async def test_make_run_recipe_matches_the_readme(tmp_path: Path) -> None:
     assert command[0] == ".venv/bin/umg"
     async with umg_serve(*command[1:], cwd=tmp_path) as server:  # the same command line
         assert await server.started() == f"http://127.0.0.1:{port}"
-        await server.dev_key()
+        key = await server.dev_key()
         await server.stopped()
+    lines = server.stdout.splitlines()
+    assert lines[0].startswith("Mode: mock") and lines[1].startswith("Listening on http://")
+    assert lines[2].endswith(key)  # the key comes last, after the mode and the address
     assert (tmp_path / "data" / "gateway.db").is_file()
 
 
