@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz bench clean
+.PHONY: run test lint typecheck pytest fuzz soak bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ pytest: $(STAMP)
 # Long runs, not part of `make test`.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/core
+
+# The fault run: N requests through two upstreams that fail at random, then the ledger
+# audit (tests/soak.py); a short version is tests/server/test_soak.py in `make test`.
+SOAK_REQUESTS ?= 2000
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak --requests $(SOAK_REQUESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

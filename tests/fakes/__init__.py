@@ -67,6 +67,10 @@ Outages: `fake.outages[path] = Fault(...)` gives every request on `path` (for ex
 "/v1/chat/completions": all of OpenAI) that fault while no scripted fault is queued;
 delete the entry to end the outage.
 
+Chaos: `fake.chaos = Chaos(rate=0.3, seed=1)` faults that share of the remaining
+requests at random (500, 429 with retry-after, reset, stall; on streams also a cut or an
+error event after two chunks); `fake.chaos.counts` says what was injected.
+
 Records and counters (read them after the call):
 - `fake.requests`: every `RecordedRequest(method, path, headers, body)` received, in
   order; headers have lower-case names; `.json()` parses the body.
@@ -80,6 +84,6 @@ Records and counters (read them after the call):
 - `await fake.wait_for(lambda f: f.streams_aborted == 1, timeout=5)` polls a condition.
 """
 
-from tests.fakes.server import FakeProvider, Fault, RecordedRequest, running_fake_provider
+from tests.fakes.server import Chaos, FakeProvider, Fault, RecordedRequest, running_fake_provider
 
-__all__ = ["FakeProvider", "Fault", "RecordedRequest", "running_fake_provider"]
+__all__ = ["Chaos", "FakeProvider", "Fault", "RecordedRequest", "running_fake_provider"]

@@ -7,6 +7,7 @@ Owns: connections, routing, the fault script and the records. Answers come from
 from __future__ import annotations
 
 import json
+import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -42,6 +43,41 @@ class Fault:
 
 
 NO_FAULT = Fault()
+
+
+@define
+class Chaos:
+    """Random faults at `rate` (0..1) for requests no scripted fault or outage covers.
+
+    Each faulted request gets one of: a 500; a 429 with `retry-after: 0` or `1`; a reset
+    (the connection closed without an answer); a stall (`stall` seconds before the
+    headers); and on streams a cut after two chunks or the provider's mid-stream error
+    event. Seeded, so a run can be repeated; `counts` tallies what was injected.
+    """
+
+    rate: float
+    seed: int = 0
+    stall: float = 1.0
+    counts: dict[str, int] = field(factory=dict)
+    _draw: random.Random = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._draw = random.Random(self.seed)
+
+    def pick(self, stream: bool) -> Fault:
+        if self._draw.random() >= self.rate:
+            return NO_FAULT
+        menu = {
+            "500": Fault(status=500),
+            "429": Fault(status=429, headers={"retry-after": self._draw.choice(["0", "1"])}),
+            "reset": Fault(reset=True),
+            "stall": Fault(delay=self.stall),
+        }
+        if stream:
+            menu |= {"cut": Fault(cut_after=2), "error_event": Fault(error_event_after=2)}
+        name = self._draw.choice(sorted(menu))
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return menu[name]
 
 
 @frozen
@@ -88,6 +124,7 @@ class FakeProvider:
     cached_tokens: int = 0
     faults: deque[Fault] = field(factory=deque)
     outages: dict[str, Fault] = field(factory=dict)  # path -> the fault of every request
+    chaos: Chaos | None = None
     requests: list[RecordedRequest] = field(factory=list)
     connections_opened: int = 0
     streams_started: int = 0
@@ -153,6 +190,8 @@ class FakeProvider:
                "/v1/responses": "responses"}.get(request.path.split("?")[0])
         fault = self.faults.popleft() if self.faults else self.outages.get(
             request.path.split("?")[0], NO_FAULT)
+        if fault is NO_FAULT and self.chaos is not None:
+            fault = self.chaos.pick(_wants_stream(request))
         if fault.delay:
             await conn.wait(fault.delay)
         if fault.reset:
@@ -243,6 +282,14 @@ class FakeProvider:
                      "responses": replies.responses_stream_error}[fmt]()
             await conn.send(h11.Data(data=error))
             raise _Finished()
+
+
+def _wants_stream(request: RecordedRequest) -> bool:
+    try:
+        body = request.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
 
 
 class _Finished(Exception):
