@@ -1,8 +1,8 @@
 """The record of one request as it runs: what was planned, tried, streamed and spent.
 
 Owns: the mutable per-request facts that end up in the response's `gateway` object and
-in exactly one usage-ledger row. Written by the runner and the gateway; read by the
-server when it encodes the answer.
+in exactly one usage-ledger row. Written only by the request driver (adapters/driver.py);
+read by the surfaces (server/) when they encode the answer.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from adapters.storage.records import KeyRecord
 from core.attempts import Attempts
 from core.billing import format_usd
 from core.catalog import Deployment
-from core.errors import GatewayError
 from core.model import FinishReason, GatewayRequest, Usage
+from core.outcome import Outcome
 from core.routing import RoutePlan
 
 
@@ -36,11 +36,11 @@ class Execution:
     answer_usage: Usage = field(factory=Usage)  # of the attempt that answered
     finish_reason: FinishReason = "stop"
     price_version: str | None = None
-    ttft: float | None = None  # seconds from start to the first chunk sent
-    status: str = "in_progress"  # ok | error | client_closed | rate_limited | budget_exceeded
-    error: GatewayError | None = None
+    ttft: float | None = None  # seconds from start to the first chunk sent (streams)
+    upstream_model: str | None = None  # as the provider named it (whole answers)
+    upstream_id: str | None = None
     rate_headers: dict[str, str] = field(factory=dict)
-    recorded: bool = False
+    outcome: Outcome | None = None  # set once, when the ledger row is written
 
     def gateway_info(self) -> dict[str, object]:
         """The `gateway` object every answer carries."""

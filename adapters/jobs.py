@@ -36,7 +36,8 @@ import trio
 from attrs import evolve
 
 from adapters.clock import Clock
-from adapters.gateway import Gateway, new_id
+from adapters.driver import Ingress, new_id
+from adapters.gateway import Gateway
 from adapters.storage.base import Storage, holds_lease, job_state, with_state
 from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
@@ -272,27 +273,27 @@ class JobService:
 
     async def _execute(self, job: JobRecord, outcome: dict[str, Any]) -> None:
         key = await self.storage.key_by_id(job.key_id)
-        gateway = self.gateway
-        try:
-            if key is None or key.revoked_at is not None:
-                raise NotFound("The key that created this job no longer exists or was revoked")
-            request = self.parse(job.request)
-        except GatewayError as err:
+        if key is None or key.revoked_at is not None:
+            err = NotFound("The key that created this job no longer exists or was revoked")
             outcome.update(error=err, retryable=False)
             return
-        exe = gateway.start(key, request, "jobs")
+        stored = job.request
+
+        async def parse() -> GatewayRequest:
+            return self.parse(stored)
+
+        # A job's run is not cut by the HTTP drain: its lease outlives a restart. Canceled,
+        # lease lost or shut down, the ledger says "canceled".
+        run = self.gateway.driver.run(
+            Ingress(new_id("req"), "jobs", parse, key=key, outside_cancel="canceled", tracked=False)
+        )
         try:
-            await gateway.admit(exe)
-            completion = await gateway.complete(exe)
+            await run.open()
+            completion = await run.collect()
         except GatewayError as err:
-            outcome.update(error=err, retryable=err.status in _RETRYABLE_STATUSES, exe=exe)
-        except trio.Cancelled:
-            exe.status = "canceled"  # job canceled, lease lost or shutdown: the ledger says so
-            raise
+            outcome.update(error=err, retryable=err.status in _RETRYABLE_STATUSES, exe=run.execution)
         else:
-            outcome.update(result=completion_result(completion, exe.gateway_info()), exe=exe)
-        finally:
-            await gateway.record(exe)
+            outcome.update(result=completion_result(completion, run.exe.gateway_info()), exe=run.exe)
 
     async def _finish(self, worker: str, job_id: str, outcome: dict[str, Any]) -> None:
         now = self.clock.epoch()

@@ -5,8 +5,8 @@ one storage row updated atomically (`Storage.update_state`): the database provid
 atomicity, `core.ratelimit` and `core.budget` provide the rules. Time for shared state is
 epoch seconds (`Clock.epoch()`), the one clock every gateway process agrees on.
 
-Scopes: `rl:req:<key id>` (requests per minute), `rl:tok:<key id>` (tokens per minute),
-and `core.budget.period_key("key:<key id>", period, now)` for key budgets.
+Scopes: `rl:<key id>` (the key's requests- and tokens-per-minute buckets, together, so
+admission is one atomic update), and `core.budget.period_key("key:<key id>", period, now)` for key budgets.
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import trio
 from attrs import frozen
 
 from adapters.clock import Clock
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
-from core import budget, ratelimit
-from core.billing import worst_case_cost
-from core.catalog import Price
-from core.errors import BudgetExceeded, RateLimited
+from core import budget, grants, ratelimit
+from core.errors import RateLimited
 
 
 @frozen
@@ -33,6 +30,10 @@ class Grant:
     max_output_tokens: int | None
     reserved: Decimal | None  # key-budget reservation, None when the key has no budget
     scope: str | None
+
+
+def _rate_scope(key: KeyRecord) -> str:
+    return f"rl:{key.id}"
 
 
 class Limits:
@@ -59,80 +60,44 @@ class Limits:
         """The key's tokens per minute: its own, else the configured default."""
         return key.tpm if key.tpm is not None else self._default_tpm
 
+    def _needs(self, key: KeyRecord, tokens: int) -> tuple[ratelimit.Need, ...]:
+        needs: list[ratelimit.Need] = []
+        if (rpm := self.rpm(key)) is not None:
+            needs.append(ratelimit.Need("requests", rpm, 1.0))
+        if (tpm := self.tpm(key)) is not None:
+            needs.append(ratelimit.Need("tokens", tpm, float(tokens)))
+        return tuple(needs)
+
     async def take_rate(self, key: KeyRecord, tokens: int) -> dict[str, str]:
         """Count one request and `tokens` estimated tokens; raise RateLimited when over.
 
-        All or nothing: a request refused by one bucket leaves the other as it was (a
-        request too large for a limit is refused before any bucket is touched; when the
-        tokens bucket refuses, the request already taken is refunded).
+        All or nothing, in one atomic update of the key's buckets (`ratelimit.take_all`).
         """
-        headers: dict[str, str] = {}
+        needs = self._needs(key, tokens)
+        if not needs:
+            return {}
         now = self._clock.epoch()
-        checks: list[tuple[ratelimit.Kind, int, float]] = []
-        if (rpm := self.rpm(key)) is not None:
-            checks.append(("requests", rpm, 1.0))
-        if (tpm := self.tpm(key)) is not None:
-            checks.append(("tokens", tpm, float(tokens)))
-        for kind, per_minute, amount in checks:
-            if ratelimit.never_fits(ratelimit.BucketSpec.per_minute(per_minute), amount):
-                raise RateLimited(
-                    f"Request too large for {kind} per minute: limit {per_minute}, "
-                    f"this request needs about {int(amount)}"
-                )
-        taken: list[tuple[ratelimit.Kind, ratelimit.BucketSpec, float]] = []
-        for kind, per_minute, amount in checks:
-            spec = ratelimit.BucketSpec.per_minute(per_minute)
-            scope = f"rl:{kind[:3]}:{key.id}"
 
-            def apply(
-                state: dict[str, Any] | None,
-                spec: ratelimit.BucketSpec = spec,
-                amount: float = amount,
-            ) -> tuple[ratelimit.Allowed | ratelimit.Denied, dict[str, Any]]:
-                bucket = ratelimit.Bucket.from_dict(state) if state else None
-                decision, new = ratelimit.take(spec, bucket, amount, now)
-                return decision, new.to_dict()
+        def apply(state: dict[str, Any] | None) -> tuple[ratelimit.Admission, dict[str, Any]]:
+            admission, buckets = ratelimit.take_all(needs, ratelimit.buckets_from_dict(state), now)
+            return admission, ratelimit.buckets_to_dict(buckets)
 
-            decision = await self._storage.update_state(scope, apply)
-            headers.update(ratelimit.headers(kind, spec, decision))
-            if isinstance(decision, ratelimit.Allowed):
-                taken.append((kind, spec, amount))
-            else:
-                headers.update(await self._refund(key, taken, now))
-                err = RateLimited(
-                    f"Rate limit reached for {kind} per minute ({per_minute}); "
-                    f"retry after {ratelimit.retry_after_header(decision.retry_after)} s",
-                    retry_after=decision.retry_after,
-                )
-                err.headers = {**headers, "retry-after": ratelimit.retry_after_header(decision.retry_after)}
-                raise err
-        return headers
-
-    async def _refund(
-        self,
-        key: KeyRecord,
-        taken: list[tuple[ratelimit.Kind, ratelimit.BucketSpec, float]],
-        now: float,
-    ) -> dict[str, str]:
-        """Give back what this request took from buckets before another one refused it;
-        return those buckets' headers as they stand after the refund."""
-        headers: dict[str, str] = {}
-        for kind, spec, amount in taken:
-
-            def apply(
-                state: dict[str, Any] | None,
-                spec: ratelimit.BucketSpec = spec,
-                amount: float = amount,
-            ) -> tuple[ratelimit.Bucket, dict[str, Any]]:
-                bucket = ratelimit.Bucket.from_dict(state) if state else None
-                new = ratelimit.adjust(spec, bucket, -amount, now)
-                return new, new.to_dict()
-
-            with trio.CancelScope(shield=True):
-                bucket = await self._storage.update_state(f"rl:{kind[:3]}:{key.id}", apply)
-            reset = max(0.0, (spec.capacity - bucket.level) / spec.per_second)
-            headers.update(ratelimit.headers(kind, spec, ratelimit.Allowed(bucket.level, reset)))
-        return headers
+        admission = await self._storage.update_state(_rate_scope(key), apply)
+        if isinstance(admission, ratelimit.TooLarge):
+            raise RateLimited(
+                f"Request too large for {admission.kind} per minute: limit {admission.per_minute}, "
+                f"this request needs about {int(admission.amount)}"
+            )
+        if isinstance(admission, ratelimit.Refusal):
+            retry = ratelimit.retry_after_header(admission.retry_after)
+            err = RateLimited(
+                f"Rate limit reached for {admission.kind} per minute ({admission.per_minute}); "
+                f"retry after {retry} s",
+                retry_after=admission.retry_after,
+            )
+            err.headers = {**admission.headers, "retry-after": retry}
+            raise err
+        return dict(admission.headers)
 
     async def adjust_tokens(self, key: KeyRecord, delta: int) -> None:
         """Charge (or refund) the difference between estimated and real tokens."""
@@ -143,68 +108,37 @@ class Limits:
         now = self._clock.epoch()
 
         def apply(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
-            bucket = ratelimit.Bucket.from_dict(state) if state else ratelimit.Bucket(spec.capacity, now)
-            return None, ratelimit.adjust(spec, bucket, float(delta), now).to_dict()
+            buckets = ratelimit.buckets_from_dict(state)
+            buckets["tokens"] = ratelimit.adjust(spec, buckets.get("tokens"), float(delta), now)
+            return None, ratelimit.buckets_to_dict(buckets)
 
-        await self._storage.update_state(f"rl:tok:{key.id}", apply)
+        await self._storage.update_state(_rate_scope(key), apply)
 
     def _scope(self, key: KeyRecord) -> str | None:
         if key.budget_usd is None:
             return None
         return budget.period_key(f"key:{key.id}", key.budget_period, self._clock.wall())  # type: ignore[arg-type]
 
-    async def grant(
-        self,
-        key: KeyRecord,
-        rid: str,
-        price: Price,
-        input_tokens: int,
-        wanted: int,
-        request_remaining: Decimal | None,
-        capped: bool,
-    ) -> Grant:
-        """Reserve the worst case of one attempt, capping output tokens to what fits.
-
-        `wanted` is the output the caller asked for (or the deployment's maximum);
-        `request_remaining` is what is left of the request's own `max_cost_usd`.
-        With neither a key budget nor a request budget nothing is capped or reserved.
-        """
+    async def grant(self, key: KeyRecord, ask: grants.Ask) -> Grant:
+        """Size one attempt by `core.grants` (reserving in the key's budget, atomically);
+        raise the refusal's `BudgetExceeded`."""
         scope = self._scope(key)
         if scope is None:
-            if request_remaining is None:
-                return Grant(wanted if capped else None, None, None)
-            fit = min(wanted, budget.max_output_tokens_that_fit(request_remaining, price, input_tokens))
-            if fit < 1:
-                raise BudgetExceeded(
-                    "The request's max_cost_usd cannot pay for this request's input and one output token",
-                    param="constraints.budget.max_cost_usd",
-                )
-            return Grant(fit, None, None)
-        limit = key.budget_usd
-        assert limit is not None
+            decision, _ = grants.grant(ask, None)
+        else:
+            limit = key.budget_usd
+            assert limit is not None
 
-        def apply(state: dict[str, Any] | None) -> tuple[Grant | None, dict[str, Any]]:
-            current = budget.BudgetState.from_dict(state) if state else budget.BudgetState(limit=limit)
-            current = budget.with_limit(current, limit)
-            available = current.available
-            if request_remaining is not None:
-                available = min(available, request_remaining)
-            fit = min(wanted, budget.max_output_tokens_that_fit(available, price, input_tokens))
-            if fit < 1:
-                return None, current.to_dict()
-            amount = worst_case_cost(input_tokens, fit, price)
-            decision, current = budget.reserve(current, rid, amount)
-            if not isinstance(decision, budget.Reserved):
-                return None, current.to_dict()
-            return Grant(fit, amount, scope), current.to_dict()
+            def apply(state: dict[str, Any] | None) -> tuple[grants.Decision, dict[str, Any]]:
+                current = budget.BudgetState.from_dict(state) if state else budget.BudgetState(limit=limit)
+                decision, after = grants.grant(ask, budget.with_limit(current, limit))
+                assert after is not None
+                return decision, after.to_dict()
 
-        granted = await self._storage.update_state(scope, apply)
-        if granted is None:
-            raise BudgetExceeded(
-                "The key's budget cannot pay for this request",
-                param=None if request_remaining is None else "constraints.budget.max_cost_usd",
-            )
-        return granted
+            decision = await self._storage.update_state(scope, apply)
+        if isinstance(decision, grants.Refused):
+            raise decision.error
+        return Grant(decision.max_output_tokens, decision.reserved, scope if decision.reserved is not None else None)
 
     async def settle(self, grant: Grant, rid: str, actual: Decimal) -> None:
         if grant.scope is None:

@@ -28,6 +28,13 @@ Rules:
   the millisecond). `Retry-After` is whole seconds, rounded up, at least 1.
 - States round-trip through `to_dict()` / `from_dict()` (JSON-able), because storage
   keeps them as JSON text and applies `take` / `adjust` inside a transaction.
+- One key's buckets (requests and tokens) live together in one state (`Buckets`), so a
+  request is admitted by one atomic update: `take_all(needs, buckets, now)` takes every
+  need or none. A need larger than its bucket's capacity refuses first (`TooLarge`,
+  before any bucket is looked at); else the first bucket that cannot give its amount
+  refuses (`Refusal`: its kind, per-minute limit and retry-after) and no bucket is
+  charged; else every bucket is charged. `headers` carries every bucket's headers as
+  they stand after the decision (refilled, charged only when admitted).
 """
 
 from __future__ import annotations
@@ -209,3 +216,83 @@ def retry_after_header(seconds: float) -> str:
         raise ValueError("the request can never fit this limit; there is no Retry-After")
     _finite("seconds", seconds)
     return str(max(1, math.ceil(seconds - _NOISE)))
+
+
+# ---- all-or-nothing admission over one key's buckets -------------------------------------
+
+
+@frozen
+class Need:
+    kind: Kind
+    per_minute: int
+    amount: float
+
+
+@frozen
+class Admitted:
+    headers: Mapping[str, str]
+
+
+@frozen
+class TooLarge:
+    kind: Kind
+    per_minute: int
+    amount: float
+
+
+@frozen
+class Refusal:
+    kind: Kind
+    per_minute: int
+    retry_after: float  # finite, > 0
+    headers: Mapping[str, str]
+
+
+Admission: TypeAlias = Admitted | TooLarge | Refusal
+Buckets: TypeAlias = Mapping[str, Bucket]  # kind -> bucket (a kind not there: full)
+
+
+def buckets_from_dict(d: Mapping[str, object] | None) -> dict[str, Bucket]:
+    """Parse a stored `{kind: bucket dict}` state (None: no bucket yet)."""
+    out: dict[str, Bucket] = {}
+    for kind, value in (d or {}).items():
+        if not isinstance(value, Mapping):
+            raise ValueError(f"bucket state for {kind!r} must be an object, not {value!r}")
+        out[kind] = Bucket.from_dict(value)
+    return out
+
+
+def buckets_to_dict(buckets: Buckets) -> dict[str, dict[str, float]]:
+    return {kind: bucket.to_dict() for kind, bucket in buckets.items()}
+
+
+def take_all(
+    needs: tuple[Need, ...], buckets: Buckets, now: float
+) -> tuple[Admission, dict[str, Bucket]]:
+    """Take every need from its bucket, or none of them (see the module rules)."""
+    for need in needs:
+        if never_fits(BucketSpec.per_minute(need.per_minute), need.amount):
+            return TooLarge(need.kind, need.per_minute, need.amount), dict(buckets)
+    decisions: list[tuple[Need, BucketSpec, Decision, Bucket]] = []
+    refused: tuple[Need, Denied] | None = None
+    for need in needs:
+        spec = BucketSpec.per_minute(need.per_minute)
+        decision, after = take(spec, buckets.get(need.kind), need.amount, now)
+        decisions.append((need, spec, decision, after))
+        if isinstance(decision, Denied) and refused is None:
+            refused = (need, decision)
+    new = dict(buckets)
+    said: dict[str, str] = {}
+    for need, spec, decision, after in decisions:
+        if refused is None:
+            new[need.kind] = after
+            said.update(headers(need.kind, spec, decision))
+        else:
+            current = refill(spec, buckets.get(need.kind), now)
+            new[need.kind] = current
+            reset = _seconds_until(spec, current.level, spec.capacity)
+            said.update(headers(need.kind, spec, Allowed(current.level, reset)))
+    if refused is not None:
+        need, denied = refused
+        return Refusal(need.kind, need.per_minute, denied.retry_after, said), new
+    return Admitted(said), new

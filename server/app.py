@@ -1,7 +1,7 @@
 """`create_app(services)`: the Quart-Trio application, with no module globals.
 
-Owns: assembling routes, the error handler, the body-size middleware and per-response
-headers. Every route gets its dependencies from the `Services` passed in, so a test can
+Owns: assembling routes, the error handler (every error body carries the request id the
+client sees), the request-id and body-size middlewares and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
 build an app around its own storage, clock and providers.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Any
 
 from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
@@ -18,6 +19,7 @@ from core.errors import GatewayError, InvalidRequest, NotFound
 from server.bodylimit import BodyLimit
 from server.errors import error_headers, internal_error
 from server.http import to_json
+from server.requestid import CLIENT_REQUEST_ID, RequestIds
 from server.routes import anthropic, chat, jobs, models, ops, responses, usage, ws
 from server.services import Services
 
@@ -31,15 +33,24 @@ def _where() -> str:
     return f"WEBSOCKET {websocket.path}"
 
 
+def _client_request_id() -> str | None:
+    scope = request.scope if has_request_context() else websocket.scope
+    value = scope.get(CLIENT_REQUEST_ID)
+    return value if isinstance(value, str) else None
+
+
 def error_response(err: GatewayError) -> Response:
+    """`err` in the route's error shape, with the request id the client sees in it."""
+    rid = _client_request_id()
     if has_request_context() and request.path.startswith("/v1/messages"):
         from server.wire.anthropic_messages import anthropic_error_body
 
-        body = to_json(anthropic_error_body(err))
+        body: dict[str, Any] = {**anthropic_error_body(err), "request_id": rid}
     else:
-        body = to_json(err.to_body())
+        shaped = err.to_body()
+        body = {"error": {**shaped["error"], "request_id": rid}}
     return Response(
-        body, status=err.status, headers=error_headers(err), content_type="application/json"
+        to_json(body), status=err.status, headers=error_headers(err), content_type="application/json"
     )
 
 
@@ -48,7 +59,8 @@ def create_app(services: Services) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = None  # BodyLimit does it, and closes the connection
     app.config["BODY_TIMEOUT"] = 60
     app.config["JSON_SORT_KEYS"] = False
-    app.asgi_app = BodyLimit(app.asgi_app, services.settings.limits.max_body_bytes)  # type: ignore[method-assign]
+    limited = BodyLimit(app.asgi_app, services.settings.limits.max_body_bytes)
+    app.asgi_app = RequestIds(limited)  # type: ignore[method-assign,assignment]
 
     @app.errorhandler(GatewayError)
     async def on_gateway_error(err: GatewayError) -> Response:

@@ -1,11 +1,13 @@
-"""Glue between routes and the gateway: one request, whole or streamed, always recorded.
+"""Glue between the HTTP model routes and the request driver (adapters/driver.py).
 
-Owns: the request flow every model route shares. `admit` authenticates, parses (a parse
-failure of an authenticated caller is still recorded), takes limits and plans; `whole`
-runs it and returns the completion; `stream_body` runs it as a stream through a
-`StreamFramer` (one per API surface: it turns core stream events into that surface's
-bytes) and guarantees that a stream either ends with the surface's completion event or
-with an explicit error event. Every path writes exactly one ledger row.
+Owns: turning the current Quart request into the driver's plain inputs and its events
+into bytes. `open_run` gives the driver the caller's key, a body parser and the request
+id, and opens the run (every refusal raises here, before any byte: the error handler
+answers it in JSON); a sync route then answers `await run.collect()`; a streaming route
+returns `sse_response(stream_body(services, run, framer))`, where a `StreamFramer` (one
+per API surface) turns the driver's events into that surface's bytes. The driver ends
+every stream with the surface's completion event or an explicit error event and writes
+exactly one ledger row per request.
 `NamedEventFramer` is the framer of the surfaces whose SSE events are named (Responses,
 Anthropic Messages), around that surface's pure encoder; `sse_response` wraps a stream
 body for every surface.
@@ -14,7 +16,6 @@ body for every surface.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import aclosing
 from typing import Any, Protocol
 
 import trio
@@ -22,13 +23,14 @@ from attrs import evolve
 from quart import Response, current_app
 from quart import request as http_request
 
+from adapters.driver import Done, Ingress, Run, RunEvent, RunFailed, Started, new_id
 from adapters.execution import Execution
-from adapters.providers.mock import SCENARIO_HEADER, MockProvider, check_scenario
-from core.errors import GatewayError, ServiceUnavailable
-from core.model import Completion, FinishReason, GatewayRequest, StreamEvent, Usage
+from adapters.providers.mock import SCENARIO_HEADER
+from core.errors import GatewayError
+from core.model import FinishReason, GatewayRequest, StreamEvent, TextDelta, ToolCallDelta, Usage
 from core.sse import encode_comment, encode_event
-from server.auth import require_key
-from server.http import json_body, to_json
+from server.http import api_key_from_headers, json_body, to_json
+from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
 from server.services import Services
 from server.streaming import pump
 
@@ -109,26 +111,28 @@ def sse_response(body: AsyncIterator[bytes], headers: dict[str, str]) -> Respons
 Parser = Callable[[dict[str, Any]], GatewayRequest]
 
 
-async def admit(services: Services, endpoint: str, parse: Parser) -> Execution:
-    """Authenticate, parse and admit; raises GatewayError (already recorded if authenticated)."""
-    key = await require_key(services)
-    gateway = services.gateway
-    try:
-        body = await json_body()
-        request = with_scenario_header(parse(body))
-    except GatewayError as err:
-        await gateway.record_rejected(key, endpoint, err)
-        raise
-    exe = gateway.start(key, request, endpoint)
-    try:
-        await gateway.admit(exe)
-        assert exe.plan is not None
-        if any(isinstance(gateway.providers.get(d.provider), MockProvider) for d in exe.plan.deployments):
-            check_scenario(request)
-    except GatewayError as err:
-        await gateway.record(exe, err)
-        raise
-    return exe
+def request_ids() -> tuple[str, str]:
+    """(the gateway's own id, the id the client sees) of the current request."""
+    scope = http_request.scope
+    own = str(scope.get(REQUEST_ID) or new_id("req"))
+    return own, str(scope.get(CLIENT_REQUEST_ID) or own)
+
+
+async def open_run(services: Services, endpoint: str, parse: Parser) -> Run:
+    """Authenticate, parse and admit the current HTTP request (see `Run.open`)."""
+
+    async def parse_body() -> GatewayRequest:
+        return with_scenario_header(parse(await json_body()))
+
+    ingress = Ingress(
+        request_id=request_ids()[0],
+        endpoint=endpoint,
+        parse=parse_body,
+        token=api_key_from_headers(),
+    )
+    run = services.gateway.driver.run(ingress)
+    await run.open()
+    return run
 
 
 def with_scenario_header(request: GatewayRequest) -> GatewayRequest:
@@ -138,47 +142,35 @@ def with_scenario_header(request: GatewayRequest) -> GatewayRequest:
     return evolve(request, metadata={**request.metadata, "mock_scenario": header})
 
 
-async def whole(services: Services, exe: Execution) -> Completion:
-    try:
-        return await services.gateway.complete(exe)
-    finally:
-        await services.gateway.record(exe)
+def frame(framer: StreamFramer, exe: Execution, event: RunEvent) -> bytes:
+    """One driver event as `framer`'s bytes."""
+    if isinstance(event, TextDelta | ToolCallDelta):
+        return framer.event(exe, event)
+    if isinstance(event, Started):
+        return framer.start(exe)
+    if isinstance(event, Done):
+        return framer.finish(exe)
+    if isinstance(event, RunFailed):
+        return framer.fail(exe, event.error)
+    return b""
 
 
-async def _produce(
-    services: Services,
-    exe: Execution,
-    framer: StreamFramer,
-    send: trio.MemorySendChannel[bytes],
-    model_scope: trio.CancelScope,
-) -> None:
-    gateway = services.gateway
-    failure: GatewayError | None = None
-    try:
-        await send.send(framer.start(exe))
-        with model_scope:
-            async with aclosing(gateway.stream(exe)) as events:
-                async for event in events:
-                    chunk = framer.event(exe, event)
-                    if chunk:
-                        await send.send(chunk)
-        if model_scope.cancelled_caught:
-            failure = ServiceUnavailable("The gateway is shutting down; the answer was cut short")
-            exe.error = failure
-    except GatewayError as err:
-        failure = err
-    finally:
-        await gateway.record(exe, failure)
-    await send.send(framer.fail(exe, failure) if failure else framer.finish(exe))
+def stream_body(services: Services, run: Run, framer: StreamFramer) -> AsyncIterator[bytes]:
+    exe = run.exe
 
+    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+        async def emit(event: RunEvent) -> None:
+            chunk = frame(framer, exe, event)
+            if chunk:
+                await send.send(chunk)
 
-def stream_body(services: Services, exe: Execution, framer: StreamFramer) -> AsyncIterator[bytes]:
-    async def produce(send: trio.MemorySendChannel[bytes], model_scope: trio.CancelScope) -> None:
-        await _produce(services, exe, framer, send, model_scope)
+        try:
+            await run.drive(emit)
+        finally:
+            await run.close()
 
     return pump(
         current_app.nursery,  # type: ignore[attr-defined]
-        services.streams,
         produce,
         keepalive=services.settings.limits.keepalive_seconds,
         keepalive_chunk=framer.keepalive,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 import httpx
-from attrs import define, field
+from attrs import define
 
 from adapters.clock import Clock
 from adapters.config import Settings, how_to_add_providers
@@ -20,11 +20,11 @@ from adapters.providers.base import Provider
 from adapters.providers.mock import MockProvider
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import HttpxTransport, Transport, default_limits
+from adapters.runs import RunRegistry
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from core import jobs as lifecycle
 from core.catalog import Catalog, restrict_to_providers
-from server.streaming import StreamRegistry
 
 log = logging.getLogger("umg")
 
@@ -36,8 +36,12 @@ class Services:
     gateway: Gateway
     clock: Clock
     jobs: JobService | None = None
-    streams: StreamRegistry = field(factory=StreamRegistry)
     http: httpx.AsyncClient | None = None  # shared upstream client (closed on shutdown)
+
+    @property
+    def streams(self) -> RunRegistry:
+        """The runs in flight and the drain state (the driver's registry)."""
+        return self.gateway.driver.runs
 
     async def close(self) -> None:
         if self.http is not None:

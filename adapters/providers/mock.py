@@ -39,8 +39,8 @@ them from the `x-umg-mock-scenario` header) as `;`-separated `name=value` direct
   cut_after=K         streaming: the connection drops after K chunks
   output_tokens=N     answer with N words (at most 100000)
 An unknown directive, a part without `=`, or a bad value is the caller's mistake:
-`Scenario.parse` raises `InvalidRequest` naming `metadata.mock_scenario` (the server checks
-it at admission, so every surface answers 400 before any stream starts); should one still
+`Scenario.parse` raises `InvalidRequest` naming `metadata.mock_scenario` (`check_request`,
+which the driver calls at admission, so every surface answers 400 before any stream starts); should one still
 reach the provider, it fails with a non-retryable `bad_request`.
 The call counter behind `fail_times` lives in the provider instance (bounded), so it is
 per gateway process.
@@ -231,6 +231,11 @@ class MockProvider:
 
     def __init__(self) -> None:
         self._calls: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def check_request(self, request: GatewayRequest) -> None:
+        """The driver's pre-call check (adapters/driver.py `ChecksRequests`): a malformed
+        scenario is the caller's 400, before any call or byte."""
+        check_scenario(request)
 
     def _maybe_fail(self, deployment: Deployment, request: GatewayRequest, sc: Scenario) -> None:
         if sc.fail is None:

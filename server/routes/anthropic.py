@@ -13,7 +13,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from server.http import to_json
-from server.pipeline import NamedEventFramer, admit, sse_response, stream_body, whole
+from server.pipeline import NamedEventFramer, open_run, sse_response, stream_body
 from server.services import Services
 from server.wire.anthropic_messages import (
     AnthropicStreamEncoder,
@@ -25,7 +25,8 @@ from server.wire.anthropic_messages import (
 def register(app: QuartTrio, services: Services) -> None:
     @app.post("/v1/messages")
     async def messages() -> Response:
-        exe = await admit(services, "messages", parse_messages_request)
+        run = await open_run(services, "messages", parse_messages_request)
+        exe = run.exe
         if exe.request.stream:
             framer = NamedEventFramer(
                 AnthropicStreamEncoder(
@@ -34,8 +35,8 @@ def register(app: QuartTrio, services: Services) -> None:
                     input_tokens=exe.input_estimate,
                 )
             )
-            return sse_response(stream_body(services, exe, framer), exe.rate_headers)
-        completion = await whole(services, exe)
+            return sse_response(stream_body(services, run, framer), exe.rate_headers)
+        completion = await run.collect()
         body = message_object(
             message_id="msg_" + exe.request_id.removeprefix("req_"),
             model=exe.request.model,

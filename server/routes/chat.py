@@ -17,7 +17,7 @@ from core.errors import GatewayError
 from core.model import StreamEvent
 from core.sse import encode_comment, encode_event
 from server.http import to_json
-from server.pipeline import admit, sse_response, stream_body, whole
+from server.pipeline import open_run, sse_response, stream_body
 from server.services import Services
 from server.wire.openai_chat import (
     ChatStreamEncoder,
@@ -45,7 +45,9 @@ class ChatFramer:
         return b"".join(encode_event(to_json(c)) for c in self.encoder.on_event(event))
 
     def finish(self, exe: Execution) -> bytes:
-        chunks = self.encoder.finish(usage=exe.answer_usage, gateway=exe.gateway_info())
+        chunks = self.encoder.finish(
+            usage=exe.answer_usage, gateway=exe.gateway_info(), finish_reason=exe.finish_reason
+        )
         return b"".join(encode_event(to_json(c)) for c in chunks) + encode_event("[DONE]")
 
     def fail(self, exe: Execution, error: GatewayError) -> bytes:
@@ -61,12 +63,13 @@ def register(app: QuartTrio, services: Services) -> None:
             parsed["include_usage"] = include_usage
             return request
 
-        exe = await admit(services, "chat.completions", parse)
+        run = await open_run(services, "chat.completions", parse)
+        exe = run.exe
         created = int(services.clock.epoch())
         if exe.request.stream:
             framer = ChatFramer(exe, created, parsed.get("include_usage", False))
-            return sse_response(stream_body(services, exe, framer), exe.rate_headers)
-        completion = await whole(services, exe)
+            return sse_response(stream_body(services, run, framer), exe.rate_headers)
+        completion = await run.collect()
         body = chat_completion(
             completion_id="chatcmpl-" + exe.request_id.removeprefix("req_"),
             created=created,

@@ -14,10 +14,10 @@ from attrs import evolve
 from quart import Response
 from quart_trio import QuartTrio
 
-from adapters.execution import Execution
+from adapters.driver import Run
 from core.model import GatewayRequest
 from server.http import to_json
-from server.pipeline import NamedEventFramer, admit, sse_response, stream_body, whole
+from server.pipeline import NamedEventFramer, open_run, sse_response, stream_body
 from server.services import Services
 from server.wire.responses import ResponsesStreamEncoder, parse_responses_request, response_object
 
@@ -27,7 +27,8 @@ def _parse_streaming(body: dict[str, Any]) -> GatewayRequest:
 
 
 def register(app: QuartTrio, services: Services) -> None:
-    async def answer(exe: Execution) -> Response:
+    async def answer(run: Run) -> Response:
+        exe = run.exe
         created = int(services.clock.epoch())
         if exe.request.stream:
             framer = NamedEventFramer(
@@ -37,8 +38,8 @@ def register(app: QuartTrio, services: Services) -> None:
                     request=exe.request,
                 )
             )
-            return sse_response(stream_body(services, exe, framer), exe.rate_headers)
-        completion = await whole(services, exe)
+            return sse_response(stream_body(services, run, framer), exe.rate_headers)
+        completion = await run.collect()
         body = response_object(
             response_id="resp_" + exe.request_id.removeprefix("req_"),
             created_at=created,
@@ -53,8 +54,8 @@ def register(app: QuartTrio, services: Services) -> None:
 
     @app.post("/v1/responses")
     async def responses() -> Response:
-        return await answer(await admit(services, "responses", parse_responses_request))
+        return await answer(await open_run(services, "responses", parse_responses_request))
 
     @app.post("/v1/responses/stream")
     async def responses_stream() -> Response:
-        return await answer(await admit(services, "responses", _parse_streaming))
+        return await answer(await open_run(services, "responses", _parse_streaming))

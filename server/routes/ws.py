@@ -24,7 +24,6 @@ connection has nothing left in flight it is closed with code 1001 (going away).
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from typing import Any
 
 import trio
@@ -32,6 +31,7 @@ from attrs import evolve
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
+from adapters.driver import Done, Ingress, Run, RunEvent, RunFailed, Started, new_id
 from adapters.storage.records import KeyRecord
 from core.errors import (
     AuthenticationFailed,
@@ -41,6 +41,7 @@ from core.errors import (
     InvalidRequest,
     ServiceUnavailable,
 )
+from core.model import GatewayRequest, TextDelta, ToolCallDelta
 from server.auth import WS_KEY_PROTOCOL, websocket_key
 from server.errors import error_headers, error_json
 from server.http import decode_json, to_json
@@ -49,7 +50,7 @@ from server.wire.responses import ResponsesStreamEncoder, parse_responses_reques
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_GOING_AWAY = 1001
-SHUTTING_DOWN = "The gateway is shutting down; the answer was cut short"
+CANCELLED = "The client cancelled the request"
 REFUSED_DRAINING = "The gateway is shutting down; connect again (to another instance)"
 
 
@@ -70,7 +71,8 @@ class Connection:
         self.services = services
         self.key = key
         self.nursery = nursery
-        self.running: dict[str, trio.CancelScope] = {}
+        self.running: dict[str, Run | None] = {}  # None: not yet opened
+        self.cancelled: set[str] = set()
         # Request tasks not yet finished (their last frame included) and an event set
         # whenever there are none, so a draining connection knows when it may close.
         self.tasks = 0
@@ -111,78 +113,92 @@ class Connection:
             if self.services.streams.draining:
                 await _error(ServiceUnavailable(REFUSED_DRAINING), client_id)
                 return
-            scope = trio.CancelScope()
-            self.running[client_id] = scope
+            self.running[client_id] = None
             self._task_started()
-            self.nursery.start_soon(self.run, client_id, message.get("request"), scope)
+            self.nursery.start_soon(self.run, client_id, message.get("request"))
         elif kind == "response.cancel":
-            running = self.running.get(client_id)
-            if running is None:
+            if client_id not in self.running:
                 await _error(InvalidRequest(f"No running request with id '{client_id}'", param="id"), client_id)
             else:
-                running.cancel()
+                self.cancelled.add(client_id)
+                run = self.running[client_id]
+                if run is not None:
+                    run.cancel(ClientClosed(CANCELLED))
         else:
             await _error(
                 InvalidRequest("'type' must be response.create or response.cancel", param="type"),
                 client_id,
             )
 
-    async def run(self, client_id: str, body: Any, scope: trio.CancelScope) -> None:
+    async def run(self, client_id: str, body: Any) -> None:
         try:
-            await self._run(client_id, body, scope)
+            await self._run(client_id, body)
         finally:
+            self.running.pop(client_id, None)
+            self.cancelled.discard(client_id)
             self._task_done()
 
-    async def _run(self, client_id: str, body: Any, scope: trio.CancelScope) -> None:
-        gateway = self.services.gateway
-        try:
+    async def _run(self, client_id: str, body: Any) -> None:
+        parsed: list[GatewayRequest] = []
+
+        async def parse() -> GatewayRequest:
             if not isinstance(body, dict):
                 raise InvalidRequest("'request' must be an object holding a unified request", param="request")
             # Every answer on the socket is streamed, whatever the body's `stream` says.
-            request = evolve(parse_responses_request(body), stream=True)
-        except GatewayError as err:
-            await gateway.record_rejected(self.key, "responses.ws", err)
-            await _error(err, client_id)
-            self.running.pop(client_id, None)
-            return
-        exe = gateway.start(self.key, request, "responses.ws")
-        encoder = ResponsesStreamEncoder(
-            response_id="resp_" + exe.request_id.removeprefix("req_"),
-            created_at=int(self.services.clock.epoch()),
-            request=request,
-        )
-        failure: GatewayError | None = None
-        # Cancelled by `StreamRegistry.end_all()` at shutdown; `scope` is the client's cancel.
-        model_scope = trio.CancelScope()
-        streams = self.services.streams
-        streams.add(model_scope)
+            parsed.append(evolve(parse_responses_request(body), stream=True))
+            return parsed[0]
+
+        ingress = Ingress(request_id=new_id("req"), endpoint="responses.ws", parse=parse, key=self.key)
+        run = self.services.gateway.driver.run(ingress)
+        encoder: ResponsesStreamEncoder | None = None
+
+        def encoder_for(request: GatewayRequest) -> ResponsesStreamEncoder:
+            return ResponsesStreamEncoder(
+                response_id="resp_" + run.request_id.removeprefix("req_"),
+                created_at=int(self.services.clock.epoch()),
+                request=request,
+            )
+
         try:
-            with scope:
-                for _name, data in encoder.start():
-                    await _send(data, client_id)
-                with model_scope:
-                    await gateway.admit(exe)
-                    async with aclosing(gateway.stream(exe)) as events:
-                        async for event in events:
-                            for _name, data in encoder.on_event(event):
-                                await _send(data, client_id)
-                if model_scope.cancelled_caught:
-                    failure = ServiceUnavailable(SHUTTING_DOWN)
-                    exe.error = failure
-            if scope.cancelled_caught:
-                # Cancelled before the stream began leaves no error on `exe`: say why.
-                await gateway.record(exe, ClientClosed("The client cancelled the request"))
+            await run.open()
+        except GatewayError as err:
+            if not parsed:  # a bad request: no response was ever started
+                await _error(err, client_id)
+                return
+            encoder = encoder_for(parsed[0])
+            await self._frames([*encoder.start(), *encoder.fail(err)], client_id)
+            return
+        self.running[client_id] = run
+        if client_id in self.cancelled:
+            run.cancel(ClientClosed(CANCELLED))
+        encoder = encoder_for(run.exe.request)
+        exe = run.exe
+
+        async def emit(event: RunEvent) -> None:
+            assert encoder is not None
+            if isinstance(event, Started):
+                frames = encoder.start()
+            elif isinstance(event, TextDelta | ToolCallDelta):
+                frames = encoder.on_event(event)
+            elif isinstance(event, Done):
+                frames = encoder.finish(
+                    usage=exe.answer_usage, gateway=exe.gateway_info(), finish_reason=exe.finish_reason
+                )
+            elif isinstance(event, RunFailed) and client_id in self.cancelled:
                 await _send({"type": "response.cancelled", "response_id": encoder.response_id}, client_id)
                 return
-        except GatewayError as err:
-            failure = err
+            elif isinstance(event, RunFailed):
+                frames = encoder.fail(event.error)
+            else:
+                return
+            await self._frames(frames, client_id)
+
+        try:
+            await run.drive(emit)
         finally:
-            streams.discard(model_scope)
-            self.running.pop(client_id, None)
-            await gateway.record(exe, failure)
-        frames = encoder.fail(failure) if failure else encoder.finish(
-            usage=exe.answer_usage, gateway=exe.gateway_info(), finish_reason=exe.finish_reason
-        )
+            await run.close()
+
+    async def _frames(self, frames: list[tuple[str, dict[str, Any]]], client_id: str) -> None:
         for _name, data in frames:
             await _send(data, client_id)
 

@@ -199,6 +199,7 @@ async def test_bad_key_is_authentication_error_with_anthropic_error_shape(gatewa
     assert err.body == {
         "type": "error",
         "error": {"type": "authentication_error", "message": err.body["error"]["message"]},
+        "request_id": err.response.headers["x-request-id"],
     }
     assert await gateway.services.storage.usage_count() == 0
 

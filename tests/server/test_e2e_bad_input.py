@@ -571,10 +571,12 @@ def check_error(path: str, r: httpx.Response) -> tuple[str, str | None]:
         assert set(body["error"]) == {"type", "message"}, body
         assert isinstance(body["error"]["type"], str) and body["error"]["type"]
         assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+        assert body["request_id"] == r.headers["x-request-id"], body
         return body["error"]["message"], None
     assert set(body) == {"error"}, body
     err = body["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
+    assert set(err) == {"message", "type", "param", "code", "request_id"}, err
+    assert err["request_id"] == r.headers["x-request-id"], err
     assert isinstance(err["message"], str) and err["message"]
     assert isinstance(err["type"], str) and err["type"]
     assert err["param"] is None or isinstance(err["param"], str)

@@ -137,7 +137,7 @@ def error_of(r: httpx.Response) -> dict[str, Any]:
     body = r.json()
     assert set(body) == {"error"}, body
     err: dict[str, Any] = body["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
+    assert set(err) == {"message", "type", "param", "code", "request_id"}, err
     return err
 
 

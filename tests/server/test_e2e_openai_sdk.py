@@ -305,7 +305,7 @@ async def test_unknown_model_is_not_found_error_with_openai_shape(gateway: Runni
     err = caught.value
     assert err.status_code == 404
     assert isinstance(err.body, dict)
-    assert set(err.body) == {"message", "type", "param", "code"}
+    assert set(err.body) == {"message", "type", "param", "code", "request_id"}
     assert err.body["code"] == "model_not_found"
     assert err.body["param"] == "model"
     assert "no-such-model" in err.body["message"]
@@ -325,8 +325,9 @@ async def test_bad_key_is_authentication_error_with_openai_shape(gateway: Runnin
     err = caught.value
     assert err.status_code == 401
     assert isinstance(err.body, dict)
-    assert set(err.body) == {"message", "type", "param", "code"}
+    assert set(err.body) == {"message", "type", "param", "code", "request_id"}
     assert err.body["type"] == "authentication_error"
+    assert err.body["request_id"] == err.response.headers["x-request-id"]
     assert await gateway.services.storage.usage_count() == 0
 
 

@@ -118,7 +118,7 @@ async def test_unknown_model_is_404(gateway: Running) -> None:
         anon = await client.get("/v1/models", headers={"authorization": "Bearer umg_live_wrong"})
     assert r.status_code == 404, r.text
     err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
+    assert set(err) == {"message", "type", "param", "code", "request_id"}
     assert err["code"] == "model_not_found"
     assert "gpt-99-ultra" in err["message"]
     assert anon.status_code == 401
@@ -260,7 +260,7 @@ async def test_usage_bad_params_are_400_naming_the_param(
         r = await client.get("/v1/usage", params=params)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
+    assert set(err) == {"message", "type", "param", "code", "request_id"}
     assert err["param"] == param
     named = [param, *params.values()] if param == "group_by" else [param]
     assert any(word in err["message"] for word in named), err["message"]

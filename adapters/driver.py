@@ -1,0 +1,560 @@
+"""The request driver: ONE path from a caller's key to one ledger row, for every surface.
+
+Owns: the whole lifecycle of one model request, whichever surface it came from (sync
+JSON, SSE, WebSocket, jobs): authenticate, parse, admit (rate limits, routing, provider
+checks, the first budget grant), the attempt loop, settling, exactly one ledger row, and
+the final status (`core.outcome`). Surfaces only frame the neutral events it emits; it
+knows nothing of Quart, HTTP or wire formats, so it can be called from any ASGI layer.
+
+API:
+
+    run = driver.run(Ingress(request_id, endpoint, parse, token=... | key=...))
+    exe = await run.open()          # raises GatewayError before any byte is sent
+    await run.drive(emit)           # emit(event) for each RunEvent; never raises a
+                                    # GatewayError (it becomes a Failed event)
+    completion = await run.collect()  # instead of drive: the sync answer (a collected
+                                      # stream); raises the Failed event's error
+    await run.close()               # idempotent; records the row if drive never ran
+    run.cancel(reason)              # end it with `reason` (shutdown: ServiceUnavailable)
+
+Events, in order: `Started`; `TextDelta` / `ToolCallDelta` (core.model) as the answer
+arrives; then either `Metered(usage)` and `Done(...)`, or `Failed(error)`. The ledger
+row is written before `Done` / `Failed` is emitted, so a client that saw the end of an
+answer has its row.
+
+Rules:
+- `open` failing: an unauthenticated caller gets no row (there is no key to bill); any
+  other refusal (parse, rate limit, no route, a provider's check, the first grant's
+  budget) is recorded, then raised. A budget refusal is thus a plain 402 on streaming
+  surfaces too.
+- One attempt loop performs every `core.attempts` action. A provider call is one
+  event-yielding call: `Provider.stream` for streamed requests, `Provider.complete`
+  wrapped as a stream (`whole`) otherwise. Events before the first content (usage
+  reports) are held back; the first text, tool-call piece or end is the first chunk,
+  after which there is no fallback. `core.metering` counts and caps the output; each
+  attempt's grant (`core.grants` through `Limits.grant`) is settled with the metered
+  usage, or released when nothing was consumed.
+- Cancellation: `run.cancel(reason)` ends the run with `reason` (the client sees a
+  Failed event). A cancellation from outside (the client went away, a job's owner
+  stopped it) closes the upstream call, settles what was consumed and records the row
+  (`client_closed`, or `canceled` for an Ingress with `outside_cancel="canceled"`),
+  then propagates.
+- Providers may check a request before any call (`ChecksRequests.check_request`, e.g.
+  the Mock's scenario); a refusal is recorded and raised by `open`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
+
+import trio
+from attrs import evolve, frozen
+
+from adapters import keys
+from adapters.clock import Clock
+from adapters.execution import Execution
+from adapters.health_book import HealthBook
+from adapters.limits import Grant, Limits
+from adapters.providers.base import Provider, ProviderError, Timeouts
+from adapters.runs import RunRegistry
+from adapters.storage.base import Storage
+from adapters.storage.records import KeyRecord, UsageRecord
+from core import attempts, grants, metering, routing
+from core.billing import cost
+from core.catalog import Catalog, Deployment
+from core.errors import AuthenticationFailed, ClientClosed, GatewayError
+from core.model import (
+    Completion,
+    FailureKind,
+    FinishReason,
+    GatewayRequest,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from core.outcome import Answered, Canceled, Failed, Happened, outcome
+from core.tokens import estimate_request_tokens
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+# ---- what goes in -------------------------------------------------------------------
+
+
+@frozen
+class Ingress:
+    """One request as it reached the gateway: plain values, no framework objects.
+
+    `parse` reads the body into a request (it raises GatewayError for bad input; it runs
+    after authentication, so an authenticated caller's bad request is recorded). Give
+    `key` when the caller is known already (jobs, an open WebSocket), else `token`.
+    `tracked`: the run is in the shutdown registry (jobs are not: their lease survives).
+    """
+
+    request_id: str
+    endpoint: str
+    parse: Callable[[], Awaitable[GatewayRequest]]
+    token: str | None = None
+    key: KeyRecord | None = None
+    outside_cancel: Literal["client_gone", "canceled"] = "client_gone"
+    tracked: bool = True
+
+
+@runtime_checkable
+class ChecksRequests(Protocol):
+    """A provider that refuses some requests before any call (a 4xx, recorded)."""
+
+    def check_request(self, request: GatewayRequest) -> None: ...
+
+
+# ---- what comes out -----------------------------------------------------------------
+
+
+@frozen
+class Started:
+    """Admitted and about to call: a streaming surface sends its opening frames."""
+
+
+@frozen
+class Metered:
+    usage: Usage  # of the attempt that answered
+
+
+@frozen
+class Done:
+    finish_reason: FinishReason
+
+
+@frozen
+class RunFailed:
+    error: GatewayError
+
+
+RunEvent: TypeAlias = Started | TextDelta | ToolCallDelta | Metered | Done | RunFailed
+Emit = Callable[[RunEvent], Awaitable[None]]
+
+
+@frozen
+class _Upstream:
+    """What a whole answer says about itself (not a client-visible event)."""
+
+    model: str | None
+    id: str | None
+
+
+_CallEvent: TypeAlias = StreamEvent | _Upstream
+_STARTED = Started()
+
+
+class Collector:
+    """Turns a run's events back into a whole `Completion` (the sync answer)."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, list[str]] = {}
+        self.usage = Usage()
+        self.finish: FinishReason | None = None
+        self.error: GatewayError | None = None
+
+    async def __call__(self, event: RunEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.calls.setdefault(event.index, ["", "", ""])
+            call[0] = event.id or call[0]
+            call[1] = event.name or call[1]
+            call[2] += event.arguments
+        elif isinstance(event, Metered):
+            self.usage = event.usage
+        elif isinstance(event, Done):
+            self.finish = event.finish_reason
+        elif isinstance(event, RunFailed):
+            self.error = event.error
+
+    def completion(self, exe: Execution) -> Completion:
+        if self.error is not None:
+            raise self.error
+        assert self.finish is not None, "a run ended without Done or Failed"
+        return Completion(
+            text="".join(self.text),
+            finish_reason=self.finish,
+            usage=self.usage,
+            tool_calls=tuple(ToolCall(i, n, a) for _, (i, n, a) in sorted(self.calls.items())),
+            upstream_model=exe.upstream_model,
+            upstream_id=exe.upstream_id,
+        )
+
+
+# ---- the driver ---------------------------------------------------------------------
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        catalog: Catalog,
+        providers: Mapping[str, Provider],
+        clock: Clock,
+        health: HealthBook,
+        limits: Limits,
+        attempt_policy: attempts.AttemptPolicy,
+        timeouts: Timeouts,
+        runs: RunRegistry | None = None,
+    ) -> None:
+        self.storage = storage
+        self.catalog = catalog
+        self.providers = providers
+        self.clock = clock
+        self.health = health
+        self.limits = limits
+        self.policy = attempt_policy
+        self.timeouts = timeouts
+        self.runs = runs or RunRegistry()
+
+    async def authenticate(self, token: str | None) -> KeyRecord:
+        prefix = keys.prefix_of(token) if token else None
+        if token is None or prefix is None:
+            raise AuthenticationFailed(
+                "Missing or malformed API key: send 'Authorization: Bearer umg_live_...'"
+            )
+        record = await self.storage.key_by_prefix(prefix)
+        if record is None or not keys.matches(token, record.secret_hash):
+            raise AuthenticationFailed("Invalid API key")
+        if record.revoked_at is not None:
+            raise AuthenticationFailed("This API key has been revoked")
+        return record
+
+    def run(self, ingress: Ingress) -> Run:
+        return Run(self, ingress)
+
+
+class Run:
+    """One request's run (see the module docstring for the API and the rules)."""
+
+    def __init__(self, driver: Driver, ingress: Ingress) -> None:
+        self._d = driver
+        self.ingress = ingress
+        self.request_id = ingress.request_id
+        self._exe: Execution | None = None
+        self._scope = trio.CancelScope()  # cancelled by `cancel(reason)`
+        self._cut: GatewayError | None = None
+        self._actions: tuple[attempts.Action, ...] = ()
+        self._grant: Grant | None = None  # the open grant of the attempt under way
+        self._grant_attempt = 0
+        self._meter = metering.Meter(0)
+        self._recorded = False
+
+    @property
+    def execution(self) -> Execution | None:
+        """The request's record; None until the body was parsed."""
+        return self._exe
+
+    @property
+    def exe(self) -> Execution:
+        assert self._exe is not None, "the run is not open"
+        return self._exe
+
+    # -- admission --------------------------------------------------------------------
+
+    async def open(self) -> Execution:
+        d, ingress = self._d, self.ingress
+        key = ingress.key or await d.authenticate(ingress.token)
+        started = d.clock.now()
+        try:
+            request = await ingress.parse()
+        except GatewayError as err:
+            self._exe = Execution(
+                self.request_id, key, GatewayRequest(model="", messages=()), ingress.endpoint, started
+            )
+            await self._end(Failed(err))
+            raise
+        self._exe = exe = Execution(self.request_id, key, request, ingress.endpoint, started)
+        if ingress.tracked:
+            d.runs.add(self)
+        try:
+            await self._admit(exe)
+        except GatewayError as err:
+            await self._end(Failed(err))
+            raise
+        except BaseException:
+            await self._end(self._stopped(outside=True))
+            raise
+        return exe
+
+    async def _admit(self, exe: Execution) -> None:
+        d, request = self._d, exe.request
+        exe.input_estimate = estimate_request_tokens(request)
+        charged = metering.charged_tokens(exe.input_estimate, request.max_output_tokens)
+        exe.rate_headers = await d.limits.take_rate(exe.key, charged)
+        exe.plan = routing.plan(
+            request,
+            d.catalog,
+            d.health.snapshot(),
+            now=d.clock.now(),
+            draw=secrets.randbelow(1 << 30) / (1 << 30),
+            input_tokens=exe.input_estimate,
+            policy=d.health.policy,
+        )
+        for label in dict.fromkeys(dep.provider for dep in exe.plan.deployments):
+            provider = d.providers.get(label)
+            if isinstance(provider, ChecksRequests):
+                provider.check_request(request)
+        exe.attempts, self._actions = attempts.start(exe.plan.deployments, d.policy, d.clock.now())
+        first = self._actions[0]
+        if isinstance(first, attempts.Fail):
+            raise first.error
+        if isinstance(first, attempts.CallProvider):
+            await self._take_grant(first)  # before the first byte: a refusal is a 402
+
+    async def _take_grant(self, action: attempts.CallProvider) -> Grant:
+        exe, dep = self.exe, action.deployment
+        ask = grants.Ask(
+            rid=grants.rid(exe.request_id, action.attempt),
+            price=dep.price,
+            input_tokens=exe.input_estimate,
+            wanted=grants.wanted_output(exe.request.max_output_tokens, dep.max_output_tokens),
+            capped=exe.request.max_output_tokens is not None,
+            request_remaining=grants.request_remaining(exe.request.max_cost_usd, exe.cost),
+        )
+        self._grant = await self._d.limits.grant(exe.key, ask)
+        self._grant_attempt = action.attempt
+        return self._grant
+
+    # -- running ----------------------------------------------------------------------
+
+    def cancel(self, reason: GatewayError) -> None:
+        if self._cut is None:
+            self._cut = reason
+        self._scope.cancel()
+
+    async def collect(self) -> Completion:
+        collector = Collector()
+        await self.drive(collector)
+        return collector.completion(self.exe)
+
+    async def drive(self, emit: Emit) -> None:
+        happened: Happened | None = None
+        try:
+            with self._scope:
+                await emit(_STARTED)
+                happened = await self._loop(emit)
+            if happened is None:
+                happened = self._stopped(outside=False)
+        except BaseException:
+            await self._end(happened or self._stopped(outside=True))
+            raise
+        await self._end(happened)
+        if isinstance(happened, Failed):
+            await emit(RunFailed(happened.error))
+        else:
+            await emit(Metered(self.exe.answer_usage))
+            await emit(Done(self.exe.finish_reason))
+
+    async def close(self) -> None:
+        """Record the row if it was not yet (a run opened but never driven)."""
+        if self._exe is not None:
+            await self._end(self._stopped(outside=True))
+
+    def _step(self, event: attempts.Event) -> tuple[attempts.Action, ...]:
+        exe = self.exe
+        assert exe.attempts is not None
+        exe.attempts, actions = attempts.step(exe.attempts, event, self._d.clock.now())
+        return actions
+
+    def _stopped(self, *, outside: bool) -> Happened:
+        """How a run that did not finish on its own ended (cut, client gone, canceled)."""
+        exe = self._exe
+        error: GatewayError = ClientClosed("The client closed the request before the answer ended")
+        if exe is not None and exe.attempts is not None and not exe.attempts.done:
+            for action in self._step(attempts.ClientGone()):
+                if isinstance(action, attempts.Fail):
+                    error = action.error
+        if not outside and self._cut is not None:
+            return Failed(self._cut)
+        if outside and self.ingress.outside_cancel == "canceled":
+            return Canceled()
+        return Failed(error)
+
+    async def _loop(self, emit: Emit) -> Happened:
+        actions = self._actions
+        while True:
+            event: attempts.Event | None = None
+            for action in actions:
+                if isinstance(action, attempts.CallProvider):
+                    event = await self._attempt(action, emit)
+                elif isinstance(action, attempts.SleepUntil):
+                    await trio.sleep_until(action.at)
+                    event = attempts.Woke()
+                elif isinstance(action, attempts.Finish):
+                    return Answered()
+                elif isinstance(action, attempts.Fail):
+                    return Failed(action.error)
+            assert event is not None, "the attempt machine produced no action to act on"
+            actions = self._step(event)
+
+    def _calls(self, dep: Deployment, request: GatewayRequest) -> AsyncIterator[_CallEvent]:
+        provider = self._d.providers.get(dep.provider)
+        if provider is None:
+            raise ProviderError(FailureKind.CONNECT, f"no provider configured for '{dep.provider}'")
+        if request.stream:
+            return provider.stream(dep, request, timeouts=self._d.timeouts)
+        return _whole(provider, dep, request, self._d.timeouts)
+
+    async def _next_content(
+        self, calls: AsyncIterator[_CallEvent]
+    ) -> TextDelta | ToolCallDelta | StreamEnd | None:
+        async for item in calls:
+            if isinstance(item, UsageReport):
+                self._meter = metering.observe(self._meter, item)
+            elif isinstance(item, _Upstream):
+                self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
+            else:
+                return item
+        return None
+
+    async def _attempt(self, action: attempts.CallProvider, emit: Emit) -> attempts.Event:
+        exe, dep = self.exe, action.deployment
+        exe.deployment = dep
+        grant = self._grant if self._grant_attempt == action.attempt and self._grant else None
+        grant = grant or await self._take_grant(action)
+        request = exe.request
+        if grant.max_output_tokens is not None:
+            request = evolve(request, max_output_tokens=grant.max_output_tokens)
+        self._meter = metering.Meter(exe.input_estimate, grant.max_output_tokens, not request.stream)
+        started = self._d.clock.now()
+        self._d.health.begin_attempt(dep.id, started)
+        failure: ProviderError | None = None
+        calls: AsyncIterator[_CallEvent] | None = None
+        try:
+            calls = self._calls(dep, request)
+            with trio.fail_at(action.deadline):
+                item = await self._next_content(calls)
+            if request.stream:
+                exe.ttft = self._d.clock.now() - exe.started
+            if item is not None:
+                # the first chunk: no fallback from here on (the machine asks for nothing)
+                asked = self._step(attempts.FirstChunk())
+                assert not asked, asked
+            while item is not None:
+                if isinstance(item, StreamEnd):
+                    return await self._answered(dep, started, item.finish_reason)
+                self._meter = metering.observe(self._meter, item)
+                if metering.over_cap(self._meter):
+                    return await self._answered(dep, started, "length")
+                await emit(item)
+                item = await self._next_content(calls)
+            failure = ProviderError(FailureKind.STREAM_CUT, "the provider's stream ended without an end event")
+        except ProviderError as err:
+            failure = err
+        except trio.TooSlowError:
+            failure = ProviderError(FailureKind.TIMEOUT, "no answer before the attempt deadline")
+        finally:
+            with trio.CancelScope(shield=True):
+                if calls is not None:
+                    await calls.aclose()  # type: ignore[attr-defined]
+                await self._settle(metering.consumed(self._meter))
+        assert failure is not None
+        self._observe(dep, started, failure)
+        return attempts.AttemptFailed(failure.kind, failure.retry_after, failure.message)
+
+    async def _answered(self, dep: Deployment, started: float, reason: FinishReason) -> attempts.Event:
+        usage = metering.consumed(self._meter) or Usage(input_tokens=self.exe.input_estimate)
+        self._observe(dep, started, None)
+        self.exe.finish_reason = reason
+        await self._settle(usage)
+        return attempts.Completed(usage)
+
+    def _observe(self, dep: Deployment, started: float, error: ProviderError | None) -> None:
+        now = self._d.clock.now()
+        self._d.health.observe(dep.id, error is None, now - started, error.kind if error else None, now)
+
+    async def _settle(self, usage: Usage | None) -> None:
+        """Settle the open grant with `usage` (release it when nothing was consumed)."""
+        grant, self._grant = self._grant, None
+        if grant is None:
+            return
+        exe, limits = self.exe, self._d.limits
+        rid = grants.rid(exe.request_id, self._grant_attempt)
+        if usage is None or exe.deployment is None:
+            await limits.release(grant, rid)
+            return
+        spent = cost(usage, exe.deployment.price)
+        exe.usage = exe.usage + usage
+        exe.answer_usage = usage
+        exe.cost += spent
+        exe.price_version = exe.deployment.price.version
+        await limits.settle(grant, rid, spent)
+
+    # -- the ledger -------------------------------------------------------------------
+
+    async def _end(self, happened: Happened) -> None:
+        """Write this run's one ledger row (idempotent; shielded from cancellation)."""
+        if self._recorded:
+            return
+        self._recorded = True
+        exe, d = self.exe, self._d
+        with trio.CancelScope(shield=True):
+            try:
+                await self._settle(None)  # a grant taken but never used
+                exe.outcome = outcome(happened)
+                dep = exe.deployment
+                row = UsageRecord(
+                    id=new_id("use"),
+                    request_id=exe.request_id,
+                    at=d.clock.wall(),
+                    tenant=exe.key.tenant,
+                    project=exe.key.project,
+                    key_id=exe.key.id,
+                    endpoint=exe.endpoint,
+                    model=exe.request.model,
+                    provider=dep.provider if dep else None,
+                    deployment=dep.id if dep else None,
+                    input_tokens=exe.usage.input_tokens,
+                    output_tokens=exe.usage.output_tokens,
+                    cached_input_tokens=exe.usage.cached_input_tokens,
+                    cache_write_tokens=exe.usage.cache_write_tokens,
+                    reasoning_tokens=exe.usage.reasoning_tokens,
+                    cost=exe.cost,
+                    price_version=exe.price_version,
+                    status=exe.outcome.status,
+                    error_code=exe.outcome.error_code,
+                    latency_ms=int((d.clock.now() - exe.started) * 1000),
+                    ttft_ms=int(exe.ttft * 1000) if exe.ttft is not None else None,
+                    attempts=len(exe.attempts.records) if exe.attempts else 0,
+                    stream=exe.request.stream,
+                )
+                await d.storage.insert_usage(row)
+                if exe.plan is not None:
+                    charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
+                    await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))
+            finally:
+                d.runs.discard(self)
+
+
+async def _whole(
+    provider: Provider, dep: Deployment, request: GatewayRequest, timeouts: Timeouts
+) -> AsyncIterator[_CallEvent]:
+    """`Provider.complete` as a stream: usage, the answer's pieces, then its end."""
+    completion = await provider.complete(dep, request, timeouts=timeouts)
+    yield UsageReport(completion.usage)
+    yield _Upstream(completion.upstream_model, completion.upstream_id)
+    if completion.text:
+        yield TextDelta(completion.text)
+    for index, call in enumerate(completion.tool_calls):
+        yield ToolCallDelta(index, call.id, call.name, call.arguments)
+    yield StreamEnd(completion.finish_reason)
+
+
+__all__ = [
+    "ChecksRequests", "Collector", "Done", "Driver", "Emit", "Ingress", "Metered", "Run",
+    "RunEvent", "RunFailed", "Started", "new_id",
+]

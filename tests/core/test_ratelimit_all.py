@@ -1,0 +1,60 @@
+"""Admission over both of a key's buckets is all or nothing (`ratelimit.take_all`)."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core import ratelimit
+from core.ratelimit import Bucket, Need
+
+needs = st.lists(
+    st.builds(Need, st.sampled_from(["requests", "tokens"]), st.integers(1, 100),
+              st.integers(0, 150).map(float)),
+    min_size=1, max_size=2, unique_by=lambda n: n.kind,
+).map(tuple)
+states = st.dictionaries(
+    st.sampled_from(["requests", "tokens"]),
+    st.builds(Bucket, st.floats(-50, 100), st.floats(0, 100)),
+)
+nows = st.floats(0, 200)
+
+
+@given(needs, states, nows)
+def test_every_bucket_is_charged_or_none_is(
+    asked: tuple[Need, ...], buckets: dict[str, Bucket], now: float
+) -> None:
+    admission, after = ratelimit.take_all(asked, buckets, now)
+    refilled = {
+        n.kind: ratelimit.refill(ratelimit.BucketSpec.per_minute(n.per_minute), buckets.get(n.kind), now)
+        for n in asked
+    }
+    if isinstance(admission, ratelimit.Admitted):
+        for n in asked:
+            assert math.isclose(after[n.kind].level, refilled[n.kind].level - n.amount, abs_tol=1e-9)
+            assert refilled[n.kind].level >= n.amount
+    elif isinstance(admission, ratelimit.Refusal):
+        for n in asked:  # nothing was taken from any bucket (only brought up to date)
+            assert after[n.kind] == refilled[n.kind]
+        assert 0 < admission.retry_after < math.inf
+        assert any(refilled[n.kind].level < n.amount for n in asked)
+    else:  # too large for a limit: refused before any bucket is looked at
+        assert after == buckets
+        assert any(n.amount > n.per_minute for n in asked)
+
+
+@given(needs, states, nows)
+def test_state_round_trips(asked: tuple[Need, ...], buckets: dict[str, Bucket], now: float) -> None:
+    _, after = ratelimit.take_all(asked, buckets, now)
+    assert ratelimit.buckets_from_dict(ratelimit.buckets_to_dict(after)) == after
+
+
+def test_a_tokens_refusal_leaves_the_request_count_alone() -> None:
+    asked = (Need("requests", 10, 1.0), Need("tokens", 100, 80.0))
+    admission, after = ratelimit.take_all(asked, {"tokens": Bucket(50.0, 0.0)}, 0.0)
+    assert isinstance(admission, ratelimit.Refusal) and admission.kind == "tokens"
+    assert after["requests"].level == 10.0
+    assert admission.headers["x-ratelimit-remaining-requests"] == "10"
+    assert admission.headers["x-ratelimit-remaining-tokens"] == "50"

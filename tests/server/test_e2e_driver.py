@@ -1,0 +1,134 @@
+"""End to end: what the one request driver promises on every surface.
+
+- A budget refused before a stream starts is a 402 JSON error on streaming surfaces too
+  (the first grant is taken before the first byte), with its ledger row.
+- Request ids: every response says `x-request-id`; a sane client id is echoed, an insane
+  one replaced; every error body carries the id the header says.
+- SIGTERM: a non-streaming request still running when the drain window ends gets an
+  explicit 503, and its ledger row a terminal status (never `in_progress`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from adapters.storage import open_storage
+from adapters.storage.records import UsageRecord
+from tests.server.conftest import Running, start_gateway
+from tests.server.conftest import test_settings as settings_for
+
+STREAMS: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/responses/stream", {"model": "mock-fast", "input": "tell me a long story"}),
+    ("/v1/responses", {"model": "mock-fast", "input": "tell me a long story", "stream": True}),
+    (
+        "/v1/chat/completions",
+        {"model": "mock-fast", "stream": True,
+         "messages": [{"role": "user", "content": "tell me a long story"}]},
+    ),
+    (
+        "/v1/messages",
+        {"model": "mock-fast", "stream": True, "max_tokens": 50,
+         "messages": [{"role": "user", "content": "tell me a long story"}]},
+    ),
+]
+
+
+async def rows_of(storage: Any, tenant: str = "t1") -> list[UsageRecord]:
+    now = datetime.now(UTC)
+    rows: list[UsageRecord] = await storage.usage_rows(
+        tenant, now - timedelta(days=1), now + timedelta(days=1)
+    )
+    return rows
+
+
+@pytest.mark.parametrize(("path", "body"), STREAMS)
+async def test_a_budget_refused_before_the_stream_is_a_402_json_error(
+    gateway: Running, path: str, body: dict[str, Any]
+) -> None:
+    key = await gateway.new_key(budget_usd=Decimal("0.0000000001"))  # not even one token
+    async with gateway.client(key=key) as client:
+        r = await client.post(path, json=body)
+    assert r.status_code == 402, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    if path == "/v1/messages":  # Anthropic's shape and name for it
+        assert err["type"] == "billing_error"
+    else:
+        assert err["code"] == "budget_exceeded"
+    assert r.json().get("request_id", err.get("request_id")) == r.headers["x-request-id"]
+    [row] = [row for row in await rows_of(gateway.services.storage) if row.key_id != ""]
+    assert row.status == "budget_exceeded" and row.stream and row.cost == 0
+
+
+async def test_every_response_says_its_request_id(gateway: Running) -> None:
+    ok_body = {"model": "mock-fast", "input": "hi"}
+    async with gateway.client() as client:
+        ok = await client.post("/v1/responses", json=ok_body)
+        mine = await client.post("/v1/responses", json=ok_body, headers={"x-request-id": "trace:ab-12.x_Y"})
+        insane = await client.post("/v1/responses", json=ok_body, headers={"x-request-id": "a b<script>"})
+        too_long = await client.post("/v1/responses", json=ok_body, headers={"x-request-id": "a" * 129})
+        bad = await client.post("/v1/responses", json={"model": "mock-fast"}, headers={"x-request-id": "c-1"})
+        missing = await client.get("/v1/nowhere")
+        health = await client.get("/healthz")
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == ok.json()["gateway"]["request_id"]
+    assert mine.headers["x-request-id"] == "trace:ab-12.x_Y"
+    for refused in (insane, too_long):
+        assert refused.status_code == 200
+        assert refused.headers["x-request-id"].startswith("req_")
+    assert bad.status_code == 400 and bad.json()["error"]["request_id"] == "c-1"
+    assert bad.headers["x-request-id"] == "c-1"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["request_id"] == missing.headers["x-request-id"]
+    assert health.headers["x-request-id"].startswith("req_")
+    ids = {r.headers["x-request-id"] for r in (ok, insane, too_long, missing, health)}
+    assert len(ids) == 5  # the gateway's own ids are unique
+    # a client id reused twice still gets two ledger rows (the ledger keys on the own id)
+    async with gateway.client() as client:
+        again = await client.post("/v1/responses", json=ok_body, headers={"x-request-id": "trace:ab-12.x_Y"})
+    assert again.status_code == 200
+    assert len(await rows_of(gateway.services.storage)) == 6
+
+
+async def test_sigterm_answers_a_running_sync_request_503_and_records_it(tmp_path: Path) -> None:
+    drain = 1.0
+    async with trio.open_nursery() as nursery:
+        gateway = await start_gateway(nursery, settings_for(tmp_path))
+        answer: list[httpx.Response] = []
+
+        async def slow() -> None:
+            body = {"model": "gpt-4.1", "input": "never in time",
+                    "metadata": {"mock_scenario": "latency_ms=30000"}}
+            async with gateway.client() as client:
+                answer.append(await client.post("/v1/responses", json=body))
+
+        nursery.start_soon(slow)
+        with trio.fail_after(10):
+            while len(gateway.services.streams) == 0:
+                await trio.sleep(0.01)
+        signalled = trio.current_time()
+        gateway.stop.set()
+        with trio.fail_after(drain + 5):
+            while not answer:
+                await trio.sleep(0.01)
+        answered = trio.current_time() - signalled
+    [r] = answer
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["code"] == "service_unavailable" and "shutting down" in err["message"]
+    assert err["request_id"] == r.headers["x-request-id"]
+    assert drain - 0.2 <= answered <= drain + 2.0, answered
+
+    storage = open_storage(f"sqlite:///{tmp_path}/gateway.db")
+    try:
+        [row] = await rows_of(storage)
+    finally:
+        await storage.close()
+    assert row.status == "error" and row.error_code == "service_unavailable"
+    assert not row.stream and row.attempts == 1
