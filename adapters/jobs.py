@@ -1,6 +1,8 @@
 """Durable async jobs: creating them, workers that run them, and webhooks when they end.
 
-Owns: the job runner. A job is a stored unified request. Workers (tasks in the server's
+Owns: the job runner. A job is a stored request: the body as the client sent it (echoed
+in the job object) and the admitted request in its core encoding (`core.request_codec`),
+which is what a worker runs, so the job service needs no wire parser. Workers (tasks in the server's
 nursery) claim one at a time (`Storage.claim_job`: `FOR UPDATE SKIP LOCKED` on Postgres,
 so many gateway processes share one queue without double claims), run it through the same
 `Gateway` pipeline as a synchronous request (limits, budgets, routing, fallback, ledger),
@@ -41,13 +43,12 @@ from adapters.gateway import Gateway
 from adapters.storage.base import Storage, holds_lease, job_state, with_state
 from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
-from core import webhooks
-from core.errors import Conflict, GatewayError, NotFound
+from core import request_codec, webhooks
+from core.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from core.model import Completion, GatewayRequest
 
 log = logging.getLogger("umg.jobs")
 
-Parser = Callable[[dict[str, Any]], GatewayRequest]
 Renderer = Callable[[JobRecord], dict[str, Any]]
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -73,13 +74,33 @@ def completion_result(completion: Completion, gateway_info: dict[str, Any]) -> d
     }
 
 
+_STORED = "umg_job_request"
+
+
+def stored_form(body: dict[str, Any], request: GatewayRequest) -> dict[str, Any]:
+    """What a job row keeps as its request: the client's body and the core encoding."""
+    return {_STORED: request_codec.VERSION, "body": body, "core": request_codec.encode(request)}
+
+
+def stored_body(job: JobRecord) -> dict[str, Any]:
+    """The request as the client sent it (a row of an older version kept only that)."""
+    stored = job.request
+    return stored["body"] if _STORED in stored else stored  # type: ignore[no-any-return]
+
+
+def stored_request(job: JobRecord) -> GatewayRequest:
+    """The admitted request; `ValueError` when the row does not hold a readable one."""
+    if _STORED not in job.request:
+        raise ValueError("the job was stored by an older version of the gateway")
+    return request_codec.decode(job.request["core"])
+
+
 class JobService:
     def __init__(
         self,
         storage: Storage,
         gateway: Gateway,
         clock: Clock,
-        parse: Parser,
         *,
         policy: lifecycle.JobPolicy | None = None,
         poll_seconds: float = 0.5,
@@ -88,7 +109,6 @@ class JobService:
         self.storage = storage
         self.gateway = gateway
         self.clock = clock
-        self.parse = parse
         self.policy = policy or lifecycle.JobPolicy()
         self.poll_seconds = poll_seconds
         self.http = http
@@ -100,17 +120,19 @@ class JobService:
     # -- API side ----------------------------------------------------------------------
 
     async def create(
-        self, key: KeyRecord, request: dict[str, Any], webhook_url: str | None
+        self, key: KeyRecord, request: GatewayRequest, body: dict[str, Any],
+        webhook_url: str | None,
     ) -> JobRecord:
-        parsed = self.parse(request)  # refuse a bad request now, not when a worker gets to it
-        self.gateway.catalog.resolve(parsed.model)  # an unknown model too: 404 model_not_found
+        """Store `request` (already parsed: a bad one was refused by the caller) with the
+        JSON `body` it came as."""
+        self.gateway.catalog.resolve(request.model)  # an unknown model: 404 model_not_found
         now = self.clock.epoch()
         job = JobRecord(
             id=new_id("job"),
             tenant=key.tenant,
             project=key.project,
             key_id=key.id,
-            request=request,
+            request=stored_form(body, request),
             status="queued",
             attempts=0,
             run_after=now,
@@ -277,10 +299,11 @@ class JobService:
             err = NotFound("The key that created this job no longer exists or was revoked")
             outcome.update(error=err, retryable=False)
             return
-        stored = job.request
-
         async def parse() -> GatewayRequest:
-            return self.parse(stored)
+            try:
+                return stored_request(job)
+            except ValueError as err:
+                raise InvalidRequest(f"The job's stored request cannot be run: {err}") from None
 
         # A job's run is not cut by the HTTP drain: its lease outlives a restart. Canceled,
         # lease lost or shut down, the ledger says "canceled".

@@ -25,6 +25,7 @@ from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from core import jobs as lifecycle
 from core.catalog import Catalog, restrict_to_providers
+from server.jobview import render_job
 
 log = logging.getLogger("umg")
 
@@ -101,14 +102,10 @@ async def build_services(settings: Settings) -> Services:
             ", ".join(sorted(p.name for p in settings.providers)),
             len(catalog.models),
         )
-    from server.routes.jobs import render_job
-    from server.wire.responses import parse_responses_request
-
     jobs = JobService(
         storage,
         gateway,
         clock,
-        parse_responses_request,
         policy=job_policy(settings),
         poll_seconds=settings.jobs.poll_seconds,
         http=http or httpx.AsyncClient(),

@@ -12,8 +12,8 @@ its own jobs: another tenant's id is a 404.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -21,13 +21,12 @@ from quart_trio import QuartTrio
 from adapters.jobs import JobService
 from adapters.storage.records import JobRecord
 from core import jobs as lifecycle
-from core.billing import format_usd
 from core.errors import InvalidRequest, NotFound
-from core.model import Completion, ToolCall, Usage
 from server.auth import require_key
 from server.http import json_body, to_json
+from server.jobview import render_job
 from server.services import Services
-from server.wire.responses import parse_responses_request, response_object
+from server.wire.responses import parse_responses_request
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait(?:=(\d+))?(?:$|[;,\s])")
 MAX_WAIT = 60
@@ -42,60 +41,6 @@ def prefer_wait() -> float | None:
     if match is None:
         return None
     return float(min(int(match.group(1) or MAX_WAIT), MAX_WAIT))
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def _result(job: JobRecord) -> dict[str, Any] | None:
-    if job.result is None:
-        return None
-    stored = job.result
-    u = stored["usage"]
-    completion = Completion(
-        text=stored["text"],
-        finish_reason=stored["finish_reason"],
-        usage=Usage(
-            input_tokens=u["input_tokens"],
-            output_tokens=u["output_tokens"],
-            cached_input_tokens=u["cached_input_tokens"],
-            cache_write_tokens=u["cache_write_tokens"],
-            reasoning_tokens=u["reasoning_tokens"],
-        ),
-        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in stored["tool_calls"]),
-        upstream_model=stored.get("upstream_model"),
-    )
-    req = parse_responses_request(job.request)
-    return response_object(
-        response_id="resp_" + job.id.removeprefix("job_"),
-        created_at=int(job.created_at.timestamp()),
-        model=req.model,
-        completion=completion,
-        status="completed",
-        error=None,
-        gateway=stored["gateway"],
-        request=req,
-    )
-
-
-def render_job(job: JobRecord) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "object": "job",
-        "status": job.status,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "completed_at": _iso(job.completed_at),
-        "attempts": job.attempts,
-        "request": job.request,
-        "result": _result(job),
-        "error": job.error,
-        "usage": job.result["usage"] if job.result else None,
-        "cost_usd": None if job.cost is None else format_usd(job.cost),
-        "webhook_url": job.webhook_url,
-        "urls": {"get": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"},
-    }
 
 
 def _job_response(job: JobRecord, created: bool) -> Response:
@@ -128,7 +73,8 @@ def register(app: QuartTrio, services: Services) -> None:
         if hook is not None and not (isinstance(hook, str) and hook.startswith(("http://", "https://"))):
             raise InvalidRequest("'webhook_url' must be an http(s) URL", param="webhook_url")
         try:
-            job = await _service(services).create(key, inner, hook)
+            parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
+            job = await _service(services).create(key, parsed, json.loads(to_json(inner)), hook)
         except (InvalidRequest, NotFound) as err:
             err.param = f"request.{err.param}" if err.param else "request"
             raise

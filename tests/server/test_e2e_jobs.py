@@ -39,7 +39,6 @@ from core import jobs as lifecycle
 from core import webhooks
 from core.errors import InvalidRequest
 from server.services import Services
-from server.wire.responses import parse_responses_request
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
 
@@ -200,6 +199,23 @@ async def test_created_job_runs_to_a_responses_shaped_result_with_cost(gateway: 
     (row,) = rows
     assert (row.status, row.model, row.input_tokens) == ("ok", "gpt-4.1", usage["input_tokens"])
     assert row.cost == cost
+
+
+async def test_a_job_with_fractional_numbers_runs_what_was_admitted(gateway: Running) -> None:
+    """Sampling parameters and tool schemas with fractions are ordinary: the job keeps
+    the client's body for display and runs the admitted request (core encoding)."""
+    tool = {"type": "function", "name": "t", "description": "d",
+            "parameters": {"type": "object", "properties": {"x": {"type": "number", "maximum": 0.5}}}}
+    request = {**REQUEST, "temperature": 0.7, "top_p": 0.25, "tools": [tool]}
+    async with gateway.client() as client:
+        r = await create(client, {"request": request})
+        assert r.status_code == 202, r.text
+        assert r.json()["request"] == request
+        done = await until(client, r.json()["id"], {"succeeded", "failed", "canceled"})
+    assert done["status"] == "succeeded", done
+    assert done["result"]["temperature"] == 0.7 and done["result"]["top_p"] == 0.25
+    (row,) = await job_rows(gateway.services)
+    assert row.status == "ok"
 
 
 async def test_prefer_wait_returns_the_finished_job_or_the_unfinished_one_in_time(
@@ -595,7 +611,7 @@ async def test_webhook_retry_schedule_on_a_fake_clock(
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         # the delivery loop touches neither storage nor the gateway
         service = JobService(
-            cast(Storage, None), cast(Gateway, None), clock, parse_responses_request, http=http
+            cast(Storage, None), cast(Gateway, None), clock, http=http
         )
         start = trio.current_time()
         await service._deliver("http://receiver.test/hook", "msg_x", b'{"a":1}', secret)
@@ -676,8 +692,7 @@ async def test_a_run_that_raises_is_logged_and_retried_and_the_worker_goes_on(
             second = (await create(client, {"request": REQUEST})).json()["id"]
             flaky = FlakyStorage(gw.services.storage, {"claim_job", "key_by_id"})
             service = JobService(
-                cast(Storage, flaky), gw.services.gateway, gw.services.clock,
-                parse_responses_request, poll_seconds=0.05,
+                cast(Storage, flaky), gw.services.gateway, gw.services.clock, poll_seconds=0.05,
                 policy=lifecycle.JobPolicy(lease_seconds=1.5, max_attempts=3, base_backoff=0.1),
             )  # fmt: skip
             async with trio.open_nursery() as workers:
@@ -756,8 +771,7 @@ async def test_shutdown_does_not_wait_for_pending_webhook_retries(tmp_path: Path
     )  # fmt: skip
     try:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            service = JobService(storage, cast(Gateway, None), Clock(),
-                                 parse_responses_request, http=http)
+            service = JobService(storage, cast(Gateway, None), Clock(), http=http)
             stopped = trio.Event()
             scope = trio.CancelScope()
 
