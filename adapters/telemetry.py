@@ -4,6 +4,8 @@ Owns: the log format. Every record is one JSON object per line (time, level, log
 message, and any `extra` fields). A redaction filter replaces anything that looks like a
 gateway key (`umg_live_...`) or a provider key (`sk-...`, `sk-ant-...`) with `[redacted]`,
 so a key can never reach the logs, even through an upstream error message.
+Third-party loggers that would log one INFO line per HTTP call (httpx, used for webhook
+deliveries) are held at WARNING whatever the level.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import time
 
 SECRET = re.compile(r"(umg_live_[A-Za-z0-9_]+|sk-ant-[A-Za-z0-9_\-]+|sk-[A-Za-z0-9_\-]{16,})")
+CHATTY_LOGGERS = ("httpx", "httpcore")
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
@@ -45,3 +48,5 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

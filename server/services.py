@@ -19,7 +19,7 @@ from adapters.jobs import JobService
 from adapters.providers.base import Provider
 from adapters.providers.mock import MockProvider
 from adapters.providers.registry import real_providers
-from adapters.providers.transport import HttpxTransport, Transport, default_limits
+from adapters.providers.transport import H11Transport, Transport
 from adapters.runs import RunRegistry
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
@@ -37,7 +37,7 @@ class Services:
     gateway: Gateway
     clock: Clock
     jobs: JobService | None = None
-    http: httpx.AsyncClient | None = None  # shared upstream client (closed on shutdown)
+    transport: Transport | None = None  # the pooled upstream client (closed on shutdown)
 
     @property
     def streams(self) -> RunRegistry:
@@ -45,9 +45,9 @@ class Services:
         return self.gateway.driver.runs
 
     async def close(self) -> None:
-        if self.http is not None:
-            await self.http.aclose()
-        if self.jobs is not None and self.jobs.http is not None and self.jobs.http is not self.http:
+        if self.transport is not None:
+            await self.transport.aclose()
+        if self.jobs is not None and self.jobs.http is not None:
             await self.jobs.http.aclose()
         await self.storage.close()
 
@@ -78,8 +78,7 @@ def serving_catalog(settings: Settings) -> Catalog:
 async def build_services(settings: Settings) -> Services:
     clock = Clock()
     catalog = serving_catalog(settings)
-    http = None if settings.mock_mode else httpx.AsyncClient(limits=default_limits())
-    transport = HttpxTransport(http) if http is not None else None
+    transport = None if settings.mock_mode else H11Transport()
     providers = build_providers(settings, catalog, transport)
     storage = open_storage(settings.database_url)
     await storage.migrate()
@@ -108,11 +107,12 @@ async def build_services(settings: Settings) -> Services:
         clock,
         policy=job_policy(settings),
         poll_seconds=settings.jobs.poll_seconds,
-        http=http or httpx.AsyncClient(),
+        http=httpx.AsyncClient(),  # webhook deliveries
     )
     jobs.render = render_job
     services = Services(
-        settings=settings, storage=storage, gateway=gateway, clock=clock, http=http, jobs=jobs
+        settings=settings, storage=storage, gateway=gateway, clock=clock, transport=transport,
+        jobs=jobs,
     )
     return services
 

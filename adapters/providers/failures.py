@@ -28,9 +28,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-import httpx
-import trio
-
+from adapters.providers import http11
 from adapters.providers.base import ProviderError
 from core.model import FailureKind
 
@@ -248,24 +246,21 @@ def error_from_response(
 
 # ---- transport errors ----------------------------------------------------------------------
 
-# Checked in order: subclasses before their bases.
-TRANSPORT_KINDS: tuple[tuple[type[BaseException], FailureKind], ...] = (
-    (httpx.ConnectTimeout, FailureKind.CONNECT),
-    (httpx.ConnectError, FailureKind.CONNECT),
-    (httpx.PoolTimeout, FailureKind.TIMEOUT),
-    (httpx.TimeoutException, FailureKind.TIMEOUT),
-    (trio.TooSlowError, FailureKind.TIMEOUT),
-    (httpx.RemoteProtocolError, FailureKind.STREAM_CUT),
-    (httpx.ReadError, FailureKind.STREAM_CUT),
-    (httpx.WriteError, FailureKind.CONNECT),
-    (httpx.TransportError, FailureKind.CONNECT),
-)
+# One kind per failure of the HTTP client (`http11`); a failure mid-body is a cut stream.
+TRANSPORT_KINDS: Mapping[type[http11.TransportFailure], FailureKind] = {
+    http11.ConnectFailed: FailureKind.CONNECT,
+    http11.ConnectTimedOut: FailureKind.CONNECT,
+    http11.PoolTimedOut: FailureKind.TIMEOUT,
+    http11.SendFailed: FailureKind.CONNECT,
+    http11.ResponseTimedOut: FailureKind.TIMEOUT,
+    http11.ResponseCut: FailureKind.STREAM_CUT,
+    http11.RequestRejected: FailureKind.AUTH,  # the provider key is not a valid header value
+}
 
 
 def transport_error(
-    exc: BaseException, what: str, *, secrets: Iterable[str | None] = ()
+    exc: http11.TransportFailure, *, secrets: Iterable[str | None] = ()
 ) -> ProviderError:
-    """Map an httpx / trio exception raised while `what` (e.g. "waiting for headers")."""
-    kind = next((k for t, k in TRANSPORT_KINDS if isinstance(exc, t)), FailureKind.CONNECT)
-    detail = str(exc) or type(exc).__name__
-    return ProviderError(kind, _detail(f"{kind.value} while {what}: {detail}", secrets))
+    """The ProviderError for a failure of the HTTP client (`exc.what`: its phase)."""
+    kind = TRANSPORT_KINDS.get(type(exc), FailureKind.CONNECT)
+    return ProviderError(kind, _detail(f"{kind.value} while {exc.what}: {exc.detail}", secrets))

@@ -1,43 +1,60 @@
 """The HTTP transport the provider adapters speak through: one small, swappable interface.
 
 Owns: sending a JSON POST and getting back either the whole answer or a streamed body,
-with the gateway's four timeouts, and translating every transport exception into a
-`ProviderError` at this boundary (mapping table: `failures.TRANSPORT_KINDS`).
+with the gateway's four timeouts, and turning every transport failure into a
+`ProviderError` at this boundary (mapping table: `failures.TRANSPORT_KINDS`). The
+connections, the pool and HTTP/1.1 itself are `http11`'s (h11 + trio).
 
-Interface (`Transport`, a Protocol, so a faster client can replace httpx later):
+Interface (`Transport`, a Protocol):
 - `await post_json(url, headers, body, *, timeouts) -> HttpResponse(status, headers, body)`
 - `async with stream_post(url, headers, body, *, timeouts) as r:` gives a `StreamResponse`
-  with `status`, `headers`, `chunks` (an async iterator of bytes) and `await r.read()`.
-  Leaving the block (normally, by error, by cancellation) closes the upstream response;
-  an unfinished body is never returned to the pool, so the connection is closed.
+  with `status`, `headers`, `chunks` (an async iterator of bytes, each piece as it
+  arrives) and `await r.read()`. Leaving the block (normally, by error, by cancellation)
+  ends the exchange; an unfinished body is never returned to the pool: the connection
+  is closed.
 
-Timeouts (`base.Timeouts`):
-- connect: httpx's connect (and pool) timeout.
-- first byte: httpx's read timeout while waiting for the response headers, and a trio
-  deadline of connect + first_byte around the whole headers phase.
-- idle: enforced per chunk with `trio.fail_at` (and httpx's read timeout is switched to
-  it once the headers are in); no cancel scope is ever held open across a `yield` to
-  the caller, so a caller's own work is never cancelled by our deadlines.
-- total: a trio deadline over the whole call (headers and every chunk).
-Header names in responses are lower-case. Response bodies in errors are capped.
+Timeouts (`base.Timeouts`), measured from the start of the call:
+- connect: waiting for a free pooled connection, and (again) opening a new one.
+- first byte: from the request being sent until the response headers are in; for
+  `post_json` also the longest wait for each further piece of the body.
+- idle: the longest wait between two stream chunks.
+- total: a deadline over the whole call (headers and every chunk).
+No cancel scope is held open across a `yield` to the caller, so a caller's own work is
+never cancelled by our deadlines. Header names in responses are lower-case. Response
+bodies in errors are capped. Failure messages never contain request header values (the
+provider key): they are redacted from every transport message.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NamedTuple, Protocol
 
-import httpx
+import h11
 import trio
 from attrs import define
 
 from adapters.providers.base import ProviderError, Timeouts
 from adapters.providers.failures import transport_error
+from adapters.providers.http11 import (
+    ConnectionPool,
+    Exchange,
+    PoolLimits,
+    RequestRejected,
+    Target,
+    TransportFailure,
+    parse_target,
+)
 from core.model import FailureKind
 
 ERROR_BODY_LIMIT = 64 * 1024
+USER_AGENT = b"unified-model-gateway"
+JSON = b"application/json"
+EVENT_STREAM = b"text/event-stream"
+REJECTED = "a request header is not valid in HTTP/1.1 (check the provider key)"
 
 
 class HttpResponse(NamedTuple):
@@ -78,17 +95,16 @@ def encode_json(body: object) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def default_limits() -> httpx.Limits:
-    return httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
-
-
 class _Chunks:
-    """Reads an httpx body chunk by chunk, each read bounded by idle and total deadlines."""
+    """A streamed body piece by piece, each read bounded by the idle and total deadlines."""
 
-    def __init__(self, response: httpx.Response, idle: float, deadline: float) -> None:
-        self._source = response.aiter_bytes()
+    def __init__(
+        self, exchange: Exchange, idle: float, deadline: float, secrets: tuple[str, ...]
+    ) -> None:
+        self._exchange = exchange
         self._idle = idle
         self._deadline = deadline
+        self._secrets = secrets
         self._done = False
 
     def __aiter__(self) -> _Chunks:
@@ -100,88 +116,94 @@ class _Chunks:
         idle_at = trio.current_time() + self._idle
         what = "waiting for the next chunk" if idle_at < self._deadline else "streaming (total)"
         try:
-            with trio.fail_at(min(idle_at, self._deadline)):
-                return await self._source.__anext__()
-        except StopAsyncIteration:
+            chunk = await self._exchange.receive(min(idle_at, self._deadline), what)
+        except TransportFailure as exc:
             self._done = True
-            raise
-        except (httpx.TransportError, trio.TooSlowError) as exc:
+            raise transport_error(exc, secrets=self._secrets) from None
+        if not chunk:
             self._done = True
-            err = transport_error(exc, what)
-            if isinstance(exc, httpx.TransportError) and err.kind is FailureKind.CONNECT:
-                err = ProviderError(FailureKind.STREAM_CUT, err.message)
-            raise err from None
+            raise StopAsyncIteration
+        return chunk
 
 
-def _set_read_timeout(request: httpx.Request, seconds: float) -> None:
-    """From now on httpx's per-read timeout is the idle one (it was first_byte).
-
-    httpcore reads `extensions["timeout"]["read"]` when the body iteration starts, and
-    httpx hands it the same dict; if a future version copies it, reads stay bounded by
-    first_byte as well as by our per-chunk trio deadline (still correct, only stricter).
-    """
-    timeout = request.extensions.get("timeout")
-    if isinstance(timeout, dict):
-        timeout["read"] = seconds
-
-
-class HttpxTransport:
-    """`Transport` over one shared `httpx.AsyncClient` (connection pooling via Limits)."""
+class H11Transport:
+    """`Transport` over one `http11.ConnectionPool` (keep-alive, bounded per origin)."""
 
     def __init__(
-        self, client: httpx.AsyncClient | None = None, *, limits: httpx.Limits | None = None
+        self, *, limits: PoolLimits | None = None, ssl_context: ssl.SSLContext | None = None
     ) -> None:
-        self._client = client or httpx.AsyncClient(limits=limits or default_limits())
+        self._pool = ConnectionPool(limits, ssl_context)
+        self._targets: dict[str, Target] = {}
 
-    @staticmethod
-    def _timeout(timeouts: Timeouts, read: float) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=timeouts.connect, read=read, write=timeouts.first_byte, pool=timeouts.connect
-        )
+    def _target(self, url: str) -> Target:
+        target = self._targets.get(url)
+        if target is None:
+            try:
+                target = parse_target(url)
+            except ValueError as exc:
+                raise ProviderError(
+                    FailureKind.CONNECT, f"the provider URL is not usable: {exc}"
+                ) from None
+            if len(self._targets) < 1024:  # provider URLs are few; never grow without bound
+                self._targets[url] = target
+        return target
 
-    def _request(
-        self, url: str, headers: Mapping[str, str], body: object, timeout: httpx.Timeout
-    ) -> httpx.Request:
-        all_headers = {"content-type": "application/json", "accept": "application/json"}
-        all_headers.update(headers)
-        return self._client.build_request(
-            "POST", url, headers=all_headers, content=encode_json(body), timeout=timeout
-        )
+    async def _open(
+        self, url: str, headers: Mapping[str, str], body: object, accept: bytes,
+        timeouts: Timeouts, deadline: float,
+    ) -> Exchange:
+        target = self._target(url)
+        payload = encode_json(body)
+        fields = [
+            (b"host", target.authority),
+            (b"user-agent", USER_AGENT),
+            (b"content-type", JSON),
+            (b"accept", accept),
+            (b"content-length", b"%d" % len(payload)),
+        ]
+        fields.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
+        try:
+            head = h11.Request(method=b"POST", target=target.path, headers=fields)
+            return await self._pool.open(
+                target, head, payload, connect=timeouts.connect,
+                first_byte=timeouts.first_byte, deadline=deadline,
+            )
+        except h11.LocalProtocolError:  # its text would quote the header: never passed on
+            rejected = RequestRejected("encoding the request", REJECTED)
+            raise transport_error(rejected) from None
+        except TransportFailure as exc:
+            raise transport_error(exc, secrets=tuple(headers.values())) from None
 
     async def post_json(
         self, url: str, headers: Mapping[str, str], body: object, *, timeouts: Timeouts
     ) -> HttpResponse:
-        request = self._request(url, headers, body, self._timeout(timeouts, timeouts.first_byte))
+        deadline = trio.current_time() + timeouts.total
+        exchange = await self._open(url, headers, body, JSON, timeouts, deadline)
+        data = bytearray()
         try:
-            with trio.fail_after(timeouts.total):
-                response = await self._client.send(request)
-        except (httpx.TransportError, trio.TooSlowError) as exc:
-            raise transport_error(exc, "waiting for the response") from None
-        return HttpResponse(response.status_code, dict(response.headers.items()), response.content)
+            while True:
+                by = min(deadline, trio.current_time() + timeouts.first_byte)
+                chunk = await exchange.receive(by, "reading the response")
+                if not chunk:
+                    break
+                data += chunk
+        except TransportFailure as exc:
+            raise transport_error(exc, secrets=tuple(headers.values())) from None
+        finally:
+            exchange.close()
+        return HttpResponse(exchange.status, exchange.headers, bytes(data))
 
     @asynccontextmanager
     async def stream_post(
         self, url: str, headers: Mapping[str, str], body: object, *, timeouts: Timeouts
     ) -> AsyncIterator[StreamResponse]:
-        start = trio.current_time()
-        deadline = start + timeouts.total
-        request = self._request(url, headers, body, self._timeout(timeouts, timeouts.first_byte))
-        request.headers["accept"] = "text/event-stream"
+        deadline = trio.current_time() + timeouts.total
+        exchange = await self._open(url, headers, body, EVENT_STREAM, timeouts, deadline)
         try:
-            with trio.fail_at(min(deadline, start + timeouts.connect + timeouts.first_byte)):
-                response = await self._client.send(request, stream=True)
-        except (httpx.TransportError, trio.TooSlowError) as exc:
-            raise transport_error(exc, "waiting for the response headers") from None
-        _set_read_timeout(request, timeouts.idle)
-        try:
-            yield StreamResponse(
-                response.status_code,
-                dict(response.headers.items()),
-                _Chunks(response, timeouts.idle, deadline),
-            )
+            chunks = _Chunks(exchange, timeouts.idle, deadline, tuple(headers.values()))
+            yield StreamResponse(exchange.status, exchange.headers, chunks)
         finally:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
-                await response.aclose()
+            exchange.close()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()

@@ -10,7 +10,7 @@ from adapters.config import ConfigError, ProviderSettings, load_settings
 from adapters.providers.openai import OpenAIProvider
 from adapters.providers.openai_responses import OpenAIResponsesProvider
 from adapters.providers.registry import real_providers
-from adapters.providers.transport import HttpxTransport
+from adapters.providers.transport import H11Transport
 
 ENV = {"OPENAI_API_KEY": "sk-openai-key-123456789", "ANTHROPIC_API_KEY": "sk-ant-key-987654321"}
 
@@ -42,7 +42,7 @@ def test_api_must_be_a_string(tmp_path: Path) -> None:
     ("chat", OpenAIProvider), ("responses", OpenAIResponsesProvider),
 ])
 async def test_registry_picks_the_adapter_by_api(api: str, cls: type) -> None:
-    transport = HttpxTransport()
+    transport = H11Transport()
     configured = (ProviderSettings(name="openai", kind="openai", base_url="http://o/v1",
                                    api_key="sk-secret-openai-key", api=api),)
     built = real_providers(configured, transport)
@@ -52,7 +52,7 @@ async def test_registry_picks_the_adapter_by_api(api: str, cls: type) -> None:
 
 
 async def test_registry_rejects_an_unknown_api(tmp_path: Path) -> None:
-    transport = HttpxTransport()
+    transport = H11Transport()
     providers = settings_with(tmp_path, '[providers.openai]\napi = "assistants"\n')
     with pytest.raises(ConfigError, match="unknown api 'assistants'.*chat, responses"):
         real_providers(providers.values(), transport)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-import trio
 
+from adapters.providers import http11
 from adapters.providers.failures import (
+    TRANSPORT_KINDS,
     error_from_payload,
     error_from_response,
     parse_go_duration,
@@ -148,15 +148,21 @@ def test_long_upstream_text_is_truncated() -> None:
 
 
 @pytest.mark.parametrize(("exc", "kind"), [
-    (httpx.ConnectError("refused"), K.CONNECT),
-    (httpx.ConnectTimeout("slow connect"), K.CONNECT),
-    (httpx.ReadTimeout("slow read"), K.TIMEOUT),
-    (httpx.PoolTimeout("pool"), K.TIMEOUT),
-    (trio.TooSlowError(), K.TIMEOUT),
-    (httpx.RemoteProtocolError("peer closed"), K.STREAM_CUT),
-    (httpx.ReadError("reset"), K.STREAM_CUT),
+    (http11.ConnectFailed("connecting", "refused"), K.CONNECT),
+    (http11.ConnectTimedOut("connecting", "timed out"), K.CONNECT),
+    (http11.PoolTimedOut("waiting for a free connection", "busy"), K.TIMEOUT),
+    (http11.SendFailed("sending the request", "reset"), K.CONNECT),
+    (http11.ResponseTimedOut("reading", "timed out"), K.TIMEOUT),
+    (http11.ResponseCut("reading", "peer closed"), K.STREAM_CUT),
+    (http11.RequestRejected("encoding the request", "bad header"), K.AUTH),
 ])
-def test_transport_exceptions(exc: BaseException, kind: K) -> None:
-    err = transport_error(exc, "reading")
+def test_transport_failures(exc: http11.TransportFailure, kind: K) -> None:
+    err = transport_error(exc, secrets=(KEY,))
     assert err.kind is kind
-    assert "reading" in err.message
+    assert exc.what in err.message and exc.detail in err.message
+
+
+def test_every_transport_failure_has_a_kind() -> None:
+    classes = {c for c in vars(http11).values()
+               if isinstance(c, type) and issubclass(c, http11.TransportFailure)}
+    assert classes - {http11.TransportFailure} == set(TRANSPORT_KINDS)

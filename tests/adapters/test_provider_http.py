@@ -14,7 +14,7 @@ from adapters.providers.anthropic import AnthropicProvider
 from adapters.providers.base import Provider, ProviderError, Timeouts
 from adapters.providers.openai import OpenAIProvider
 from adapters.providers.openai_compatible import OpenAICompatibleProvider
-from adapters.providers.transport import HttpxTransport
+from adapters.providers.transport import H11Transport
 from core.catalog import Deployment, Price
 from core.model import (
     FailureKind,
@@ -44,7 +44,7 @@ FORMATS = ["openai", "compatible", "anthropic"]
 
 @asynccontextmanager
 async def setup(kind: str) -> AsyncIterator[tuple[FakeProvider, Provider]]:
-    transport = HttpxTransport()
+    transport = H11Transport()
     async with running_fake_provider() as fake:
         provider: Provider
         if kind == "openai":
@@ -217,7 +217,7 @@ async def test_cut_mid_stream_is_stream_cut(kind: str) -> None:
         fake.script(Fault(cut_after=3))
         err = await fails(lambda: collect(provider))
         assert err.kind is FailureKind.STREAM_CUT
-        assert fake.streams_cut == 1
+        await fake.wait_for(lambda f: f.streams_cut == 1)
 
 
 @pytest.mark.parametrize("kind", FORMATS)
@@ -268,7 +268,7 @@ async def test_connections_are_reused() -> None:
 
 
 async def test_connect_refused_is_connect() -> None:
-    transport = HttpxTransport()
+    transport = H11Transport()
     async with running_fake_provider() as fake:
         url = fake.openai_base_url
     provider = OpenAIProvider(base_url=url, api_key=KEY, transport=transport)  # server is gone

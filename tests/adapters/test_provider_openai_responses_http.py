@@ -13,7 +13,7 @@ import trio
 
 from adapters.providers.base import ProviderError, Timeouts
 from adapters.providers.openai_responses import OpenAIResponsesProvider
-from adapters.providers.transport import HttpxTransport
+from adapters.providers.transport import H11Transport
 from core.catalog import Deployment, Price
 from core.model import (
     FailureKind,
@@ -44,7 +44,7 @@ ASK_INPUT = 12
 
 @asynccontextmanager
 async def setup() -> AsyncIterator[tuple[FakeProvider, OpenAIResponsesProvider]]:
-    transport = HttpxTransport()
+    transport = H11Transport()
     async with running_fake_provider() as fake:
         provider = OpenAIResponsesProvider(base_url=fake.openai_base_url, api_key=KEY,
                                            transport=transport)

@@ -53,7 +53,8 @@ Faults: `fake.script(Fault(...), ...)` queues faults; each request takes the nex
   contain "{api_key}", replaced by the key the request carried (to test redaction).
 - `headers={...}`: extra response headers (retry-after, x-ratelimit-*, ...), any answer.
 - `delay=S`: wait S seconds before the response headers.
-- `reset=True`: close the TCP connection without answering (after `delay`).
+- `reset=True`: close the TCP connection without answering (after `delay`); on a reused
+  connection this is what a client sees when the server closed it at that very moment.
 - `chunk_delay=S`: wait S seconds between stream chunks.
 - `stall_after=K` (`stall_for=S`, default 3600): after K chunks, go silent for S seconds.
 - `cut_after=K`: after K chunks, close the TCP connection (incomplete chunked body).
@@ -62,6 +63,11 @@ Faults: `fake.script(Fault(...), ...)` queues faults; each request takes the nex
   `data: {"error": {... server_error}}`; Responses `event: error` code server_error;
   Anthropic `event: error` overloaded_error), end. Error bodies on /v1/responses are
   OpenAI-shaped.
+- `close_after=True`: answer, then close the connection (a keep-alive connection the
+  server drops while the client holds it idle; no `connection: close` header is sent).
+
+TLS: `running_fake_provider(ssl_context=ctx)` serves HTTPS with that server context;
+`base_url` is then `https://127.0.0.1:PORT`.
 
 Outages: `fake.outages[path] = Fault(...)` gives every request on `path` (for example
 "/v1/chat/completions": all of OpenAI) that fault while no scripted fault is queued;
@@ -74,7 +80,8 @@ error event after two chunks); `fake.chaos.counts` says what was injected.
 Records and counters (read them after the call):
 - `fake.requests`: every `RecordedRequest(method, path, headers, body)` received, in
   order; headers have lower-case names; `.json()` parses the body.
-- `fake.connections_opened`; `fake.streams_started`, `streams_completed`, `streams_cut`
+- `fake.connections_opened`; `fake.connections_open` (now) and `fake.peak_connections`
+  (most open at once); `fake.streams_started`, `streams_completed`, `streams_cut`
   (cut by a fault), `streams_aborted` (the client closed the connection mid-stream);
   `fake.client_disconnects` (the client left before any response finished, including
   aborted streams and delayed headers). While waiting (delay, chunk_delay, stall) the

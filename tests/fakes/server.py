@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -40,6 +41,7 @@ class Fault:
     malformed_after: int | None = None
     error_event_after: int | None = None
     reset: bool = False
+    close_after: bool = False
 
 
 NO_FAULT = Fault()
@@ -97,7 +99,7 @@ class _Gone(Exception):
 
 @define
 class _Conn:
-    stream: trio.SocketStream
+    stream: trio.abc.Stream
     h11: h11.Connection = field(factory=lambda: h11.Connection(h11.SERVER))
 
     async def send(self, event: Any) -> None:
@@ -127,6 +129,8 @@ class FakeProvider:
     chaos: Chaos | None = None
     requests: list[RecordedRequest] = field(factory=list)
     connections_opened: int = 0
+    connections_open: int = 0
+    peak_connections: int = 0
     streams_started: int = 0
     streams_completed: int = 0
     streams_aborted: int = 0
@@ -147,8 +151,10 @@ class FakeProvider:
 
     # ---- connection handling -------------------------------------------------------------
 
-    async def serve_connection(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
         self.connections_opened += 1
+        self.connections_open += 1
+        self.peak_connections = max(self.peak_connections, self.connections_open)
         conn = _Conn(stream)
         try:
             while True:
@@ -156,7 +162,8 @@ class FakeProvider:
                 if request is None:
                     return
                 self.requests.append(request)
-                await self._respond(conn, request)
+                if await self._respond(conn, request):
+                    return
                 if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
                     return
                 conn.h11.start_next_cycle()
@@ -165,7 +172,8 @@ class FakeProvider:
         except (_Gone, *_NET_ERRORS):
             self.client_disconnects += 1
         finally:
-            await stream.aclose()
+            self.connections_open -= 1
+            await trio.aclose_forcefully(stream)
 
     async def _read_request(self, conn: _Conn) -> RecordedRequest | None:
         head: h11.Request | None = None
@@ -185,17 +193,22 @@ class FakeProvider:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _respond(self, conn: _Conn, request: RecordedRequest) -> None:
-        fmt = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic",
-               "/v1/responses": "responses"}.get(request.path.split("?")[0])
+    async def _respond(self, conn: _Conn, request: RecordedRequest) -> bool:
+        """Answer `request`; True when the connection is to be closed afterwards."""
         fault = self.faults.popleft() if self.faults else self.outages.get(
             request.path.split("?")[0], NO_FAULT)
         if fault is NO_FAULT and self.chaos is not None:
             fault = self.chaos.pick(_wants_stream(request))
+        await self._answer(conn, request, fault)
+        return fault.close_after
+
+    async def _answer(self, conn: _Conn, request: RecordedRequest, fault: Fault) -> None:
+        fmt = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic",
+               "/v1/responses": "responses"}.get(request.path.split("?")[0])
         if fault.delay:
             await conn.wait(fault.delay)
         if fault.reset:
-            await conn.stream.aclose()
+            await trio.aclose_forcefully(conn.stream)
             raise _Cut()
         if fmt is None or request.method != "POST":
             await self._send_whole(conn, 404, {}, b'{"error":{"message":"not found"}}')
@@ -272,7 +285,7 @@ class FakeProvider:
         if fault.stall_after == sent:
             await conn.wait(fault.stall_for)
         if fault.cut_after == sent:
-            await conn.stream.aclose()
+            await trio.aclose_forcefully(conn.stream)
             raise _Cut()
         if fault.malformed_after == sent:
             await conn.send(h11.Data(data=b'data: {"choices": [{"delta": \n\n'))
@@ -301,13 +314,21 @@ class _Cut(Exception):
 
 
 @asynccontextmanager
-async def running_fake_provider() -> AsyncIterator[FakeProvider]:
-    """Start a FakeProvider on 127.0.0.1 (port 0) in a nursery; stop it on exit."""
+async def running_fake_provider(
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[FakeProvider]:
+    """Start a FakeProvider on 127.0.0.1 (port 0) in a nursery; stop it on exit.
+    With `ssl_context` (a server context) it speaks HTTPS."""
     fake = FakeProvider()
     async with trio.open_nursery() as nursery:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        fake.base_url = f"http://127.0.0.1:{port}"
+        tcp = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[Any]] = list(tcp)
+        scheme = "http"
+        if ssl_context is not None:
+            listeners = [trio.SSLListener(t, ssl_context, https_compatible=True) for t in tcp]
+            scheme = "https"
+        fake.base_url = f"{scheme}://127.0.0.1:{port}"
         nursery.start_soon(trio.serve_listeners, fake.serve_connection, listeners)
         try:
             yield fake

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
 import pytest
 import trio
 
 from adapters.config import JobSettings, LimitSettings, Settings, load_settings
 from adapters.providers.base import Timeouts
-from adapters.providers.transport import HttpxTransport
+from adapters.providers.transport import H11Transport
 from core.attempts import AttemptPolicy
 from core.health import HealthPolicy
 from server.cli import _parser
@@ -337,8 +336,9 @@ async def test_documented_example_config_loads(tmp_path: Path) -> None:
     }
     live = load_settings(env, config_path=str(cfg))
     assert {p.name for p in live.providers} >= {"openai", "anthropic"}
-    async with httpx.AsyncClient() as http:
-        providers = build_providers(live, serving_catalog(live), HttpxTransport(http))
+    transport = H11Transport()
+    providers = build_providers(live, serving_catalog(live), transport)
+    await transport.aclose()
     assert {"openai", "anthropic", *(c["name"] for c in raw["providers"]["compatible"])} <= set(providers)
 
 

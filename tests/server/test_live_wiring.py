@@ -12,14 +12,14 @@ from adapters.providers.anthropic import AnthropicProvider
 from adapters.providers.openai import OpenAIProvider
 from adapters.providers.openai_compatible import OpenAICompatibleProvider
 from adapters.providers.registry import real_providers
-from adapters.providers.transport import HttpxTransport
+from adapters.providers.transport import H11Transport
 from server.services import serving_catalog
 from tests.fakes import running_fake_provider
 from tests.server.live import PROVIDER_KEYS, live_gateway
 
 
 async def test_registry_builds_one_adapter_per_configured_provider() -> None:
-    transport = HttpxTransport()
+    transport = H11Transport()
     configured = (
         ProviderSettings(name="openai", kind="openai", base_url="http://o/v1", api_key="sk-o"),
         ProviderSettings(name="anthropic", kind="anthropic", base_url="http://a", api_key="sk-a"),
@@ -50,7 +50,7 @@ async def test_registry_builds_one_adapter_per_configured_provider() -> None:
 async def test_registry_rejects_bad_configuration(
     configured: tuple[ProviderSettings, ...], message: str
 ) -> None:
-    transport = HttpxTransport()
+    transport = H11Transport()
     with pytest.raises(ConfigError, match=message):
         real_providers(configured, transport)
     await transport.aclose()

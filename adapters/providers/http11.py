@@ -1,0 +1,395 @@
+"""A pooled HTTP/1.1 client on h11 + trio: the engine under the provider transport.
+
+Owns: connections to upstream origins (plain TCP or TLS), the bounded pool per origin,
+one request/response exchange on a connection, and when a connection may be reused. It
+knows nothing of providers or JSON; `transport.py` speaks through it.
+
+Rules:
+- Bound: at most `PoolLimits.max_connections` connections per origin (scheme, host,
+  port) are open at once; a caller waits for a free one until its connect deadline
+  (`PoolTimedOut`). Idle connections are kept, most recently used first, up to
+  `max_idle` per origin and for at most `keepalive_expiry` seconds; one that has turned
+  readable while idle (the server closed it) is dropped when it is taken out.
+- Reuse: a connection goes back to the pool only after a complete response to a complete
+  request, when neither side asked to close. Leaving an exchange early (error, early
+  close, cancellation) closes its connection: a half-read connection is never reused.
+- Stale connections: when a connection taken from the pool fails before one byte of the
+  response arrived (the send fails, or EOF or a reset comes first), the request is sent
+  once more on a fresh connection. A fresh connection is never retried.
+- TLS for https origins: `trio.SSLStream` over TCP with the given context (by default
+  `ssl.create_default_context()`: certificates and host names are verified).
+- Failures are `TransportFailure` subclasses naming the phase (`what`); which
+  `FailureKind` each is lives in `failures.TRANSPORT_KINDS`. Their text never holds
+  request headers or bodies (h11's complaints about our own request are not passed on).
+- Deadlines are absolute `trio.current_time()` values chosen by the caller; no cancel
+  scope is held open across a return to the caller.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+from collections import deque
+from urllib.parse import urlsplit
+
+import h11
+import trio
+from attrs import frozen
+
+RECEIVE_BYTES = 65536
+_NET_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@frozen
+class PoolLimits:
+    max_connections: int = 200  # per origin, open at once
+    max_idle: int = 50  # per origin, kept for reuse
+    keepalive_expiry: float = 30.0  # seconds an idle connection is kept
+
+
+@frozen
+class Origin:
+    scheme: str  # "http" | "https"
+    host: str
+    port: int
+
+
+@frozen
+class Target:
+    origin: Origin
+    path: bytes  # path and query, as sent on the request line
+    authority: bytes  # the Host header
+
+
+def parse_target(url: str) -> Target:
+    """The origin, request target and Host header of an http(s) URL (ValueError if not one)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme {scheme!r} (expected http or https)")
+    host = parts.hostname
+    if not host:
+        raise ValueError("the URL has no host")
+    default = 443 if scheme == "https" else 80
+    port = parts.port or default
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    shown = f"[{host}]" if ":" in host else host
+    authority = shown if port == default else f"{shown}:{port}"
+    return Target(Origin(scheme, host, port), path.encode("ascii"), authority.encode("idna"))
+
+
+# ---- failures ----------------------------------------------------------------------------
+
+
+class TransportFailure(Exception):
+    """A failure in one phase of an exchange (`what`), with a detail that is safe to show."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.what = what
+        self.detail = detail
+
+
+class ConnectFailed(TransportFailure):
+    """Refused, reset, unreachable, DNS or TLS handshake/verification failure."""
+
+
+class ConnectTimedOut(TransportFailure):
+    pass
+
+
+class PoolTimedOut(TransportFailure):
+    """Every connection to the origin stayed busy until the connect deadline."""
+
+
+class RequestRejected(TransportFailure):
+    """Our own request could not be encoded (e.g. a header value with a line break)."""
+
+
+class SendFailed(TransportFailure):
+    pass
+
+
+class ResponseTimedOut(TransportFailure):
+    pass
+
+
+class ResponseCut(TransportFailure):
+    """The connection ended or broke, or the server broke HTTP, before the response ended."""
+
+
+class _Stale(Exception):
+    """The connection failed before any response byte; `failure` if it is not retried."""
+
+    def __init__(self, failure: TransportFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def _describe(exc: BaseException) -> str:
+    """A short text for a network exception (the SSL reason for a broken TLS stream)."""
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+# ---- connections -------------------------------------------------------------------------
+
+
+class _Connection:
+    __slots__ = ("h11", "idle_since", "sock", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
+        self.stream = stream
+        self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        """Close at once (no TLS close_notify: the connection is being dropped)."""
+        self.sock.close()
+
+    def looks_closed(self) -> bool:
+        """An idle connection with something to read has been closed (or spoiled) by the server."""
+        fd = self.sock.fileno()
+        if fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+
+
+class _OriginPool:
+    __slots__ = ("idle", "slots")
+
+    def __init__(self, limits: PoolLimits) -> None:
+        self.slots = trio.Semaphore(limits.max_connections)
+        self.idle: deque[_Connection] = deque()
+
+
+class Exchange:
+    """One response being read. `close()` must follow (idempotent; use `finally`)."""
+
+    __slots__ = ("_conn", "_home", "_pool", "headers", "status")
+
+    def __init__(
+        self, pool: ConnectionPool, home: _OriginPool, conn: _Connection, response: h11.Response
+    ) -> None:
+        self._pool = pool
+        self._home: _OriginPool | None = home
+        self._conn: _Connection | None = conn
+        self.status = response.status_code
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}
+
+    async def receive(self, by: float, what: str) -> bytes:
+        """The next piece of the body, b"" at its end; waits until `by` at most."""
+        conn = self._conn
+        while conn is not None:
+            try:
+                event = conn.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.close()
+                raise ResponseCut(what, f"the server broke HTTP/1.1 ({exc})") from None
+            if event is h11.NEED_DATA:
+                try:
+                    with trio.fail_at(by):
+                        data = await conn.stream.receive_some(RECEIVE_BYTES)
+                except trio.TooSlowError:
+                    self.close()
+                    raise ResponseTimedOut(what, "timed out") from None
+                except _NET_ERRORS as exc:
+                    self.close()
+                    raise ResponseCut(what, _describe(exc)) from None
+                conn.h11.receive_data(bytes(data))  # b"" is EOF: ends a close-delimited body
+            elif isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._finish(conn)
+                return b""
+            else:  # ConnectionClosed before the end of the body
+                self.close()
+                raise ResponseCut(what, "the server closed the connection")
+        return b""
+
+    def _finish(self, conn: _Connection) -> None:
+        state = conn.h11
+        self._conn = None
+        home = self._home
+        if home is not None and state.our_state is h11.DONE and state.their_state is h11.DONE:
+            state.start_next_cycle()
+            self._pool.check_in(home, conn)
+        else:
+            conn.close()
+        self._release()
+
+    def close(self) -> None:
+        """Leave the exchange; an unfinished connection is closed, never pooled."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._home is not None:
+            self._home.slots.release()
+            self._home = None
+
+
+class ConnectionPool:
+    def __init__(self, limits: PoolLimits | None = None, ssl_context: ssl.SSLContext | None = None):
+        self._limits = limits or PoolLimits()
+        self._ssl_context = ssl_context
+        self._origins: dict[Origin, _OriginPool] = {}
+        self._closed = False
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:  # built on first use: loading the CA store takes ms
+            self._ssl_context = ssl.create_default_context()
+            self._ssl_context.set_alpn_protocols(["http/1.1"])
+        return self._ssl_context
+
+    async def open(
+        self, target: Target, head: h11.Request, body: bytes, *,
+        connect: float, first_byte: float, deadline: float,
+    ) -> Exchange:
+        """Send one request and wait for its response head (see the module rules)."""
+        home = self._origins.get(target.origin)
+        if home is None:
+            home = self._origins.setdefault(target.origin, _OriginPool(self._limits))
+        try:
+            with trio.fail_at(min(deadline, trio.current_time() + connect)):
+                await home.slots.acquire()
+        except trio.TooSlowError:
+            raise PoolTimedOut(
+                "waiting for a free connection",
+                f"all {self._limits.max_connections} connections to the upstream are busy",
+            ) from None
+        try:
+            conn = self._check_out(home)
+            if conn is not None:
+                try:
+                    return Exchange(self, home, conn, await self._send(conn, head, body, first_byte, deadline))
+                except _Stale:
+                    pass  # closed by _send; go on with a fresh connection
+            conn = await self._connect(target.origin, min(deadline, trio.current_time() + connect))
+            try:
+                response = await self._send(conn, head, body, first_byte, deadline)
+            except _Stale as stale:
+                raise stale.failure from None
+            return Exchange(self, home, conn, response)
+        except BaseException:
+            home.slots.release()
+            raise
+
+    def _check_out(self, home: _OriginPool) -> _Connection | None:
+        idle = home.idle
+        oldest_kept = trio.current_time() - self._limits.keepalive_expiry
+        while idle and idle[0].idle_since < oldest_kept:
+            idle.popleft().close()
+        while idle:
+            conn = idle.pop()
+            if not conn.looks_closed():
+                return conn
+            conn.close()
+        return None
+
+    def check_in(self, home: _OriginPool, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            return
+        conn.idle_since = trio.current_time()
+        home.idle.append(conn)
+        while len(home.idle) > self._limits.max_idle:
+            home.idle.popleft().close()
+
+    async def _connect(self, origin: Origin, by: float) -> _Connection:
+        tcp: trio.SocketStream | None = None
+        try:
+            with trio.fail_at(by):
+                tcp = await trio.open_tcp_stream(origin.host, origin.port)
+                if origin.scheme != "https":
+                    return _Connection(tcp, tcp.socket)
+                tls = trio.SSLStream(
+                    tcp, self._tls(), server_hostname=origin.host, https_compatible=True
+                )
+                await tls.do_handshake()
+                return _Connection(tls, tcp.socket)
+        except trio.TooSlowError:
+            if tcp is not None:
+                tcp.socket.close()
+            raise ConnectTimedOut("connecting", "timed out") from None
+        except _NET_ERRORS as exc:
+            if tcp is not None:
+                tcp.socket.close()
+            raise ConnectFailed("connecting", _describe(exc)) from None
+        except BaseException:
+            if tcp is not None:
+                tcp.socket.close()
+            raise
+
+    async def _send(
+        self, conn: _Connection, head: h11.Request, body: bytes, first_byte: float, deadline: float
+    ) -> h11.Response:
+        """Send the request and read the response head; closes `conn` on any failure."""
+        try:
+            return await self._exchange_head(conn, head, body, first_byte, deadline)
+        except BaseException:
+            conn.close()
+            raise
+
+    async def _exchange_head(
+        self, conn: _Connection, head: h11.Request, body: bytes, first_byte: float, deadline: float
+    ) -> h11.Response:
+        state = conn.h11
+        try:
+            data = state.send(head) or b""
+            if body:
+                data += state.send(h11.Data(data=body)) or b""
+            data += state.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:  # its text would quote the header: never passed on
+            raise RequestRejected(
+                "encoding the request", "the request is not valid HTTP/1.1"
+            ) from None
+        by = min(deadline, trio.current_time() + first_byte)
+        try:
+            with trio.fail_at(by):
+                await conn.stream.send_all(data)
+        except trio.TooSlowError:
+            raise ResponseTimedOut("sending the request", "timed out") from None
+        except _NET_ERRORS as exc:
+            raise _Stale(SendFailed("sending the request", _describe(exc))) from None
+        what = "waiting for the response headers"
+        received = False
+        while True:
+            try:
+                event = state.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise ResponseCut(what, f"the server broke HTTP/1.1 ({exc})") from None
+            if event is h11.NEED_DATA:
+                try:
+                    with trio.fail_at(by):
+                        got = await conn.stream.receive_some(RECEIVE_BYTES)
+                except trio.TooSlowError:
+                    raise ResponseTimedOut(what, "timed out") from None
+                except _NET_ERRORS as exc:
+                    cut = ResponseCut(what, _describe(exc))
+                    if received:
+                        raise cut from None
+                    raise _Stale(cut) from None
+                if not got and not received:
+                    raise _Stale(ResponseCut(what, "the server closed the connection"))
+                received = True
+                state.receive_data(bytes(got))
+            elif isinstance(event, h11.Response):
+                return event
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ResponseCut(what, "the server closed the connection")
+            # an InformationalResponse (1xx) is skipped
+
+    async def aclose(self) -> None:
+        """Close every idle connection; connections in use close when their exchange ends."""
+        self._closed = True
+        for home in self._origins.values():
+            while home.idle:
+                home.idle.popleft().close()
