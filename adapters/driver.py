@@ -17,8 +17,9 @@ API:
     await run.close()               # idempotent; records the row if drive never ran
     run.cancel(reason)              # end it with `reason` (shutdown: ServiceUnavailable)
 
-Events, in order: `Started`; `TextDelta` / `ToolCallDelta` (core.model) as the answer
-arrives; then either `Metered(usage)` and `Done(...)`, or `Failed(error)`. The ledger
+Events (adapters/events.py), in order: `Started`; `TextDelta` / `ToolCallDelta`
+(core.model) as the answer arrives; then either `Metered(usage)` and `Done(...)`, or
+`RunFailed(error)`. The ledger
 row is written before `Done` / `Failed` is emitted, so a client that saw the end of an
 answer has its row.
 
@@ -47,20 +48,31 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import trio
 from attrs import evolve, frozen
 
 from adapters import keys
 from adapters.clock import Clock
-from adapters.execution import Execution
+from adapters.events import (
+    STARTED,
+    CallEvent,
+    Collector,
+    Done,
+    Emit,
+    Metered,
+    RunFailed,
+    Upstream,
+    whole_as_stream,
+)
+from adapters.execution import Execution, ledger_row
 from adapters.health_book import HealthBook
 from adapters.limits import Grant, Limits
 from adapters.providers.base import Provider, ProviderError, Timeouts
 from adapters.runs import RunRegistry
 from adapters.storage.base import Storage
-from adapters.storage.records import KeyRecord, UsageRecord
+from adapters.storage.records import KeyRecord
 from core import attempts, grants, metering, routing
 from core.billing import cost
 from core.catalog import Catalog, Deployment
@@ -71,9 +83,7 @@ from core.model import (
     FinishReason,
     GatewayRequest,
     StreamEnd,
-    StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCallDelta,
     Usage,
     UsageReport,
@@ -113,84 +123,6 @@ class ChecksRequests(Protocol):
     """A provider that refuses some requests before any call (a 4xx, recorded)."""
 
     def check_request(self, request: GatewayRequest) -> None: ...
-
-
-# ---- what comes out -----------------------------------------------------------------
-
-
-@frozen
-class Started:
-    """Admitted and about to call: a streaming surface sends its opening frames."""
-
-
-@frozen
-class Metered:
-    usage: Usage  # of the attempt that answered
-
-
-@frozen
-class Done:
-    finish_reason: FinishReason
-
-
-@frozen
-class RunFailed:
-    error: GatewayError
-
-
-RunEvent: TypeAlias = Started | TextDelta | ToolCallDelta | Metered | Done | RunFailed
-Emit = Callable[[RunEvent], Awaitable[None]]
-
-
-@frozen
-class _Upstream:
-    """What a whole answer says about itself (not a client-visible event)."""
-
-    model: str | None
-    id: str | None
-
-
-_CallEvent: TypeAlias = StreamEvent | _Upstream
-_STARTED = Started()
-
-
-class Collector:
-    """Turns a run's events back into a whole `Completion` (the sync answer)."""
-
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.calls: dict[int, list[str]] = {}
-        self.usage = Usage()
-        self.finish: FinishReason | None = None
-        self.error: GatewayError | None = None
-
-    async def __call__(self, event: RunEvent) -> None:
-        if isinstance(event, TextDelta):
-            self.text.append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            call = self.calls.setdefault(event.index, ["", "", ""])
-            call[0] = event.id or call[0]
-            call[1] = event.name or call[1]
-            call[2] += event.arguments
-        elif isinstance(event, Metered):
-            self.usage = event.usage
-        elif isinstance(event, Done):
-            self.finish = event.finish_reason
-        elif isinstance(event, RunFailed):
-            self.error = event.error
-
-    def completion(self, exe: Execution) -> Completion:
-        if self.error is not None:
-            raise self.error
-        assert self.finish is not None, "a run ended without Done or Failed"
-        return Completion(
-            text="".join(self.text),
-            finish_reason=self.finish,
-            usage=self.usage,
-            tool_calls=tuple(ToolCall(i, n, a) for _, (i, n, a) in sorted(self.calls.items())),
-            upstream_model=exe.upstream_model,
-            upstream_id=exe.upstream_id,
-        )
 
 
 # ---- the driver ---------------------------------------------------------------------
@@ -345,7 +277,7 @@ class Run:
         happened: Happened | None = None
         try:
             with self._scope:
-                await emit(_STARTED)
+                await emit(STARTED)
                 happened = await self._loop(emit)
             if happened is None:
                 happened = self._stopped(outside=False)
@@ -401,21 +333,21 @@ class Run:
             assert event is not None, "the attempt machine produced no action to act on"
             actions = self._step(event)
 
-    def _calls(self, dep: Deployment, request: GatewayRequest) -> AsyncIterator[_CallEvent]:
+    def _calls(self, dep: Deployment, request: GatewayRequest) -> AsyncIterator[CallEvent]:
         provider = self._d.providers.get(dep.provider)
         if provider is None:
             raise ProviderError(FailureKind.CONNECT, f"no provider configured for '{dep.provider}'")
         if request.stream:
             return provider.stream(dep, request, timeouts=self._d.timeouts)
-        return _whole(provider, dep, request, self._d.timeouts)
+        return whole_as_stream(provider, dep, request, self._d.timeouts)
 
     async def _next_content(
-        self, calls: AsyncIterator[_CallEvent]
+        self, calls: AsyncIterator[CallEvent]
     ) -> TextDelta | ToolCallDelta | StreamEnd | None:
         async for item in calls:
             if isinstance(item, UsageReport):
                 self._meter = metering.observe(self._meter, item)
-            elif isinstance(item, _Upstream):
+            elif isinstance(item, Upstream):
                 self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
             else:
                 return item
@@ -433,7 +365,7 @@ class Run:
         started = self._d.clock.now()
         self._d.health.begin_attempt(dep.id, started)
         failure: ProviderError | None = None
-        calls: AsyncIterator[_CallEvent] | None = None
+        calls: AsyncIterator[CallEvent] | None = None
         try:
             calls = self._calls(dep, request)
             with trio.fail_at(action.deadline):
@@ -506,32 +438,7 @@ class Run:
             try:
                 await self._settle(None)  # a grant taken but never used
                 exe.outcome = outcome(happened)
-                dep = exe.deployment
-                row = UsageRecord(
-                    id=new_id("use"),
-                    request_id=exe.request_id,
-                    at=d.clock.wall(),
-                    tenant=exe.key.tenant,
-                    project=exe.key.project,
-                    key_id=exe.key.id,
-                    endpoint=exe.endpoint,
-                    model=exe.request.model,
-                    provider=dep.provider if dep else None,
-                    deployment=dep.id if dep else None,
-                    input_tokens=exe.usage.input_tokens,
-                    output_tokens=exe.usage.output_tokens,
-                    cached_input_tokens=exe.usage.cached_input_tokens,
-                    cache_write_tokens=exe.usage.cache_write_tokens,
-                    reasoning_tokens=exe.usage.reasoning_tokens,
-                    cost=exe.cost,
-                    price_version=exe.price_version,
-                    status=exe.outcome.status,
-                    error_code=exe.outcome.error_code,
-                    latency_ms=int((d.clock.now() - exe.started) * 1000),
-                    ttft_ms=int(exe.ttft * 1000) if exe.ttft is not None else None,
-                    attempts=len(exe.attempts.records) if exe.attempts else 0,
-                    stream=exe.request.stream,
-                )
+                row = ledger_row(exe, new_id("use"), d.clock.wall(), d.clock.now())
                 await d.storage.insert_usage(row)
                 if exe.plan is not None:
                     charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
@@ -540,21 +447,4 @@ class Run:
                 d.runs.discard(self)
 
 
-async def _whole(
-    provider: Provider, dep: Deployment, request: GatewayRequest, timeouts: Timeouts
-) -> AsyncIterator[_CallEvent]:
-    """`Provider.complete` as a stream: usage, the answer's pieces, then its end."""
-    completion = await provider.complete(dep, request, timeouts=timeouts)
-    yield UsageReport(completion.usage)
-    yield _Upstream(completion.upstream_model, completion.upstream_id)
-    if completion.text:
-        yield TextDelta(completion.text)
-    for index, call in enumerate(completion.tool_calls):
-        yield ToolCallDelta(index, call.id, call.name, call.arguments)
-    yield StreamEnd(completion.finish_reason)
-
-
-__all__ = [
-    "ChecksRequests", "Collector", "Done", "Driver", "Emit", "Ingress", "Metered", "Run",
-    "RunEvent", "RunFailed", "Started", "new_id",
-]
+__all__ = ["ChecksRequests", "Driver", "Ingress", "Run", "new_id"]

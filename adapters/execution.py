@@ -7,11 +7,12 @@ read by the surfaces (server/) when they encode the answer.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from attrs import define, field
 
-from adapters.storage.records import KeyRecord
+from adapters.storage.records import KeyRecord, UsageRecord
 from core.attempts import Attempts
 from core.billing import format_usd
 from core.catalog import Deployment
@@ -62,3 +63,34 @@ class Execution:
             ],
             "cost_usd": format_usd(self.cost),
         }
+
+
+def ledger_row(exe: Execution, row_id: str, at: datetime, now: float) -> UsageRecord:
+    """The request's one ledger row, once its outcome is set (`now`: clock.now())."""
+    assert exe.outcome is not None, "the outcome is set before the row is written"
+    dep, usage = exe.deployment, exe.usage
+    return UsageRecord(
+        id=row_id,
+        request_id=exe.request_id,
+        at=at,
+        tenant=exe.key.tenant,
+        project=exe.key.project,
+        key_id=exe.key.id,
+        endpoint=exe.endpoint,
+        model=exe.request.model,
+        provider=dep.provider if dep else None,
+        deployment=dep.id if dep else None,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cost=exe.cost,
+        price_version=exe.price_version,
+        status=exe.outcome.status,
+        error_code=exe.outcome.error_code,
+        latency_ms=int((now - exe.started) * 1000),
+        ttft_ms=int(exe.ttft * 1000) if exe.ttft is not None else None,
+        attempts=len(exe.attempts.records) if exe.attempts else 0,
+        stream=exe.request.stream,
+    )

@@ -23,7 +23,8 @@ from attrs import evolve
 from quart import Response, current_app
 from quart import request as http_request
 
-from adapters.driver import Done, Ingress, Run, RunEvent, RunFailed, Started, new_id
+from adapters.driver import Ingress, Run, new_id
+from adapters.events import Done, RunEvent, RunFailed, Started
 from adapters.execution import Execution
 from adapters.providers.mock import SCENARIO_HEADER
 from core.errors import GatewayError

@@ -31,7 +31,8 @@ from attrs import evolve
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
-from adapters.driver import Done, Ingress, Run, RunEvent, RunFailed, Started, new_id
+from adapters.driver import Ingress, Run, new_id
+from adapters.events import Done, RunEvent, RunFailed, Started
 from adapters.storage.records import KeyRecord
 from core.errors import (
     AuthenticationFailed,

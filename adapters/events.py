@@ -1,0 +1,122 @@
+"""What the request driver says as a run goes: neutral events, and a sync answer from them.
+
+Owns: the events `adapters/driver.py` emits, the same for every surface (`Started`;
+`TextDelta` / `ToolCallDelta` from core.model as the answer arrives; then `Metered` and
+`Done`, or `RunFailed`), the `Collector` that turns them back into a whole `Completion`
+(the sync answer is a collected stream), and `whole_as_stream`, which makes a provider's
+`complete` one event stream like `stream` (so the driver has one attempt loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeAlias
+
+from attrs import frozen
+
+from adapters.execution import Execution
+from adapters.providers.base import Provider, Timeouts
+from core.catalog import Deployment
+from core.errors import GatewayError
+from core.model import (
+    Completion,
+    FinishReason,
+    GatewayRequest,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+
+
+@frozen
+class Started:
+    """Admitted and about to call: a streaming surface sends its opening frames."""
+
+
+@frozen
+class Metered:
+    usage: Usage  # of the attempt that answered
+
+
+@frozen
+class Done:
+    finish_reason: FinishReason
+
+
+@frozen
+class RunFailed:
+    error: GatewayError
+
+
+RunEvent: TypeAlias = Started | TextDelta | ToolCallDelta | Metered | Done | RunFailed
+Emit = Callable[[RunEvent], Awaitable[None]]
+
+
+@frozen
+class Upstream:
+    """What a whole answer says about itself (not a client-visible event)."""
+
+    model: str | None
+    id: str | None
+
+
+CallEvent: TypeAlias = StreamEvent | Upstream
+STARTED = Started()
+
+
+class Collector:
+    """Turns a run's events back into a whole `Completion` (the sync answer)."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, list[str]] = {}
+        self.usage = Usage()
+        self.finish: FinishReason | None = None
+        self.error: GatewayError | None = None
+
+    async def __call__(self, event: RunEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.calls.setdefault(event.index, ["", "", ""])
+            call[0] = event.id or call[0]
+            call[1] = event.name or call[1]
+            call[2] += event.arguments
+        elif isinstance(event, Metered):
+            self.usage = event.usage
+        elif isinstance(event, Done):
+            self.finish = event.finish_reason
+        elif isinstance(event, RunFailed):
+            self.error = event.error
+
+    def completion(self, exe: Execution) -> Completion:
+        if self.error is not None:
+            raise self.error
+        assert self.finish is not None, "a run ended without Done or Failed"
+        return Completion(
+            text="".join(self.text),
+            finish_reason=self.finish,
+            usage=self.usage,
+            tool_calls=tuple(ToolCall(i, n, a) for _, (i, n, a) in sorted(self.calls.items())),
+            upstream_model=exe.upstream_model,
+            upstream_id=exe.upstream_id,
+        )
+
+
+
+async def whole_as_stream(
+    provider: Provider, dep: Deployment, request: GatewayRequest, timeouts: Timeouts
+) -> AsyncIterator[CallEvent]:
+    """`Provider.complete` as a stream: usage, the answer's pieces, then its end."""
+    completion = await provider.complete(dep, request, timeouts=timeouts)
+    yield UsageReport(completion.usage)
+    yield Upstream(completion.upstream_model, completion.upstream_id)
+    if completion.text:
+        yield TextDelta(completion.text)
+    for index, call in enumerate(completion.tool_calls):
+        yield ToolCallDelta(index, call.id, call.name, call.arguments)
+    yield StreamEnd(completion.finish_reason)
