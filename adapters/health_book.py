@@ -1,17 +1,21 @@
 """This process's view of every deployment's health.
 
 Owns: the mutable map from deployment id to `core.health.DeploymentHealth`, updated with
-every attempt's outcome. The rules (rolling success rate, latency, circuit breaker) are
+every attempt's outcome through the machine's `step`, whose actions it performs (a
+circuit that opens or closes is logged). The rules (rolling success rate, latency, circuit breaker) are
 `core.health`'s; this object only keeps the latest state per deployment. Health is
 per process on purpose: each gateway process observes its own path to each provider.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from core import health
 from core.model import FailureKind
+
+log = logging.getLogger("umg.health")
 
 
 class HealthBook:
@@ -26,12 +30,16 @@ class HealthBook:
         self, deployment_id: str, ok: bool, latency: float | None, kind: FailureKind | None, now: float
     ) -> None:
         outcome = health.Outcome(ok=ok, latency=latency, kind=kind)
-        self._states[deployment_id] = health.observe(
-            self._states.get(deployment_id), outcome, now, self.policy
-        )
+        self._step(deployment_id, health.Observed(outcome), now)
 
     def begin_attempt(self, deployment_id: str, now: float) -> None:
         """Mark a half-open probe in flight, so only one request probes a cooled-down deployment."""
         state = self._states.get(deployment_id)
         if state is not None and state.circuit != "closed":
-            self._states[deployment_id] = health.begin_probe(state, now, self.policy)
+            self._step(deployment_id, health.ProbeStarting(), now)
+
+    def _step(self, deployment_id: str, event: health.HealthEvent, now: float) -> None:
+        state, actions = health.step(self._states.get(deployment_id), event, now, self.policy)
+        self._states[deployment_id] = state
+        for action in actions:
+            log.info("deployment %s: circuit %s -> %s", deployment_id, action.before, action.after)

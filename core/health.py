@@ -34,6 +34,10 @@ Rules:
   circuit that is not available. Callers may call it before every attempt.
 - Time may go backwards: elapsed time is `max(0, now - then)`, so an earlier `now`
   never ends a cooldown early and never reopens or closes anything by itself.
+- The machine's entry is `step(state, event, now, policy) -> (state, actions)`, in the
+  style of `core.attempts` and `core.jobs`: `Observed(outcome)` is `observe`,
+  `ProbeStarting()` is `begin_probe`, and the one action, `CircuitChanged(before,
+  after)`, is emitted exactly when the circuit moved.
 - `success_rate` is Laplace-smoothed, `(successes + 1) / (outcomes + 2)`: an unknown
   deployment ranks at 0.5, between proven good and proven bad ones.
 """
@@ -41,7 +45,8 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Literal, TypeAlias
 
 from attrs import evolve, field, frozen
@@ -229,3 +234,60 @@ def success_rate(state: DeploymentHealth | None) -> float:
 def latency(state: DeploymentHealth | None) -> float | None:
     """The latency EWMA in seconds, or None when no success has reported one."""
     return None if state is None else state.latency_ewma
+
+
+# ---- the machine: step(state, event, now, policy) -> (state, actions) -------------------
+
+
+@frozen
+class Observed:
+    """A call to the deployment ended with `outcome`."""
+
+    outcome: Outcome
+
+
+@frozen
+class ProbeStarting:
+    """A call is about to go to the deployment (a half-open circuit lets one probe)."""
+
+
+HealthEvent: TypeAlias = Observed | ProbeStarting
+
+
+@frozen
+class CircuitChanged:
+    """The circuit moved (for the operator: logs, metrics)."""
+
+    before: Circuit
+    after: Circuit
+
+
+HealthAction: TypeAlias = CircuitChanged
+
+
+def _on_observed(
+    state: DeploymentHealth | None, event: Observed, now: float, policy: HealthPolicy
+) -> DeploymentHealth:
+    return observe(state, event.outcome, now, policy)
+
+
+def _on_probe(
+    state: DeploymentHealth | None, event: ProbeStarting, now: float, policy: HealthPolicy
+) -> DeploymentHealth:
+    return begin_probe(state, now, policy)
+
+
+_EVENTS: Mapping[type, Callable[..., DeploymentHealth]] = MappingProxyType(
+    {Observed: _on_observed, ProbeStarting: _on_probe}
+)
+
+
+def step(
+    state: DeploymentHealth | None, event: HealthEvent, now: float, policy: HealthPolicy
+) -> tuple[DeploymentHealth, tuple[HealthAction, ...]]:
+    """The machine's one entry, in the style of `attempts.step` and `jobs.step`: the new
+    state, and a `CircuitChanged` action when the circuit moved."""
+    before = (INITIAL if state is None else state).circuit
+    after = _EVENTS[type(event)](state, event, now, policy)
+    changed = () if after.circuit == before else (CircuitChanged(before, after.circuit),)
+    return after, changed

@@ -11,13 +11,17 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from core.health import (
     CALLER_FAULT_KINDS,
+    CircuitChanged,
     DeploymentHealth,
     HealthPolicy,
+    Observed,
     Outcome,
+    ProbeStarting,
     available,
     begin_probe,
     latency,
     observe,
+    step,
     success_rate,
 )
 from core.model import FailureKind
@@ -304,3 +308,31 @@ class HealthMachine(RuleBasedStateMachine):
 
 
 TestHealthMachine = HealthMachine.TestCase
+
+
+# ---- the machine's entry: step ------------------------------------------------------------
+
+health_outcomes = st.builds(
+    Outcome, st.booleans(), st.none() | st.floats(0, 5), st.none() | st.sampled_from(list(FailureKind))
+)
+health_events = st.one_of(st.builds(Observed, health_outcomes), st.just(ProbeStarting()))
+
+
+@given(st.lists(st.tuples(health_events, st.floats(0, 500)), max_size=40))
+def test_step_is_observe_and_begin_probe_and_says_when_the_circuit_moved(
+    events: list[tuple[Observed | ProbeStarting, float]],
+) -> None:
+    state: DeploymentHealth | None = None
+    for event, now in events:
+        expected = (
+            observe(state, event.outcome, now, POLICY)
+            if isinstance(event, Observed)
+            else begin_probe(state, now, POLICY)
+        )
+        before = (state or DeploymentHealth()).circuit
+        state, actions = step(state, event, now, POLICY)
+        assert state == expected
+        if state.circuit == before:
+            assert actions == ()
+        else:
+            assert actions == (CircuitChanged(before, state.circuit),)
