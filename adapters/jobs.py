@@ -162,22 +162,30 @@ class JobService:
         """Cancel a queued or running job; canceling a canceled job again is a no-op that
         answers the job, but a job that already succeeded or failed raises `Conflict`."""
         now = self.clock.epoch()
+        asked: list[lifecycle.JobAction] = []
 
         def apply(job: JobRecord) -> JobRecord:
-            state = lifecycle.apply(job_state(job), lifecycle.Cancel(now), self.policy)
+            state, actions = lifecycle.step(job_state(job), lifecycle.Cancel(), now, self.policy)
+            asked[:] = actions
             done = job.completed_at or (self.clock.wall() if state.status == "canceled" else None)
             return evolve(with_state(job, state), completed_at=done)
 
-        before = await self.get(tenant, job_id)
+        await self.get(tenant, job_id)  # another tenant's job is a 404, not a cancel
         job = await self.storage.update_job(job_id, apply)
         assert job is not None
         if job.status in ("succeeded", "failed"):
             raise Conflict(f"Job '{job_id}' already {job.status}; it can no longer be canceled",
                            param="id")
         self._notify(job)
-        if job.status == "canceled" and before.status != "canceled":
-            await self._announce(job)
+        await self._perform(job, asked)
         return job
+
+    async def _perform(self, job: JobRecord, actions: list[lifecycle.JobAction]) -> None:
+        """What the machine asked for once the row is stored (a run is started by the
+        worker loop, from the claimed row)."""
+        for action in actions:
+            if isinstance(action, lifecycle.Announce):
+                await self._announce(job)
 
     async def wait(self, tenant: str, job_id: str, seconds: float) -> JobRecord:
         """The job once terminal, or as it is after `seconds`."""
@@ -323,18 +331,19 @@ class JobService:
         err: GatewayError | None = outcome.get("error")
         exe = outcome.get("exe")
         if err is None:
-            event: lifecycle.JobEvent = lifecycle.Succeed(worker, now)
+            event: lifecycle.JobEvent = lifecycle.Succeed(worker)
         else:
-            event = lifecycle.Fail(worker, now, outcome["retryable"], err.message)
+            event = lifecycle.Fail(worker, outcome["retryable"], err.message)
 
-        before: list[str] = []
+        asked: list[lifecycle.JobAction] = []
 
         def apply(job: JobRecord) -> JobRecord:
-            before.append(job.status)
+            asked.clear()
             try:
-                state = lifecycle.apply(job_state(job), event, self.policy)
+                state, actions = lifecycle.step(job_state(job), event, now, self.policy)
             except lifecycle.LeaseLost:
                 return job  # reclaimed by another worker: this late report is dropped
+            asked.extend(actions)
             if state == job_state(job):
                 return job  # canceled meanwhile, or the lease moved on
             updated = with_state(job, state)
@@ -350,8 +359,7 @@ class JobService:
         job = await self.storage.update_job(job_id, apply)
         if job is not None:
             self._notify(job)
-            if not lifecycle.is_terminal(before[-1]):  # announce an end once, not again
-                await self._ended(job)
+            await self._perform(job, asked)  # an end is announced once, not again
 
     # -- webhooks ----------------------------------------------------------------------
 

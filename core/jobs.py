@@ -1,8 +1,10 @@
 """The lifecycle of one async job: claims, leases, retries with backoff, deadlines, cancel.
 
-Owns: every status change of a job, as a pure machine `apply(state, event, policy) ->
-JobState` over a frozen `JobState`. No clock: every event carries `now` (the caller's
-clock; storage keeps these times as epoch seconds). The storage layer applies it inside a
+Owns: every status change of a job, as a pure machine `step(state, event, now, policy)
+-> (JobState, actions)` over a frozen `JobState`, in the style of `core.attempts` and
+`core.health`. No clock: `now` is the caller's (storage keeps these times as epoch
+seconds). Actions: `RunJob(worker)` when a Claim starts a run, `Announce(status)` when
+an event ends the job; `apply` is the state alone. The storage layer applies it inside a
 transaction holding the job's row lock, and its "next job" query mirrors `claimable`.
 
 Statuses (the public API names): queued -> running -> succeeded | failed | canceled.
@@ -15,7 +17,7 @@ Invariants (checked when a `JobState` is built):
 
 Rules (the table `TRANSITIONS`, keyed by (status, event type)):
 - `attempts` counts the runs started: every successful Claim adds one.
-- Claim(worker, now):
+- Claim(worker):
     at or past the deadline            -> failed "deadline exceeded" (any non-terminal)
     queued, run_after <= now           -> running, leased to `worker` until now + lease
     running, lease_expires < now       -> reclaimed: running under the new worker,
@@ -25,21 +27,21 @@ Rules (the table `TRANSITIONS`, keyed by (status, event type)):
   A run that starts clears `error` (a failed previous try's error is kept while queued).
   (A queued job never has attempts == max_attempts when built by this machine; one
   built that way by hand fails "attempts exhausted" on Claim.)
-- Heartbeat(worker, now): only the lease owner may extend its lease (to
+- Heartbeat(worker): only the lease owner may extend its lease (to
   max(lease_expires, now + lease): a clock going backwards never shortens it). Anyone else,
   or a heartbeat on a queued job, raises `LeaseLost`. A heartbeat at or past the deadline
   fails the job "deadline exceeded" (the runner sees the status and stops).
-- Succeed(worker, now): owner only (else `LeaseLost`) -> succeeded. An owner whose lease
+- Succeed(worker): owner only (else `LeaseLost`) -> succeeded. An owner whose lease
   ran out but was not yet reclaimed still wins: nobody else has the job. Finishing after
   the deadline still counts as success (the work is done).
-- Fail(worker, now, retryable, error): owner only (else `LeaseLost`). Retryable with
+- Fail(worker, retryable, error): owner only (else `LeaseLost`). Retryable with
   attempts < max_attempts and the retry due before the deadline -> queued with run_after
   = now + min(max_backoff, base_backoff * 2 ** (attempts - 1)) (no jitter: the caller's
   claim order already spreads workers). Otherwise -> failed with `error`.
-- Cancel(now): queued or running -> canceled at once, `cancel_requested` set, lease
+- Cancel(): queued or running -> canceled at once, `cancel_requested` set, lease
   dropped. The runner of a canceled running job learns it from its next Heartbeat (which
   returns the canceled state) and stops; its late Succeed / Fail are ignored.
-- ExpireLease(now) (the sweeper): running with lease_expires < now -> queued with
+- ExpireLease() (the sweeper): running with lease_expires < now -> queued with
   run_after = now when an attempt is left and the deadline is not reached; else failed
   ("lease expired", or "deadline exceeded"). On a live lease or a queued job: unchanged.
 - Terminal states never change: every event on them returns the very same state object
@@ -157,37 +159,33 @@ def new_job(now: float, *, deadline: float | None = None, run_after: float | Non
 @frozen
 class Claim:
     worker: str
-    now: float
 
 
 @frozen
 class Heartbeat:
     worker: str
-    now: float
 
 
 @frozen
 class Succeed:
     worker: str
-    now: float
 
 
 @frozen
 class Fail:
     worker: str
-    now: float
     retryable: bool
     error: str
 
 
 @frozen
 class Cancel:
-    now: float
+    pass
 
 
 @frozen
 class ExpireLease:
-    now: float
+    pass
 
 
 JobEvent: TypeAlias = Claim | Heartbeat | Succeed | Fail | Cancel | ExpireLease
@@ -254,45 +252,45 @@ def _start(state: JobState, worker: str, now: float, policy: JobPolicy) -> JobSt
 
 # ---- transitions ------------------------------------------------------------------------
 
-Handler: TypeAlias = Callable[[JobState, JobEvent, JobPolicy], JobState]
+Handler: TypeAlias = Callable[[JobState, JobEvent, float, JobPolicy], JobState]
 
 
-def _claim(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
+def _claim(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
     assert isinstance(event, Claim)
-    if _past_deadline(state, event.now):
+    if _past_deadline(state, now):
         return _failed(state, DEADLINE_EXCEEDED)
-    if not claimable(state, event.now):
+    if not claimable(state, now):
         raise NotClaimable(f"job is {state.status} and not claimable yet")
-    return _start(state, event.worker, event.now, policy)
+    return _start(state, event.worker, now, policy)
 
 
-def _heartbeat(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
+def _heartbeat(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
     assert isinstance(event, Heartbeat)
     _require_owner(state, event.worker)
-    if _past_deadline(state, event.now):
+    if _past_deadline(state, now):
         return _failed(state, DEADLINE_EXCEEDED)
     assert state.lease_expires is not None
-    return evolve(state, lease_expires=max(state.lease_expires, event.now + policy.lease_seconds))
+    return evolve(state, lease_expires=max(state.lease_expires, now + policy.lease_seconds))
 
 
-def _not_leased(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
-    del policy
+def _not_leased(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
+    del now, policy
     assert isinstance(event, Heartbeat | Succeed | Fail)
     _require_owner(state, event.worker)  # always raises on a queued job
     return state
 
 
-def _succeed(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
-    del policy
+def _succeed(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
+    del now, policy
     assert isinstance(event, Succeed)
     _require_owner(state, event.worker)
     return evolve(state, status="succeeded", lease_owner=None, lease_expires=None, error=None)
 
 
-def _fail(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
+def _fail(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
     assert isinstance(event, Fail)
     _require_owner(state, event.worker)
-    run_after = event.now + backoff(state.attempts, policy)
+    run_after = now + backoff(state.attempts, policy)
     in_time = state.deadline is None or run_after < state.deadline
     if event.retryable and state.attempts < policy.max_attempts and in_time:
         return evolve(state, status="queued", run_after=run_after, lease_owner=None,
@@ -300,26 +298,26 @@ def _fail(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
     return _failed(state, event.error)
 
 
-def _cancel(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
-    del event, policy
+def _cancel(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
+    del event, now, policy
     return evolve(state, status="canceled", lease_owner=None, lease_expires=None,
                   cancel_requested=True)
 
 
-def _expire(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
+def _expire(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
     assert isinstance(event, ExpireLease)
-    if not _lease_dead(state, event.now):
+    if not _lease_dead(state, now):
         return state
-    if _past_deadline(state, event.now):
+    if _past_deadline(state, now):
         return _failed(state, DEADLINE_EXCEEDED)
     if state.attempts >= policy.max_attempts:
         return _failed(state, LEASE_EXPIRED)
-    return evolve(state, status="queued", run_after=event.now, lease_owner=None,
+    return evolve(state, status="queued", run_after=now, lease_owner=None,
                   lease_expires=None, error=LEASE_EXPIRED)
 
 
-def _unchanged(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
-    del event, policy
+def _unchanged(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
+    del event, now, policy
     return state
 
 
@@ -347,6 +345,42 @@ def _table() -> dict[tuple[JobStatus, type[JobEvent]], Handler]:
 TRANSITIONS: Mapping[tuple[JobStatus, type[JobEvent]], Handler] = MappingProxyType(_table())
 
 
-def apply(state: JobState, event: JobEvent, policy: JobPolicy) -> JobState:
-    """The job's next state. Raises `LeaseLost` / `NotClaimable` (both `Conflict`, 409)."""
-    return TRANSITIONS[(state.status, type(event))](state, event, policy)
+# ---- actions: what the job runner must do after a step ----------------------------------
+
+
+@frozen
+class RunJob:
+    """This Claim started a run: `worker` now runs the job under its lease."""
+
+    worker: str
+
+
+@frozen
+class Announce:
+    """This event ended the job (it reached `status`, a terminal one): tell its webhook."""
+
+    status: JobStatus
+
+
+JobAction: TypeAlias = RunJob | Announce
+
+
+def step(
+    state: JobState, event: JobEvent, now: float, policy: JobPolicy
+) -> tuple[JobState, tuple[JobAction, ...]]:
+    """The job's next state and the actions it asks for. Raises `LeaseLost` /
+    `NotClaimable` (both `Conflict`, 409)."""
+    new = TRANSITIONS[(state.status, type(event))](state, event, now, policy)
+    actions: list[JobAction] = []
+    if isinstance(event, Claim) and new.status == "running" and new is not state:
+        actions.append(RunJob(event.worker))
+    if new.status in TERMINAL and state.status not in TERMINAL:
+        actions.append(Announce(new.status))
+    return new, tuple(actions)
+
+
+def apply(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
+    """`step`'s state alone, for storage: it applies a transition inside the row's lock
+    and returns the row, from which the runner reads what to do (running: run it;
+    terminal: announce it), the same decisions as `step`'s actions."""
+    return step(state, event, now, policy)[0]

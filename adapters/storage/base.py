@@ -115,7 +115,7 @@ def claim_record(
     """The row after `Claim(worker, now)`: running (attempts + 1, `started_at` set once,
     `error` cleared), or failed when no attempt is left or the deadline passed. Raises
     `NotClaimable` for a row the "next job" query should not have picked."""
-    state = lifecycle.apply(job_state(job), lifecycle.Claim(worker, now), policy)
+    state = lifecycle.apply(job_state(job), lifecycle.Claim(worker), now, policy)
     if state.status == "running":
         started = job.started_at or datetime.fromtimestamp(now, UTC)
         return evolve(with_state(job, state), error=None, started_at=started)
@@ -129,7 +129,7 @@ def heartbeat_fn(worker: str, now: float, policy: lifecycle.JobPolicy) -> JobFn:
 
     def apply(job: JobRecord) -> JobRecord:
         try:
-            state = lifecycle.apply(job_state(job), lifecycle.Heartbeat(worker, now), policy)
+            state = lifecycle.apply(job_state(job), lifecycle.Heartbeat(worker), now, policy)
         except lifecycle.LeaseLost:
             return job
         if state.status == "failed" and job.status != "failed":
