@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz soak bench clean
+.PHONY: run test lint typecheck pytest fuzz soak bench bench-quick bench-rss bench-profile bench-tools clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,8 +43,35 @@ SOAK_REQUESTS ?= 2000
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak --requests $(SOAK_REQUESTS)
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run
+# `make bench`: this gateway beside Portkey, LiteLLM and the bare fake provider, every
+# scenario, one run (about 5 minutes). Competitors and wrk are installed on first use into
+# a cache outside the repo (bench/competitors.sh); one that cannot be is left out and said.
+# Subsets: `make bench BENCH_TARGETS=direct,ours BENCH_SCENARIOS=json16,stream16`, or
+# any option of `python -m bench.run --help` in BENCH_ARGS.
+BENCH_TARGETS ?= direct,ours,ours-pg,portkey,litellm
+BENCH_SCENARIOS ?= c1,json16,json64,stream16,ttfb1,slow
+BENCH_ARGS ?=
+BENCH := $(BIN)/python -m bench.run
+
+bench-tools:
+	-bench/competitors.sh
+
+bench: $(STAMP) bench-tools
+	$(BENCH) --targets $(BENCH_TARGETS) --scenarios $(BENCH_SCENARIOS) $(BENCH_ARGS)
+
+# About a minute and a half: no LiteLLM, no Postgres, no slow streams.
+bench-quick: $(STAMP) bench-tools
+	$(BENCH) --targets direct,ours,portkey --scenarios c1,json16,json64,stream16,ttfb1 $(BENCH_ARGS)
+
+# RSS after 10k and after 100k requests (long: about 100k / the gateway's req/s).
+bench-rss: $(STAMP)
+	$(BENCH) --targets ours --scenarios rss $(BENCH_ARGS)
+
+# py-spy samples of this gateway during the c=16 JSON run, summarised (bench/profile.py).
+bench-profile: $(STAMP)
+	mkdir -p data
+	$(BENCH) --targets ours --scenarios json16 --seconds 10 --profile data/bench-profile.txt $(BENCH_ARGS)
+	$(BIN)/python -m bench.profile data/bench-profile.txt
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache

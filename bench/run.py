@@ -1,199 +1,410 @@
-"""`make bench`: what the gateway adds on top of a provider call, measured side by side.
+"""`make bench`: this gateway beside Portkey, LiteLLM and the bare provider, in one run.
 
-Starts a fast local upstream (the fake provider, own process) and two gateways (own
-processes, SQLite ledger): one in live mode proxying to that upstream through the OpenAI
-adapter, one in mock mode. A raw h11 client then sends the same chat request directly to
-the upstream and through each gateway, alternating rounds so that noise on this shared
-machine hits every target alike. It prints medians, p99s, throughput, the gateway's
-overhead (median through the gateway minus median direct) and each gateway's resident
-memory. Options: `--requests N`, `--rounds R`, `--concurrency 1,16`.
+Every target gets the same 2 KB OpenAI chat request (`bench/targets.py` says how each is
+started). The gateways run pinned alone on one core; the load generators (wrk, and a raw
+h11 client for latency and streams) and the fake provider run on the other. Scenarios
+(pick with `--scenarios`, targets with `--targets`):
+
+  c1        JSON at concurrency 1: p50 latency (reported as added to direct's)
+  json16    JSON at concurrency 16 (wrk): req/s and gateway CPU ms per request
+  json64    the same at concurrency 64
+  stream16  20-chunk streams at concurrency 16 (wrk): streams/s, CPU ms per stream
+  ttfb1     streams at concurrency 1: p50 time to first byte (added to direct's)
+  slow      many slow streams: `--slow-streams` (1,000) started at once, each on its own
+            connection, bounded by `--slow-deadline`; the provider waits 2 s, then sends
+            20 chunks 50 ms apart (3 s a stream); streams/s (complete streams over the
+            run's time), p50 total time, peak RSS during the run, streams complete
+  rss       (not in the default set) RSS after 10k and after 100k JSON requests
+
+CPU is the gateway's process tree's user + system time from /proc over the measured
+window, divided by the requests completed in it; peak RSS is the tree's VmHWM before the
+slow-stream scenario. Scenarios run target by target in turn (`--rounds` repeats them,
+interleaved, and the table shows medians), so noise on a shared machine hits all alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
-import re
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import trio
-from attrs import define
 
+from bench import procstat, targets, wrk
 from bench.loadgen import Timings, run_load
+from bench.streams import StreamTimings, run_streams
+from bench.targets import Target
 
-ROOT = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-KEY_PATTERN = re.compile(r"Created a development API key.*?(umg_live_\S+)")
-
-
-@define
-class Target:
-    name: str
-    url: str
-    headers: dict[str, str]
-    pid: int | None
+ALL_TARGETS = ("direct", "ours", "ours-pg", "portkey", "litellm")
+DEFAULT_SCENARIOS = ("c1", "json16", "json64", "stream16", "ttfb1", "slow")
+STREAM_DIRECTIVE = "[fake chunks=20 gap=5]"  # paced: 16 streams take ~150/s direct
+SLOW_DIRECTIVE = "[fake chunks=20 first=2000 gap=50]"
+Metrics = dict[str, float]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_key(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early: {path.read_text()}")
-        found = KEY_PATTERN.search(path.read_text())
-        if found:
-            return found.group(1)
-        time.sleep(0.05)
-    raise TimeoutError(f"no development key printed in {path}")
-
-
-@contextmanager
-def _process(args: list[str], env: dict[str, str], out: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(args, env=env, stdout=sink, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _gateway_env(tmp: Path, name: str, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    env.update({"DATABASE_URL": f"sqlite:///{tmp}/{name}.db", "LOG_LEVEL": "warning", **extra})
-    return env
-
-
-def _rss_mib(pid: int | None) -> str:
-    if pid is None:
-        return "-"
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return f"{int(line.split()[1]) / 1024:.0f}"
-    return "?"
-
-
-def _summary(name: str, conc: int, runs: list[Timings], streaming: bool) -> dict[str, float | str]:
-    totals = [t for r in runs for t in r.total]
-    firsts = [t for r in runs for t in r.first_byte]
-    rate = statistics.median(len(r.total) / r.elapsed for r in runs)
-    q = statistics.quantiles(totals, n=100)
-    return {
-        "target": name,
-        "c": conc,
-        "median_ms": statistics.median(totals) * 1000,
-        "p99_ms": q[98] * 1000,
-        "first_byte_ms": statistics.median(firsts) * 1000 if streaming else float("nan"),
-        "req_s": rate,
-        "errors": sum(r.errors for r in runs),
-    }
-
-
-def _payload(model: str, stream: bool) -> dict[str, object]:
-    body: dict[str, object] = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Say hello to the benchmark in a few words"}],
+def body(stream: bool, directive: str = "") -> bytes:
+    """The 2 KB chat request (a system prompt and a user turn)."""
+    system = "You are a concise assistant for a benchmark. " * 20
+    user = ("Summarise the following notes in one sentence. " + "notes " * 150)[:1000]
+    payload: dict[str, object] = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": system},
+                     {"role": "user", "content": user + " " + directive}],
         "max_tokens": 32,
     }
     if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    return body
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+    return json.dumps(payload).encode()
 
 
-async def _measure(targets: list[Target], models: dict[str, str], args: argparse.Namespace) -> None:
-    rows: list[dict[str, float | str]] = []
-    for streaming in (False, True):
-        for conc in args.concurrency:
-            results: dict[str, list[Timings]] = {t.name: [] for t in targets}
-            for t in targets:  # warm-up: connections, caches, the ledger's first writes
-                await run_load(t.url, _payload(models[t.name], streaming), t.headers,
-                               requests=max(20, conc * 2), concurrency=conc)
-            for _ in range(args.rounds):
-                for t in targets:
-                    results[t.name].append(await run_load(
-                        t.url, _payload(models[t.name], streaming), t.headers,
-                        requests=args.requests, concurrency=conc,
-                    ))
-            for t in targets:
-                rows.append({"mode": "stream" if streaming else "json",
-                             **_summary(t.name, conc, results[t.name], streaming)})
-    _print(rows, targets)
+def _p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
-def _print(rows: list[dict[str, float | str]], targets: list[Target]) -> None:
-    print("\n| mode | target | c | median ms | p99 ms | first byte ms | req/s | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        fb = "-" if r["first_byte_ms"] != r["first_byte_ms"] else f"{r['first_byte_ms']:.2f}"
-        print(f"| {r['mode']} | {r['target']} | {r['c']} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} "
-              f"| {fb} | {r['req_s']:.0f} | {r['errors']} |")
-    print("\nOverhead of the live gateway (median through it minus median direct):")
-    by = {(r["mode"], r["target"], r["c"]): r for r in rows}
-    for (mode, target, conc), r in by.items():
-        if target != "gateway-live":
-            continue
-        direct = by[(mode, "direct", conc)]
-        extra = float(r["median_ms"]) - float(direct["median_ms"])
-        ratio = float(r["median_ms"]) / float(direct["median_ms"])
-        print(f"- {mode}, c={conc}: +{extra:.2f} ms per request ({ratio:.1f}x direct); "
-              f"throughput {float(r['req_s']) / float(direct['req_s']):.2f}x direct")
-    print("\nResident memory after the run (MiB): "
-          + ", ".join(f"{t.name} {_rss_mib(t.pid)}" for t in targets if t.pid is not None))
+async def _load(target: Target, payload: bytes, *, requests: int, concurrency: int) -> Timings:
+    """`run_load` split evenly over the target's processes, merged."""
+    parts: list[Timings] = []
+    n = len(target.urls)
+
+    async def one(url: str) -> None:
+        parts.append(await run_load(url, payload, target.headers, requests=requests // n,
+                                    concurrency=max(1, concurrency // n)))
+
+    async with trio.open_nursery() as nursery:
+        for url in target.urls:
+            nursery.start_soon(one, url)
+    merged = Timings()
+    for part in parts:
+        merged.first_byte += part.first_byte
+        merged.total += part.total
+        merged.errors += part.errors
+        merged.elapsed = max(merged.elapsed, part.elapsed)
+    return merged
+
+
+async def _streams(target: Target, payload: bytes, count: int, deadline: float) -> StreamTimings:
+    """`run_streams` split evenly over the target's processes, merged."""
+    parts: list[StreamTimings] = []
+
+    async def one(url: str) -> None:
+        parts.append(await run_streams(url, payload, target.headers, count=count // len(target.urls),
+                                       deadline=deadline))
+
+    async with trio.open_nursery() as nursery:
+        for url in target.urls:
+            nursery.start_soon(one, url)
+    merged = StreamTimings()
+    for part in parts:
+        merged.total += part.total
+        merged.complete += part.complete
+        merged.elapsed = max(merged.elapsed, part.elapsed)
+    return merged
+
+
+def load(target: Target, payload: bytes, **options: object) -> Timings:
+    return trio.run(lambda: _load(target, payload, **options))  # type: ignore[arg-type]
+
+
+class Bench:
+    """The scenarios, each a method returning metrics for one target."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.files = {name: tmp / f"{name}.json" for name in ("json", "stream")}
+        self.files["json"].write_bytes(body(False))
+        self.files["stream"].write_bytes(body(True, STREAM_DIRECTIVE))
+        self.files["slow"] = tmp / "slow.json"
+        self.files["slow"].write_bytes(body(True, SLOW_DIRECTIVE))
+
+    def _cpu(self, target: Target) -> float:
+        return procstat.cpu_seconds(list(target.pids)) if target.pids else float("nan")
+
+    def _wrk(self, target: Target, kind: str, connections: int) -> Metrics:
+        file = self.files[kind]
+        wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.warmup)
+        before = self._cpu(target)
+        result = wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.seconds)
+        used = self._cpu(target) - before
+        return {"rate": result.req_s, "cpu_ms": used * 1000 / max(1, result.requests),
+                "p50_ms": result.p50_ms, "errors": float(result.errors)}
+
+    def json16(self, target: Target) -> Metrics:
+        return self._wrk(target, "json", 16)
+
+    def json64(self, target: Target) -> Metrics:
+        return self._wrk(target, "json", 64)
+
+    def stream16(self, target: Target) -> Metrics:
+        return self._wrk(target, "stream", 16)
+
+    def c1(self, target: Target) -> Metrics:
+        payload = body(False)
+        load(target, payload, requests=20 * len(target.urls), concurrency=len(target.urls))
+        t = load(target, payload, requests=self.args.c1_requests, concurrency=1)
+        return {"p50_ms": _p50(t.total) * 1000, "errors": float(t.errors)}
+
+    def ttfb1(self, target: Target) -> Metrics:
+        payload = body(True, STREAM_DIRECTIVE)
+        load(target, payload, requests=5 * len(target.urls), concurrency=len(target.urls))
+        t = load(target, payload, requests=self.args.c1_requests // 4, concurrency=1)
+        return {"ttfb_ms": _p50(t.first_byte) * 1000, "p50_ms": _p50(t.total) * 1000, "errors": float(t.errors)}
+
+    def slow(self, target: Target) -> Metrics:
+        samples: list[float] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.25):
+                samples.append(procstat.rss_mib(list(target.pids)))
+
+        sampler = threading.Thread(target=sample)
+        if target.pids:
+            sampler.start()
+        before = self._cpu(target)
+        payload, n = body(True, SLOW_DIRECTIVE), self.args.slow_streams
+        try:
+            t = trio.run(lambda: _streams(target, payload, n, self.args.slow_deadline))
+        finally:
+            stop.set()
+            if target.pids:
+                sampler.join()
+        return {"rate": t.complete / t.elapsed if t.elapsed else 0.0, "p50_s": _p50(t.total),
+                "rss_mib": max(samples, default=float("nan")), "complete": float(t.complete),
+                "of": float(n), "errors": float(n - t.complete), "elapsed_s": t.elapsed,
+                "cpu_ms": (self._cpu(target) - before) * 1000 / t.complete if t.complete else float("nan")}
+
+    def rss(self, target: Target) -> Metrics:
+        payload = body(False)
+        out: Metrics = {}
+        done = 0
+        for mark in (self.args.rss_first, self.args.rss_total):
+            t = load(target, payload, requests=mark - done, concurrency=16)
+            done = mark
+            out[f"rss_{mark}"] = procstat.rss_mib(list(target.pids)) if target.pids else float("nan")
+            out["errors"] = out.get("errors", 0.0) + t.errors
+        return out
+
+
+def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | None,
+           pg_url: str | None) -> tuple[Target, ExitStack]:
+    stack = ExitStack()
+    try:
+        if name == "direct":
+            target = targets.direct(provider, provider_pid)
+        elif name == "ours":
+            target = targets.ours(stack, tmp, provider, cpu)
+        elif name == "ours-pg":
+            assert pg_url is not None
+            target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url, name="ours-pg")
+        elif name == "portkey":
+            target = targets.portkey(stack, tmp, provider, cpu)
+        else:
+            target = targets.litellm(stack, tmp, provider, cpu)
+    except BaseException:
+        stack.close()
+        raise
+    return target, stack
+
+
+def _machine() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    first = (wrk_version.stdout or wrk_version.stderr).splitlines()[:1]
+    return (f"{os.cpu_count()} cpus ({model}), Linux {platform.release()}, Python "
+            f"{platform.python_version()}, {first[0].split(' [')[0] if first else 'wrk ?'}")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or value != value:
+        return "–"
+    return format(value, spec)
+
+
+COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    # header, scenario, metric, format
+    ("req/s c=16", "json16", "rate", ".0f"),
+    ("req/s c=64", "json64", "rate", ".0f"),
+    ("CPU ms/req c=16", "json16", "cpu_ms", ".2f"),
+    ("CPU ms/req c=64", "json64", "cpu_ms", ".2f"),
+    ("+p50 c=1 ms", "c1", "added_ms", ".2f"),
+    ("streams/s c=16", "stream16", "rate", ".0f"),
+    ("CPU ms/stream", "stream16", "cpu_ms", ".2f"),
+    ("+TTFB c=1 ms", "ttfb1", "added_ms", ".2f"),
+    ("peak RSS MB", "peak", "rss_mib", ".0f"),
+    ("slow streams/s", "slow", "rate", ".0f"),
+    ("slow p50 s", "slow", "p50_s", ".2f"),
+    ("slow RSS MB", "slow", "rss_mib", ".0f"),
+)
+
+
+def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: dict[str, str]) -> str:
+    direct = results.get("direct", {})
+    for name in names:  # latency added to direct's
+        got = results[name]
+        if "c1" in got and "c1" in direct:
+            got["c1"]["added_ms"] = got["c1"]["p50_ms"] - direct["c1"]["p50_ms"]
+        if "ttfb1" in got and "ttfb1" in direct:
+            got["ttfb1"]["added_ms"] = got["ttfb1"]["ttfb_ms"] - direct["ttfb1"]["ttfb_ms"]
+    used = [c for c in COLUMNS if any(c[1] in results[n] for n in names)]
+    lines = ["| target | " + " | ".join(c[0] for c in used) + " | slow complete |",
+             "|---|" + "---|" * (len(used) + 1)]
+
+    def cell(name: str, column: tuple[str, str, str, str]) -> float | None:
+        if name == "direct" and column[2] in ("added_ms", "cpu_ms", "rss_mib"):
+            return None
+        return results[name].get(column[1], {}).get(column[2])
+
+    for name in names:
+        slow = results[name].get("slow")
+        done = f"{slow['complete']:.0f}/{slow['of']:.0f}" if slow else "–"
+        lines.append(f"| {name} | " + " | ".join(_fmt(cell(name, c), c[3]) for c in used) + f" | {done} |")
+    for mine in ("ours", "ours-pg"):
+        for other in ("portkey", "litellm"):
+            if mine not in names or other not in names:
+                continue
+            ratios = []
+            for c in used:
+                a, b = cell(mine, c), cell(other, c)
+                ratios.append(f"{a / b:.2f}×" if a is not None and b and a == a and b == b else "–")
+            lines.append(f"| {mine} / {other} | " + " | ".join(ratios) + " | |")
+    for name, why in missing.items():
+        lines.append(f"| {name} | " + " | ".join("–" for _ in used) + f" | {why} |")
+    return "\n".join(lines)
+
+
+def _errors(results: dict[str, dict[str, Metrics]]) -> list[str]:
+    found = []
+    for name, scenarios in results.items():
+        for scenario, metrics in scenarios.items():
+            if metrics.get("errors"):
+                found.append(f"{name} {scenario}: {metrics['errors']:.0f} failed requests")
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300, help="requests per round and target")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
+    parser.add_argument("--targets", default=",".join(ALL_TARGETS))
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk warm-up before each")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--c1-requests", type=int, default=100, help="JSON requests at c=1 (streams: 1/4)")
+    parser.add_argument("--slow-streams", type=int, default=1000)
+    parser.add_argument("--slow-deadline", type=float, default=40.0, help="bound on the slow scenario (s)")
+    parser.add_argument("--rss-first", type=int, default=10_000)
+    parser.add_argument("--rss-total", type=int, default=100_000)
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness for the whole bench (gateways included); negative needs root")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--profile", type=Path, help="record py-spy samples of `ours` during json16 here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_name:
+    names = [n for n in args.targets.split(",") if n]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = sorted(set(names) - set(ALL_TARGETS)) + sorted(
+        set(scenarios) - {*DEFAULT_SCENARIOS, "rss"})
+    if unknown:
+        parser.error(f"unknown targets or scenarios: {unknown}")
+    if not wrk.available() and any(s.startswith(("json", "stream")) for s in scenarios):
+        parser.error("wrk is missing: run bench/competitors.sh wrk")
+
+    cpus = sorted(os.sched_getaffinity(0))
+    gateway_cpu, load_cpus = (str(cpus[0]), set(cpus[1:])) if len(cpus) > 1 else (None, set(cpus))
+    os.sched_setaffinity(0, load_cpus)  # this process, the fake provider and wrk
+    if args.nice:
+        os.nice(args.nice)  # inherited by everything started from here
+    missing = {n: why for n in names if (why := targets.missing(n))}
+    names = [n for n in names if n not in missing]
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"bench {stamp}: {_machine()}; gateways on cpu {gateway_cpu}, load on {sorted(load_cpus)}",
+          flush=True)
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with _process([PYTHON, "-m", "bench.upstream"], dict(os.environ), tmp / "up.out") as up:
-            deadline = time.monotonic() + 20
-            while not (tmp / "up.out").read_text().strip() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            upstream = (tmp / "up.out").read_text().split()[0]
-            live_port, mock_port = _free_port(), _free_port()
-            umg = str(Path(PYTHON).parent / "umg")
-            live_env = _gateway_env(tmp, "live", {
-                "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": upstream + "/v1",
-            })
-            mock_env = _gateway_env(tmp, "mock", {"MOCK_MODE": "true"})
-            with _process([umg, "serve", "--port", str(live_port)], live_env, tmp / "live.out") as live, \
-                 _process([umg, "serve", "--port", str(mock_port)], mock_env, tmp / "mock.out") as mock:
-                live_key = _wait_for_key(tmp / "live.out", live)
-                mock_key = _wait_for_key(tmp / "mock.out", mock)
-                targets = [
-                    Target("direct", upstream + "/v1/chat/completions", {"authorization": "Bearer sk-bench"}, up.pid),
-                    Target("gateway-live", f"http://127.0.0.1:{live_port}/v1/chat/completions",
-                           {"authorization": f"Bearer {live_key}"}, live.pid),
-                    Target("gateway-mock", f"http://127.0.0.1:{mock_port}/v1/chat/completions",
-                           {"authorization": f"Bearer {mock_key}"}, mock.pid),
-                ]
-                models = {"direct": "gpt-4o-mini", "gateway-live": "gpt-4o-mini", "gateway-mock": "mock-fast"}
-                print(f"bench: {args.rounds} rounds x {args.requests} requests per target, "
-                      f"concurrency {args.concurrency}, python {sys.version.split()[0]}, "
-                      f"{os.cpu_count()} cpus")
-                trio.run(_measure, targets, models, args)
+        provider, provider_pid = targets.start_provider(stack, tmp)
+        pg_url = stack.enter_context(targets.postgres_database()) if "ours-pg" in names else None
+        started: dict[str, Target] = {}
+        with ThreadPoolExecutor(len(names) or 1) as pool:  # LiteLLM alone takes ~30 s to start
+            futures = {n: pool.submit(_start, n, tmp, provider, provider_pid, gateway_cpu, pg_url) for n in names}
+            for n, future in futures.items():
+                try:
+                    target, own = future.result()
+                except (RuntimeError, OSError, subprocess.SubprocessError) as err:  # reported, not fatal
+                    missing[n] = f"did not start: {str(err).splitlines()[0][:120]}"
+                    continue
+                stack.callback(own.close)
+                started[n] = target
+        names = [n for n in names if n in started]
+        for n in names:
+            print(f"- {n}: {started[n].version}", flush=True)
+        bench = Bench(args, tmp)
+        results: dict[str, dict[str, Metrics]] = {n: {} for n in names}
+        rounds: dict[tuple[str, str], list[Metrics]] = {}
+        for scenario in scenarios:
+            if scenario == "slow":  # peak RSS of the ordinary scenarios, before the slow one
+                for n in names:
+                    if started[n].pids:
+                        results[n]["peak"] = {"rss_mib": procstat.peak_rss_mib(list(started[n].pids))}
+            for _ in range(args.rounds):
+                for n in names:
+                    run: Callable[[Target], Metrics] = getattr(bench, scenario)
+                    profiler = None
+                    if args.profile and scenario == "json16" and n == "ours":
+                        profiler = _profile(started[n], args)
+                    began = time.monotonic()
+                    rounds.setdefault((n, scenario), []).append(run(started[n]))
+                    if profiler is not None:
+                        profiler.join()
+                    print(f"  {scenario:8} {n:8} {time.monotonic() - began:5.1f}s "
+                          + " ".join(f"{k}={v:.2f}" for k, v in rounds[(n, scenario)][-1].items()), flush=True)
+        for (n, scenario), runs in rounds.items():
+            results[n][scenario] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for n in names:
+            if "slow" not in scenarios and started[n].pids:
+                results[n]["peak"] = {"rss_mib": procstat.peak_rss_mib(list(started[n].pids))}
+        print()
+        print(_table(results, names, missing))
+        if "rss" in scenarios:
+            print("\nRSS after requests (MB): " + "; ".join(
+                f"{n} " + ", ".join(f"{k[4:]}: {v:.0f}" for k, v in results[n]["rss"].items() if k.startswith("rss"))
+                for n in names if "rss" in results[n]))
+        for line in _errors(results):
+            print("errors: " + line)
+        if args.json:
+            args.json.write_text(json.dumps({"date": stamp, "machine": _machine(),
+                                             "versions": {n: started[n].version for n in names},
+                                             "results": results, "missing": missing}, indent=2))
+
+
+def _profile(target: Target, args: argparse.Namespace) -> threading.Thread:
+    """py-spy on the (first) gateway process for the measured part of json16."""
+    spy = Path(sys.executable).parent / "py-spy"
+
+    def record() -> None:
+        time.sleep(args.warmup + 0.5)
+        subprocess.run([str(spy), "record", "--pid", str(target.pids[0]), "--duration", str(int(args.seconds) - 1),
+                        "--rate", "200", "--format", "raw", "--output", str(args.profile), "--nonblocking"],
+                       capture_output=True, check=False)
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    return thread
 
 
 if __name__ == "__main__":
