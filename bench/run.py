@@ -47,7 +47,7 @@ from bench.loadgen import Timings, run_load
 from bench.streams import StreamTimings, run_streams
 from bench.targets import Target
 
-ALL_TARGETS = ("direct", "ours", "ours-pg", "portkey", "litellm")
+ALL_TARGETS = ("direct", "before", "ours", "ours-pg", "portkey", "litellm")
 DEFAULT_SCENARIOS = ("c1", "json16", "json64", "stream16", "ttfb1", "slow")
 STREAM_DIRECTIVE = "[fake chunks=20 gap=5]"  # paced: 16 streams take ~150/s direct
 SLOW_DIRECTIVE = "[fake chunks=20 first=2000 gap=50]"
@@ -138,7 +138,8 @@ class Bench:
         before = self._cpu(target)
         result = wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.seconds)
         used = self._cpu(target) - before
-        return {"rate": result.req_s, "cpu_ms": used * 1000 / max(1, result.requests),
+        return {"rate": result.req_s,
+                "cpu_ms": used * 1000 / result.requests if result.requests else float("nan"),
                 "p50_ms": result.p50_ms, "errors": float(result.errors)}
 
     def json16(self, target: Target) -> Metrics:
@@ -199,11 +200,14 @@ class Bench:
 
 
 def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | None,
-           pg_url: str | None) -> tuple[Target, ExitStack]:
+           pg_url: str | None, compare: Path | None) -> tuple[Target, ExitStack]:
     stack = ExitStack()
     try:
         if name == "direct":
             target = targets.direct(provider, provider_pid)
+        elif name == "before":
+            assert compare is not None
+            target = targets.ours(stack, tmp, provider, cpu, name="before", source=compare)
         elif name == "ours":
             target = targets.ours(stack, tmp, provider, cpu)
         elif name == "ours-pg":
@@ -275,15 +279,15 @@ def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: di
         slow = results[name].get("slow")
         done = f"{slow['complete']:.0f}/{slow['of']:.0f}" if slow else "–"
         lines.append(f"| {name} | " + " | ".join(_fmt(cell(name, c), c[3]) for c in used) + f" | {done} |")
-    for mine in ("ours", "ours-pg"):
-        for other in ("portkey", "litellm"):
-            if mine not in names or other not in names:
-                continue
-            ratios = []
-            for c in used:
-                a, b = cell(mine, c), cell(other, c)
-                ratios.append(f"{a / b:.2f}×" if a is not None and b and a == a and b == b else "–")
-            lines.append(f"| {mine} / {other} | " + " | ".join(ratios) + " | |")
+    for mine, other in (("ours", "before"), ("ours", "portkey"), ("ours", "litellm"),
+                        ("ours-pg", "portkey"), ("ours-pg", "litellm")):
+        if mine not in names or other not in names:
+            continue
+        ratios = []
+        for c in used:
+            a, b = cell(mine, c), cell(other, c)
+            ratios.append(f"{a / b:.2f}×" if a is not None and b and a == a and b == b else "–")
+        lines.append(f"| {mine} / {other} | " + " | ".join(ratios) + " | |")
     for name, why in missing.items():
         lines.append(f"| {name} | " + " | ".join("–" for _ in used) + f" | {why} |")
     return "\n".join(lines)
@@ -300,7 +304,7 @@ def _errors(results: dict[str, dict[str, Metrics]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default=",".join(ALL_TARGETS))
+    parser.add_argument("--targets", default=",".join(t for t in ALL_TARGETS if t != "before"))
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk warm-up before each")
@@ -312,10 +316,16 @@ def main() -> None:
     parser.add_argument("--rss-total", type=int, default=100_000)
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness for the whole bench (gateways included); negative needs root")
+    parser.add_argument("--compare", type=Path, help="another checkout of this gateway, run as"
+                        " target `before` beside `ours` (before/after in one run)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--profile", type=Path, help="record py-spy samples of `ours` during json16 here")
     args = parser.parse_args()
     names = [n for n in args.targets.split(",") if n]
+    if args.compare is not None and "before" not in names:
+        names.insert(names.index("ours") if "ours" in names else 0, "before")
+    if args.compare is None and "before" in names:
+        names.remove("before")
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = sorted(set(names) - set(ALL_TARGETS)) + sorted(
         set(scenarios) - {*DEFAULT_SCENARIOS, "rss"})
@@ -332,8 +342,8 @@ def main() -> None:
     missing = {n: why for n in names if (why := targets.missing(n))}
     names = [n for n in names if n not in missing]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"bench {stamp}: {_machine()}; gateways on cpu {gateway_cpu}, load on {sorted(load_cpus)}",
-          flush=True)
+    print(f"bench {stamp}: {_machine()}; gateways on cpu {gateway_cpu}, load on {sorted(load_cpus)}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -341,7 +351,8 @@ def main() -> None:
         pg_url = stack.enter_context(targets.postgres_database()) if "ours-pg" in names else None
         started: dict[str, Target] = {}
         with ThreadPoolExecutor(len(names) or 1) as pool:  # LiteLLM alone takes ~30 s to start
-            futures = {n: pool.submit(_start, n, tmp, provider, provider_pid, gateway_cpu, pg_url) for n in names}
+            futures = {n: pool.submit(_start, n, tmp, provider, provider_pid, gateway_cpu, pg_url,
+                                       args.compare) for n in names}
             for n, future in futures.items():
                 try:
                     target, own = future.result()
@@ -378,7 +389,8 @@ def main() -> None:
         for n in names:
             if "slow" not in scenarios and started[n].pids:
                 results[n]["peak"] = {"rss_mib": procstat.peak_rss_mib(list(started[n].pids))}
-        print()
+        print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other work on this machine skews"
+              " req/s more than CPU ms per request)")
         print(_table(results, names, missing))
         if "rss" in scenarios:
             print("\nRSS after requests (MB): " + "; ".join(

@@ -8,6 +8,7 @@ OpenAI chat request; a `Target` says where and with which headers.
 - ours: `umg serve` on SQLite, with a key that has rpm and tpm limits, live mode through
   the OpenAI adapter to the fake provider (auth, both limits, routing, the provider call
   and a ledger row on every request).
+- before: the same as ours, from another checkout (`--compare DIR`), for before/after.
 - ours-pg: two `umg serve` processes on one Postgres database, the same key, both pinned
   to the gateway core; load is split evenly between them.
 - portkey: Portkey's open-source gateway (`bench/competitors.sh` installs it), with the
@@ -117,45 +118,48 @@ def direct(provider: str, provider_pid: int) -> Target:
                   {"Authorization": f"Bearer {PROVIDER_KEY}"}, (), "fake provider (node " + _node_version() + ")")
 
 
-def _umg() -> str:
-    return str(Path(sys.executable).parent / "umg")
+def _umg() -> list[str]:
+    return [sys.executable, "-m", "server.cli"]
 
 
-def _create_key(env: dict[str, str]) -> str:
+def _create_key(env: dict[str, str], source: Path) -> str:
     done = subprocess.run(
-        [_umg(), "keys", "create", "--tenant", "bench", "--project", "bench", "--name", "bench",
+        [*_umg(), "keys", "create", "--tenant", "bench", "--project", "bench", "--name", "bench",
          "--rpm", "1000000000", "--tpm", "1000000000000", "--json"],
-        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
+        env=env, capture_output=True, text=True, check=True, cwd=source,
     )
     return str(json.loads(done.stdout)["key"])
 
 
-def _ours_env(provider: str, database_url: str) -> dict[str, str]:
-    return _env({"DATABASE_URL": database_url, "LOG_LEVEL": "warning",
+def _ours_env(provider: str, database_url: str, source: Path) -> dict[str, str]:
+    return _env({"DATABASE_URL": database_url, "LOG_LEVEL": "warning", "PYTHONPATH": str(source),
                  "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"})
 
 
-def _ours_version() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return "this gateway @ " + (head.stdout.strip() or "?")
+def _ours_version(source: Path) -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=source)
+    return f"this gateway from {'this checkout' if source == ROOT else source} @ " + (head.stdout.strip() or "?")
 
 
 def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, processes: int = 1,
-         database_url: str | None = None, name: str = "ours") -> Target:
+         database_url: str | None = None, name: str = "ours", source: Path = ROOT) -> Target:
+    """`umg serve` from `source` (this checkout, or another one given to `--compare`: its
+    packages come first on PYTHONPATH, this venv's dependencies serve both)."""
     url = database_url or f"sqlite:///{tmp}/{name}.db"
-    env = _ours_env(provider, url)
-    key = _create_key(env)  # before serving: no development key is minted
+    env = _ours_env(provider, url, source)
+    key = _create_key(env, source)  # before serving: no development key is minted
     procs, urls = [], []
     for i in range(processes):
         port = free_port()
         log = tmp / f"{name}-{i}.log"
-        proc = stack.enter_context(_process(_pinned([_umg(), "serve", "--port", str(port)], cpu), env, log))
+        args = _pinned([*_umg(), "serve", "--port", str(port)], cpu)
+        proc = stack.enter_context(_process(args, env, log, cwd=source))
         procs.append((proc, log, port))
         urls.append(f"http://127.0.0.1:{port}/v1/chat/completions")
     for proc, log, port in procs:
         wait_ready(f"http://127.0.0.1:{port}/healthz", proc, log)
     return Target(name, tuple(urls), {"Authorization": f"Bearer {key}"},
-                  tuple(p.pid for p, _, _ in procs), _ours_version())
+                  tuple(p.pid for p, _, _ in procs), _ours_version(source))
 
 
 @contextmanager
