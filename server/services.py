@@ -80,7 +80,7 @@ async def build_services(settings: Settings) -> Services:
     catalog = serving_catalog(settings)
     transport = None if settings.mock_mode else H11Transport()
     providers = build_providers(settings, catalog, transport)
-    storage = open_storage(settings.database_url)
+    storage = open_storage(settings.database_url, owner=True)  # SQLite: one serving process
     await storage.migrate()
     gateway = Gateway(
         storage=storage,

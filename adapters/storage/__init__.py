@@ -6,7 +6,11 @@ Owns: choosing the backend from a database URL.
 - `postgresql://user@host:port/db?...` (or `postgres://...`), passed to psycopg as is.
 
 Opening is cheap and does no I/O; call `await storage.migrate()` before use and
-`await storage.close()` at the end.
+`await storage.close()` at the end (it commits what is still queued).
+
+`owner=True` is for a process that serves requests (`umg serve`): a SQLite backend then
+takes ownership of the file's in-memory state at `migrate` and fails there with
+`StorageBusy` if another process has it (see `sqlite.py`). Postgres ignores it.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ from adapters.storage.base import Storage
 SQLITE_PREFIX = "sqlite:///"
 
 
-def open_storage(url: str) -> Storage:
+def open_storage(url: str, *, owner: bool = False) -> Storage:
     if url.startswith(SQLITE_PREFIX):
         from adapters.storage.sqlite import SQLiteStorage
 
         path = url[len(SQLITE_PREFIX) :]
         if not path:
             raise ValueError("sqlite URL needs a path: sqlite:///gateway.db or sqlite:///:memory:")
-        return SQLiteStorage(path)
+        return SQLiteStorage(path, owner=owner)
     if url.startswith(("postgresql://", "postgres://")):
         from adapters.storage.postgres import PostgresStorage
 

@@ -2,13 +2,24 @@
 
 Owns: what the rest of the gateway may ask of storage, and the guarantees:
 
-- Atomicity lives in the database. `update_state` and `update_job` run the caller's
-  function inside one transaction that holds the row's lock (Postgres `FOR UPDATE`,
-  SQLite `BEGIN IMMEDIATE`), so a read-modify-write holds across tasks, pools and
-  gateway processes sharing the database. The function must be quick and must not
-  await; it runs on the Trio thread (so it may read a Trio clock) while the database
-  thread waits for it. Whatever it raises rolls the transaction back and propagates.
-- `insert_usage` is idempotent on `request_id`: a retried write never double-bills.
+- Atomicity: `update_state` and `update_job` run the caller's function atomically
+  with respect to every other task and process using the database. On Postgres that
+  is one transaction holding the row's lock (`FOR UPDATE`); `update_job` on SQLite too
+  (`BEGIN IMMEDIATE`). `update_state` on SQLite runs on the in-memory copy of the one
+  process that owns the file's state (`sqlite.py`; another process gets
+  `owner.StorageBusy`). The function must be quick, must not await and must not
+  mutate the state it is given; it runs on the Trio thread (so it may read a Trio
+  clock). Whatever it raises leaves the state unchanged and propagates.
+- Durability of `update_state`: on Postgres committed before it returns. On SQLite,
+  scopes `rl:*` and `key:*` (rate buckets, key budgets) are committed with the next
+  `insert_usage` batch or within 0.5 s, whichever is first, and on `close()`; every
+  other scope before it returns. So a state change made before `insert_usage(row)`
+  is committed no later than `row`.
+- `insert_usage` returns once the row is committed (SQLite: in a group commit with
+  the rows queued meanwhile, see `group_commit.py`). It is idempotent on
+  `request_id`: a retried write never double-bills.
+- `key_by_prefix` answers from a per-process cache for up to 1 s (`keycache.py`);
+  `insert_key` and `revoke_key` through the same Storage apply to it at once.
 - Job reads are tenant-scoped (`get_job`, `list_jobs`); workers use `claim_job`,
   `update_job` and `heartbeat`, which are not (they act on ids they claimed).
 - A unique key (`id` or `prefix` of a key, `id` of a job) inserted twice raises

@@ -17,6 +17,8 @@ Rules:
 - Callers' functions run on the Trio thread (`trio.from_thread.run_sync`) while the
   transaction holds the lock; keep them quick.
 - The pool opens lazily on first use; `close()` closes it.
+- Key lookups by prefix are cached in process for `KEY_CACHE_SECONDS` (`keycache.py`):
+  a revoke through this process applies here at once, through another within the TTL.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from psycopg import errors as pg_errors
 
 from adapters.storage import codec
 from adapters.storage.base import JobFn, State, StateFn
+from adapters.storage.keycache import KeyCache
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
@@ -97,7 +100,7 @@ class _Slot:
 
 
 class PostgresStorage:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, keys: KeyCache | None = None) -> None:
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, name="umg-storage"
         )
@@ -106,6 +109,7 @@ class PostgresStorage:
         self._closed = False
         self._open_lock = threading.Lock()
         self.jobs = JobQueries(self._run)
+        self.keys = keys or KeyCache()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -187,6 +191,8 @@ class PostgresStorage:
             await self._run(lambda c: c.execute(sql, row))
         except pg_errors.UniqueViolation as err:
             raise Conflict("A key with this id or prefix already exists") from err
+        finally:
+            self.keys.forget(rec.prefix)
 
     async def _keys(self, where: str, args: tuple[Any, ...]) -> list[KeyRecord]:
         sql = f"SELECT {_KEY_COLS} FROM keys {where} ORDER BY created_at, id"
@@ -194,8 +200,11 @@ class PostgresStorage:
         return [codec.from_postgres_row(KeyRecord, r) for r in rows]
 
     async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
-        found = await self._keys("WHERE prefix = %s", (prefix,))
-        return found[0] if found else None
+        async def read() -> KeyRecord | None:
+            found = await self._keys("WHERE prefix = %s", (prefix,))
+            return found[0] if found else None
+
+        return await self.keys.lookup(prefix, read)
 
     async def key_by_id(self, key_id: str) -> KeyRecord | None:
         found = await self._keys("WHERE id = %s", (key_id,))
@@ -218,8 +227,15 @@ class PostgresStorage:
                 (id_or_prefix, id_or_prefix),
             ).fetchone()
 
-        row = await self._run(apply)
-        return None if row is None else codec.from_postgres_row(KeyRecord, row)
+        try:
+            row = await self._run(apply)
+        finally:
+            self.keys.forget(id_or_prefix)
+        if row is None:
+            return None
+        record = codec.from_postgres_row(KeyRecord, row)
+        self.keys.forget(record.prefix)
+        return record
 
     async def count_keys(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0]))  # type: ignore[index]

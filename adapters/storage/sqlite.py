@@ -2,18 +2,34 @@
 
 Owns: running every storage operation on ONE connection, serialized by a `trio.Lock`
 and executed in a worker thread (`trio.to_thread.run_sync`), so the Trio thread never
-blocks on disk. Writes run in `BEGIN IMMEDIATE` transactions: the database write lock is
-taken up front, which makes read-modify-write (`update_state`, `update_job`,
-`claim_job`) atomic against this process's other tasks and against other processes
-using the same file (they wait up to `busy_timeout`).
+blocks on disk; and keeping the hot path off that connection: key lookups come from a
+short-lived cache (`keycache.py`), rate-limit and budget state from memory
+(`memstate.py`), and ledger rows go through one writer with group commit
+(`group_commit.py`).
 
 Rules:
 - WAL journal, `synchronous=NORMAL` (a power cut may lose the last commits, never
-  corrupts), `busy_timeout` 10 s. `:memory:` databases live as long as the Storage.
+  corrupts; a crash of the process loses nothing committed), `busy_timeout` 10 s.
+  `:memory:` databases live as long as the Storage.
+- Writes run in `BEGIN IMMEDIATE` transactions: the write lock is taken up front, so a
+  read-modify-write (`update_job`, `claim_job`) is atomic against this process's other
+  tasks and against other processes using the file (`umg keys ...`; they wait up to
+  `busy_timeout`).
+- State is owned by one process: the first `update_state` / `read_state` (or `migrate`
+  when opened with `owner=True`, as `umg serve` does) takes `<database>.lock`
+  (`owner.py`); a second process gets `StorageBusy`. The owner applies `update_state`
+  to its in-memory copy on the Trio thread, without a thread hop; `rl:*` and `key:*`
+  scopes are committed behind (see `memstate.py`), every other scope before
+  `update_state` returns.
+- `insert_usage` returns once its row is committed, in a batch with the other rows
+  queued meanwhile and with all state changed before it. So once a request's row is
+  committed, so is the budget it settled before recording; after a crash what can be
+  lost is the last `flush_seconds` (0.5 s) of rate-bucket changes and the reservations
+  of requests that were still running.
 - A thread call is not abandoned on cancellation: the statement finishes (they are
   short), the lock is released, and then `Cancelled` is raised.
-- Callers' functions (`update_state`, `update_job`) run on the Trio thread through
-  `trio.from_thread.run_sync` while the transaction waits.
+- Callers' functions (`update_state`, `update_job`) run on the Trio thread; `update_job`
+  calls them through `trio.from_thread.run_sync` while the transaction waits.
 """
 
 from __future__ import annotations
@@ -21,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -37,7 +53,11 @@ from adapters.storage.base import (
     heartbeat_fn,
     job_list_query,
 )
+from adapters.storage.group_commit import GroupCommit
+from adapters.storage.keycache import KeyCache
+from adapters.storage.memstate import StateTable, write_behind
 from adapters.storage.migrations import migrations
+from adapters.storage.owner import FileOwner
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
 from core import jobs as lifecycle
 from core.errors import Conflict
@@ -51,6 +71,14 @@ _USAGE_COLS = ", ".join(codec.columns(UsageRecord))
 _JOB_COLS = ", ".join(codec.columns(JobRecord))
 _JOB_MUTABLE = [c for c in codec.columns(JobRecord) if c not in ("id", "tenant", "key_id")]
 _NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"  # same shape as codec.iso
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({', '.join('?' * len(codec.columns(UsageRecord)))})"
+    " ON CONFLICT DO NOTHING"
+)
+_UPSERT_STATE = (
+    "INSERT INTO state (scope, data) VALUES (?, ?)"
+    " ON CONFLICT (scope) DO UPDATE SET data = excluded.data"
+)
 
 
 def _marks(n: int) -> str:
@@ -79,12 +107,36 @@ def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
     return result
 
 
+def _state_value(row: tuple[Any, ...] | None) -> State | None:
+    return None if row is None or row[0] is None else dict(json.loads(row[0]))
+
+
 class SQLiteStorage:
-    def __init__(self, path: str) -> None:
+    """`owner=True`: take the state at `migrate` (a serving process, so a second one on the
+    same file fails at start, not at its first limited request)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        owner: bool = False,
+        keys: KeyCache | None = None,
+        flush_seconds: float = 0.5,
+        queue_rows: int = 4096,
+    ) -> None:
         self.path = path
         self._conn: Conn | None = None
         self._lock = trio.Lock()
         self._closed = False
+        self._closing = False  # close() has begun: state and new rows are refused
+        self._owner_at_migrate = owner
+        self._owner = None if path == ":memory:" else FileOwner(path)
+        self.keys = keys or KeyCache()
+        self._states = StateTable()
+        self._through = trio.Lock()  # write-through scopes, one at a time
+        self.writer = GroupCommit(
+            self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds
+        )
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -107,6 +159,9 @@ class SQLiteStorage:
         return await self._run(lambda conn: _write(conn, fn))
 
     async def migrate(self) -> None:
+        if self._owner_at_migrate:
+            self._own()
+
         def apply(conn: Conn) -> None:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version"
@@ -125,11 +180,18 @@ class SQLiteStorage:
         await self._tx(apply)
 
     async def close(self) -> None:
+        """Commit every queued row and changed state, then close (idempotent)."""
+        if self._closing:
+            return
+        self._closing = True
+        await self.writer.close()
         async with self._lock:
             self._closed = True
             if self._conn is not None:
                 await trio.to_thread.run_sync(self._conn.close)
                 self._conn = None
+        if self._owner is not None:
+            self._owner.release()
 
     async def health(self) -> bool:
         if self._closed:
@@ -149,6 +211,8 @@ class SQLiteStorage:
             await self._tx(lambda c: c.execute(sql, row))
         except sqlite3.IntegrityError as err:
             raise Conflict("A key with this id or prefix already exists") from err
+        finally:
+            self.keys.forget(rec.prefix)
 
     async def _key_where(self, where: str, args: tuple[Any, ...]) -> list[KeyRecord]:
         sql = f"SELECT {_KEY_COLS} FROM keys {where} ORDER BY created_at, id"
@@ -156,8 +220,11 @@ class SQLiteStorage:
         return [codec.from_sqlite_row(KeyRecord, r) for r in rows]
 
     async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
-        found = await self._key_where("WHERE prefix = ?", (prefix,))
-        return found[0] if found else None
+        async def read() -> KeyRecord | None:
+            found = await self._key_where("WHERE prefix = ?", (prefix,))
+            return found[0] if found else None
+
+        return await self.keys.lookup(prefix, read)
 
     async def key_by_id(self, key_id: str) -> KeyRecord | None:
         found = await self._key_where("WHERE id = ?", (key_id,))
@@ -179,8 +246,15 @@ class SQLiteStorage:
                 (id_or_prefix, id_or_prefix),
             ).fetchone()
 
-        row = await self._tx(apply)
-        return None if row is None else codec.from_sqlite_row(KeyRecord, row)
+        try:
+            row = await self._tx(apply)
+        finally:
+            self.keys.forget(id_or_prefix)
+        if row is None:
+            return None
+        record = codec.from_sqlite_row(KeyRecord, row)
+        self.keys.forget(record.prefix)
+        return record
 
     async def count_keys(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0]))
@@ -188,9 +262,34 @@ class SQLiteStorage:
     # -- usage ledger ----------------------------------------------------------------
 
     async def insert_usage(self, rec: UsageRecord) -> bool:
-        row = codec.sqlite_row(rec)
-        sql = f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({_marks(len(row))}) ON CONFLICT DO NOTHING"
-        return bool(await self._tx(lambda c: c.execute(sql, row).rowcount))
+        return await self.writer.submit(codec.sqlite_row(rec))
+
+    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+        """The writer's batch: `rows` and every changed state scope, one transaction."""
+        states = self._states.take_dirty()
+        unstorable: list[tuple[str, Exception]] = []
+
+        def apply(c: Conn) -> list[bool]:
+            inserted = [c.execute(_INSERT_USAGE, row).rowcount == 1 for row in rows]
+            for scope, value in states:
+                try:
+                    text = codec.dumps(value)
+                except (TypeError, ValueError) as err:  # a caller's bug: reported below
+                    unstorable.append((scope, err))
+                    continue
+                c.execute(_UPSERT_STATE, (scope, text))
+            return inserted
+
+        try:
+            results = await self._tx(apply)
+        except BaseException:
+            self._states.mark_dirty([scope for scope, _ in states])
+            raise
+        for scope, err in unstorable:
+            log.error("state %r cannot be stored as JSON (%s): its change is discarded", scope, err)
+            self._states.drop(scope)
+        self._states.evict()
+        return results
 
     async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
         sql = (
@@ -206,25 +305,41 @@ class SQLiteStorage:
 
     # -- generic atomic state ----------------------------------------------------------
 
+    def _own(self) -> None:
+        if self._closing:
+            raise RuntimeError("storage is closed")
+        if self._owner is not None:
+            self._owner.acquire()
+
+    async def _loaded(self, scope: str) -> None:
+        """Bring `scope` into memory (one read the first time it is used)."""
+        self._own()
+        if not self._states.loaded(scope):
+            sql = "SELECT data FROM state WHERE scope = ?"
+            row = await self._run(lambda c: c.execute(sql, (scope,)).fetchone())
+            self._states.load(scope, _state_value(row))
+
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:
-        def apply(c: Conn) -> T:
-            row = c.execute("SELECT data FROM state WHERE scope = ?", (scope,)).fetchone()
-            current = None if row is None or row[0] is None else json.loads(row[0])
-            result, new = trio.from_thread.run_sync(fn, current)
-            c.execute(
-                "INSERT INTO state (scope, data) VALUES (?, ?)"
-                " ON CONFLICT (scope) DO UPDATE SET data = excluded.data",
-                (scope, codec.dumps(new)),
-            )
+        await self._loaded(scope)
+        if write_behind(scope):  # no await from here on: atomic on the Trio thread
+            result, new = fn(self._states.value(scope))
+            self._states.set(scope, new, dirty=True)
+            self.writer.poke()
+            return result
+        async with self._through:
+            await self._loaded(scope)  # it may have been dropped while we waited
+            result, new = fn(self._states.value(scope))
+            text = codec.dumps(new)
+            with trio.CancelScope(shield=True):  # memory and file must not disagree
+                await self._tx(lambda c: c.execute(_UPSERT_STATE, (scope, text)))
+                self._states.set(scope, new, dirty=False)
             return result
 
-        return await self._tx(apply)
-
     async def read_state(self, scope: str) -> State | None:
-        row = await self._run(
-            lambda c: c.execute("SELECT data FROM state WHERE scope = ?", (scope,)).fetchone()
-        )
-        return None if row is None or row[0] is None else dict(json.loads(row[0]))
+        """A shallow copy of the state in memory (treat nested values as read-only)."""
+        await self._loaded(scope)
+        value = self._states.value(scope)
+        return None if value is None else dict(value)
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from attrs import frozen
 from adapters import keys
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
+from adapters.storage.keycache import KEY_CACHE_SECONDS
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.server.conftest import Running, start_gateway
@@ -298,7 +299,10 @@ async def test_key_revoked_through_one_gateway_is_refused_by_the_other(pair: Pai
         assert before.status_code == 200, before.text
         revoked = await pair.a.services.storage.revoke_key(record.id, datetime.now(UTC))
         assert revoked is not None and revoked.revoked_at is not None
-        after = await client.post("/v1/responses", json=ask())
+        # b caches key lookups for KEY_CACHE_SECONDS: the revoke applies there within it
+        with trio.fail_after(KEY_CACHE_SECONDS + 20):
+            while (after := await client.post("/v1/responses", json=ask())).status_code == 200:
+                await trio.sleep(0.1)
         models = await client.get("/v1/models")
     assert after.status_code == 401, after.text
     assert "revoked" in after.json()["error"]["message"]

@@ -1,0 +1,158 @@
+"""One writer task that commits queued ledger rows (and dirty state) in batches.
+
+Owns: the queue between request tasks and the database, and when a batch is committed.
+
+Rules:
+- `submit(row)` returns only once the transaction holding `row` has committed, with the
+  backend's answer for that row (True: inserted, False: its `request_id` was already
+  there). A commit that fails raises the backend's error in every caller of that batch.
+- Group commit: while one batch commits, new rows wait in the queue; the next batch
+  takes all of them (at most `max_batch`). One row alone is committed at once, so a
+  lone request waits no longer than one transaction.
+- Bounded: at most `capacity` rows are queued or being committed. A caller beyond that
+  waits for room (backpressure); no row is ever dropped. A caller cancelled while it
+  waits for its commit does not withdraw its row: it is still written.
+- Write-behind state: `poke()` says state has become dirty; the writer then commits
+  within `flush_seconds` even if no row comes (a row that comes earlier carries the
+  state in its batch, see `commit`). A failed state-only flush is logged and tried
+  again after `flush_seconds` (on close: tried once).
+- `close()` stops new rows (`RuntimeError`), commits everything queued and the dirty
+  state, and waits for the writer to end.
+- The writer is a Trio system task started on first use, so storage needs no nursery;
+  an error it does not expect (a bug) crashes the run loudly instead of hanging callers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+from attrs import define, field
+
+log = logging.getLogger("umg.storage")
+
+Row = tuple[Any, ...]
+# commit(rows) -> one bool per row; it also writes the dirty state it takes itself
+Commit = Callable[[Sequence[Row]], Awaitable[list[bool]]]
+
+
+@define
+class _Pending:
+    row: Row
+    done: trio.Event = field(factory=trio.Event)
+    inserted: bool = False
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    def __init__(
+        self,
+        commit: Commit,
+        errors: tuple[type[BaseException], ...],
+        *,
+        capacity: int = 4096,
+        max_batch: int = 512,
+        flush_seconds: float = 0.5,
+    ) -> None:
+        self._commit = commit
+        self._errors = errors
+        self._room = trio.Semaphore(capacity)
+        self.capacity = capacity
+        self._max_batch = max_batch
+        self.flush_seconds = flush_seconds
+        self._queue: deque[_Pending] = deque()
+        self._wake = trio.Event()
+        self._deadline: float | None = None  # when dirty state must be committed by
+        self._started = False
+        self._closing = False
+        self._stopped = trio.Event()
+        self.batches = 0  # transactions committed or tried (for tests and benchmarks)
+
+    @property
+    def queued(self) -> int:
+        """Rows waiting for a batch."""
+        return len(self._queue)
+
+    @property
+    def held(self) -> int:
+        """Rows taken and not yet answered (queued or being committed), <= capacity."""
+        return self.capacity - self._room.value
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            trio.lowlevel.spawn_system_task(self._run, name="umg-storage-writer")
+
+    async def submit(self, row: Row) -> bool:
+        if self._closing:
+            raise RuntimeError("storage is closed")
+        await self._room.acquire()
+        if self._closing:
+            self._room.release()
+            raise RuntimeError("storage is closed")
+        pending = _Pending(row)
+        self._queue.append(pending)
+        self._start()
+        self._wake.set()
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.inserted
+
+    def poke(self) -> None:
+        """State became dirty: make sure it is committed within `flush_seconds`."""
+        if self._deadline is None and not self._closing:
+            self._deadline = trio.current_time() + self.flush_seconds
+            self._start()
+            self._wake.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._started:
+            await self._stopped.wait()
+
+    # -- the writer task ----------------------------------------------------------------
+
+    def _due(self) -> bool:
+        return self._deadline is not None and (
+            self._closing or trio.current_time() >= self._deadline
+        )
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._queue and not self._due():
+                    if self._closing:
+                        return
+                    self._wake = trio.Event()
+                    with trio.move_on_at(self._deadline if self._deadline is not None else math.inf):
+                        await self._wake.wait()
+                    continue
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+                await self._write(batch)
+        finally:
+            self._stopped.set()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        self._deadline = None  # the commit takes the dirty state with it
+        self.batches += 1
+        try:
+            results = await self._commit([p.row for p in batch])
+        except self._errors as err:
+            log.error("storage writer: a commit of %d rows failed: %s", len(batch), err)
+            if not self._closing:  # the state is tried again; on close, once is enough
+                self._deadline = trio.current_time() + self.flush_seconds
+            for p in batch:
+                p.error = err
+        else:
+            for p, inserted in zip(batch, results, strict=True):
+                p.inserted = inserted
+        finally:
+            for p in batch:
+                p.done.set()
+                self._room.release()

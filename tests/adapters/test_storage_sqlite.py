@@ -1,0 +1,375 @@
+"""The embedded backend's hot path (adapters/storage/sqlite.py): state in memory owned by
+one process, ledger rows through one writer with group commit, and what survives a
+restart or a crash (a real child process killed with `os._exit`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from adapters.storage import open_storage
+from adapters.storage.memstate import StateTable
+from adapters.storage.owner import StorageBusy
+from adapters.storage.sqlite import SQLiteStorage
+from tests.adapters.test_storage import T0, make_key, make_usage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _increment(state: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    count = (state or {}).get("count", 0) + 1
+    return count, {"count": count}
+
+
+def _set(value: dict[str, Any]) -> Any:
+    return lambda state: (None, value)
+
+
+async def opened(path: Path, **options: Any) -> SQLiteStorage:
+    storage = SQLiteStorage(str(path), **options)
+    await storage.migrate()
+    return storage
+
+
+async def stored_state(path: Path) -> dict[str, Any]:
+    """Every state row as committed in the file (read with a plain connection)."""
+    def read() -> dict[str, Any]:
+        import sqlite3
+
+        with sqlite3.connect(path) as conn:
+            return {s: json.loads(d) for s, d in conn.execute("SELECT scope, data FROM state")}
+
+    return await trio.to_thread.run_sync(read)
+
+
+# -- one owner -------------------------------------------------------------------------
+
+
+async def test_a_second_storage_on_the_file_cannot_take_the_state(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    first = await opened(db)
+    second = await opened(db)  # keys, jobs, the ledger: fine without the state
+    try:
+        await first.update_state("rl:req:k", _increment)
+        with pytest.raises(StorageBusy, match="Postgres"):
+            await second.update_state("rl:req:k", _increment)
+        with pytest.raises(StorageBusy):
+            await second.read_state("anything")
+        with pytest.raises(StorageBusy):
+            await opened(db, owner=True)  # how `umg serve` opens it: refused at start
+        await second.insert_key(make_key(1))
+        assert await second.insert_usage(make_usage(1, T0))
+        assert await first.key_by_prefix("umg_0001") is not None
+    finally:
+        await first.close()
+        await second.close()
+    third = await opened(db, owner=True)  # the owner closed: the lock is free again
+    try:
+        assert await third.read_state("rl:req:k") == {"count": 1}
+    finally:
+        await third.close()
+
+
+# -- state in memory ---------------------------------------------------------------------
+
+
+async def test_many_tasks_update_one_scope_exactly_and_it_is_persisted(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    seen: list[int] = []
+
+    async def bump(scope: str) -> None:
+        for _ in range(25):
+            seen.append(await storage.update_state(scope, _increment))
+            await trio.lowlevel.checkpoint()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(bump, "rl:req:hot" if n % 2 else "key:hot:total")
+        assert sorted(seen) == sorted([*range(1, 501), *range(1, 501)])
+        assert await storage.read_state("rl:req:hot") == {"count": 500}
+        assert await stored_state(db) == {}  # behind: nothing committed yet (60 s window)
+    finally:
+        await storage.close()
+    assert await stored_state(db) == {"rl:req:hot": {"count": 500}, "key:hot:total": {"count": 500}}
+
+
+async def test_a_ledger_row_commits_the_state_changed_before_it(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    try:
+        await storage.update_state("key:k1:total", _set({"spent": "0.25"}))  # a settle
+        await storage.update_state("rl:tok:k1", _set({"level": 5.0}))
+        assert await stored_state(db) == {}
+        assert await storage.insert_usage(make_usage(1, T0))
+        assert await stored_state(db) == {
+            "key:k1:total": {"spent": "0.25"}, "rl:tok:k1": {"level": 5.0}
+        }
+    finally:
+        await storage.close()
+
+
+async def test_changed_state_is_committed_within_flush_seconds_without_any_row(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=5.0)
+    try:
+        await storage.update_state("rl:req:k", _increment)
+        mock_clock.jump(4.9)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await stored_state(db) == {}  # not yet due
+        mock_clock.jump(0.2)  # 5.1 s after the change: due (Trio time stands still now)
+        while (found := await stored_state(db)) == {}:
+            await trio.testing.wait_all_tasks_blocked()
+        assert found == {"rl:req:k": {"count": 1}}
+    finally:
+        await storage.close()
+
+
+async def test_other_scopes_are_committed_before_update_state_returns(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    try:
+        secret = await storage.update_state(
+            "webhooks:secret:t1", lambda s: ("whsec_x", {"secret": "whsec_x"})
+        )
+        assert secret == "whsec_x"
+        assert await stored_state(db) == {"webhooks:secret:t1": {"secret": "whsec_x"}}
+
+        def broken(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
+            raise RuntimeError("rule failed")
+
+        with pytest.raises(RuntimeError):
+            await storage.update_state("webhooks:secret:t1", broken)
+        with pytest.raises(TypeError):  # not JSON: refused, nothing changed
+            await storage.update_state("webhooks:secret:t1", _set({"secret": object()}))
+        assert await storage.read_state("webhooks:secret:t1") == {"secret": "whsec_x"}
+    finally:
+        await storage.close()
+
+
+async def test_a_state_that_cannot_be_stored_is_discarded_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db)
+    try:
+        await storage.update_state("rl:req:k", _set({"level": 1.0}))
+        await storage.insert_usage(make_usage(1, T0))
+        await storage.update_state("rl:req:k", _set({"level": float("nan")}))
+        with caplog.at_level(logging.ERROR, logger="umg.storage"):
+            assert await storage.insert_usage(make_usage(2, T0))  # the row is kept
+        assert "rl:req:k" in caplog.text
+        assert await storage.read_state("rl:req:k") == {"level": 1.0}  # the stored one
+        assert await storage.usage_count() == 2
+    finally:
+        await storage.close()
+
+
+def test_the_state_table_drops_least_recently_used_clean_scopes_only() -> None:
+    table = StateTable(max_rows=2)
+    table.load("a", {"n": 1})
+    table.set("b", {"n": 2}, dirty=True)
+    table.load("c", {"n": 3})
+    table.value("a")  # used: c is now the oldest clean one
+    table.evict()
+    assert (table.loaded("a"), table.loaded("b"), table.loaded("c")) == (True, True, False)
+    table.set("d", {"n": 4}, dirty=True)
+    table.evict()
+    assert not table.loaded("a") and table.loaded("b") and table.loaded("d")  # dirty: kept
+    assert sorted(s for s, _ in table.take_dirty()) == ["b", "d"]
+
+
+# -- the ledger writer -----------------------------------------------------------------
+
+
+async def test_many_concurrent_rows_are_group_committed_none_lost_none_doubled(
+    tmp_path: Path,
+) -> None:
+    storage = await opened(tmp_path / "g.db", queue_rows=16)
+    answers: dict[int, bool] = {}
+
+    async def record(n: int) -> None:
+        row = make_usage(n, T0 + timedelta(milliseconds=n), request_id=f"req_{n % 150}")
+        answers[n] = await storage.insert_usage(row)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for n in range(300):
+                nursery.start_soon(record, n)
+        assert await storage.usage_count() == 150
+        for rid in range(150):  # one of the two attempts per request_id was inserted
+            assert answers[rid] != answers[rid + 150]
+        assert storage.writer.batches < 300  # rows shared transactions
+    finally:
+        await storage.close()
+
+
+async def test_a_full_queue_makes_callers_wait_and_drops_nothing(tmp_path: Path) -> None:
+    storage = await opened(tmp_path / "g.db", queue_rows=4)
+    done: list[int] = []
+
+    async def record(n: int) -> None:
+        await storage.insert_usage(make_usage(n, T0))
+        done.append(n)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            async with storage._lock:  # the database is slow: nothing can commit
+                for n in range(20):
+                    nursery.start_soon(record, n)
+                await trio.testing.wait_all_tasks_blocked()
+                # 4 rows taken (in the batch waiting for the connection, or queued);
+                # 16 callers wait for room
+                assert storage.writer.held == 4 and done == []
+        assert sorted(done) == list(range(20))
+        assert await storage.usage_count() == 20
+    finally:
+        await storage.close()
+
+
+async def test_duplicates_in_one_batch_and_across_batches(tmp_path: Path) -> None:
+    storage = await opened(tmp_path / "g.db")
+    results: list[bool] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            for n in range(10):
+                row = make_usage(n, T0, request_id="req_same")
+                nursery.start_soon(lambda r=row: _append(results, storage.insert_usage(r)))
+        assert sorted(results) == [False] * 9 + [True]
+        assert await storage.insert_usage(make_usage(99, T0, request_id="req_same")) is False
+        [row] = await storage.usage_rows("t1", T0, T0 + timedelta(seconds=1))
+        assert row.request_id == "req_same"
+    finally:
+        await storage.close()
+
+
+async def _append(results: list[bool], pending: Any) -> None:
+    results.append(await pending)
+
+
+async def test_a_caller_cancelled_while_waiting_does_not_withdraw_its_row(tmp_path: Path) -> None:
+    storage = await opened(tmp_path / "g.db")
+    scope = trio.CancelScope()
+
+    async def record() -> None:
+        with scope:
+            await storage.insert_usage(make_usage(1, T0))
+        assert scope.cancelled_caught  # it was still waiting when cancelled
+
+    try:
+        async with storage._lock:  # the connection is busy: the commit has to wait
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(record)
+                await trio.testing.wait_all_tasks_blocked()  # queued, waiting for its commit
+                assert storage.writer.held == 1
+                scope.cancel()
+        await storage.insert_usage(make_usage(2, T0))
+        assert await storage.usage_count() == 2
+    finally:
+        await storage.close()
+
+
+async def test_close_commits_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    await storage.update_state("key:k:total", _set({"spent": "1"}))
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(storage.insert_usage, make_usage(n, T0))
+        await trio.testing.wait_all_tasks_blocked()
+        await storage.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await storage.insert_usage(make_usage(99, T0))
+    with pytest.raises(RuntimeError, match="closed"):
+        await storage.update_state("key:k:total", _increment)
+    again = await opened(db)
+    try:
+        assert await again.usage_count() == 20
+        assert await again.read_state("key:k:total") == {"spent": "1"}
+    finally:
+        await again.close()
+
+
+# -- restarts and crashes ----------------------------------------------------------------
+
+
+async def test_a_restart_keeps_budgets_and_buckets(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, owner=True)
+    await storage.update_state("key:k:2026-03", _set({"limit": "10", "spent": "2.5"}))
+    await storage.update_state("rl:req:k", _set({"level": 3.0, "updated_at": 1.0}))
+    await storage.close()
+    storage = await opened(db, owner=True)
+    try:
+        assert await storage.read_state("key:k:2026-03") == {"limit": "10", "spent": "2.5"}
+        assert await storage.read_state("rl:req:k") == {"level": 3.0, "updated_at": 1.0}
+    finally:
+        await storage.close()
+
+
+CRASH = textwrap.dedent(
+    """
+    import os, sys, trio
+    from datetime import UTC, datetime
+    from adapters.storage.sqlite import SQLiteStorage
+    from tests.adapters.test_storage import make_usage
+
+    def put(value):
+        return lambda state: (None, value)
+
+    async def main(db):
+        s = SQLiteStorage(db, owner=True, flush_seconds=0.2)
+        await s.migrate()
+        await s.update_state("rl:req:k", put({"level": 1.0}))
+        await trio.sleep(2.0)  # well past flush_seconds: committed by the timer
+        await s.update_state("key:k:total", put({"spent": "0.5"}))  # settled ...
+        await s.insert_usage(make_usage(1, datetime.now(UTC)))  # ... then recorded
+        await s.update_state("webhooks:secret:t", put({"secret": "whsec_1"}))
+        await s.update_state("rl:tok:k", put({"level": 9.0}))  # may be lost
+        print("recorded", flush=True)
+        os._exit(17)  # a crash: no close, no flush
+
+    trio.run(main, sys.argv[1])
+    """
+)
+
+
+async def test_a_crash_keeps_every_recorded_row_and_the_budget_settled_before_it(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "g.db"
+    done = await trio.run_process(
+        [sys.executable, "-c", CRASH, str(db)], cwd=ROOT, capture_stdout=True, check=False
+    )
+    assert done.returncode == 17 and done.stdout == b"recorded\n"
+    storage = await opened(db, owner=True)  # the dead process's lock went with it
+    try:
+        assert await storage.usage_count() == 1
+        assert await storage.read_state("key:k:total") == {"spent": "0.5"}
+        assert await storage.read_state("webhooks:secret:t") == {"secret": "whsec_1"}
+        assert await storage.read_state("rl:req:k") == {"level": 1.0}
+    finally:
+        await storage.close()
+
+
+async def test_open_storage_memory_needs_no_lock(tmp_path: Path) -> None:
+    del tmp_path
+    storage = open_storage("sqlite:///:memory:", owner=True)
+    await storage.migrate()
+    try:
+        assert await storage.update_state("rl:req:k", _increment) == 1
+        assert await storage.insert_usage(make_usage(1, T0))
+        assert await storage.read_state("rl:req:k") == {"count": 1}
+    finally:
+        await storage.close()
