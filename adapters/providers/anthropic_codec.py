@@ -33,9 +33,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from adapters.providers import payload
 from adapters.providers.base import ProviderError
 from adapters.providers.failures import error_from_payload
-from adapters.providers.payload import event_object, int_field
+from adapters.providers.payload import NO_USAGE, UsageShape, event_object
 from core.catalog import Deployment
 from core.model import (
     Completion,
@@ -56,7 +57,6 @@ from core.model import (
 
 DEFAULT_MAX_TOKENS_CAP = 4096
 MAX_TEMPERATURE = 1.0
-NO_USAGE = Usage()
 
 STOP_REASONS: Mapping[str, FinishReason] = {
     "end_turn": "stop",
@@ -182,18 +182,17 @@ def encode_request(
 
 
 
+USAGE = UsageShape(
+    input=("input_tokens",),
+    output=("output_tokens",),
+    cached=("cache_read_input_tokens",),
+    cache_write=("cache_creation_input_tokens",),
+)
+
+
 def decode_usage(usage: object, base: Usage = NO_USAGE) -> Usage:
     """Anthropic usage -> Usage; fields absent from `usage` keep their value in `base`."""
-    def pick(key: str, old: int) -> int:
-        value = int_field(usage, key)
-        return old if value is None else value
-
-    return Usage(
-        input_tokens=pick("input_tokens", base.input_tokens),
-        output_tokens=pick("output_tokens", base.output_tokens),
-        cached_input_tokens=pick("cache_read_input_tokens", base.cached_input_tokens),
-        cache_write_tokens=pick("cache_creation_input_tokens", base.cache_write_tokens),
-    )
+    return payload.decode_usage(usage, USAGE, base)
 
 
 def stop_reason(value: object) -> FinishReason:

@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from adapters.providers import payload
 from adapters.providers.base import ProviderError
 from adapters.providers.failures import error_from_payload
-from adapters.providers.payload import event_object, int_field
+from adapters.providers.payload import UsageShape, event_object
 from core.catalog import Deployment
 from core.model import (
     Completion,
@@ -144,22 +145,18 @@ def _tool(name: str, description: str | None, parameters: object) -> dict[str, A
 # ---- response ------------------------------------------------------------------------------
 
 
-def _int(obj: object, key: str) -> int:
-    return int_field(obj, key) or 0
+USAGE = UsageShape(
+    input=("prompt_tokens",),
+    output=("completion_tokens",),
+    cached=("prompt_tokens_details", "cached_tokens"),
+    cache_write=("prompt_tokens_details", "cache_write_tokens"),
+    reasoning=("completion_tokens_details", "reasoning_tokens"),
+    input_includes_cache=True,
+)
 
 
 def decode_usage(usage: object) -> Usage:
-    prompt_details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
-    output_details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
-    cached = _int(prompt_details, "cached_tokens")
-    written = _int(prompt_details, "cache_write_tokens")
-    return Usage(
-        input_tokens=max(0, _int(usage, "prompt_tokens") - cached - written),
-        output_tokens=_int(usage, "completion_tokens"),
-        cached_input_tokens=cached,
-        cache_write_tokens=written,
-        reasoning_tokens=_int(output_details, "reasoning_tokens"),
-    )
+    return payload.decode_usage(usage, USAGE)
 
 
 def finish_reason(value: object) -> FinishReason:

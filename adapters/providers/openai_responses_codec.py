@@ -43,9 +43,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from adapters.providers import payload
 from adapters.providers.base import ProviderError
 from adapters.providers.failures import error_from_payload
-from adapters.providers.payload import event_object, int_field
+from adapters.providers.payload import UsageShape, event_object
 from core.catalog import Deployment
 from core.model import (
     Completion,
@@ -188,22 +189,18 @@ def encode_request(
 # ---- response ------------------------------------------------------------------------------
 
 
-def _int(obj: object, key: str) -> int:
-    return int_field(obj, key) or 0
+USAGE = UsageShape(
+    input=("input_tokens",),
+    output=("output_tokens",),
+    cached=("input_tokens_details", "cached_tokens"),
+    cache_write=("input_tokens_details", "cache_write_tokens"),
+    reasoning=("output_tokens_details", "reasoning_tokens"),
+    input_includes_cache=True,
+)
 
 
 def decode_usage(usage: object) -> Usage:
-    input_details = usage.get("input_tokens_details") if isinstance(usage, dict) else None
-    output_details = usage.get("output_tokens_details") if isinstance(usage, dict) else None
-    cached = _int(input_details, "cached_tokens")
-    written = _int(input_details, "cache_write_tokens")
-    return Usage(
-        input_tokens=max(0, _int(usage, "input_tokens") - cached - written),
-        output_tokens=_int(usage, "output_tokens"),
-        cached_input_tokens=cached,
-        cache_write_tokens=written,
-        reasoning_tokens=_int(output_details, "reasoning_tokens"),
-    )
+    return payload.decode_usage(usage, USAGE)
 
 
 def _items(data: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -4,12 +4,13 @@ Owns: turning `ProviderSettings` (config file + the ecosystem's environment vari
 see adapters/config.py) into provider adapters that share one pooled transport.
 
 Rules:
-- kind `openai` -> `OpenAIProvider` (Chat Completions), or `OpenAIResponsesProvider`
+- Every configured provider is an `HttpProvider` speaking the dialect of its kind
+  (`DIALECTS`): kind `openai` -> `OPENAI_CHAT` (Chat Completions), or `OPENAI_RESPONSES`
   when its `api` is "responses" (any other `api` is a configuration error);
-  `anthropic` -> `AnthropicProvider`, `openai_compatible` -> `OpenAICompatibleProvider`;
-  the label is the configured name, which is what catalog deployments name as their
-  `provider`.
-- `openai` and `anthropic` need a key; a compatible server may take none.
+  `anthropic` -> `ANTHROPIC`, `openai_compatible` -> `OPENAI_COMPATIBLE`; the label is
+  the configured name, which is what catalog deployments name as their `provider`.
+- `openai` and `anthropic` need a key (`Dialect.key_required`); a compatible server
+  may take none.
 - An unknown kind or a duplicate name is a configuration error, raised at start, never
   at the first request.
 - Every adapter gets the same transport, so connections are pooled per upstream host
@@ -18,58 +19,47 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from adapters.config import ConfigError, ProviderSettings
-from adapters.providers.anthropic import AnthropicProvider
 from adapters.providers.base import Provider
-from adapters.providers.openai import OpenAIProvider
-from adapters.providers.openai_compatible import OpenAICompatibleProvider
-from adapters.providers.openai_responses import OpenAIResponsesProvider
+from adapters.providers.http_provider import (
+    ANTHROPIC,
+    OPENAI_CHAT,
+    OPENAI_COMPATIBLE,
+    OPENAI_RESPONSES,
+    Dialect,
+    HttpProvider,
+)
 from adapters.providers.transport import Transport
 
-OPENAI_APIS = ("chat", "responses")
+# kind -> api -> dialect ("chat" is the only api of kinds other than openai)
+DIALECTS: Mapping[str, Mapping[str, Dialect]] = MappingProxyType({
+    "openai": MappingProxyType({"chat": OPENAI_CHAT, "responses": OPENAI_RESPONSES}),
+    "anthropic": MappingProxyType({"chat": ANTHROPIC}),
+    "openai_compatible": MappingProxyType({"chat": OPENAI_COMPATIBLE}),
+})
+OPENAI_APIS = tuple(DIALECTS["openai"])
 
 
-def _openai(p: ProviderSettings, transport: Transport) -> Provider:
-    if p.api == "responses":
-        return OpenAIResponsesProvider(
-            name=p.name, base_url=p.base_url, api_key=_key(p), transport=transport
+def dialect_for(p: ProviderSettings) -> Dialect:
+    """The dialect a configured provider speaks (ConfigError if there is none)."""
+    apis = DIALECTS.get(p.kind)
+    if apis is None:
+        raise ConfigError(
+            f"provider '{p.name}' has unknown kind '{p.kind}' "
+            f"(expected one of: {', '.join(sorted(DIALECTS))})"
         )
-    if p.api != "chat":
+    dialect = apis.get(p.api)
+    if dialect is None:
         raise ConfigError(
             f"provider '{p.name}' has unknown api '{p.api}' "
-            f"(expected one of: {', '.join(OPENAI_APIS)})"
+            f"(expected one of: {', '.join(apis)})"
         )
-    return OpenAIProvider(
-        name=p.name, base_url=p.base_url, api_key=_key(p), transport=transport
-    )
-
-
-def _anthropic(p: ProviderSettings, transport: Transport) -> Provider:
-    return AnthropicProvider(
-        name=p.name, base_url=p.base_url, api_key=_key(p), transport=transport
-    )
-
-
-def _compatible(p: ProviderSettings, transport: Transport) -> Provider:
-    return OpenAICompatibleProvider(
-        name=p.name, base_url=p.base_url, api_key=p.api_key, transport=transport
-    )
-
-
-BUILDERS: Mapping[str, Callable[[ProviderSettings, Transport], Provider]] = MappingProxyType({
-    "openai": _openai,
-    "anthropic": _anthropic,
-    "openai_compatible": _compatible,
-})
-
-
-def _key(p: ProviderSettings) -> str:
-    if not p.api_key:
+    if dialect.key_required and not p.api_key:
         raise ConfigError(f"provider '{p.name}' ({p.kind}) needs an API key")
-    return p.api_key
+    return dialect
 
 
 def real_providers(
@@ -78,13 +68,11 @@ def real_providers(
     """Provider label -> adapter for every configured provider."""
     providers: dict[str, Provider] = {}
     for p in configured:
-        build = BUILDERS.get(p.kind)
-        if build is None:
-            raise ConfigError(
-                f"provider '{p.name}' has unknown kind '{p.kind}' "
-                f"(expected one of: {', '.join(sorted(BUILDERS))})"
-            )
+        dialect = dialect_for(p)
         if p.name in providers:
             raise ConfigError(f"provider '{p.name}' is configured twice")
-        providers[p.name] = build(p, transport)
+        providers[p.name] = HttpProvider(
+            name=p.name, dialect=dialect, base_url=p.base_url, api_key=p.api_key,
+            transport=transport,
+        )
     return providers

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from adapters.config import ConfigError, ProviderSettings, load_settings
-from adapters.providers.openai import OpenAIProvider
-from adapters.providers.openai_responses import OpenAIResponsesProvider
+from adapters.providers.http_provider import OPENAI_CHAT, OPENAI_RESPONSES, Dialect, HttpProvider
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import H11Transport
 
@@ -38,15 +37,16 @@ def test_api_must_be_a_string(tmp_path: Path) -> None:
         settings_with(tmp_path, "[providers.openai]\napi = 2\n")
 
 
-@pytest.mark.parametrize(("api", "cls"), [
-    ("chat", OpenAIProvider), ("responses", OpenAIResponsesProvider),
+@pytest.mark.parametrize(("api", "dialect"), [
+    ("chat", OPENAI_CHAT), ("responses", OPENAI_RESPONSES),
 ])
-async def test_registry_picks_the_adapter_by_api(api: str, cls: type) -> None:
+async def test_registry_picks_the_dialect_by_api(api: str, dialect: Dialect) -> None:
     transport = H11Transport()
     configured = (ProviderSettings(name="openai", kind="openai", base_url="http://o/v1",
                                    api_key="sk-secret-openai-key", api=api),)
     built = real_providers(configured, transport)
-    assert type(built["openai"]) is cls
+    provider = built["openai"]
+    assert isinstance(provider, HttpProvider) and provider.dialect is dialect
     assert "sk-secret-openai-key" not in repr(built["openai"])
     await transport.aclose()
 

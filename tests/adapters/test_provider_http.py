@@ -10,10 +10,13 @@ from decimal import Decimal
 import pytest
 import trio
 
-from adapters.providers.anthropic import AnthropicProvider
 from adapters.providers.base import Provider, ProviderError, Timeouts
-from adapters.providers.openai import OpenAIProvider
-from adapters.providers.openai_compatible import OpenAICompatibleProvider
+from adapters.providers.http_provider import (
+    ANTHROPIC,
+    OPENAI_CHAT,
+    OPENAI_COMPATIBLE,
+    HttpProvider,
+)
 from adapters.providers.transport import H11Transport
 from core.catalog import Deployment, Price
 from core.model import (
@@ -48,12 +51,14 @@ async def setup(kind: str) -> AsyncIterator[tuple[FakeProvider, Provider]]:
     async with running_fake_provider() as fake:
         provider: Provider
         if kind == "openai":
-            provider = OpenAIProvider(base_url=fake.openai_base_url, api_key=KEY, transport=transport)
+            provider = HttpProvider(name="openai", dialect=OPENAI_CHAT,
+                                    base_url=fake.openai_base_url, api_key=KEY, transport=transport)
         elif kind == "compatible":
-            provider = OpenAICompatibleProvider(name="local", base_url=fake.openai_base_url,
-                                                api_key=None, transport=transport)
+            provider = HttpProvider(name="local", dialect=OPENAI_COMPATIBLE,
+                                    base_url=fake.openai_base_url, api_key=None, transport=transport)
         else:
-            provider = AnthropicProvider(base_url=fake.base_url, api_key=KEY, transport=transport)
+            provider = HttpProvider(name="anthropic", dialect=ANTHROPIC, base_url=fake.base_url,
+                                    api_key=KEY, transport=transport)
         try:
             yield fake, provider
         finally:
@@ -271,7 +276,8 @@ async def test_connect_refused_is_connect() -> None:
     transport = H11Transport()
     async with running_fake_provider() as fake:
         url = fake.openai_base_url
-    provider = OpenAIProvider(base_url=url, api_key=KEY, transport=transport)  # server is gone
+    provider = HttpProvider(name="openai", dialect=OPENAI_CHAT, base_url=url, api_key=KEY,
+                            transport=transport)  # the server is gone
     err = await fails(lambda: provider.complete(DEP, ASK, timeouts=FAST))
     assert err.kind is FailureKind.CONNECT
     err = await fails(lambda: collect(provider))

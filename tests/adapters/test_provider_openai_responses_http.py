@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from adapters.providers.base import ProviderError, Timeouts
-from adapters.providers.openai_responses import OpenAIResponsesProvider
+from adapters.providers.http_provider import OPENAI_RESPONSES, HttpProvider
 from adapters.providers.transport import H11Transport
 from core.catalog import Deployment, Price
 from core.model import (
@@ -43,18 +43,18 @@ ASK_INPUT = 12
 
 
 @asynccontextmanager
-async def setup() -> AsyncIterator[tuple[FakeProvider, OpenAIResponsesProvider]]:
+async def setup() -> AsyncIterator[tuple[FakeProvider, HttpProvider]]:
     transport = H11Transport()
     async with running_fake_provider() as fake:
-        provider = OpenAIResponsesProvider(base_url=fake.openai_base_url, api_key=KEY,
-                                           transport=transport)
+        provider = HttpProvider(name="openai", dialect=OPENAI_RESPONSES,
+                                base_url=fake.openai_base_url, api_key=KEY, transport=transport)
         try:
             yield fake, provider
         finally:
             await transport.aclose()
 
 
-async def collect(provider: OpenAIResponsesProvider, request: GatewayRequest = ASK,
+async def collect(provider: HttpProvider, request: GatewayRequest = ASK,
                   timeouts: Timeouts = FAST) -> list[StreamEvent]:
     out: list[StreamEvent] = []
     async with aclosing(provider.stream(DEP, request, timeouts=timeouts)) as agen:  # type: ignore[type-var]

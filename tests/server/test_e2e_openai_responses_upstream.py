@@ -27,7 +27,7 @@ import pytest
 import trio
 from attrs import define
 
-from adapters.providers.openai_responses import OpenAIResponsesProvider
+from adapters.providers.http_provider import OPENAI_RESPONSES, HttpProvider
 from adapters.storage.records import UsageRecord
 from tests.fakes import FakeProvider, Fault, running_fake_provider
 from tests.fakes.replies import Reply, plan_reply
@@ -125,7 +125,8 @@ async def check_billed(
 
 
 async def test_the_openai_adapter_is_the_responses_one(live: Live) -> None:
-    assert isinstance(live.gw.services.gateway.providers["openai"], OpenAIResponsesProvider)
+    provider = live.gw.services.gateway.providers["openai"]
+    assert isinstance(provider, HttpProvider) and provider.dialect is OPENAI_RESPONSES
 
 
 # ---- Chat Completions in front ---------------------------------------------------------

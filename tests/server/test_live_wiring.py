@@ -8,9 +8,13 @@ import pytest
 import trio
 
 from adapters.config import ConfigError, ProviderSettings, load_settings
-from adapters.providers.anthropic import AnthropicProvider
-from adapters.providers.openai import OpenAIProvider
-from adapters.providers.openai_compatible import OpenAICompatibleProvider
+from adapters.providers.http_provider import (
+    ANTHROPIC,
+    OPENAI_CHAT,
+    OPENAI_COMPATIBLE,
+    Dialect,
+    HttpProvider,
+)
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import H11Transport
 from server.services import serving_catalog
@@ -26,9 +30,11 @@ async def test_registry_builds_one_adapter_per_configured_provider() -> None:
         ProviderSettings(name="groq", kind="openai_compatible", base_url="http://g/v1"),
     )
     built = real_providers(configured, transport)
-    assert isinstance(built["openai"], OpenAIProvider)
-    assert isinstance(built["anthropic"], AnthropicProvider)
-    assert isinstance(built["groq"], OpenAICompatibleProvider)
+    expected: dict[str, Dialect] = {
+        "openai": OPENAI_CHAT, "anthropic": ANTHROPIC, "groq": OPENAI_COMPATIBLE}
+    for name, dialect in expected.items():
+        provider = built[name]
+        assert isinstance(provider, HttpProvider) and provider.dialect is dialect
     assert "sk-o" not in repr(built) and "sk-a" not in repr(built)
     await transport.aclose()
 
