@@ -102,8 +102,10 @@ async def serve(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 
+    signalled = trio.Event()
+
     async def trigger() -> None:
-        await (shutdown or wait_for_signal)()
+        await (shutdown or signalled.wait)()
         # Draining first, in the same tick: /readyz is 503 before the listener closes.
         services.streams.begin_draining()
         if prestop_seconds > 0:
@@ -132,6 +134,11 @@ async def serve(
             finally:
                 workers.cancel()
 
+        if shutdown is None:
+            # The handlers go in before the listener opens: hypercorn reports the bind (we
+            # log "listening") before it starts the trigger's task, so a SIGTERM just after
+            # that line would otherwise find no handler and kill the process undrained.
+            await nursery.start(wait_for_signal, signalled)
         nursery.start_soon(run_workers)
         binds: list[str] = await nursery.start(run_http)
         log.info("gateway listening on %s", binds[0])
@@ -140,7 +147,12 @@ async def serve(
         await services.close()
 
 
-async def wait_for_signal() -> None:
+async def wait_for_signal(
+    signalled: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Set `signalled` at the first SIGTERM or SIGINT (handlers installed when started)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for _ in signals:
+            signalled.set()
             return
