@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz soak bench bench-quick bench-rss bench-profile bench-tools clean
+.PHONY: run test lint typecheck pytest fuzz fuzz-api soak bench bench-quick bench-rss bench-profile bench-tools clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ pytest: $(STAMP)
 # Long runs, not part of `make test`.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/core
+
+# schemathesis over /openapi.json as served: every check, positive and negative cases,
+# >= 5,000 test cases (tests/api_fuzz.py); a short run is tests/server/test_api_fuzz.py.
+fuzz-api: $(STAMP)
+	$(BIN)/python -m tests.api_fuzz --examples 80 --min-cases 5000
 
 # The fault run: N requests through two upstreams that fail at random, then the ledger
 # audit (tests/soak.py); a short version is tests/server/test_soak.py in `make test`.

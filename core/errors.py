@@ -60,6 +60,13 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class UpgradeRequired(InvalidRequest):
+    """A plain HTTP request to a WebSocket-only route."""
+
+    status = 426
+    code = "upgrade_required"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"

@@ -75,6 +75,8 @@ def create_app(services: Services) -> QuartTrio:
             bad = InvalidRequest(f"Method {request.method} is not allowed on {request.path}")
             response = error_response(bad)
             response.status_code = 405
+            allowed = getattr(err, "valid_methods", None) or ()
+            response.headers["Allow"] = ", ".join(sorted(allowed))
             return response
         generic = InvalidRequest(err.description or "Bad request")
         response = error_response(generic)

@@ -1,14 +1,18 @@
-"""The OpenAPI 3.1 description of every route, and the `/docs` page that renders it.
+"""The OpenAPI 3.1 description of every route: what each one accepts and can answer.
 
-Owns: the machine-readable API contract. Schemas are written out here by hand (the wire
-parsers in `server/wire` are the enforcement; a test checks that every route the app
-serves is described here). `/docs` is a self-contained HTML page: no CDN, no scripts.
+Owns: the machine-readable API contract. Request bodies come from `server.api_schemas`
+(built from the wire parsers' field tables); responses, statuses and SSE event schemas
+are written here. A test checks that every route the app serves is described, and
+schemathesis (`make fuzz-api`) that the server keeps to it. `/docs` renders this
+document (`server.docs_page`).
 """
 
 from __future__ import annotations
 
-import html
+from collections.abc import Sequence
 from typing import Any
+
+from server import api_schemas
 
 S = dict[str, Any]
 
@@ -21,56 +25,33 @@ def _json(schema: S) -> S:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> S:
-    return {str(c): {"description": _ERROR_TEXT[c], **_json(_ref("Error"))} for c in codes}
-
-
 _ERROR_TEXT = {
     400: "Malformed request; `error.param` names the field",
     401: "Missing, invalid or revoked API key",
     402: "Budget exceeded (key budget or `max_cost_usd`)",
     404: "Unknown model, job or route",
+    409: "The job is already finished",
     413: "Body larger than the limit; the connection is closed",
+    415: "A Content-Type other than JSON",
+    426: "Not a WebSocket handshake",
     429: "Rate limited; see `Retry-After` and `x-ratelimit-*`",
     502: "Every provider attempt failed",
+    503: "Draining for shutdown (or a provider is unavailable)",
     504: "Providers timed out",
 }
-_MODEL_ERRORS = _errors(400, 401, 402, 404, 413, 429, 502, 504)
 
-_MESSAGE: S = {
-    "type": "object",
-    "required": ["role", "content"],
-    "properties": {
-        "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
-        "content": {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "object", "required": ["type"]}},
-            ]
-        },
-    },
-}
-_CONSTRAINTS: S = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "routing": {
-            "type": "object",
-            "properties": {
-                "strategy": {"enum": ["cost", "latency", "reliability", "weighted"]},
-                "allow_providers": {"type": "array", "items": {"type": "string"}},
-                "deny_providers": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "budget": {
-            "type": "object",
-            "properties": {"max_cost_usd": {"type": "number", "exclusiveMinimum": 0}},
-        },
-    },
-}
+
+def _errors(*codes: int, shape: str = "Error") -> S:
+    return {str(c): {"description": _ERROR_TEXT[c], **_json(_ref(shape))} for c in codes}
+
+
+_MODEL_CODES = (400, 401, 402, 404, 413, 415, 429, 502, 503, 504)
+_BODY_CODES = (400, 401, 413, 415)
+
 _SCHEMAS: dict[str, S] = {
     "Error": {
         "type": "object",
+        "description": "The OpenAI error shape, on every route but /v1/messages",
         "required": ["error"],
         "properties": {
             "error": {
@@ -85,82 +66,98 @@ _SCHEMAS: dict[str, S] = {
             }
         },
     },
-    "Constraints": _CONSTRAINTS,
-    "UnifiedRequest": {
+    "AnthropicError": {
         "type": "object",
-        "required": ["model", "input"],
-        "additionalProperties": False,
+        "description": "Anthropic's error shape, on /v1/messages",
+        "required": ["type", "error"],
         "properties": {
-            "model": {"type": "string"},
-            "input": {
-                "oneOf": [
-                    {"type": "string"},
-                    {"type": "object", "properties": {"prompt": {"type": "string"}}},
-                    {"type": "object", "properties": {"messages": {"type": "array", "items": _MESSAGE}}},
-                    {"type": "array", "items": {"type": "object"}},
-                ]
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
             },
-            "instructions": {"type": "string"},
-            "max_output_tokens": {"type": "integer", "minimum": 1},
-            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-            "stream": {"type": "boolean"},
-            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-            "tools": {"type": "array", "items": {"type": "object"}},
-            "tool_choice": {},
-            "text": {"type": "object"},
-            "user": {"type": "string"},
-            "constraints": _ref("Constraints"),
         },
     },
+    "Constraints": api_schemas.CONSTRAINTS,
     "Gateway": {
         "type": "object",
+        "description": "What the gateway did: route, attempts, exact cost",
         "properties": {
             "request_id": {"type": "string"},
+            "model": {"type": ["string", "null"]},
             "provider": {"type": ["string", "null"]},
             "deployment": {"type": ["string", "null"]},
             "routing": {"type": "string"},
-            "attempts": {"type": "array", "items": {"type": "object"}},
+            "attempts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "deployment": {"type": "string"},
+                        "provider": {"type": "string"},
+                        "attempt": {"type": "integer"},
+                        "outcome": {"type": "string"},
+                    },
+                },
+            },
             "cost_usd": {"type": "string", "description": "Decimal string, USD"},
         },
     },
     "Response": {
         "type": "object",
         "description": "OpenAI Responses object plus `gateway`",
+        "required": ["id", "object", "status", "output"],
         "properties": {
             "id": {"type": "string"},
             "object": {"const": "response"},
             "status": {"type": "string"},
+            "model": {"type": "string"},
             "output": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": ["object", "null"]},
+            "gateway": _ref("Gateway"),
+        },
+        "example": {
+            "id": "resp_0123", "object": "response", "status": "completed", "model": "gpt-4.1",
+            "output": [{"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": "Hello!"}]}],
+            "usage": {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11},
+            "gateway": {"provider": "openai", "deployment": "openai/gpt-4.1", "routing": "cost",
+                        "attempts": [{"deployment": "openai/gpt-4.1", "provider": "openai",
+                                      "attempt": 1, "outcome": "ok"}],
+                        "cost_usd": "0.0000340000"},
+        },
+    },
+    "ChatCompletion": {
+        "type": "object",
+        "description": "OpenAI chat.completion plus `gateway`",
+        "required": ["id", "object", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object"}},
             "usage": {"type": "object"},
             "gateway": _ref("Gateway"),
         },
     },
-    "ChatCompletionRequest": {
+    "Message": {
         "type": "object",
-        "required": ["model", "messages"],
+        "description": "Anthropic Message",
+        "required": ["id", "type", "role", "content"],
         "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
             "model": {"type": "string"},
-            "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
-            "stream": {"type": "boolean"},
-            "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-            "max_tokens": {"type": "integer"},
-            "max_completion_tokens": {"type": "integer"},
-            "tools": {"type": "array", "items": {"type": "object"}},
-            "tool_choice": {},
-            "response_format": {"type": "object"},
-            "constraints": _ref("Constraints"),
+            "content": {"type": "array", "items": {"type": "object"}},
+            "stop_reason": {"type": ["string", "null"]},
+            "usage": {"type": "object"},
         },
     },
-    "ChatCompletion": {"type": "object", "description": "OpenAI chat.completion plus `gateway`"},
-    "MessagesRequest": {
-        "type": "object",
-        "required": ["model", "max_tokens", "messages"],
-        "description": "Anthropic Messages request",
-    },
-    "Message": {"type": "object", "description": "Anthropic Message"},
     "Job": {
         "type": "object",
+        "required": ["id", "object", "status"],
         "properties": {
             "id": {"type": "string"},
             "object": {"const": "job"},
@@ -168,21 +165,69 @@ _SCHEMAS: dict[str, S] = {
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "completed_at": {"type": ["string", "null"], "format": "date-time"},
+            "request": {"type": "object"},
             "result": {"oneOf": [_ref("Response"), {"type": "null"}]},
             "error": {"type": ["object", "null"]},
             "cost_usd": {"type": ["string", "null"]},
         },
     },
-    "JobCreate": {
+    "JobList": {
         "type": "object",
-        "required": ["request"],
-        "properties": {"request": _ref("UnifiedRequest"), "webhook_url": {"type": "string"}},
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("Job")},
+            "has_more": {"type": "boolean"},
+        },
     },
     "ModelList": {"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array"}}},
     "Usage": {"type": "object", "properties": {"totals": {"type": "object"}, "groups": {"type": "array"}}},
+    # Server-sent events: one schema per stream, the `data` of each event (see docs/api.md).
+    "ResponsesStreamEvent": {
+        "type": "object",
+        "description": "`event: <type>` + `data: {type, sequence_number, ...}`; ends with "
+        "response.completed, response.incomplete or response.failed",
+        "required": ["type", "sequence_number"],
+        "properties": {
+            "type": {"enum": [
+                "response.created", "response.in_progress", "response.output_item.added",
+                "response.content_part.added", "response.output_text.delta",
+                "response.output_text.done", "response.content_part.done",
+                "response.output_item.done", "response.function_call_arguments.delta",
+                "response.function_call_arguments.done", "response.completed",
+                "response.incomplete", "response.failed", "error",
+            ]},
+            "sequence_number": {"type": "integer"},
+            "delta": {"type": "string"},
+            "response": _ref("Response"),
+        },
+    },
+    "ChatCompletionChunk": {
+        "type": "object",
+        "description": "`data: {chat.completion.chunk}` events, then `data: [DONE]`; a failure "
+        "after the first chunk is `data: {\"error\": {...}}`",
+        "properties": {
+            "object": {"const": "chat.completion.chunk"},
+            "choices": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": ["object", "null"]},
+            "error": {"type": "object"},
+        },
+    },
+    "MessageStreamEvent": {
+        "type": "object",
+        "description": "Anthropic events: message_start, content_block_start, ping, "
+        "content_block_delta, content_block_stop, message_delta, message_stop, or error",
+        "required": ["type"],
+        "properties": {"type": {"enum": [
+            "message_start", "content_block_start", "ping", "content_block_delta",
+            "content_block_stop", "message_delta", "message_stop", "error",
+        ]}},
+    },
 }
 
-_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+
+def _sse(event: str) -> S:
+    return {"schema": {"type": "string", "description": f"Server-sent events; each `data` is a {event}"},
+            "x-event-schema": _ref(event)}
 
 
 def _op(summary: str, ok: S, *, body: str | None = None, errors: S | None = None, **extra: Any) -> S:
@@ -192,38 +237,69 @@ def _op(summary: str, ok: S, *, body: str | None = None, errors: S | None = None
     return op
 
 
-def openapi_document() -> dict[str, Any]:
-    ok_resp = {"200": {"description": "The answer (JSON, or SSE when `stream` is true)", **_json(_ref("Response"))}}
+def _path_param(name: str) -> list[S]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+
+
+def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; `models` (the served catalog's ids) become the `model` examples."""
+    schemas = {
+        **_SCHEMAS,
+        "UnifiedRequest": api_schemas.request_schema(
+            "responses", models, "The unified request (OpenAI Responses shape plus `constraints`)"),
+        "ChatCompletionRequest": api_schemas.request_schema(
+            "chat", models, "OpenAI Chat Completions request plus `constraints`"),
+        "MessagesRequest": api_schemas.request_schema(
+            "messages", models, "Anthropic Messages request plus `constraints`"),
+        "JobCreate": {
+            "type": "object",
+            "required": ["request"],
+            "additionalProperties": False,
+            "properties": {
+                "request": _ref("UnifiedRequest"),
+                "webhook_url": {"anyOf": [{"type": "string", "pattern": "^https?://"}, {"type": "null"}]},
+            },
+        },
+    }
+    model_errors = _errors(*_MODEL_CODES)
+    answer = {"200": {"description": "The answer (JSON, or SSE when `stream` is true)",
+                      "content": {"application/json": {"schema": _ref("Response")},
+                                  "text/event-stream": _sse("ResponsesStreamEvent")}}}
+    chat = {"200": {"description": "chat.completion, or SSE chunks when `stream` is true",
+                    "content": {"application/json": {"schema": _ref("ChatCompletion")},
+                                "text/event-stream": _sse("ChatCompletionChunk")}}}
     job = {"200": {"description": "The job", **_json(_ref("Job"))}}
     paths: dict[str, S] = {
-        "/v1/responses": {"post": _op("Unified request", ok_resp, body="UnifiedRequest", errors=_MODEL_ERRORS)},
+        "/v1/responses": {"post": _op("Unified request", answer, body="UnifiedRequest", errors=model_errors)},
         "/v1/responses/stream": {
             "post": _op("Unified request, streamed as Responses SSE events",
-                        {"200": {"description": "SSE stream", "content": _SSE}},
-                        body="UnifiedRequest", errors=_MODEL_ERRORS)
+                        {"200": {"description": "SSE stream", "content": {
+                            "text/event-stream": _sse("ResponsesStreamEvent")}}},
+                        body="UnifiedRequest", errors=model_errors)
         },
         "/v1/responses/ws": {
             "get": _op("WebSocket: many unified requests per connection (see docs/api.md)",
-                       {"101": {"description": "Switching protocols"}})
+                       {"101": {"description": "Switching protocols"}},
+                       errors=_errors(401, 426, 503))
         },
         "/v1/chat/completions": {
-            "post": _op("OpenAI Chat Completions", {"200": {"description": "chat.completion", **_json(_ref("ChatCompletion"))}},
-                        body="ChatCompletionRequest", errors=_MODEL_ERRORS)
+            "post": _op("OpenAI Chat Completions", chat, body="ChatCompletionRequest", errors=model_errors)
         },
         "/v1/chat.completions": {
-            "post": _op("OpenAI Chat Completions (original path)",
-                        {"200": {"description": "chat.completion", **_json(_ref("ChatCompletion"))}},
-                        body="ChatCompletionRequest", errors=_MODEL_ERRORS)
+            "post": _op("OpenAI Chat Completions (original path)", chat,
+                        body="ChatCompletionRequest", errors=model_errors)
         },
         "/v1/messages": {
-            "post": _op("Anthropic Messages", {"200": {"description": "Message", **_json(_ref("Message"))}},
-                        body="MessagesRequest", errors=_MODEL_ERRORS)
+            "post": _op("Anthropic Messages",
+                        {"200": {"description": "Message, or Anthropic SSE events when `stream` is true",
+                                 "content": {"application/json": {"schema": _ref("Message")},
+                                             "text/event-stream": _sse("MessageStreamEvent")}}},
+                        body="MessagesRequest", errors=_errors(*_MODEL_CODES, shape="AnthropicError"))
         },
         "/v1/models": {"get": _op("List models", {"200": {"description": "Models", **_json(_ref("ModelList"))}})},
         "/v1/models/{model}": {
             "get": _op("One model", {"200": {"description": "Model", **_json({"type": "object"})}},
-                       errors=_errors(401, 404),
-                       parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}])
+                       errors=_errors(401, 404), parameters=_path_param("model"))
         },
         "/v1/usage": {
             "get": _op("Usage of the caller's tenant", {"200": {"description": "Totals and groups", **_json(_ref("Usage"))}},
@@ -237,20 +313,23 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/jobs": {
             "post": _op("Create a job", {"202": {"description": "Queued", **_json(_ref("Job"))}, **job},
-                        body="JobCreate", errors=_errors(400, 401),
+                        body="JobCreate", errors=_errors(*_BODY_CODES, 404),
                         parameters=[{"name": "Prefer", "in": "header", "schema": {"type": "string"},
                                      "description": "wait=N holds the answer up to N seconds"}]),
-            "get": _op("List jobs", {"200": {"description": "Page of jobs", **_json({"type": "object"})}},
+            "get": _op("List jobs", {"200": {"description": "Page of jobs", **_json(_ref("JobList"))}},
                        errors=_errors(400, 401),
-                       parameters=[{"name": n, "in": "query", "schema": {"type": "string"}} for n in ("status", "limit", "after")]),
+                       parameters=[
+                           {"name": "status", "in": "query",
+                            "schema": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                           {"name": "after", "in": "query", "schema": {"type": "string"}},
+                       ]),
         },
         "/v1/jobs/{id}": {
-            "get": _op("Get a job", job, errors=_errors(401, 404),
-                       parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])
+            "get": _op("Get a job", job, errors=_errors(401, 404), parameters=_path_param("id"))
         },
         "/v1/jobs/{id}/cancel": {
-            "post": _op("Cancel a job", job, errors=_errors(401, 404),
-                        parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])
+            "post": _op("Cancel a job", job, errors=_errors(401, 404, 409), parameters=_path_param("id"))
         },
         "/v1/webhooks/secret": {
             "get": _op("This tenant's webhook signing secret", {"200": {"description": "{key}", **_json({"type": "object"})}})
@@ -259,7 +338,7 @@ def openapi_document() -> dict[str, Any]:
         "/readyz": {"get": {"summary": "Readiness", "security": [],
                             "responses": {"200": {"description": "ready"}, "503": {"description": "not ready or draining"}}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI"}}}},
-        "/docs": {"get": {"summary": "API docs page", "security": [], "responses": {"200": {"description": "HTML"}}}},
+        "/docs": {"get": {"summary": "API reference page", "security": [], "responses": {"200": {"description": "HTML"}}}},
     }
     return {
         "openapi": "3.1.0",
@@ -268,28 +347,7 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
-
-
-def render_docs_page(doc: dict[str, Any]) -> str:
-    rows = []
-    for path, ops in doc["paths"].items():
-        for method, op in ops.items():
-            codes = ", ".join(sorted(op["responses"]))
-            rows.append(
-                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-                f"<td>{html.escape(op['summary'])}</td><td>{codes}</td></tr>"
-            )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Unified Model Gateway API</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{padding:4px 10px;border-bottom:1px solid #ddd}</style>"
-        "</head><body><h1>Unified Model Gateway API</h1>"
-        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. "
-        "Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>.</p>"
-        "<table><tr><th>Method</th><th>Path</th><th>What</th><th>Responses</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
-    )

@@ -14,8 +14,9 @@ from typing import Any
 from quart import Response
 from quart_trio import QuartTrio
 
+from server.docs_page import render_docs_page
 from server.http import to_json
-from server.openapi import openapi_document, render_docs_page
+from server.openapi import openapi_document
 from server.services import Services
 
 
@@ -39,10 +40,13 @@ def register(app: QuartTrio, services: Services) -> None:
             to_json(body), status=200 if ready else 503, content_type="application/json"
         )
 
+    def document() -> dict[str, Any]:
+        return openapi_document(sorted(services.gateway.catalog.models))
+
     @app.get("/openapi.json")
     async def openapi() -> dict[str, Any]:
-        return openapi_document()
+        return document()
 
     @app.get("/docs")
     async def docs() -> Response:
-        return Response(render_docs_page(openapi_document()), content_type="text/html; charset=utf-8")
+        return Response(render_docs_page(document()), content_type="text/html; charset=utf-8")

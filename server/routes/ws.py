@@ -41,9 +41,10 @@ from core.errors import (
     InvalidJSON,
     InvalidRequest,
     ServiceUnavailable,
+    UpgradeRequired,
 )
 from core.model import GatewayRequest, TextDelta, ToolCallDelta
-from server.auth import WS_KEY_PROTOCOL, websocket_key
+from server.auth import WS_KEY_PROTOCOL, require_key, websocket_key
 from server.errors import error_headers, error_json
 from server.http import decode_json, to_json
 from server.services import Services
@@ -218,6 +219,16 @@ def _answer_subprotocol() -> str:
 
 
 def register(app: QuartTrio, services: Services) -> None:
+    @app.get("/v1/responses/ws")
+    async def responses_ws_over_http() -> Response:
+        """A plain GET (no WebSocket handshake): the key is checked, then 426."""
+        await require_key(services)
+        needed = UpgradeRequired(
+            "This endpoint speaks WebSocket: send the GET with 'Upgrade: websocket'"
+        )
+        needed.headers["upgrade"] = "websocket"
+        raise needed
+
     @app.websocket("/v1/responses/ws")
     async def responses_ws() -> Response | None:
         if services.streams.draining:

@@ -81,6 +81,54 @@ async def test_docs_page_renders_the_document(gateway: Running) -> None:
     assert page.headers["content-type"].startswith("text/html")
     for path in ("/v1/responses", "/v1/chat/completions", "/v1/jobs", "/v1/usage"):
         assert path in page.text
+    text = page.text
+    # a reference, not a list: request fields with their constraints, examples, statuses
+    assert "<h4>Request body: <a href='#schema-MessagesRequest'>" in text
+    assert "<code>max_tokens</code> <span class='req'>required</span>" in text
+    assert "<code>stop_sequences</code>" in text and "minimum: <code>1</code>" in text
+    assert "&quot;max_tokens&quot;: 256" in text  # the example body
+    assert "curl -X POST http://localhost:3000/v1/messages" in text
+    assert "<a href='#schema-AnthropicError'>" in text and ">409<" in text
+    assert "id='schema-ResponsesStreamEvent'" in text and "response.output_text.delta" in text
+    assert "gpt-4.1" in text  # model examples come from the catalog
+    # self-contained: no scripts and nothing loaded from elsewhere
+    assert "<script" not in text and "src=" not in text and "href='http" not in text
+
+
+async def test_openapi_request_schemas_are_the_parsers_field_tables(gateway: Running) -> None:
+    from server.wire import anthropic_messages, openai_chat, responses
+
+    async with httpx.AsyncClient(base_url=gateway.url) as anonymous:
+        doc = (await anonymous.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    for name, table in (("UnifiedRequest", responses), ("ChatCompletionRequest", openai_chat),
+                        ("MessagesRequest", anthropic_messages)):
+        schema = schemas[name]
+        assert set(schema["properties"]) == set(table.SUPPORTED) | set(table.IGNORED), name
+        assert schema["additionalProperties"] is False
+        assert set(schema["properties"]["model"]["examples"]) == set(gateway.services.gateway.catalog.models)
+    assert schemas["MessagesRequest"]["required"] == ["model", "max_tokens", "messages"]
+    paths = doc["paths"]
+    messages = paths["/v1/messages"]["post"]["responses"]
+    assert messages["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/AnthropicError")
+    assert set(messages["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert set(paths["/v1/responses/stream"]["post"]["responses"]["200"]["content"]) == {"text/event-stream"}
+    assert {"404", "409"} <= set(paths["/v1/jobs/{id}/cancel"]["post"]["responses"])
+    assert "404" in paths["/v1/jobs/{id}"]["get"]["responses"]
+
+
+async def test_405_names_the_allowed_methods_and_a_plain_get_on_the_websocket_route_is_426(
+    gateway: Running,
+) -> None:
+    async with gateway.client() as client:
+        wrong = await client.request("TRACE", "/v1/models")
+        plain = await client.get("/v1/responses/ws")
+    async with httpx.AsyncClient(base_url=gateway.url) as anonymous:
+        no_key = await anonymous.get("/v1/responses/ws")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert plain.status_code == 426 and plain.headers["upgrade"] == "websocket"
+    assert plain.json()["error"]["code"] == "upgrade_required"
+    assert no_key.status_code == 401
 
 
 async def test_idle_streams_get_keepalive_comments(nursery: trio.Nursery, tmp_path: Path) -> None:
