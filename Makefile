@@ -40,7 +40,7 @@ fuzz: $(STAMP)
 # schemathesis over /openapi.json as served: every check, positive and negative cases,
 # >= 5,000 test cases (tests/api_fuzz.py); a short run is tests/server/test_api_fuzz.py.
 fuzz-api: $(STAMP)
-	$(BIN)/python -m tests.api_fuzz --examples 80 --min-cases 5000
+	$(BIN)/python -m tests.api_fuzz --examples 200 --min-cases 5000
 
 # The fault run: N requests through two upstreams that fail at random, then the ledger
 # audit (tests/soak.py); a short version is tests/server/test_soak.py in `make test`.

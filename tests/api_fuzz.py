@@ -97,7 +97,7 @@ def _wait_for_url(out: Path, server: subprocess.Popen[bytes]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.api_fuzz")
-    parser.add_argument("--examples", type=int, default=80, help="test cases per operation")
+    parser.add_argument("--examples", type=int, default=200, help="test cases per operation")
     parser.add_argument("--min-cases", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--phases", default="examples,coverage,fuzzing,stateful")
