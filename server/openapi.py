@@ -225,9 +225,27 @@ _SCHEMAS: dict[str, S] = {
 }
 
 
-def _sse(event: str) -> S:
-    return {"schema": {"type": "string", "description": f"Server-sent events; each `data` is a {event}"},
-            "x-event-schema": _ref(event)}
+def _sse(event: str, names: Sequence[str] = (), done: bool = False) -> S:
+    """One server-sent event (OpenAPI 3.1: the schema describes each event): its `event`
+    name (when the stream names its events) and its `data`, JSON matching `event`, or the
+    literal `[DONE]` that ends an OpenAI chat stream."""
+    data: S = {"type": "string", "contentMediaType": "application/json",
+               "contentSchema": _ref(event)}
+    if done:
+        data = {"anyOf": [{"const": "[DONE]"}, data]}
+    properties: S = {"data": data}
+    if names:
+        properties["event"] = {"enum": list(names)}
+    return {"schema": {
+        "type": "object",
+        "description": f"Server-sent events; each `data` is a {event}",
+        "required": ["event", "data"] if names else ["data"],
+        "properties": properties,
+    }, "x-event-schema": _ref(event)}
+
+
+_RESPONSES_EVENTS = _SCHEMAS["ResponsesStreamEvent"]["properties"]["type"]["enum"]
+_MESSAGE_EVENTS = _SCHEMAS["MessageStreamEvent"]["properties"]["type"]["enum"]
 
 
 def _op(summary: str, ok: S, *, body: str | None = None, errors: S | None = None, **extra: Any) -> S:
@@ -264,17 +282,17 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
     model_errors = _errors(*_MODEL_CODES)
     answer = {"200": {"description": "The answer (JSON, or SSE when `stream` is true)",
                       "content": {"application/json": {"schema": _ref("Response")},
-                                  "text/event-stream": _sse("ResponsesStreamEvent")}}}
+                                  "text/event-stream": _sse("ResponsesStreamEvent", _RESPONSES_EVENTS)}}}
     chat = {"200": {"description": "chat.completion, or SSE chunks when `stream` is true",
                     "content": {"application/json": {"schema": _ref("ChatCompletion")},
-                                "text/event-stream": _sse("ChatCompletionChunk")}}}
+                                "text/event-stream": _sse("ChatCompletionChunk", done=True)}}}
     job = {"200": {"description": "The job", **_json(_ref("Job"))}}
     paths: dict[str, S] = {
         "/v1/responses": {"post": _op("Unified request", answer, body="UnifiedRequest", errors=model_errors)},
         "/v1/responses/stream": {
             "post": _op("Unified request, streamed as Responses SSE events",
                         {"200": {"description": "SSE stream", "content": {
-                            "text/event-stream": _sse("ResponsesStreamEvent")}}},
+                            "text/event-stream": _sse("ResponsesStreamEvent", _RESPONSES_EVENTS)}}},
                         body="UnifiedRequest", errors=model_errors)
         },
         "/v1/responses/ws": {
@@ -293,7 +311,7 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
             "post": _op("Anthropic Messages",
                         {"200": {"description": "Message, or Anthropic SSE events when `stream` is true",
                                  "content": {"application/json": {"schema": _ref("Message")},
-                                             "text/event-stream": _sse("MessageStreamEvent")}}},
+                                             "text/event-stream": _sse("MessageStreamEvent", _MESSAGE_EVENTS)}}},
                         body="MessagesRequest", errors=_errors(*_MODEL_CODES, shape="AnthropicError"))
         },
         "/v1/models": {"get": _op("List models", {"200": {"description": "Models", **_json(_ref("ModelList"))}})},
