@@ -66,7 +66,7 @@ def run(
                  # one worker: CPython 3.11's parser is not thread-safe under Hypothesis
                  "--workers", "1",
                  "--header", f"Authorization: Bearer {key}", "--no-color"],
-                env=env, capture_output=True, text=True, check=False,
+                env=env, cwd=tmp, capture_output=True, text=True, check=False,  # its cache: tmp
             )
         finally:
             server.send_signal(signal.SIGTERM)
