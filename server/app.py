@@ -1,7 +1,8 @@
 """`create_app(services)`: the Quart-Trio application, with no module globals.
 
-Owns: assembling routes, the error handler (every error body carries the request id the
-client sees), the request-id and body-size middlewares and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
+Owns: assembling routes (the model routes go to `server/hot.py`, in front of Quart), the
+error handler (every error body carries the request id the client sees), the request-id
+and body-size middlewares and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
 build an app around its own storage, clock and providers.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
 
 from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
@@ -17,13 +17,17 @@ from werkzeug.exceptions import HTTPException
 
 from core.errors import GatewayError, InvalidRequest, NotFound
 from server.bodylimit import BodyLimit
-from server.errors import error_headers, internal_error
+from server.errors import error_body, error_headers, internal_error
+from server.hot import HotRoutes
 from server.http import to_json
 from server.requestid import CLIENT_REQUEST_ID, RequestIds
 from server.routes import anthropic, chat, jobs, models, ops, responses, usage, ws
 from server.services import Services
 
 log = logging.getLogger("umg.server")
+
+# The model routes answered at the ASGI level (server/hot.py), path -> handler.
+HOT_ROUTES = {**responses.ROUTES, **chat.ROUTES, **anthropic.ROUTES}
 
 
 def _where() -> str:
@@ -41,17 +45,17 @@ def _client_request_id() -> str | None:
 
 def error_response(err: GatewayError) -> Response:
     """`err` in the route's error shape, with the request id the client sees in it."""
-    rid = _client_request_id()
-    if has_request_context() and request.path.startswith("/v1/messages"):
-        from server.wire.anthropic_messages import anthropic_error_body
-
-        body: dict[str, Any] = {**anthropic_error_body(err), "request_id": rid}
-    else:
-        shaped = err.to_body()
-        body = {"error": {**shaped["error"], "request_id": rid}}
+    path = request.path if has_request_context() else ""
+    body = error_body(err, path, _client_request_id())
     return Response(
         to_json(body), status=err.status, headers=error_headers(err), content_type="application/json"
     )
+
+
+def _answered_in_front() -> Response:
+    """The view of a hot route's rule: never called, `HotRoutes` answers POST there first.
+    The rule stays so Quart answers the other methods on that path as on any route."""
+    raise RuntimeError("a hot route reached Quart: HotRoutes must answer it")
 
 
 def create_app(services: Services) -> QuartTrio:
@@ -59,8 +63,11 @@ def create_app(services: Services) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = None  # BodyLimit does it, and closes the connection
     app.config["BODY_TIMEOUT"] = 60
     app.config["JSON_SORT_KEYS"] = False
-    limited = BodyLimit(app.asgi_app, services.settings.limits.max_body_bytes)
+    hot = HotRoutes(app.asgi_app, services, HOT_ROUTES, body_timeout=app.config["BODY_TIMEOUT"])
+    limited = BodyLimit(hot, services.settings.limits.max_body_bytes)
     app.asgi_app = RequestIds(limited)  # type: ignore[method-assign,assignment]
+    for path in HOT_ROUTES:
+        app.add_url_rule(path, f"hot:{path}", _answered_in_front, methods=["POST"])
 
     @app.errorhandler(GatewayError)
     async def on_gateway_error(err: GatewayError) -> Response:
@@ -89,6 +96,6 @@ def create_app(services: Services) -> QuartTrio:
         log.exception("unhandled error (ref %s) on %s", ref, _where())
         return error_response(internal_error(ref))
 
-    for surface in (responses, chat, anthropic, jobs, models, usage, ops, ws):
+    for surface in (jobs, models, usage, ops, ws):
         surface.register(app, services)
     return app

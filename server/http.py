@@ -10,6 +10,7 @@ object) and where the caller's API key is read from (`Authorization: Bearer`, or
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -52,17 +53,30 @@ def check_content_type(value: str | None) -> None:
         )
 
 
+async def json_in(headers: Mapping[str, str], read: Callable[[], Awaitable[bytes]]) -> dict[str, Any]:
+    """The body as a JSON object; `headers` has lower-cased names. The type is checked first."""
+    check_content_type(headers.get("content-type"))
+    return decode_json(await read())
+
+
 async def json_body() -> dict[str, Any]:
+    """The current Quart request's body as a JSON object."""
     check_content_type(request.headers.get("content-type"))
     return decode_json(await request.get_data(cache=False))
 
 
-def api_key_from_headers() -> str | None:
-    auth = request.headers.get("authorization")
+def api_key_in(headers: Mapping[str, str]) -> str | None:
+    """The caller's key in `headers` (lower-cased names)."""
+    auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")
+
+
+def api_key_from_headers() -> str | None:
+    """The caller's key on the current Quart request."""
+    return api_key_in({k.lower(): v for k, v in reversed(list(request.headers.items()))})
 
 
 def _plain(value: object) -> object:

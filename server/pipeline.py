@@ -1,39 +1,35 @@
-"""Glue between the HTTP model routes and the request driver (adapters/driver.py).
+"""Glue between the model routes and the request driver (adapters/driver.py), no framework.
 
-Owns: turning the current Quart request into the driver's plain inputs and its events
-into bytes. `open_run` gives the driver the caller's key, a body parser and the request
-id, and opens the run (every refusal raises here, before any byte: the error handler
-answers it in JSON); a sync route then answers `await run.collect()`; a streaming route
-returns `sse_response(stream_body(services, run, framer))`, where a `StreamFramer` (one
-per API surface) turns the driver's events into that surface's bytes. The driver ends
-every stream with the surface's completion event or an explicit error event and writes
-exactly one ledger row per request.
+Owns: what a model route gets and gives. It gets an `Incoming` (path, lower-cased
+headers, a body reader, the request ids: plain values, filled by `server/hot.py` at the
+ASGI level) and gives a `Whole` JSON answer or a `Streamed` one (the run, the surface's
+framer, the headers). `open_run` gives the driver the caller's key, a body parser and
+the request id, and opens the run (every refusal raises here, before any byte); a sync
+route then answers `await run.collect()`; a streaming route returns
+`Streamed(run, framer, headers)`, and `server/streaming.py` writes the driver's events
+framed by its `StreamFramer` (one per API surface). The driver ends every stream with
+the surface's completion event or an explicit error event and writes exactly one ledger
+row per request.
 `NamedEventFramer` is the framer of the surfaces whose SSE events are named (Responses,
-Anthropic Messages), around that surface's pure encoder; `sse_response` wraps a stream
-body for every surface.
+Anthropic Messages), around that surface's pure encoder.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-import trio
-from attrs import evolve
-from quart import Response, current_app
-from quart import request as http_request
+from attrs import evolve, frozen
 
-from adapters.driver import Ingress, Run, new_id
+from adapters.driver import Ingress, Run
 from adapters.events import Done, RunEvent, RunFailed, Started
 from adapters.execution import Execution
 from adapters.providers.mock import SCENARIO_HEADER
 from core.errors import GatewayError
 from core.model import FinishReason, GatewayRequest, StreamEvent, TextDelta, ToolCallDelta, Usage
 from core.sse import encode_comment, encode_event
-from server.http import api_key_from_headers, json_body, to_json
-from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
+from server.http import api_key_in, json_in, to_json
 from server.services import Services
-from server.streaming import pump
 
 
 class StreamFramer(Protocol):
@@ -99,45 +95,64 @@ class NamedEventFramer:
         return self._bytes(self.encoder.fail(error))
 
 
-def sse_response(body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
-    response = Response(
-        body,
-        content_type="text/event-stream; charset=utf-8",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
-    )
-    response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut long streams
-    return response
+@frozen
+class Incoming:
+    """One model request as the route sees it: plain values, no framework objects."""
+
+    path: str
+    headers: Mapping[str, str]  # lower-cased names; of a repeated header, the first value
+    read_body: Callable[[], Awaitable[bytes]]  # waits for the whole body (BodyTimeout)
+    request_id: str  # the gateway's own id: the ledger row's
+    client_request_id: str  # the id the client sees (its x-request-id, or ours)
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive in time (a 408, before any ledger row)."""
+
+
+@frozen
+class Whole:
+    """A JSON answer (200)."""
+
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@frozen
+class Streamed:
+    """An SSE answer: the opened run, framed by `framer`."""
+
+    run: Run
+    framer: StreamFramer
+    headers: Mapping[str, str]
+
+
+Answer = Whole | Streamed
 
 
 Parser = Callable[[dict[str, Any]], GatewayRequest]
 
 
-def request_ids() -> tuple[str, str]:
-    """(the gateway's own id, the id the client sees) of the current request."""
-    scope = http_request.scope
-    own = str(scope.get(REQUEST_ID) or new_id("req"))
-    return own, str(scope.get(CLIENT_REQUEST_ID) or own)
-
-
-async def open_run(services: Services, endpoint: str, parse: Parser) -> Run:
-    """Authenticate, parse and admit the current HTTP request (see `Run.open`)."""
+async def open_run(services: Services, incoming: Incoming, endpoint: str, parse: Parser) -> Run:
+    """Authenticate, parse and admit `incoming` (see `Run.open`)."""
 
     async def parse_body() -> GatewayRequest:
-        return with_scenario_header(parse(await json_body()))
+        body = await json_in(incoming.headers, incoming.read_body)
+        return with_scenario_header(parse(body), incoming.headers)
 
     ingress = Ingress(
-        request_id=request_ids()[0],
+        request_id=incoming.request_id,
         endpoint=endpoint,
         parse=parse_body,
-        token=api_key_from_headers(),
+        token=api_key_in(incoming.headers),
     )
     run = services.gateway.driver.run(ingress)
     await run.open()
     return run
 
 
-def with_scenario_header(request: GatewayRequest) -> GatewayRequest:
-    header = http_request.headers.get(SCENARIO_HEADER)
+def with_scenario_header(request: GatewayRequest, headers: Mapping[str, str]) -> GatewayRequest:
+    header = headers.get(SCENARIO_HEADER)
     if header is None or "mock_scenario" in request.metadata:
         return request
     return evolve(request, metadata={**request.metadata, "mock_scenario": header})
@@ -154,25 +169,3 @@ def frame(framer: StreamFramer, exe: Execution, event: RunEvent) -> bytes:
     if isinstance(event, RunFailed):
         return framer.fail(exe, event.error)
     return b""
-
-
-def stream_body(services: Services, run: Run, framer: StreamFramer) -> AsyncIterator[bytes]:
-    exe = run.exe
-
-    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
-        async def emit(event: RunEvent) -> None:
-            chunk = frame(framer, exe, event)
-            if chunk:
-                await send.send(chunk)
-
-        try:
-            await run.drive(emit)
-        finally:
-            await run.close()
-
-    return pump(
-        current_app.nursery,  # type: ignore[attr-defined]
-        produce,
-        keepalive=services.settings.limits.keepalive_seconds,
-        keepalive_chunk=framer.keepalive,
-    )

@@ -99,7 +99,10 @@ async def serve(
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = drain_seconds + 10.0
     config.keep_alive_timeout = 75.0
-    config.accesslog = None
+    config.accesslog = None  # no line per request (the ledger has them)
+    # Hypercorn's default listen backlog (100) drops SYNs when many clients connect at
+    # once (1,000 streams opened together), and each dropped one waits a second or more.
+    config.backlog = 1024
     config.errorlog = logging.getLogger("hypercorn.error")
 
     signalled = trio.Event()

@@ -1,65 +1,69 @@
-"""Streams out of the server: one producer task per stream, keep-alives, disconnects.
+"""Streams out of the server: a run's events written as SSE, straight to ASGI `send`.
 
-Owns: turning a producer (a run's events framed into chunks, written into a channel)
-into the byte iterator a streaming response returns, with these guarantees:
-- the producer starts at once, in the app's nursery (not when the body is first read),
-  so a run that was opened is always driven to its ledger row;
-- idle streams get a keep-alive chunk (an SSE comment) every `keepalive` seconds;
-- when the client goes away, Quart closes the iterator (or drops it unread: a finalizer
-  does the same) and the producer is cancelled, which the driver sees as "client gone"
-  (upstream closed, usage settled, ledger row).
-Shutdown does not go through here: every run is in the driver's `RunRegistry`
-(adapters/runs.py), whose `end_all` makes the run itself end with an explicit error.
-
-The producer runs in the app's nursery, never in the response generator itself (a
-nursery must not be held open across a `yield`).
+Owns: writing a `Streamed` answer (`server/pipeline.py`): the response head
+(`text/event-stream; charset=utf-8`, `cache-control: no-cache`, `x-accel-buffering: no`
+and the answer's headers, the rate headers), then each driver event framed by the
+surface's framer and sent as it is emitted, from the driver's own task (no queue, no
+extra task per chunk). The last frame (after `Done` or `RunFailed`) ends the body.
+- A stream with nothing to send for `keepalive` seconds gets an SSE comment: a timer
+  task sends it, and never after the last frame (the flag is checked and the send made
+  without a checkpoint in between, and the last frame sets it before its send).
+- The client going away cancels the request (`server/hot.py`), so the driver sees it as
+  client gone (upstream closed, usage settled, ledger row).
+- Shutdown does not go through here: every run is in the driver's `RunRegistry`
+  (adapters/runs.py), whose `end_all` makes the run itself end with an explicit error,
+  which arrives here as its last frame.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
-Producer = Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]
+from adapters.events import Done, RunEvent, RunFailed
+from server.pipeline import Streamed, frame
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# In Quart's order: these, the answer's headers, then the type.
+SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
-def pump(
-    nursery: trio.Nursery,
-    produce: Producer,
-    *,
-    keepalive: float,
-    keepalive_chunk: bytes,
-) -> AsyncIterator[bytes]:
-    """Start `produce(send)` in `nursery` now; the iterator yields its chunks and keep-alives."""
-    send, recv = trio.open_memory_channel[bytes](32)
-    task_scope = trio.CancelScope()
+async def send_stream(send: Send, answer: Streamed, *, keepalive: float) -> None:
+    run, framer = answer.run, answer.framer
+    exe = run.exe
+    extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra, SSE_TYPE]})
+    state = {"last": trio.current_time(), "finished": False}
 
-    async def run() -> None:
-        with task_scope:
-            async with send:
-                try:
-                    await produce(send)
-                except trio.BrokenResourceError:
-                    pass  # the reader is gone: the driver recorded the run as client gone
+    async def keepalives() -> None:
+        while True:
+            await trio.sleep_until(state["last"] + keepalive)
+            if state["finished"]:
+                return
+            if trio.current_time() >= state["last"] + keepalive:
+                state["last"] = trio.current_time()
+                await send({"type": "http.response.body", "body": framer.keepalive, "more_body": True})
 
-    nursery.start_soon(run)
+    async def emit(event: RunEvent) -> None:
+        chunk = frame(framer, exe, event)
+        final = isinstance(event, Done | RunFailed)
+        if not chunk and not final:
+            return
+        state["last"] = trio.current_time()
+        state["finished"] = final
+        await send({"type": "http.response.body", "body": chunk, "more_body": not final})
 
-    async def chunks() -> AsyncIterator[bytes]:
-        try:
-            async with recv:
-                while True:
-                    chunk = b""
-                    with trio.move_on_after(keepalive):
-                        try:
-                            chunk = await recv.receive()
-                        except trio.EndOfChannel:
-                            return
-                    yield chunk or keepalive_chunk
-        finally:
-            task_scope.cancel()
-
-    body = chunks()
-    weakref.finalize(body, task_scope.cancel)  # dropped unread: stop the producer too
-    return body
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keepalives)
+            await run.drive(emit)
+            nursery.cancel_scope.cancel()
+        if not state["finished"]:  # the driver always ends with Done or RunFailed; be sure
+            state["finished"] = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await run.close()

@@ -3,17 +3,14 @@
 Owns: the Anthropic-compatible surface, so the official `anthropic` SDK works with
 `base_url` pointed at the gateway. Auth by `x-api-key` or Bearer. Requests go through the
 same core as every other surface, so any catalog model (OpenAI or Anthropic) can answer.
-Errors use Anthropic's error shape (see `server.app.error_response`); a failure after the
+Errors use Anthropic's error shape (see `server.errors.error_body`); a failure after the
 stream began is sent as an `event: error`.
 """
 
 from __future__ import annotations
 
-from quart import Response
-from quart_trio import QuartTrio
-
 from server.http import to_json
-from server.pipeline import NamedEventFramer, open_run, sse_response, stream_body
+from server.pipeline import Answer, Incoming, NamedEventFramer, Streamed, Whole, open_run
 from server.services import Services
 from server.wire.anthropic_messages import (
     AnthropicStreamEncoder,
@@ -22,25 +19,27 @@ from server.wire.anthropic_messages import (
 )
 
 
-def register(app: QuartTrio, services: Services) -> None:
-    @app.post("/v1/messages")
-    async def messages() -> Response:
-        run = await open_run(services, "messages", parse_messages_request)
-        exe = run.exe
-        if exe.request.stream:
-            framer = NamedEventFramer(
-                AnthropicStreamEncoder(
-                    message_id="msg_" + exe.request_id.removeprefix("req_"),
-                    model=exe.request.model,
-                    input_tokens=exe.input_estimate,
-                )
+async def messages(services: Services, incoming: Incoming) -> Answer:
+    run = await open_run(services, incoming, "messages", parse_messages_request)
+    exe = run.exe
+    if exe.request.stream:
+        framer = NamedEventFramer(
+            AnthropicStreamEncoder(
+                message_id="msg_" + exe.request_id.removeprefix("req_"),
+                model=exe.request.model,
+                input_tokens=exe.input_estimate,
             )
-            return sse_response(stream_body(services, run, framer), exe.rate_headers)
-        completion = await run.collect()
-        body = message_object(
-            message_id="msg_" + exe.request_id.removeprefix("req_"),
-            model=exe.request.model,
-            completion=completion,
-            gateway=exe.gateway_info(),
         )
-        return Response(to_json(body), content_type="application/json", headers=exe.rate_headers)
+        return Streamed(run, framer, exe.rate_headers)
+    completion = await run.collect()
+    body = message_object(
+        message_id="msg_" + exe.request_id.removeprefix("req_"),
+        model=exe.request.model,
+        completion=completion,
+        gateway=exe.gateway_info(),
+    )
+    return Whole(to_json(body).encode(), exe.rate_headers)
+
+
+# Answered by server/hot.py (POST).
+ROUTES = {"/v1/messages": messages}

@@ -9,15 +9,12 @@ ends without `[DONE]`.
 
 from __future__ import annotations
 
-from quart import Response
-from quart_trio import QuartTrio
-
 from adapters.execution import Execution
 from core.errors import GatewayError
 from core.model import StreamEvent
 from core.sse import encode_comment, encode_event
 from server.http import to_json
-from server.pipeline import open_run, sse_response, stream_body
+from server.pipeline import Answer, Incoming, Streamed, Whole, open_run
 from server.services import Services
 from server.wire.openai_chat import (
     ChatStreamEncoder,
@@ -54,30 +51,30 @@ class ChatFramer:
         return encode_event(to_json(error_chunk(error)))
 
 
-def register(app: QuartTrio, services: Services) -> None:
-    async def chat() -> Response:
-        parsed: dict[str, bool] = {}
+async def answer(services: Services, incoming: Incoming) -> Answer:
+    parsed: dict[str, bool] = {}
 
-        def parse(body: dict[str, object]):  # type: ignore[no-untyped-def]
-            request, include_usage = parse_chat_request(body)
-            parsed["include_usage"] = include_usage
-            return request
+    def parse(body: dict[str, object]):  # type: ignore[no-untyped-def]
+        request, include_usage = parse_chat_request(body)
+        parsed["include_usage"] = include_usage
+        return request
 
-        run = await open_run(services, "chat.completions", parse)
-        exe = run.exe
-        created = int(services.clock.epoch())
-        if exe.request.stream:
-            framer = ChatFramer(exe, created, parsed.get("include_usage", False))
-            return sse_response(stream_body(services, run, framer), exe.rate_headers)
-        completion = await run.collect()
-        body = chat_completion(
-            completion_id="chatcmpl-" + exe.request_id.removeprefix("req_"),
-            created=created,
-            model=exe.request.model,
-            completion=completion,
-            gateway=exe.gateway_info(),
-        )
-        return Response(to_json(body), content_type="application/json", headers=exe.rate_headers)
+    run = await open_run(services, incoming, "chat.completions", parse)
+    exe = run.exe
+    created = int(services.clock.epoch())
+    if exe.request.stream:
+        framer = ChatFramer(exe, created, parsed.get("include_usage", False))
+        return Streamed(run, framer, exe.rate_headers)
+    completion = await run.collect()
+    body = chat_completion(
+        completion_id="chatcmpl-" + exe.request_id.removeprefix("req_"),
+        created=created,
+        model=exe.request.model,
+        completion=completion,
+        gateway=exe.gateway_info(),
+    )
+    return Whole(to_json(body).encode(), exe.rate_headers)
 
-    app.add_url_rule("/v1/chat/completions", "chat_completions", chat, methods=["POST"])
-    app.add_url_rule("/v1/chat.completions", "chat_completions_original", chat, methods=["POST"])
+
+# Answered by server/hot.py (POST); `/v1/chat.completions` is the original spelling.
+ROUTES = {"/v1/chat/completions": answer, "/v1/chat.completions": answer}

@@ -11,13 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import evolve
-from quart import Response
-from quart_trio import QuartTrio
 
-from adapters.driver import Run
 from core.model import GatewayRequest
 from server.http import to_json
-from server.pipeline import NamedEventFramer, open_run, sse_response, stream_body
+from server.pipeline import (
+    Answer,
+    Incoming,
+    NamedEventFramer,
+    Parser,
+    Streamed,
+    Whole,
+    open_run,
+)
 from server.services import Services
 from server.wire.responses import ResponsesStreamEncoder, parse_responses_request, response_object
 
@@ -26,36 +31,40 @@ def _parse_streaming(body: dict[str, Any]) -> GatewayRequest:
     return evolve(parse_responses_request(body), stream=True)
 
 
-def register(app: QuartTrio, services: Services) -> None:
-    async def answer(run: Run) -> Response:
-        exe = run.exe
-        created = int(services.clock.epoch())
-        if exe.request.stream:
-            framer = NamedEventFramer(
-                ResponsesStreamEncoder(
-                    response_id="resp_" + exe.request_id.removeprefix("req_"),
-                    created_at=created,
-                    request=exe.request,
-                )
+async def _answer(services: Services, incoming: Incoming, parse: Parser) -> Answer:
+    run = await open_run(services, incoming, "responses", parse)
+    exe = run.exe
+    created = int(services.clock.epoch())
+    if exe.request.stream:
+        framer = NamedEventFramer(
+            ResponsesStreamEncoder(
+                response_id="resp_" + exe.request_id.removeprefix("req_"),
+                created_at=created,
+                request=exe.request,
             )
-            return sse_response(stream_body(services, run, framer), exe.rate_headers)
-        completion = await run.collect()
-        body = response_object(
-            response_id="resp_" + exe.request_id.removeprefix("req_"),
-            created_at=created,
-            model=exe.request.model,
-            completion=completion,
-            status="completed",
-            error=None,
-            gateway=exe.gateway_info(),
-            request=exe.request,
         )
-        return Response(to_json(body), content_type="application/json", headers=exe.rate_headers)
+        return Streamed(run, framer, exe.rate_headers)
+    completion = await run.collect()
+    body = response_object(
+        response_id="resp_" + exe.request_id.removeprefix("req_"),
+        created_at=created,
+        model=exe.request.model,
+        completion=completion,
+        status="completed",
+        error=None,
+        gateway=exe.gateway_info(),
+        request=exe.request,
+    )
+    return Whole(to_json(body).encode(), exe.rate_headers)
 
-    @app.post("/v1/responses")
-    async def responses() -> Response:
-        return await answer(await open_run(services, "responses", parse_responses_request))
 
-    @app.post("/v1/responses/stream")
-    async def responses_stream() -> Response:
-        return await answer(await open_run(services, "responses", _parse_streaming))
+async def responses(services: Services, incoming: Incoming) -> Answer:
+    return await _answer(services, incoming, parse_responses_request)
+
+
+async def responses_stream(services: Services, incoming: Incoming) -> Answer:
+    return await _answer(services, incoming, _parse_streaming)
+
+
+# Answered by server/hot.py (POST).
+ROUTES = {"/v1/responses": responses, "/v1/responses/stream": responses_stream}

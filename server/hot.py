@@ -1,0 +1,159 @@
+"""The hot model routes, answered at the ASGI level in front of Quart.
+
+Owns: `POST` on `/v1/chat/completions`, `/v1/chat.completions`, `/v1/responses`,
+`/v1/responses/stream` and `/v1/messages` without Quart's request and response objects.
+Each route's handler (`answer(services, incoming)` in `server/routes/`) gets a plain
+`Incoming` and returns a `Whole` or a `Streamed` answer (`server/pipeline.py`), which this
+module writes as ASGI messages; both go through the one request driver. Everything else,
+other paths and other methods on these paths (OPTIONS, the 405s), goes to the Quart app.
+It sits inside the request-id and body middlewares, so ids, body limits and their error
+answers are the same as on every other route.
+
+It does what Quart-Trio did for these routes (the e2e tests are the spec):
+- the body is received by its own task while the request is handled, as quart-trio's
+  connection does; a handler that needs it waits up to `body_timeout` (the app's
+  `BODY_TIMEOUT`), then the answer is a 408 and there is no ledger row;
+- `http.disconnect` cancels the request, whole or streamed: the driver sees the client
+  gone (upstream closed, usage settled, ledger row);
+- a refusal before the first byte is the error shape of `server/errors.py` (Anthropic's
+  on `/v1/messages`) with the request id the client sees; an unexpected exception is
+  logged with a reference and answered as a 500 that names only the reference;
+- streams are written by `server/streaming.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+
+from adapters.driver import new_id
+from core.errors import GatewayError, InvalidRequest
+from server.errors import error_body, error_headers, internal_error
+from server.http import to_json
+from server.pipeline import BodyTimeout, Incoming, Streamed, Whole
+from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
+from server.services import Services
+from server.streaming import send_stream
+
+log = logging.getLogger("umg.server")
+
+Scope = Mapping[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Any, Receive, Send], Awaitable[None]]
+Handler = Callable[[Services, Incoming], Awaitable[Whole | Streamed]]
+
+JSON = (b"content-type", b"application/json")
+# What Quart answers when a body does not arrive in time (werkzeug's RequestTimeout).
+BODY_TIMEOUT_MESSAGE = (
+    "The server closed the network connection because the browser didn't finish the"
+    " request within the specified time."
+)
+
+
+class _Body:
+    """The request body as it arrives, for a handler that may wait for it."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.parts: list[bytes] = []
+        self.complete = trio.Event()
+        self.timeout = timeout
+
+    async def read(self) -> bytes:
+        with trio.move_on_after(self.timeout if self.timeout is not None else float("inf")):
+            await self.complete.wait()
+            return b"".join(self.parts)
+        raise BodyTimeout()
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Header names lower-cased; of a repeated header the first value counts (as Quart's)."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        found.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return found
+
+
+def _encode(headers: Mapping[str, object]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in headers.items()]
+
+
+async def send_whole(send: Send, status: int, body: bytes, headers: Mapping[str, object]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        # Quart's order: the answer's own headers, then the type and the length.
+        "headers": [*_encode(headers), JSON, (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class HotRoutes:
+    """ASGI app: `routes` (path -> handler) answered here on POST, the rest by `app`."""
+
+    def __init__(self, app: ASGIApp, services: Services, routes: Mapping[str, Handler],
+                 *, body_timeout: float | None) -> None:
+        self.app = app
+        self.services = services
+        self.routes = routes
+        self.body_timeout = body_timeout
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body = _Body(self.body_timeout)
+        own = str(scope.get(REQUEST_ID) or new_id("req"))
+        incoming = Incoming(
+            path=scope["path"],
+            headers=_headers(scope),
+            read_body=body.read,
+            request_id=own,
+            client_request_id=str(scope.get(CLIENT_REQUEST_ID) or own),
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive, nursery, body, receive)
+            await self._answer(handler, incoming, send)
+            nursery.cancel_scope.cancel()
+
+    @staticmethod
+    async def _receive(nursery: trio.Nursery, body: _Body, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.complete.set()
+            elif message["type"] == "http.disconnect":
+                nursery.cancel_scope.cancel()  # the client went away: stop answering
+                return
+
+    async def _answer(self, handler: Handler, incoming: Incoming, send: Send) -> None:
+        try:
+            answer = await handler(self.services, incoming)
+        except GatewayError as err:
+            await self._error(send, incoming, err, err.status)
+            return
+        except BodyTimeout:
+            await self._error(send, incoming, InvalidRequest(BODY_TIMEOUT_MESSAGE), 408)
+            return
+        except Exception:  # logged with its traceback, answered as a 500 (as Quart's handler)
+            ref = secrets.token_hex(6)
+            log.exception("unhandled error (ref %s) on POST %s", ref, incoming.path)
+            await self._error(send, incoming, internal_error(ref), 500)
+            return
+        if isinstance(answer, Whole):
+            await send_whole(send, 200, answer.body, answer.headers)
+        else:
+            await send_stream(send, answer, keepalive=self.services.settings.limits.keepalive_seconds)
+
+    @staticmethod
+    async def _error(send: Send, incoming: Incoming, err: GatewayError, status: int) -> None:
+        body = to_json(error_body(err, incoming.path, incoming.client_request_id)).encode()
+        await send_whole(send, status, body, error_headers(err))
