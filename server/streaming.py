@@ -36,7 +36,6 @@ async def send_stream(send: Send, answer: Streamed, *, keepalive: float) -> None
     run, framer = answer.run, answer.framer
     exe = run.exe
     extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
-    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra, SSE_TYPE]})
     state = {"last": trio.current_time(), "finished": False}
 
     async def keepalives() -> None:
@@ -58,6 +57,7 @@ async def send_stream(send: Send, answer: Streamed, *, keepalive: float) -> None
         await send({"type": "http.response.body", "body": chunk, "more_body": not final})
 
     try:
+        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra, SSE_TYPE]})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keepalives)
             await run.drive(emit)
