@@ -7,6 +7,12 @@ epoch seconds (`Clock.epoch()`), the one clock every gateway process agrees on.
 
 Scopes: `rl:<key id>` (the key's requests- and tokens-per-minute buckets, together, so
 admission is one atomic update), and `core.budget.period_key("key:<key id>", period, now)` for key budgets.
+
+On storage shared by many processes (`Storage.shared`: Postgres) rate admissions are
+served from slices of the shared buckets that this process leases (`adapters/leases.py`,
+sized by `core.lease`), so a busy key costs a transaction per slice, not per request;
+the shared row stays the arbiter, so admitted <= limit holds exactly. On SQLite the
+state is already in this process's memory, so every admission is direct.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from attrs import frozen
 
 from adapters.clock import Clock
+from adapters.leases import RateSlices
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
 from core import budget, grants, ratelimit
@@ -51,6 +58,12 @@ class Limits:
         self._clock = clock
         self._default_rpm = default_rpm
         self._default_tpm = default_tpm
+        self._slices = RateSlices(storage, clock) if storage.shared else None
+
+    @property
+    def rate_leases(self) -> int:
+        """Transactions made for rate slices so far (0 without shared storage)."""
+        return 0 if self._slices is None else self._slices.leases
 
     def rpm(self, key: KeyRecord) -> int | None:
         """The key's requests per minute: its own, else the configured default."""
@@ -82,7 +95,10 @@ class Limits:
             admission, buckets = ratelimit.take_all(needs, ratelimit.buckets_from_dict(state), now)
             return admission, ratelimit.buckets_to_dict(buckets)
 
-        admission = await self._storage.update_state(_rate_scope(key), apply)
+        if self._slices is not None:
+            admission = await self._slices.take(_rate_scope(key), needs, now)
+        else:
+            admission = await self._storage.update_state(_rate_scope(key), apply)
         if isinstance(admission, ratelimit.TooLarge):
             raise RateLimited(
                 f"Request too large for {admission.kind} per minute: limit {admission.per_minute}, "
@@ -104,6 +120,8 @@ class Limits:
         tpm = self.tpm(key)
         if tpm is None or delta == 0:
             return
+        if self._slices is not None and self._slices.adjust(_rate_scope(key), "tokens", float(delta)):
+            return  # charged to the slice held here; given back with it
         spec = ratelimit.BucketSpec.per_minute(tpm)
         now = self._clock.epoch()
 

@@ -5,7 +5,9 @@ Owns: a micro-benchmark of the storage calls one model request makes, through th
 takes, the budget reservation and its settlement, the ledger row and the token-bucket
 correction, applied with the core's own rules (`core.ratelimit`, `core.budget`) so the
 states have their real size. Many tasks run those sequences at once (`--concurrency`),
-all on one key, like one busy client; a second run writes ledger rows only.
+all on one key, like one busy client; a second run writes ledger rows only, and a third
+admits through `adapters.limits.Limits` (rpm and tpm take, then the token correction),
+which on Postgres serves from leased slices (`adapters/leases.py`).
 
 It prints, per concurrency: requests/s, wall time per request (mean and p99 of one
 request's storage calls) and process CPU per request (all threads). Options:
@@ -27,6 +29,8 @@ from typing import Any
 import trio
 
 from adapters import keys
+from adapters.clock import Clock
+from adapters.limits import Limits
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord, UsageRecord
@@ -114,6 +118,12 @@ async def one_row(storage: Storage, plain: str, key: KeyRecord) -> None:
     assert await storage.insert_usage(_row(key, f"req_{secrets.token_hex(12)}"))
 
 
+async def one_admission(limits: Limits, key: KeyRecord) -> None:
+    """What `Limits` costs one request with rpm and tpm: the take and the correction."""
+    await limits.take_rate(key, 600)
+    await limits.adjust_tokens(key, -10)
+
+
 async def _drive(
     work: Callable[[], Awaitable[None]], requests: int, concurrency: int
 ) -> tuple[float, float, list[float]]:
@@ -158,6 +168,10 @@ async def main(url: str | None, requests: int, levels: list[int]) -> None:
                 for c in levels:
                     wall, cpu, lat = await _drive(lambda w=work: w(storage, plain, key), requests, c)  # type: ignore[misc]
                     _report(kind, c, requests, wall, cpu, lat)
+            limits = Limits(storage, Clock())
+            for c in levels:
+                wall, cpu, lat = await _drive(lambda: one_admission(limits, key), requests, c)
+                _report("admit", c, requests, wall, cpu, lat)
         finally:
             await storage.close()
 

@@ -155,6 +155,10 @@ def holds_lease(job: JobRecord | None, worker: str) -> bool:
 
 
 class Storage(Protocol):
+    # True when other processes change the same state concurrently (Postgres); False
+    # when this process owns it (SQLite: `update_state` is in memory, no round trip).
+    shared: bool
+
     async def migrate(self) -> None:
         """Create or upgrade the tables; safe to run from many processes at once."""
 

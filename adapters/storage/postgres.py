@@ -109,6 +109,7 @@ class PostgresStorage:
         self._closed = False
         self._open_lock = threading.Lock()
         self.jobs = JobQueries(self._run)
+        self.shared = True  # many processes: limits lease slices (adapters/leases.py)
         self.keys = keys or KeyCache()
 
     # -- plumbing ----------------------------------------------------------------------

@@ -125,6 +125,7 @@ class SQLiteStorage:
         queue_rows: int = 4096,
     ) -> None:
         self.path = path
+        self.shared = False  # one process owns the state (see the module rules)
         self._conn: Conn | None = None
         self._lock = trio.Lock()
         self._closed = False

@@ -13,6 +13,7 @@ Mock mode; HTTP over 127.0.0.1 with httpx.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -151,6 +152,27 @@ async def test_rpm_holds_when_both_gateways_are_hammered_at_once(pair: Pair) -> 
     assert [r.status_code for r in late] == [429, 429]
     rows = [r for r in await ledger(pair.a.services.storage) if r.key_id == record.id]
     assert sorted(r.status for r in rows) == ["ok"] * 4 + ["rate_limited"] * 10
+
+
+async def test_a_larger_rpm_is_served_from_leased_slices_and_still_holds(pair: Pair) -> None:
+    """rpm 64: each gateway leases slices of the shared bucket (adapters/leases.py) and
+    admits most requests from them without a round trip; together they admit no more
+    than the one bucket allows (64, plus what it refills while the test runs)."""
+    key = await pair.a.new_key(rpm=64)
+    record = await key_record(pair.b.services.storage, key)
+    started = trio.current_time()
+    answers = await post_all([(pair.both[i % 2], key) for i in range(96)], ask())
+    elapsed = trio.current_time() - started
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 429}, [r.text for r in answers if r.status_code not in (200, 429)]
+    refill = math.ceil(elapsed * 64 / 60)
+    assert codes.count(200) <= 64 + refill
+    assert codes.count(200) >= 64 - 2 * 8  # at most a slice (64 // 8) left unused per gateway
+    leases = sum(gw.services.gateway.limits.rate_leases for gw in pair.both)
+    assert leases < len(answers)  # fewer transactions than requests
+    rows = [r for r in await ledger(pair.a.services.storage) if r.key_id == record.id]
+    assert len(rows) == 96
+    assert sum(r.status == "ok" for r in rows) == codes.count(200)
 
 
 async def test_token_refusals_on_both_gateways_cost_no_request_quota(pair: Pair) -> None:

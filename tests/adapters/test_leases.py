@@ -1,0 +1,131 @@
+"""adapters/leases.py: processes admit from slices of the shared rate buckets; the shared
+row stays the arbiter, so admitted <= limit holds exactly across processes.
+
+Two Storage objects on one database act as two processes (Postgres: two pools). The
+epoch `now` given to `take` is fixed, so no bucket refills during a test; Trio's
+`MockClock` decides when a slice's hold time is over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from adapters.clock import Clock
+from adapters.leases import HOLD_SECONDS, RateSlices
+from adapters.storage import open_storage
+from adapters.storage.base import Storage
+from core import ratelimit
+from core.lease import LeasePolicy
+
+NOW = 1_800_000_000.0
+SCOPE = "rl:key_1"
+
+
+def rpm(n: int) -> tuple[ratelimit.Need, ...]:
+    return (ratelimit.Need("requests", n, 1.0),)
+
+
+async def level(storage: Storage, kind: str = "requests") -> float:
+    state = await storage.read_state(SCOPE)
+    assert state is not None
+    return ratelimit.buckets_from_dict(state)[kind].level
+
+
+@pytest.mark.postgres
+async def test_two_processes_admit_exactly_the_limit_with_few_transactions(
+    postgres_url: str, mock_clock: trio.testing.MockClock
+) -> None:
+    del mock_clock
+    stores = [open_storage(postgres_url), open_storage(postgres_url)]
+    await stores[0].migrate()
+    slices = [RateSlices(s, Clock()) for s in stores]
+    admitted = [0, 0]
+
+    async def hammer(i: int) -> None:
+        for _ in range(60):
+            if isinstance(await slices[i].take(SCOPE, rpm(200), NOW), ratelimit.Admitted):
+                admitted[i] += 1
+            await trio.lowlevel.checkpoint()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in (0, 1, 0, 1):  # two tasks per process
+                nursery.start_soon(hammer, i)
+        # every admission came from the one bucket: admitted + what the slices still
+        # hold + what the row has left is the limit, exactly (none made up, none lost)
+        held = sum(s.held(SCOPE, "requests") for s in slices)
+        assert sum(admitted) + held + await level(stores[0]) == pytest.approx(200.0)
+        assert sum(admitted) <= 200 and held <= 2 * (200 // 8)
+        assert min(admitted) > 0
+        # 240 takes: about 14 slices, 32 per-request takes near the end, 40 refusals
+        assert slices[0].leases + slices[1].leases < 120
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_small_limit_is_taken_per_request_with_exact_headers(
+    storage: Storage, mock_clock: trio.testing.MockClock
+) -> None:
+    del mock_clock
+    slices = RateSlices(storage, Clock())
+    answers = [await slices.take(SCOPE, rpm(4), NOW) for _ in range(6)]
+    assert [type(a).__name__ for a in answers] == ["Admitted"] * 4 + ["Refusal"] * 2
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers[:4]] == ["3", "2", "1", "0"]
+    assert slices.leases == 6  # below 32 units a lease is one request: no slice held
+
+
+async def test_an_unused_slice_is_given_back_after_its_hold_time(
+    storage: Storage, mock_clock: trio.testing.MockClock
+) -> None:
+    slices = RateSlices(storage, Clock(), LeasePolicy(divisor=10))
+    first = await slices.take(SCOPE, rpm(100), NOW)  # leases 10, admits 1
+    assert isinstance(first, ratelimit.Admitted)
+    assert first.headers["x-ratelimit-remaining-requests"] == "99"
+    assert await level(storage) == 90.0
+    second = await slices.take(SCOPE, rpm(100), NOW)  # local
+    assert second.headers["x-ratelimit-remaining-requests"] == "98"
+    assert (slices.leases, await level(storage)) == (1, 90.0)
+    mock_clock.jump(HOLD_SECONDS)
+    await slices.take(SCOPE, rpm(100), NOW)  # gives back 8, leases 9 of the 98
+    assert slices.leases == 2
+    assert await level(storage) == 98.0 - 9.0
+
+
+async def test_a_token_debt_on_a_slice_is_charged_with_the_next_lease(
+    storage: Storage, mock_clock: trio.testing.MockClock
+) -> None:
+    policy = LeasePolicy(divisor=4)
+    slices = RateSlices(storage, Clock(), policy)
+    needs = (ratelimit.Need("requests", 1000, 1.0), ratelimit.Need("tokens", 10_000, 100.0))
+    assert isinstance(await slices.take(SCOPE, needs, NOW), ratelimit.Admitted)
+    # k = min(1000 // 4, 10_000 // 400) = 25: 25 requests and 2,500 tokens leased
+    assert (await level(storage, "requests"), await level(storage, "tokens")) == (975.0, 7500.0)
+    assert slices.adjust(SCOPE, "tokens", 3000.0)  # the call used far more than estimated
+    assert not slices.adjust("rl:other", "tokens", 1.0)  # no slice: the caller goes direct
+    # 2,400 - 3,000 left: the next request does not fit the slice, so it leases again
+    # and gives back the unused 24 requests and the 600-token debt first
+    assert isinstance(await slices.take(SCOPE, needs, NOW), ratelimit.Admitted)
+    assert slices.leases == 2
+    requests_left = 975.0 + 24.0
+    tokens_left = 7500.0 - 600.0
+    k = min(int(requests_left // 4), int(tokens_left // 400))
+    assert await level(storage, "requests") == requests_left - k
+    assert await level(storage, "tokens") == tokens_left - 100.0 * k
+    del mock_clock
+
+
+async def test_a_refusal_after_slices_is_the_shared_rows_refusal(
+    storage: Storage, mock_clock: trio.testing.MockClock
+) -> None:
+    del mock_clock
+    slices = RateSlices(storage, Clock())
+    answers: list[Any] = [await slices.take(SCOPE, rpm(64), NOW) for _ in range(70)]
+    assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 64
+    refused = answers[-1]
+    assert isinstance(refused, ratelimit.Refusal)
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.retry_after > 0
