@@ -1,47 +1,23 @@
 """Reading requests: JSON bodies decoded strictly, keys found in headers.
 
 Owns: how a request body becomes a JSON object (a `Content-Type` other than JSON is a
-415; none at all is accepted; numbers with a fraction become
-`Decimal`, so money is never float; duplicate keys are refused; the top level must be an
-object) and where the caller's API key is read from (`Authorization: Bearer`, or
-`x-api-key` as Anthropic clients send it).
+415; none at all is accepted; what the JSON may hold is `server.json_codec`'s rule:
+numbers with a fraction become `Decimal`, so money is never float; duplicate keys, lone
+surrogates, NUL and deep nesting are refused; the top level must be an object) and where
+the caller's API key is read from (`Authorization: Bearer`, or `x-api-key` as Anthropic
+clients send it). `decode_json` and `to_json` are `server.json_codec`'s, re-exported.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
-from decimal import Decimal
 from typing import Any
 
 from quart import request
 
-from core.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InvalidRequest(f"Duplicate key '{key}' in the JSON body", param=key)
-        out[key] = value
-    return out
-
-
-def decode_json(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        raise InvalidJSON("The request body is empty; send a JSON object")
-    try:
-        value = json.loads(raw, parse_float=Decimal, object_pairs_hook=_no_duplicates)
-    except UnicodeDecodeError:
-        raise InvalidJSON("The request body is not UTF-8") from None
-    except json.JSONDecodeError as err:
-        raise InvalidJSON(
-            f"The request body is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
-        ) from None
-    if not isinstance(value, dict):
-        raise InvalidJSON("The request body must be a JSON object")
-    return value
+from core.errors import UnsupportedMediaType
+from server.json_codec import decode_object as decode_json
+from server.json_codec import to_json as to_json
 
 
 def check_content_type(value: str | None) -> None:
@@ -77,13 +53,3 @@ def api_key_in(headers: Mapping[str, str]) -> str | None:
 def api_key_from_headers() -> str | None:
     """The caller's key on the current Quart request."""
     return api_key_in({k.lower(): v for k, v in reversed(list(request.headers.items()))})
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, Decimal):  # echoed sampling parameters; money is sent as strings
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_plain)

@@ -340,7 +340,8 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
                            {"name": "status", "in": "query",
                             "schema": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]}},
                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                           {"name": "after", "in": "query", "schema": {"type": "string"}},
+                           {"name": "after", "in": "query",  # server/query.py: plain text
+                            "schema": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}},
                        ]),
         },
         "/v1/jobs/{id}": {

@@ -12,19 +12,25 @@ its own jobs: another tenant's id is a 404.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from adapters.driver import Ingress, new_id
 from adapters.jobs import JobService
-from adapters.storage.records import JobRecord
+from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
-from core.errors import InvalidRequest, NotFound
+from core.errors import GatewayError, InvalidRequest, NotFound
+from core.model import GatewayRequest
 from server.auth import require_key
 from server.http import json_body, to_json
 from server.jobview import render_job
+from server.query import Query
+from server.requestid import REQUEST_ID
 from server.services import Services
 from server.wire.responses import parse_responses_request
 
@@ -58,25 +64,45 @@ def _service(services: Services) -> JobService:
     return services.jobs
 
 
+async def _create(services: Services, key: KeyRecord, body: dict[str, Any]) -> JobRecord:
+    unknown = sorted(set(body) - {"request", "webhook_url"})
+    if unknown:
+        raise InvalidRequest(f"Unknown field '{unknown[0]}'", param=unknown[0])
+    inner = body.get("request")
+    if not isinstance(inner, dict):
+        raise InvalidRequest("'request' must be an object holding a unified request", param="request")
+    hook = body.get("webhook_url")
+    if hook is not None and not (isinstance(hook, str) and hook.startswith(("http://", "https://"))):
+        raise InvalidRequest("'webhook_url' must be an http(s) URL", param="webhook_url")
+    try:
+        parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
+        return await _service(services).create(key, parsed, json.loads(to_json(inner)), hook)
+    except (InvalidRequest, NotFound) as err:
+        err.param = f"request.{err.param}" if err.param else "request"
+        raise
+
+
+async def _record_refusal(services: Services, key: KeyRecord, error: GatewayError) -> None:
+    """A job refused before it was queued gets this request's one ledger row, written by
+    the driver as for any request whose body it could not take."""
+
+    async def refuse() -> GatewayRequest:
+        raise error
+
+    request_id = str(request.scope.get(REQUEST_ID) or new_id("req"))
+    ingress = Ingress(request_id=request_id, endpoint="jobs", parse=refuse, key=key, tracked=False)
+    with contextlib.suppress(GatewayError):  # `error` itself, raised again by the caller
+        await services.gateway.driver.run(ingress).open()
+
+
 def register(app: QuartTrio, services: Services) -> None:
     @app.post("/v1/jobs")
     async def create_job() -> Response:
         key = await require_key(services)
-        body = await json_body()
-        unknown = sorted(set(body) - {"request", "webhook_url"})
-        if unknown:
-            raise InvalidRequest(f"Unknown field '{unknown[0]}'", param=unknown[0])
-        inner = body.get("request")
-        if not isinstance(inner, dict):
-            raise InvalidRequest("'request' must be an object holding a unified request", param="request")
-        hook = body.get("webhook_url")
-        if hook is not None and not (isinstance(hook, str) and hook.startswith(("http://", "https://"))):
-            raise InvalidRequest("'webhook_url' must be an http(s) URL", param="webhook_url")
         try:
-            parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
-            job = await _service(services).create(key, parsed, json.loads(to_json(inner)), hook)
-        except (InvalidRequest, NotFound) as err:
-            err.param = f"request.{err.param}" if err.param else "request"
+            job = await _create(services, key, await json_body())
+        except GatewayError as err:
+            await _record_refusal(services, key, err)
             raise
         wait = prefer_wait()
         if wait:
@@ -94,14 +120,10 @@ def register(app: QuartTrio, services: Services) -> None:
     @app.get("/v1/jobs")
     async def list_jobs() -> Response:
         key = await require_key(services)
-        status = request.args.get("status")
-        if status is not None and status not in _STATUSES:
-            raise InvalidRequest(f"status must be one of {', '.join(_STATUSES)}", param="status")
-        raw_limit = request.args.get("limit", "20")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-            raise InvalidRequest("limit must be an integer from 1 to 100", param="limit")
-        limit = int(raw_limit)
-        found = await services.storage.list_jobs(key.tenant, status, limit + 1, request.args.get("after"))
+        query = Query(request.args, ("status", "limit", "after"))
+        status = query.choice("status", _STATUSES)
+        limit = query.integer("limit", default=20, minimum=1, maximum=100)
+        found = await services.storage.list_jobs(key.tenant, status, limit + 1, query.text("after"))
         page = found[:limit]
         body = {
             "object": "list",

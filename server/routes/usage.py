@@ -20,6 +20,7 @@ from core.errors import InvalidRequest
 from core.model import Usage
 from core.usage import LedgerRow, Totals, aggregate
 from server.auth import require_key
+from server.query import Query
 from server.services import Services
 
 MAX_WINDOW = timedelta(days=400)
@@ -78,17 +79,15 @@ def register(app: QuartTrio, services: Services) -> None:
     async def usage() -> dict[str, Any]:
         key = await require_key(services)
         now = services.clock.wall()
-        end = parse_instant(request.args["to"], "to") if "to" in request.args else now
-        start = (
-            parse_instant(request.args["from"], "from")
-            if "from" in request.args
-            else end - timedelta(days=30)
-        )
+        query = Query(request.args, ("from", "to", "group_by"))
+        to, since = query.text("to"), query.text("from")
+        end = parse_instant(to, "to") if to is not None else now
+        start = parse_instant(since, "from") if since is not None else end - timedelta(days=30)
         if start >= end:
             raise InvalidRequest("'from' must be before 'to'", param="from")
         if end - start > MAX_WINDOW:
             raise InvalidRequest("The window may span at most 400 days", param="from")
-        raw = request.args.get("group_by", "")
+        raw = query.text("group_by") or ""
         group_by = tuple(g.strip() for g in raw.split(",") if g.strip())
         rows = [ledger_row(r) for r in await services.storage.usage_rows(key.tenant, start, end)]
         summary = aggregate(rows, group_by)

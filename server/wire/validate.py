@@ -7,9 +7,11 @@ Rules:
 - Every failure raises `core.errors.InvalidRequest(message, param=path)`, where `path`
   names the field as a dotted / indexed path (`messages[2].content[0].text`). Nothing
   else escapes: no KeyError, TypeError or ValueError reaches the caller.
-- Bodies are decoded with `json.loads(..., parse_float=Decimal)`, so JSON numbers with a
-  fraction or exponent arrive as `Decimal`; plain floats (tests, WebSocket frames decoded
+- Bodies are decoded by `server.json_codec`, so JSON numbers with a fraction or
+  exponent arrive as `Decimal`; plain floats (tests, WebSocket frames decoded
   elsewhere) are accepted too. `bool` is never a number.
+- Integers (token counts, `n`) are at most `MAX_INTEGER` (2**31 - 1) unless a smaller
+  maximum is given: no provider accepts more, and a larger one must not be forwarded.
 - Money (`max_cost_usd`) is parsed exactly to `Decimal` (a float goes through its
   shortest repr, which is the text the client wrote); sampling numbers become `float`.
 - Free-form JSON passed through to providers (tool schemas) is copied with every
@@ -29,6 +31,7 @@ from core.errors import InvalidRequest
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
+MAX_INTEGER = 2**31 - 1
 
 
 def at(path: str, key: str) -> str:
@@ -108,7 +111,7 @@ def boolean(value: object, param: str) -> bool:
 
 
 def integer(
-    value: object, param: str, *, minimum: int | None = None, maximum: int | None = None
+    value: object, param: str, *, minimum: int | None = None, maximum: int = MAX_INTEGER
 ) -> int:
     if isinstance(value, Decimal | float) and not isinstance(value, bool):
         fraction: Decimal | float = value
