@@ -51,6 +51,12 @@ def _default_limit(instance: object, attribute: Any, value: object) -> None:
         )
 
 
+def _positive(instance: object, attribute: Any, value: object) -> None:
+    del instance
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"limits.{attribute.name} must be a number > 0, not {value!r}")
+
+
 @frozen
 class LimitSettings:
     # rpm / tpm for keys that have none of their own (None: such keys are unlimited)
@@ -58,6 +64,17 @@ class LimitSettings:
     default_tpm: int | None = field(default=None, validator=_default_limit)
     max_body_bytes: int = 4 * 1024 * 1024
     keepalive_seconds: float = 15.0
+    # slow clients and body memory (server/bodylimit.py, server/serve.py)
+    header_timeout_seconds: float = field(default=75.0, validator=_positive)
+    body_timeout_seconds: float = field(default=30.0, validator=_positive)
+    body_budget_bytes: int = field(default=32 * 1024 * 1024, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"limits.body_budget_bytes ({self.body_budget_bytes}) must be at least "
+                f"limits.max_body_bytes ({self.max_body_bytes}), or no full-size body fits"
+            )
 
 
 @frozen
@@ -229,6 +246,17 @@ def load_settings(
                 default_tpm=limits.get("default_tpm"),
                 max_body_bytes=int(limits.get("max_body_bytes", 4 * 1024 * 1024)),
                 keepalive_seconds=float(limits.get("keepalive_seconds", 15.0)),
+                header_timeout_seconds=float(
+                    env.get("UMG_HEADER_TIMEOUT_SECONDS")
+                    or limits.get("header_timeout_seconds", 75.0)
+                ),
+                body_timeout_seconds=float(
+                    env.get("UMG_BODY_TIMEOUT_SECONDS") or limits.get("body_timeout_seconds", 30.0)
+                ),
+                body_budget_bytes=int(
+                    env.get("UMG_BODY_BUDGET_BYTES")
+                    or limits.get("body_budget_bytes", 32 * 1024 * 1024)
+                ),
             ),
             jobs=JobSettings(
                 workers=int(jobs.get("workers", 4)),

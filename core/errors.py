@@ -67,6 +67,13 @@ class UpgradeRequired(InvalidRequest):
     code = "upgrade_required"
 
 
+class RequestTimeout(InvalidRequest):
+    """The request body did not arrive in time (answered, then the connection is closed)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"

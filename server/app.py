@@ -2,7 +2,7 @@
 
 Owns: assembling routes (the model routes go to `server/hot.py`, in front of Quart), the
 error handler (every error body carries the request id the client sees), the request-id
-and body-size middlewares and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
+and body middlewares (size, time and memory of request bodies) and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
 build an app around its own storage, clock and providers.
 """
 
@@ -16,7 +16,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from core.errors import GatewayError, InvalidRequest, NotFound
-from server.bodylimit import BodyLimit
+from server.bodylimit import BodyBudget, BodyLimit
 from server.errors import error_body, error_headers, internal_error
 from server.hot import HotRoutes
 from server.http import to_json
@@ -61,10 +61,13 @@ def _answered_in_front() -> Response:
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("umg")
     app.config["MAX_CONTENT_LENGTH"] = None  # BodyLimit does it, and closes the connection
-    app.config["BODY_TIMEOUT"] = 60
+    app.config["BODY_TIMEOUT"] = None  # BodyLimit has read the whole body, within its deadline
     app.config["JSON_SORT_KEYS"] = False
     hot = HotRoutes(app.asgi_app, services, HOT_ROUTES, body_timeout=app.config["BODY_TIMEOUT"])
-    limited = BodyLimit(hot, services.settings.limits.max_body_bytes)
+    limits = services.settings.limits
+    limited = BodyLimit(
+        hot, limits.max_body_bytes, limits.body_timeout_seconds, BodyBudget(limits.body_budget_bytes)
+    )
     app.asgi_app = RequestIds(limited)  # type: ignore[method-assign,assignment]
     for path in HOT_ROUTES:
         app.add_url_rule(path, f"hot:{path}", _answered_in_front, methods=["POST"])

@@ -1,10 +1,20 @@
-"""An ASGI middleware that refuses oversized request bodies and closes the connection.
+"""An ASGI middleware that reads every request body before the app sees it, within limits.
 
-Owns: the body-size limit. Quart's own `MAX_CONTENT_LENGTH` answers 413 but leaves the
-connection half-read, so the next request on it hangs and sockets pile up in CLOSE_WAIT
-(see stack notes). This middleware rejects on `Content-Length` before the app reads
-anything, counts the bytes of chunked bodies as they arrive, and answers 413 in the
-OpenAI error shape with `connection: close`, so the server closes the connection.
+Owns: what a request body may cost the server. Three limits, each answered in the OpenAI
+error shape (with the request id, as every error body) and `connection: close` (so the server closes the connection instead of
+reading on):
+- size: more than `max_bytes` is a 413, refused on `Content-Length` before anything is
+  read, or as soon as a chunked body passes it. (Quart's own `MAX_CONTENT_LENGTH` leaves
+  the connection half-read, so the next request on it hangs; see stack notes.)
+- time: the whole body must arrive within `timeout` seconds of the request head, or the
+  answer is a 408. A body trickled in a byte at a time no longer holds a connection.
+- memory: `BodyBudget` bounds the bytes of bodies being received at once, across every
+  connection. A body is charged its `Content-Length` before its first byte is read
+  (chunked bodies chunk by chunk); one that does not fit gets a 503 with `retry-after: 1`
+  at once (it does not wait: a waiting body would hold its connection and the client's
+  time for nothing). The charge is released once the app has taken the body.
+Requests without a body (no `Content-Length`, or 0, and no `Transfer-Encoding`) and
+WebSocket connections pass straight through.
 """
 
 from __future__ import annotations
@@ -13,6 +23,11 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import trio
+
+from core.errors import GatewayError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
+from server.requestid import CLIENT_REQUEST_ID
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -20,80 +35,149 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _body(limit: int) -> bytes:
-    return json.dumps(
-        {
-            "error": {
-                "message": f"Request body is larger than the limit of {limit} bytes",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "payload_too_large",
-            }
-        }
-    ).encode()
+class BodyBudget:
+    """Bytes of request bodies held at once by one server, across its connections."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class _Refused(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        self.error = error
+
+
+async def _answer(scope: Scope, send: Send, error: GatewayError) -> None:
+    shaped = error.to_body()["error"]
+    body = json.dumps({"error": {**shaped, "request_id": scope.get(CLIENT_REQUEST_ID)}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(int(error.retry_after)).encode()))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _declared(scope: Scope) -> tuple[int | None, bool]:
+    """(Content-Length, whether a Transfer-Encoding was given); h11 has checked both."""
+    length: int | None = None
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float, budget: BodyBudget) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
+        self.budget = budget
 
-    async def _reject(self, send: Send) -> None:
-        body = _body(self.limit)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+    def _too_large(self) -> _Refused:
+        return _Refused(
+            PayloadTooLarge(f"Request body is larger than the limit of {self.limit} bytes")
         )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _busy(self) -> _Refused:
+        return _Refused(
+            ServiceUnavailable(
+                "The gateway is receiving too many request bodies at once; retry shortly",
+                retry_after=1.0,
+            )
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.limit
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await self._reject(send)
-                    return
-            if name == b"transfer-encoding":
-                await self._chunked(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        length, chunked = _declared(scope)
+        if not chunked and not length:
+            await self.app(scope, receive, send)
+            return
+        charge = _Charge(self.budget)
+        try:
+            if length is not None and length > self.limit:
+                raise self._too_large()
+            if length is not None and not charge.grow(length):
+                raise self._busy()
+            with trio.move_on_after(self.timeout) as deadline:
+                body = await self._read(receive, charge)
+            if deadline.cancelled_caught:
+                raise _Refused(
+                    RequestTimeout(
+                        f"The request body did not arrive within {self.timeout:g} seconds"
+                    )
+                )
+            if body is None:
+                return  # the client went away
+            await self.app(scope, _replay(body, receive, charge), send)
+        except _Refused as refused:
+            await _answer(scope, send, refused.error)
+        finally:
+            charge.release()
 
-    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A body of unknown length: read it whole (up to the limit), then replay it."""
+    async def _read(self, receive: Receive, charge: _Charge) -> bytes | None:
+        """The whole body, or None if the client went away."""
         chunks: list[bytes] = []
         seen = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return  # the client went away
+                return None
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await self._reject(send)
-                return
+                raise self._too_large()
+            if seen > charge.size and not charge.grow(seen - charge.size):
+                raise self._busy()  # chunked: charged as it comes
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        replayed = False
+                return b"".join(chunks)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+class _Charge:
+    """What one body holds of the budget; `release` is idempotent."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.size = 0
+
+    def grow(self, size: int) -> bool:
+        if not self.budget.take(size):
+            return False
+        self.size += size
+        return True
+
+    def release(self) -> None:
+        self.budget.give(self.size)
+        self.size = 0
+
+
+def _replay(body: bytes, receive: Receive, charge: _Charge) -> Receive:
+    """The body as one message; its charge is released as the app takes it."""
+    pending = [body]
+
+    async def replay() -> Message:
+        if pending:
+            charge.release()
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
+        return await receive()
+
+    return replay

@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from adapters import keys
@@ -112,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, keep accepting this long with /readyz at 503 before closing"
         " the listener, so load balancers see the drain (default 0)",
     )
+    serve.add_argument(
+        "--header-timeout", type=float, metavar="SECONDS", dest="header_timeout_seconds",
+        help="a request head must be complete within this ($UMG_HEADER_TIMEOUT_SECONDS, default 75)",
+    )
+    serve.add_argument(
+        "--body-timeout", type=float, metavar="SECONDS", dest="body_timeout_seconds",
+        help="a request body must arrive within this, else 408 ($UMG_BODY_TIMEOUT_SECONDS, default 30)",
+    )
+    serve.add_argument(
+        "--body-budget-bytes", type=int, metavar="BYTES", dest="body_budget_bytes",
+        help="bytes of request bodies received at once, else 503 ($UMG_BODY_BUDGET_BYTES, default 32 MiB)",
+    )  # fmt: skip
     keys_cmd = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     create = keys_cmd.add_parser("create", help="create a key and print it once", parents=later)
     create.add_argument("--tenant", required=True)
@@ -301,6 +314,17 @@ def _ensure_sqlite_dir(url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+_LIMIT_FLAGS = ("header_timeout_seconds", "body_timeout_seconds", "body_budget_bytes")
+
+
+def _with_limit_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """`serve`'s limit flags over the file and the environment (checked like them)."""
+    given = {n: getattr(args, n) for n in _LIMIT_FLAGS if getattr(args, n, None) is not None}
+    if not given:
+        return settings
+    return attrs.evolve(settings, limits=attrs.evolve(settings.limits, **given))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -311,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=getattr(args, "port", None),
             database_url=args.database_url,
         )
+        settings = _with_limit_flags(settings, args)
         open_storage(settings.database_url)  # validates the URL; opening does no I/O
         _ensure_sqlite_dir(settings.database_url)
         configure_logging(settings.log_level)

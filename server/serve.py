@@ -98,7 +98,10 @@ async def serve(
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = drain_seconds + 10.0
-    config.keep_alive_timeout = 75.0
+    # Hypercorn's idle timer runs from a connection's start (or its previous response) to
+    # the end of the next request head, so it is both the keep-alive and the slow-header
+    # timeout. Its read_timeout is left unset: it would cut SSE answers while we write.
+    config.keep_alive_timeout = services.settings.limits.header_timeout_seconds
     config.accesslog = None  # no line per request (the ledger has them)
     # Hypercorn's default listen backlog (100) drops SYNs when many clients connect at
     # once (1,000 streams opened together), and each dropped one waits a second or more.

@@ -760,7 +760,8 @@ def parse_413(data: bytes) -> None:
     assert headers.get("connection", "").lower() == "close", headers
     length = int(headers["content-length"])
     err = json.loads(body[:length])["error"]
-    assert set(err) == {"message", "type", "param", "code"}
+    assert set(err) == {"message", "type", "param", "code", "request_id"}
+    assert err["request_id"] == headers["x-request-id"], (err, headers)
     assert err["code"] == "payload_too_large"
     assert str(SMALL_LIMIT) in err["message"]
 
