@@ -43,24 +43,28 @@ class Execution:
     rate_headers: dict[str, str] = field(factory=dict)
     outcome: Outcome | None = None  # set once, when the ledger row is written
 
+    def attempt_log(self) -> list[dict[str, object]]:
+        """Each provider attempt so far: which deployment, and how it ended."""
+        records = self.attempts.records if self.attempts is not None else ()
+        return [
+            {
+                "deployment": r.deployment_id,
+                "provider": r.provider,
+                "attempt": r.attempt,
+                "outcome": r.outcome,
+            }
+            for r in records
+        ]
+
     def gateway_info(self) -> dict[str, object]:
         """The `gateway` object every answer carries."""
-        records = self.attempts.records if self.attempts is not None else ()
         return {
             "request_id": self.request_id,
             "provider": self.deployment.provider if self.deployment else None,
             "deployment": self.deployment.id if self.deployment else None,
             "model": self.deployment.model if self.deployment else self.request.model,
             "routing": self.plan.strategy if self.plan else self.request.routing.strategy,
-            "attempts": [
-                {
-                    "deployment": r.deployment_id,
-                    "provider": r.provider,
-                    "attempt": r.attempt,
-                    "outcome": r.outcome,
-                }
-                for r in records
-            ],
+            "attempts": self.attempt_log(),
             "cost_usd": format_usd(self.cost),
         }
 
@@ -93,4 +97,5 @@ def ledger_row(exe: Execution, row_id: str, at: datetime, now: float) -> UsageRe
         ttft_ms=int(exe.ttft * 1000) if exe.ttft is not None else None,
         attempts=len(exe.attempts.records) if exe.attempts else 0,
         stream=exe.request.stream,
+        attempt_log=tuple(exe.attempt_log()),
     )

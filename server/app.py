@@ -21,7 +21,18 @@ from server.errors import error_body, error_headers, internal_error
 from server.hot import HotRoutes
 from server.http import to_json
 from server.requestid import CLIENT_REQUEST_ID, RequestIds
-from server.routes import anthropic, chat, jobs, models, ops, responses, usage, ws
+from server.routes import (
+    admin,
+    anthropic,
+    chat,
+    insights,
+    jobs,
+    models,
+    ops,
+    responses,
+    usage,
+    ws,
+)
 from server.services import Services
 
 log = logging.getLogger("umg.server")
@@ -99,6 +110,6 @@ def create_app(services: Services) -> QuartTrio:
         log.exception("unhandled error (ref %s) on %s", ref, _where())
         return error_response(internal_error(ref))
 
-    for surface in (jobs, models, usage, ops, ws):
+    for surface in (jobs, models, usage, insights, admin, ops, ws):
         surface.register(app, services)
     return app

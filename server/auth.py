@@ -5,7 +5,8 @@ WebSocket (browsers cannot set headers there): the same headers, or the subproto
 `umg-key.<key>` in `Sec-WebSocket-Protocol` (offer `umg` too and the server answers `umg`;
 else it echoes the key protocol, as RFC 6455 allows only an offered one),
 or, as a last resort, `?api_key=<key>` in the URL (may end up in proxy logs; prefer the
-subprotocol). Verification itself is `Gateway.authenticate`.
+subprotocol). Verification itself is `Gateway.authenticate`; `require_admin` also asks for
+an admin key (403 otherwise).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from quart import websocket
 
 from adapters.storage.records import KeyRecord
+from core.errors import PermissionDenied
 from server.http import api_key_from_headers
 from server.services import Services
 
@@ -34,3 +36,13 @@ def websocket_key() -> tuple[str | None, bool]:
         if proto.startswith(WS_KEY_PROTOCOL):
             return proto[len(WS_KEY_PROTOCOL) :], True
     return websocket.args.get("api_key"), False
+
+
+async def require_admin(services: Services) -> KeyRecord:
+    """The caller's key, which must be an admin key (a tenant key gets 403)."""
+    key = await require_key(services)
+    if not key.admin:
+        raise PermissionDenied(
+            "This route needs an admin key (umg keys create --admin); a tenant key cannot use it"
+        )
+    return key

@@ -8,7 +8,8 @@ Rules: bad input (a limit that is not a positive integer, a budget that is not a
 non-negative decimal, an unreadable config file, an unsupported database URL) is one
 clear line on stderr and exit status 2, never a traceback. A SQLite database's directory
 is created on first use, so `umg serve` works in a fresh checkout. A key's secret is
-printed only by `keys create` (and the first `serve`), never by `keys list`.
+printed only by `keys create` (and the first `serve`), never by `keys list`. The
+development key is an admin key (`--admin`): it can use the admin API and the console.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ import attrs
 import trio
 
 from adapters import keys
+from adapters.admin import create_key
 from adapters.clock import Clock
 from adapters.config import ConfigError, Settings, load_settings, parse_budget
-from adapters.gateway import new_id
 from adapters.storage import SQLITE_PREFIX, open_storage
-from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
 from adapters.telemetry import configure_logging
 
@@ -136,6 +136,11 @@ def _parser() -> argparse.ArgumentParser:
         "--budget-usd", type=_budget, help="spending limit in USD per budget period (>= 0)"
     )
     create.add_argument("--budget-period", choices=["day", "month", "total"], default="month")
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="an admin key: manages every tenant (admin API, console); default: a tenant key",
+    )
     create.add_argument("--json", action="store_true", help="print a JSON object")
     listing = keys_cmd.add_parser("list", help="list keys (never their secrets)", parents=later)
     listing.add_argument("--tenant")
@@ -143,37 +148,6 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys_cmd.add_parser("revoke", help="revoke a key by id or prefix", parents=later)
     revoke.add_argument("key", metavar="ID_OR_PREFIX", help="a key id, its prefix, or the key itself")
     return parser
-
-
-async def create_key(
-    storage: Storage,
-    clock: Clock,
-    *,
-    tenant: str,
-    project: str,
-    name: str | None = None,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    budget_usd: Decimal | None = None,
-    budget_period: str = "month",
-) -> tuple[str, KeyRecord]:
-    plain, prefix, digest = keys.mint()
-    record = KeyRecord(
-        id=new_id("key"),
-        prefix=prefix,
-        secret_hash=digest,
-        tenant=tenant,
-        project=project,
-        name=name,
-        rpm=rpm,
-        tpm=tpm,
-        budget_usd=budget_usd,
-        budget_period=budget_period,
-        created_at=clock.wall(),
-        revoked_at=None,
-    )
-    await storage.insert_key(record)
-    return plain, record
 
 
 def _key_json(record: KeyRecord) -> dict[str, object]:
@@ -189,6 +163,7 @@ def _key_json(record: KeyRecord) -> dict[str, object]:
         "budget_period": record.budget_period,
         "created_at": record.created_at.isoformat(),
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "admin": record.admin,
     }
 
 
@@ -208,6 +183,7 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
                 tpm=args.tpm,
                 budget_usd=args.budget_usd,
                 budget_period=args.budget_period,
+                admin=args.admin,
             )
             if args.json:
                 print(json.dumps({"key": plain, **_key_json(record)}))
@@ -221,7 +197,8 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps([_key_json(r) for r in records]))
             for r in records if not args.json else ():
                 state = "revoked" if r.revoked_at else "active"
-                print(f"{r.id}  {r.prefix}  {r.tenant}/{r.project}  {state}")
+                role = "  admin" if r.admin else ""
+                print(f"{r.id}  {r.prefix}  {r.tenant}/{r.project}  {state}{role}")
             return 0
         target = keys.prefix_of(args.key) or args.key  # a whole key names its prefix
         revoked = await storage.revoke_key(target, clock.wall())
@@ -270,11 +247,16 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     key_line = None
     if await services.storage.count_keys() == 0 and await _first_to_bootstrap(services):
         plain, record = await create_key(
-            services.storage, services.clock, tenant="dev", project="dev", name="development key"
+            services.storage,
+            services.clock,
+            tenant="dev",
+            project="dev",
+            name="development key",
+            admin=True,
         )
         key_line = (
-            f"Created a development API key (shown once; tenant {record.tenant}, project"
-            f" {record.project}): {plain}"
+            f"Created a development API key (shown once; an admin key, tenant {record.tenant},"
+            f" project {record.project}): {plain}"
         )
     bound = False
     try:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from server import api_schemas
+from server.openapi_admin import ADMIN_SCHEMAS, admin_paths
 
 S = dict[str, Any]
 
@@ -29,8 +30,9 @@ _ERROR_TEXT = {
     400: "Malformed request; `error.param` names the field",
     401: "Missing, invalid or revoked API key",
     402: "Budget exceeded (key budget or `max_cost_usd`)",
-    404: "Unknown model, job or route",
-    409: "The job is already finished",
+    403: "The key may not do this (an admin route called with a tenant key)",
+    404: "Unknown model, job, key or route",
+    409: "Conflict with the current state (a finished job, a revoked key)",
     413: "Body larger than the limit; the connection is closed",
     415: "A Content-Type other than JSON",
     426: "Not a WebSocket handshake",
@@ -263,6 +265,7 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
     """The document; `models` (the served catalog's ids) become the `model` examples."""
     schemas = {
         **_SCHEMAS,
+        **ADMIN_SCHEMAS,
         "UnifiedRequest": api_schemas.request_schema(
             "responses", models, "The unified request (OpenAI Responses shape plus `constraints`)"),
         "ChatCompletionRequest": api_schemas.request_schema(
@@ -353,6 +356,7 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
         "/v1/webhooks/secret": {
             "get": _op("This tenant's webhook signing secret", {"200": {"description": "{key}", **_json({"type": "object"})}})
         },
+        **admin_paths(_op, _ref, _json, _errors),
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "up"}}}},
         "/readyz": {"get": {"summary": "Readiness", "security": [],
                             "responses": {"200": {"description": "ready"}, "503": {"description": "not ready or draining"}}}},

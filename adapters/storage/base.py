@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from attrs import evolve
 
+from adapters.storage.ledger import Bucket, HistogramRow, LedgerFilter, Metric, SeriesRow
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
 from core import jobs as lifecycle
 
@@ -49,6 +50,16 @@ T = TypeVar("T")
 State = dict[str, Any]
 StateFn = Callable[[State | None], tuple[T, State]]
 JobFn = Callable[[JobRecord], JobRecord]
+# What `update_key` may change; the rest of a key (its secret, tenant, admin flag) is fixed.
+KEY_MUTABLE = ("name", "rpm", "tpm", "budget_usd", "budget_period")
+
+
+def key_changes(changes: dict[str, Any]) -> list[tuple[str, Any]]:
+    """`changes` as (column, value) pairs in column order; ValueError for any other field."""
+    unknown = set(changes) - set(KEY_MUTABLE)
+    if unknown:
+        raise ValueError(f"update_key cannot change {sorted(unknown)}")
+    return [(c, changes[c]) for c in KEY_MUTABLE if c in changes]
 
 
 # -- the job row <-> core.jobs machine (shared by every backend and the job runner) ----
@@ -181,6 +192,9 @@ class Storage(Protocol):
 
     async def count_keys(self) -> int: ...
 
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        """Set the given `KEY_MUTABLE` columns of one key; the key as it now is, or None."""
+
     # -- usage ledger ----------------------------------------------------------------
     async def insert_usage(self, rec: UsageRecord) -> bool:
         """Write one ledger row; False (and no change) if `request_id` is already there."""
@@ -189,6 +203,21 @@ class Storage(Protocol):
         """The tenant's rows with `start <= at < end`, in time order."""
 
     async def usage_count(self) -> int: ...
+
+    async def ledger_page(
+        self, f: LedgerFilter, limit: int, after: str | None
+    ) -> list[UsageRecord]:
+        """Rows matching `f`, newest first, after the row whose id is `after`."""
+
+    async def usage_series(
+        self, f: LedgerFilter, bucket: Bucket, by: str | None
+    ) -> list[SeriesRow]:
+        """Requests, errors, tokens and cost per (hour or day, value of column `by`)."""
+
+    async def usage_histogram(
+        self, f: LedgerFilter, bucket: Bucket, metric: Metric
+    ) -> list[HistogramRow]:
+        """Rows per (hour or day, `core.percentiles` bin of `metric`)."""
 
     # -- generic atomic state --------------------------------------------------------
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:

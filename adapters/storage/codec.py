@@ -28,8 +28,8 @@ R = TypeVar("R", KeyRecord, UsageRecord, JobRecord)
 
 MONEY_FIELDS = frozenset({"budget_usd", "cost"})
 DATETIME_FIELDS = frozenset({"created_at", "revoked_at", "at", "started_at", "completed_at"})
-JSON_FIELDS = frozenset({"request", "result", "error"})
-BOOL_FIELDS = frozenset({"stream", "cancel_requested"})
+JSON_FIELDS = frozenset({"request", "result", "error", "attempt_log"})
+BOOL_FIELDS = frozenset({"stream", "cancel_requested", "admin"})
 
 _QUANTUM = Decimal("1E-10")
 _LIMIT = Decimal("1E20")

@@ -35,8 +35,21 @@ import trio
 from psycopg import errors as pg_errors
 
 from adapters.storage import codec
-from adapters.storage.base import JobFn, State, StateFn
+from adapters.storage.base import JobFn, State, StateFn, key_changes
 from adapters.storage.keycache import KeyCache
+from adapters.storage.ledger import (
+    POSTGRES,
+    Bucket,
+    HistogramRow,
+    LedgerFilter,
+    Metric,
+    SeriesRow,
+    histogram_query,
+    histogram_row,
+    page_query,
+    series_query,
+    series_row,
+)
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
@@ -241,6 +254,23 @@ class PostgresStorage:
     async def count_keys(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0]))  # type: ignore[index]
 
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        pairs = key_changes(changes)
+
+        def apply(c: Conn) -> Any:
+            if pairs:
+                sets = ", ".join(f"{col} = %s" for col, _ in pairs)
+                values = [codec.to_postgres(col, v) for col, v in pairs]
+                c.execute(f"UPDATE keys SET {sets} WHERE id = %s", (*values, key_id))
+            return c.execute(f"SELECT {_KEY_COLS} FROM keys WHERE id = %s", (key_id,)).fetchone()
+
+        row = await self._run(apply)
+        if row is None:
+            return None
+        record = codec.from_postgres_row(KeyRecord, row)
+        self.keys.forget(record.prefix)  # a changed limit applies to the next request
+        return record
+
     # -- usage ledger ----------------------------------------------------------------
 
     async def insert_usage(self, rec: UsageRecord) -> bool:
@@ -260,6 +290,26 @@ class PostgresStorage:
 
     async def usage_count(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))  # type: ignore[index]
+
+    async def ledger_page(
+        self, f: LedgerFilter, limit: int, after: str | None
+    ) -> list[UsageRecord]:
+        sql, args = page_query(POSTGRES, _USAGE_COLS, f, limit, after)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_postgres_row(UsageRecord, r) for r in rows]
+
+    async def usage_series(
+        self, f: LedgerFilter, bucket: Bucket, by: str | None
+    ) -> list[SeriesRow]:
+        sql, args = series_query(POSTGRES, f, bucket, by)
+        return [series_row(r) for r in await self._run(lambda c: c.execute(sql, args).fetchall())]
+
+    async def usage_histogram(
+        self, f: LedgerFilter, bucket: Bucket, metric: Metric
+    ) -> list[HistogramRow]:
+        sql, args = histogram_query(POSTGRES, f, bucket, metric)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [histogram_row(r) for r in rows]
 
     # -- generic atomic state ----------------------------------------------------------
 

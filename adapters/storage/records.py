@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 
 @frozen
@@ -33,6 +33,7 @@ class KeyRecord:
     budget_period: str  # "month" | "day" | "total"
     created_at: datetime
     revoked_at: datetime | None
+    admin: bool = False  # manages every tenant (admin API, console); else reads its own
 
 
 @frozen
@@ -62,6 +63,8 @@ class UsageRecord:
     ttft_ms: int | None
     attempts: int
     stream: bool
+    # one {"deployment", "provider", "attempt", "outcome"} object per provider attempt
+    attempt_log: tuple[dict[str, Any], ...] = field(default=(), converter=tuple)
 
 
 @frozen

@@ -52,6 +52,20 @@ from adapters.storage.base import (
     claimable_where,
     heartbeat_fn,
     job_list_query,
+    key_changes,
+)
+from adapters.storage.ledger import (
+    SQLITE,
+    Bucket,
+    HistogramRow,
+    LedgerFilter,
+    Metric,
+    SeriesRow,
+    histogram_query,
+    histogram_row,
+    page_query,
+    series_query,
+    series_row,
 )
 from adapters.storage.group_commit import GroupCommit
 from adapters.storage.keycache import KeyCache
@@ -260,6 +274,23 @@ class SQLiteStorage:
     async def count_keys(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0]))
 
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        pairs = key_changes(changes)
+
+        def apply(c: Conn) -> Any:
+            if pairs:
+                sets = ", ".join(f"{col} = ?" for col, _ in pairs)
+                values = [codec.to_sqlite(col, v) for col, v in pairs]
+                c.execute(f"UPDATE keys SET {sets} WHERE id = ?", (*values, key_id))
+            return c.execute(f"SELECT {_KEY_COLS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+
+        row = await self._tx(apply)
+        if row is None:
+            return None
+        record = codec.from_sqlite_row(KeyRecord, row)
+        self.keys.forget(record.prefix)  # a changed limit applies to the next request
+        return record
+
     # -- usage ledger ----------------------------------------------------------------
 
     async def insert_usage(self, rec: UsageRecord) -> bool:
@@ -303,6 +334,26 @@ class SQLiteStorage:
 
     async def usage_count(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))
+
+    async def ledger_page(
+        self, f: LedgerFilter, limit: int, after: str | None
+    ) -> list[UsageRecord]:
+        sql, args = page_query(SQLITE, _USAGE_COLS, f, limit, after)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_sqlite_row(UsageRecord, r) for r in rows]
+
+    async def usage_series(
+        self, f: LedgerFilter, bucket: Bucket, by: str | None
+    ) -> list[SeriesRow]:
+        sql, args = series_query(SQLITE, f, bucket, by)
+        return [series_row(r) for r in await self._run(lambda c: c.execute(sql, args).fetchall())]
+
+    async def usage_histogram(
+        self, f: LedgerFilter, bucket: Bucket, metric: Metric
+    ) -> list[HistogramRow]:
+        sql, args = histogram_query(SQLITE, f, bucket, metric)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [histogram_row(r) for r in rows]
 
     # -- generic atomic state ----------------------------------------------------------
 

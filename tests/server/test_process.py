@@ -177,7 +177,7 @@ async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path:
             "Mode: mock (the built-in Mock provider answers every model; set OPENAI_API_KEY"
             " or ANTHROPIC_API_KEY for live mode)",
             f"Listening on {url} (API reference: {url}/docs)",
-            f"Created a development API key (shown once; tenant dev, project dev): {key}",
+            f"Created a development API key (shown once; an admin key, tenant dev, project dev): {key}",
         ]
         assert any("mock mode" in entry["message"] for entry in server.logs())
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:

@@ -1,0 +1,197 @@
+"""The console's ledger reads (adapters/storage/ledger.py) on SQLite and Postgres: exact
+money sums, latency bins equal to core.percentiles', keyset pages, admin flags, key
+updates, and query plans that use the migration-002 indexes on a large ledger.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from adapters.storage import codec, ledger
+from adapters.storage.base import Storage
+from adapters.storage.ledger import LedgerFilter
+from adapters.storage.records import UsageRecord
+from core import percentiles
+from tests.adapters.test_storage import make_key, make_usage
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+WIDE = LedgerFilter(start=T0 - timedelta(days=400), end=T0 + timedelta(days=400))
+
+
+def row(i: int, at: datetime = T0, **changes: Any) -> UsageRecord:
+    return make_usage(i, at, **changes)
+
+
+async def test_admin_flag_and_key_updates_round_trip(storage: Storage) -> None:
+    await storage.insert_key(make_key(1, admin=True))
+    await storage.insert_key(make_key(2))
+    first, second = await storage.key_by_id("key_1"), await storage.key_by_id("key_2")
+    assert first is not None and first.admin is True
+    assert second is not None and second.admin is False
+    updated = await storage.update_key(
+        "key_2", {"name": "renamed", "rpm": None, "budget_usd": Decimal("1.25"), "budget_period": "day"}
+    )
+    assert updated is not None
+    assert (updated.name, updated.rpm, updated.budget_usd, updated.budget_period) == (
+        "renamed", None, Decimal("1.25"), "day")
+    assert updated.secret_hash == second.secret_hash and updated.tenant == second.tenant
+    assert await storage.update_key("key_2", {}) == updated
+    assert await storage.update_key("nope", {"name": "x"}) is None
+    with pytest.raises(ValueError):
+        await storage.update_key("key_2", {"admin": True})
+
+
+async def test_series_sums_money_exactly_and_groups_by_hour_day_and_column(storage: Storage) -> None:
+    costs = [Decimal("0.0000000001"), Decimal("1.2345678901"), Decimal("0.3333333333"), Decimal("7")]
+    rows = [
+        row(1, at=T0 + timedelta(minutes=5), model="a", cost=costs[0], status="ok"),
+        row(2, at=T0 + timedelta(minutes=50), model="b", cost=costs[1], status="error"),
+        row(3, at=T0 + timedelta(hours=1), model="a", cost=costs[2], provider=None),
+        row(4, at=T0 + timedelta(days=1), model="a", cost=costs[3], tenant="other"),
+    ]
+    for r in rows:
+        assert await storage.insert_usage(r)
+    hourly = await storage.usage_series(WIDE, "hour", "model")
+    assert [(s.bucket, s.group, s.requests, s.errors, s.cost) for s in hourly] == [
+        ("2026-03-01T00", "a", 1, 0, costs[0]),
+        ("2026-03-01T00", "b", 1, 1, costs[1]),
+        ("2026-03-01T01", "a", 1, 0, costs[2]),
+        ("2026-03-02T00", "a", 1, 0, costs[3]),
+    ]
+    daily = await storage.usage_series(WIDE, "day", None)
+    assert [(s.bucket, s.group, s.requests) for s in daily] == [("2026-03-01", "", 3), ("2026-03-02", "", 1)]
+    assert sum((s.cost for s in daily), Decimal(0)) == sum(costs)
+    assert daily[0].input_tokens == sum(r.input_tokens for r in rows[:3])
+    by_provider = await storage.usage_series(WIDE, "day", "provider")
+    assert ("2026-03-01", "") in {(s.bucket, s.group) for s in by_provider}  # NULL provider
+    only_other = await storage.usage_series(LedgerFilter(WIDE.start, WIDE.end, tenant="other"), "day", None)
+    assert [(s.requests, s.cost) for s in only_other] == [(1, costs[3])]
+    assert await storage.usage_series(LedgerFilter(T0 + timedelta(days=9), T0 + timedelta(days=10)), "day", None) == []
+    with pytest.raises(ValueError):
+        await storage.usage_series(WIDE, "day", "cost; DROP TABLE usage")
+
+
+async def test_histogram_bins_match_core_percentiles(storage: Storage) -> None:
+    draw = random.Random(7)
+    latencies = [draw.choice([0, 1, 2, 9, 10, 11, 149, 150, 999, 1000, 600000, 700000])
+                 for _ in range(60)] + [draw.randrange(0, 100000) for _ in range(60)]
+    for i, ms in enumerate(latencies):
+        await storage.insert_usage(row(i, at=T0, latency_ms=ms, ttft_ms=None if i % 2 else ms // 2))
+    hist = await storage.usage_histogram(WIDE, "day", "latency_ms")
+    assert {h.bin: h.count for h in hist} == percentiles.histogram(latencies)
+    ttft = await storage.usage_histogram(WIDE, "day", "ttft_ms")
+    assert {h.bin: h.count for h in ttft} == percentiles.histogram(
+        [ms // 2 for i, ms in enumerate(latencies) if i % 2 == 0])
+
+
+async def test_pages_are_newest_first_keyset_and_tenant_scoped(storage: Storage) -> None:
+    rows = [row(i, at=T0 + timedelta(seconds=i // 2), tenant="t1" if i % 3 else "t2") for i in range(11)]
+    for r in rows:
+        await storage.insert_usage(r)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await storage.ledger_page(WIDE, 4, after)
+        seen += [r.id for r in page]
+        if len(page) < 4:
+            break
+        after = page[-1].id
+    expected = [r.id for r in sorted(rows, key=lambda r: (r.at, r.id), reverse=True)]
+    assert seen == expected
+    t2 = LedgerFilter(WIDE.start, WIDE.end, tenant="t2")
+    t2_rows = await storage.ledger_page(t2, 100, None)
+    assert {r.tenant for r in t2_rows} == {"t2"} and len(t2_rows) == 4
+    t1_id = next(r.id for r in rows if r.tenant == "t1")
+    assert await storage.ledger_page(t2, 100, t1_id) == []  # another tenant's row is no cursor
+    assert await storage.ledger_page(WIDE, 100, "use_unknown") == []
+    assert await storage.ledger_page(LedgerFilter(WIDE.start, WIDE.end, status="nope"), 5, None) == []
+
+
+async def test_attempt_log_round_trips(storage: Storage) -> None:
+    log = ({"deployment": "openai/x", "provider": "openai", "attempt": 1, "outcome": "server_error"},
+           {"deployment": "anthropic/y", "provider": "anthropic", "attempt": 2, "outcome": "ok"})
+    await storage.insert_usage(row(1, attempt_log=log, attempts=2))
+    await storage.insert_usage(row(2))
+    got = {r.request_id: r for r in await storage.ledger_page(WIDE, 10, None)}
+    assert got["req_1"].attempt_log == log
+    assert got["req_2"].attempt_log == ()
+
+
+# ---- query plans on a large ledger ----------------------------------------------------
+
+ROWS = 20_000
+TENANTS = 20
+
+
+def _bulk_rows() -> list[UsageRecord]:
+    draw = random.Random(1)
+    return [
+        row(i, at=T0 - timedelta(seconds=draw.randrange(0, 400 * 86400)),
+            tenant=f"t{i % TENANTS}", key_id=f"key_{i % 50}", latency_ms=draw.randrange(1, 5000))
+        for i in range(ROWS)
+    ]
+
+
+def _fill_sqlite(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    cols = codec.columns(UsageRecord)
+    conn.executemany(
+        f"INSERT INTO usage ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        [codec.sqlite_row(r) for r in _bulk_rows()],
+    )
+    conn.commit()
+    conn.execute("ANALYZE")
+    return conn
+
+
+def _fill_postgres(url: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(url, autocommit=True)
+    cols = codec.columns(UsageRecord)
+    with conn.cursor() as cur, cur.copy(f"COPY usage ({', '.join(cols)}) FROM STDIN") as copy:
+        for r in _bulk_rows():
+            copy.write_row(codec.postgres_row(r))
+    conn.execute("ANALYZE usage")
+    return conn
+
+
+DAY = LedgerFilter(start=T0 - timedelta(days=2), end=T0 - timedelta(days=1))
+PLANS = [  # (filter, the index it must use)
+    (DAY, "usage_at"),
+    (LedgerFilter(DAY.start, DAY.end, tenant="t3"), "usage_tenant_at_id"),
+    (LedgerFilter(DAY.start, DAY.end, key_id="key_7"), "usage_key_at"),
+]
+
+
+def _queries(d: ledger.Dialect, f: LedgerFilter) -> list[tuple[str, list[Any]]]:
+    return [
+        ledger.series_query(d, f, "hour", "model"),
+        ledger.histogram_query(d, f, "hour", "latency_ms"),
+        ledger.page_query(d, "id, at, cost", f, 50, None),
+    ]
+
+
+async def test_usage_page_queries_use_the_indexes_on_a_large_ledger(storage_url: str, storage: Storage) -> None:
+    if storage_url.startswith("sqlite"):
+        conn = _fill_sqlite(storage_url.removeprefix("sqlite:///"))
+        for f, index in PLANS:
+            for sql, args in _queries(ledger.SQLITE, f):
+                plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+                assert f"INDEX {index} " in plan, (sql, plan)
+                assert "SCAN usage" not in plan, plan
+        conn.close()
+    else:
+        pg = _fill_postgres(storage_url)
+        for f, index in PLANS:
+            for sql, args in _queries(ledger.POSTGRES, f):
+                plan = " | ".join(r[0] for r in pg.execute(f"EXPLAIN {sql}", args))
+                assert f" on {index}" in plan or f"using {index}" in plan, (sql, plan)
+                assert "Seq Scan on usage" not in plan, plan
+        pg.close()
+    assert await storage.usage_count() == ROWS
