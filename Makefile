@@ -78,5 +78,10 @@ bench-profile: $(STAMP)
 	$(BENCH) --targets ours --scenarios json16 --seconds 10 --profile data/bench-profile.txt $(BENCH_ARGS)
 	$(BIN)/python -m bench.profile data/bench-profile.txt
 
+# The console's usage and requests queries on a 1,000,000-row ledger (ROWS=... to change).
+ROWS ?= 1000000
+bench-console: $(STAMP)
+	$(BIN)/python -m bench.console_queries --rows $(ROWS)
+
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache

@@ -144,7 +144,13 @@ def admin_paths(
 
     admin_errors = errors(401, 403)
     one_key = ok("The key", ref("Key"))
+    page = {"security": [], "responses": {"200": {"description": "HTML, CSS or JavaScript"},
+                                          "404": {"description": "No such console file"}}}
     return {
+        "/console": {"get": {"summary": "The web console (sign in with a key)", **page}},
+        "/console/{name}": {"get": {"summary": "The console's script and style sheet", **page,
+                                    "parameters": [{"name": "name", "in": "path", "required": True,
+                                                    "schema": {"type": "string"}}]}},
         "/v1/me": {"get": op("The caller's own key and its spend", one_key)},
         "/v1/requests": {
             "get": op("The caller's tenant's ledger, newest first", ok("A page", ref("LedgerPage")),

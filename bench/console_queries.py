@@ -1,0 +1,130 @@
+"""`make bench-console`: how long the console's usage page takes on a large ledger.
+
+Fills a fresh SQLite database (or, with `--database-url postgresql://...`, a Postgres
+database you created for it; its `usage` table must be empty) with `--rows` ledger rows
+(default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6 models, then times
+the three queries the Usage page sends for one refresh (`Storage.usage_series` and the
+two `usage_histogram`s) over windows of 1, 7 and 30 days, for all tenants (admin) and
+for one tenant, plus one Requests page (`ledger_page`, 50 rows). Each timing is the
+median of `--repeat` runs. Prints one line per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import trio
+
+from adapters.storage import codec, open_storage
+from adapters.storage.base import Storage
+from adapters.storage.ledger import LedgerFilter
+from adapters.storage.records import UsageRecord
+
+MODELS = ("gpt-4o-mini", "gpt-4.1", "gpt-4o", "claude-3.5-haiku", "claude-3.5-sonnet", "mock-fast")
+END = datetime(2026, 6, 1, tzinfo=UTC)
+SPAN_S = 90 * 86400
+
+
+def rows(n: int) -> Any:
+    """Rows in time order, as a ledger is written (appended as requests end)."""
+    draw = random.Random(42)
+    start = END - timedelta(seconds=SPAN_S)
+    for i in range(n):
+        model = MODELS[i % len(MODELS)]
+        yield UsageRecord(
+            id=f"use_{i:09d}", request_id=f"req_{i:09d}",
+            at=start + timedelta(seconds=SPAN_S * (i + draw.random()) / n),
+            tenant=f"t{i % 20}", project=f"p{i % 7}", key_id=f"key_{i % 200}", endpoint="chat",
+            model=model, provider="anthropic" if model.startswith("claude") else "openai",
+            deployment=f"x/{model}", input_tokens=draw.randrange(5, 2000),
+            output_tokens=draw.randrange(1, 800), cached_input_tokens=0, cache_write_tokens=0,
+            reasoning_tokens=0, cost=Decimal(draw.randrange(1, 10**7)).scaleb(-10),
+            price_version="default", status="ok" if draw.random() > 0.02 else "error",
+            error_code=None, latency_ms=draw.randrange(5, 4000), ttft_ms=draw.randrange(5, 900),
+            attempts=1, stream=bool(i % 2),
+        )
+
+
+def fill(url: str, n: int) -> None:
+    cols = codec.columns(UsageRecord)
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        sql = f"INSERT INTO usage ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        batch: list[tuple[Any, ...]] = []
+        for r in rows(n):
+            batch.append(codec.sqlite_row(r))
+            if len(batch) == 50_000:
+                conn.executemany(sql, batch)
+                batch.clear()
+        conn.executemany(sql, batch)
+        conn.commit()
+        conn.execute("ANALYZE")
+        conn.close()
+        return
+    with psycopg.connect(url, autocommit=True) as pg:
+        with pg.cursor() as cur, cur.copy(f"COPY usage ({', '.join(cols)}) FROM STDIN") as copy:
+            for r in rows(n):
+                copy.write_row(codec.postgres_row(r))
+        pg.execute("ANALYZE usage")
+
+
+async def timed(repeat: int, fn: Any) -> float:
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        await fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs) * 1000
+
+
+async def measure(url: str, n: int, repeat: int) -> None:
+    storage: Storage = open_storage(url)
+    await storage.migrate()
+    t0 = time.perf_counter()
+    fill(url, n)
+    print(f"filled {n:,} rows in {time.perf_counter() - t0:.1f} s ({url.split(':', 1)[0]})")
+    for days in (1, 7, 30):
+        for tenant in (None, "t3"):
+            f = LedgerFilter(start=END - timedelta(days=days), end=END, tenant=tenant)
+            bucket = "hour" if days <= 7 else "day"
+
+            async def usage_page(f: LedgerFilter = f, bucket: Any = bucket) -> None:
+                await storage.usage_series(f, bucket, "model")
+                await storage.usage_histogram(f, bucket, "latency_ms")
+                await storage.usage_histogram(f, bucket, "ttft_ms")
+
+            async def requests_page(f: LedgerFilter = f) -> None:
+                await storage.ledger_page(f, 51, None)
+
+            rows_in = (await storage.usage_series(f, "day", None))
+            count = sum(r.requests for r in rows_in)
+            page_ms = await timed(repeat, usage_page)
+            list_ms = await timed(repeat, requests_page)
+            who = "all tenants" if tenant is None else f"tenant {tenant}"
+            print(f"{days:>2} days, {who:<11} ({count:>9,} rows): usage page {page_ms:8.1f} ms,"
+                  f" requests page {list_ms:6.1f} ms")
+    await storage.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--database-url", help="default: a new SQLite file in a temp dir")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite:///{tmp}/bench.db"
+        trio.run(measure, url, args.rows, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
