@@ -54,6 +54,8 @@ from adapters.storage.base import (
     job_list_query,
     key_changes,
 )
+from adapters.storage.group_commit import GroupCommit
+from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import (
     SQLITE,
     Bucket,
@@ -67,8 +69,6 @@ from adapters.storage.ledger import (
     series_query,
     series_row,
 )
-from adapters.storage.group_commit import GroupCommit
-from adapters.storage.keycache import KeyCache
 from adapters.storage.memstate import StateTable, write_behind
 from adapters.storage.migrations import migrations
 from adapters.storage.owner import FileOwner
