@@ -25,7 +25,8 @@ def _window() -> list[S]:
     return [
         _q("from", "RFC 3339, inclusive (default: 30 days before `to`)", type="string", format="date-time"),
         _q("to", "RFC 3339, exclusive (default: now)", type="string", format="date-time"),
-        *(_q(f, f"only rows whose {f} is this (a tenant key: its own tenant only)") for f in _FILTERS),
+        *(_q(f, f"only rows whose {f} is this (a tenant key: its own tenant only)",
+             type="string", minLength=1, maxLength=200) for f in _FILTERS),
     ]
 
 
@@ -161,7 +162,8 @@ def admin_paths(
                       ok("The series", ref("UsageSeries")), errors=errors(400, 401, 403),
                       parameters=[*_window(),
                                   _q("bucket", "hour (windows up to 31 days) or day", enum=["hour", "day"]),
-                                  _q("by", "group by model, provider, project, tenant, key_id, status, deployment or none")])
+                                  _q("by", "group by this column, or none",
+                                     enum=["model", "provider", "project", "tenant", "key_id", "status", "deployment", "none"])])
         },
         "/v1/admin/keys": {
             "post": op("Create a key (admin); the answer holds the plain key, once",
