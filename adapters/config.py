@@ -86,6 +86,30 @@ class JobSettings:
 
 
 @frozen
+class WebhookSettings:
+    # host names (exact, case-insensitive) whose webhooks may reach any address
+    allow_hosts: tuple[str, ...] = ()
+    allow_http: bool = False  # plain-http webhook URLs (otherwise https only)
+
+
+def _webhooks(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> WebhookSettings:
+    """`[webhooks]` (unknown keys refused), then `UMG_WEBHOOK_ALLOW_HOSTS` (comma-separated,
+    replaces the file's list) and `UMG_WEBHOOK_ALLOW_HTTP`."""
+    section = _table(file_cfg, "webhooks", WebhookSettings)
+    hosts = section.get("allow_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError("webhooks.allow_hosts must be a list of host names")
+    if "UMG_WEBHOOK_ALLOW_HOSTS" in env:
+        hosts = [h.strip() for h in env["UMG_WEBHOOK_ALLOW_HOSTS"].split(",") if h.strip()]
+    allow_http = section.get("allow_http", False)
+    if not isinstance(allow_http, bool):
+        raise ConfigError("webhooks.allow_http must be true or false")
+    if "UMG_WEBHOOK_ALLOW_HTTP" in env:
+        allow_http = _bool(env["UMG_WEBHOOK_ALLOW_HTTP"], "UMG_WEBHOOK_ALLOW_HTTP")
+    return WebhookSettings(allow_hosts=tuple(hosts), allow_http=allow_http)
+
+
+@frozen
 class Settings:
     host: str = "127.0.0.1"
     port: int = 3000
@@ -95,6 +119,7 @@ class Settings:
     catalog_overrides: Mapping[str, Any] = field(factory=dict)
     limits: LimitSettings = field(factory=LimitSettings)
     jobs: JobSettings = field(factory=JobSettings)
+    webhooks: WebhookSettings = field(factory=WebhookSettings)
     attempts: AttemptPolicy = field(factory=AttemptPolicy)
     timeouts: Timeouts = field(factory=Timeouts)
     health: HealthPolicy = field(factory=HealthPolicy)
@@ -197,7 +222,7 @@ def _providers(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Pro
 
 
 def _table(file_cfg: Mapping[str, Any], name: str, allowed: Any) -> dict[str, Any]:
-    """A tuning table (`[attempts]`, `[timeouts]`, `[health]`): keys must be fields of
+    """A table (`[attempts]`, `[timeouts]`, `[health]`, `[webhooks]`): keys must be fields of
     `allowed` (an attrs class), so a typo is an error rather than silently ignored."""
     section = file_cfg.get(name, {})
     if not isinstance(section, Mapping):
@@ -264,6 +289,7 @@ def load_settings(
                 max_attempts=int(jobs.get("max_attempts", 3)),
                 poll_seconds=float(jobs.get("poll_seconds", 0.5)),
             ),
+            webhooks=_webhooks(file_cfg, env),
             attempts=AttemptPolicy(**_table(file_cfg, "attempts", AttemptPolicy)),
             timeouts=Timeouts(**_table(file_cfg, "timeouts", Timeouts)),
             health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),

@@ -22,14 +22,21 @@ retries with backoff, cancel, deadlines) are `core.jobs`'; this module applies t
   Webhooks (`core.webhooks`), with retries on the schedule `core.webhooks` gives. Retries
   live in memory in the workers' nursery: shutdown cancels them (lost, never waited on);
   with no nursery running an announcement is tried once.
+- Before each attempt the webhook's host is resolved and every address checked
+  (`core.webhook_targets`: no loopback, private, link-local/metadata... addresses unless
+  the operator allowlisted the host); the request then goes to the checked address (Host
+  header and TLS SNI carry the name), so a DNS answer that changes between check and
+  connect cannot redirect it. A refused target is logged and never retried; redirects are
+  not followed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +50,7 @@ from adapters.gateway import Gateway
 from adapters.storage.base import Storage, holds_lease, job_state, with_state
 from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
-from core import request_codec, webhooks
+from core import request_codec, webhook_targets, webhooks
 from core.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from core.model import Completion, GatewayRequest
 
@@ -51,6 +58,30 @@ log = logging.getLogger("umg.jobs")
 
 Renderer = Callable[[JobRecord], dict[str, Any]]
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+Resolver = Callable[[str, int], Awaitable[list[webhook_targets.Address]]]
+
+
+async def resolve(host: str, port: int) -> list[webhook_targets.Address]:
+    """Every address `host` resolves to (the system resolver, via Trio)."""
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+Pinned = tuple[httpx.URL, dict[str, str], dict[str, str]]
+
+
+def pinned(
+    url: str, target: webhook_targets.Target, address: webhook_targets.Address | None
+) -> Pinned:
+    """The request URL, extra headers and extensions that send `url` to `address` (the
+    checked one) while naming the original host in `Host` and the TLS SNI/certificate
+    check; with no address (an allowlisted host), `url` as it is."""
+    original = httpx.URL(url)
+    if address is None:
+        return original, {}, {}
+    headers = {"host": original.netloc.decode("ascii")}
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return original.copy_with(host=str(address)), headers, extensions
 
 
 def completion_result(completion: Completion, gateway_info: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +136,8 @@ class JobService:
         policy: lifecycle.JobPolicy | None = None,
         poll_seconds: float = 0.5,
         http: httpx.AsyncClient | None = None,
+        targets: webhook_targets.TargetPolicy | None = None,
+        resolver: Resolver = resolve,
     ) -> None:
         self.storage = storage
         self.gateway = gateway
@@ -112,6 +145,8 @@ class JobService:
         self.policy = policy or lifecycle.JobPolicy()
         self.poll_seconds = poll_seconds
         self.http = http
+        self.targets = targets or webhook_targets.TargetPolicy()
+        self.resolver = resolver
         self.render: Renderer = lambda job: {"id": job.id, "status": job.status}
         self._changed: dict[str, trio.Event] = {}
         self._wakeup = trio.Event()
@@ -395,11 +430,19 @@ class JobService:
             headers = webhooks.headers(secret, msg_id, int(self.clock.epoch()), body)
             headers["content-type"] = "application/json"
             try:
-                response = await self.http.post(url, content=body, headers=headers, timeout=15.0)  # type: ignore[union-attr]
+                checked = await self._checked(url)
+                if isinstance(checked, str):
+                    log.warning("webhook %s refused, not sent: %s", msg_id, checked)
+                    return
+                target_url, extra, extensions = checked
+                response = await self.http.post(  # type: ignore[union-attr]
+                    target_url, content=body, headers={**headers, **extra},
+                    extensions=extensions, timeout=15.0, follow_redirects=False,
+                )  # fmt: skip
                 if 200 <= response.status_code < 300 or response.status_code == 410:
                     return
                 log.info("webhook %s answered %s", msg_id, response.status_code)
-            except httpx.HTTPError as err:
+            except (httpx.HTTPError, OSError) as err:  # OSError: resolution failed
                 log.info("webhook %s failed: %s", msg_id, type(err).__name__)
             except Exception:
                 log.exception("webhook %s could not be sent; giving up", msg_id)
@@ -411,3 +454,16 @@ class JobService:
                 return
             await trio.sleep(delay)
 
+    async def _checked(self, url: str) -> Pinned | str:
+        """Where to send `url` (pinned to a checked address), or why it is refused."""
+        target = webhook_targets.parse(url)
+        if isinstance(target, str):
+            return f"the URL {target}"
+        if webhook_targets.is_allowlisted(target, self.targets):
+            reason = webhook_targets.refusal(target, [], self.targets)
+            return f"host {target.host} {reason}" if reason else pinned(url, target, None)
+        addresses = await self.resolver(target.host, target.port)
+        reason = webhook_targets.refusal(target, addresses, self.targets)
+        if reason is not None:
+            return f"host {target.host} {reason}"
+        return pinned(url, target, addresses[0])

@@ -24,6 +24,7 @@ from adapters.runs import RunRegistry
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from core import jobs as lifecycle
+from core import webhook_targets
 from core.catalog import Catalog, restrict_to_providers
 from server.jobview import render_job
 
@@ -108,6 +109,10 @@ async def build_services(settings: Settings) -> Services:
         policy=job_policy(settings),
         poll_seconds=settings.jobs.poll_seconds,
         http=httpx.AsyncClient(),  # webhook deliveries
+        targets=webhook_targets.TargetPolicy(
+            allow_hosts=frozenset(settings.webhooks.allow_hosts),
+            allow_http=settings.webhooks.allow_http,
+        ),
     )
     jobs.render = render_job
     services = Services(

@@ -1,7 +1,8 @@
 """`/v1/jobs`: durable async requests, and the webhook signing secret.
 
 Owns: the jobs API surface. `POST /v1/jobs` takes `{"request": <unified request>,
-"webhook_url"?}` and answers 202 with the job object (`Location` points at it);
+"webhook_url"?}` (checked by `core.webhook_targets` as far as the URL shows: a bad scheme, a
+literal internal address or `localhost` is a 400) and answers 202 with the job object (`Location` points at it);
 `Prefer: wait=N` (N <= 60) holds the answer up to N seconds for a terminal state (then
 200). `GET /v1/jobs/{id}` (also honours `Prefer: wait`), `GET /v1/jobs?status=&limit=
 &after=` (newest first, cursor paging), `POST /v1/jobs/{id}/cancel` (idempotent on a canceled job;
@@ -24,6 +25,7 @@ from adapters.driver import Ingress, new_id
 from adapters.jobs import JobService
 from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
+from core import webhook_targets
 from core.errors import GatewayError, InvalidRequest, NotFound
 from core.model import GatewayRequest
 from server.auth import require_key
@@ -72,8 +74,12 @@ async def _create(services: Services, key: KeyRecord, body: dict[str, Any]) -> J
     if not isinstance(inner, dict):
         raise InvalidRequest("'request' must be an object holding a unified request", param="request")
     hook = body.get("webhook_url")
-    if hook is not None and not (isinstance(hook, str) and hook.startswith(("http://", "https://"))):
-        raise InvalidRequest("'webhook_url' must be an http(s) URL", param="webhook_url")
+    if hook is not None:
+        if not isinstance(hook, str):
+            raise InvalidRequest("'webhook_url' must be an http(s) URL", param="webhook_url")
+        refused = webhook_targets.refusal_for_url(hook, _service(services).targets)
+        if refused is not None:
+            raise InvalidRequest(f"'webhook_url' {refused}", param="webhook_url")
     try:
         parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
         return await _service(services).create(key, parsed, json.loads(to_json(inner)), hook)

@@ -10,10 +10,15 @@ What the routes do (documented here because the tests pin it):
 - Cancel is idempotent on a canceled job; on a succeeded or failed job it is 409.
 - The webhook signing secret comes from `GET /v1/webhooks/secret` (`{"key": "whsec_..."}`),
   one per tenant, created on first use.
+- The local receiver is `http://127.0.0.1:<port>`, which the gateway refuses by default
+  (SSRF rules, `core.webhook_targets`): these tests' gateways allow it explicitly
+  (`[webhooks] allow_hosts = ["127.0.0.1"]`, `allow_http = true`); the refusal tests
+  at the end use a gateway without that.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator
@@ -36,7 +41,7 @@ from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.storage.records import JobRecord, UsageRecord
 from core import jobs as lifecycle
-from core import webhooks
+from core import webhook_targets, webhooks
 from core.errors import InvalidRequest
 from server.services import Services
 from tests.server.conftest import Running, start_gateway
@@ -86,8 +91,29 @@ async def rows_when(services: Services, count: int, timeout: float = DEADLINE) -
 def fast_settings(tmp_path: Path, *, workers: int = 2, lease: float = 1.5) -> Any:
     """Short leases (heartbeat every lease/3) and polls, so cancel and restart are quick."""
     config = tmp_path / f"jobs-{workers}.toml"
-    config.write_text(f"[jobs]\nworkers = {workers}\nlease_seconds = {lease}\npoll_seconds = 0.1\n")
+    config.write_text(
+        f"[jobs]\nworkers = {workers}\nlease_seconds = {lease}\npoll_seconds = 0.1\n"
+        + WEBHOOKS_TO_THE_RECEIVER
+    )
     return settings_for(tmp_path, UMG_CONFIG=str(config))
+
+
+# the local receiver listens on 127.0.0.1 over http: refused unless the operator allows it
+WEBHOOKS_TO_THE_RECEIVER = '[webhooks]\nallow_hosts = ["127.0.0.1"]\nallow_http = true\n'
+TO_THE_FAKE_RECEIVER = webhook_targets.TargetPolicy(
+    allow_hosts=frozenset({"receiver.test"}), allow_http=True
+)
+
+
+@pytest.fixture
+async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    """The shared test gateway, with webhooks to the local receiver allowed."""
+    settings = settings_for(
+        tmp_path, UMG_WEBHOOK_ALLOW_HOSTS="127.0.0.1", UMG_WEBHOOK_ALLOW_HTTP="true"
+    )
+    running = await start_gateway(nursery, settings)
+    yield running
+    running.stop.set()
 
 
 def assert_error(r: httpx.Response, status: int, param: str | None) -> dict[str, Any]:
@@ -611,8 +637,9 @@ async def test_webhook_retry_schedule_on_a_fake_clock(
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         # the delivery loop touches neither storage nor the gateway
         service = JobService(
-            cast(Storage, None), cast(Gateway, None), clock, http=http
-        )
+            cast(Storage, None), cast(Gateway, None), clock, http=http,
+            targets=TO_THE_FAKE_RECEIVER,
+        )  # fmt: skip
         start = trio.current_time()
         await service._deliver("http://receiver.test/hook", "msg_x", b'{"a":1}', secret)
 
@@ -771,7 +798,9 @@ async def test_shutdown_does_not_wait_for_pending_webhook_retries(tmp_path: Path
     )  # fmt: skip
     try:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            service = JobService(storage, cast(Gateway, None), Clock(), http=http)
+            service = JobService(
+                storage, cast(Gateway, None), Clock(), http=http, targets=TO_THE_FAKE_RECEIVER
+            )
             stopped = trio.Event()
             scope = trio.CancelScope()
 
@@ -816,3 +845,136 @@ async def test_server_shutdown_with_a_failing_webhook_is_prompt(
     assert trio.current_time() - stop_at < webhooks.RETRY_DELAYS[0] - 1  # before the retry
     with pytest.raises(trio.WouldBlock):
         receiver.receive.receive_nowait()  # and no retry was sent on the way out
+
+
+# -- SSRF: webhooks to internal addresses are refused ------------------------------------
+
+
+@pytest.fixture
+async def strict_gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    """A gateway with the default webhook rules but plain http allowed (so the refusals
+    below are about the address, not the scheme)."""
+    running = await start_gateway(nursery, settings_for(tmp_path, UMG_WEBHOOK_ALLOW_HTTP="1"))
+    yield running
+    running.stop.set()
+
+
+async def test_a_webhook_to_an_internal_address_is_refused_at_creation(
+    strict_gateway: Running, receiver: Receiver
+) -> None:
+    port = receiver.url.split(":")[2].split("/")[0]
+    refused = [
+        receiver.url,  # http://127.0.0.1:<port>/hook
+        f"http://localhost:{port}/hook",
+        f"http://[::ffff:127.0.0.1]:{port}/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/hook",
+        "http://[fd00::1]/hook",
+        "http://100.64.0.1/hook",
+    ]
+    async with strict_gateway.client() as client:
+        for url in refused:
+            r = await create(client, {"request": REQUEST, "webhook_url": url})
+            error = assert_error(r, 400, "webhook_url")
+            assert "webhook_url" in error["message"], url
+        assert (await client.get("/v1/jobs")).json()["data"] == []  # nothing queued
+    with pytest.raises(trio.WouldBlock):
+        receiver.receive.receive_nowait()  # and no connection was ever made
+
+
+async def test_plain_http_is_refused_unless_allowed(nursery: trio.Nursery, tmp_path: Path) -> None:
+    gw = await start_gateway(nursery, settings_for(tmp_path, UMG_CONFIG=""))  # the defaults
+    jobs = gw.services.jobs
+    assert jobs is not None
+    jobs.http = None  # the accepted job below is never announced to example.com
+    try:
+        async with gw.client() as client:
+            r = await create(client, {"request": REQUEST, "webhook_url": "http://example.com/h"})
+            assert "https" in assert_error(r, 400, "webhook_url")["message"]
+            r = await create(client, {"request": REQUEST, "webhook_url": "https://example.com/h"})
+            assert r.status_code == 202, r.text
+    finally:
+        gw.stop.set()
+
+
+async def test_a_host_that_resolves_to_loopback_is_refused_at_delivery(
+    strict_gateway: Running, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The name passes at creation (it is not an address); at delivery it resolves to
+    127.0.0.1 (the test's resolver), so nothing is sent and nothing is retried."""
+    jobs = strict_gateway.services.jobs
+    assert jobs is not None
+    asked: list[str] = []
+
+    async def to_loopback(host: str, port: int) -> list[webhook_targets.Address]:
+        asked.append(host)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    jobs.resolver = to_loopback
+    port = receiver.url.split(":")[2].split("/")[0]
+    async with strict_gateway.client() as client:
+        url = f"http://rebind.test:{port}/hook"
+        r = await create(client, {"request": REQUEST, "webhook_url": url})
+        assert r.status_code == 202, r.text
+        await until(client, r.json()["id"], {"succeeded", "failed", "canceled"})
+        with trio.fail_after(DEADLINE):
+            while not any("refused" in m for m in caplog.messages):
+                await trio.sleep(0.05)
+    assert asked == ["rebind.test"]  # resolved once: a refusal is not retried
+    refusal = next(m for m in caplog.messages if "refused" in m)
+    assert "loopback" in refusal and "/hook" not in refusal  # the host, not the URL
+    with trio.move_on_after(0.5):
+        await receiver.receive.receive()
+        pytest.fail("the refused webhook reached the receiver")
+
+
+SECRET = webhooks.new_secret(b"k" * 24)
+
+
+@pytest.mark.parametrize("internal", ["169.254.169.254", "10.0.0.1", "::1", "100.64.0.1"])
+async def test_delivery_checks_every_resolved_address_before_any_connect(internal: str) -> None:
+    sent: list[httpx.Request] = []
+
+    async def mixed(host: str, port: int) -> list[webhook_targets.Address]:
+        return [ipaddress.ip_address("93.184.215.14"), ipaddress.ip_address(internal)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        service = JobService(
+            cast(Storage, None), cast(Gateway, None), Clock(), http=http, resolver=mixed
+        )
+        await service._deliver("https://hooks.example.com/h", "msg_x", b"{}", SECRET)
+    assert sent == []
+
+
+async def test_delivery_is_pinned_to_the_checked_address_and_redirects_are_not_followed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The request goes to the address that was checked (Host header and TLS SNI name
+    the host); a redirect is not followed; when a later resolution (the retry) answers
+    an internal address, the delivery stops there (DNS rebinding)."""
+    del autojump_clock
+    answers = [[ipaddress.ip_address("93.184.215.14")], [ipaddress.ip_address("127.0.0.1")]]
+    sent: list[httpx.Request] = []
+
+    async def rebinding(host: str, port: int) -> list[webhook_targets.Address]:
+        assert (host, port) == ("hooks.example.com", 8443)
+        return answers.pop(0)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(307, headers={"location": "http://127.0.0.1/steal"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        service = JobService(
+            cast(Storage, None), cast(Gateway, None), Clock(), http=http, resolver=rebinding
+        )
+        await service._deliver("https://Hooks.Example.com:8443/h?x=1", "msg_x", b"{}", SECRET)
+    assert answers == []  # resolved again for the retry, which was refused
+    (only,) = sent
+    assert str(only.url) == "https://93.184.215.14:8443/h?x=1"
+    assert only.headers["host"] == "hooks.example.com:8443"
+    assert only.extensions["sni_hostname"] == "hooks.example.com"
