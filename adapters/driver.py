@@ -156,7 +156,8 @@ class Driver:
         prefix = keys.prefix_of(token) if token else None
         if token is None or prefix is None:
             raise AuthenticationFailed(
-                "Missing or malformed API key: send 'Authorization: Bearer umg_live_...'"
+                "Missing or malformed API key: send 'Authorization: Bearer umg_live_...' "
+                "or 'x-api-key: umg_live_...'"
             )
         record = await self.storage.key_by_prefix(prefix)
         if record is None or not keys.matches(token, record.secret_hash):

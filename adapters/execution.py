@@ -3,6 +3,9 @@
 Owns: the mutable per-request facts that end up in the response's `gateway` object and
 in exactly one usage-ledger row. Written only by the request driver (adapters/driver.py);
 read by the surfaces (server/) when they encode the answer.
+The `gateway` object gains `max_output_tokens: {requested, sent}` when the request asked
+for more output than the answering deployment allows (every codec sends at most the
+deployment's limit).
 """
 
 from __future__ import annotations
@@ -66,7 +69,15 @@ class Execution:
             "routing": self.plan.strategy if self.plan else self.request.routing.strategy,
             "attempts": self.attempt_log(),
             "cost_usd": format_usd(self.cost),
+            **self._clamp_note(),
         }
+
+    def _clamp_note(self) -> dict[str, object]:
+        """Says when the asked output limit was above the answering deployment's limit."""
+        asked, d = self.request.max_output_tokens, self.deployment
+        if asked is None or d is None or asked <= d.max_output_tokens:
+            return {}
+        return {"max_output_tokens": {"requested": asked, "sent": d.max_output_tokens}}
 
 
 def ledger_row(exe: Execution, row_id: str, at: datetime, now: float) -> UsageRecord:

@@ -9,6 +9,9 @@ Rules:
 - Money is never here; it lives in `billing` and `budget` as Decimal.
 - Free-form JSON the gateway passes through untouched (tool parameter schemas,
   response_format) is kept as `JSONValue` and never interpreted by the core.
+- `passthrough` (on a request and on a tool) holds fields of one wire family that have no
+  neutral meaning, keyed by family (`PASSTHROUGH_FAMILIES`): a provider speaking that
+  family sends them as they came; every other provider drops them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ JSONValue: TypeAlias = (
 )
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+# Wire families a field can be passed through to: Anthropic Messages, OpenAI Chat
+# Completions (also OpenAI-compatible servers), OpenAI Responses.
+PASSTHROUGH_FAMILIES = ("anthropic", "openai_chat", "openai_responses")
+PassThrough: TypeAlias = Mapping[str, Mapping[str, JSONValue]]
 
 
 @frozen
@@ -69,6 +77,7 @@ class Tool:
     name: str
     description: str | None = None
     parameters: JSONValue = None  # JSON Schema, passed through
+    passthrough: PassThrough = field(factory=dict)  # family -> extra tool fields
 
 
 @frozen
@@ -109,6 +118,7 @@ class GatewayRequest:
     max_cost_usd: Decimal | None = None
     metadata: Mapping[str, str] = field(factory=dict)
     user: str | None = None
+    passthrough: PassThrough = field(factory=dict)  # family -> extra top-level fields
 
 
 @frozen

@@ -317,6 +317,11 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
                                              "text/event-stream": _sse("MessageStreamEvent", _MESSAGE_EVENTS)}}},
                         body="MessagesRequest", errors=_errors(*_MODEL_CODES, shape="AnthropicError"))
         },
+        "/v1/messages/count_tokens": {
+            "post": _op("Anthropic token count (the gateway's estimate)",
+                        {"200": {"description": "{input_tokens}", **_json({"type": "object"})}},
+                        body="MessagesRequest", errors=_errors(400, 401, 404))
+        },
         "/v1/models": {"get": _op("List models", {"200": {"description": "Models", **_json(_ref("ModelList"))}})},
         "/v1/models/{model}": {
             "get": _op("One model", {"200": {"description": "Model", **_json({"type": "object"})}},

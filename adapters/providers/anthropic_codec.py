@@ -12,11 +12,14 @@ Request rules:
   text blocks are dropped.
 - Images: `data:<type>;base64,<data>` URLs -> base64 source; anything else -> url source.
 - `max_tokens` (required by the API) = the request's limit, else the deployment's
-  `max_output_tokens` capped at 4096. `temperature` is clamped to 1.0: Anthropic's range
+  `max_output_tokens` capped at 4096; never above the deployment's `max_output_tokens`. `temperature` is clamped to 1.0: Anthropic's range
   is 0-1 where OpenAI's is 0-2, and an out-of-range value would be a 400.
 - `stop` -> `stop_sequences`; tool_choice auto/required/none/tool -> auto/any/none/tool;
   `parallel_tool_calls=false` -> `disable_parallel_tool_use` (not with `none`);
-  `user` -> `metadata.user_id`. `response_format` has no equivalent and is not sent.
+  `user` -> `metadata.user_id`. A json_schema `response_format` -> `output_config.format`
+  (`{type: "json_schema", schema}`); `json_object` (no schema to give) is not sent.
+- The request's and tools' `passthrough["anthropic"]` fields are sent as they came
+  (`output_config` merged with the format above); other families' are dropped.
 Response rules: text blocks joined; tool_use -> ToolCall(arguments=json.dumps(input));
 stop_reason per `STOP_REASONS` (unknown -> stop); usage: input_tokens, cache_read ->
 cached_input_tokens, cache_creation -> cache_write_tokens.
@@ -56,6 +59,7 @@ from core.model import (
 )
 
 DEFAULT_MAX_TOKENS_CAP = 4096
+FAMILY = "anthropic"
 MAX_TEMPERATURE = 1.0
 
 STOP_REASONS: Mapping[str, FinishReason] = {
@@ -148,6 +152,7 @@ def encode_request(
     max_tokens = request.max_output_tokens
     if max_tokens is None:
         max_tokens = min(deployment.max_output_tokens, DEFAULT_MAX_TOKENS_CAP)
+    max_tokens = min(max_tokens, deployment.max_output_tokens)
     body: dict[str, Any] = {
         "model": deployment.upstream_model, "max_tokens": max_tokens, "messages": turns,
     }
@@ -164,7 +169,8 @@ def encode_request(
             {"name": t.name,
              **({"description": t.description} if t.description is not None else {}),
              "input_schema": t.parameters if t.parameters is not None
-             else {"type": "object", "properties": {}}}
+             else {"type": "object", "properties": {}},
+             **t.passthrough.get(FAMILY, {})}
             for t in request.tools
         ]
     choice = _tool_choice(request)
@@ -172,9 +178,27 @@ def encode_request(
         body["tool_choice"] = choice
     if request.user is not None:
         body["metadata"] = {"user_id": request.user}
+    extra = dict(request.passthrough.get(FAMILY, {}))
+    output_format = _output_format(request.response_format)
+    if output_format is not None:
+        config = extra.get("output_config")
+        extra["output_config"] = {**(config if isinstance(config, Mapping) else {}),
+                                  "format": output_format}
+    body.update({k: v for k, v in extra.items() if k not in body})
     if stream:
         body["stream"] = True
     return body
+
+
+def _output_format(response_format: object) -> dict[str, Any] | None:
+    """A chat-style json_schema `response_format` as Anthropic's `output_config.format`."""
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return None
+    inner = response_format.get("json_schema")
+    schema = inner.get("schema") if isinstance(inner, Mapping) else None
+    if not isinstance(schema, Mapping):
+        return None
+    return {"type": "json_schema", "schema": schema}
 
 
 # ---- response ------------------------------------------------------------------------------

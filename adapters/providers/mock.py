@@ -9,20 +9,30 @@ the last user message (or "ok" when there are none), then cycling the words of
 `MOCK_FILLER` until `output_tokens` words when a scenario asks for more. It is cut at the
 request's `max_output_tokens` words (finish reason "length").
 
-Tool-call rule: when the request has tools and the conversation's last message is not a
-tool result, the Mock answers with exactly one tool call (and no text) if `tool_choice`
-names a tool, or is "required", or is unset / "auto" and the last user message contains
-"use tool" (any case). The call is to the named tool (otherwise the first tool), with id
-`MOCK_CALL_ID` and arguments the JSON text `{"text": <last user message>}` (`json.dumps`);
-finish reason "tool_calls". `tool_choice` "none" never yields a call, and a tool result
-as the last message always gets the text answer, so an agent loop ends. Streamed, the call is one `ToolCallDelta`
-carrying id and name, then the arguments in two fragments (split at the middle of the
-text) that join to exactly the arguments. Cut at `max_output_tokens` words like text
-(the arguments are then the first words of the JSON, finish reason "length").
+Tool-call rule: when the request has tools, the Mock answers with exactly one tool call
+(and no text) if `tool_choice` names a tool (that tool, always), or is "required" (the
+first tool the conversation has not called yet, else the last tool, so an agent whose
+only way to finish is a tool, such as pydantic-ai's `final_result`, does finish), or is
+unset / "auto", the last message is not a tool result and the last user message contains
+"use tool" (any case; the first tool). `tool_choice` "none" never yields a call, and
+with "auto" a tool result as the last message always gets the text answer, so an agent
+loop ends. The call has id `MOCK_CALL_ID` and arguments `json.dumps` of the minimal
+instance of the tool's parameters (`mock_schema.instance`), except that a tool whose
+schema declares no properties (and does not forbid extra ones), or has none, gets
+`{"text": <last user message>}`; finish reason "tool_calls". Streamed, the call is one
+`ToolCallDelta` carrying id and name, then the arguments in two fragments (split at the
+middle of the text) that join to exactly the arguments. Cut at `max_output_tokens` words
+like text (the arguments are then the first words of the JSON, finish reason "length").
+
+Structured-output rule: without a tool call, a `response_format` of type json_schema
+(from Chat `response_format`, Responses `text.format` or Anthropic
+`output_config.format`) is answered with `json.dumps` of the minimal instance of its
+schema, and json_object with `{}`: JSON that validates, whatever was asked. Streamed, the
+JSON text comes in pieces split at its spaces (joining them gives the text exactly).
 
 Usage rule (documented so callers can predict bills): one token per whitespace-separated
 word of every message's text plus 4 tokens per message for input; one token per output
-word for output: the answer's words, or for a tool call the whitespace-separated words of
+word for output: the answer's (or the JSON text's) whitespace-separated words, or for a tool call the whitespace-separated words of
 its arguments JSON (`{"text": "use tool now"}` is 4 tokens). Streaming sends one word of
 text per chunk (a tool call is the three chunks above).
 
@@ -57,6 +67,7 @@ import trio
 from attrs import frozen
 
 from adapters.providers.base import ProviderError, Timeouts
+from adapters.providers.mock_schema import instance
 from core.catalog import Deployment
 from core.errors import InvalidRequest
 from core.model import (
@@ -64,6 +75,7 @@ from core.model import (
     FailureKind,
     FinishReason,
     GatewayRequest,
+    JSONValue,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -204,17 +216,44 @@ def answer_words(deployment: Deployment, request: GatewayRequest, wanted: int | 
 
 def tool_to_call(request: GatewayRequest) -> str | None:
     """The tool the Mock calls for this request (the tool-call rule), or None for text."""
-    if not request.tools or (request.messages and request.messages[-1].role == "tool"):
+    if not request.tools:
         return None
     choice = request.tool_choice
     mode = choice.mode if choice is not None else "auto"
-    if mode == "none":
-        return None
     if mode == "tool" and choice is not None and choice.name:
         return choice.name
-    if mode == "auto" and "use tool" not in last_user_text(request).lower():
+    if mode == "required":
+        called = {c.name for m in request.messages for c in m.tool_calls}
+        fresh = [t.name for t in request.tools if t.name not in called]
+        return fresh[0] if fresh else request.tools[-1].name
+    after_result = bool(request.messages) and request.messages[-1].role == "tool"
+    if mode == "none" or after_result or "use tool" not in last_user_text(request).lower():
         return None
     return request.tools[0].name
+
+
+def tool_arguments(request: GatewayRequest, name: str) -> str:
+    """The JSON text of the Mock's call to tool `name` (see the tool-call rule)."""
+    schema = next((t.parameters for t in request.tools if t.name == name), None)
+    echo = not isinstance(schema, dict) or (
+        not schema.get("properties") and schema.get("additionalProperties") is not False
+        and not schema.get("required")
+    )
+    return json.dumps({"text": last_user_text(request)} if echo else instance(schema))
+
+
+def structured_text(response_format: JSONValue) -> str | None:
+    """The Mock's JSON answer for a structured-output request, or None for prose."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "{}"
+    if kind != "json_schema":
+        return None
+    inner = response_format.get("json_schema")
+    schema = inner.get("schema") if isinstance(inner, dict) else None
+    return json.dumps(instance(schema) if schema is not None else {})
 
 
 @frozen
@@ -260,7 +299,7 @@ class MockProvider:
         cap = request.max_output_tokens
         name = tool_to_call(request)
         if name is not None:
-            arguments = json.dumps({"text": last_user_text(request)})
+            arguments = tool_arguments(request, name)
             pieces = arguments.split()
             finish: FinishReason = "tool_calls"
             if cap is not None and len(pieces) > cap:
@@ -268,12 +307,27 @@ class MockProvider:
                 arguments = " ".join(pieces)
             usage = Usage(input_tokens=input_tokens(request), output_tokens=len(pieces))
             return _Plan(sc, [], ToolCall(MOCK_CALL_ID, name, arguments), finish, usage)
+        structured = structured_text(request.response_format)
+        if structured is not None:
+            return self._json_plan(sc, structured, request)
         words = answer_words(deployment, request, sc.output_tokens)
         finish = "stop"
         if cap is not None and len(words) > cap:
             words, finish = words[:cap], "length"
         usage = Usage(input_tokens=input_tokens(request), output_tokens=len(words))
         return _Plan(sc, words, None, finish, usage)
+
+    @staticmethod
+    def _json_plan(sc: Scenario, text: str, request: GatewayRequest) -> _Plan:
+        pieces = text.split(" ")  # " ".join(pieces) == text, consecutive spaces included
+        finish: FinishReason = "stop"
+        cap = request.max_output_tokens
+        if cap is not None and len(text.split()) > cap:
+            kept = " ".join(text.split()[:cap])
+            pieces, finish = kept.split(" "), "length"
+        tokens = len(" ".join(pieces).split())
+        usage = Usage(input_tokens=input_tokens(request), output_tokens=tokens)
+        return _Plan(sc, pieces, None, finish, usage)
 
     async def complete(
         self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts

@@ -10,6 +10,10 @@ Rules:
 - `parallel_tool_calls` is sent only with tools (OpenAI rejects it otherwise); `user`,
   `stop`, `temperature`, `top_p`, `response_format` pass through; gateway `metadata` is
   never forwarded. Streams ask for `stream_options.include_usage`.
+- The length limit is at most the deployment's `max_output_tokens`.
+- `passthrough["openai_chat"]` fields (top-level, and per tool inside `function`, e.g.
+  `strict`) are sent as they came, never over a field set above; other families' are
+  dropped.
 - Usage: `input_tokens` = prompt_tokens - cached_tokens - cache_write_tokens (the core's
   `input_tokens` excludes both); reasoning tokens are reported separately.
 - Only choice 0 is read. `function_call` finishes map to `tool_calls`, unknown ones to
@@ -60,6 +64,9 @@ FINISH_REASONS: Mapping[str, FinishReason] = {
 # ---- request -------------------------------------------------------------------------------
 
 
+FAMILY = "openai_chat"
+
+
 def _content(message: Message) -> str | list[dict[str, Any]]:
     if all(isinstance(p, TextPart) for p in message.content):
         return message.text()
@@ -107,7 +114,7 @@ def encode_request(
         "messages": [encode_message(m) for m in request.messages],
     }
     if request.max_output_tokens is not None:
-        body[max_tokens_field] = request.max_output_tokens
+        body[max_tokens_field] = min(request.max_output_tokens, deployment.max_output_tokens)
     optional: dict[str, Any] = {
         "temperature": request.temperature,
         "top_p": request.top_p,
@@ -118,7 +125,10 @@ def encode_request(
     if request.stop:
         body["stop"] = list(request.stop)
     if request.tools:
-        body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+        body["tools"] = [
+            _tool(t.name, t.description, t.parameters, t.passthrough.get(FAMILY, {}))
+            for t in request.tools
+        ]
         if request.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = request.parallel_tool_calls
     if request.tool_choice is not None:
@@ -127,18 +137,23 @@ def encode_request(
             {"type": "function", "function": {"name": choice.name}}
             if choice.mode == "tool" else choice.mode
         )
+    extra = request.passthrough.get(FAMILY, {})
+    body.update({k: v for k, v in extra.items() if k not in body})
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
 
 
-def _tool(name: str, description: str | None, parameters: object) -> dict[str, Any]:
+def _tool(
+    name: str, description: str | None, parameters: object, extra: Mapping[str, Any]
+) -> dict[str, Any]:
     function: dict[str, Any] = {"name": name}
     if description is not None:
         function["description"] = description
     if parameters is not None:
         function["parameters"] = parameters
+    function.update({k: v for k, v in extra.items() if k not in function})
     return {"type": "function", "function": function}
 
 

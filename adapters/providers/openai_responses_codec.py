@@ -19,6 +19,10 @@ Request rules:
   moves to `text.format` (a Chat `json_schema` wrapper is flattened). `stop` has no
   Responses equivalent and is not sent; gateway `metadata` is never forwarded.
   `store` is always false: the gateway keeps no conversation state upstream.
+- `max_output_tokens` is at most the deployment's `max_output_tokens`.
+- `passthrough["openai_responses"]` fields (top-level and per tool, e.g. `strict`) are
+  sent as they came, never over a field set above, except that a passed-through `text`
+  object (e.g. `verbosity`) is merged with `text.format`; other families' are dropped.
 Response rules:
 - Text is every `output_text` (and `refusal`) part of the `message` items, in order;
   `function_call` items -> ToolCall(id=call_id). Reasoning and built-in tool items are
@@ -137,6 +141,9 @@ def encode_input(messages: Iterable[Message]) -> tuple[str | None, list[dict[str
     return ("\n\n".join(system) if system else None), items
 
 
+FAMILY = "openai_responses"
+
+
 def text_format(response_format: object) -> object:
     """A Chat `response_format` as a Responses `text.format`."""
     if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
@@ -146,12 +153,15 @@ def text_format(response_format: object) -> object:
     return response_format
 
 
-def _tool(name: str, description: str | None, parameters: object) -> dict[str, Any]:
+def _tool(
+    name: str, description: str | None, parameters: object, extra: Mapping[str, Any]
+) -> dict[str, Any]:
     tool: dict[str, Any] = {"type": "function", "name": name}
     if description is not None:
         tool["description"] = description
     tool["parameters"] = parameters if parameters is not None else dict(EMPTY_SCHEMA)
     tool["strict"] = False
+    tool.update({k: v for k, v in extra.items() if k not in ("type", "name", "parameters")})
     return tool
 
 
@@ -162,17 +172,25 @@ def encode_request(
     body: dict[str, Any] = {"model": deployment.upstream_model, "input": items}
     if instructions is not None:
         body["instructions"] = instructions
+    limit = request.max_output_tokens
     optional: dict[str, Any] = {
-        "max_output_tokens": request.max_output_tokens,
+        "max_output_tokens": None if limit is None else min(limit, deployment.max_output_tokens),
         "temperature": request.temperature,
         "top_p": request.top_p,
         "user": request.user,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    extra = dict(request.passthrough.get(FAMILY, {}))
+    text = extra.pop("text", None)
+    if isinstance(text, Mapping):
+        body["text"] = dict(text)
     if request.response_format is not None:
-        body["text"] = {"format": text_format(request.response_format)}
+        body["text"] = {**body.get("text", {}), "format": text_format(request.response_format)}
     if request.tools:
-        body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+        body["tools"] = [
+            _tool(t.name, t.description, t.parameters, t.passthrough.get(FAMILY, {}))
+            for t in request.tools
+        ]
         if request.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = request.parallel_tool_calls
     if request.tool_choice is not None:
@@ -180,6 +198,7 @@ def encode_request(
         body["tool_choice"] = (
             {"type": "function", "name": choice.name} if choice.mode == "tool" else choice.mode
         )
+    body.update({k: v for k, v in extra.items() if k not in body and k != "store"})
     body["store"] = False
     if stream:
         body["stream"] = True

@@ -15,9 +15,16 @@ Owns: which Messages requests the gateway accepts and what they mean.
   `metadata.user_id` -> user, `stream`, and the gateway's `constraints` extension.
 
 Rules:
-- Unknown top-level fields are rejected with a near-match hint. Accepted and ignored:
-  `top_k` (not every provider has it), `service_tier`, `thinking`, `container`,
-  `context_management`, `mcp_servers`, `output_config`, `inference_geo`.
+- `output_config.format` (`{type: "json_schema", schema}`) becomes the core's
+  `response_format` (json_schema named "output"), so it reaches Anthropic as
+  `output_config.format` and an OpenAI-format provider as `response_format` /
+  `text.format`; the rest of `output_config` (e.g. `effort`) is passed through.
+- Passed through to an Anthropic provider and dropped for any other (`PASSTHROUGH`):
+  `top_k`, `service_tier`, `thinking`, `container`, `context_management`,
+  `mcp_servers`, `inference_geo`, the top-level `cache_control` (automatic caching);
+  on tools: `cache_control`, `strict`, `eager_input_streaming`, `defer_loading`,
+  `input_examples`, `allowed_callers` (`TOOL_PASSTHROUGH`).
+- Unknown top-level fields are rejected with a near-match hint.
 - Validation errors are `InvalidRequest` with a param path; the route renders them with
   `anthropic_error_body` (Anthropic's error shape). Encoders live in `anthropic_out`.
 """
@@ -45,29 +52,46 @@ __all__ = [
     "AnthropicStreamEncoder",
     "anthropic_error_body",
     "message_object",
+    "parse_count_tokens_request",
     "parse_messages_request",
 ]
 
 SUPPORTED = (
     "model", "max_tokens", "messages", "system", "stop_sequences", "temperature", "top_p",
-    "tools", "tool_choice", "metadata", "stream", "constraints",
+    "tools", "tool_choice", "metadata", "stream", "constraints", "output_config",
 )  # fmt: skip
-IGNORED = (
+PASSTHROUGH = (
     "top_k", "service_tier", "thinking", "container", "context_management", "mcp_servers",
-    "output_config", "inference_geo",
+    "inference_geo", "cache_control",
 )  # fmt: skip
+IGNORED = PASSTHROUGH
+TOOL_PASSTHROUGH = (
+    "cache_control", "strict", "eager_input_streaming", "defer_loading", "input_examples",
+    "allowed_callers",
+)  # fmt: skip
+FAMILY = "anthropic"
+OUTPUT_NAME = "output"  # the json_schema name given to an `output_config.format`
 CHOICES = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
 SKIPPED_BLOCKS = ("thinking", "redacted_thinking")
 
 
 def parse_messages_request(body: object) -> GatewayRequest:
     """A decoded body -> `GatewayRequest`; raises `InvalidRequest` with a param path."""
+    return _parse(body, required=("model", "max_tokens", "messages"))
+
+
+def parse_count_tokens_request(body: object) -> GatewayRequest:
+    """`POST /v1/messages/count_tokens`: a Messages body without `max_tokens`."""
+    return _parse(body, required=("model", "messages"))
+
+
+def _parse(body: object, required: tuple[str, ...]) -> GatewayRequest:
     b = v.obj(body, "")
-    v.check_keys(
-        b, "", allowed=SUPPORTED, ignored=IGNORED, required=("model", "max_tokens", "messages")
-    )
+    v.check_keys(b, "", allowed=SUPPORTED, ignored=IGNORED, required=required)
     model = v.string(b["model"], "model", nonempty=True)
-    max_tokens = v.integer(b["max_tokens"], "max_tokens", minimum=1)
+    max_tokens = None
+    if v.present(b, "max_tokens"):
+        max_tokens = v.integer(b["max_tokens"], "max_tokens", minimum=1)
     messages: list[Message] = []
     if v.present(b, "system"):
         messages.append(Message("system", _system(b["system"], "system")))
@@ -83,6 +107,10 @@ def parse_messages_request(body: object) -> GatewayRequest:
     stop: tuple[str, ...] = ()
     if v.present(b, "stop_sequences"):
         stop = v.string_list(b["stop_sequences"], "stop_sequences")
+    response_format, output_config = _output_config(b.get("output_config"), "output_config")
+    passthrough = {k: v.plain_json(b[k]) for k in PASSTHROUGH if v.present(b, k)}
+    if output_config:
+        passthrough["output_config"] = output_config
     return GatewayRequest(
         model=model,
         messages=tuple(messages),
@@ -97,7 +125,26 @@ def parse_messages_request(body: object) -> GatewayRequest:
         routing=routing,
         max_cost_usd=max_cost,
         user=_user(b.get("metadata"), "metadata"),
+        response_format=response_format,
+        passthrough={FAMILY: passthrough} if passthrough else {},
     )
+
+
+def _output_config(value: object, param: str) -> tuple[Any, dict[str, Any]]:
+    """(the core's response_format or None, the other output_config fields)."""
+    if value is None:
+        return None, {}
+    body = dict(v.obj(value, param))
+    fmt = body.pop("format", None)
+    rest = {k: v.plain_json(x) for k, x in body.items() if x is not None}
+    if fmt is None:
+        return None, rest
+    p = v.at(param, "format")
+    f = v.obj(fmt, p)
+    v.one_of(f.get("type"), ("json_schema",), v.at(p, "type"))
+    v.check_keys(f, p, allowed=("type", "schema"), required=("schema",))
+    schema = common.schema(f["schema"], v.at(p, "schema"))
+    return {"type": "json_schema", "json_schema": {"name": OUTPUT_NAME, "schema": schema}}, rest
 
 
 def _opt(body: dict[str, Any], key: str, check: Any) -> Any:
@@ -211,13 +258,15 @@ def _tools(value: object, param: str) -> tuple[Tool, ...]:
             )
         v.check_keys(
             body, p, allowed=("type", "name", "description", "input_schema"),
-            ignored=("cache_control", "strict"), required=("name", "input_schema"),
+            ignored=TOOL_PASSTHROUGH, required=("name", "input_schema"),
         )  # fmt: skip
         description = None
         if v.present(body, "description"):
             description = v.string(body["description"], v.at(p, "description"))
         parameters = common.schema(body["input_schema"], v.at(p, "input_schema"))
-        tools.append(Tool(common.tool_name(body["name"], v.at(p, "name")), description, parameters))
+        extra = {k: v.plain_json(body[k]) for k in TOOL_PASSTHROUGH if v.present(body, k)}
+        name = common.tool_name(body["name"], v.at(p, "name"))
+        tools.append(Tool(name, description, parameters, {FAMILY: extra} if extra else {}))
     return common.unique_tools(tools, param)
 
 

@@ -18,6 +18,21 @@ from typing import Any
 from core.model import STRATEGIES, JSONValue, RoutingConstraints, Tool, ToolChoice
 from server.wire import validate as v
 
+# Light checks on passed-through OpenAI fields, so a wrong type is a 400 naming the field
+# here rather than the provider's 400 (or nothing, when a provider drops the field).
+PASSTHROUGH_CHECKS: dict[str, Any] = {
+    "top_logprobs": lambda x, p: v.integer(x, p, minimum=0, maximum=20),
+    "logprobs": v.boolean,
+    "seed": lambda x, p: v.integer(x, p),
+    "frequency_penalty": lambda x, p: v.number(x, p, minimum=-2, maximum=2),
+    "presence_penalty": lambda x, p: v.number(x, p, minimum=-2, maximum=2),
+    "max_tool_calls": lambda x, p: v.integer(x, p, minimum=1),
+    "prompt_cache_key": v.string,
+    "prompt_cache_retention": v.string,
+    "service_tier": v.string,
+    "store": v.boolean,
+}
+
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FORMAT_TYPES = ("text", "json_object", "json_schema")
 
@@ -59,6 +74,18 @@ def _routing(value: object, param: str) -> RoutingConstraints:
         allow_providers=allow,
         deny_providers=deny,
     )
+
+
+def passthrough(body: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The given `keys` of `body` (null means absent), checked where a check is known."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        if v.present(body, key):
+            check = PASSTHROUGH_CHECKS.get(key)
+            if check is not None:
+                check(body[key], key)
+            out[key] = v.plain_json(body[key])
+    return out
 
 
 def tool_name(value: object, param: str) -> str:

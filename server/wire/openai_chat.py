@@ -12,12 +12,15 @@ Owns: which Chat Completions requests the gateway accepts and what they mean.
 
 Rules:
 - Unknown top-level fields are rejected with a near-match hint (`max_token` -> 400, param
-  `max_token`). Accepted and ignored (known OpenAI parameters the gateway does not
-  forward): frequency_penalty, presence_penalty, logit_bias, logprobs, top_logprobs,
-  seed, store, service_tier, reasoning_effort, verbosity, modalities, audio, prediction,
-  web_search_options, prompt_cache_key, prompt_cache_retention. `safety_identifier`
-  stands in for `user`. The deprecated `functions` / `function_call` are refused
-  (use `tools`), since ignoring them would silently change the answer.
+  `max_token`). Every other field of OpenAI's request schema is accepted. Passed through
+  to an OpenAI Chat (or compatible) provider and dropped for any other (`PASSTHROUGH`):
+  frequency_penalty, presence_penalty, logit_bias, logprobs, top_logprobs, seed, store,
+  service_tier, reasoning_effort, verbosity, prediction, web_search_options,
+  prompt_cache_key, prompt_cache_retention; a tool's `function.strict` goes to OpenAI
+  Chat and Responses providers. Accepted and ignored: `modalities`, `audio` (the gateway
+  carries text answers only). `safety_identifier` stands in for `user`. The deprecated
+  `functions` / `function_call` are refused (use `tools`), since ignoring them would
+  silently change the answer.
 - Inside messages, fields the SDKs echo back (`annotations`, `audio`, ...) are ignored.
 - The encoders live in `openai_chat_out` and are re-exported here.
 """
@@ -48,11 +51,13 @@ SUPPORTED = (
     "response_format", "user", "safety_identifier", "metadata", "constraints",
     "functions", "function_call",
 )  # fmt: skip
-IGNORED = (
+PASSTHROUGH = (
     "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
-    "seed", "store", "service_tier", "reasoning_effort", "verbosity", "modalities", "audio",
-    "prediction", "web_search_options", "prompt_cache_key", "prompt_cache_retention",
+    "seed", "store", "service_tier", "reasoning_effort", "verbosity", "prediction",
+    "web_search_options", "prompt_cache_key", "prompt_cache_retention",
 )  # fmt: skip
+IGNORED = (*PASSTHROUGH, "modalities", "audio")
+FAMILY = "openai_chat"
 ROLES = ("system", "developer", "user", "assistant", "tool")
 DETAILS = ("auto", "low", "high")
 
@@ -100,8 +105,14 @@ def parse_chat_request(body: object) -> tuple[GatewayRequest, bool]:
         max_cost_usd=max_cost,
         metadata=_opt(b, "metadata", v.metadata) or {},
         user=user,
+        passthrough=_passthrough(b),
     )
     return request, include_usage
+
+
+def _passthrough(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    extra = common.passthrough(body, PASSTHROUGH)
+    return {FAMILY: extra} if extra else {}
 
 
 def _opt(body: dict[str, Any], key: str, check: Any) -> Any:
@@ -244,10 +255,12 @@ def _tools(value: object, param: str) -> tuple[Tool, ...]:
         parameters = None
         if v.present(function, "parameters"):
             parameters = common.schema(function["parameters"], v.at(fp, "parameters"))
+        extra = {}
         if v.present(function, "strict"):
-            v.boolean(function["strict"], v.at(fp, "strict"))
+            strict = v.boolean(function["strict"], v.at(fp, "strict"))
+            extra = {FAMILY: {"strict": strict}, "openai_responses": {"strict": strict}}
         name = common.tool_name(function.get("name"), v.at(fp, "name"))
-        tools.append(Tool(name, description, parameters))
+        tools.append(Tool(name, description, parameters, extra))
     return common.unique_tools(tools, param, "function.name")
 
 

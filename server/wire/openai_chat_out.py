@@ -9,7 +9,9 @@ Rules:
 - Pure: ids and `created` are arguments. Every chunk of one stream has the same `id`.
 - `usage.prompt_tokens` is the whole input, cached tokens included (OpenAI's meaning);
   `prompt_tokens_details.cached_tokens` says how many were cached.
-- Stream order: a first chunk with `delta {role: "assistant", content: ""}`; content and
+- Stream order: a first chunk with `delta {role: "assistant", content: null}` (null, as
+  OpenAI sends before a tool call: an empty string would be an empty text part to
+  clients such as the AI SDK); content and
   tool-call deltas (`{index, id, type, function {name, arguments}}`); a final chunk with
   `finish_reason`; then, with `include_usage`, a chunk with `choices: []` and the usage
   (every earlier chunk then has `usage: null`). The caller adds `data: [DONE]`.
@@ -129,7 +131,7 @@ class ChatStreamEncoder:
         return chunk
 
     def start(self) -> list[Json]:
-        return [self._chunk({"role": "assistant", "content": ""})]
+        return [self._chunk({"role": "assistant", "content": None})]
 
     def on_event(self, event: StreamEvent) -> list[Json]:
         if self._done:

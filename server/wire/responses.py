@@ -15,11 +15,17 @@ gateway extension (see `server.wire.common`).
 
 Rules:
 - Unknown top-level fields are rejected (param names the field, with a near-match hint).
-- Accepted and ignored (documented): `store`, `background` (answers are synchronous; use
-  `POST /v1/jobs` for async work), `include`, `reasoning`, `service_tier`, `truncation`,
-  `prompt_cache_key`, `stream_options`. `safety_identifier` stands in for `user`.
+- Every other field of OpenAI's `CreateResponse` schema is accepted. Passed through to an
+  OpenAI Responses provider and dropped for any other (`PASSTHROUGH`): `include`,
+  `reasoning`, `service_tier`, `truncation`, `prompt_cache_key`,
+  `prompt_cache_retention`, `top_logprobs`, `max_tool_calls`, `text.verbosity`, and a
+  tool's `strict` (to OpenAI Chat providers too). Accepted and ignored: `store` (the
+  gateway stores nothing upstream), `background` (answers are synchronous; use
+  `POST /v1/jobs` for async work), `stream_options`. `safety_identifier` stands in for
+  `user`.
 - `previous_response_id` and `conversation` are refused: the gateway keeps no
-  conversation state, so the client must send the whole conversation.
+  conversation state, so the client must send the whole conversation. `prompt` (a
+  prompt template stored at OpenAI) is refused: dropping it would change the question.
 - The encoders live in `responses_object` / `responses_stream` and are re-exported here.
 """
 
@@ -49,12 +55,14 @@ __all__ = ["ResponsesStreamEncoder", "parse_responses_request", "response_object
 SUPPORTED = (
     "model", "input", "instructions", "max_output_tokens", "temperature", "top_p",
     "metadata", "stream", "tools", "tool_choice", "parallel_tool_calls", "text", "user",
-    "constraints", "previous_response_id", "conversation", "safety_identifier",
+    "constraints", "previous_response_id", "conversation", "safety_identifier", "prompt",
 )  # fmt: skip
-IGNORED = (
-    "store", "background", "include", "reasoning", "service_tier", "truncation",
-    "prompt_cache_key", "stream_options",
+PASSTHROUGH = (
+    "include", "reasoning", "service_tier", "truncation", "prompt_cache_key",
+    "prompt_cache_retention", "top_logprobs", "max_tool_calls",
 )  # fmt: skip
+IGNORED = (*PASSTHROUGH, "store", "background", "stream_options")
+FAMILY = "openai_responses"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 TEXT_PARTS = ("text", "input_text", "output_text")
 DETAILS = ("auto", "low", "high")
@@ -71,6 +79,12 @@ def parse_responses_request(body: object) -> GatewayRequest:
                 "send the whole conversation in 'input'",
                 unsupported,
             )
+    if v.present(b, "prompt"):
+        raise v.fail(
+            "'prompt' (a stored prompt template) is not supported; send the text in 'input' "
+            "and 'instructions'",
+            "prompt",
+        )
     model = v.string(b["model"], "model", nonempty=True)
     messages = _input(b["input"], "input")
     if v.present(b, "instructions"):
@@ -99,7 +113,16 @@ def parse_responses_request(body: object) -> GatewayRequest:
         max_cost_usd=max_cost,
         metadata=_opt(b, "metadata", v.metadata) or {},
         user=user,
+        passthrough=_passthrough(b),
     )
+
+
+def _passthrough(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    extra = common.passthrough(body, PASSTHROUGH)
+    text = body.get("text")
+    if isinstance(text, dict) and v.present(text, "verbosity"):
+        extra["text"] = {"verbosity": v.string(text["verbosity"], "text.verbosity")}
+    return {FAMILY: extra} if extra else {}
 
 
 def _opt(body: dict[str, Any], key: str, check: Any) -> Any:
@@ -211,9 +234,12 @@ def _tools(value: object, param: str) -> tuple[Tool, ...]:
         parameters = None
         if v.present(body, "parameters"):
             parameters = common.schema(body["parameters"], v.at(p, "parameters"))
-        tools.append(
-            Tool(common.tool_name(body.get("name"), v.at(p, "name")), description, parameters)
-        )
+        extra = {}
+        if v.present(body, "strict"):
+            strict = v.boolean(body["strict"], v.at(p, "strict"))
+            extra = {FAMILY: {"strict": strict}, "openai_chat": {"strict": strict}}
+        name = common.tool_name(body.get("name"), v.at(p, "name"))
+        tools.append(Tool(name, description, parameters, extra))
     return common.unique_tools(tools, param)
 
 

@@ -29,6 +29,7 @@ from core.model import (
     TextDelta,
     TextPart,
     Tool,
+    ToolCall,
     ToolCallDelta,
     ToolChoice,
     UsageReport,
@@ -73,6 +74,14 @@ async def streamed(request: GatewayRequest, provider: MockProvider | None = None
 
 # ---- the tool-call rule ------------------------------------------------------------------
 
+def called(name: str) -> Message:
+    return Message("assistant", tool_calls=(ToolCall(MOCK_CALL_ID, name, "{}"),))
+
+
+def result() -> Message:
+    return Message("tool", (TextPart("42"),), tool_call_id=MOCK_CALL_ID)
+
+
 TOOL_RULE = [
     # (messages, tools, tool_choice, expected tool or None for a text answer)
     ((user("hello"),), TOOLS, None, None),
@@ -84,14 +93,17 @@ TOOL_RULE = [
     ((user("hello"),), TOOLS, ToolChoice("required"), "lookup"),
     ((user("hello"),), TOOLS, ToolChoice("tool", "weather"), "weather"),
     ((user("use tool"),), TOOLS, ToolChoice("tool", "weather"), "weather"),
-    # a tool result last: always a text answer, whatever tool_choice says (the loop ends)
-    *(
-        (
-            (user("use tool"), Message("tool", (TextPart("42"),), tool_call_id=MOCK_CALL_ID)),
-            TOOLS, choice, None,
-        )
-        for choice in (None, ToolChoice("required"), ToolChoice("tool", "weather"))
-    ),
+    # a tool result last: a text answer with auto (the loop ends) ...
+    ((user("use tool"), Message("tool", (TextPart("42"),), tool_call_id=MOCK_CALL_ID)),
+     TOOLS, None, None),
+    # ... a call whenever the choice demands one: named -> that tool; required -> the
+    # first tool not called yet in the conversation, else the last tool
+    ((user("use tool"), Message("tool", (TextPart("42"),), tool_call_id=MOCK_CALL_ID)),
+     TOOLS, ToolChoice("tool", "weather"), "weather"),
+    ((user("go"), called("lookup"), result()), TOOLS, ToolChoice("required"), "weather"),
+    ((user("go"), called("lookup"), result(), called("weather"), result()),
+     TOOLS, ToolChoice("required"), "weather"),
+    ((user("go"), called("weather"), result()), TOOLS, ToolChoice("required"), "lookup"),
     # a tool result earlier, a new user turn last: the rule applies again
     (
         (

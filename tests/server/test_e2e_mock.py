@@ -3,8 +3,9 @@
 Clients are the official `openai` and `anthropic` SDKs (sync, in worker threads, so the
 gateway keeps serving on the trio loop) and plain httpx. Expected tool calls follow the
 Mock's documented tool-call rule (adapters/providers/mock.py): one call, id
-`call_mock_0`, to the named (or first) tool, arguments `{"text": <last user message>}`;
-output tokens are the words of that JSON. Scenarios come from `metadata.mock_scenario`
+`call_mock_0`, to the named (or first) tool, arguments `{"text": <last user message>}`
+(the tools here declare no properties; a declared schema gets its minimal instance, see
+tests/clients); output tokens are the words of that JSON. Scenarios come from `metadata.mock_scenario`
 or the `x-umg-mock-scenario` header.
 """
 
@@ -31,7 +32,7 @@ T = TypeVar("T")
 HEADER = "x-umg-mock-scenario"
 CALL_ID = "call_mock_0"
 CLAUDE = "claude-sonnet-4-20250514"
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+SCHEMA = {"type": "object"}  # no declared properties: the Mock echoes the prompt as "text"
 CHAT_TOOLS: Any = [
     {"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}},
     {"type": "function", "function": {"name": "get_time", "parameters": SCHEMA}},
@@ -188,25 +189,32 @@ async def test_messages_tool_use_block_whole_and_streamed(gateway: Running) -> N
     assert final.usage.output_tokens == len(arguments(prompt).split())
 
 
-async def test_messages_tool_result_turn_gets_a_text_answer(gateway: Running) -> None:
-    def call(client: anthropic.Anthropic) -> Any:
-        return client.messages.create(
-            model=CLAUDE, max_tokens=200, tools=ANTHROPIC_TOOLS,
-            tool_choice={"type": "any"},
-            messages=[
-                {"role": "user", "content": "use tool"},
-                {"role": "assistant", "content": [
-                    {"type": "tool_use", "id": CALL_ID, "name": "get_weather", "input": {"city": "x"}},
-                ]},
-                {"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": CALL_ID, "content": "sunny"},
-                ]},
-            ],
+async def test_messages_tool_result_turn_answers_text_unless_a_call_is_required(
+    gateway: Running,
+) -> None:
+    turns: Any = [
+        {"role": "user", "content": "use tool"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": CALL_ID, "name": "get_weather", "input": {"city": "x"}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": CALL_ID, "content": "sunny"},
+        ]},
+    ]
+
+    def call(choice: Any) -> Callable[[anthropic.Anthropic], Any]:
+        return lambda client: client.messages.create(
+            model=CLAUDE, max_tokens=200, tools=ANTHROPIC_TOOLS, messages=turns,
+            **({"tool_choice": choice} if choice else {}),
         )
 
-    m = await with_anthropic(gateway, call)
+    m = await with_anthropic(gateway, call(None))
     assert m.stop_reason == "end_turn"
     assert [b.type for b in m.content] == ["text"]
+    # "any" (required): the first tool not called yet in the conversation
+    m = await with_anthropic(gateway, call({"type": "any"}))
+    assert m.stop_reason == "tool_use"
+    assert [(b.type, b.name) for b in m.content] == [("tool_use", "get_time")]
 
 
 async def test_responses_function_call_item(gateway: Running) -> None:

@@ -278,8 +278,8 @@ def test_text_stream_with_usage() -> None:
     chunks = run_stream(
         [TextDelta("Hel"), TextDelta("lo"), UsageReport(USAGE), StreamEnd("length")], True
     )
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
     assert text == "Hello"
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 20
