@@ -27,7 +27,10 @@ like text (the arguments are then the first words of the JSON, finish reason "le
 Structured-output rule: without a tool call, a `response_format` of type json_schema
 (from Chat `response_format`, Responses `text.format` or Anthropic
 `output_config.format`) is answered with `json.dumps` of the minimal instance of its
-schema, and json_object with `{}`: JSON that validates, whatever was asked. Streamed, the
+schema, and json_object with the minimal instance of the first JSON Schema object
+(one with `properties`) written in the messages' text, system messages first (where
+instructor's and LangChain's JSON modes put it; at most `SCHEMA_SCAN` candidates per
+message are tried), else `{}`: JSON that validates, whatever was asked. Streamed, the
 JSON text comes in pieces split at its spaces (joining them gives the text exactly).
 
 Usage rule (documented so callers can predict bills): one token per whitespace-separated
@@ -112,6 +115,7 @@ _INT_LIMITS: dict[str, int | None] = {
 }
 _NAMES = frozenset({*_INT_LIMITS, "fail", "fail_providers", "retry_after"})
 _COUNTER_LIMIT = 4096
+SCHEMA_SCAN = 64  # "{" positions tried per message when looking for a JSON Schema
 
 
 def _bad(problem: str) -> InvalidRequest:
@@ -242,13 +246,34 @@ def tool_arguments(request: GatewayRequest, name: str) -> str:
     return json.dumps({"text": last_user_text(request)} if echo else instance(schema))
 
 
-def structured_text(response_format: JSONValue) -> str | None:
+def schema_in_text(request: GatewayRequest) -> JSONValue:
+    """The first JSON Schema object (with `properties`) written in the messages' text."""
+    decoder = json.JSONDecoder()
+    ordered = sorted(request.messages, key=lambda m: m.role != "system")
+    for message in ordered:
+        text = message.text()
+        start = text.find("{")
+        for _ in range(SCHEMA_SCAN):
+            if start < 0:
+                break
+            try:
+                found, _end = decoder.raw_decode(text, start)
+            except ValueError:
+                found = None
+            if isinstance(found, dict) and isinstance(found.get("properties"), dict):
+                return found
+            start = text.find("{", start + 1)
+    return None
+
+
+def structured_text(request: GatewayRequest) -> str | None:
     """The Mock's JSON answer for a structured-output request, or None for prose."""
+    response_format = request.response_format
     if not isinstance(response_format, dict):
         return None
     kind = response_format.get("type")
     if kind == "json_object":
-        return "{}"
+        return json.dumps(instance(schema_in_text(request) or {}))
     if kind != "json_schema":
         return None
     inner = response_format.get("json_schema")
@@ -307,7 +332,7 @@ class MockProvider:
                 arguments = " ".join(pieces)
             usage = Usage(input_tokens=input_tokens(request), output_tokens=len(pieces))
             return _Plan(sc, [], ToolCall(MOCK_CALL_ID, name, arguments), finish, usage)
-        structured = structured_text(request.response_format)
+        structured = structured_text(request)
         if structured is not None:
             return self._json_plan(sc, structured, request)
         words = answer_words(deployment, request, sc.output_tokens)

@@ -156,3 +156,14 @@ async def test_mock_answers_json_for_structured_output() -> None:
         streamed = [e async for e in MockProvider().stream(DEP, request, timeouts=Timeouts())]
         text = "".join(getattr(e, "text", "") for e in streamed)
         assert text == completion.text
+
+
+async def test_mock_json_object_follows_a_schema_written_in_the_prompt() -> None:
+    # instructor's JSON mode: json_object, and the schema in the system message's text
+    system = f"Answer in json matching this json_schema:\n\n{json.dumps(SCHEMA, indent=2)}\n\nThanks {{"
+    request, _ = parse_chat_request({
+        "model": "m", "response_format": {"type": "json_object"},
+        "messages": [{"role": "system", "content": system}, *USER],
+    })
+    completion = await MockProvider().complete(DEP, request, timeouts=Timeouts())
+    assert json.loads(completion.text) == {"city": ""}
