@@ -21,7 +21,8 @@ Rules:
   `text.format`; the rest of `output_config` (e.g. `effort`) is passed through.
 - Passed through to an Anthropic provider and dropped for any other (`PASSTHROUGH`):
   `top_k`, `service_tier`, `thinking`, `container`, `context_management`,
-  `mcp_servers`, `inference_geo`, the top-level `cache_control` (automatic caching);
+  `mcp_servers`, `inference_geo`, `diagnostics`, `speed`, the top-level
+  `cache_control` (automatic caching);
   on tools: `cache_control`, `strict`, `eager_input_streaming`, `defer_loading`,
   `input_examples`, `allowed_callers` (`TOOL_PASSTHROUGH`).
 - Unknown top-level fields are rejected with a near-match hint.
@@ -62,7 +63,7 @@ SUPPORTED = (
 )  # fmt: skip
 PASSTHROUGH = (
     "top_k", "service_tier", "thinking", "container", "context_management", "mcp_servers",
-    "inference_geo", "cache_control",
+    "inference_geo", "cache_control", "diagnostics", "speed",
 )  # fmt: skip
 IGNORED = PASSTHROUGH
 TOOL_PASSTHROUGH = (
