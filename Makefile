@@ -5,13 +5,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz fuzz-api soak bench bench-quick bench-rss bench-profile bench-tools clean
+.PHONY: run test lint typecheck pytest fuzz fuzz-api soak bench bench-quick bench-rss bench-profile bench-tools clean node-deps
 
+# instructor (tests/clients) caps jiter below the version openai needs and works with it,
+# so it is installed on its own, without its dependencies (the rest are in dev).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt instructor
 	touch $(STAMP)
+
+# The Node clients of tests/clients: `npm ci` (pinned by package-lock.json) whenever
+# node_modules is missing or older than the lock. Without npm the Node client tests
+# skip, unless CI is set: then this step fails.
+NODE_DIR := tests/clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json; \
+	elif [ -n "$$CI" ]; then \
+		echo "node and npm are needed for tests/clients (CI is set)"; exit 1; \
+	else \
+		echo "npm not found: the Node client tests will skip"; \
+	fi
 
 # `make run` serves on 127.0.0.1:3000 with ./data/gateway.db (created on first start);
 # override any of them on the command line: `make run PORT=8080`.
@@ -22,7 +40,9 @@ DATABASE_URL ?= sqlite:///data/gateway.db
 run: $(STAMP)
 	$(BIN)/umg serve --host $(HOST) --port $(PORT) --database-url $(DATABASE_URL)
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) node-deps lint typecheck pytest
+
+node-deps: $(NODE_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,7 +50,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) node-deps
 	$(BIN)/pytest
 
 # Long runs, not part of `make test`.
@@ -84,4 +104,4 @@ bench-console: $(STAMP)
 	$(BIN)/python -m bench.console_queries --rows $(ROWS)
 
 clean:
-	rm -rf $(VENV) data .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .mypy_cache .ruff_cache $(NODE_DIR)/node_modules
