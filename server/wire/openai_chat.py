@@ -16,7 +16,7 @@ Rules:
   to an OpenAI Chat (or compatible) provider and dropped for any other (`PASSTHROUGH`):
   frequency_penalty, presence_penalty, logit_bias, logprobs, top_logprobs, seed, store,
   service_tier, reasoning_effort, verbosity, prediction, web_search_options,
-  prompt_cache_key, prompt_cache_retention; a tool's `function.strict` goes to OpenAI
+  prompt_cache_key, prompt_cache_retention, prompt_cache_options, moderation; a tool's `function.strict` goes to OpenAI
   Chat and Responses providers. Accepted and ignored: `modalities`, `audio` (the gateway
   carries text answers only). `safety_identifier` stands in for `user`. The deprecated
   `functions` / `function_call` are refused (use `tools`), since ignoring them would
@@ -55,6 +55,7 @@ PASSTHROUGH = (
     "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
     "seed", "store", "service_tier", "reasoning_effort", "verbosity", "prediction",
     "web_search_options", "prompt_cache_key", "prompt_cache_retention",
+    "prompt_cache_options", "moderation",
 )  # fmt: skip
 IGNORED = (*PASSTHROUGH, "modalities", "audio")
 FAMILY = "openai_chat"

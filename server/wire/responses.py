@@ -18,10 +18,11 @@ Rules:
 - Every other field of OpenAI's `CreateResponse` schema is accepted. Passed through to an
   OpenAI Responses provider and dropped for any other (`PASSTHROUGH`): `include`,
   `reasoning`, `service_tier`, `truncation`, `prompt_cache_key`,
-  `prompt_cache_retention`, `top_logprobs`, `max_tool_calls`, `text.verbosity`, and a
-  tool's `strict` (to OpenAI Chat providers too). Accepted and ignored: `store` (the
-  gateway stores nothing upstream), `background` (answers are synchronous; use
-  `POST /v1/jobs` for async work), `stream_options`. `safety_identifier` stands in for
+  `prompt_cache_retention`, `prompt_cache_options`, `top_logprobs`, `max_tool_calls`,
+  `context_management`, `moderation`, `image`, `access_programs`, `text.verbosity`, and
+  a tool's `strict` (to OpenAI Chat providers too). Accepted and ignored: `store` (the
+  gateway stores nothing upstream), `background` and `background_options` (answers are
+  synchronous; use `POST /v1/jobs` for async work), `stream_options`. `safety_identifier` stands in for
   `user`.
 - `previous_response_id` and `conversation` are refused: the gateway keeps no
   conversation state, so the client must send the whole conversation. `prompt` (a
@@ -59,9 +60,10 @@ SUPPORTED = (
 )  # fmt: skip
 PASSTHROUGH = (
     "include", "reasoning", "service_tier", "truncation", "prompt_cache_key",
-    "prompt_cache_retention", "top_logprobs", "max_tool_calls",
+    "prompt_cache_retention", "prompt_cache_options", "top_logprobs", "max_tool_calls",
+    "context_management", "moderation", "image", "access_programs",
 )  # fmt: skip
-IGNORED = (*PASSTHROUGH, "store", "background", "stream_options")
+IGNORED = (*PASSTHROUGH, "store", "background", "background_options", "stream_options")
 FAMILY = "openai_responses"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 TEXT_PARTS = ("text", "input_text", "output_text")

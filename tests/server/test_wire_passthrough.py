@@ -167,3 +167,29 @@ async def test_mock_json_object_follows_a_schema_written_in_the_prompt() -> None
     })
     completion = await MockProvider().complete(DEP, request, timeouts=Timeouts())
     assert json.loads(completion.text) == {"city": ""}
+
+
+def test_every_top_level_field_of_the_openai_sdk_request_types_is_known() -> None:
+    """The `openai` SDK's request TypedDicts list OpenAI's current fields: none is unknown."""
+    from openai.types.chat import completion_create_params as chat_params
+    from openai.types.responses import response_create_params as responses_params
+
+    from server.wire import openai_chat, responses
+
+    chat_known = {*openai_chat.SUPPORTED, *openai_chat.IGNORED, "stream"}
+    assert set(chat_params.CompletionCreateParamsBase.__annotations__) <= chat_known
+    responses_known = {*responses.SUPPORTED, *responses.IGNORED, "stream"}
+    assert set(responses_params.ResponseCreateParamsBase.__annotations__) <= responses_known
+
+
+def test_every_body_field_of_the_anthropic_sdk_request_types_is_known() -> None:
+    from anthropic.types import message_count_tokens_params, message_create_params, tool_param
+
+    from server.wire import anthropic_messages as am
+
+    headers = {"user_profile_id", "workspace_id"}  # the SDK sends these as headers
+    known = {*am.SUPPORTED, *am.IGNORED, *headers}
+    assert set(message_create_params.MessageCreateParamsBase.__annotations__) <= known
+    assert set(message_count_tokens_params.MessageCountTokensParams.__annotations__) <= known
+    tool_fields = {"type", "name", "description", "input_schema", *am.TOOL_PASSTHROUGH}
+    assert set(tool_param.ToolParam.__annotations__) <= tool_fields
