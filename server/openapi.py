@@ -320,7 +320,7 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
         "/v1/messages/count_tokens": {
             "post": _op("Anthropic token count (the gateway's estimate)",
                         {"200": {"description": "{input_tokens}", **_json({"type": "object"})}},
-                        body="MessagesRequest", errors=_errors(400, 401, 404))
+                        body="MessagesRequest", errors=_errors(400, 401, 404, shape="AnthropicError"))
         },
         "/v1/models": {"get": _op("List models", {"200": {"description": "Models", **_json(_ref("ModelList"))}})},
         "/v1/models/{model}": {
