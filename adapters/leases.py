@@ -74,21 +74,31 @@ class RateSlices:
     async def take(
         self, scope: str, needs: tuple[ratelimit.Need, ...], now: float
     ) -> ratelimit.Admission:
-        held = self._slices.get(scope)
-        if held is not None and self._clock.now() < held.expires and _fits(held, needs):
-            said: dict[str, str] = {}
-            for need in needs:
-                held.left[need.kind] -= need.amount
-                level = held.shared[need.kind] + held.left[need.kind]
-                allowed = ratelimit.Allowed(level, held.reset[need.kind])
-                said.update(ratelimit.headers(need.kind, _spec(need), allowed))
-            return ratelimit.Admitted(said)
+        local = self._local(scope, needs)
+        if local is not None:
+            return local
         old = self._slices.pop(scope, None)  # given back by this lease, by no other
         with trio.CancelScope(shield=True):
             admission, fresh = await self._lease(scope, needs, now, old)
         if fresh is not None:
             self._keep(scope, fresh)
+        if isinstance(admission, ratelimit.Refusal):
+            # the row is empty, but leases of this process's other requests made while
+            # this one waited may hold room for it: never refuse what is held here
+            return self._local(scope, needs) or admission
         return admission
+
+    def _local(self, scope: str, needs: tuple[ratelimit.Need, ...]) -> ratelimit.Admitted | None:
+        held = self._slices.get(scope)
+        if held is None or self._clock.now() >= held.expires or not _fits(held, needs):
+            return None
+        said: dict[str, str] = {}
+        for need in needs:
+            held.left[need.kind] -= need.amount
+            level = held.shared[need.kind] + held.left[need.kind]
+            allowed = ratelimit.Allowed(level, held.reset[need.kind])
+            said.update(ratelimit.headers(need.kind, _spec(need), allowed))
+        return ratelimit.Admitted(said)
 
     def held(self, scope: str, kind: str) -> float:
         """What the slice for `scope` still holds of `kind` (0 without a slice)."""

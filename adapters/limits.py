@@ -65,6 +65,10 @@ class Limits:
         """Transactions made for rate slices so far (0 without shared storage)."""
         return 0 if self._slices is None else self._slices.leases
 
+    def rate_held(self, key: KeyRecord, kind: str) -> float:
+        """What this process holds of the key's `kind` bucket in a slice (0 if none)."""
+        return 0.0 if self._slices is None else self._slices.held(_rate_scope(key), kind)
+
     def rpm(self, key: KeyRecord) -> int | None:
         """The key's requests per minute: its own, else the configured default."""
         return key.rpm if key.rpm is not None else self._default_rpm
