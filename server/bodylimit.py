@@ -1,7 +1,8 @@
 """An ASGI middleware that reads every request body before the app sees it, within limits.
 
-Owns: what a request body may cost the server. Three limits, each answered in the OpenAI
-error shape (with the request id, as every error body) and `connection: close` (so the server closes the connection instead of
+Owns: what a request body may cost the server. Three limits, each answered in the route's
+error shape (`server/errors.py`: Anthropic's on `/v1/messages`, with the request id, as
+every error body) and `connection: close` (so the server closes the connection instead of
 reading on):
 - size: more than `max_bytes` is a 413, refused on `Content-Length` before anything is
   read, or as soon as a chunked body passes it. (Quart's own `MAX_CONTENT_LENGTH` leaves
@@ -26,6 +27,7 @@ from typing import Any
 import trio
 
 from core.errors import GatewayError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
+from server.errors import error_body
 from server.requestid import CLIENT_REQUEST_ID
 
 Scope = MutableMapping[str, Any]
@@ -58,8 +60,7 @@ class _Refused(Exception):
 
 
 async def _answer(scope: Scope, send: Send, error: GatewayError) -> None:
-    shaped = error.to_body()["error"]
-    body = json.dumps({"error": {**shaped, "request_id": scope.get(CLIENT_REQUEST_ID)}}).encode()
+    body = json.dumps(error_body(error, scope["path"], scope.get(CLIENT_REQUEST_ID))).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

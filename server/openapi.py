@@ -58,12 +58,16 @@ _SCHEMAS: dict[str, S] = {
         "properties": {
             "error": {
                 "type": "object",
-                "required": ["message", "type", "param", "code"],
+                "required": ["message", "type", "param", "code", "request_id"],
                 "properties": {
                     "message": {"type": "string"},
                     "type": {"type": "string"},
                     "param": {"type": ["string", "null"]},
                     "code": {"type": ["string", "null"]},
+                    "request_id": {
+                        "type": ["string", "null"],
+                        "description": "The request's id, as in the x-request-id header",
+                    },
                 },
             }
         },
@@ -71,13 +75,17 @@ _SCHEMAS: dict[str, S] = {
     "AnthropicError": {
         "type": "object",
         "description": "Anthropic's error shape, on /v1/messages",
-        "required": ["type", "error"],
+        "required": ["type", "error", "request_id"],
         "properties": {
             "type": {"const": "error"},
             "error": {
                 "type": "object",
                 "required": ["type", "message"],
                 "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "request_id": {
+                "type": ["string", "null"],
+                "description": "The request's id, as in the x-request-id header",
             },
         },
     },

@@ -40,6 +40,7 @@ async def messages(services: Services, incoming: Incoming) -> Answer:
                 message_id="msg_" + exe.request_id.removeprefix("req_"),
                 model=exe.request.model,
                 input_tokens=exe.input_estimate,
+                request_id=incoming.client_request_id,
             )
         )
         return Streamed(run, framer, exe.rate_headers)

@@ -3,7 +3,8 @@
 Owns: the OpenAI-compatible surface, so the official `openai` SDK works unchanged with
 `base_url` pointed at the gateway. Streaming follows OpenAI's data-only SSE with a final
 `data: [DONE]`; `stream_options.include_usage` adds the usage chunk. A failure after the
-stream began is sent as `data: {"error": {...}}` (the SDK raises on it) and the stream
+stream began is sent as `data: {"error": {...}}`, the HTTP error body with its request id
+(the SDK raises on it), and the stream
 ends without `[DONE]`.
 """
 
@@ -27,7 +28,8 @@ from server.wire.openai_chat import (
 class ChatFramer:
     keepalive = encode_comment("keep-alive")
 
-    def __init__(self, exe: Execution, created: int, include_usage: bool) -> None:
+    def __init__(self, exe: Execution, created: int, include_usage: bool, request_id: str) -> None:
+        self.request_id = request_id  # the id the client sees, in the error chunk
         self.encoder = ChatStreamEncoder(
             completion_id="chatcmpl-" + exe.request_id.removeprefix("req_"),
             created=created,
@@ -48,7 +50,7 @@ class ChatFramer:
         return b"".join(encode_event(to_json(c)) for c in chunks) + encode_event("[DONE]")
 
     def fail(self, exe: Execution, error: GatewayError) -> bytes:
-        return encode_event(to_json(error_chunk(error)))
+        return encode_event(to_json(error_chunk(error, self.request_id)))
 
 
 async def answer(services: Services, incoming: Incoming) -> Answer:
@@ -63,7 +65,9 @@ async def answer(services: Services, incoming: Incoming) -> Answer:
     exe = run.exe
     created = int(services.clock.epoch())
     if exe.request.stream:
-        framer = ChatFramer(exe, created, parsed.get("include_usage", False))
+        framer = ChatFramer(
+            exe, created, parsed.get("include_usage", False), incoming.client_request_id
+        )
         return Streamed(run, framer, exe.rate_headers)
     completion = await run.collect()
     body = chat_completion(

@@ -41,6 +41,7 @@ async def _answer(services: Services, incoming: Incoming, parse: Parser) -> Answ
                 response_id="resp_" + exe.request_id.removeprefix("req_"),
                 created_at=created,
                 request=exe.request,
+                request_id=incoming.client_request_id,
             )
         )
         return Streamed(run, framer, exe.rate_headers)

@@ -11,7 +11,9 @@ and receives, for each request, the same events as `/v1/responses/stream` as JSO
 frames, each with `"id": "<client id>"` added, ending with `response.completed`,
 `response.incomplete`, `response.failed`, or `response.cancelled` (after a cancel).
 Requests run concurrently; a bad message gets an `error` frame naming the problem and
-the connection stays open. Closing the socket cancels every request in flight (the
+the connection stays open. Every `error` frame carries a `request_id`: the request's own
+(`req_...`, which keys its ledger row) for a request that was created, else the
+handshake's (the id the client sent as `x-request-id`, or the gateway's). Closing the socket cancels every request in flight (the
 ledger records what each consumed).
 
 Shutdown (`server/serve.py`): each request in flight is in the stream registry like an
@@ -45,8 +47,9 @@ from core.errors import (
 )
 from core.model import GatewayRequest, TextDelta, ToolCallDelta
 from server.auth import WS_KEY_PROTOCOL, require_key, websocket_key
-from server.errors import error_headers, error_json
+from server.errors import error_body, error_headers
 from server.http import decode_json, to_json
+from server.requestid import CLIENT_REQUEST_ID
 from server.services import Services
 from server.wire.responses import ResponsesStreamEncoder, parse_responses_request
 
@@ -62,15 +65,24 @@ async def _send(frame: dict[str, Any], client_id: str | None) -> None:
     await websocket.send(to_json(frame))
 
 
-async def _error(err: GatewayError, client_id: str | None) -> None:
+async def _error(err: GatewayError, client_id: str | None, request_id: str | None) -> None:
     # The same shape as the stream's `error` event (the body's own `type` must not win).
-    frame = {"type": "error", "code": err.code, "message": err.message, "param": err.param}
+    frame = {
+        "type": "error",
+        "code": err.code,
+        "message": err.message,
+        "param": err.param,
+        "request_id": request_id,
+    }
     await _send(frame, client_id)
 
 
 class Connection:
-    def __init__(self, services: Services, key: KeyRecord, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, services: Services, key: KeyRecord, nursery: trio.Nursery, request_id: str | None
+    ) -> None:
         self.services = services
+        self.request_id = request_id  # the handshake's, in errors about the connection's messages
         self.key = key
         self.nursery = nursery
         self.running: dict[str, Run | None] = {}  # None: not yet opened
@@ -102,25 +114,27 @@ class Connection:
         try:
             message = decode_json(raw.encode() if isinstance(raw, str) else raw)
         except InvalidJSON as err:
-            await _error(err, None)
+            await _error(err, None, self.request_id)
             return
         client_id = message.get("id")
         kind = message.get("type")
         if not isinstance(client_id, str) or not client_id:
-            await _error(InvalidRequest("Every message needs a string 'id'", param="id"), None)
+            await _error(InvalidRequest("Every message needs a string 'id'", param="id"), None, self.request_id)
         elif kind == "response.create":
             if client_id in self.running:
-                await _error(InvalidRequest(f"A request with id '{client_id}' is running", param="id"), client_id)
+                await _error(InvalidRequest(f"A request with id '{client_id}' is running", param="id"),
+                             client_id, self.request_id)
                 return
             if self.services.streams.draining:
-                await _error(ServiceUnavailable(REFUSED_DRAINING), client_id)
+                await _error(ServiceUnavailable(REFUSED_DRAINING), client_id, self.request_id)
                 return
             self.running[client_id] = None
             self._task_started()
             self.nursery.start_soon(self.run, client_id, message.get("request"))
         elif kind == "response.cancel":
             if client_id not in self.running:
-                await _error(InvalidRequest(f"No running request with id '{client_id}'", param="id"), client_id)
+                await _error(InvalidRequest(f"No running request with id '{client_id}'", param="id"),
+                             client_id, self.request_id)
             else:
                 self.cancelled.add(client_id)
                 run = self.running[client_id]
@@ -130,6 +144,7 @@ class Connection:
             await _error(
                 InvalidRequest("'type' must be response.create or response.cancel", param="type"),
                 client_id,
+                self.request_id,
             )
 
     async def run(self, client_id: str, body: Any) -> None:
@@ -159,13 +174,14 @@ class Connection:
                 response_id="resp_" + run.request_id.removeprefix("req_"),
                 created_at=int(self.services.clock.epoch()),
                 request=request,
+                request_id=run.request_id,
             )
 
         try:
             await run.open()
         except GatewayError as err:
             if not parsed:  # a bad request: no response was ever started
-                await _error(err, client_id)
+                await _error(err, client_id, run.request_id)
                 return
             encoder = encoder_for(parsed[0])
             await self._frames([*encoder.start(), *encoder.fail(err)], client_id)
@@ -205,6 +221,12 @@ class Connection:
             await _send(data, client_id)
 
 
+def _handshake_id() -> str | None:
+    """The request id of the handshake (`server/requestid.py`), as the client sees it."""
+    value = websocket.scope.get(CLIENT_REQUEST_ID)
+    return value if isinstance(value, str) else None
+
+
 def _answer_subprotocol() -> str:
     """The subprotocol to answer with: `umg` if offered, else the offered key protocol.
 
@@ -235,7 +257,7 @@ def register(app: QuartTrio, services: Services) -> None:
             # Before accept: the client gets a plain HTTP 503 and can go elsewhere.
             refused = ServiceUnavailable(REFUSED_DRAINING)
             return Response(
-                error_json(refused),
+                to_json(error_body(refused, websocket.path, _handshake_id())),
                 status=refused.status,
                 headers=error_headers(refused),
                 content_type="application/json",
@@ -252,7 +274,7 @@ def register(app: QuartTrio, services: Services) -> None:
             return None
         await websocket.accept(subprotocol=subprotocol)
         async with trio.open_nursery() as nursery:
-            connection = Connection(services, key, nursery)
+            connection = Connection(services, key, nursery, _handshake_id())
             nursery.start_soon(connection.close_when_drained)
             while True:
                 raw = await websocket.receive()

@@ -69,11 +69,13 @@ def anthropic_error_type(status: int) -> str:
     return ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
-def anthropic_error_body(error: GatewayError) -> Json:
-    """`{"type": "error", "error": {"type", "message"}}`, the type chosen by HTTP status."""
+def anthropic_error_body(error: GatewayError, request_id: str | None = None) -> Json:
+    """`{"type": "error", "error": {"type", "message"}, "request_id"}` (Anthropic's shape,
+    its request id beside the error), the type chosen by HTTP status."""
     return {
         "type": "error",
         "error": {"type": anthropic_error_type(error.status), "message": error.message},
+        "request_id": request_id,
     }
 
 
@@ -138,6 +140,7 @@ class AnthropicStreamEncoder:
     message_id: str
     model: str
     input_tokens: int = 0  # best known at the start; the final count rides on message_delta
+    request_id: str | None = None  # the id the client sees, in the error event
     _blocks: int = field(default=0, init=False)  # content blocks opened so far
     _open: int | None = field(default=None, init=False)  # index of the open block
     _open_is_text: bool = field(default=False, init=False)
@@ -238,6 +241,6 @@ class AnthropicStreamEncoder:
         if self._done:
             return []
         self._done = True
-        return [("error", anthropic_error_body(error))]
+        return [("error", anthropic_error_body(error, self.request_id))]
 
     fail = error

@@ -15,7 +15,7 @@ Rules:
   tool-call deltas (`{index, id, type, function {name, arguments}}`); a final chunk with
   `finish_reason`; then, with `include_usage`, a chunk with `choices: []` and the usage
   (every earlier chunk then has `usage: null`). The caller adds `data: [DONE]`.
-- A failure after the stream began is `error_chunk(error)` = `{"error": {...}}`; the
+- A failure after the stream began is `error_chunk(error, request_id)` = `{"error": {...}}`; the
   `openai` SDK raises `APIError` on it. The stream then ends without `[DONE]`.
 """
 
@@ -98,9 +98,10 @@ def chat_completion(
     return body
 
 
-def error_chunk(error: GatewayError) -> Json:
-    """The payload of `data: {...}` that tells an SDK the stream failed."""
-    return error.to_body()
+def error_chunk(error: GatewayError, request_id: str | None = None) -> Json:
+    """The payload of `data: {...}` that tells an SDK the stream failed: the HTTP error
+    body's shape, request id included."""
+    return {"error": {**error.to_body()["error"], "request_id": request_id}}
 
 
 @define

@@ -13,8 +13,12 @@ Rules:
 - `usage.input_tokens` is the whole input, cached tokens included (OpenAI's meaning);
   `input_tokens_details.cached_tokens` says how many were cached.
 - Request parameters are echoed from the `GatewayRequest` (`instructions` is the text of
-  a leading system message). `error` codes are narrowed to the Responses vocabulary
-  (`rate_limit_exceeded`, `invalid_prompt`, `server_error`); `type` and `param` say more.
+  a leading system message). `error.code` is the gateway's own code (`core.errors`), as in
+  its HTTP errors and the stream's `error` event, with the request id beside it. Where
+  that code is one of the Responses vocabulary (`rate_limit_exceeded`) the object is
+  valid for a strict reader; otherwise (`upstream_error`, `budget_exceeded`, ...) the
+  `openai` SDK still parses it (it builds stream events without validating literals),
+  but a strict `Response.model_validate` refuses it (see docs/api.md).
 """
 
 from __future__ import annotations
@@ -79,14 +83,16 @@ def usage_object(usage: Usage) -> Json:
     }
 
 
-def error_object(error: GatewayError) -> Json:
-    if error.status == 429:
-        code = "rate_limit_exceeded"
-    elif error.type == "invalid_request_error" and error.status < 500:
-        code = "invalid_prompt"
-    else:
-        code = "server_error"
-    return {"code": code, "message": error.message, "param": error.param, "type": error.type}
+def error_object(error: GatewayError, request_id: str | None = None) -> Json:
+    """`response.error`: the gateway's own `code` (the one its HTTP errors and the stream's
+    `error` event carry), so `response.failed` and `error` always say the same thing."""
+    return {
+        "code": error.code,
+        "message": error.message,
+        "param": error.param,
+        "type": error.type,
+        "request_id": request_id,
+    }
 
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -130,6 +136,7 @@ def response_body(
     incomplete_reason: str | None,
     gateway: Mapping[str, Any] | None,
     metadata: Mapping[str, str] | None = None,
+    request_id: str | None = None,
 ) -> Json:
     """The response object from already-built output items (the stream uses this too)."""
     body: Json = {
@@ -140,7 +147,7 @@ def response_body(
         "model": model,
         "output": output,
         "usage": None if usage is None else usage_object(usage),
-        "error": None if error is None else error_object(error),
+        "error": None if error is None else error_object(error, request_id),
         "incomplete_details": None if incomplete_reason is None else {"reason": incomplete_reason},
         "instructions": _instructions(request),
         "max_output_tokens": request.max_output_tokens,

@@ -12,7 +12,8 @@ expects:
     finish():    per open item, in output order: output_text.done, content_part.done,
                  output_item.done / function_call_arguments.done, output_item.done;
                  then response.completed (or response.incomplete when cut by the limit)
-    fail():      error {code, message, param}, then response.failed
+    fail():      error {code, message, param, request_id}, then response.failed, whose
+                 `response.error` has the same code and request id
 
 Rules:
 - Every event's data has `type` equal to its name and a `sequence_number` that grows by
@@ -69,6 +70,7 @@ class ResponsesStreamEncoder:
     created_at: int
     request: GatewayRequest
     model: str | None = None  # defaults to request.model
+    request_id: str | None = None  # the id the client sees, in every error it is sent
     _seq: int = field(default=0, init=False)
     _next_index: int = field(default=0, init=False)
     _text: list[str] = field(factory=list, init=False)
@@ -106,6 +108,7 @@ class ResponsesStreamEncoder:
             error=error,
             incomplete_reason=reason,
             gateway=gateway,
+            request_id=self.request_id,
         )
 
     def _output(self, status: str) -> list[Json]:
@@ -280,6 +283,12 @@ class ResponsesStreamEncoder:
             "failed", usage=self._usage, error=error, gateway=gateway, item_status="incomplete"
         )
         return [
-            self._event("error", code=error.code, message=error.message, param=error.param),
+            self._event(
+                "error",
+                code=error.code,
+                message=error.message,
+                param=error.param,
+                request_id=self.request_id,
+            ),
             self._event("response.failed", response=failed),
         ]

@@ -337,10 +337,11 @@ def check_no_clean_end_responses(text: str) -> tuple[int, dict[str, Any]]:
     assert deltas and "".join(deltas).startswith("Echo:"), "the answer had started"
     failed = events[-1]["response"]
     assert failed["status"] == "failed"
-    # the snapshot's error uses the Responses vocabulary; the error event says more
-    assert failed["error"]["code"] == "server_error"
+    # the snapshot's error says what the error event says: code, message, request id
+    assert failed["error"]["code"] == events[-2]["code"] == "upstream_error"
     assert failed["error"]["type"] == "upstream_error"
     assert failed["error"]["message"] == events[-2]["message"]
+    assert failed["error"]["request_id"] == events[-2]["request_id"] is not None
     return len(deltas), events[-2]
 
 

@@ -443,17 +443,27 @@ async def test_responses_stream_event_sequence_and_final_response(gateway: Runni
 
 
 async def test_responses_stream_cut_ends_with_error_and_failed(gateway: Running) -> None:
-    def call(client: openai.OpenAI) -> list[Any]:
+    def call(client: openai.OpenAI) -> tuple[list[Any], list[Any]]:
         with client.responses.stream(
-            model="gpt-4.1", input="one two three", metadata={"mock_scenario": "cut_after=2"}
-        ) as stream:
-            return list(stream)
+            model="gpt-4.1", input="one two three", metadata={"mock_scenario": "cut_after=2"},
+            extra_headers={"x-request-id": "sdk-cut-1"},
+        ) as stream:  # fmt: skip
+            managed = list(stream)
+        raw = client.responses.create(
+            model="gpt-4.1", input="one two three", stream=True,
+            metadata={"mock_scenario": "cut_after=2"}, extra_headers={"x-request-id": "sdk-cut-2"},
+        )  # fmt: skip
+        return managed, list(raw)
 
-    events = await in_thread(gateway, call)
-    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
-    assert [e.type for e in events].count("response.output_text.delta") == 2
-    assert events[-1].response.status == "failed"
-    assert events[-1].response.error is not None
+    for events, rid in zip(await in_thread(gateway, call), ["sdk-cut-1", "sdk-cut-2"], strict=True):
+        assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+        assert [e.type for e in events].count("response.output_text.delta") == 2
+        error, failed = events[-2:]
+        assert failed.response.status == "failed"
+        # The SDK parses the gateway's own code (not in its Literal list) and both agree.
+        assert failed.response.error is not None
+        assert error.code == failed.response.error.code == "upstream_error"
+        assert error.request_id == failed.response.error.request_id == rid  # extra fields kept
 
 
 # -- the original path -----------------------------------------------------------------------

@@ -513,7 +513,7 @@ async def test_while_draining_handshakes_get_503_and_new_requests_an_error(
 ) -> None:
     from trio_websocket import ConnectionRejected
 
-    async with connect(gateway, headers=bearer(gateway.key)) as ws:
+    async with connect(gateway, headers=[*bearer(gateway.key), (b"x-request-id", b"ws-drain-1")]) as ws:
         await create(ws, "slow", "still running", scenario="latency_ms=30000")
         started = await wait_for_type(ws, "slow", "response.in_progress")
         # The first step of a shutdown, without closing the listener (as during a pre-stop).
@@ -523,13 +523,15 @@ async def test_while_draining_handshakes_get_503_and_new_requests_an_error(
             late = await receive(ws)
         assert late["type"] == "error" and late["id"] == "late"
         assert late["code"] == "service_unavailable"
+        assert late["request_id"] == "ws-drain-1"  # the handshake's: no request was created
         # A new handshake is refused with a plain HTTP 503 ...
         with pytest.raises(ConnectionRejected) as rejected:
-            async with connect(gateway, headers=bearer(gateway.key)):
+            async with connect(gateway, headers=[*bearer(gateway.key), (b"x-request-id", b"ws-drain-2")]):
                 pass
         assert rejected.value.status_code == 503
         assert rejected.value.body is not None
-        assert json.loads(rejected.value.body)["error"]["code"] == "service_unavailable"
+        refused = json.loads(rejected.value.body)["error"]
+        assert refused["code"] == "service_unavailable" and refused["request_id"] == "ws-drain-2"
         # ... while the request in flight goes on; once it is over, the socket closes (1001).
         with trio.fail_after(5):
             await send(ws, {"type": "response.cancel", "id": "slow"})

@@ -242,7 +242,9 @@ def test_message_object_parses_in_the_sdk(finish: Any, stop: str) -> None:
 
 
 def run_stream(events: list[Any], *, fail: Any = None) -> list[tuple[str, dict[str, Any]]]:
-    encoder = AnthropicStreamEncoder(message_id="msg_s", model="claude-sonnet-4", input_tokens=7)
+    encoder = AnthropicStreamEncoder(
+        message_id="msg_s", model="claude-sonnet-4", input_tokens=7, request_id="req-s"
+    )
     frames = encoder.start()
     for event in events:
         frames += encoder.on_event(event)
@@ -290,7 +292,8 @@ def test_stream_text_after_tool_opens_a_new_block() -> None:
 def test_stream_failure_is_an_error_event() -> None:
     frames = run_stream([TextDelta("par")], fail=errors.UpstreamError("gone"))
     assert frames[-1] == ("error", {"type": "error", "error": {"type": "api_error",
-                                                               "message": "gone"}})  # fmt: skip
+                                                               "message": "gone"},
+                                    "request_id": "req-s"})  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -309,10 +312,10 @@ def test_stream_failure_is_an_error_event() -> None:
      (errors.UpstreamTimeout("x"), "timeout_error")],
 )  # fmt: skip
 def test_error_bodies(error: errors.GatewayError, kind: str) -> None:
-    out = anthropic_error_body(error)
-    assert out == {"type": "error", "error": {"type": kind, "message": "x"}}
+    out = anthropic_error_body(error, "req-9")
+    assert out == {"type": "error", "error": {"type": kind, "message": "x"}, "request_id": "req-9"}
     if kind != "request_too_large":  # the SDK's union has no model for it (it is a 413)
-        ErrorResponse.model_validate(out)
+        assert ErrorResponse.model_validate(out).request_id == "req-9"
 
 
 def test_the_anthropic_sdk_consumes_the_stream() -> None:

@@ -302,9 +302,10 @@ def test_tool_stream_without_usage() -> None:
 
 
 def test_error_chunk_is_what_the_sdk_raises_on() -> None:
-    chunk = error_chunk(UpstreamError("provider died"))
+    chunk = error_chunk(UpstreamError("provider died"), "req-3")
     assert chunk == {"error": {"message": "provider died", "type": "upstream_error",
-                               "param": None, "code": "upstream_error"}}  # fmt: skip
+                               "param": None, "code": "upstream_error",
+                               "request_id": "req-3"}}  # fmt: skip
 
 
 def test_the_openai_sdk_consumes_the_stream_and_raises_on_an_error_chunk() -> None:

@@ -4,17 +4,30 @@ models, and the SDK's own clients consuming our stream and object end to end."""
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
+import pytest
+from openai._models import construct_type
 from openai.types.responses import Response
+from openai.types.responses.response_error import ResponseError
 from openai.types.responses.response_stream_event import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from core.errors import UpstreamError
+from core import errors
+from core.errors import GatewayError, RateLimited, UpstreamError
 from core.model import Completion, StreamEnd, TextDelta, ToolCallDelta, Usage, UsageReport
 from server.wire.responses import ResponsesStreamEncoder, parse_responses_request, response_object
 
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
+# The codes the SDK's `ResponseError.code` Literal allows (a strict reader's vocabulary).
+SDK_CODES = frozenset(typing.get_args(ResponseError.model_fields["code"].annotation))
+# Every concrete gateway error, one instance each (every code a stream can fail with).
+ALL_ERRORS = [
+    cls("it failed")
+    for cls in vars(errors).values()
+    if isinstance(cls, type) and issubclass(cls, GatewayError)
+]
 USAGE = Usage(input_tokens=10, output_tokens=5, cached_input_tokens=3, reasoning_tokens=2)
 
 
@@ -23,10 +36,19 @@ def body(**extra: Any) -> dict[str, Any]:
 
 
 
-def run_stream(events: list[Any], *, fail: Any = None) -> list[tuple[str, dict[str, Any]]]:
+def strictly_valid(name: str, data: dict[str, Any]) -> bool:
+    """Whether the SDK's strict models accept the event: all do, but a `response.failed`
+    whose gateway code is outside the SDK's Literal list (parsed leniently, see below)."""
+    return name != "response.failed" or data["response"]["error"]["code"] in SDK_CODES
+
+
+def run_stream(
+    events: list[Any], *, fail: Any = None, request_id: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     encoder = ResponsesStreamEncoder(
-        response_id="resp_s", created_at=1, request=parse_responses_request(body())
-    )
+        response_id="resp_s", created_at=1, request=parse_responses_request(body()),
+        request_id=request_id,
+    )  # fmt: skip
     frames = encoder.start()
     for event in events:
         frames += encoder.on_event(event)
@@ -38,7 +60,10 @@ def run_stream(events: list[Any], *, fail: Any = None) -> list[tuple[str, dict[s
     for n, (name, data) in enumerate(frames):
         json.dumps(data)
         assert data["type"] == name and data["sequence_number"] == n
-        assert STREAM_EVENT.validate_python(data).type == name
+        if strictly_valid(name, data):
+            assert STREAM_EVENT.validate_python(data).type == name
+        parsed = construct_type(type_=ResponseStreamEvent, value=data)  # as the SDK reads streams
+        assert getattr(parsed, "type", None) == name
     return frames
 
 
@@ -96,6 +121,24 @@ def test_failure_sends_error_then_response_failed() -> None:
     assert error["message"] == "provider died"
     assert last == "response.failed" and failed["response"]["status"] == "failed"
     assert failed["response"]["error"]["message"] == "provider died"
+
+
+@pytest.mark.parametrize("error", ALL_ERRORS, ids=lambda e: type(e).__name__)
+def test_failed_code_is_the_error_events_code_with_the_request_id(error: GatewayError) -> None:
+    frames = run_stream([TextDelta("partial")], fail=error, request_id="client-7")
+    (name, event), (last, failed) = frames[-2:]
+    assert (name, last) == ("error", "response.failed")
+    assert event["code"] == failed["response"]["error"]["code"] == error.code
+    assert event["request_id"] == failed["response"]["error"]["request_id"] == "client-7"
+    lenient = construct_type(type_=ResponseStreamEvent, value=failed)
+    assert lenient.response.error.code == error.code  # type: ignore[union-attr]
+    assert strictly_valid(last, failed) == (error.code in SDK_CODES)
+
+
+def test_a_code_in_the_sdk_vocabulary_is_strictly_valid() -> None:
+    frames = run_stream([], fail=RateLimited("slow down"))
+    failed = Response.model_validate(frames[-1][1]["response"])
+    assert failed.error is not None and failed.error.code == "rate_limit_exceeded"
 
 
 def sse(frames: list[tuple[str, dict[str, Any]]]) -> bytes:
