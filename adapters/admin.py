@@ -30,6 +30,7 @@ from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord, UsageRecord
 from core import health
 from core.billing import format_usd
+from core.budget import BudgetState
 from core.catalog import Catalog
 
 audit_log = logging.getLogger("umg.admin")
@@ -94,7 +95,16 @@ def key_view(record: KeyRecord) -> dict[str, Any]:
 
 async def spend_view(limits: Limits, record: KeyRecord) -> dict[str, Any] | None:
     """The key's spend in the current budget period, or None for a key without a budget."""
-    state = await limits.key_budget(record)
+    return _spend(record, await limits.key_budget(record))
+
+
+async def spend_views(limits: Limits, records: list[KeyRecord]) -> dict[str, dict[str, Any] | None]:
+    """`spend_view` of every key, by key id, from one storage read (the key list's)."""
+    states = await limits.key_budgets(records)
+    return {r.id: _spend(r, states[r.id]) for r in records}
+
+
+def _spend(record: KeyRecord, state: BudgetState | None) -> dict[str, Any] | None:
     if state is None or record.budget_usd is None:
         return None
     return {

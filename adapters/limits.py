@@ -186,9 +186,22 @@ class Limits:
         await self._storage.update_state(grant.scope, apply)
 
     async def key_budget(self, key: KeyRecord) -> budget.BudgetState | None:
-        scope = self._scope(key)
-        if scope is None:
-            return None
-        state = await self._storage.read_state(scope)
-        assert key.budget_usd is not None
-        return budget.BudgetState.from_dict(state) if state else budget.BudgetState(limit=key.budget_usd)
+        return (await self.key_budgets([key]))[key.id]
+
+    async def key_budgets(self, keys: list[KeyRecord]) -> dict[str, budget.BudgetState | None]:
+        """Each key's budget state this period (None without a budget), by key id, read in
+        one storage query however many keys there are."""
+        scopes = {key.id: self._scope(key) for key in keys}
+        wanted = [s for s in scopes.values() if s is not None]
+        states = await self._storage.read_states(wanted) if wanted else {}
+        out: dict[str, budget.BudgetState | None] = {}
+        for key in keys:
+            scope = scopes[key.id]
+            if scope is None or key.budget_usd is None:
+                out[key.id] = None
+                continue
+            state = states.get(scope)
+            out[key.id] = (
+                budget.BudgetState.from_dict(state) if state else budget.BudgetState(limit=key.budget_usd)
+            )
+        return out

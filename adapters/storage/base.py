@@ -225,6 +225,9 @@ class Storage(Protocol):
 
     async def read_state(self, scope: str) -> State | None: ...
 
+    async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
+        """`read_state` of each scope, in one query (None for a scope never written)."""
+
     # -- jobs ------------------------------------------------------------------------
     async def insert_job(self, rec: JobRecord) -> None: ...
 

@@ -336,6 +336,12 @@ class PostgresStorage:
         )
         return None if row is None or row[0] is None else dict(row[0])
 
+    async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
+        sql = "SELECT scope, data FROM state WHERE scope = ANY(%s)"
+        rows = await self._run(lambda c: c.execute(sql, (list(scopes),)).fetchall())
+        found = {str(scope): data for scope, data in rows}
+        return {s: None if found.get(s) is None else dict(found[s]) for s in scopes}
+
     # -- jobs (queries in pg_jobs.py) ----------------------------------------------------
 
     async def insert_job(self, rec: JobRecord) -> None:

@@ -393,6 +393,21 @@ class SQLiteStorage:
         value = self._states.value(scope)
         return None if value is None else dict(value)
 
+    async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
+        """Those not in memory are read in one query (then kept, as `read_state` does)."""
+        self._own()
+        missing = sorted({s for s in scopes if not self._states.loaded(s)})
+        if missing:
+            sql = f"SELECT scope, data FROM state WHERE scope IN ({_marks(len(missing))})"
+            found = dict(await self._run(lambda c: c.execute(sql, missing).fetchall()))
+            for scope in missing:  # one that got into memory meanwhile keeps its value
+                self._states.load(scope, _state_value((found[scope],)) if scope in found else None)
+        out: dict[str, State | None] = {}
+        for scope in scopes:
+            value = self._states.value(scope)
+            out[scope] = None if value is None else dict(value)
+        return out
+
     # -- jobs ------------------------------------------------------------------------
 
     async def insert_job(self, rec: JobRecord) -> None:

@@ -132,7 +132,11 @@ def register(app: QuartTrio, services: Services) -> None:
         tenant = request.args.get("tenant") or None
         records = await services.storage.list_keys(tenant)
         admin.audit(actor, "key.list", None, {"tenant": tenant})
-        return {"object": "list", "data": [await _key_answer(services, r) for r in records]}
+        spend = await admin.spend_views(services.gateway.limits, records)  # one query for all
+        return {
+            "object": "list",
+            "data": [{**admin.key_view(r), "spend": spend[r.id]} for r in records],
+        }
 
     @app.get("/v1/admin/keys/<key_id>")
     async def get_key(key_id: str) -> dict[str, Any]:

@@ -227,3 +227,20 @@ async def test_idempotency_records(storage: Storage) -> None:
 async def test_naive_datetimes_are_refused(storage: Storage) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         await storage.insert_usage(make_usage(1, datetime(2026, 1, 1)))
+
+
+async def test_read_states_is_read_state_of_each_scope(storage: Storage, storage_url: str) -> None:
+    await storage.update_state("key:a", lambda state: (None, {"spent": "1"}))
+    await storage.update_state("other", lambda state: (None, {"n": 2}))
+    await storage.close()
+    reopened = open_storage(storage_url)  # nothing in memory: the values come from the file
+    try:
+        scopes = ["key:a", "missing", "other", "key:a"]
+        got = await reopened.read_states(scopes)
+        assert got == {"key:a": {"spent": "1"}, "missing": None, "other": {"n": 2}}
+        assert got == {s: await reopened.read_state(s) for s in scopes}
+        await reopened.update_state("key:a", lambda state: (None, {"spent": "5"}))
+        assert (await reopened.read_states(["key:a"]))["key:a"] == {"spent": "5"}
+        assert await reopened.read_states([]) == {}
+    finally:
+        await reopened.close()

@@ -364,3 +364,43 @@ async def test_every_admin_action_is_logged_without_secrets(
         line = JsonFormatter().format(r)
         assert made["key"] not in line and "umg_live_" not in line
         assert json.loads(line)["target"] in (made["id"], None)
+
+
+async def test_key_list_reads_every_keys_spend_in_one_storage_query(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with admin.client() as client:
+        made = [
+            (await client.post("/v1/admin/keys", json={"tenant": "spenders", "project": "p",
+                                                       "budget_usd": f"{n + 1}"})).json()
+            for n in range(5)
+        ]  # fmt: skip
+        for key in made[:3]:  # three of them spend something
+            async with admin.client(key["key"]) as spender:
+                assert (await chat(spender)).status_code == 200
+        storage = admin.gw.services.storage
+        calls: list[tuple[str, int]] = []
+        batched, single = storage.read_states, storage.read_state
+
+        async def read_states(scopes: list[str]) -> Any:
+            calls.append(("read_states", len(scopes)))
+            return await batched(scopes)
+
+        async def read_state(scope: str) -> Any:
+            calls.append(("read_state", 1))
+            return await single(scope)
+
+        monkeypatch.setattr(storage, "read_states", read_states)
+        monkeypatch.setattr(storage, "read_state", read_state)
+        listed = (await client.get("/v1/admin/keys", params={"tenant": "spenders"})).json()["data"]
+        monkeypatch.undo()
+        # One read for the five budgeted keys, whatever their number.
+        assert calls == [("read_states", 5)]
+        for key in listed:
+            one = (await client.get(f"/v1/admin/keys/{key['id']}")).json()
+            assert key["spend"] == one["spend"]  # the same figures as the one-key read
+    by_id = {k["id"]: k for k in listed}
+    for n, key in enumerate(made):
+        spend = by_id[key["id"]]["spend"]
+        assert spend["limit_usd"] == f"{n + 1}"
+        assert (Decimal(spend["spent_usd"]) > 0) == (n < 3), spend
