@@ -57,6 +57,12 @@ def _positive(instance: object, attribute: Any, value: object) -> None:
         raise ValueError(f"limits.{attribute.name} must be a number > 0, not {value!r}")
 
 
+def _whole_positive(instance: object, attribute: Any, value: object) -> None:
+    del instance
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"limits.{attribute.name} must be a whole number >= 1, not {value!r}")
+
+
 @frozen
 class LimitSettings:
     # rpm / tpm for keys that have none of their own (None: such keys are unlimited)
@@ -68,6 +74,8 @@ class LimitSettings:
     header_timeout_seconds: float = field(default=75.0, validator=_positive)
     body_timeout_seconds: float = field(default=30.0, validator=_positive)
     body_budget_bytes: int = field(default=32 * 1024 * 1024, validator=_positive)
+    # connections to one provider origin open at once (adapters/providers/http11.py)
+    upstream_connections: int = field(default=1024, validator=_whole_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.body_budget_bytes < self.max_body_bytes:
@@ -282,6 +290,7 @@ def load_settings(
                     env.get("UMG_BODY_BUDGET_BYTES")
                     or limits.get("body_budget_bytes", 32 * 1024 * 1024)
                 ),
+                upstream_connections=limits.get("upstream_connections", 1024),
             ),
             jobs=JobSettings(
                 workers=int(jobs.get("workers", 4)),

@@ -319,7 +319,9 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="another checkout of this gateway, run as"
                         " target `before` beside `ours` (before/after in one run)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--profile", type=Path, help="record py-spy samples of `ours` during json16 here")
+    parser.add_argument("--profile", type=Path, help="record py-spy samples of `ours` during a scenario here")
+    parser.add_argument("--profile-scenario", default="json16",
+                        help="the scenario --profile samples (json16, json64, stream16 or slow)")
     args = parser.parse_args()
     names = [n for n in args.targets.split(",") if n]
     if args.compare is not None and "before" not in names:
@@ -376,7 +378,7 @@ def main() -> None:
                 for n in names:
                     run: Callable[[Target], Metrics] = getattr(bench, scenario)
                     profiler = None
-                    if args.profile and scenario == "json16" and n == "ours":
+                    if args.profile and scenario == args.profile_scenario and n == "ours":
                         profiler = _profile(started[n], args)
                     began = time.monotonic()
                     rounds.setdefault((n, scenario), []).append(run(started[n]))
@@ -405,7 +407,7 @@ def main() -> None:
 
 
 def _profile(target: Target, args: argparse.Namespace) -> threading.Thread:
-    """py-spy on the (first) gateway process for the measured part of json16."""
+    """py-spy on the (first) gateway process for the measured part of the profiled scenario."""
     spy = Path(sys.executable).parent / "py-spy"
 
     def record() -> None:

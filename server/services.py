@@ -17,6 +17,7 @@ from adapters.gateway import Gateway
 from adapters.health_book import HealthBook
 from adapters.jobs import JobService
 from adapters.providers.base import Provider
+from adapters.providers.http11 import PoolLimits
 from adapters.providers.mock import MockProvider
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import H11Transport, Transport
@@ -79,7 +80,8 @@ def serving_catalog(settings: Settings) -> Catalog:
 async def build_services(settings: Settings) -> Services:
     clock = Clock()
     catalog = serving_catalog(settings)
-    transport = None if settings.mock_mode else H11Transport()
+    pool = PoolLimits(max_connections=settings.limits.upstream_connections)
+    transport = None if settings.mock_mode else H11Transport(limits=pool)
     providers = build_providers(settings, catalog, transport)
     storage = open_storage(settings.database_url, owner=True)  # SQLite: one serving process
     await storage.migrate()

@@ -42,7 +42,9 @@ _NET_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 @frozen
 class PoolLimits:
-    max_connections: int = 200  # per origin, open at once
+    # per origin, open at once: each open stream holds one, so this caps the streams in
+    # flight to one provider (`limits.upstream_connections` in the configuration)
+    max_connections: int = 1024
     max_idle: int = 50  # per origin, kept for reuse
     keepalive_expiry: float = 30.0  # seconds an idle connection is kept
 
@@ -242,6 +244,10 @@ class ConnectionPool:
         self._ssl_context = ssl_context
         self._origins: dict[Origin, _OriginPool] = {}
         self._closed = False
+
+    @property
+    def limits(self) -> PoolLimits:
+        return self._limits
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl_context is None:  # built on first use: loading the CA store takes ms

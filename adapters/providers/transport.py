@@ -135,6 +135,10 @@ class H11Transport:
         self._pool = ConnectionPool(limits, ssl_context)
         self._targets: dict[str, Target] = {}
 
+    @property
+    def limits(self) -> PoolLimits:
+        return self._pool.limits
+
     def _target(self, url: str) -> Target:
         target = self._targets.get(url)
         if target is None:

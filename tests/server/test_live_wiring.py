@@ -149,3 +149,26 @@ async def test_a_claude_model_without_anthropic_says_what_is_configured_and_how_
     assert one.status_code == 404 and "ANTHROPIC_API_KEY" in one.json()["error"]["message"]
     assert unknown.json()["error"]["message"] == "The model 'no-such-model' does not exist"
     gw.stop.set()
+
+
+async def test_upstream_connections_bound_the_pool_per_provider_origin(tmp_path: Path) -> None:
+    from server.services import build_services
+
+    assert load_settings({}).limits.upstream_connections == 1024
+    cfg = tmp_path / "umg.toml"
+    cfg.write_text("[limits]\nupstream_connections = 3\n")
+    settings = load_settings({
+        "UMG_CONFIG": str(cfg), "OPENAI_API_KEY": "sk-x",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/pool.db",
+    })
+    assert settings.limits.upstream_connections == 3
+    services = await build_services(settings)
+    try:
+        assert isinstance(services.transport, H11Transport)
+        assert services.transport.limits.max_connections == 3
+    finally:
+        await services.close()
+    for bad in ("0", "2.5", "true"):
+        cfg.write_text(f"[limits]\nupstream_connections = {bad}\n")
+        with pytest.raises(ConfigError, match="upstream_connections"):
+            load_settings({"UMG_CONFIG": str(cfg)})
