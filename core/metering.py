@@ -24,7 +24,7 @@ Rules:
 
 from __future__ import annotations
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from core.model import StreamEvent, TextDelta, ToolCallDelta, Usage, UsageReport
 from core.tokens import estimate_text_tokens
@@ -57,12 +57,14 @@ class Meter:
 
 
 def observe(meter: Meter, event: StreamEvent) -> Meter:
-    if isinstance(event, UsageReport):
-        return evolve(meter, reported=event.usage)
+    # called once per streamed piece: the constructor directly, not `evolve` (3x dearer)
+    m = meter
     if isinstance(event, TextDelta):
-        return evolve(meter, pieces=meter.pieces + 1, text=_Text(meter.text, event.text))
+        return Meter(m.input_estimate, m.cap, m.whole, m.reported, m.pieces + 1, _Text(m.text, event.text))
+    if isinstance(event, UsageReport):
+        return Meter(m.input_estimate, m.cap, m.whole, event.usage, m.pieces, m.text)
     if isinstance(event, ToolCallDelta):
-        return evolve(meter, pieces=meter.pieces + 1)
+        return Meter(m.input_estimate, m.cap, m.whole, m.reported, m.pieces + 1, m.text)
     return meter
 
 

@@ -157,6 +157,8 @@ def _check_line(name: str, value: str) -> None:
 def encode_event(
     data: str, *, event: str | None = None, id: str | None = None, retry: int | None = None
 ) -> bytes:
+    if event is None and id is None and retry is None and "\n" not in data and "\r" not in data:
+        return f"data: {data}\n\n".encode()  # the common case (one JSON line): one format
     parts: list[str] = []
     if event is not None:
         _check_line("event", event)

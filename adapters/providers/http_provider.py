@@ -30,8 +30,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -162,15 +161,14 @@ class HttpProvider:
             timeouts=timeouts, secrets=self._secrets, decode=self._decode, wall=self._wall,
         )
 
-    async def stream(
+    def stream(
         self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """`stream_events`' generator itself (no re-yielding layer per chunk): its
+        `aclose()` leaves the transport's context, which closes the upstream at once."""
         body = self.dialect.encode(deployment, request, stream=True)
-        upstream = stream_events(
+        return stream_events(
             self._transport, self.name, self._url, self._headers, body,
             timeouts=timeouts, secrets=self._secrets,
             events=self.dialect.events(self.name, secrets=self._secrets), wall=self._wall,
         )
-        async with aclosing(upstream):  # our aclose() closes the upstream at once
-            async for event in upstream:
-                yield event
