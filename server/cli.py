@@ -238,6 +238,7 @@ def startup_banner(settings: Settings, url: str, key_line: str | None) -> list[s
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from server.gc_policy import tune_for_serving
     from server.serve import serve
     from server.services import build_services
 
@@ -258,6 +259,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             f"Created a development API key (shown once; an admin key, tenant {record.tenant},"
             f" project {record.project}): {plain}"
         )
+    tune_for_serving()
     bound = False
     try:
         async with trio.open_nursery() as nursery:
