@@ -1,7 +1,7 @@
 """A small HTTP/1.1 load generator on raw trio + h11, for what wrk does not report.
 
 Owns: sending the same POST `requests` times over `concurrency` keep-alive connections
-and timing each one, to the first body byte and to the end (wrk reports neither the
+(reopened when the server closes one after an answer) and timing each one, to the first body byte and to the end (wrk reports neither the
 first byte nor exact low-concurrency percentiles). httpx is not used as the client because its throughput collapses under concurrency
 (stack-notes), which would measure the client instead of the gateway.
 """
@@ -43,7 +43,8 @@ async def _one(stream: trio.SocketStream, conn: h11.Connection, request: h11.Req
         elif isinstance(event, h11.ConnectionClosed):
             raise ConnectionError("server closed the connection")
     total = trio.current_time() - start
-    conn.start_next_cycle()
+    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        conn.start_next_cycle()  # else the server said `connection: close`: the caller reconnects
     return status, first if first is not None else total, total
 
 
@@ -62,15 +63,18 @@ async def run_load(url: str, body: bytes, headers: dict[str, str], *, requests: 
     remaining = [requests]
 
     async def worker() -> None:
+        # A server may end a kept-alive connection after an answer (Hypercorn does after
+        # `keep_alive_max_requests`, 1,000): the worker then opens a new one and goes on.
         try:
-            async with await trio.open_tcp_stream(host, port) as stream:
-                conn = h11.Connection(h11.CLIENT)
-                while remaining[0] > 0:
-                    remaining[0] -= 1
-                    status, first, total = await _one(stream, conn, request, body)
-                    timings.errors += status != 200
-                    timings.first_byte.append(first)
-                    timings.total.append(total)
+            while remaining[0] > 0:
+                async with await trio.open_tcp_stream(host, port) as stream:
+                    conn = h11.Connection(h11.CLIENT)
+                    while remaining[0] > 0 and conn.our_state is h11.IDLE:
+                        remaining[0] -= 1
+                        status, first, total = await _one(stream, conn, request, body)
+                        timings.errors += status != 200
+                        timings.first_byte.append(first)
+                        timings.total.append(total)
         except (OSError, ConnectionError, trio.BrokenResourceError, h11.ProtocolError):
             timings.errors += 1
 

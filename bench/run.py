@@ -191,10 +191,13 @@ class Bench:
         payload = body(False)
         out: Metrics = {}
         done = 0
+        answered = 0
         for mark in (self.args.rss_first, self.args.rss_total):
             t = load(target, payload, requests=mark - done, concurrency=16)
             done = mark
+            answered += len(t.total)  # a worker that failed stops: say how many were answered
             out[f"rss_{mark}"] = procstat.rss_mib(list(target.pids)) if target.pids else float("nan")
+            out[f"answered_{mark}"] = float(answered)
             out["errors"] = out.get("errors", 0.0) + t.errors
         return out
 
@@ -396,7 +399,8 @@ def main() -> None:
         print(_table(results, names, missing))
         if "rss" in scenarios:
             print("\nRSS after requests (MB): " + "; ".join(
-                f"{n} " + ", ".join(f"{k[4:]}: {v:.0f}" for k, v in results[n]["rss"].items() if k.startswith("rss"))
+                f"{n} " + ", ".join(f"{k[4:]}: {v:.0f} ({results[n]['rss'].get('answered_' + k[4:], 0):.0f} answered)"
+                                    for k, v in results[n]["rss"].items() if k.startswith("rss"))
                 for n in names if "rss" in results[n]))
         for line in _errors(results):
             print("errors: " + line)
