@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,23 @@ async def test_connect_refused_is_connect_error() -> None:
         await transport.aclose()
     assert err.kind is FailureKind.CONNECT and "connecting" in err.message
     assert_no_secret(err)
+
+
+async def test_an_address_is_connected_directly_and_a_name_through_resolution() -> None:
+    async with serving() as (fake, transport):
+        port = fake.openai_base_url.rsplit(":", 1)[1].split("/", 1)[0]
+        for host in ("127.0.0.1", "localhost"):  # two origins: one connection each
+            answer = await post(transport, f"http://{host}:{port}/v1/chat/completions")
+            assert answer.status == 200 and b"Echo: hello there" in answer.body
+        assert fake.connections_opened == 2
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # bound, never listening
+        transport = H11Transport()
+        for url in (f"http://127.0.0.1:{closed}/v1/x", f"http://localhost:{closed}/v1/x"):
+            err = await failure(partial(post, transport, url))
+            assert err.kind is FailureKind.CONNECT and "connecting" in err.message, url
+        await transport.aclose()
 
 
 async def test_connect_timeout_is_connect_error() -> None:
