@@ -92,10 +92,12 @@ bench-quick: $(STAMP) bench-tools
 bench-rss: $(STAMP)
 	$(BENCH) --targets ours --scenarios rss $(BENCH_ARGS)
 
-# py-spy samples of this gateway during the c=16 JSON run, summarised (bench/profile.py).
+# py-spy samples of this gateway during the c=16 JSON run, summarised (bench/profile.py);
+# BENCH_PROFILE=stream16 (or slow, json64) samples that scenario instead.
+BENCH_PROFILE ?= json16
 bench-profile: $(STAMP)
 	mkdir -p data
-	$(BENCH) --targets ours --scenarios json16 --seconds 10 --profile data/bench-profile.txt $(BENCH_ARGS)
+	$(BENCH) --targets ours --scenarios $(BENCH_PROFILE) --profile-scenario $(BENCH_PROFILE) --seconds 10 --profile data/bench-profile.txt $(BENCH_ARGS)
 	$(BIN)/python -m bench.profile data/bench-profile.txt
 
 # The console's usage and requests queries on a 1,000,000-row ledger (ROWS=... to change).
