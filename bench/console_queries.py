@@ -2,7 +2,8 @@
 
 Fills a fresh SQLite database (or, with `--database-url postgresql://...`, a Postgres
 database you created for it; its `usage` table must be empty) with `--rows` ledger rows
-(default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6 models, then times
+(default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6 models, then builds
+the hourly rollup from them (the rows bypass the ledger writer, which keeps it), then times
 the three queries the Usage page sends for one refresh (`Storage.usage_series` and the
 two `usage_histogram`s) over windows of 1, 7 and 30 days, for all tenants (admin) and
 for one tenant, plus one Requests page (`ledger_page`, 50 rows). Each timing is the
@@ -24,7 +25,7 @@ from typing import Any
 import psycopg
 import trio
 
-from adapters.storage import codec, open_storage
+from adapters.storage import codec, open_storage, rollup
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
 from adapters.storage.records import UsageRecord
@@ -77,6 +78,27 @@ def fill(url: str, n: int) -> None:
         pg.execute("ANALYZE usage")
 
 
+def roll_up(url: str) -> int:
+    """Build the hourly rollup of the rows `fill` wrote behind the writer (migration 003's
+    backfill); the number of `usage_hourly` rows."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        for statement in rollup.backfill("sqlite"):
+            conn.execute(statement)
+        conn.commit()
+        conn.execute("ANALYZE")
+        count = int(conn.execute("SELECT count(*) FROM usage_hourly").fetchone()[0])
+        conn.close()
+        return count
+    with psycopg.connect(url, autocommit=True) as pg:
+        for statement in rollup.backfill("postgres"):
+            pg.execute(statement.encode())
+        pg.execute("ANALYZE usage_hourly")
+        pg.execute("ANALYZE usage_hourly_bins")
+        row = pg.execute("SELECT count(*) FROM usage_hourly").fetchone()
+        return int(row[0]) if row else 0
+
+
 async def timed(repeat: int, fn: Any) -> float:
     runs = []
     for _ in range(repeat):
@@ -92,6 +114,9 @@ async def measure(url: str, n: int, repeat: int) -> None:
     t0 = time.perf_counter()
     fill(url, n)
     print(f"filled {n:,} rows in {time.perf_counter() - t0:.1f} s ({url.split(':', 1)[0]})")
+    t0 = time.perf_counter()
+    hourly = roll_up(url)
+    print(f"rolled up into {hourly:,} hourly rows in {time.perf_counter() - t0:.1f} s")
     for days in (1, 7, 30):
         for tenant in (None, "t3"):
             f = LedgerFilter(start=END - timedelta(days=days), end=END, tenant=tenant)

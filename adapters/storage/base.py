@@ -31,6 +31,9 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
   share (`claim_record`, `heartbeat_fn`): the SQL only finds and locks the row. So a
   job whose attempts are spent, or whose deadline passed, ends `failed`
   (`job_attempts_exhausted` / `job_deadline_exceeded`) instead of being run again.
+- The ledger reads (`ledger_page`, `usage_series`, `usage_histogram`) are the same SQL
+  on both backends (`ledger.py`, one `Dialect` each): `LedgerReads` runs them, given a
+  backend's dialect, its way to run a query, and its row decoder.
 """
 
 from __future__ import annotations
@@ -41,7 +44,16 @@ from typing import Any, Protocol, TypeVar, cast
 
 from attrs import evolve
 
-from adapters.storage.ledger import Bucket, HistogramRow, LedgerFilter, Metric, SeriesRow
+from adapters.storage import codec, ledger
+from adapters.storage.ledger import (
+    Bucket,
+    Dialect,
+    HistogramRow,
+    LedgerFilter,
+    Metric,
+    Query,
+    SeriesRow,
+)
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
 from core import jobs as lifecycle
 
@@ -163,6 +175,44 @@ def heartbeat_fn(worker: str, now: float, policy: lifecycle.JobPolicy) -> JobFn:
 
 def holds_lease(job: JobRecord | None, worker: str) -> bool:
     return job is not None and job.status == "running" and job.lease_owner == worker
+
+
+USAGE_COLUMNS = ", ".join(codec.columns(UsageRecord))
+
+
+class LedgerReads:
+    """The ledger reads of both backends: each gives its `dialect`, `_fetch` (one query,
+    every row) and `_usage_record` (a `usage` row as a record)."""
+
+    dialect: Dialect
+
+    async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _usage_record(self, row: tuple[Any, ...]) -> UsageRecord:
+        raise NotImplementedError
+
+    async def ledger_page(
+        self, f: LedgerFilter, limit: int, after: str | None
+    ) -> list[UsageRecord]:
+        rows = await self._fetch(ledger.page_query(self.dialect, USAGE_COLUMNS, f, limit, after))
+        return [self._usage_record(r) for r in rows]
+
+    async def usage_series(
+        self, f: LedgerFilter, bucket: Bucket, by: str | None
+    ) -> list[SeriesRow]:
+        found: list[SeriesRow] = []
+        for query in ledger.series_queries(self.dialect, f, bucket, by):
+            found += [ledger.series_row(r) for r in await self._fetch(query)]
+        return ledger.merge_series(found)
+
+    async def usage_histogram(
+        self, f: LedgerFilter, bucket: Bucket, metric: Metric
+    ) -> list[HistogramRow]:
+        found: list[HistogramRow] = []
+        for query in ledger.histogram_queries(self.dialect, f, bucket, metric):
+            found += [ledger.histogram_row(r) for r in await self._fetch(query)]
+        return ledger.merge_histogram(found)
 
 
 class Storage(Protocol):

@@ -3,10 +3,15 @@ time series of requests, tokens and cost, and latency histograms.
 
 Owns: the SQL of those reads, written once for both backends. The two dialects differ
 only in the placeholder, in how an instant is cut to its hour or day, and in how money
-is summed exactly; `SQLITE` and `POSTGRES` say how. Every query is a range on `at`
-(plus equality filters), so it can use one of the indexes `usage_at (at, id)`,
+is summed exactly; `SQLITE` and `POSTGRES` say how. Every query on the ledger is a range
+on `at` (plus equality filters), so it can use one of the indexes `usage_at (at, id)`,
 `usage_tenant_at_id (tenant, at, id)` or `usage_key_at (key_id, at, id)` (migration 002;
 `tests/adapters/test_ledger_queries.py` checks the plans on both backends).
+Series and histograms read the whole hours of a window from the hourly rollup
+(`rollup.py`, migration 003: a range on `hour`) and only the partial hours at its edges
+from the ledger; `series_queries` / `histogram_queries` give those queries and
+`merge_series` / `merge_histogram` add their answers up per (bucket, group or bin), so
+the result is the same as summing the window's ledger rows.
 
 Rules:
 - Money stays exact. Postgres sums NUMERIC. SQLite keeps cost as text with exactly 10
@@ -27,9 +32,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from attrs import frozen
+from attrs import evolve, frozen
 
-from adapters.storage import codec
+from adapters.storage import codec, rollup
 from core import percentiles
 
 Bucket = Literal["hour", "day"]
@@ -107,9 +112,15 @@ def money_from_units(value: Any) -> Decimal:
     return Decimal(value)
 
 
-def where(d: Dialect, f: LedgerFilter) -> tuple[str, list[Any]]:
-    clauses = [f"at >= {d.mark}", f"at < {d.mark}"]
-    args: list[Any] = [d.time(f.start), d.time(f.end)]
+def where(d: Dialect, f: LedgerFilter, hours: tuple[str, str] | None = None) -> tuple[str, list[Any]]:
+    """The filter's condition on the ledger (a range on `at`), or, given `hours`, on the
+    rollup (a range on `hour`: `[first, past)`)."""
+    if hours is None:
+        clauses = [f"at >= {d.mark}", f"at < {d.mark}"]
+        args: list[Any] = [d.time(f.start), d.time(f.end)]
+    else:
+        clauses = [f"hour >= {d.mark}", f"hour < {d.mark}"]
+        args = list(hours)
     for column in FILTER_COLUMNS:
         value = getattr(f, column)
         if value is not None:
@@ -135,22 +146,45 @@ def _bucket(d: Dialect, bucket: Bucket) -> str:
     return d.hour if bucket == "hour" else d.day
 
 
+def _rollup_bucket(bucket: Bucket) -> str:
+    return "hour" if bucket == "hour" else "substr(hour, 1, 10)"
+
+
+Query = tuple[str, list[Any]]
+
+
 def series_query(
-    d: Dialect, f: LedgerFilter, bucket: Bucket, by: str | None
-) -> tuple[str, list[Any]]:
-    """Requests, errors, tokens and cost per (bucket, value of `by`)."""
+    d: Dialect, f: LedgerFilter, bucket: Bucket, by: str | None, hours: tuple[str, str] | None = None
+) -> Query:
+    """Requests, errors, tokens and cost per (bucket, value of `by`): of the ledger rows
+    in the filter's window, or, given `hours`, of the rollup's whole hours `[first, past)`."""
     if by is not None and by not in GROUP_COLUMNS:
         raise ValueError(f"cannot group the ledger by {by!r}")
     group = "''" if by is None else f"coalesce({by}, '')"
-    cond, args = where(d, f)
-    sql = (
-        f"SELECT {_bucket(d, bucket)} AS b, {group} AS g, count(*),"
-        " sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END),"
-        " sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
-        f" sum(cache_write_tokens), {d.cost_sum}"
-        f" FROM usage WHERE {cond} GROUP BY 1, 2 ORDER BY 1, 2"
-    )
-    return sql, args
+    cond, args = where(d, f, hours)
+    if hours is None:
+        sums = (
+            f"{_bucket(d, bucket)} AS b, {group} AS g, count(*),"
+            " sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END),"
+            " sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
+            f" sum(cache_write_tokens), {d.cost_sum} FROM usage"
+        )
+    else:
+        sums = (
+            f"{_rollup_bucket(bucket)} AS b, {group} AS g, sum(requests),"
+            " sum(CASE WHEN status = 'ok' THEN 0 ELSE requests END),"
+            " sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
+            f" sum(cache_write_tokens), {d.cost_sum} FROM usage_hourly"
+        )
+    return f"SELECT {sums} WHERE {cond} GROUP BY 1, 2 ORDER BY 1, 2", args
+
+
+def series_queries(d: Dialect, f: LedgerFilter, bucket: Bucket, by: str | None) -> list[Query]:
+    """The queries whose answers, merged (`merge_series`), are the window's series: the
+    rollup for its whole hours, the ledger for the partial hours at its edges."""
+    hours, edges = rollup.split(f.start, f.end)
+    queries = [] if hours is None else [series_query(d, f, bucket, by, hours)]
+    return queries + [series_query(d, evolve(f, start=a, end=b), bucket, by) for a, b in edges]
 
 
 def bin_case(column: str) -> str:
@@ -162,17 +196,34 @@ def bin_case(column: str) -> str:
 
 
 def histogram_query(
-    d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric
-) -> tuple[str, list[Any]]:
-    """How many rows per (bucket, bin of `metric`), rows without that metric left out."""
-    if metric not in ("latency_ms", "ttft_ms"):
+    d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric,
+    hours: tuple[str, str] | None = None,
+) -> Query:  # fmt: skip
+    """How many rows per (bucket, bin of `metric`), rows without that metric left out: of
+    the ledger in the filter's window, or, given `hours`, of the rollup's whole hours."""
+    if metric not in rollup.METRICS:
         raise ValueError(f"no histogram of {metric!r}")
-    cond, args = where(d, f)
+    cond, args = where(d, f, hours)
+    if hours is None:
+        sql = (
+            f"SELECT {_bucket(d, bucket)} AS b, {bin_case(metric)} AS h, count(*)"
+            f" FROM usage WHERE {cond} AND {metric} IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        return sql, args
     sql = (
-        f"SELECT {_bucket(d, bucket)} AS b, {bin_case(metric)} AS h, count(*)"
-        f" FROM usage WHERE {cond} AND {metric} IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"
+        f"SELECT {_rollup_bucket(bucket)} AS b, bin AS h, sum(n) FROM usage_hourly_bins"
+        f" WHERE {cond} AND metric = {d.mark} GROUP BY 1, 2 ORDER BY 1, 2"
     )
-    return sql, args
+    return sql, [*args, metric]
+
+
+def histogram_queries(d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric) -> list[Query]:
+    """As `series_queries`, for the histogram of `metric` (merged by `merge_histogram`)."""
+    hours, edges = rollup.split(f.start, f.end)
+    queries = [] if hours is None else [histogram_query(d, f, bucket, metric, hours)]
+    return queries + [
+        histogram_query(d, evolve(f, start=a, end=b), bucket, metric) for a, b in edges
+    ]
 
 
 def series_row(row: tuple[Any, ...]) -> SeriesRow:
@@ -192,3 +243,30 @@ def series_row(row: tuple[Any, ...]) -> SeriesRow:
 
 def histogram_row(row: tuple[Any, ...]) -> HistogramRow:
     return HistogramRow(bucket=str(row[0]), bin=int(row[1]), count=int(row[2]))
+
+
+def merge_series(rows: list[SeriesRow]) -> list[SeriesRow]:
+    """Rows of the same (bucket, group) added up, in (bucket, group) order."""
+    merged: dict[tuple[str, str], SeriesRow] = {}
+    for r in rows:
+        seen = merged.get((r.bucket, r.group))
+        merged[(r.bucket, r.group)] = r if seen is None else SeriesRow(
+            bucket=r.bucket,
+            group=r.group,
+            requests=seen.requests + r.requests,
+            errors=seen.errors + r.errors,
+            input_tokens=seen.input_tokens + r.input_tokens,
+            output_tokens=seen.output_tokens + r.output_tokens,
+            cached_input_tokens=seen.cached_input_tokens + r.cached_input_tokens,
+            cache_write_tokens=seen.cache_write_tokens + r.cache_write_tokens,
+            cost=seen.cost + r.cost,
+        )
+    return [merged[k] for k in sorted(merged)]
+
+
+def merge_histogram(rows: list[HistogramRow]) -> list[HistogramRow]:
+    """Counts of the same (bucket, bin) added up, in (bucket, bin) order."""
+    counts: dict[tuple[str, int], int] = {}
+    for r in rows:
+        counts[(r.bucket, r.bin)] = counts.get((r.bucket, r.bin), 0) + r.count
+    return [HistogramRow(bucket=b, bin=i, count=n) for (b, i), n in sorted(counts.items())]

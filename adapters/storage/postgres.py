@@ -34,22 +34,10 @@ import psycopg_pool
 import trio
 from psycopg import errors as pg_errors
 
-from adapters.storage import codec
-from adapters.storage.base import JobFn, State, StateFn, key_changes
+from adapters.storage import codec, rollup
+from adapters.storage.base import JobFn, LedgerReads, State, StateFn, key_changes
 from adapters.storage.keycache import KeyCache
-from adapters.storage.ledger import (
-    POSTGRES,
-    Bucket,
-    HistogramRow,
-    LedgerFilter,
-    Metric,
-    SeriesRow,
-    histogram_query,
-    histogram_row,
-    page_query,
-    series_query,
-    series_row,
-)
+from adapters.storage.ledger import POSTGRES, Query
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
@@ -62,11 +50,19 @@ log = logging.getLogger("umg.storage")
 
 _KEY_COLS = ", ".join(codec.columns(KeyRecord))
 _USAGE_COLS = ", ".join(codec.columns(UsageRecord))
+_UPSERT_HOURLY = rollup.upsert_hourly("%s", cost_added_by_caller=False)
+_UPSERT_BINS = rollup.upsert_bins("%s")
 _MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
 
 
 def marks(cols: tuple[str, ...]) -> str:
     return ", ".join("%s::jsonb" if c in codec.JSON_FIELDS else "%s" for c in cols)
+
+
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({marks(codec.columns(UsageRecord))})"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 class _Abandoned(Exception):
@@ -112,7 +108,7 @@ class _Slot:
         self._done.wait()
 
 
-class PostgresStorage:
+class PostgresStorage(LedgerReads):
     def __init__(self, url: str, *, pool_size: int = 10, keys: KeyCache | None = None) -> None:
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, name="umg-storage"
@@ -123,6 +119,7 @@ class PostgresStorage:
         self._open_lock = threading.Lock()
         self.jobs = JobQueries(self._run)
         self.shared = True  # many processes: limits lease slices (adapters/leases.py)
+        self.dialect = POSTGRES
         self.keys = keys or KeyCache()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -274,10 +271,20 @@ class PostgresStorage:
     # -- usage ledger ----------------------------------------------------------------
 
     async def insert_usage(self, rec: UsageRecord) -> bool:
+        """The row and what it adds to the hourly rollup (`rollup.py`), one transaction."""
         row = codec.postgres_row(rec)
-        cols = codec.columns(UsageRecord)
-        sql = f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({marks(cols)}) ON CONFLICT DO NOTHING"
-        return bool(await self._run(lambda c: c.execute(sql, row).rowcount))
+        hourly, bins = rollup.contributions([rec])
+
+        def apply(c: Conn) -> bool:
+            if not c.execute(_INSERT_USAGE, row).rowcount:
+                return False  # already recorded: it was added to the rollup then
+            with c.cursor() as cur:
+                cur.executemany(_UPSERT_HOURLY, hourly)
+                if bins:
+                    cur.executemany(_UPSERT_BINS, bins)
+            return True
+
+        return await self._run(apply)
 
     async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
         sql = (
@@ -291,25 +298,12 @@ class PostgresStorage:
     async def usage_count(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))  # type: ignore[index]
 
-    async def ledger_page(
-        self, f: LedgerFilter, limit: int, after: str | None
-    ) -> list[UsageRecord]:
-        sql, args = page_query(POSTGRES, _USAGE_COLS, f, limit, after)
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [codec.from_postgres_row(UsageRecord, r) for r in rows]
+    async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
+        sql, args = query
+        return await self._run(lambda c: c.execute(sql, args).fetchall())
 
-    async def usage_series(
-        self, f: LedgerFilter, bucket: Bucket, by: str | None
-    ) -> list[SeriesRow]:
-        sql, args = series_query(POSTGRES, f, bucket, by)
-        return [series_row(r) for r in await self._run(lambda c: c.execute(sql, args).fetchall())]
-
-    async def usage_histogram(
-        self, f: LedgerFilter, bucket: Bucket, metric: Metric
-    ) -> list[HistogramRow]:
-        sql, args = histogram_query(POSTGRES, f, bucket, metric)
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [histogram_row(r) for r in rows]
+    def _usage_record(self, row: tuple[Any, ...]) -> UsageRecord:
+        return codec.from_postgres_row(UsageRecord, row)
 
     # -- generic atomic state ----------------------------------------------------------
 

@@ -43,9 +43,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from adapters.storage import codec
+from adapters.storage import codec, rollup
 from adapters.storage.base import (
     JobFn,
+    LedgerReads,
     State,
     StateFn,
     claim_record,
@@ -56,19 +57,7 @@ from adapters.storage.base import (
 )
 from adapters.storage.group_commit import GroupCommit
 from adapters.storage.keycache import KeyCache
-from adapters.storage.ledger import (
-    SQLITE,
-    Bucket,
-    HistogramRow,
-    LedgerFilter,
-    Metric,
-    SeriesRow,
-    histogram_query,
-    histogram_row,
-    page_query,
-    series_query,
-    series_row,
-)
+from adapters.storage.ledger import SQLITE, Query
 from adapters.storage.memstate import StateTable, write_behind
 from adapters.storage.migrations import migrations
 from adapters.storage.owner import FileOwner
@@ -89,6 +78,8 @@ _INSERT_USAGE = (
     f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({', '.join('?' * len(codec.columns(UsageRecord)))})"
     " ON CONFLICT DO NOTHING"
 )
+_UPSERT_HOURLY = rollup.upsert_hourly("?", cost_added_by_caller=True)
+_UPSERT_BINS = rollup.upsert_bins("?")
 _UPSERT_STATE = (
     "INSERT INTO state (scope, data) VALUES (?, ?)"
     " ON CONFLICT (scope) DO UPDATE SET data = excluded.data"
@@ -125,7 +116,7 @@ def _state_value(row: tuple[Any, ...] | None) -> State | None:
     return None if row is None or row[0] is None else dict(json.loads(row[0]))
 
 
-class SQLiteStorage:
+class SQLiteStorage(LedgerReads):
     """`owner=True`: take the state at `migrate` (a serving process, so a second one on the
     same file fails at start, not at its first limited request)."""
 
@@ -140,6 +131,7 @@ class SQLiteStorage:
     ) -> None:
         self.path = path
         self.shared = False  # one process owns the state (see the module rules)
+        self.dialect = SQLITE
         self._conn: Conn | None = None
         self._lock = trio.Lock()
         self._closed = False
@@ -294,15 +286,25 @@ class SQLiteStorage:
     # -- usage ledger ----------------------------------------------------------------
 
     async def insert_usage(self, rec: UsageRecord) -> bool:
-        return await self.writer.submit(codec.sqlite_row(rec))
+        return await self.writer.submit((codec.sqlite_row(rec), rec))
 
     async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
-        """The writer's batch: `rows` and every changed state scope, one transaction."""
+        """The writer's batch: `rows` (each a (row, record) pair), what the inserted ones
+        add to the hourly rollup, and every changed state scope, one transaction."""
         states = self._states.take_dirty()
         unstorable: list[tuple[str, Exception]] = []
 
         def apply(c: Conn) -> list[bool]:
-            inserted = [c.execute(_INSERT_USAGE, row).rowcount == 1 for row in rows]
+            inserted = [c.execute(_INSERT_USAGE, row).rowcount == 1 for row, _ in rows]
+            new = [rec for (_, rec), added in zip(rows, inserted, strict=True) if added]
+            hourly, bins = rollup.contributions(new)
+
+            def held(key: tuple[Any, ...]) -> str | None:
+                found = c.execute(rollup.SELECT_COST, key).fetchone()
+                return None if found is None else str(found[0])
+
+            c.executemany(_UPSERT_HOURLY, rollup.add_costs(hourly, held))
+            c.executemany(_UPSERT_BINS, bins)
             for scope, value in states:
                 try:
                     text = codec.dumps(value)
@@ -335,25 +337,12 @@ class SQLiteStorage:
     async def usage_count(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))
 
-    async def ledger_page(
-        self, f: LedgerFilter, limit: int, after: str | None
-    ) -> list[UsageRecord]:
-        sql, args = page_query(SQLITE, _USAGE_COLS, f, limit, after)
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [codec.from_sqlite_row(UsageRecord, r) for r in rows]
+    async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
+        sql, args = query
+        return await self._run(lambda c: c.execute(sql, args).fetchall())
 
-    async def usage_series(
-        self, f: LedgerFilter, bucket: Bucket, by: str | None
-    ) -> list[SeriesRow]:
-        sql, args = series_query(SQLITE, f, bucket, by)
-        return [series_row(r) for r in await self._run(lambda c: c.execute(sql, args).fetchall())]
-
-    async def usage_histogram(
-        self, f: LedgerFilter, bucket: Bucket, metric: Metric
-    ) -> list[HistogramRow]:
-        sql, args = histogram_query(SQLITE, f, bucket, metric)
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [histogram_row(r) for r in rows]
+    def _usage_record(self, row: tuple[Any, ...]) -> UsageRecord:
+        return codec.from_sqlite_row(UsageRecord, row)
 
     # -- generic atomic state ----------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from adapters.storage import codec, ledger
+from adapters.storage import codec, ledger, rollup
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
 from adapters.storage.records import UsageRecord
@@ -177,6 +177,22 @@ def _queries(d: ledger.Dialect, f: LedgerFilter) -> list[tuple[str, list[Any]]]:
     ]
 
 
+ROLLUP_PLANS = [  # (filter, the rollup's index it must use)
+    (DAY, "PRIMARY KEY"),
+    (LedgerFilter(DAY.start, DAY.end, tenant="t3"), "INDEX {table}_tenant"),
+    (LedgerFilter(DAY.start, DAY.end, key_id="key_7"), "INDEX {table}_key"),
+]
+
+
+def _rollup_queries(d: ledger.Dialect, f: LedgerFilter) -> list[tuple[str, list[Any]]]:
+    hours, _ = rollup.split(f.start, f.end)
+    assert hours is not None
+    return [
+        ledger.series_query(d, f, "hour", "model", hours),
+        ledger.histogram_query(d, f, "hour", "latency_ms", hours),
+    ]
+
+
 async def test_usage_page_queries_use_the_indexes_on_a_large_ledger(storage_url: str, storage: Storage) -> None:
     if storage_url.startswith("sqlite"):
         conn = _fill_sqlite(storage_url.removeprefix("sqlite:///"))
@@ -185,6 +201,16 @@ async def test_usage_page_queries_use_the_indexes_on_a_large_ledger(storage_url:
                 plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
                 assert f"INDEX {index} " in plan, (sql, plan)
                 assert "SCAN usage" not in plan, plan
+        for statement in rollup.backfill("sqlite"):
+            conn.execute(statement)
+        conn.commit()
+        conn.execute("ANALYZE")
+        for f, index in ROLLUP_PLANS:  # the whole hours, read from the rollup
+            for sql, args in _rollup_queries(ledger.SQLITE, f):
+                plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+                table = "usage_hourly_bins" if "usage_hourly_bins" in sql else "usage_hourly"
+                assert f"SEARCH {table} USING {index.format(table=table)} " in plan, (sql, plan)
+                assert "SCAN usage_hourly" not in plan, plan
         conn.close()
     else:
         pg = _fill_postgres(storage_url)

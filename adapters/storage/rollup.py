@@ -1,0 +1,166 @@
+"""The hourly rollup of the usage ledger: `usage_hourly` and `usage_hourly_bins`.
+
+Owns: what ledger rows add to the rollup, the upserts that add it (run by each backend
+in the transaction that inserts those rows), and how a read window splits into whole
+hours (read from the rollup) and the partial hours at its edges (read from the ledger).
+
+Rules:
+- A rollup row's key is the hour (`YYYY-MM-DDTHH`, UTC: the ledger reads' hour bucket)
+  plus every column a ledger read filters or groups on (tenant, project, key_id, model,
+  provider, deployment, status). A NULL provider or deployment is '' there: the reads
+  group NULL as '' already, and a filter value is never empty (`server/ledger_params.py`).
+- `usage_hourly` sums requests, the five token counts, cost, and the latency and TTFT
+  of the rows that have them (sums and counts). Cost is exact and never overflows: on
+  Postgres an unbounded NUMERIC added in SQL; on SQLite text with exactly 10 places,
+  like the ledger's (read with the same exact integer sum, `ledger.py`), added in Python
+  (`add_costs`: the writer reads the hour's cost in its transaction; SQL on SQLite has
+  no exact decimal addition).
+- `usage_hourly_bins` counts rows per (metric, `core.percentiles` bin), for the
+  latency and TTFT percentiles.
+- A row is added once: only rows whose INSERT inserted them (a retried `request_id`
+  adds nothing), in the same transaction, so the rollup always equals the ledger's sums.
+- Rows of one batch with the same key are added up here first: one upsert per key.
+- Migration 003 builds the rollup from the rows already in the ledger (the same sums,
+  in SQL; a test checks it gives what the writer gives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal
+from typing import Any
+
+from adapters.storage.migrations import migrations
+from adapters.storage.records import UsageRecord
+from core import percentiles
+
+KEY_COLUMNS = ("hour", "tenant", "project", "key_id", "model", "provider", "deployment", "status")
+MEASURES = (
+    "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+    "reasoning_tokens", "cost", "latency_ms_sum", "latency_count", "ttft_ms_sum", "ttft_count",
+)  # fmt: skip
+METRICS = ("latency_ms", "ttft_ms")
+BIN_COLUMNS = (*KEY_COLUMNS, "metric", "bin")
+HOUR = timedelta(hours=1)
+
+Key = tuple[str, ...]
+_PLACES = Decimal("1E-10")
+_WIDE = Context(prec=80)  # any sum of ledger costs, exactly
+
+
+def hour_of(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+def _key(rec: UsageRecord) -> Key:
+    return (hour_of(rec.at), rec.tenant, rec.project, rec.key_id, rec.model,
+            rec.provider or "", rec.deployment or "", rec.status)  # fmt: skip
+
+
+def contributions(
+    records: Iterable[UsageRecord],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What `records` add: (`usage_hourly` rows, `usage_hourly_bins` rows), one per key,
+    as the upserts' arguments (key columns, then the measures, cost a Decimal; or the
+    count)."""
+    hourly: dict[Key, list[Any]] = {}
+    bins: dict[tuple[Any, ...], int] = {}
+    for rec in records:
+        key = _key(rec)
+        latency, ttft = rec.latency_ms, rec.ttft_ms
+        adds = [1, rec.input_tokens, rec.output_tokens, rec.cached_input_tokens,
+                rec.cache_write_tokens, rec.reasoning_tokens, rec.cost,
+                latency or 0, int(latency is not None), ttft or 0, int(ttft is not None)]  # fmt: skip
+        sums = hourly.get(key)
+        hourly[key] = adds if sums is None else [_WIDE.add(a, b) if isinstance(a, Decimal)
+                                                 else a + b for a, b in zip(sums, adds, strict=True)]  # fmt: skip
+        for metric, value in zip(METRICS, (latency, ttft), strict=True):
+            if value is not None:
+                bin_key = (*key, metric, percentiles.bin_of(value))
+                bins[bin_key] = bins.get(bin_key, 0) + 1
+    hourly_rows = [(*key, *sums) for key, sums in hourly.items()]
+    bin_rows = [(*bin_key, n) for bin_key, n in bins.items()]
+    return hourly_rows, bin_rows
+
+
+COST = len(KEY_COLUMNS) + MEASURES.index("cost")  # where the cost is in an hourly row
+
+
+def _upsert(
+    table: str, keys: Sequence[str], measures: Sequence[str], mark: str, replaced: Sequence[str] = ()
+) -> str:
+    """Insert, or add the measures to the row of that key (`replaced` ones are set: their
+    new value was added up by the caller)."""
+    cols = (*keys, *measures)
+    adds = ", ".join(
+        f"{m} = excluded.{m}" if m in replaced else f"{m} = {table}.{m} + excluded.{m}"
+        for m in measures
+    )
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}"
+    )
+
+
+def upsert_hourly(mark: str, *, cost_added_by_caller: bool) -> str:
+    replaced = ("cost",) if cost_added_by_caller else ()
+    return _upsert("usage_hourly", KEY_COLUMNS, MEASURES, mark, replaced)
+
+
+def upsert_bins(mark: str) -> str:
+    return _upsert("usage_hourly_bins", BIN_COLUMNS, ("n",), mark)
+
+
+SELECT_COST = (
+    "SELECT cost FROM usage_hourly WHERE "
+    + " AND ".join(f"{c} = ?" for c in KEY_COLUMNS)
+)  # SQLite's: the cost an hour's row holds, to add to (`add_costs`)
+
+
+def money_text(value: Decimal) -> str:
+    """A cost as SQLite keeps it: exactly 10 places, never rounded (`_WIDE`)."""
+    return f"{_WIDE.quantize(value, _PLACES):f}"
+
+
+def add_costs(
+    rows: list[tuple[Any, ...]], held: Callable[[tuple[Any, ...]], str | None]
+) -> list[tuple[Any, ...]]:
+    """SQLite's hourly rows with their cost replaced by the hour's new total as text:
+    what the row already holds (`held(key)`, None for a new row) plus what is added."""
+    out = []
+    for row in rows:
+        before = held(row[: len(KEY_COLUMNS)])
+        total = row[COST] if before is None else _WIDE.add(Decimal(before), row[COST])
+        out.append((*row[:COST], money_text(total), *row[COST + 1 :]))
+    return out
+
+
+def backfill(backend: str) -> list[str]:
+    """Migration 003's statements that build the rollup from the ledger's rows (for a
+    ledger filled behind the writer's back, as `make bench-console` does)."""
+    (migration,) = [m for m in migrations(backend) if m.name.endswith("_usage_hourly.sql")]
+    return [s for s in migration.statements() if s.startswith("INSERT")]
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+def _ceil_hour(at: datetime) -> datetime:
+    floor = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return floor if floor == at else floor + HOUR
+
+
+def _floor_hour(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def split(start: datetime, end: datetime) -> tuple[tuple[str, str] | None, list[tuple[datetime, datetime]]]:
+    """The window [start, end) as (whole hours `[first, past)` as hour texts, or None;
+    the partial edges, as instants, to read from the ledger). Together they cover the
+    window exactly once."""
+    first, past = _ceil_hour(start), _floor_hour(end)
+    if first >= past:
+        return None, [(start, end)] if start < end else []
+    edges = [(a, b) for a, b in ((start, first), (past, end)) if a < b]
+    return (hour_of(first), hour_of(past)), edges

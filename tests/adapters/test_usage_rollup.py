@@ -1,0 +1,239 @@
+"""The hourly rollup (adapters/storage/rollup.py, migration 003) on SQLite and Postgres.
+
+- Equality (Hypothesis): for any ledger rows written through `insert_usage` and any
+  window, filter, bucket and grouping, `usage_series` and `usage_histogram` (the rollup
+  for whole hours, the ledger for the edges) equal the sums of the raw rows computed in
+  Python, and the raw-ledger SQL over the whole window; money exactly.
+- The writer adds each inserted row once (a retried `request_id` adds nothing), in the
+  insert's transaction; migration 003's backfill gives the same rollup as the writer.
+- `split` covers a window exactly once: whole hours plus its partial edges.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from attrs import frozen
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.storage import ledger, open_storage, rollup
+from adapters.storage.base import Storage
+from adapters.storage.ledger import LedgerFilter, SeriesRow
+from adapters.storage.migrations import migrations
+from adapters.storage.records import UsageRecord
+from core import percentiles
+from tests.adapters.test_storage import make_usage
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+EPOCH = timedelta(days=5)  # each example's rows and windows lie in its own 5 days
+SPAN_US = 50 * 3600 * 10**6  # rows within 50 hours of the epoch's start
+
+
+@frozen
+class Row:
+    offset_us: int
+    tenant: str
+    model: str
+    provider: str | None
+    status: str
+    tokens: tuple[int, int, int, int]
+    cost_units: int  # 1e-10 dollars
+    latency_ms: int | None
+    ttft_ms: int | None
+
+
+rows_strategy = st.lists(
+    st.builds(
+        Row,
+        offset_us=st.one_of(st.integers(0, SPAN_US), st.integers(0, 50).map(lambda h: h * 3600 * 10**6)),
+        tenant=st.sampled_from(["a", "b"]),
+        model=st.sampled_from(["m1", "m2"]),
+        provider=st.sampled_from([None, "p", "q"]),
+        status=st.sampled_from(["ok", "ok", "upstream_error"]),
+        tokens=st.tuples(*[st.integers(0, 5000)] * 4),
+        cost_units=st.integers(0, 10**13),
+        latency_ms=st.one_of(st.none(), st.integers(0, 700_000)),
+        ttft_ms=st.one_of(st.none(), st.integers(0, 5_000)),
+    ),
+    max_size=40,
+)
+# A window: start and length in microseconds (sometimes whole hours), within the epoch.
+edge_us = st.one_of(st.integers(0, SPAN_US), st.integers(0, 52).map(lambda h: h * 3600 * 10**6))
+windows = st.tuples(edge_us, edge_us).map(sorted).filter(lambda w: w[0] < w[1])
+filters = st.fixed_dictionaries({
+    "tenant": st.sampled_from([None, "a"]),
+    "model": st.sampled_from([None, "m1"]),
+    "provider": st.sampled_from([None, "p"]),
+    "status": st.sampled_from([None, "ok"]),
+})  # fmt: skip
+buckets = st.sampled_from(["hour", "day"])
+groupings = st.sampled_from([None, "model", "provider", "status", "tenant", "key_id", "deployment"])
+
+
+@pytest.fixture
+def epochs() -> Iterator[int]:
+    return itertools.count()
+
+
+def record(base: datetime, n: int, row: Row) -> UsageRecord:
+    return make_usage(
+        n, base + timedelta(microseconds=row.offset_us), tenant=row.tenant, model=row.model,
+        provider=row.provider, deployment=None if row.provider is None else f"{row.provider}/{row.model}",
+        status=row.status, input_tokens=row.tokens[0], output_tokens=row.tokens[1],
+        cached_input_tokens=row.tokens[2], cache_write_tokens=row.tokens[3],
+        cost=Decimal(row.cost_units).scaleb(-10), latency_ms=row.latency_ms, ttft_ms=row.ttft_ms,
+        key_id=f"key_{row.tenant}{n % 2}", request_id=f"req_{base:%Y%m%d}_{n}",
+        id=f"use_{base:%Y%m%d}_{n}",
+    )  # fmt: skip
+
+
+def matches(rec: UsageRecord, f: LedgerFilter) -> bool:
+    if not f.start <= rec.at < f.end:
+        return False
+    return all(getattr(f, c) is None or getattr(rec, c) == getattr(f, c) for c in ledger.FILTER_COLUMNS)
+
+
+def bucket_of(rec: UsageRecord, bucket: str) -> str:
+    hour = rollup.hour_of(rec.at)
+    return hour if bucket == "hour" else hour[:10]
+
+
+def expected_series(recs: list[UsageRecord], f: LedgerFilter, bucket: str, by: str | None) -> list[SeriesRow]:
+    sums: dict[tuple[str, str], list[Any]] = {}
+    for rec in (r for r in recs if matches(r, f)):
+        key = (bucket_of(rec, bucket), "" if by is None else getattr(rec, by) or "")
+        adds = [1, int(rec.status != "ok"), rec.input_tokens, rec.output_tokens,
+                rec.cached_input_tokens, rec.cache_write_tokens, rec.cost]  # fmt: skip
+        seen = sums.get(key)
+        sums[key] = adds if seen is None else [a + b for a, b in zip(seen, adds, strict=True)]
+    return [SeriesRow(b, g, *v) for (b, g), v in sorted(sums.items())]
+
+
+def expected_histogram(recs: list[UsageRecord], f: LedgerFilter, bucket: str, metric: str) -> list[tuple[str, int, int]]:
+    counts: dict[tuple[str, int], int] = {}
+    for rec in (r for r in recs if matches(r, f)):
+        value = getattr(rec, metric)
+        if value is not None:
+            key = (bucket_of(rec, bucket), percentiles.bin_of(value))
+            counts[key] = counts.get(key, 0) + 1
+    return [(b, i, n) for (b, i), n in sorted(counts.items())]
+
+
+@settings(max_examples=30)
+@given(rows=rows_strategy, window=windows, filt=filters, bucket=buckets, by=groupings)
+async def test_series_and_histograms_equal_the_raw_rows(
+    storage_url: str, epochs: Iterator[int], rows: list[Row], window: tuple[int, int],
+    filt: dict[str, str | None], bucket: Any, by: str | None,
+) -> None:  # fmt: skip
+    # One database for every example (each in its own epoch), opened per example.
+    storage = open_storage(storage_url)
+    await storage.migrate()
+    try:
+        await check_equal(storage, T0 + next(epochs) * EPOCH, rows, window, filt, bucket, by)
+    finally:
+        await storage.close()
+
+
+async def check_equal(
+    storage: Storage, base: datetime, rows: list[Row], window: tuple[int, int],
+    filt: dict[str, str | None], bucket: Any, by: str | None,
+) -> None:  # fmt: skip
+    recs = [record(base, n, row) for n, row in enumerate(rows)]
+    for rec in recs:
+        assert await storage.insert_usage(rec)
+    f = LedgerFilter(start=base + timedelta(microseconds=window[0]),
+                     end=base + timedelta(microseconds=window[1]), **filt)  # fmt: skip
+    got = await storage.usage_series(f, bucket, by)
+    assert got == expected_series(recs, f, bucket, by)
+    # The same as the raw ledger's SQL over the whole window (the path before the rollup).
+    raw = [ledger.series_row(r) for r in await storage._fetch(  # type: ignore[attr-defined]
+        ledger.series_query(storage.dialect, f, bucket, by))]  # type: ignore[attr-defined]  # fmt: skip
+    assert got == ledger.merge_series(raw)
+    for metric in rollup.METRICS:
+        hist = await storage.usage_histogram(f, bucket, metric)  # type: ignore[arg-type]
+        assert [(h.bucket, h.bin, h.count) for h in hist] == expected_histogram(recs, f, bucket, metric)
+
+
+async def rollup_tables(storage: Storage) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    hourly_sql = f"SELECT * FROM usage_hourly ORDER BY {', '.join(rollup.KEY_COLUMNS)}"
+    bins_sql = f"SELECT * FROM usage_hourly_bins ORDER BY {', '.join(rollup.BIN_COLUMNS)}"
+    hourly = await storage._fetch((hourly_sql, []))  # type: ignore[attr-defined]
+    bins = await storage._fetch((bins_sql, []))  # type: ignore[attr-defined]
+    return [tuple(r) for r in hourly], [tuple(r) for r in bins]
+
+
+def some_rows(base: datetime, n: int = 60) -> list[UsageRecord]:
+    out = []
+    for i in range(n):
+        row = Row(offset_us=i * 37 * 60 * 10**6 + i, tenant="ab"[i % 2], model=f"m{i % 3}",
+                  provider=[None, "p", "q"][i % 3], status="ok" if i % 4 else "upstream_error",
+                  tokens=(i, 2 * i, i % 5, i % 7), cost_units=i * 123456789 + 1,
+                  latency_ms=None if i % 5 == 0 else i * 997, ttft_ms=None if i % 3 == 0 else i * 13)  # fmt: skip
+        out.append(record(base, i, row))
+    return out
+
+
+async def test_a_retried_row_adds_nothing_and_the_rollup_is_what_the_writer_added(storage: Storage) -> None:
+    recs = some_rows(T0)
+    for rec in recs:
+        assert await storage.insert_usage(rec)
+    before = await rollup_tables(storage)
+    assert not await storage.insert_usage(recs[3])  # the same request_id again
+    assert await rollup_tables(storage) == before
+    hourly, bins = before
+    assert sum(r[len(rollup.KEY_COLUMNS)] for r in hourly) == len(recs)
+    assert sum(r[-1] for r in bins) == sum(
+        (r.latency_ms is not None) + (r.ttft_ms is not None) for r in recs
+    )
+
+
+async def test_migration_003_backfill_gives_what_the_writer_gives(storage: Storage) -> None:
+    for rec in some_rows(T0):
+        await storage.insert_usage(rec)
+    written = await rollup_tables(storage)
+    backend = "sqlite" if storage.dialect is ledger.SQLITE else "postgres"  # type: ignore[attr-defined]
+    backfill = rollup.backfill(backend)
+    assert len(backfill) == 3  # the hourly sums and the two histograms
+
+    def rebuild(c: Any) -> None:
+        c.execute("DELETE FROM usage_hourly")
+        c.execute("DELETE FROM usage_hourly_bins")
+        for statement in backfill:
+            c.execute(statement)
+
+    await storage._run(rebuild)  # type: ignore[attr-defined]
+    rebuilt = await rollup_tables(storage)
+    assert rebuilt == written
+    assert rebuilt[0] and rebuilt[1]
+
+
+def test_the_backfill_bins_are_core_percentiles_bins() -> None:
+    for backend in ("sqlite", "postgres"):
+        (migration,) = [m for m in migrations(backend) if m.name.endswith("_usage_hourly.sql")]
+        for metric in rollup.METRICS:
+            assert ledger.bin_case(metric) in migration.sql, (backend, metric)
+
+
+@given(start=st.integers(0, 10 * 3600 * 10**6), length=st.integers(0, 10 * 3600 * 10**6))
+def test_split_covers_the_window_once(start: int, length: int) -> None:
+    a = T0 + timedelta(microseconds=start)
+    b = a + timedelta(microseconds=length)
+    hours, edges = rollup.split(a, b)
+    pieces = list(edges)
+    if hours is not None:
+        first, past = (datetime.strptime(h, "%Y-%m-%dT%H").replace(tzinfo=UTC) for h in hours)
+        assert first < past and first.minute == past.minute == 0
+        pieces.append((first, past))
+    pieces.sort()
+    covered = a
+    for lo, hi in pieces:
+        assert lo == covered and lo < hi
+        covered = hi
+    assert covered == (b if a < b else a)
+    assert all(hi - lo < rollup.HOUR for lo, hi in edges) or hours is None
