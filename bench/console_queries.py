@@ -6,8 +6,12 @@ database you created for it; its `usage` table must be empty) with `--rows` ledg
 the hourly rollup from them (the rows bypass the ledger writer, which keeps it), then times
 the three queries the Usage page sends for one refresh (`Storage.usage_series` and the
 two `usage_histogram`s) over windows of 1, 7 and 30 days, for all tenants (admin) and
-for one tenant, plus one Requests page (`ledger_page`, 50 rows). Each timing is the
-median of `--repeat` runs. Prints one line per case.
+for one tenant, plus one Requests page (`ledger_page`, 50 rows). Each Usage page is timed
+as served (whole hours from the rollup, edges from the ledger) and with the same three
+reads on the ledger alone (the path before the rollup), in the same run. `--keys`
+(default 200) is how many keys the rows come from: the rollup holds one row per (hour,
+key, model, status, ...), so how much smaller than the ledger it is depends on how many
+rows a key sends per hour. Each timing is the median of `--repeat` runs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import psycopg
 import trio
 
-from adapters.storage import codec, open_storage, rollup
+from adapters.storage import codec, ledger, open_storage, rollup
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
 from adapters.storage.records import UsageRecord
@@ -35,16 +39,19 @@ END = datetime(2026, 6, 1, tzinfo=UTC)
 SPAN_S = 90 * 86400
 
 
-def rows(n: int) -> Any:
-    """Rows in time order, as a ledger is written (appended as requests end)."""
+def rows(n: int, keys: int) -> Any:
+    """Rows in time order, as a ledger is written (appended as requests end), from `keys`
+    keys in turn (key k belongs to tenant k mod 20 and project k mod 7, as a key has one
+    tenant and one project)."""
     draw = random.Random(42)
     start = END - timedelta(seconds=SPAN_S)
     for i in range(n):
         model = MODELS[i % len(MODELS)]
+        k = i % keys
         yield UsageRecord(
             id=f"use_{i:09d}", request_id=f"req_{i:09d}",
             at=start + timedelta(seconds=SPAN_S * (i + draw.random()) / n),
-            tenant=f"t{i % 20}", project=f"p{i % 7}", key_id=f"key_{i % 200}", endpoint="chat",
+            tenant=f"t{k % 20}", project=f"p{k % 7}", key_id=f"key_{k}", endpoint="chat",
             model=model, provider="anthropic" if model.startswith("claude") else "openai",
             deployment=f"x/{model}", input_tokens=draw.randrange(5, 2000),
             output_tokens=draw.randrange(1, 800), cached_input_tokens=0, cache_write_tokens=0,
@@ -55,13 +62,13 @@ def rows(n: int) -> Any:
         )
 
 
-def fill(url: str, n: int) -> None:
+def fill(url: str, n: int, keys: int) -> None:
     cols = codec.columns(UsageRecord)
     if url.startswith("sqlite:///"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         sql = f"INSERT INTO usage ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         batch: list[tuple[Any, ...]] = []
-        for r in rows(n):
+        for r in rows(n, keys):
             batch.append(codec.sqlite_row(r))
             if len(batch) == 50_000:
                 conn.executemany(sql, batch)
@@ -73,7 +80,7 @@ def fill(url: str, n: int) -> None:
         return
     with psycopg.connect(url, autocommit=True) as pg:
         with pg.cursor() as cur, cur.copy(f"COPY usage ({', '.join(cols)}) FROM STDIN") as copy:
-            for r in rows(n):
+            for r in rows(n, keys):
                 copy.write_row(codec.postgres_row(r))
         pg.execute("ANALYZE usage")
 
@@ -108,11 +115,11 @@ async def timed(repeat: int, fn: Any) -> float:
     return statistics.median(runs) * 1000
 
 
-async def measure(url: str, n: int, repeat: int) -> None:
+async def measure(url: str, n: int, repeat: int, keys: int) -> None:
     storage: Storage = open_storage(url)
     await storage.migrate()
     t0 = time.perf_counter()
-    fill(url, n)
+    fill(url, n, keys)
     print(f"filled {n:,} rows in {time.perf_counter() - t0:.1f} s ({url.split(':', 1)[0]})")
     t0 = time.perf_counter()
     hourly = roll_up(url)
@@ -127,16 +134,25 @@ async def measure(url: str, n: int, repeat: int) -> None:
                 await storage.usage_histogram(f, bucket, "latency_ms")
                 await storage.usage_histogram(f, bucket, "ttft_ms")
 
+            async def raw_page(f: LedgerFilter = f, bucket: Any = bucket) -> None:
+                """The same three reads on the ledger alone (as before the rollup)."""
+                d = storage.dialect  # type: ignore[attr-defined]
+                for query in (ledger.series_query(d, f, bucket, "model"),
+                              ledger.histogram_query(d, f, bucket, "latency_ms"),
+                              ledger.histogram_query(d, f, bucket, "ttft_ms")):  # fmt: skip
+                    await storage._fetch(query)  # type: ignore[attr-defined]
+
             async def requests_page(f: LedgerFilter = f) -> None:
                 await storage.ledger_page(f, 51, None)
 
             rows_in = (await storage.usage_series(f, "day", None))
             count = sum(r.requests for r in rows_in)
+            raw_ms = await timed(repeat, raw_page)
             page_ms = await timed(repeat, usage_page)
             list_ms = await timed(repeat, requests_page)
             who = "all tenants" if tenant is None else f"tenant {tenant}"
-            print(f"{days:>2} days, {who:<11} ({count:>9,} rows): usage page {page_ms:8.1f} ms,"
-                  f" requests page {list_ms:6.1f} ms")
+            print(f"{days:>2} days, {who:<11} ({count:>9,} rows): usage page {page_ms:8.1f} ms"
+                  f" (ledger only {raw_ms:8.1f} ms), requests page {list_ms:6.1f} ms")
     await storage.close()
 
 
@@ -144,11 +160,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keys", type=int, default=200, help="keys the rows come from, in turn")
     parser.add_argument("--database-url", help="default: a new SQLite file in a temp dir")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
-        trio.run(measure, url, args.rows, args.repeat)
+        trio.run(measure, url, args.rows, args.repeat, args.keys)
 
 
 if __name__ == "__main__":
