@@ -26,6 +26,7 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
   `core.errors.Conflict`; a value that cannot be stored exactly raises `ValueError`.
 - Driver errors (`sqlite3.Error`, `psycopg.Error`) propagate except in `health()`,
   which answers False instead (and logs why).
+- `idempotency_step` applies a pure function to one key's row under its lock.
 - Job status changes made by storage itself (`claim_job`, `heartbeat`) are
   `core.jobs.apply` on the locked row, through the helpers below that both backends
   share (`claim_record`, `heartbeat_fn`): the SQL only finds and locks the row. So a
@@ -45,6 +46,7 @@ from typing import Any, Protocol, TypeVar, cast
 from attrs import evolve
 
 from adapters.storage import codec, ledger
+from adapters.storage.idem_rows import StepFn
 from adapters.storage.ledger import (
     Bucket,
     Dialect,
@@ -308,13 +310,9 @@ class Storage(Protocol):
         """Apply `Heartbeat(worker, now)` (`heartbeat_fn`) and return the job as it now is
         (None if absent). The worker keeps going only while `holds_lease(job, worker)`."""
 
-    # -- idempotency records ---------------------------------------------------------
-    async def idempotency_get(
-        self, tenant: str, key: str, now: datetime | None = None
-    ) -> dict[str, Any] | None:
-        """The stored value unless expired at `now` (default: the database's clock)."""
-
-    async def idempotency_put(
-        self, tenant: str, key: str, value: dict[str, Any], expires_at: datetime
-    ) -> None:
-        """Store (or replace) the value for (tenant, key)."""
+    # -- idempotency keys -----------------------------------------------------------
+    async def idempotency_step(self, tenant: str, key: str, fn: StepFn[T]) -> T:
+        """Atomically replace the record of (tenant, key) by `fn(record)[1]` (None: no
+        row) and return `[0]` (`idem_rows.step_in`). A fresh key is claimed by one INSERT
+        ... ON CONFLICT DO NOTHING, so two processes never both get it. `fn` is pure
+        (`core.idempotency.step`) and runs in the database's worker thread."""

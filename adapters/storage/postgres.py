@@ -34,8 +34,9 @@ import psycopg_pool
 import trio
 from psycopg import errors as pg_errors
 
-from adapters.storage import codec, rollup
+from adapters.storage import codec, idem_rows, rollup
 from adapters.storage.base import JobFn, LedgerReads, State, StateFn, key_changes
+from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import POSTGRES, Query
 from adapters.storage.migrations import migrations
@@ -362,27 +363,7 @@ class PostgresStorage(LedgerReads):
     ) -> JobRecord | None:
         return await self.jobs.heartbeat(job_id, worker, now, policy)
 
-    # -- idempotency records ---------------------------------------------------------
+    # -- idempotency keys (idem_rows.py) ------------------------------------------------
 
-    async def idempotency_get(
-        self, tenant: str, key: str, now: datetime | None = None
-    ) -> dict[str, Any] | None:
-        sql = (
-            "SELECT value FROM idempotency WHERE tenant = %s AND key = %s"
-            " AND expires_at > coalesce(%s::timestamptz, now())"
-        )
-        args = (tenant, key, None if now is None else codec.utc(now))
-        row = await self._run(lambda c: c.execute(sql, args).fetchone())
-        return None if row is None else dict(row[0])
-
-    async def idempotency_put(
-        self, tenant: str, key: str, value: dict[str, Any], expires_at: datetime
-    ) -> None:
-        sql = (
-            "INSERT INTO idempotency (tenant, key, value, expires_at)"
-            " VALUES (%s, %s, %s::jsonb, %s) ON CONFLICT (tenant, key) DO UPDATE"
-            " SET value = excluded.value, expires_at = excluded.expires_at"
-        )
-        args = (tenant, key, codec.dumps(value), codec.utc(expires_at))
-        await self._run(lambda c: c.execute(sql, args))
-
+    async def idempotency_step(self, tenant: str, key: str, fn: StepFn[T]) -> T:
+        return await self._run(lambda c: idem_rows.step_in(c, idem_rows.POSTGRES, tenant, key, fn))

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from adapters.storage import codec, rollup
+from adapters.storage import codec, idem_rows, rollup
 from adapters.storage.base import (
     JobFn,
     LedgerReads,
@@ -56,6 +56,7 @@ from adapters.storage.base import (
     key_changes,
 )
 from adapters.storage.group_commit import GroupCommit
+from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import SQLITE, Query
 from adapters.storage.memstate import StateTable, write_behind
@@ -455,24 +456,7 @@ class SQLiteStorage(LedgerReads):
     ) -> JobRecord | None:
         return await self.update_job(job_id, heartbeat_fn(worker, now, policy))
 
-    # -- idempotency records ---------------------------------------------------------
+    # -- idempotency keys (idem_rows.py) ------------------------------------------------
 
-    async def idempotency_get(
-        self, tenant: str, key: str, now: datetime | None = None
-    ) -> dict[str, Any] | None:
-        at = _NOW_SQL if now is None else "?"
-        sql = f"SELECT value FROM idempotency WHERE tenant = ? AND key = ? AND expires_at > {at}"
-        args: tuple[str, ...] = (tenant, key) if now is None else (tenant, key, codec.iso(now))
-        row = await self._run(lambda c: c.execute(sql, args).fetchone())
-        return None if row is None else dict(json.loads(row[0]))
-
-    async def idempotency_put(
-        self, tenant: str, key: str, value: dict[str, Any], expires_at: datetime
-    ) -> None:
-        sql = (
-            "INSERT INTO idempotency (tenant, key, value, expires_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (tenant, key) DO UPDATE"
-            " SET value = excluded.value, expires_at = excluded.expires_at"
-        )
-        args = (tenant, key, codec.dumps(value), codec.iso(expires_at))
-        await self._tx(lambda c: c.execute(sql, args))
+    async def idempotency_step(self, tenant: str, key: str, fn: StepFn[T]) -> T:
+        return await self._tx(lambda c: idem_rows.step_in(c, idem_rows.SQLITE, tenant, key, fn))

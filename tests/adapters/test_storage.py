@@ -1,4 +1,4 @@
-"""Storage on both backends: keys, the usage ledger, atomic state, idempotency records."""
+"""Storage on both backends: keys, the usage ledger, atomic state, idempotency keys."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import trio
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord, UsageRecord
+from core import idempotency as idem
 from core.errors import Conflict
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -207,21 +208,39 @@ async def test_update_state_fn_runs_on_the_trio_thread(storage: Storage) -> None
     assert isinstance(now, float)
 
 
-async def test_idempotency_records(storage: Storage) -> None:
-    expires = T0 + timedelta(hours=1)
-    assert await storage.idempotency_get("t1", "abc", now=T0) is None
-    await storage.idempotency_put("t1", "abc", {"status": 200, "body": {"id": "x"}}, expires)
-    assert await storage.idempotency_get("t1", "abc", now=T0) == {"status": 200, "body": {"id": "x"}}
-    assert await storage.idempotency_get("t2", "abc", now=T0) is None  # tenant-scoped
-    assert await storage.idempotency_get("t1", "abc", now=expires) is None  # expired
-    await storage.idempotency_put("t1", "abc", {"status": 201}, expires + timedelta(hours=1))
-    assert await storage.idempotency_get("t1", "abc", now=expires) == {"status": 201}
-    # without `now` the database's own clock decides
-    far = datetime(2999, 1, 1, tzinfo=UTC)
-    await storage.idempotency_put("t1", "future", {"ok": True}, far)
-    assert await storage.idempotency_get("t1", "future") == {"ok": True}
-    await storage.idempotency_put("t1", "past", {"ok": True}, datetime(2000, 1, 1, tzinfo=UTC))
-    assert await storage.idempotency_get("t1", "past") is None
+async def test_idempotency_keys_claim_replay_release_per_tenant(storage: Storage) -> None:
+    policy = idem.Policy(ttl_seconds=60.0, lock_seconds=5.0)
+    answer = idem.Answer(200, (("content-type", "text/event-stream"),), (b"data: 1\n\n", b"\x00\xff"))
+
+    async def step(tenant: str, key: str, event: idem.Event) -> idem.Decision:
+        return await storage.idempotency_step(tenant, key, lambda r: idem.step(r, event, policy)[::-1])
+
+    assert await step("t1", "k", idem.Arrive("fp", "o1", 100.0)) == idem.Claimed("o1")
+    assert await step("t1", "k", idem.Arrive("fp", "o2", 101.0)) == idem.InProgress(1.0)
+    assert await step("t2", "k", idem.Arrive("fp", "o3", 101.0)) == idem.Claimed("o3")  # per tenant
+    assert await step("t1", "k", idem.Finish("o1", answer, True, 102.0)) == idem.Kept()
+    assert await step("t1", "k", idem.Arrive("fp", "o4", 103.0)) == idem.Replay(answer)  # bytes intact
+    assert await step("t1", "k", idem.Arrive("other", "o4", 103.0)) == idem.Mismatch()
+    assert await step("t1", "k", idem.Arrive("fp", "o5", 162.0)) == idem.Claimed("o5")  # expired
+    assert await step("t1", "k", idem.Finish("o5", answer, False, 163.0)) == idem.Released()
+    assert await step("t1", "k", idem.Arrive("other", "o6", 163.0)) == idem.Claimed("o6")
+
+
+async def test_idempotency_claims_race_to_one_winner(storage: Storage) -> None:
+    policy = idem.Policy()
+    decisions: list[idem.Decision] = []
+
+    async def arrive(owner: str) -> None:
+        event = idem.Arrive("fp", owner, 1.0)
+        decisions.append(
+            await storage.idempotency_step("t1", "race", lambda r: idem.step(r, event, policy)[::-1])
+        )
+
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(arrive, f"o{n}")
+    assert sum(isinstance(d, idem.Claimed) for d in decisions) == 1
+    assert sum(isinstance(d, idem.InProgress) for d in decisions) == 7
 
 
 async def test_naive_datetimes_are_refused(storage: Storage) -> None:
