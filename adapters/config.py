@@ -21,6 +21,7 @@ from typing import Any
 from attrs import field, frozen
 
 from adapters.providers.base import Timeouts
+from core import idempotency
 from core.attempts import AttemptPolicy
 from core.catalog import Catalog, catalog_from_data, merge_catalog_data
 from core.health import HealthPolicy
@@ -117,6 +118,20 @@ def _webhooks(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> WebhookSet
     return WebhookSettings(allow_hosts=tuple(hosts), allow_http=allow_http)
 
 
+def _idempotency(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> idempotency.Policy:
+    """`[idempotency]` (`ttl_seconds`, `lock_seconds`, `retry_after`), then
+    `UMG_IDEMPOTENCY_TTL_SECONDS` and `UMG_IDEMPOTENCY_LOCK_SECONDS`."""
+    section = _table(file_cfg, "idempotency", idempotency.Policy)
+    for name, var in (("ttl_seconds", "UMG_IDEMPOTENCY_TTL_SECONDS"),
+                      ("lock_seconds", "UMG_IDEMPOTENCY_LOCK_SECONDS")):
+        if var in env:
+            try:
+                section[name] = float(env[var])
+            except ValueError:
+                raise ConfigError(f"{var} must be a number of seconds, not {env[var]!r}") from None
+    return idempotency.Policy(**section)
+
+
 @frozen
 class Settings:
     host: str = "127.0.0.1"
@@ -131,6 +146,7 @@ class Settings:
     attempts: AttemptPolicy = field(factory=AttemptPolicy)
     timeouts: Timeouts = field(factory=Timeouts)
     health: HealthPolicy = field(factory=HealthPolicy)
+    idempotency: idempotency.Policy = field(factory=idempotency.Policy)
     log_level: str = "info"
 
     def catalog(self) -> Catalog:
@@ -302,6 +318,7 @@ def load_settings(
             attempts=AttemptPolicy(**_table(file_cfg, "attempts", AttemptPolicy)),
             timeouts=Timeouts(**_table(file_cfg, "timeouts", Timeouts)),
             health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),
+            idempotency=_idempotency(file_cfg, env),
             log_level=env.get("LOG_LEVEL") or server.get("log_level", "info"),
         )
     except (TypeError, ValueError) as err:

@@ -107,6 +107,8 @@ class Ingress:
     after authentication, so an authenticated caller's bad request is recorded). Give
     `key` when the caller is known already (jobs, an open WebSocket), else `token`.
     `tracked`: the run is in the shutdown registry (jobs are not: their lease survives).
+    `watch`: told the request's record once its ledger row is written (what it cost, how
+    it ended), e.g. by the idempotency layer deciding whether the answer is kept.
     """
 
     request_id: str
@@ -116,6 +118,7 @@ class Ingress:
     key: KeyRecord | None = None
     outside_cancel: Literal["client_gone", "canceled"] = "client_gone"
     tracked: bool = True
+    watch: Callable[[Execution], None] | None = None
 
 
 @runtime_checkable
@@ -441,6 +444,8 @@ class Run:
                 exe.outcome = outcome(happened)
                 row = ledger_row(exe, new_id("use"), d.clock.wall(), d.clock.now())
                 await d.storage.insert_usage(row)
+                if self.ingress.watch is not None:
+                    self.ingress.watch(exe)
                 if exe.plan is not None:
                     charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
                     await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))

@@ -1,8 +1,9 @@
 """`create_app(services)`: the Quart-Trio application, with no module globals.
 
 Owns: assembling routes (the model routes go to `server/hot.py`, in front of Quart), the
-error handler (every error body carries the request id the client sees), the request-id
-and body middlewares (size, time and memory of request bodies) and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
+error handler (every error body carries the request id the client sees), the request-id,
+body (size, time and memory of request bodies) and idempotency-key (`server/idempotent.py`)
+middlewares and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
 build an app around its own storage, clock and providers.
 """
 
@@ -15,11 +16,13 @@ from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from adapters.idempotency import IdempotencyKeys
 from core.errors import GatewayError, InvalidRequest, NotFound
 from server.bodylimit import BodyBudget, BodyLimit
 from server.errors import error_body, error_headers, internal_error
 from server.hot import HotRoutes
 from server.http import to_json
+from server.idempotent import IdempotentRoutes
 from server.requestid import CLIENT_REQUEST_ID, RequestIds
 from server.routes import (
     admin,
@@ -40,6 +43,8 @@ log = logging.getLogger("umg.server")
 
 # The model routes answered at the ASGI level (server/hot.py), path -> handler.
 HOT_ROUTES = {**responses.ROUTES, **chat.ROUTES, **anthropic.ROUTES}
+# The routes that take an `Idempotency-Key` (server/idempotent.py).
+IDEMPOTENT_PATHS = frozenset({*HOT_ROUTES, "/v1/jobs"})
 
 
 def _where() -> str:
@@ -76,9 +81,11 @@ def create_app(services: Services) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = None  # BodyLimit has read the whole body, within its deadline
     app.config["JSON_SORT_KEYS"] = False
     hot = HotRoutes(app.asgi_app, services, HOT_ROUTES, body_timeout=app.config["BODY_TIMEOUT"])
+    keys = IdempotencyKeys(services.storage, services.clock, services.settings.idempotency)
+    keyed = IdempotentRoutes(hot, services, IDEMPOTENT_PATHS, keys)
     limits = services.settings.limits
     limited = BodyLimit(
-        hot, limits.max_body_bytes, limits.body_timeout_seconds, BodyBudget(limits.body_budget_bytes)
+        keyed, limits.max_body_bytes, limits.body_timeout_seconds, BodyBudget(limits.body_budget_bytes)
     )
     app.asgi_app = RequestIds(limited)  # type: ignore[method-assign,assignment]
     for path in HOT_ROUTES:

@@ -34,7 +34,7 @@ from adapters.driver import new_id
 from core.errors import GatewayError, InvalidRequest
 from server.errors import error_body, error_headers, internal_error
 from server.http import to_json
-from server.pipeline import BodyTimeout, Incoming, Streamed, Whole
+from server.pipeline import WATCH, BodyTimeout, Incoming, Streamed, Whole
 from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
 from server.services import Services
 from server.streaming import send_stream
@@ -116,6 +116,7 @@ class HotRoutes:
             read_body=body.read,
             request_id=own,
             client_request_id=str(scope.get(CLIENT_REQUEST_ID) or own),
+            watch=scope.get(WATCH),
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._receive, nursery, body, receive)
@@ -155,5 +156,11 @@ class HotRoutes:
 
     @staticmethod
     async def _error(send: Send, incoming: Incoming, err: GatewayError, status: int) -> None:
-        body = to_json(error_body(err, incoming.path, incoming.client_request_id)).encode()
-        await send_whole(send, status, body, error_headers(err))
+        await send_error(send, incoming.path, incoming.client_request_id, err, status)
+
+
+async def send_error(send: Send, path: str, client_id: str | None, err: GatewayError,
+                     status: int) -> None:
+    """`err` as a whole answer in the error shape of `path`."""
+    body = to_json(error_body(err, path, client_id)).encode()
+    await send_whole(send, status, body, error_headers(err))

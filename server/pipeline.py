@@ -47,6 +47,9 @@ class StreamFramer(Protocol):
 
 
 Frames = list[tuple[str, dict[str, Any]]]
+# The ASGI scope key of a watcher of the request's run (`Ingress.watch`), set by an outer
+# middleware (server/idempotent.py).
+WATCH = "umg.watch"
 
 
 class NamedEventEncoder(Protocol):
@@ -104,6 +107,7 @@ class Incoming:
     read_body: Callable[[], Awaitable[bytes]]  # waits for the whole body (BodyTimeout)
     request_id: str  # the gateway's own id: the ledger row's
     client_request_id: str  # the id the client sees (its x-request-id, or ours)
+    watch: Callable[[Execution], None] | None = None  # scope[WATCH]: Ingress.watch
 
 
 class BodyTimeout(Exception):
@@ -145,6 +149,7 @@ async def open_run(services: Services, incoming: Incoming, endpoint: str, parse:
         endpoint=endpoint,
         parse=parse_body,
         token=api_key_in(incoming.headers),
+        watch=incoming.watch,
     )
     run = services.gateway.driver.run(ingress)
     await run.open()

@@ -1,0 +1,190 @@
+"""`Idempotency-Key` on the model routes and `POST /v1/jobs`: one ASGI layer for all of them.
+
+Owns: where a keyed request is claimed, recorded and replayed. It sits between the body
+middleware and `server/hot.py`, so every keyed route (the five hot model routes, and
+`/v1/jobs`, which hot.py passes on to Quart) goes through this one place, and what it
+stores is exactly what the client got: the surface's own bytes (ids, framing, the
+gateway block), which exist only after the driver's events were framed.
+
+A POST with the header on one of `paths`:
+1. the key is checked (`core.idempotency.check_key`: a 400 naming `Idempotency-Key`);
+   the caller is authenticated and the body decoded. A request that fails either is
+   passed on untouched: the route answers it (401, 400, 415: nothing is claimed);
+2. the key is claimed for the caller's tenant with a fingerprint of the route and the
+   canonical body (`adapters/idempotency.py`). A kept answer is replayed (status,
+   headers, body chunks as first sent, plus `idempotent-replayed: true`): no provider
+   call, no ledger row, no bill. Another body is a 422, a request still running a 409
+   with `Retry-After`, a database that cannot be asked a 503;
+3. the route runs with a recording `send`, and with `scope[WATCH]` set so the driver
+   reports the run's record (what it cost, how it ended). When it is over, the key is
+   finished: kept (`core.idempotency.keeps`: answered whole, and billed or a success)
+   or released. SSE keep-alive comments are not recorded (their timing is not the
+   answer's).
+Without the header the cost is a path lookup and a scan of the request's headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from decimal import Decimal
+from typing import Any
+
+import trio
+
+from adapters.execution import Execution
+from adapters.idempotency import Claim, IdempotencyKeys
+from core import idempotency as idem
+from core.errors import GatewayError
+from server.hot import send_error
+from server.http import api_key_in, check_content_type, decode_json
+from server.pipeline import WATCH
+from server.requestid import CLIENT_REQUEST_ID
+from server.services import Services
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HEADER = b"idempotency-key"
+REPLAYED = (b"idempotent-replayed", b"true")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class _Recorder:
+    """A `send` that passes every message on and keeps what makes the answer."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.started = False
+        self.complete = False
+        self._sse = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message["headers"]]
+            self._sse = any(n.lower() == "content-type" and v.startswith("text/event-stream")
+                            for n, v in self.headers)
+            self.started = True
+        await self._send(message)
+        if kind == "http.response.body":
+            chunk = bytes(message.get("body", b""))
+            if chunk and not (self._sse and chunk.startswith(b":")):
+                self.chunks.append(chunk)
+            if not message.get("more_body", False):
+                self.complete = True
+
+    def answer(self) -> idem.Answer:
+        return idem.Answer(self.status, tuple(self.headers), tuple(self.chunks))
+
+
+async def _whole_body(receive: Receive) -> tuple[list[Message], bool]:
+    """The request's body messages (the body middleware has read them already), and
+    whether the client is still there."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return messages, False
+        messages.append(message)
+        if not message.get("more_body", False):
+            return messages, True
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def again() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return again
+
+
+async def _replay(send: Send, answer: idem.Answer) -> None:
+    headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in answer.headers]
+    await send({"type": "http.response.start", "status": answer.status,
+                "headers": [*headers, REPLAYED]})
+    chunks = answer.chunks or (b"",)
+    for n, chunk in enumerate(chunks):
+        await send({"type": "http.response.body", "body": chunk,
+                    "more_body": n < len(chunks) - 1})
+
+
+class IdempotentRoutes:
+    """ASGI app: keyed POSTs on `paths` claimed, recorded and replayed; the rest to `app`."""
+
+    def __init__(self, app: ASGIApp, services: Services, paths: frozenset[str],
+                 keys: IdempotencyKeys) -> None:
+        self.app = app
+        self.services = services
+        self.paths = paths
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        key = _header(scope, HEADER)
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        await self._keyed(scope, receive, send, key)
+
+    async def _fingerprinted(self, scope: Scope, body: bytes) -> tuple[str, str] | None:
+        """(tenant, fingerprint), or None when the route should answer the request."""
+        token = api_key_in({k.decode("latin-1").lower(): v.decode("latin-1")
+                            for k, v in reversed(scope["headers"])})
+        try:
+            caller = await self.services.gateway.driver.authenticate(token)
+            check_content_type(_header(scope, b"content-type"))
+            decoded = decode_json(body)
+        except GatewayError:  # the route answers it (401, 400, 415), nothing claimed
+            return None
+        return caller.tenant, idem.fingerprint(scope["path"], decoded)
+
+    async def _keyed(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+        messages, present = await _whole_body(receive)
+        if not present:
+            return
+        inner_receive = _replaying(messages, receive)
+        client_id = scope.get(CLIENT_REQUEST_ID)
+        try:
+            idem.check_key(key)
+            found = await self._fingerprinted(scope, b"".join(m.get("body", b"") for m in messages))
+            if found is None:
+                await self.app(scope, inner_receive, send)
+                return
+            got = await self.keys.arrive(found[0], key, found[1])
+        except GatewayError as err:
+            await send_error(send, scope["path"], client_id, err, err.status)
+            return
+        if isinstance(got, idem.Answer):
+            await _replay(send, got)
+            return
+        await self._run(scope, inner_receive, send, got)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send, claim: Claim) -> None:
+        recorder = _Recorder(send)
+        runs: list[Execution] = []
+        try:
+            await self.app({**scope, WATCH: runs.append}, receive, recorder.send)
+        finally:
+            billed = any(exe.cost > Decimal(0) for exe in runs)
+            failed = any(exe.outcome is not None and exe.outcome.status != "ok" for exe in runs)
+            keep = idem.keeps(recorder.status, recorder.complete, billed, failed)
+            with trio.CancelScope(shield=True):
+                await self.keys.finish(claim, recorder.answer(), keep)
