@@ -52,8 +52,9 @@ REPLAYED = (b"idempotent-replayed", b"true")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
+    size = len(name)
     for key, value in scope["headers"]:
-        if key.lower() == name:
+        if len(key) == size and key.lower() == name:  # the length check first: it is cheap
             return str(value.decode("latin-1"))
     return None
 

@@ -7,6 +7,7 @@ gateways get the same key at once) is in `test_e2e_idempotency_postgres.py`.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,34 @@ async def test_the_openai_sdk_sends_the_key_with_extra_headers(gateway: Running)
     assert again.parse().id == first.parse().id
     assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
     assert len(await rows(gateway)) == 1
+
+
+async def test_storage_that_cannot_be_asked_fails_closed_with_a_503(gateway: Running) -> None:
+    async def unavailable(tenant: str, key: str, fn: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+    gateway.services.storage.idempotency_step = unavailable  # type: ignore[method-assign]
+    async with gateway.client() as client:
+        refused = await client.post(CHAT, json=chat(), headers={"idempotency-key": "down"})
+        plain = await client.post(CHAT, json=chat())  # without the header: served
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "service_unavailable"
+    assert refused.headers["retry-after"] == "1"
+    assert plain.status_code == 200
+    assert len(await rows(gateway)) == 1  # the keyed one never ran
+
+
+async def test_a_stream_the_client_left_is_released_so_the_retry_runs(gateway: Running) -> None:
+    body = {"model": "mock-fast", "input": "one two three four five six",
+            "metadata": {"mock_scenario": "chunk_delay_ms=300"}}
+    async with gateway.client() as client:
+        async with client.stream("POST", "/v1/responses/stream", json=body,
+                                 headers={"idempotency-key": "left"}) as r:
+            async for _ in r.aiter_bytes():
+                break  # the first bytes, then hang up
+        await trio.sleep(0.3)
+        again = await client.post("/v1/responses/stream", json=body, headers={"idempotency-key": "left"})
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+    assert b"response.completed" in again.content
+    statuses = sorted(r.status for r in await rows(gateway))
+    assert statuses == ["client_closed", "ok"]
