@@ -107,3 +107,7 @@ bench-console: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache $(NODE_DIR)/node_modules
+
+# The Idempotency-Key layer alone (server/idempotent.py), with and without the header.
+bench-idempotency: $(STAMP)
+	$(BIN)/python -m bench.idempotency

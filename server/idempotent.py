@@ -7,9 +7,9 @@ stores is exactly what the client got: the surface's own bytes (ids, framing, th
 gateway block), which exist only after the driver's events were framed.
 
 A POST with the header on one of `paths`:
-1. the key is checked (`core.idempotency.check_key`: a 400 naming `Idempotency-Key`);
-   the caller is authenticated and the body decoded. A request that fails either is
-   passed on untouched: the route answers it (401, 400, 415: nothing is claimed);
+1. the caller is authenticated and the body decoded. A request that fails either is
+   passed on untouched: the route answers it (401, 400, 415: nothing is claimed). Then
+   the key is checked (`core.idempotency.check_key`: a 400 naming `Idempotency-Key`);
 2. the key is claimed for the caller's tenant with a fingerprint of the route and the
    canonical body (`adapters/idempotency.py`). A kept answer is replayed (status,
    headers, body chunks as first sent, plus `idempotent-replayed: true`): no provider
@@ -163,13 +163,12 @@ class IdempotentRoutes:
             return
         inner_receive = _replaying(messages, receive)
         client_id = scope.get(CLIENT_REQUEST_ID)
+        found = await self._fingerprinted(scope, b"".join(m.get("body", b"") for m in messages))
+        if found is None:
+            await self.app(scope, inner_receive, send)
+            return
         try:
-            idem.check_key(key)
-            found = await self._fingerprinted(scope, b"".join(m.get("body", b"") for m in messages))
-            if found is None:
-                await self.app(scope, inner_receive, send)
-                return
-            got = await self.keys.arrive(found[0], key, found[1])
+            got = await self.keys.arrive(found[0], idem.check_key(key), found[1])
         except GatewayError as err:
             await send_error(send, scope["path"], client_id, err, err.status)
             return
