@@ -21,6 +21,7 @@ from typing import Any
 from attrs import field, frozen
 
 from adapters.providers.base import Timeouts
+from adapters.stream_log import StreamSettings
 from core import idempotency
 from core.attempts import AttemptPolicy
 from core.catalog import Catalog, catalog_from_data, merge_catalog_data
@@ -130,6 +131,17 @@ def _idempotency(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> idempot
             except ValueError:
                 raise ConfigError(f"{var} must be a number of seconds, not {env[var]!r}") from None
     return idempotency.Policy(**section)
+def _streams(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> StreamSettings:
+    """`[streams]` (unknown keys refused), then `UMG_STREAM_BUFFER` and
+    `UMG_STREAM_RETENTION_SECONDS`."""
+    section = _table(file_cfg, "streams", StreamSettings)
+    if "UMG_STREAM_BUFFER" in env:
+        section["buffer"] = _bool(env["UMG_STREAM_BUFFER"], "UMG_STREAM_BUFFER")
+    if "UMG_STREAM_RETENTION_SECONDS" in env:
+        section["retention_seconds"] = float(env["UMG_STREAM_RETENTION_SECONDS"])
+    if not isinstance(section.get("buffer", True), bool):
+        raise ConfigError("streams.buffer must be true or false")
+    return StreamSettings(**section)
 
 
 @frozen
@@ -143,6 +155,7 @@ class Settings:
     limits: LimitSettings = field(factory=LimitSettings)
     jobs: JobSettings = field(factory=JobSettings)
     webhooks: WebhookSettings = field(factory=WebhookSettings)
+    streams: StreamSettings = field(factory=StreamSettings)
     attempts: AttemptPolicy = field(factory=AttemptPolicy)
     timeouts: Timeouts = field(factory=Timeouts)
     health: HealthPolicy = field(factory=HealthPolicy)
@@ -315,6 +328,7 @@ def load_settings(
                 poll_seconds=float(jobs.get("poll_seconds", 0.5)),
             ),
             webhooks=_webhooks(file_cfg, env),
+            streams=_streams(file_cfg, env),
             attempts=AttemptPolicy(**_table(file_cfg, "attempts", AttemptPolicy)),
             timeouts=Timeouts(**_table(file_cfg, "timeouts", Timeouts)),
             health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),

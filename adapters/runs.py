@@ -6,6 +6,11 @@ Owns: the drain state of the process and the set of open request runs. `begin_dr
 `idle` is set whenever no run is open; `end_all(reason)` cuts every open run with
 `reason` (by default `ServiceUnavailable`: shutting down), which each run turns into an explicit error for its
 client and a terminal ledger row. Runs add and discard themselves (adapters/driver.py).
+
+Also owns the bound on detached runs (`Detached`): a recorded stream whose client went
+away goes on to its end (so its answer is whole, stored for a resume, and billed once)
+only while fewer than `limit` such runs are going on; past that it is cut as before.
+A detached run is still in the registry, so a shutdown ends it like any other.
 """
 
 from __future__ import annotations
@@ -53,3 +58,21 @@ class RunRegistry:
         reason = reason or ServiceUnavailable(SHUTTING_DOWN)
         for run in list(self._runs):
             run.cancel(reason)
+
+
+class Detached:
+    """How many runs go on without their client, at most `limit` at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def adopt(self) -> bool:
+        """Take a place for one more detached run; False when all are taken."""
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def release(self) -> None:
+        self.count -= 1

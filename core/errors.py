@@ -92,6 +92,14 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+class Gone(GatewayError):
+    """What was asked for existed but is no longer kept (an expired stream buffer)."""
+
+    status = 410
+    type = "invalid_request_error"
+    code = "expired"
+
+
 class UnknownModel(NotFound):
     code = "model_not_found"
 

@@ -118,6 +118,6 @@ def create_app(services: Services) -> QuartTrio:
         log.exception("unhandled error (ref %s) on %s", ref, _where())
         return error_response(internal_error(ref))
 
-    for surface in (anthropic, jobs, models, usage, insights, admin, console, ops, ws):
+    for surface in (anthropic, jobs, models, responses, usage, insights, admin, console, ops, ws):
         surface.register(app, services)
     return app

@@ -14,7 +14,8 @@ It does what Quart-Trio did for these routes (the e2e tests are the spec):
   connection does; a handler that needs it waits up to `body_timeout` (the app's
   `BODY_TIMEOUT`), then the answer is a 408 and there is no ledger row;
 - `http.disconnect` cancels the request, whole or streamed: the driver sees the client
-  gone (upstream closed, usage settled, ledger row);
+  gone (upstream closed, usage settled, ledger row); a recorded stream may instead be
+  detached and go on to its end (`server/streaming.py`);
 - a refusal before the first byte is the error shape of `server/errors.py` (Anthropic's
   on `/v1/messages`) with the request id the client sees; an unexpected exception is
   logged with a reference and answered as a 500 that names only the reference;
@@ -37,7 +38,7 @@ from server.http import to_json
 from server.pipeline import WATCH, BodyTimeout, Incoming, Streamed, Whole
 from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
 from server.services import Services
-from server.streaming import send_stream
+from server.streaming import Departure, send_stream
 
 log = logging.getLogger("umg.server")
 
@@ -119,12 +120,13 @@ class HotRoutes:
             watch=scope.get(WATCH),
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive, nursery, body, receive)
-            await self._answer(handler, incoming, send)
+            departure = Departure(nursery.cancel_scope)
+            nursery.start_soon(self._receive, departure, body, receive)
+            await self._answer(handler, incoming, send, departure)
             nursery.cancel_scope.cancel()
 
     @staticmethod
-    async def _receive(nursery: trio.Nursery, body: _Body, receive: Receive) -> None:
+    async def _receive(departure: Departure, body: _Body, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.request":
@@ -132,10 +134,12 @@ class HotRoutes:
                 if not message.get("more_body", False):
                     body.complete.set()
             elif message["type"] == "http.disconnect":
-                nursery.cancel_scope.cancel()  # the client went away: stop answering
+                departure.leave()  # the client went away: stop answering (or detach)
                 return
 
-    async def _answer(self, handler: Handler, incoming: Incoming, send: Send) -> None:
+    async def _answer(
+        self, handler: Handler, incoming: Incoming, send: Send, departure: Departure
+    ) -> None:
         try:
             answer = await handler(self.services, incoming)
         except GatewayError as err:
@@ -152,7 +156,13 @@ class HotRoutes:
         if isinstance(answer, Whole):
             await send_whole(send, 200, answer.body, answer.headers)
         else:
-            await send_stream(send, answer, keepalive=self.services.settings.limits.keepalive_seconds)
+            await send_stream(
+                send,
+                answer,
+                keepalive=self.services.settings.limits.keepalive_seconds,
+                departure=departure,
+                detached=self.services.detached,
+            )
 
     @staticmethod
     async def _error(send: Send, incoming: Incoming, err: GatewayError, status: int) -> None:

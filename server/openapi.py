@@ -33,11 +33,12 @@ _ERROR_TEXT = {
     403: "The key may not do this (an admin route called with a tenant key)",
     404: "Unknown model, job, key or route",
     409: "Conflict with the current state (a finished job, a revoked key)",
+    410: "Expired: a stored response's events are no longer kept",
     413: "Body larger than the limit; the connection is closed",
     415: "A Content-Type other than JSON",
     426: "Not a WebSocket handshake",
     429: "Rate limited; see `Retry-After` and `x-ratelimit-*`",
-    502: "Every provider attempt failed",
+    502: "Every provider attempt failed (or the process running a stored stream is gone)",
     503: "Draining for shutdown (or a provider is unavailable)",
     504: "Providers timed out",
 }
@@ -305,6 +306,28 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
                         {"200": {"description": "SSE stream", "content": {
                             "text/event-stream": _sse("ResponsesStreamEvent", _RESPONSES_EVENTS)}}},
                         body="UnifiedRequest", errors=model_errors)
+        },
+        "/v1/responses/{id}": {
+            "get": _op("A stored response: the object, or its stream events (resumable)",
+                       {"200": {"description": "The response object, or SSE events after the cursor"
+                                " when `stream` is true",
+                                "content": {"application/json": {"schema": _ref("Response")},
+                                            "text/event-stream": _sse("ResponsesStreamEvent",
+                                                                      _RESPONSES_EVENTS)}}},
+                       errors=_errors(400, 401, 404, 410, 502),
+                       parameters=[
+                           {"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^resp_[A-Za-z0-9]{1,64}$"}},
+                           {"name": "stream", "in": "query", "schema": {"enum": ["true", "false"]}},
+                           {"name": "starting_after", "in": "query",
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                            "description": "send the events after this sequence number"},
+                           {"name": "Last-Event-ID", "in": "header",
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                            "description": "as starting_after (the query wins)"},
+                           {"name": "include_obfuscation", "in": "query", "schema": {"type": "string"},
+                            "description": "accepted, ignored"},
+                       ])
         },
         "/v1/responses/ws": {
             "get": _op("WebSocket: many unified requests per connection (see docs/api.md)",

@@ -11,7 +11,10 @@ framed by its `StreamFramer` (one per API surface). The driver ends every stream
 the surface's completion event or an explicit error event and writes exactly one ledger
 row per request.
 `NamedEventFramer` is the framer of the surfaces whose SSE events are named (Responses,
-Anthropic Messages), around that surface's pure encoder.
+Anthropic Messages), around that surface's pure encoder; with `ids=True` each event
+carries an `id:` line, its `sequence_number` (Responses), and with a `recorder` each
+event is also stored as it was sent (adapters/stream_log.py), so the stream can be
+resumed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from adapters.driver import Ingress, Run
 from adapters.events import Done, RunEvent, RunFailed, Started
 from adapters.execution import Execution
 from adapters.providers.mock import SCENARIO_HEADER
+from adapters.stream_log import Recorder
 from core.errors import GatewayError
 from core.model import FinishReason, GatewayRequest, StreamEvent, TextDelta, ToolCallDelta, Usage
 from core.sse import encode_comment, encode_event
@@ -74,12 +78,23 @@ class NamedEventFramer:
 
     keepalive = encode_comment("keep-alive")
 
-    def __init__(self, encoder: NamedEventEncoder) -> None:
+    def __init__(
+        self, encoder: NamedEventEncoder, *, ids: bool = False, recorder: Recorder | None = None
+    ) -> None:
         self.encoder = encoder
+        self.ids = ids
+        self.recorder = recorder
 
-    @staticmethod
-    def _bytes(frames: Frames) -> bytes:
-        return b"".join(encode_event(to_json(data), event=name) for name, data in frames)
+    def _bytes(self, frames: Frames) -> bytes:
+        if not self.ids:
+            return b"".join(encode_event(to_json(data), event=name) for name, data in frames)
+        out = []
+        for name, data in frames:
+            text, seq = to_json(data), int(data["sequence_number"])
+            out.append(encode_event(text, event=name, id=str(seq)))
+            if self.recorder is not None:
+                self.recorder.add(seq, name, text)
+        return b"".join(out)
 
     def start(self, exe: Execution) -> bytes:
         return self._bytes(self.encoder.start())
@@ -124,11 +139,13 @@ class Whole:
 
 @frozen
 class Streamed:
-    """An SSE answer: the opened run, framed by `framer`."""
+    """An SSE answer: the opened run, framed by `framer`. With a `recorder` (the one the
+    framer stores its events in) the run may go on when the client goes away."""
 
     run: Run
     framer: StreamFramer
     headers: Mapping[str, str]
+    recorder: Recorder | None = None
 
 
 Answer = Whole | Streamed

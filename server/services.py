@@ -21,9 +21,10 @@ from adapters.providers.http11 import PoolLimits
 from adapters.providers.mock import MockProvider
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import H11Transport, Transport
-from adapters.runs import RunRegistry
+from adapters.runs import Detached, RunRegistry
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
+from adapters.stream_log import StreamLog
 from core import jobs as lifecycle
 from core import webhook_targets
 from core.catalog import Catalog, restrict_to_providers
@@ -38,6 +39,8 @@ class Services:
     storage: Storage
     gateway: Gateway
     clock: Clock
+    stream_log: StreamLog  # recorded streams (resumable /v1/responses streams)
+    detached: Detached  # runs that go on after their client left (recorded streams)
     jobs: JobService | None = None
     transport: Transport | None = None  # the pooled upstream client (closed on shutdown)
 
@@ -51,6 +54,7 @@ class Services:
             await self.transport.aclose()
         if self.jobs is not None and self.jobs.http is not None:
             await self.jobs.http.aclose()
+        await self.stream_log.close()
         await self.storage.close()
 
 
@@ -120,6 +124,8 @@ async def build_services(settings: Settings) -> Services:
     services = Services(
         settings=settings, storage=storage, gateway=gateway, clock=clock, transport=transport,
         jobs=jobs,
+        stream_log=StreamLog(storage, clock, settings.streams),
+        detached=Detached(settings.streams.max_detached),
     )
     return services
 

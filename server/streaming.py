@@ -9,7 +9,12 @@ extra task per chunk). The last frame (after `Done` or `RunFailed`) ends the bod
   task sends it, and never after the last frame (the flag is checked and the send made
   without a checkpoint in between, and the last frame sets it before its send).
 - The client going away cancels the request (`server/hot.py`), so the driver sees it as
-  client gone (upstream closed, usage settled, ledger row).
+  client gone (upstream closed, usage settled, ledger row) -- unless the answer is
+  recorded (`Streamed.recorder`) and `Detached` has room: then the run goes on to its
+  end without sending (the events are still recorded, for a resume), the ledger row is
+  the whole answer's, and the place is given back when it ends.
+- A recorded stream always ends in its record: if the run was cut before its last
+  frame, the surface's failure frames (client gone) are recorded, not sent.
 - Shutdown does not go through here: every run is in the driver's `RunRegistry`
   (adapters/runs.py), whose `end_all` makes the run itself end with an explicit error,
   which arrives here as its last frame.
@@ -23,25 +28,56 @@ from typing import Any
 import trio
 
 from adapters.events import Done, RunEvent, RunFailed
+from adapters.runs import Detached
+from core.errors import ClientClosed
 from server.pipeline import Streamed, frame
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Departure:
+    """What the client's going away does: `leave()` cancels `scope`, unless `keep` (set by
+    the stream being written) takes the run over and answers True."""
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.keep: Callable[[], bool] | None = None
+
+    def leave(self) -> None:
+        if self.keep is None or not self.keep():
+            self.scope.cancel()
 
 # In Quart's order: these, the answer's headers, then the type.
 SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
-async def send_stream(send: Send, answer: Streamed, *, keepalive: float) -> None:
+async def send_stream(
+    send: Send,
+    answer: Streamed,
+    *,
+    keepalive: float,
+    departure: Departure | None = None,
+    detached: Detached | None = None,
+) -> None:
     run, framer = answer.run, answer.framer
     exe = run.exe
     extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
-    state = {"last": trio.current_time(), "finished": False}
+    state = {"last": trio.current_time(), "finished": False, "gone": False}
+
+    def keep() -> bool:
+        if detached is None or not detached.adopt():
+            return False
+        state["gone"] = True  # from here on nothing is sent, the run goes on
+        return True
+
+    if answer.recorder is not None and departure is not None:
+        departure.keep = keep
 
     async def keepalives() -> None:
         while True:
             await trio.sleep_until(state["last"] + keepalive)
-            if state["finished"]:
+            if state["finished"] or state["gone"]:
                 return
             if trio.current_time() >= state["last"] + keepalive:
                 state["last"] = trio.current_time()
@@ -54,7 +90,8 @@ async def send_stream(send: Send, answer: Streamed, *, keepalive: float) -> None
             return
         state["last"] = trio.current_time()
         state["finished"] = final
-        await send({"type": "http.response.body", "body": chunk, "more_body": not final})
+        if not state["gone"]:
+            await send({"type": "http.response.body", "body": chunk, "more_body": not final})
 
     try:
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra, SSE_TYPE]})
@@ -62,8 +99,16 @@ async def send_stream(send: Send, answer: Streamed, *, keepalive: float) -> None
             nursery.start_soon(keepalives)
             await run.drive(emit)
             nursery.cancel_scope.cancel()
-        if not state["finished"]:  # the driver always ends with Done or RunFailed; be sure
-            state["finished"] = True
+        if not state["finished"] and not state["gone"]:  # the driver always ends with Done
+            state["finished"] = True  # or RunFailed; be sure
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
+        if departure is not None:
+            departure.keep = None
+        if state["gone"] and detached is not None:
+            detached.release()
+        if answer.recorder is not None:
+            if not state["finished"]:
+                framer.fail(exe, ClientClosed("The client closed the request before the answer ended"))
+            answer.recorder.end()
         await run.close()

@@ -39,7 +39,7 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
@@ -57,6 +57,7 @@ from adapters.storage.ledger import (
     SeriesRow,
 )
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 
 T = TypeVar("T")
@@ -221,6 +222,9 @@ class Storage(Protocol):
     # True when other processes change the same state concurrently (Postgres); False
     # when this process owns it (SQLite: `update_state` is in memory, no round trip).
     shared: bool
+    # The driver's own errors (sqlite3.Error, psycopg.Error), for a background writer
+    # that logs a failed batch and tries it again instead of crashing.
+    errors: tuple[type[Exception], ...]
 
     async def migrate(self) -> None:
         """Create or upgrade the tables; safe to run from many processes at once."""
@@ -316,3 +320,16 @@ class Storage(Protocol):
         row) and return `[0]` (`idem_rows.step_in`). A fresh key is claimed by one INSERT
         ... ON CONFLICT DO NOTHING, so two processes never both get it. `fn` is pure
         (`core.idempotency.step`) and runs in the database's worker thread."""
+
+    # -- stored response events (streams.py) -----------------------------------------
+    async def stream_write(self, writes: Sequence[StreamWrite]) -> None:
+        """Upsert each head and add its new events, all in one transaction (idempotent)."""
+
+    async def stream_read(
+        self, tenant: str, stream_id: str, after: int
+    ) -> tuple[StreamHead | None, list[StoredEvent]]:
+        """The tenant's stream head (None: absent or another tenant's) and its events with
+        `seq > after`, in order. Expiry is the caller's rule."""
+
+    async def stream_prune(self, now: float) -> int:
+        """Delete every stream (head and events) with `expires_at <= now`; how many."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ import trio
 from psycopg import errors as pg_errors
 
 from adapters.storage import codec, idem_rows, rollup
+from adapters.storage import streams as stream_sql
 from adapters.storage.base import JobFn, LedgerReads, State, StateFn, key_changes
 from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
@@ -42,6 +43,7 @@ from adapters.storage.ledger import POSTGRES, Query
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core.errors import Conflict
 
@@ -119,6 +121,7 @@ class PostgresStorage(LedgerReads):
         self._closed = False
         self._open_lock = threading.Lock()
         self.jobs = JobQueries(self._run)
+        self.errors: tuple[type[Exception], ...] = (psycopg.Error,)
         self.shared = True  # many processes: limits lease slices (adapters/leases.py)
         self.dialect = POSTGRES
         self.keys = keys or KeyCache()
@@ -367,3 +370,37 @@ class PostgresStorage(LedgerReads):
 
     async def idempotency_step(self, tenant: str, key: str, fn: StepFn[T]) -> T:
         return await self._run(lambda c: idem_rows.step_in(c, idem_rows.POSTGRES, tenant, key, fn))
+
+    # -- stored response events (adapters/storage/streams.py) --------------------------
+
+    async def stream_write(self, writes: Sequence[StreamWrite]) -> None:
+        heads, events = stream_sql.head_rows(writes), stream_sql.event_rows(writes)
+
+        def apply(c: Conn) -> None:
+            with c.cursor() as cur:
+                cur.executemany(stream_sql.upsert_head_sql("%s"), heads)
+                if events:
+                    cur.executemany(stream_sql.insert_event_sql("%s"), events)
+
+        await self._run(apply)
+
+    async def stream_read(
+        self, tenant: str, stream_id: str, after: int
+    ) -> tuple[StreamHead | None, list[StoredEvent]]:
+        def read(c: Conn) -> tuple[StreamHead | None, list[StoredEvent]]:
+            row = c.execute(stream_sql.head_sql("%s"), (stream_id, tenant)).fetchone()
+            if row is None:
+                return None, []
+            found = c.execute(stream_sql.events_sql("%s"), (stream_id, after)).fetchall()
+            return stream_sql.head_of(row), [stream_sql.event_of(r) for r in found]
+
+        return await self._run(read)
+
+    async def stream_prune(self, now: float) -> int:
+        events, heads = stream_sql.prune_sql("%s")
+
+        def apply(c: Conn) -> int:
+            c.execute(events, (now,))
+            return int(c.execute(heads, (now,)).rowcount)
+
+        return await self._run(apply)

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import trio
 
 from adapters.storage import codec, idem_rows, rollup
+from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
     JobFn,
     LedgerReads,
@@ -63,6 +64,7 @@ from adapters.storage.memstate import StateTable, write_behind
 from adapters.storage.migrations import migrations
 from adapters.storage.owner import FileOwner
 from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core.errors import Conflict
 
@@ -131,6 +133,7 @@ class SQLiteStorage(LedgerReads):
         queue_rows: int = 4096,
     ) -> None:
         self.path = path
+        self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
         self.shared = False  # one process owns the state (see the module rules)
         self.dialect = SQLITE
         self._conn: Conn | None = None
@@ -460,3 +463,35 @@ class SQLiteStorage(LedgerReads):
 
     async def idempotency_step(self, tenant: str, key: str, fn: StepFn[T]) -> T:
         return await self._tx(lambda c: idem_rows.step_in(c, idem_rows.SQLITE, tenant, key, fn))
+
+    # -- stored response events (adapters/storage/streams.py) --------------------------
+
+    async def stream_write(self, writes: Sequence[StreamWrite]) -> None:
+        heads, events = stream_sql.head_rows(writes), stream_sql.event_rows(writes)
+
+        def apply(c: Conn) -> None:
+            c.executemany(stream_sql.upsert_head_sql("?"), heads)
+            c.executemany(stream_sql.insert_event_sql("?"), events)
+
+        await self._tx(apply)
+
+    async def stream_read(
+        self, tenant: str, stream_id: str, after: int
+    ) -> tuple[StreamHead | None, list[StoredEvent]]:
+        def read(c: Conn) -> tuple[StreamHead | None, list[StoredEvent]]:
+            row = c.execute(stream_sql.head_sql("?"), (stream_id, tenant)).fetchone()
+            if row is None:
+                return None, []
+            found = c.execute(stream_sql.events_sql("?"), (stream_id, after)).fetchall()
+            return stream_sql.head_of(row), [stream_sql.event_of(r) for r in found]
+
+        return await self._run(read)
+
+    async def stream_prune(self, now: float) -> int:
+        events, heads = stream_sql.prune_sql("?")
+
+        def apply(c: Conn) -> int:
+            c.execute(events, (now,))
+            return int(c.execute(heads, (now,)).rowcount)
+
+        return await self._tx(apply)

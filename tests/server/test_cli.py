@@ -20,6 +20,7 @@ from adapters.config import JobSettings, LimitSettings, Settings, load_settings
 from adapters.providers.base import Timeouts
 from adapters.providers.transport import H11Transport
 from adapters.storage.keycache import KEY_CACHE_SECONDS
+from adapters.stream_log import StreamSettings
 from core.attempts import AttemptPolicy
 from core.health import HealthPolicy
 from server.cli import _parser
@@ -281,6 +282,7 @@ def test_the_example_shows_defaults_except_where_it_says_so() -> None:
     objects: dict[str, Any] = {
         "": defaults, "server": defaults, "limits": defaults.limits, "jobs": defaults.jobs,
         "attempts": defaults.attempts, "timeouts": defaults.timeouts, "health": defaults.health,
+        "streams": defaults.streams,
     }  # fmt: skip
     table = ""
     checked = 0
@@ -318,6 +320,7 @@ async def test_documented_example_config_loads(tmp_path: Path) -> None:
         ("attempts", AttemptPolicy, settings.attempts),
         ("timeouts", Timeouts, settings.timeouts),
         ("health", HealthPolicy, settings.health),
+        ("streams", StreamSettings, settings.streams),
     ):
         names = {a.name for a in attrs.fields(cls)}
         assert set(raw[section]) == names, section
