@@ -21,7 +21,9 @@ Rules:
   writer); elsewhere from storage. A tail in another process polls every
   `poll_seconds`; in this one it wakes as each event is added.
 - Tenant isolation: a stream is read only by its tenant; another tenant's id is
-  `NotFound`, like an unknown one. An expired buffer is `Gone` (410) until pruned.
+  `NotFound`, like an unknown one. On shared storage (Postgres) an id not found is
+  asked again for two flush intervals first: a stream that began in another process
+  moments ago may not be written yet. An expired buffer is `Gone` (410) until pruned.
 - A failed batch (the database's own error) is logged and tried again after
   `flush_seconds`; nothing is dropped. `close()` writes what is left (call it before
   the storage closes).
@@ -247,10 +249,7 @@ class StreamLog:
         if local is not None and local.tenant == tenant:
             head, events = local.head(now), local.after(after)
         else:
-            stored, events = await self.storage.stream_read(tenant, stream_id, after)
-            if stored is None:
-                raise NotFound(f"No response with id '{stream_id}'", param="response_id")
-            head = stored
+            head, events = await self._stored(tenant, stream_id, after)
         state = resume.availability(
             ended=head.ended,
             updated_at=head.updated_at,
@@ -269,6 +268,21 @@ class StreamLog:
                 f"The gateway process that ran response '{stream_id}' stopped before the end"
             )
         return head, events
+
+    async def _stored(
+        self, tenant: str, stream_id: str, after: int
+    ) -> tuple[StreamHead, list[StoredEvent]]:
+        """From storage. With other processes (shared storage) an id not there yet may be
+        a stream that began elsewhere less than a flush ago: asked again until two flush
+        intervals have passed, then NotFound."""
+        give_up = self.clock.now() + (2 * self.settings.flush_seconds if self.storage.shared else 0)
+        while True:
+            head, events = await self.storage.stream_read(tenant, stream_id, after)
+            if head is not None:
+                return head, events
+            if self.clock.now() >= give_up:
+                raise NotFound(f"No response with id '{stream_id}'", param="response_id")
+            await trio.sleep(self.settings.poll_seconds)
 
     async def tail(
         self,

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from core.sse import SSEDecoder, SSEEvent
+from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
 
@@ -212,3 +213,71 @@ async def test_an_expired_buffer_is_410_until_pruned(strict: Running) -> None:
     assert expired.json()["error"]["code"] == "expired"
     assert pruned == 1
     assert after.status_code == 404
+
+
+# -- two gateways on one Postgres: resume from the other process ----------------------
+
+
+@pytest.fixture
+async def pg_pair(postgres_url: str, tmp_path: Path) -> AsyncIterator[tuple[Running, Running]]:  # noqa: F811
+    """Two gateways (own storage and pool each, as two processes) on one fresh database."""
+    settings = settings_for(tmp_path, DATABASE_URL=postgres_url)
+    async with trio.open_nursery() as nursery:
+        a = await start_gateway(nursery, settings)
+        b = await start_gateway(nursery, settings)
+        assert a.services.storage is not b.services.storage
+        yield a, b
+        a.stop.set()
+        b.stop.set()
+
+
+@pytest.mark.postgres
+async def test_cut_on_one_gateway_resumed_live_on_another_then_from_the_buffer(
+    pg_pair: tuple[Running, Running],
+) -> None:
+    a, b = pg_pair
+    async with a.client() as on_a, b.client(a.key) as on_b:
+        response_id, first = await cut_after(on_a, 5, ask("output_tokens=40;chunk_delay_ms=20"))
+        rest = await resume(on_b, response_id, last_event_id=first[-1].id)  # live, polled
+        again = await resume(on_b, response_id, starting_after="2")  # ended: the buffer
+        finished = await on_b.get(f"/v1/responses/{response_id}")
+        other = await b.new_key(tenant="t2")
+        async with b.client(other) as stranger:
+            stolen = await stranger.get(f"/v1/responses/{response_id}", params={"stream": "true"})
+    everything = first + rest
+    assert [int(e.id or "") for e in everything] == list(range(len(everything)))
+    assert everything[-1].event == "response.completed"
+    assert text_of(everything) == final_text(everything)
+    assert [(e.id, e.data) for e in again] == [(e.id, e.data) for e in everything[3:]]
+    assert finished.json()["status"] == "completed"
+    assert stolen.status_code == 404
+    rows = await ledger_rows(a)
+    assert [r.status for r in rows] == ["ok"]  # one row, the whole answer's
+    assert await b.services.storage.usage_count() == 1
+
+
+# -- the official openai SDK ----------------------------------------------------------
+
+
+async def test_the_openai_sdk_resumes_with_retrieve_stream_starting_after(gateway: Running) -> None:
+    import openai
+
+    def run() -> tuple[str, list[Any], list[Any], Any]:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=gateway.key, max_retries=0, timeout=20)
+        with client.responses.create(
+            model="mock-fast", input="resume me", stream=True,
+            metadata={"mock_scenario": "output_tokens=12;chunk_delay_ms=5"},
+        ) as stream:  # fmt: skip
+            whole = list(stream)
+        response_id = whole[0].response.id
+        with client.responses.retrieve(response_id, stream=True, starting_after=whole[4].sequence_number) as resumed:
+            rest = list(resumed)
+        return response_id, whole, rest, client.responses.retrieve(response_id)
+
+    response_id, whole, rest, finished = await trio.to_thread.run_sync(run)
+    assert [e.sequence_number for e in rest] == [e.sequence_number for e in whole[5:]]
+    assert [e.type for e in rest] == [e.type for e in whole[5:]]
+    assert rest[-1].type == "response.completed"
+    assert finished.id == response_id and finished.status == "completed"
+    assert finished.output_text == rest[-1].response.output_text
+    assert len(finished.output_text.split()) >= 12
