@@ -53,10 +53,12 @@ DEFAULT_SCENARIOS = ("c1", "json16", "json64", "stream16", "ttfb1", "slow")
 STREAM_DIRECTIVE = "[fake chunks=20 gap=5]"  # paced: 16 streams take ~150/s direct
 SLOW_DIRECTIVE = "[fake chunks=20 first=2000 gap=50]"
 Metrics = dict[str, float]
+SURFACES = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
 
 
-def body(stream: bool, directive: str = "") -> bytes:
-    """The 2 KB chat request (a system prompt and a user turn)."""
+def body(stream: bool, directive: str = "", *, responses: bool = False) -> bytes:
+    """The 2 KB chat request (a system prompt and a user turn); with `responses`, the same
+    as a unified (Responses-shaped) request for `/v1/responses`."""
     system = "You are a concise assistant for a benchmark. " * 20
     user = ("Summarise the following notes in one sentence. " + "notes " * 150)[:1000]
     payload: dict[str, object] = {
@@ -65,10 +67,19 @@ def body(stream: bool, directive: str = "") -> bytes:
                      {"role": "user", "content": user + " " + directive}],
         "max_tokens": 32,
     }
+    if responses:
+        payload = {"model": payload["model"], "input": payload["messages"], "max_output_tokens": 32}
+        if stream:
+            payload["stream"] = True
+        return json.dumps(payload).encode()
     if stream:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
     return json.dumps(payload).encode()
+
+
+def _responses(target: Target) -> bool:
+    return target.urls[0].endswith("/v1/responses")
 
 
 def _p50(values: list[float]) -> float:
@@ -124,17 +135,22 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
-        self.files = {name: tmp / f"{name}.json" for name in ("json", "stream")}
-        self.files["json"].write_bytes(body(False))
-        self.files["stream"].write_bytes(body(True, STREAM_DIRECTIVE))
-        self.files["slow"] = tmp / "slow.json"
-        self.files["slow"].write_bytes(body(True, SLOW_DIRECTIVE))
+        self.files: dict[tuple[str, bool], Path] = {}
+        for kind, stream, directive in (("json", False, ""), ("stream", True, STREAM_DIRECTIVE),
+                                        ("slow", True, SLOW_DIRECTIVE)):
+            for responses in (False, True):
+                file = tmp / f"{kind}{'-responses' if responses else ''}.json"
+                file.write_bytes(body(stream, directive, responses=responses))
+                self.files[kind, responses] = file
+
+    def _body(self, target: Target, kind: str) -> bytes:
+        return self.files[kind, _responses(target)].read_bytes()
 
     def _cpu(self, target: Target) -> float:
         return procstat.cpu_seconds(list(target.pids)) if target.pids else float("nan")
 
     def _wrk(self, target: Target, kind: str, connections: int) -> Metrics:
-        file = self.files[kind]
+        file = self.files[kind, _responses(target)]
         wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.warmup)
         before = self._cpu(target)
         result = wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.seconds)
@@ -153,7 +169,7 @@ class Bench:
         return self._wrk(target, "stream", 16)
 
     def c1(self, target: Target) -> Metrics:
-        payload = body(False)
+        payload = self._body(target, "json")
         load(target, payload, requests=20 * len(target.urls), concurrency=len(target.urls))
         before = self._cpu(target)
         t = load(target, payload, requests=self.args.c1_requests, concurrency=1)
@@ -162,7 +178,7 @@ class Bench:
         return {"p50_ms": _p50(t.total) * 1000, "cpu_ms": cpu, "errors": float(t.errors)}
 
     def ttfb1(self, target: Target) -> Metrics:
-        payload = body(True, STREAM_DIRECTIVE)
+        payload = self._body(target, "stream")
         load(target, payload, requests=5 * len(target.urls), concurrency=len(target.urls))
         t = load(target, payload, requests=self.args.c1_requests // 4, concurrency=1)
         return {"ttfb_ms": _p50(t.first_byte) * 1000, "p50_ms": _p50(t.total) * 1000, "errors": float(t.errors)}
@@ -179,7 +195,7 @@ class Bench:
         if target.pids:
             sampler.start()
         before = self._cpu(target)
-        payload, n = body(True, SLOW_DIRECTIVE), self.args.slow_streams
+        payload, n = self._body(target, "slow"), self.args.slow_streams
         try:
             t = trio.run(lambda: _streams(target, payload, n, self.args.slow_deadline))
         finally:
@@ -192,7 +208,7 @@ class Bench:
                 "cpu_ms": (self._cpu(target) - before) * 1000 / t.complete if t.complete else float("nan")}
 
     def rss(self, target: Target) -> Metrics:
-        payload = body(False)
+        payload = self._body(target, "json")
         out: Metrics = {}
         done = 0
         answered = 0
@@ -207,19 +223,20 @@ class Bench:
 
 
 def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | None,
-           pg_url: str | None, compare: Path | None) -> tuple[Target, ExitStack]:
+           pg_url: str | None, compare: Path | None, path: str) -> tuple[Target, ExitStack]:
     stack = ExitStack()
     try:
         if name == "direct":
             target = targets.direct(provider, provider_pid)
         elif name == "before":
             assert compare is not None
-            target = targets.ours(stack, tmp, provider, cpu, name="before", source=compare)
+            target = targets.ours(stack, tmp, provider, cpu, name="before", source=compare, path=path)
         elif name == "ours":
-            target = targets.ours(stack, tmp, provider, cpu)
+            target = targets.ours(stack, tmp, provider, cpu, path=path)
         elif name == "ours-pg":
             assert pg_url is not None
-            target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url, name="ours-pg")
+            target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url,
+                                  name="ours-pg", path=path)
         elif name == "portkey":
             target = targets.portkey(stack, tmp, provider, cpu)
         else:
@@ -326,6 +343,9 @@ def main() -> None:
                         help="niceness for the whole bench (gateways included); negative needs root")
     parser.add_argument("--compare", type=Path, help="another checkout of this gateway, run as"
                         " target `before` beside `ours` (before/after in one run)")
+    parser.add_argument("--surface", choices=sorted(SURFACES), default="chat",
+                        help="the route this gateway is loaded on (responses: /v1/responses,"
+                        " stored streams; the direct baseline stays chat)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--profile", type=Path, help="record py-spy samples of `ours` during a scenario here")
     parser.add_argument("--profile-scenario", default="json16",
@@ -362,7 +382,7 @@ def main() -> None:
         started: dict[str, Target] = {}
         with ThreadPoolExecutor(len(names) or 1) as pool:  # LiteLLM alone takes ~30 s to start
             futures = {n: pool.submit(_start, n, tmp, provider, provider_pid, gateway_cpu, pg_url,
-                                       args.compare) for n in names}
+                                       args.compare, SURFACES[args.surface]) for n in names}
             for n, future in futures.items():
                 try:
                     target, own = future.result()

@@ -48,7 +48,7 @@ PROVIDER_KEY = "sk-bench-provider"
 @frozen
 class Target:
     name: str
-    urls: tuple[str, ...]  # one chat-completions URL per gateway process
+    urls: tuple[str, ...]  # one model-route URL per gateway process (chat completions by default)
     headers: dict[str, str]
     pids: tuple[int, ...]  # the gateway processes (empty: nothing to account for)
     version: str
@@ -142,9 +142,11 @@ def _ours_version(source: Path) -> str:
 
 
 def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, processes: int = 1,
-         database_url: str | None = None, name: str = "ours", source: Path = ROOT) -> Target:
+         database_url: str | None = None, name: str = "ours", source: Path = ROOT,
+         path: str = "/v1/chat/completions") -> Target:
     """`umg serve` from `source` (this checkout, or another one given to `--compare`: its
-    packages come first on PYTHONPATH, this venv's dependencies serve both)."""
+    packages come first on PYTHONPATH, this venv's dependencies serve both); `path` is
+    the route the load goes to (`/v1/responses` with `--surface responses`)."""
     url = database_url or f"sqlite:///{tmp}/{name}.db"
     env = _ours_env(provider, url, source)
     key = _create_key(env, source)  # before serving: no development key is minted
@@ -155,7 +157,7 @@ def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, process
         args = _pinned([*_umg(), "serve", "--port", str(port)], cpu)
         proc = stack.enter_context(_process(args, env, log, cwd=source))
         procs.append((proc, log, port))
-        urls.append(f"http://127.0.0.1:{port}/v1/chat/completions")
+        urls.append(f"http://127.0.0.1:{port}{path}")
     for proc, log, port in procs:
         wait_ready(f"http://127.0.0.1:{port}/healthz", proc, log)
     return Target(name, tuple(urls), {"Authorization": f"Bearer {key}"},

@@ -8,7 +8,8 @@ the stream began ends with an `error` event and `response.failed`, never a clean
 Resumable streams: every stream event carries `id: <sequence_number>`. Unless the
 request says `"store": false` (or `[streams] buffer = false`), the stream is recorded
 (adapters/stream_log.py) under its response id, and may go on after its client left
-(server/streaming.py). `GET /v1/responses/{id}?stream=true` sends the events after
+(server/streaming.py); a whole answer is stored as its one `response.completed` event.
+`GET /v1/responses/{id}?stream=true` sends the events after
 `starting_after=N` (or a `Last-Event-ID: N` header; core/resume.py), live while the
 answer runs, from the buffer once it ended, from any gateway process on the same
 database; `GET /v1/responses/{id}` answers the response object as it is now (the
@@ -70,11 +71,10 @@ async def _answer(services: Services, incoming: Incoming, parse: Parser) -> Answ
     run = await open_run(services, incoming, "responses", parse_noting)
     exe = run.exe
     created = int(services.clock.epoch())
+    response_id = "resp_" + exe.request_id.removeprefix("req_")
+    store = noted.get("store", True) and services.settings.streams.buffer
     if exe.request.stream:
-        response_id = "resp_" + exe.request_id.removeprefix("req_")
-        recorder = None
-        if noted.get("store", True) and services.settings.streams.buffer:
-            recorder = services.stream_log.open(response_id, exe.key.tenant)
+        recorder = services.stream_log.open(response_id, exe.key.tenant) if store else None
         framer = NamedEventFramer(
             ResponsesStreamEncoder(
                 response_id=response_id,
@@ -88,7 +88,7 @@ async def _answer(services: Services, incoming: Incoming, parse: Parser) -> Answ
         return Streamed(run, framer, exe.rate_headers, recorder=recorder)
     completion = await run.collect()
     body = response_object(
-        response_id="resp_" + exe.request_id.removeprefix("req_"),
+        response_id=response_id,
         created_at=created,
         model=exe.request.model,
         completion=completion,
@@ -97,6 +97,11 @@ async def _answer(services: Services, incoming: Incoming, parse: Parser) -> Answ
         gateway=exe.gateway_info(),
         request=exe.request,
     )
+    if store:  # kept like a stream's end, for GET /v1/responses/{id}
+        recorder = services.stream_log.open(response_id, exe.key.tenant)
+        done = {"type": "response.completed", "sequence_number": 0, "response": body}
+        recorder.add(0, "response.completed", to_json(done))
+        recorder.end()
     return Whole(to_json(body).encode(), exe.rate_headers)
 
 

@@ -281,3 +281,15 @@ async def test_the_openai_sdk_resumes_with_retrieve_stream_starting_after(gatewa
     assert finished.id == response_id and finished.status == "completed"
     assert finished.output_text == rest[-1].response.output_text
     assert len(finished.output_text.split()) >= 12
+
+
+async def test_a_whole_answer_is_kept_too_and_store_false_is_not(gateway: Running) -> None:
+    async with gateway.client() as client:
+        answer = await client.post("/v1/responses", json=ask("output_tokens=4"))
+        kept = await client.get(f"/v1/responses/{answer.json()['id']}")
+        as_stream = await resume(client, answer.json()["id"])
+        private = await client.post("/v1/responses", json=ask("output_tokens=4", store=False))
+        not_kept = await client.get(f"/v1/responses/{private.json()['id']}")
+    assert kept.status_code == 200 and kept.json() == answer.json()
+    assert [(e.id, e.event) for e in as_stream] == [("0", "response.completed")]
+    assert not_kept.status_code == 404
