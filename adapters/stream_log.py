@@ -91,7 +91,7 @@ class Recorder:
         self.ended = False
         self.ended_at: float | None = None
         self.written_at: float | None = None  # when the head was last written
-        self.changed = trio.Event()  # set (and replaced) whenever something is added
+        self._waiting: trio.Event | None = None  # set at the next change (made by `changed`)
 
     def add(self, seq: int, event: str | None, data: str) -> None:
         if self.ended:
@@ -120,9 +120,16 @@ class Recorder:
     def after(self, seq: int) -> list[StoredEvent]:
         return [e for e in self.events if e.seq > seq]
 
+    async def changed(self) -> None:
+        """Until the next event or the end."""
+        if self._waiting is None:
+            self._waiting = trio.Event()
+        await self._waiting.wait()
+
     def _changed(self) -> None:
-        changed, self.changed = self.changed, trio.Event()
-        changed.set()
+        waiting, self._waiting = self._waiting, None  # an Event only while a tail waits
+        if waiting is not None:
+            waiting.set()
         self._log.dirty(self)
 
 
@@ -318,7 +325,7 @@ class StreamLog:
         with trio.move_on_at(until):
             if local is not None:
                 if local.last_seq <= after and not local.ended:
-                    await local.changed.wait()
+                    await local.changed()
             else:
                 await trio.sleep(self.settings.poll_seconds)
 

@@ -325,8 +325,8 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
                            {"name": "Last-Event-ID", "in": "header",
                             "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
                             "description": "as starting_after (the query wins)"},
-                           {"name": "include_obfuscation", "in": "query", "schema": {"type": "string"},
-                            "description": "accepted, ignored"},
+                           {"name": "include_obfuscation", "in": "query",
+                            "schema": {"enum": ["true", "false"]}, "description": "accepted, ignored"},
                        ])
         },
         "/v1/responses/ws": {

@@ -160,13 +160,14 @@ def register(app: QuartTrio, services: Services) -> None:
         key = await require_key(services)
         query = Query(request.args, RETRIEVE_QUERY)
         stream = query.choice("stream", ("true", "false")) == "true"
-        if not stream:
+        query.choice("include_obfuscation", ("true", "false"))  # accepted, means nothing here
+        after = resume.cursor(query.text("starting_after"), request.headers.get("last-event-id"))
+        if not stream:  # (a cursor is checked, and means nothing, here)
             _, events = await log.read(key.tenant, response_id, resume.FROM_START)
             found = _latest_response(events)
             if found is None:
                 raise InvalidRequest(f"Response '{response_id}' has not started yet", param="response_id")
             return Response(to_json(found), content_type="application/json")
-        after = resume.cursor(query.text("starting_after"), request.headers.get("last-event-id"))
         first = await log.read(key.tenant, response_id, after)  # 404 / 410 before any byte
 
         async def body() -> AsyncIterator[bytes]:
