@@ -517,7 +517,8 @@ async def test_client_disconnect_mid_stream_closes_upstream_and_records_client_c
     gw = await start_live(nursery, tmp_path, fake, idle=30.0)
     fake.script(Fault(stall_after=3, stall_for=60))
     if surface == "responses":
-        path, body = "/v1/responses/stream", ask()
+        # not stored: a stored stream goes on detached (tests/server/test_e2e_resume.py)
+        path, body = "/v1/responses/stream", ask(store=False)
         marker = '"response.output_text.delta"'
     else:
         path, body = "/v1/chat/completions", chat(stream=True)

@@ -414,6 +414,7 @@ async def test_client_disconnect_mid_stream_is_recorded_once(gateway: Running, p
     }
     if path == "/v1/responses":
         body["input"] = words
+        body["store"] = False  # a stored stream goes on detached (tests/server/test_e2e_resume.py)
     else:
         body["messages"] = [{"role": "user", "content": words}]
     async with gateway.client(key=key) as client:
