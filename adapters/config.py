@@ -131,6 +131,8 @@ def _idempotency(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> idempot
             except ValueError:
                 raise ConfigError(f"{var} must be a number of seconds, not {env[var]!r}") from None
     return idempotency.Policy(**section)
+
+
 def _streams(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> StreamSettings:
     """`[streams]` (unknown keys refused), then `UMG_STREAM_BUFFER` and
     `UMG_STREAM_RETENTION_SECONDS`."""
