@@ -244,7 +244,8 @@ async def test_storage_that_cannot_be_asked_fails_closed_with_a_503(gateway: Run
 
 
 async def test_a_stream_the_client_left_is_released_so_the_retry_runs(gateway: Running) -> None:
-    body = {"model": "mock-fast", "input": "one two three four five six",
+    # not stored: a stored stream would go on detached to its end (then be replayed)
+    body = {"model": "mock-fast", "input": "one two three four five six", "store": False,
             "metadata": {"mock_scenario": "chunk_delay_ms=300"}}
     async with gateway.client() as client:
         async with client.stream("POST", "/v1/responses/stream", json=body,
