@@ -147,6 +147,45 @@ def _streams(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> StreamSetti
 
 
 @frozen
+class BudgetSetting:
+    """A `[[budgets]]` entry: a project's (or, without `project`, a tenant's) budget."""
+
+    tenant: str
+    project: str  # "" for the tenant's own budget
+    limit_usd: Decimal
+    period: str = "month"
+
+
+def _budgets(file_cfg: Mapping[str, Any]) -> tuple[BudgetSetting, ...]:
+    """`[[budgets]]`: tenant, optional project, limit_usd (a string or whole number, never a
+    float: money is exact) and period (day, month or total; default month)."""
+    entries = file_cfg.get("budgets", [])
+    if not isinstance(entries, list):
+        raise ConfigError("budgets must be an array of tables ([[budgets]])")
+    found: list[BudgetSetting] = []
+    for n, item in enumerate(entries):
+        where = f"budgets[{n}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = sorted(set(item) - {"tenant", "project", "limit_usd", "period"})
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys {unknown}")
+        tenant, project = item.get("tenant"), item.get("project", "")
+        if not isinstance(tenant, str) or not tenant.strip() or not isinstance(project, str):
+            raise ConfigError(f"{where}: tenant (and project, when given) must be non-empty strings")
+        raw = item.get("limit_usd")
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise ConfigError(f"{where}.limit_usd must be a decimal string such as \"100.00\"")
+        period = item.get("period", "month")
+        if period not in ("day", "month", "total"):
+            raise ConfigError(f"{where}.period must be day, month or total, not {period!r}")
+        limit = parse_budget(str(raw))
+        assert limit is not None
+        found.append(BudgetSetting(tenant, project, limit, period))
+    return tuple(found)
+
+
+@frozen
 class Settings:
     host: str = "127.0.0.1"
     port: int = 3000
@@ -162,6 +201,7 @@ class Settings:
     timeouts: Timeouts = field(factory=Timeouts)
     health: HealthPolicy = field(factory=HealthPolicy)
     idempotency: idempotency.Policy = field(factory=idempotency.Policy)
+    budgets: tuple[BudgetSetting, ...] = ()  # [[budgets]]: written to storage at start
     log_level: str = "info"
 
     def catalog(self) -> Catalog:
@@ -335,6 +375,7 @@ def load_settings(
             timeouts=Timeouts(**_table(file_cfg, "timeouts", Timeouts)),
             health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),
             idempotency=_idempotency(file_cfg, env),
+            budgets=_budgets(file_cfg),
             log_level=env.get("LOG_LEVEL") or server.get("log_level", "info"),
         )
     except (TypeError, ValueError) as err:

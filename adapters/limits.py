@@ -6,7 +6,11 @@ atomicity, `core.ratelimit` and `core.budget` provide the rules. Time for shared
 epoch seconds (`Clock.epoch()`), the one clock every gateway process agrees on.
 
 Scopes: `rl:<key id>` (the key's requests- and tokens-per-minute buckets, together, so
-admission is one atomic update), and `core.budget.period_key("key:<key id>", period, now)` for key budgets.
+admission is one atomic update); budgets (the key's, its project's, its tenant's) are
+named by `adapters/budgets.py`. An attempt's grant reserves in every budget that covers
+it in ONE `Storage.update_states` (one transaction over their rows on Postgres), and its
+settle or release closes the reservation in all of them the same way, so spent +
+reserved stays within each limit across processes.
 
 On storage shared by many processes (`Storage.shared`: Postgres) rate admissions are
 served from slices of the shared buckets that this process leases (`adapters/leases.py`,
@@ -17,11 +21,13 @@ state is already in this process's memory, so every admission is direct.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from attrs import frozen
 
+from adapters.budgets import BudgetBook, Covering
 from adapters.clock import Clock
 from adapters.leases import RateSlices
 from adapters.storage.base import Storage
@@ -35,8 +41,8 @@ class Grant:
     """What one attempt may spend: `max_output_tokens` (None: uncapped) and the reservation."""
 
     max_output_tokens: int | None
-    reserved: Decimal | None  # key-budget reservation, None when the key has no budget
-    scope: str | None
+    reserved: Decimal | None  # held in each budget of `scopes`; None: no budget covers it
+    scopes: tuple[str, ...] = ()
 
 
 def _rate_scope(key: KeyRecord) -> str:
@@ -59,6 +65,7 @@ class Limits:
         self._default_rpm = default_rpm
         self._default_tpm = default_tpm
         self._slices = RateSlices(storage, clock) if storage.shared else None
+        self.budgets = BudgetBook(storage, clock)
 
     @property
     def rate_leases(self) -> int:
@@ -142,48 +149,51 @@ class Limits:
         return budget.period_key(f"key:{key.id}", key.budget_period, self._clock.wall())  # type: ignore[arg-type]
 
     async def grant(self, key: KeyRecord, ask: grants.Ask) -> Grant:
-        """Size one attempt by `core.grants` (reserving in the key's budget, atomically);
-        raise the refusal's `BudgetExceeded`."""
-        scope = self._scope(key)
-        if scope is None:
+        """Size one attempt by `core.grants`, reserving in EVERY budget that covers the key
+        (its own, its project's, its tenant's) in one atomic update; raise the refusal's
+        `BudgetExceeded` (which names the budget that refused)."""
+        covers = await self.budgets.covering(key)
+        if not covers:
             decision, _ = grants.grant(ask, None)
         else:
-            limit = key.budget_usd
-            assert limit is not None
+            scopes = tuple(c.scope for c in covers)
 
-            def apply(state: dict[str, Any] | None) -> tuple[grants.Decision, dict[str, Any]]:
-                current = budget.BudgetState.from_dict(state) if state else budget.BudgetState(limit=limit)
-                decision, after = grants.grant(ask, budget.with_limit(current, limit))
-                assert after is not None
-                return decision, after.to_dict()
+            def apply(
+                states: dict[str, dict[str, Any] | None],
+            ) -> tuple[grants.Decision, dict[str, dict[str, Any]]]:
+                now = tuple(
+                    grants.Cover(c.kind, c.label, _state(states[c.scope], c.limit)) for c in covers
+                )
+                decision, after = grants.grant_all(ask, now)
+                return decision, {s: a.to_dict() for s, a in zip(scopes, after, strict=True)}
 
-            decision = await self._storage.update_state(scope, apply)
+            decision = await self._storage.update_states(scopes, apply)
         if isinstance(decision, grants.Refused):
             raise decision.error
-        return Grant(decision.max_output_tokens, decision.reserved, scope if decision.reserved is not None else None)
+        held = tuple(c.scope for c in covers) if decision.reserved is not None else ()
+        return Grant(decision.max_output_tokens, decision.reserved, held)
+
+    async def _close(self, grant: Grant, close: Callable[[list[budget.BudgetState]],
+                                                           tuple[budget.BudgetState, ...]]) -> None:
+        if not grant.scopes:
+            return
+
+        def apply(states: dict[str, dict[str, Any] | None]) -> tuple[None, dict[str, dict[str, Any]]]:
+            known = [s for s in grant.scopes if states[s]]
+            after = close([budget.BudgetState.from_dict(states[s] or {}) for s in known])
+            new = {s: (states[s] or {}) for s in grant.scopes}
+            new.update({s: a.to_dict() for s, a in zip(known, after, strict=True)})
+            return None, new
+
+        await self._storage.update_states(grant.scopes, apply)
 
     async def settle(self, grant: Grant, rid: str, actual: Decimal) -> None:
-        if grant.scope is None:
-            return
-
-        def apply(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
-            if state is None:
-                return None, {}
-            _, new = budget.settle(budget.BudgetState.from_dict(state), rid, actual)
-            return None, new.to_dict()
-
-        await self._storage.update_state(grant.scope, apply)
+        """Charge `actual` for `rid` in every budget the grant reserved in, atomically."""
+        await self._close(grant, lambda states: grants.settle_all(states, rid, actual))
 
     async def release(self, grant: Grant, rid: str) -> None:
-        if grant.scope is None:
-            return
-
-        def apply(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
-            if state is None:
-                return None, {}
-            return None, budget.release(budget.BudgetState.from_dict(state), rid).to_dict()
-
-        await self._storage.update_state(grant.scope, apply)
+        """Drop `rid`'s reservation from every budget the grant reserved in, atomically."""
+        await self._close(grant, lambda states: grants.release_all(states, rid))
 
     async def key_budget(self, key: KeyRecord) -> budget.BudgetState | None:
         return (await self.key_budgets([key]))[key.id]
@@ -205,3 +215,16 @@ class Limits:
                 budget.BudgetState.from_dict(state) if state else budget.BudgetState(limit=key.budget_usd)
             )
         return out
+
+    async def covering_now(self, key: KeyRecord) -> list[tuple[Covering, budget.BudgetState]]:
+        """Every budget that covers `key`, with its current period's state (for reports)."""
+        covers = await self.budgets.covering(key)
+        states = await self._storage.read_states([c.scope for c in covers]) if covers else {}
+        return [(c, _state(states[c.scope], c.limit)) for c in covers]
+
+
+def _state(stored: dict[str, Any] | None, limit: Decimal) -> budget.BudgetState:
+    """A budget's stored state under its configured limit (fresh when never written)."""
+    if not stored:
+        return budget.BudgetState(limit=limit)
+    return budget.with_limit(budget.BudgetState.from_dict(stored), limit)

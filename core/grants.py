@@ -22,12 +22,23 @@ Rules:
   cap)`) is reserved under the attempt's rid (`budget.reserve`), so spent + reserved
   never exceeds the limit; a reservation the budget refuses is a refusal too.
 - `rid(request_id, attempt)` names an attempt's reservation: "<request id>:<attempt>".
+- Several budgets may cover one request (its key's, its project's, its tenant's):
+  `grant_all(ask, covers)` is one decision over all of them, all or nothing. The money
+  available is the least any of them leaves (and at most the request's remaining
+  budget); the same worst case is reserved under the same rid in every one, or in none.
+  A refusal names the budget that refused (`Cover.label`): the one leaving the least,
+  the first of those in `covers` order on a tie. So spent + reserved never exceeds the
+  limit of any budget that covers the request. `grant(ask, state)` is the case of one
+  key budget (or none).
+- `settle_all` / `release_all` apply `budget.settle` / `budget.release` for one rid to
+  every covering budget (each idempotent per rid, so a retried settle charges once).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from attrs import frozen
 
@@ -37,6 +48,9 @@ from core.catalog import Price
 from core.errors import BudgetExceeded
 
 REQUEST_BUDGET_PARAM = "constraints.budget.max_cost_usd"
+KEY_BUDGET_LABEL = "The key's budget"
+
+BudgetKind = Literal["key", "project", "tenant"]
 
 
 @frozen
@@ -60,6 +74,16 @@ class Granted:
 @frozen
 class Refused:
     error: BudgetExceeded
+    budget: BudgetKind | None = None  # the budget that refused; None: the request's own
+
+
+@frozen
+class Cover:
+    """One budget that covers the request, as it is now."""
+
+    kind: BudgetKind
+    label: str  # how a refusal names it: "The key's budget", "The budget of project ..."
+    state: budget.BudgetState
 
 
 Decision: TypeAlias = Granted | Refused
@@ -86,6 +110,61 @@ def _refused(ask: Ask, message: str) -> Refused:
     return Refused(BudgetExceeded(message, param=param))
 
 
+def _binding(covers: Sequence[Cover]) -> Cover:
+    """The budget that leaves the least (the first such on a tie)."""
+    return min(covers, key=lambda c: c.state.available)
+
+
+def _budget_refused(ask: Ask, cover: Cover) -> Refused:
+    state = cover.state
+    message = (
+        f"{cover.label} cannot pay for this request ({state.available} USD left"
+        f" of {state.limit} USD)"
+    )
+    return Refused(BudgetExceeded(message), cover.kind)
+
+
+def grant_all(
+    ask: Ask, covers: Sequence[Cover]
+) -> tuple[Decision, tuple[budget.BudgetState, ...]]:
+    """Size one attempt and reserve its worst case in EVERY covering budget, or in none.
+
+    The states come back in `covers` order, updated (unchanged on a refusal)."""
+    before = tuple(c.state for c in covers)
+    if not covers:
+        decision, _ = grant(ask, None)
+        return decision, ()
+    binding = _binding(covers)
+    available = binding.state.available
+    if ask.request_remaining is not None and ask.request_remaining < available:
+        available = ask.request_remaining
+        if _fit(ask, available) < 1:
+            return _refused(ask, "The request's max_cost_usd cannot pay for this request"), before
+    fit = _fit(ask, available)
+    if fit < 1:
+        return _budget_refused(ask, binding), before
+    amount = worst_case_cost(ask.input_tokens, fit, ask.price)
+    after: list[budget.BudgetState] = []
+    for cover in covers:
+        held, state = budget.reserve(cover.state, ask.rid, amount)
+        if not isinstance(held, budget.Reserved) or held.amount != amount:
+            return _budget_refused(ask, cover), before  # e.g. the rid was closed already
+        after.append(state)
+    return Granted(fit, amount), tuple(after)
+
+
+def settle_all(
+    states: Sequence[budget.BudgetState], rid: str, actual: Decimal
+) -> tuple[budget.BudgetState, ...]:
+    """Charge `actual` for `rid` in every budget that holds it (idempotent per rid)."""
+    return tuple(budget.settle(s, rid, actual)[1] for s in states)
+
+
+def release_all(states: Sequence[budget.BudgetState], rid: str) -> tuple[budget.BudgetState, ...]:
+    """Drop `rid`'s reservation from every budget (idempotent per rid)."""
+    return tuple(budget.release(s, rid) for s in states)
+
+
 def grant(ask: Ask, state: budget.BudgetState | None) -> tuple[Decision, budget.BudgetState | None]:
     """Size (and, with a key budget, reserve) one attempt; the state is returned updated."""
     if state is None:
@@ -98,14 +177,5 @@ def grant(ask: Ask, state: budget.BudgetState | None) -> tuple[Decision, budget.
                 "The request's max_cost_usd cannot pay for this request's input and one output token",
             ), None
         return Granted(fit, None), None
-    available = state.available
-    if ask.request_remaining is not None:
-        available = min(available, ask.request_remaining)
-    fit = _fit(ask, available)
-    if fit < 1:
-        return _refused(ask, "The key's budget cannot pay for this request"), state
-    amount = worst_case_cost(ask.input_tokens, fit, ask.price)
-    decision, state = budget.reserve(state, ask.rid, amount)
-    if not isinstance(decision, budget.Reserved):
-        return _refused(ask, "The key's budget cannot pay for this request"), state
-    return Granted(fit, amount), state
+    decision, (after,) = grant_all(ask, (Cover("key", KEY_BUDGET_LABEL, state),))
+    return decision, after

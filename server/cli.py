@@ -1,4 +1,4 @@
-"""The `umg` command: `serve`, and `keys create | list | revoke`.
+"""The `umg` command: `serve`, `keys create | list | revoke`, `budgets set | list | delete`.
 
 Owns: the command line. Settings come from `adapters.config.load_settings` (file <
 environment < flags). `umg serve` on an empty database mints a development key and prints
@@ -10,6 +10,9 @@ clear line on stderr and exit status 2, never a traceback. A SQLite database's d
 is created on first use, so `umg serve` works in a fresh checkout. A key's secret is
 printed only by `keys create` (and the first `serve`), never by `keys list`. The
 development key is an admin key (`--admin`): it can use the admin API and the console.
+`budgets set --tenant T [--project P] --limit-usd N --period month` sets a project's
+budget (without `--project`: the tenant's); running gateways apply it within
+`adapters.budgets.BUDGET_CACHE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import trio
 
 from adapters import keys
 from adapters.admin import create_key
+from adapters.budgets import budget_record
 from adapters.clock import Clock
 from adapters.config import ConfigError, Settings, load_settings, parse_budget
 from adapters.storage import SQLITE_PREFIX, open_storage
-from adapters.storage.records import KeyRecord
+from adapters.storage.records import BudgetRecord, KeyRecord
 from adapters.telemetry import configure_logging
 
 if TYPE_CHECKING:
@@ -147,7 +151,66 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     revoke = keys_cmd.add_parser("revoke", help="revoke a key by id or prefix", parents=later)
     revoke.add_argument("key", metavar="ID_OR_PREFIX", help="a key id, its prefix, or the key itself")
+    budgets = sub.add_parser("budgets", help="project and tenant budgets").add_subparsers(
+        dest="action", required=True
+    )
+    put = budgets.add_parser("set", help="set a project's (or a tenant's) budget", parents=later)
+    put.add_argument("--tenant", required=True)
+    put.add_argument("--project", default="", help="leave out for the whole tenant's budget")
+    put.add_argument("--limit-usd", "--limit", type=_budget, required=True, dest="limit_usd",
+                     help="spending limit in USD per period (>= 0)")
+    put.add_argument("--period", choices=["day", "month", "total"], default="month")
+    shown = budgets.add_parser("list", help="list budgets", parents=later)
+    shown.add_argument("--tenant")
+    shown.add_argument("--json", action="store_true")
+    drop = budgets.add_parser("delete", help="remove a budget", parents=later)
+    drop.add_argument("--tenant", required=True)
+    drop.add_argument("--project", default="")
     return parser
+
+
+def _budget_json(rec: BudgetRecord) -> dict[str, object]:
+    return {
+        "tenant": rec.tenant,
+        "project": rec.project or None,
+        "limit_usd": str(rec.budget_usd),
+        "period": rec.budget_period,
+        "updated_at": rec.updated_at.isoformat(),
+    }
+
+
+async def _budgets(args: argparse.Namespace, settings: Settings) -> int:
+    storage = open_storage(settings.database_url)
+    await storage.migrate()
+    try:
+        if args.action == "set":
+            try:
+                rec = budget_record(args.tenant, args.project, args.limit_usd, args.period, Clock().wall())
+            except ValueError as err:
+                print(f"umg: {err}", file=sys.stderr)
+                return 2
+            await storage.put_budget(rec)
+            print(f"budget set: {_budget_line(rec)}")
+            return 0
+        if args.action == "list":
+            found = await storage.list_budgets(args.tenant)
+            if args.json:
+                print(json.dumps([_budget_json(r) for r in found]))
+            for rec in found if not args.json else ():
+                print(_budget_line(rec))
+            return 0
+        if not await storage.delete_budget(args.tenant, args.project):
+            print(f"umg: no budget for tenant {args.tenant!r} project {args.project!r}", file=sys.stderr)
+            return 1
+        print("budget deleted")
+        return 0
+    finally:
+        await storage.close()
+
+
+def _budget_line(rec: BudgetRecord) -> str:
+    what = f"{rec.tenant}/{rec.project}" if rec.project else f"{rec.tenant} (whole tenant)"
+    return f"{what}  {rec.budget_usd} USD per {rec.budget_period}"
 
 
 def _key_json(record: KeyRecord) -> dict[str, object]:
@@ -328,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "keys":
         return trio.run(_keys, args, settings)
+    if args.command == "budgets":
+        return trio.run(_budgets, args, settings)
     status = 1
     try:
         status = trio.run(_serve, args, settings)

@@ -191,7 +191,19 @@ _SCHEMAS: dict[str, S] = {
         },
     },
     "ModelList": {"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array"}}},
-    "Usage": {"type": "object", "properties": {"totals": {"type": "object"}, "groups": {"type": "array"}}},
+    "Usage": {"type": "object", "properties": {
+        "totals": {"type": "object"}, "groups": {"type": "array"},
+        "budgets": {"type": "array", "description": "every budget covering the caller, current period",
+                    "items": {"type": "object", "required": ["kind", "period", "limit_usd", "remaining_usd"],
+                              "properties": {
+                                  "kind": {"enum": ["key", "project", "tenant"]},
+                                  "tenant": {"type": "string"}, "project": {"type": ["string", "null"]},
+                                  "period": {"enum": ["day", "month", "total"]},
+                                  "period_key": {"type": "string"},
+                                  **{f: {"type": "string"} for f in (
+                                      "limit_usd", "spent_usd", "reserved_usd", "remaining_usd")},
+                              }}},
+    }},
     # Server-sent events: one schema per stream, the `data` of each event (see docs/api.md).
     "ResponsesStreamEvent": {
         "type": "object",

@@ -11,6 +11,7 @@ import logging
 import httpx
 from attrs import define
 
+from adapters.budgets import budget_record
 from adapters.clock import Clock
 from adapters.config import Settings, how_to_add_providers
 from adapters.gateway import Gateway
@@ -121,6 +122,10 @@ async def build_services(settings: Settings) -> Services:
         ),
     )
     jobs.render = render_job
+    for b in settings.budgets:  # [[budgets]] in the config file: the file wins at start
+        await gateway.limits.budgets.put(
+            budget_record(b.tenant, b.project, b.limit_usd, b.period, clock.wall())
+        )
     services = Services(
         settings=settings, storage=storage, gateway=gateway, clock=clock, transport=transport,
         jobs=jobs,

@@ -2,16 +2,19 @@
 
 Owns: what the rest of the gateway may ask of storage, and the guarantees:
 
-- Atomicity: `update_state` and `update_job` run the caller's function atomically
+- Atomicity: `update_state`, `update_states` and `update_job` run the caller's function atomically
   with respect to every other task and process using the database. On Postgres that
   is one transaction holding the row's lock (`FOR UPDATE`); `update_job` on SQLite too
   (`BEGIN IMMEDIATE`). `update_state` on SQLite runs on the in-memory copy of the one
   process that owns the file's state (`sqlite.py`; another process gets
-  `owner.StorageBusy`). The function must be quick, must not await and must not
+  `owner.StorageBusy`). `update_states` is one such update over several scopes at once
+  (all or nothing); Postgres locks their rows in sorted scope order, so two callers
+  over overlapping scopes cannot deadlock. The function must be quick, must not await and must not
   mutate the state it is given; it runs on the Trio thread (so it may read a Trio
   clock). Whatever it raises leaves the state unchanged and propagates.
 - Durability of `update_state`: on Postgres committed before it returns. On SQLite,
-  scopes `rl:*` and `key:*` (rate buckets, key budgets) are committed with the next
+  scopes `rl:*`, `key:*` and `budget:*` (rate buckets, key, project and tenant
+  budgets) are committed with the next
   `insert_usage` batch or within 0.5 s, whichever is first, and on `close()`; every
   other scope before it returns. So a state change made before `insert_usage(row)`
   is committed no later than `row`.
@@ -56,7 +59,7 @@ from adapters.storage.ledger import (
     Query,
     SeriesRow,
 )
-from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 
@@ -64,9 +67,28 @@ T = TypeVar("T")
 
 State = dict[str, Any]
 StateFn = Callable[[State | None], tuple[T, State]]
+# `update_states`: the states of the scopes asked for (None: never written) -> new states
+StatesFn = Callable[[dict[str, State | None]], tuple[T, dict[str, State]]]
 JobFn = Callable[[JobRecord], JobRecord]
 # What `update_key` may change; the rest of a key (its secret, tenant, admin flag) is fixed.
 KEY_MUTABLE = ("name", "rpm", "tpm", "budget_usd", "budget_period")
+
+
+BUDGET_COLUMNS = "tenant, project, budget_usd, budget_period, updated_at"
+
+
+def budget_upsert_sql(mark: str) -> str:
+    """Insert or replace one (tenant, project) budget; `mark` is the driver's placeholder."""
+    return (
+        f"INSERT INTO budgets ({BUDGET_COLUMNS}) VALUES ({', '.join([mark] * 5)})"
+        " ON CONFLICT (tenant, project) DO UPDATE SET budget_usd = excluded.budget_usd,"
+        " budget_period = excluded.budget_period, updated_at = excluded.updated_at"
+    )
+
+
+def budget_list_sql(mark: str, tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    where, args = ("", ()) if tenant is None else (f" WHERE tenant = {mark}", (tenant,))
+    return f"SELECT {BUDGET_COLUMNS} FROM budgets{where} ORDER BY tenant, project", args
 
 
 def key_changes(changes: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -283,6 +305,20 @@ class Storage(Protocol):
 
     async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
         """`read_state` of each scope, in one query (None for a scope never written)."""
+
+    async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
+        """`update_state` over several scopes in one atomic step: `fn` gets every scope's
+        state and returns the new state of every scope."""
+
+    # -- project and tenant budgets ----------------------------------------------------
+    async def put_budget(self, rec: BudgetRecord) -> None:
+        """Set (or replace) the budget of (`rec.tenant`, `rec.project`)."""
+
+    async def delete_budget(self, tenant: str, project: str) -> bool:
+        """Remove a budget; False if there was none."""
+
+    async def list_budgets(self, tenant: str | None = None) -> list[BudgetRecord]:
+        """Budgets of one tenant or of all, by (tenant, project)."""
 
     # -- jobs ------------------------------------------------------------------------
     async def insert_job(self, rec: JobRecord) -> None: ...

@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 
 import attrs
 
-from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
 
-R = TypeVar("R", KeyRecord, UsageRecord, JobRecord)
+R = TypeVar("R", KeyRecord, UsageRecord, JobRecord, BudgetRecord)
+Record = KeyRecord | UsageRecord | JobRecord | BudgetRecord
 
 MONEY_FIELDS = frozenset({"budget_usd", "cost"})
-DATETIME_FIELDS = frozenset({"created_at", "revoked_at", "at", "started_at", "completed_at"})
+DATETIME_FIELDS = frozenset({"created_at", "revoked_at", "at", "started_at", "completed_at",
+                             "updated_at"})
 JSON_FIELDS = frozenset({"request", "result", "error", "attempt_log"})
 BOOL_FIELDS = frozenset({"stream", "cancel_requested", "admin"})
 
@@ -36,7 +38,7 @@ _LIMIT = Decimal("1E20")
 _CONTEXT = Context(prec=40)  # 30 digits always fit; the default 28 would not
 
 
-def columns(cls: type[KeyRecord | UsageRecord | JobRecord]) -> tuple[str, ...]:
+def columns(cls: type[Record]) -> tuple[str, ...]:
     return tuple(f.name for f in attrs.fields(cls))
 
 
@@ -97,7 +99,7 @@ def from_sqlite(name: str, value: Any) -> Any:
     return value
 
 
-def sqlite_row(rec: KeyRecord | UsageRecord | JobRecord) -> tuple[Any, ...]:
+def sqlite_row(rec: Record) -> tuple[Any, ...]:
     return tuple(to_sqlite(n, getattr(rec, n)) for n in columns(type(rec)))
 
 
@@ -130,7 +132,7 @@ def from_postgres(name: str, value: Any) -> Any:
     return value
 
 
-def postgres_row(rec: KeyRecord | UsageRecord | JobRecord) -> tuple[Any, ...]:
+def postgres_row(rec: Record) -> tuple[Any, ...]:
     return tuple(to_postgres(n, getattr(rec, n)) for n in columns(type(rec)))
 
 

@@ -4,8 +4,8 @@ Owns: which scopes are in memory, which have changes not yet committed, which ma
 persisted after `update_state` returns, and which are dropped when the table is full.
 
 Rules:
-- Write-behind scopes: `rl:*` (rate buckets) and `key:*` (key budgets), the ones every
-  request changes. A change to them is in memory at once and committed by the storage
+- Write-behind scopes: `rl:*` (rate buckets), `key:*` (key budgets) and `budget:*`
+  (project and tenant budgets), the ones every request changes. A change to them is in memory at once and committed by the storage
   writer later (`group_commit.py`): with the next ledger batch, or within the writer's
   `flush_seconds`, or on close. Every other scope (webhook secrets, the dev-key flag,
   ...) is written through: committed before `update_state` returns.
@@ -24,7 +24,7 @@ from collections import OrderedDict
 from typing import Any
 
 State = dict[str, Any]
-WRITE_BEHIND_PREFIXES = ("rl:", "key:")
+WRITE_BEHIND_PREFIXES = ("rl:", "key:", "budget:")
 
 
 def write_behind(scope: str) -> bool:

@@ -36,13 +36,22 @@ from psycopg import errors as pg_errors
 
 from adapters.storage import codec, idem_rows, rollup
 from adapters.storage import streams as stream_sql
-from adapters.storage.base import JobFn, LedgerReads, State, StateFn, key_changes
+from adapters.storage.base import (
+    JobFn,
+    LedgerReads,
+    State,
+    StateFn,
+    StatesFn,
+    budget_list_sql,
+    budget_upsert_sql,
+    key_changes,
+)
 from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import POSTGRES, Query
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
-from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core.errors import Conflict
@@ -339,6 +348,45 @@ class PostgresStorage(LedgerReads):
         rows = await self._run(lambda c: c.execute(sql, (list(scopes),)).fetchall())
         found = {str(scope): data for scope, data in rows}
         return {s: None if found.get(s) is None else dict(found[s]) for s in scopes}
+
+    async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
+        ordered = sorted(set(scopes))  # one lock order for every caller: no deadlock
+
+        def apply(c: Conn) -> T:
+            for scope in ordered:
+                c.execute(
+                    "INSERT INTO state (scope, data) VALUES (%s, NULL) ON CONFLICT (scope) DO NOTHING",
+                    (scope,),
+                )
+            rows = c.execute(
+                "SELECT scope, data FROM state WHERE scope = ANY(%s) ORDER BY scope FOR UPDATE",
+                (ordered,),
+            ).fetchall()
+            current: dict[str, State | None] = {scope: data for scope, data in rows}
+            result, new = trio.from_thread.run_sync(fn, current)
+            for scope in ordered:
+                c.execute(
+                    "UPDATE state SET data = %s::jsonb, updated_at = now() WHERE scope = %s",
+                    (codec.dumps(new[scope]), scope),
+                )
+            return result
+
+        return await self._run(apply)
+
+    # -- project and tenant budgets ----------------------------------------------------
+
+    async def put_budget(self, rec: BudgetRecord) -> None:
+        row = codec.postgres_row(rec)
+        await self._run(lambda c: c.execute(budget_upsert_sql("%s"), row))
+
+    async def delete_budget(self, tenant: str, project: str) -> bool:
+        sql = "DELETE FROM budgets WHERE tenant = %s AND project = %s"
+        return bool(await self._run(lambda c: c.execute(sql, (tenant, project)).rowcount))
+
+    async def list_budgets(self, tenant: str | None = None) -> list[BudgetRecord]:
+        sql, args = budget_list_sql("%s", tenant)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_postgres_row(BudgetRecord, r) for r in rows]
 
     # -- jobs (queries in pg_jobs.py) ----------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""What storage keeps: API keys, ledger rows and jobs, as frozen values.
+"""What storage keeps: API keys, budgets, ledger rows and jobs, as frozen values.
 
 Owns: the record shapes every backend reads and writes. Field names are column names
 (the backends build their SQL from `attrs.fields`), so renaming a field is a migration.
@@ -34,6 +34,20 @@ class KeyRecord:
     created_at: datetime
     revoked_at: datetime | None
     admin: bool = False  # manages every tenant (admin API, console); else reads its own
+
+
+@frozen
+class BudgetRecord:
+    """A spending limit for a whole project or a whole tenant (`project` "": the tenant).
+
+    Unique per (tenant, project). Its spending lives in `state` rows per period, like a
+    key's (adapters/budgets.py names them)."""
+
+    tenant: str
+    project: str  # "" for the tenant's own budget
+    budget_usd: Decimal
+    budget_period: str  # "month" | "day" | "total"
+    updated_at: datetime
 
 
 @frozen

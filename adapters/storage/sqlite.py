@@ -50,6 +50,9 @@ from adapters.storage.base import (
     LedgerReads,
     State,
     StateFn,
+    StatesFn,
+    budget_list_sql,
+    budget_upsert_sql,
     claim_record,
     claimable_where,
     heartbeat_fn,
@@ -63,7 +66,7 @@ from adapters.storage.ledger import SQLITE, Query
 from adapters.storage.memstate import StateTable, write_behind
 from adapters.storage.migrations import migrations
 from adapters.storage.owner import FileOwner
-from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core.errors import Conflict
@@ -400,6 +403,37 @@ class SQLiteStorage(LedgerReads):
             value = self._states.value(scope)
             out[scope] = None if value is None else dict(value)
         return out
+
+    async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
+        """Write-behind scopes only (budgets): applied in memory with no await between
+        reading and writing them, so atomic on the Trio thread."""
+        wanted = tuple(dict.fromkeys(scopes))
+        if not all(write_behind(s) for s in wanted):
+            raise ValueError(f"update_states takes write-behind scopes only, not {wanted}")
+        self._own()
+        while not all(self._states.loaded(s) for s in wanted):  # a load may evict another
+            for scope in wanted:
+                await self._loaded(scope)
+        result, new = fn({s: self._states.value(s) for s in wanted})
+        for scope in wanted:
+            self._states.set(scope, new[scope], dirty=True)
+        self.writer.poke()
+        return result
+
+    # -- project and tenant budgets ----------------------------------------------------
+
+    async def put_budget(self, rec: BudgetRecord) -> None:
+        row = codec.sqlite_row(rec)
+        await self._tx(lambda c: c.execute(budget_upsert_sql("?"), row))
+
+    async def delete_budget(self, tenant: str, project: str) -> bool:
+        sql = "DELETE FROM budgets WHERE tenant = ? AND project = ?"
+        return bool(await self._tx(lambda c: c.execute(sql, (tenant, project)).rowcount))
+
+    async def list_budgets(self, tenant: str | None = None) -> list[BudgetRecord]:
+        sql, args = budget_list_sql("?", tenant)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [codec.from_sqlite_row(BudgetRecord, r) for r in rows]
 
     # -- jobs ------------------------------------------------------------------------
 

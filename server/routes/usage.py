@@ -4,6 +4,11 @@ Owns: the usage API. `from` and `to` are RFC 3339 instants (`from` inclusive, `t
 exclusive; `to` defaults to now, `from` to 30 days before `to`); `group_by` is a comma-
 separated list of day, hour, month, model, provider, project, status. Only rows of the
 caller's tenant are read. Money is a decimal string.
+
+`budgets` lists every budget that covers the caller's requests now (its key's, its
+project's, its tenant's; `adapters/budgets.py`), each in its current period: the
+limit, what is spent and reserved in that period, and what is left (`remaining_usd`,
+never below 0). A request must fit all of them.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any
 from quart import request
 from quart_trio import QuartTrio
 
+from adapters.budgets import Covering
 from adapters.storage.records import UsageRecord
 from core.billing import format_usd
+from core.budget import BudgetState
 from core.errors import InvalidRequest
 from core.model import Usage
 from core.usage import LedgerRow, Totals, aggregate
@@ -90,6 +97,7 @@ def register(app: QuartTrio, services: Services) -> None:
         raw = query.text("group_by") or ""
         group_by = tuple(g.strip() for g in raw.split(",") if g.strip())
         rows = [ledger_row(r) for r in await services.storage.usage_rows(key.tenant, start, end)]
+        covering = await services.gateway.limits.covering_now(key)
         summary = aggregate(rows, group_by)
         return {
             "object": "usage",
@@ -101,4 +109,19 @@ def register(app: QuartTrio, services: Services) -> None:
             "groups": [
                 {"key": dict(g.key), **totals_json(g.totals)} for g in summary.groups
             ],
+            "budgets": [budget_json(cover, state) for cover, state in covering],
         }
+
+
+def budget_json(cover: Covering, state: BudgetState) -> dict[str, Any]:
+    return {
+        "kind": cover.kind,
+        "tenant": cover.tenant,
+        "project": cover.project,
+        "period": cover.period,
+        "period_key": cover.scope.rsplit(":", 1)[1],
+        "limit_usd": format_usd(cover.limit),
+        "spent_usd": format_usd(state.spent),
+        "reserved_usd": format_usd(state.reserved),
+        "remaining_usd": format_usd(state.available),
+    }
