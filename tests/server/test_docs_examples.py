@@ -282,7 +282,8 @@ async def test_every_route_is_in_api_md(gateway: Running) -> None:
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:\.venv/bin/)?(?:umg|make)(?:\s|$)")
 # Mentions of a command's name in prose, not commands to type.
-NAMES = {"umg", "umg keys", "umg keys create", "umg keys list", "umg --config FILE"}
+NAMES = {"umg", "umg keys", "umg keys create", "umg keys list", "umg --config FILE", "umg budgets",
+         "umg budgets set"}
 # Placeholders in synopses and examples -> values that run here.
 PLACEHOLDERS = {
     "FILE": "umg.toml", "URL": "sqlite:///data/other.db", "HOST": "127.0.0.1", "T": "dev",
