@@ -146,6 +146,12 @@ def _streams(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> StreamSetti
     return StreamSettings(**section)
 
 
+def _positive_seconds(instance: object, attribute: Any, value: float) -> None:
+    del instance
+    if not 0 < value <= 600:
+        raise ValueError(f"{attribute.name} must be from 0 to 600 seconds, not {value!r}")
+
+
 @frozen
 class BudgetSetting:
     """A `[[budgets]]` entry: a project's (or, without `project`, a tenant's) budget."""
@@ -190,6 +196,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 3000
     database_url: str = "sqlite:///data/gateway.db"
+    # Postgres: wait this long for a connection, then the database counts as unreachable
+    database_pool_timeout_seconds: float = field(default=5.0, validator=_positive_seconds)
     mock_mode: bool = True
     providers: tuple[ProviderSettings, ...] = ()
     catalog_overrides: Mapping[str, Any] = field(factory=dict)
@@ -342,6 +350,10 @@ def load_settings(
             database_url=database_url
             or env.get("DATABASE_URL")
             or file_cfg.get("database_url", "sqlite:///data/gateway.db"),
+            database_pool_timeout_seconds=float(
+                env.get("UMG_DB_POOL_TIMEOUT_SECONDS")
+                or file_cfg.get("database_pool_timeout_seconds", 5.0)
+            ),
             mock_mode=mock,
             providers=providers,
             catalog_overrides=file_cfg.get("catalog", {}),

@@ -42,10 +42,17 @@ Rules:
   then propagates.
 - Providers may check a request before any call (`ChecksRequests.check_request`, e.g.
   the Mock's scenario); a refusal is recorded and raised by `open`.
+- The database unreachable (`StorageUnavailable`, a 503): at admission it is raised by
+  `open` like any refusal (fail closed: no budget, no call); during the run (a grant or
+  a settle failed) the run ends Failed with it. A ledger row that cannot be written
+  then is logged (`umg.ledger`, at error level, with request id, tenant, key id and
+  cost) instead of raised; a reservation whose settle failed stays held in its budget,
+  so the budget errs on the side of refusing.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Literal, Protocol, runtime_checkable
@@ -76,7 +83,7 @@ from adapters.storage.records import KeyRecord
 from core import attempts, grants, metering, routing
 from core.billing import cost
 from core.catalog import Catalog, Deployment
-from core.errors import AuthenticationFailed, ClientClosed, GatewayError
+from core.errors import AuthenticationFailed, ClientClosed, GatewayError, StorageUnavailable
 from core.model import (
     Completion,
     FailureKind,
@@ -90,6 +97,8 @@ from core.model import (
 )
 from core.outcome import Answered, Canceled, Failed, Happened, outcome
 from core.tokens import estimate_request_tokens
+
+ledger_log = logging.getLogger("umg.ledger")
 
 
 def new_id(prefix: str) -> str:
@@ -282,7 +291,10 @@ class Run:
         try:
             with self._scope:
                 await emit(STARTED)
-                happened = await self._loop(emit)
+                try:
+                    happened = await self._loop(emit)
+                except StorageUnavailable as err:  # a grant or settle could not be made
+                    happened = Failed(err)
             if happened is None:
                 happened = self._stopped(outside=False)
         except BaseException:
@@ -449,6 +461,12 @@ class Run:
                 if exe.plan is not None:
                     charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
                     await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))
+            except StorageUnavailable as err:
+                ledger_log.error(
+                    "ledger row not written (database unreachable): request_id=%s tenant=%s"
+                    " key_id=%s cost_usd=%s status=%s: %s", exe.request_id, exe.key.tenant,
+                    exe.key.id, exe.cost, exe.outcome.status if exe.outcome else None, err,
+                )
             finally:
                 d.runs.discard(self)
 

@@ -171,6 +171,13 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
+class StorageUnavailable(ServiceUnavailable):
+    """The shared database cannot be reached: what needs it fails closed (a 503 with
+    `retry_after`), never with a 500."""
+
+    code = "storage_unavailable"
+
+
 class ClientClosed(GatewayError):
     """The client went away before the answer was complete (recorded, never sent)."""
 

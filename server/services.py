@@ -88,7 +88,9 @@ async def build_services(settings: Settings) -> Services:
     pool = PoolLimits(max_connections=settings.limits.upstream_connections)
     transport = None if settings.mock_mode else H11Transport(limits=pool)
     providers = build_providers(settings, catalog, transport)
-    storage = open_storage(settings.database_url, owner=True)  # SQLite: one serving process
+    storage = open_storage(  # SQLite: one serving process
+        settings.database_url, owner=True, pool_timeout=settings.database_pool_timeout_seconds
+    )
     await storage.migrate()
     gateway = Gateway(
         storage=storage,

@@ -20,7 +20,9 @@ from adapters.storage.base import Storage
 SQLITE_PREFIX = "sqlite:///"
 
 
-def open_storage(url: str, *, owner: bool = False) -> Storage:
+def open_storage(url: str, *, owner: bool = False, pool_timeout: float | None = None) -> Storage:
+    """`pool_timeout` (Postgres): seconds to wait for a connection before the database
+    counts as unreachable (default `postgres.POOL_TIMEOUT_SECONDS`)."""
     if url.startswith(SQLITE_PREFIX):
         from adapters.storage.sqlite import SQLiteStorage
 
@@ -29,8 +31,8 @@ def open_storage(url: str, *, owner: bool = False) -> Storage:
             raise ValueError("sqlite URL needs a path: sqlite:///gateway.db or sqlite:///:memory:")
         return SQLiteStorage(path, owner=owner)
     if url.startswith(("postgresql://", "postgres://")):
-        from adapters.storage.postgres import PostgresStorage
+        from adapters.storage.postgres import POOL_TIMEOUT_SECONDS, PostgresStorage
 
-        return PostgresStorage(url)
+        return PostgresStorage(url, pool_timeout=pool_timeout or POOL_TIMEOUT_SECONDS)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")

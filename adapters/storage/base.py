@@ -28,7 +28,9 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
 - A unique key (`id` or `prefix` of a key, `id` of a job) inserted twice raises
   `core.errors.Conflict`; a value that cannot be stored exactly raises `ValueError`.
 - Driver errors (`sqlite3.Error`, `psycopg.Error`) propagate except in `health()`,
-  which answers False instead (and logs why).
+  which answers False instead (and logs why), and except Postgres being unreachable
+  (connection lost or refused, no connection in time): that is
+  `core.errors.StorageUnavailable`, a 503 with `retry_after` (`postgres.py`).
 - `idempotency_step` applies a pure function to one key's row under its lock.
 - Job status changes made by storage itself (`claim_job`, `heartbeat`) are
   `core.jobs.apply` on the locked row, through the helpers below that both backends

@@ -19,6 +19,17 @@ Rules:
 - The pool opens lazily on first use; `close()` closes it.
 - Key lookups by prefix are cached in process for `KEY_CACHE_SECONDS` (`keycache.py`):
   a revoke through this process applies here at once, through another within the TTL.
+
+Unreachable database: every operation fails closed with `core.errors.StorageUnavailable`
+(a 503 with `retry_after` = `DOWN_SECONDS`), never a driver error, a 500 or a hang:
+- a connection lost mid-transaction (server restarted, backend terminated) is that
+  error at once; the transaction did not commit (or, lost at COMMIT, is unknown, which
+  the callers' idempotent writes tolerate); the pool replaces the connection;
+- no connection within `pool_timeout` seconds (the server is down, refuses or drops
+  connections; each attempt has `connect_timeout`) trips a breaker: for the next
+  `DOWN_SECONDS` of the clock every call fails at once, without waiting on the pool;
+  then ONE call tries again (the others still fail at once) and its success closes
+  the breaker.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import psycopg_pool
 import trio
 from psycopg import errors as pg_errors
 
+from adapters.clock import Clock
 from adapters.storage import codec, idem_rows, rollup
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
@@ -54,7 +66,7 @@ from adapters.storage.pg_jobs import JobQueries
 from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
-from core.errors import Conflict
+from core.errors import Conflict, StorageUnavailable
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -65,6 +77,9 @@ _USAGE_COLS = ", ".join(codec.columns(UsageRecord))
 _UPSERT_HOURLY = rollup.upsert_hourly("%s", cost_added_by_caller=False)
 _UPSERT_BINS = rollup.upsert_bins("%s")
 _MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
+DOWN_SECONDS = 2.0  # how long a breaker trip lasts, and the Retry-After it gives
+POOL_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 3
 
 
 def marks(cols: tuple[str, ...]) -> str:
@@ -121,10 +136,22 @@ class _Slot:
 
 
 class PostgresStorage(LedgerReads):
-    def __init__(self, url: str, *, pool_size: int = 10, keys: KeyCache | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        keys: KeyCache | None = None,
+        pool_timeout: float = POOL_TIMEOUT_SECONDS,
+        clock: Clock | None = None,
+    ) -> None:
+        extra = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, name="umg-storage"
+            url, min_size=1, max_size=pool_size, open=False, name="umg-storage",
+            timeout=pool_timeout, kwargs=extra,
         )
+        self._clock = clock
+        self._down_until: float | None = None  # the breaker is open until then (clock.now())
         self._limiter = trio.CapacityLimiter(pool_size)
         self._opened = False
         self._closed = False
@@ -156,16 +183,47 @@ class PostgresStorage(LedgerReads):
         finally:
             slot.finish()
 
+    def _now(self) -> float:
+        if self._clock is None:
+            self._clock = Clock()
+        return self._clock.now()
+
+    def _gate(self) -> None:
+        """Fail at once while the breaker is open; let one caller through when it ends."""
+        if self._down_until is None:
+            return
+        now = self._now()
+        if now < self._down_until:
+            raise StorageUnavailable(
+                "The gateway's database is unreachable; try again shortly", retry_after=DOWN_SECONDS
+            )
+        self._down_until = now + DOWN_SECONDS  # this caller probes; the others keep failing
+
     async def _run(self, fn: Callable[[Conn], T]) -> T:
+        self._gate()
         slot = _Slot()
         try:
-            return await trio.to_thread.run_sync(
+            result = await trio.to_thread.run_sync(
                 self._work, fn, slot, limiter=self._limiter, abandon_on_cancel=True
             )
         except trio.Cancelled:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(slot.cancel)
             raise
+        except psycopg_pool.PoolTimeout as err:
+            self._down_until = self._now() + DOWN_SECONDS
+            log.warning("postgres unreachable (no connection within the pool timeout): %s", err)
+            raise StorageUnavailable(
+                "The gateway's database is unreachable; try again shortly", retry_after=DOWN_SECONDS
+            ) from err
+        except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+            log.warning("postgres connection failed: %s", err)
+            raise StorageUnavailable(
+                "The gateway's database connection failed; try again shortly",
+                retry_after=DOWN_SECONDS,
+            ) from err
+        self._down_until = None
+        return result
 
     async def migrate(self) -> None:
         def apply(conn: Conn) -> None:
@@ -201,7 +259,7 @@ class PostgresStorage(LedgerReads):
             return False
         try:
             return await self._run(lambda c: c.execute("SELECT 1").fetchone() == (1,))
-        except psycopg.Error as err:  # PoolTimeout is an OperationalError
+        except (psycopg.Error, StorageUnavailable) as err:
             log.warning("postgres health check failed: %s", err)
             return False
 
