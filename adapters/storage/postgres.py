@@ -157,7 +157,7 @@ class PostgresStorage(LedgerReads):
         self._closed = False
         self._open_lock = threading.Lock()
         self.jobs = JobQueries(self._run)
-        self.errors: tuple[type[Exception], ...] = (psycopg.Error,)
+        self.errors: tuple[type[Exception], ...] = (psycopg.Error, StorageUnavailable)
         self.shared = True  # many processes: limits lease slices (adapters/leases.py)
         self.dialect = POSTGRES
         self.keys = keys or KeyCache()
