@@ -26,6 +26,7 @@ from core import idempotency
 from core.attempts import AttemptPolicy
 from core.catalog import Catalog, catalog_from_data, merge_catalog_data
 from core.health import HealthPolicy
+from core.webhooks import RETRY_DELAYS
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,9 @@ class JobSettings:
     lease_seconds: float = 30.0
     max_attempts: int = 3
     poll_seconds: float = 0.5
+    # on Postgres idle workers wake on LISTEN/NOTIFY; this is their fallback scan (retries
+    # coming due, expired leases)
+    listen_poll_seconds: float = 5.0
 
 
 @frozen
@@ -100,6 +104,11 @@ class WebhookSettings:
     # host names (exact, case-insensitive) whose webhooks may reach any address
     allow_hosts: tuple[str, ...] = ()
     allow_http: bool = False  # plain-http webhook URLs (otherwise https only)
+    # seconds before each retry after a failed delivery (core.outbox): at most
+    # 1 + len(retry_delays) attempts per message
+    retry_delays: tuple[float, ...] = RETRY_DELAYS
+    workers: int = 2  # delivery workers per process that runs workers
+    lease_seconds: float = 60.0  # how long one attempt may hold its delivery
 
 
 def _webhooks(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> WebhookSettings:
@@ -116,7 +125,21 @@ def _webhooks(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> WebhookSet
         raise ConfigError("webhooks.allow_http must be true or false")
     if "UMG_WEBHOOK_ALLOW_HTTP" in env:
         allow_http = _bool(env["UMG_WEBHOOK_ALLOW_HTTP"], "UMG_WEBHOOK_ALLOW_HTTP")
-    return WebhookSettings(allow_hosts=tuple(hosts), allow_http=allow_http)
+    delays = section.get("retry_delays", list(RETRY_DELAYS))
+    if not isinstance(delays, list) or not all(
+        isinstance(d, int | float) and not isinstance(d, bool) and d >= 0 for d in delays
+    ):
+        raise ConfigError("webhooks.retry_delays must be a list of seconds (>= 0)")
+    workers = section.get("workers", 2)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError("webhooks.workers must be an integer >= 1")
+    lease = section.get("lease_seconds", 60.0)
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease > 0:
+        raise ConfigError("webhooks.lease_seconds must be a number of seconds > 0")
+    return WebhookSettings(
+        allow_hosts=tuple(hosts), allow_http=allow_http,
+        retry_delays=tuple(float(d) for d in delays), workers=workers, lease_seconds=float(lease),
+    )  # fmt: skip
 
 
 def _idempotency(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> idempotency.Policy:
@@ -380,6 +403,7 @@ def load_settings(
                 lease_seconds=float(jobs.get("lease_seconds", 30.0)),
                 max_attempts=int(jobs.get("max_attempts", 3)),
                 poll_seconds=float(jobs.get("poll_seconds", 0.5)),
+                listen_poll_seconds=float(jobs.get("listen_poll_seconds", 5.0)),
             ),
             webhooks=_webhooks(file_cfg, env),
             streams=_streams(file_cfg, env),

@@ -18,70 +18,43 @@ retries with backoff, cancel, deadlines) are `core.jobs`'; this module applies t
   job to its lease expiry) and claims the next job.
 - Cancel marks the job canceled at once; a worker running it sees that at its next
   heartbeat and cancels the model call (the ledger records what was consumed).
-- When a job ends and has a `webhook_url`, the job object is POSTed, signed per Standard
-  Webhooks (`core.webhooks`), with retries on the schedule `core.webhooks` gives. Retries
-  live in memory in the workers' nursery: shutdown cancels them (lost, never waited on);
-  with no nursery running an announcement is tried once.
-- Before each attempt the webhook's host is resolved and every address checked
-  (`core.webhook_targets`: no loopback, private, link-local/metadata... addresses unless
-  the operator allowlisted the host); the request then goes to the checked address (Host
-  header and TLS SNI carry the name), so a DNS answer that changes between check and
-  connect cannot redirect it. A refused target is logged and never retried; redirects are
-  not followed.
+- Webhooks are `adapters/webhook_delivery.py`'s: storage writes a job's messages into the
+  outbox in the transaction that changes the job (`core.outbox` says which), and this
+  service only wakes the delivery workers it runs beside its job workers.
+- Each run of a job has a request id derived from the job and the attempt number
+  (`attempt_request_id`), so a run lost with its worker (SIGKILL) gets one
+  `interrupted` ledger row (through `insert_usage`, so the hourly rollup counts it) when
+  its job is next claimed, and never a second: the ledger is unique per request id.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
+import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import trio
 from attrs import evolve
 
 from adapters.clock import Clock
-from adapters.driver import Ingress, new_id
+from adapters.driver import Ingress, Run, new_id
 from adapters.gateway import Gateway
-from adapters.storage.base import Storage, holds_lease, job_state, with_state
+from adapters.storage.base import Storage, heartbeat_fn, holds_lease, job_state, with_state
+from adapters.storage.outbox_sql import attempt_request_id, interrupted_row
 from adapters.storage.records import JobRecord, KeyRecord
+from adapters.wakeup import Wakeup
+from adapters.webhook_delivery import Deliverer
 from core import jobs as lifecycle
-from core import request_codec, webhook_targets, webhooks
+from core import request_codec
 from core.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from core.model import Completion, GatewayRequest
 
 log = logging.getLogger("umg.jobs")
 
-Renderer = Callable[[JobRecord], dict[str, Any]]
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-Resolver = Callable[[str, int], Awaitable[list[webhook_targets.Address]]]
-
-
-async def resolve(host: str, port: int) -> list[webhook_targets.Address]:
-    """Every address `host` resolves to (the system resolver, via Trio)."""
-    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-
-
-Pinned = tuple[httpx.URL, dict[str, str], dict[str, str]]
-
-
-def pinned(
-    url: str, target: webhook_targets.Target, address: webhook_targets.Address | None
-) -> Pinned:
-    """The request URL, extra headers and extensions that send `url` to `address` (the
-    checked one) while naming the original host in `Host` and the TLS SNI/certificate
-    check; with no address (an allowlisted host), `url` as it is."""
-    original = httpx.URL(url)
-    if address is None:
-        return original, {}, {}
-    headers = {"host": original.netloc.decode("ascii")}
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    return original.copy_with(host=str(address)), headers, extensions
 
 
 def completion_result(completion: Completion, gateway_info: dict[str, Any]) -> dict[str, Any]:
@@ -133,30 +106,27 @@ class JobService:
         gateway: Gateway,
         clock: Clock,
         *,
+        deliverer: Deliverer,
         policy: lifecycle.JobPolicy | None = None,
         poll_seconds: float = 0.5,
-        http: httpx.AsyncClient | None = None,
-        targets: webhook_targets.TargetPolicy | None = None,
-        resolver: Resolver = resolve,
+        delivery_workers: int = 2,
     ) -> None:
         self.storage = storage
         self.gateway = gateway
         self.clock = clock
+        self.deliverer = deliverer
         self.policy = policy or lifecycle.JobPolicy()
         self.poll_seconds = poll_seconds
-        self.http = http
-        self.targets = targets or webhook_targets.TargetPolicy()
-        self.resolver = resolver
-        self.render: Renderer = lambda job: {"id": job.id, "status": job.status}
+        self.delivery_workers = delivery_workers
         self._changed: dict[str, trio.Event] = {}
-        self._wakeup = trio.Event()
-        self._deliveries: trio.Nursery | None = None
+        self._wakeup = Wakeup(clock)
 
     # -- API side ----------------------------------------------------------------------
 
     async def create(
         self, key: KeyRecord, request: GatewayRequest, body: dict[str, Any],
-        webhook_url: str | None,
+        webhook_url: str | None, *, events: tuple[str, ...] | None = None,
+        deadline: float | None = None,
     ) -> JobRecord:
         """Store `request` (already parsed: a bad one was refused by the caller) with the
         JSON `body` it came as."""
@@ -173,7 +143,7 @@ class JobService:
             run_after=now,
             lease_owner=None,
             lease_expires=None,
-            deadline=None,
+            deadline=deadline,
             cancel_requested=False,
             result=None,
             error=None,
@@ -182,6 +152,7 @@ class JobService:
             created_at=self.clock.wall(),
             started_at=None,
             completed_at=None,
+            webhook_events_filter=events,
         )
         await self.storage.insert_job(job)
         self._wakeup.set()
@@ -218,9 +189,9 @@ class JobService:
     async def _perform(self, job: JobRecord, actions: list[lifecycle.JobAction]) -> None:
         """What the machine asked for once the row is stored (a run is started by the
         worker loop, from the claimed row)."""
-        for action in actions:
-            if isinstance(action, lifecycle.Announce):
-                await self._announce(job)
+        del job
+        if any(isinstance(action, lifecycle.Announce) for action in actions):
+            self.deliverer.wakeup.set()  # storage put its messages in the outbox
 
     async def wait(self, tenant: str, job_id: str, seconds: float) -> JobRecord:
         """The job once terminal, or as it is after `seconds`."""
@@ -233,6 +204,11 @@ class JobService:
                 job = await self.get(tenant, job_id)
         return job
 
+    def wake(self) -> None:
+        """Wake idle job and delivery workers (new work may be there: a NOTIFY came)."""
+        self._wakeup.set()
+        self.deliverer.wakeup.set()
+
     def _notify(self, job: JobRecord) -> None:
         event = self._changed.pop(job.id, None)
         if event is not None:
@@ -241,17 +217,13 @@ class JobService:
     # -- workers -----------------------------------------------------------------------
 
     async def run_workers(self, count: int) -> None:
-        """Run `count` workers, and the webhook deliveries (also with no worker), until
-        cancelled. Cancelling (server shutdown) also cancels pending delivery retries:
-        they are kept in memory only, so a retry still sleeping is lost, never waited on."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._deliveries = nursery
-                nursery.start_soon(trio.sleep_forever)  # deliveries outlive idle workers
-                for n in range(count):
-                    nursery.start_soon(self._worker, f"w{n}-{secrets.token_hex(4)}")
-        finally:
-            self._deliveries = None
+        """Run `count` job workers and the webhook delivery workers until cancelled.
+        Cancelling (shutdown) loses nothing: a running job keeps its lease until it
+        expires, a pending webhook retry stays in the outbox."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.deliverer.run, self.delivery_workers)
+            for n in range(count):
+                nursery.start_soon(self._worker, f"w{n}-{secrets.token_hex(4)}")
 
     async def _worker(self, name: str) -> None:
         """Claim and run jobs until cancelled. A run that breaks unexpectedly (a storage
@@ -265,10 +237,9 @@ class JobService:
                 await trio.sleep(self.poll_seconds)
                 continue
             if job is None:
-                with trio.move_on_after(self.poll_seconds):
-                    await self._wakeup.wait()
-                self._wakeup = trio.Event() if self._wakeup.is_set() else self._wakeup
+                await self._wakeup.wait(self.poll_seconds)
                 continue
+            await self._record_lost_attempt(job)
             try:
                 if job.status == "running":
                     await self._run(name, job)
@@ -279,6 +250,19 @@ class JobService:
             except Exception as err:
                 log.exception("job %s: unexpected error in worker %s", job.id, name)
                 await self._run_broke(name, job.id, err)
+
+    async def _record_lost_attempt(self, job: JobRecord) -> None:
+        """After a claim: the attempt before this one (or the last one, when the claim
+        ended the job) has its ledger row, or its worker died without writing it; then it
+        gets its one `interrupted` row now (the ledger is unique per request id, so a row
+        already written, by that worker or an earlier claim, stays the only one)."""
+        attempt = job.attempts - 1 if job.status == "running" else job.attempts
+        if attempt < 1:
+            return
+        try:
+            await self.storage.insert_usage(interrupted_row(job, attempt, self.clock.wall()))
+        except Exception:
+            log.exception("job %s: could not record its lost attempt %d", job.id, attempt)
 
     async def _run_broke(self, worker: str, job_id: str, err: Exception) -> None:
         """After an unexpected error: report a retryable failure for the run (so the job is
@@ -298,41 +282,92 @@ class JobService:
     async def _ended(self, job: JobRecord) -> None:
         self._notify(job)
         if lifecycle.is_terminal(job.status):
-            await self._announce(job)
+            self.deliverer.wakeup.set()  # storage put its messages in the outbox
 
     async def _run(self, worker: str, job: JobRecord) -> None:
+        """Run the claimed job under its lease and until its deadline: when the deadline
+        comes first the model call is cancelled (the driver settles and records what it
+        consumed) and a heartbeat applies `core.jobs`' deadline rule (canceled)."""
         self._notify(job)
         outcome: dict[str, Any] = {}
         stopped: list[JobRecord] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeat, worker, job.id, nursery.cancel_scope, stopped)
-            await self._execute(job, outcome)
+            nursery.start_soon(self._heartbeat, worker, job, nursery.cancel_scope, stopped)
+            with trio.CancelScope(deadline=self._trio_deadline(job)) as timed:
+                await self._execute(job, outcome)
             nursery.cancel_scope.cancel()
-        if stopped and stopped[0].status == "failed":
-            await self._ended(stopped[0])  # the heartbeat found the deadline passed
+        run: Run | None = outcome.pop("run", None)
+        if timed.cancelled_caught:  # one transition: canceled, with what the run consumed
+            assert job.deadline is not None
+            now = max(self.clock.epoch(), job.deadline)  # at the deadline, whatever rounding
+            ended = await self.storage.update_job(
+                job.id, self._timed_out(heartbeat_fn(worker, now, self.policy), run)
+            )
+            stopped[:] = [ended] if ended is not None else stopped
+            if ended is not None and lifecycle.is_terminal(ended.status):
+                await self._ended(ended)
+                return
+        if stopped and lifecycle.is_terminal(stopped[0].status):
+            # canceled by its owner (or failed by the machine) while it ran
+            ended = await self._charge(job.id, run) or stopped[0]
+            await self._ended(ended)
         elif outcome:
             await self._finish(worker, job.id, outcome)
 
+    def _trio_deadline(self, job: JobRecord) -> float:
+        if job.deadline is None:
+            return math.inf
+        return self.clock.now() + (job.deadline - self.clock.epoch())
+
+    @staticmethod
+    def _timed_out(beat: Callable[[JobRecord], JobRecord], run: Run | None) -> Callable[[JobRecord], JobRecord]:
+        spent = run.execution.cost if run is not None and run.execution is not None else None
+
+        def apply(job: JobRecord) -> JobRecord:
+            new = beat(job)
+            if spent is None or lifecycle.is_terminal(job.status) or new.status == job.status:
+                return new
+            return evolve(new, cost=(new.cost or Decimal(0)) + spent)
+
+        return apply
+
+    async def _charge(self, job_id: str, run: Run | None) -> JobRecord | None:
+        """Add what a stopped run consumed (its ledger row's cost) to the job's cost."""
+        exe = run.execution if run is not None else None
+        if exe is None:
+            return None
+        spent = exe.cost
+
+        def add(job: JobRecord) -> JobRecord:
+            return evolve(job, cost=(job.cost or Decimal(0)) + spent)
+
+        return await self.storage.update_job(job_id, add)
+
     async def _heartbeat(
-        self, worker: str, job_id: str, work: trio.CancelScope, stopped: list[JobRecord]
+        self, worker: str, job: JobRecord, work: trio.CancelScope, stopped: list[JobRecord]
     ) -> None:
         """Every lease/3, `Heartbeat` the job; when the worker no longer holds the lease
-        (canceled, reclaimed, deadline passed, gone) stop the work. A heartbeat that fails
-        on a storage error is logged and tried again at the next tick: the lease outlives
-        two missed beats, and a reclaimed job drops this worker's late report anyway."""
+        (canceled, reclaimed, gone) stop the work. At its deadline it stops beating: the
+        run's own deadline ends the job (canceled, charged what the run consumed in the
+        same write); if that never happens the lease expires and a claim cancels it. A
+        heartbeat that fails on a storage error is logged and tried again at the next
+        tick: the lease outlives two missed beats, and a reclaimed job drops this
+        worker's late report anyway."""
+        job_id = job.id
         while True:
             await trio.sleep(self.policy.lease_seconds / 3)
+            now = self.clock.epoch()
+            if job.deadline is not None and now >= job.deadline:
+                await trio.sleep_forever()  # the run's deadline scope is ending it
             try:
-                job = await self.storage.heartbeat(job_id, worker, self.clock.epoch(),
-                                                   self.policy)
+                found = await self.storage.heartbeat(job_id, worker, now, self.policy)
             except Exception:
                 log.exception("job %s: heartbeat by %s failed; trying again", job_id, worker)
                 continue
-            if not holds_lease(job, worker):
-                log.info("job %s was canceled, timed out or lost its lease; stopping it",
-                         job_id)
-                if job is not None:
-                    stopped.append(job)
+            if not holds_lease(found, worker):
+                log.info("job %s was canceled or lost its lease; stopping it", job_id)
+                if found is not None:
+                    stopped.append(found)
                 work.cancel()
                 return
 
@@ -351,8 +386,10 @@ class JobService:
         # A job's run is not cut by the HTTP drain: its lease outlives a restart. Canceled,
         # lease lost or shut down, the ledger says "canceled".
         run = self.gateway.driver.run(
-            Ingress(new_id("req"), "jobs", parse, key=key, outside_cancel="canceled", tracked=False)
+            Ingress(attempt_request_id(job.id, job.attempts), "jobs", parse, key=key,
+                    outside_cancel="canceled", tracked=False)
         )
+        outcome["run"] = run  # a stopped run is charged what it consumed
         try:
             await run.open()
             completion = await run.collect()
@@ -392,78 +429,8 @@ class JobService:
             return evolve(updated, error=body)
 
         job = await self.storage.update_job(job_id, apply)
+        if job is not None and job.status == "queued":
+            self._wakeup.at(job.run_after)  # its retry, when the backoff is over
         if job is not None:
             self._notify(job)
             await self._perform(job, asked)  # an end is announced once, not again
-
-    # -- webhooks ----------------------------------------------------------------------
-
-    async def webhook_secret(self, tenant: str) -> str:
-        """The tenant's signing secret (`whsec_...`), created on first use."""
-        def apply(state: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-            if state and "secret" in state:
-                return str(state["secret"]), state
-            fresh = webhooks.new_secret(secrets.token_bytes(24))
-            return fresh, {"secret": fresh}
-
-        return await self.storage.update_state(f"webhooks:secret:{tenant}", apply)
-
-    async def _announce(self, job: JobRecord) -> None:
-        if job.webhook_url is None or self.http is None:
-            return
-        body = json.dumps(self.render(job), separators=(",", ":")).encode()
-        secret = await self.webhook_secret(job.tenant)
-        msg_id = f"msg_{job.id}_{job.status}"
-        if self._deliveries is not None:
-            self._deliveries.start_soon(self._deliver, job.webhook_url, msg_id, body, secret)
-        else:  # no background nursery (not started, or shut down): one try, no retries
-            await self._deliver(job.webhook_url, msg_id, body, secret, retry=False)
-
-    async def _deliver(
-        self, url: str, msg_id: str, body: bytes, secret: str, *, retry: bool = True
-    ) -> None:
-        """POST the message, retrying on the `core.webhooks` schedule (in memory: lost on
-        shutdown, whose cancellation ends any pending sleep at once). Never raises but
-        `Cancelled`: it runs in the workers' nursery, which one bad URL must not stop."""
-        attempt = 0
-        while True:
-            headers = webhooks.headers(secret, msg_id, int(self.clock.epoch()), body)
-            headers["content-type"] = "application/json"
-            try:
-                checked = await self._checked(url)
-                if isinstance(checked, str):
-                    log.warning("webhook %s refused, not sent: %s", msg_id, checked)
-                    return
-                target_url, extra, extensions = checked
-                response = await self.http.post(  # type: ignore[union-attr]
-                    target_url, content=body, headers={**headers, **extra},
-                    extensions=extensions, timeout=15.0, follow_redirects=False,
-                )  # fmt: skip
-                if 200 <= response.status_code < 300 or response.status_code == 410:
-                    return
-                log.info("webhook %s answered %s", msg_id, response.status_code)
-            except (httpx.HTTPError, OSError) as err:  # OSError: resolution failed
-                log.info("webhook %s failed: %s", msg_id, type(err).__name__)
-            except Exception:
-                log.exception("webhook %s could not be sent; giving up", msg_id)
-                return
-            attempt += 1
-            delay = webhooks.retry_schedule(attempt) if retry else None
-            if delay is None:
-                log.warning("webhook %s given up after %d attempts", msg_id, attempt)
-                return
-            await trio.sleep(delay)
-
-    async def _checked(self, url: str) -> Pinned | str:
-        """Where to send `url` (pinned to a checked address), or why it is refused."""
-        target = webhook_targets.parse(url)
-        if isinstance(target, str):
-            return f"the URL {target}"
-        if webhook_targets.is_allowlisted(target, self.targets):
-            reason = webhook_targets.refusal(target, [], self.targets)
-            return f"host {target.host} {reason}" if reason else pinned(url, target, None)
-        addresses = await self.resolver(target.host, target.port)
-        reason = webhook_targets.refusal(target, addresses, self.targets)
-        if reason is not None:
-            return f"host {target.host} {reason}"
-        return pinned(url, target, addresses[0])

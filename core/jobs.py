@@ -7,8 +7,8 @@ seconds). Actions: `RunJob(worker)` when a Claim starts a run, `Announce(status)
 an event ends the job; `apply` is the state alone. The storage layer applies it inside a
 transaction holding the job's row lock, and its "next job" query mirrors `claimable`.
 
-Statuses (the public API names): queued -> running -> succeeded | failed | canceled.
-`succeeded`, `failed` and `canceled` are terminal.
+Statuses (the public API names): queued -> running -> succeeded | failed | canceled, and
+queued -> aborted. `succeeded`, `failed`, `canceled` and `aborted` are terminal.
 
 Invariants (checked when a `JobState` is built):
 - a running job always has a lease (`lease_owner` and `lease_expires` set); every other
@@ -17,8 +17,12 @@ Invariants (checked when a `JobState` is built):
 
 Rules (the table `TRANSITIONS`, keyed by (status, event type)):
 - `attempts` counts the runs started: every successful Claim adds one.
+- Deadlines: a job whose deadline passes before any run started is `aborted` (it was
+  never run, so never billed); one that had started (running, or queued for a retry) is
+  `canceled`, both with error "deadline exceeded". The runner also cancels its model
+  call when the deadline comes (then a Heartbeat applies this rule to the row).
 - Claim(worker):
-    at or past the deadline            -> failed "deadline exceeded" (any non-terminal)
+    at or past the deadline            -> aborted / canceled "deadline exceeded"
     queued, run_after <= now           -> running, leased to `worker` until now + lease
     running, lease_expires < now       -> reclaimed: running under the new worker,
                                           attempts + 1; when no attempt is left, failed
@@ -30,7 +34,7 @@ Rules (the table `TRANSITIONS`, keyed by (status, event type)):
 - Heartbeat(worker): only the lease owner may extend its lease (to
   max(lease_expires, now + lease): a clock going backwards never shortens it). Anyone else,
   or a heartbeat on a queued job, raises `LeaseLost`. A heartbeat at or past the deadline
-  fails the job "deadline exceeded" (the runner sees the status and stops).
+  cancels the job "deadline exceeded" (the runner sees the status and stops).
 - Succeed(worker): owner only (else `LeaseLost`) -> succeeded. An owner whose lease
   ran out but was not yet reclaimed still wins: nobody else has the job. Finishing after
   the deadline still counts as success (the work is done).
@@ -43,11 +47,12 @@ Rules (the table `TRANSITIONS`, keyed by (status, event type)):
   returns the canceled state) and stops; its late Succeed / Fail are ignored.
 - ExpireLease() (the sweeper): running with lease_expires < now -> queued with
   run_after = now when an attempt is left and the deadline is not reached; else failed
-  ("lease expired", or "deadline exceeded"). On a live lease or a queued job: unchanged.
+  ("lease expired") or canceled ("deadline exceeded"). On a live lease or a queued job:
+  unchanged.
 - Terminal states never change: every event on them returns the very same state object
   (no marker, no error), so Cancel is idempotent and late reports from runners are
   harmless. Callers that care test `is_terminal(result.status)`.
-- A job the machine itself fails (Claim, Heartbeat, ExpireLease: no runner reported) is
+- A job the machine itself ends (Claim, Heartbeat, ExpireLease: no runner reported) is
   described to clients by `machine_error(state)`: `job_deadline_exceeded` or
   `job_attempts_exhausted`.
 """
@@ -62,9 +67,11 @@ from attrs import evolve, field, frozen
 
 from core.errors import Conflict, GatewayError
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
-STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "canceled")
-TERMINAL: frozenset[JobStatus] = frozenset({"succeeded", "failed", "canceled"})
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"]
+STATUSES: tuple[JobStatus, ...] = (
+    "queued", "running", "succeeded", "failed", "canceled", "aborted",
+)
+TERMINAL: frozenset[JobStatus] = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 DEADLINE_EXCEEDED = "deadline exceeded"
 LEASE_EXPIRED = "lease expired"
@@ -238,6 +245,13 @@ def _failed(state: JobState, error: str) -> JobState:
     return evolve(state, status="failed", lease_owner=None, lease_expires=None, error=error)
 
 
+def _timed_out(state: JobState) -> JobState:
+    """Past the deadline: aborted when no run ever started, else canceled."""
+    status: JobStatus = "aborted" if state.attempts == 0 else "canceled"
+    return evolve(state, status=status, lease_owner=None, lease_expires=None,
+                  error=DEADLINE_EXCEEDED)
+
+
 def _require_owner(state: JobState, worker: str) -> None:
     if state.status != "running" or state.lease_owner != worker:
         raise LeaseLost(f"worker {worker!r} does not hold the lease on this job")
@@ -258,7 +272,7 @@ Handler: TypeAlias = Callable[[JobState, JobEvent, float, JobPolicy], JobState]
 def _claim(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> JobState:
     assert isinstance(event, Claim)
     if _past_deadline(state, now):
-        return _failed(state, DEADLINE_EXCEEDED)
+        return _timed_out(state)
     if not claimable(state, now):
         raise NotClaimable(f"job is {state.status} and not claimable yet")
     return _start(state, event.worker, now, policy)
@@ -268,7 +282,7 @@ def _heartbeat(state: JobState, event: JobEvent, now: float, policy: JobPolicy) 
     assert isinstance(event, Heartbeat)
     _require_owner(state, event.worker)
     if _past_deadline(state, now):
-        return _failed(state, DEADLINE_EXCEEDED)
+        return _timed_out(state)
     assert state.lease_expires is not None
     return evolve(state, lease_expires=max(state.lease_expires, now + policy.lease_seconds))
 
@@ -309,7 +323,7 @@ def _expire(state: JobState, event: JobEvent, now: float, policy: JobPolicy) -> 
     if not _lease_dead(state, now):
         return state
     if _past_deadline(state, now):
-        return _failed(state, DEADLINE_EXCEEDED)
+        return _timed_out(state)
     if state.attempts >= policy.max_attempts:
         return _failed(state, LEASE_EXPIRED)
     return evolve(state, status="queued", run_after=now, lease_owner=None,

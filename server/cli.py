@@ -1,4 +1,5 @@
-"""The `umg` command: `serve`, `keys create | list | revoke`, `budgets set | list | delete`.
+"""The `umg` command: `serve`, `worker`, `keys create | list | revoke`, `budgets set | list |
+delete`, `webhooks secret`.
 
 Owns: the command line. Settings come from `adapters.config.load_settings` (file <
 environment < flags). `umg serve` on an empty database mints a development key and prints
@@ -13,6 +14,8 @@ development key is an admin key (`--admin`): it can use the admin API and the co
 `budgets set --tenant T [--project P] --limit-usd N --period month` sets a project's
 budget (without `--project`: the tenant's); running gateways apply it within
 `adapters.budgets.BUDGET_CACHE_SECONDS`.
+`webhooks secret --tenant T` prints the tenant's webhook signing secret (the one
+`GET /v1/webhooks/secret` shows), creating it on first use.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from adapters.config import ConfigError, Settings, load_settings, parse_budget
 from adapters.storage import SQLITE_PREFIX, open_storage
 from adapters.storage.records import BudgetRecord, KeyRecord
 from adapters.telemetry import configure_logging
+from adapters.webhook_delivery import tenant_secret
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -129,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         "--body-budget-bytes", type=int, metavar="BYTES", dest="body_budget_bytes",
         help="bytes of request bodies received at once, else 503 ($UMG_BODY_BUDGET_BYTES, default 32 MiB)",
     )  # fmt: skip
+    serve.add_argument(
+        "--no-workers", action="store_true",
+        help="serve HTTP only: no job workers or webhook deliveries here (run `umg worker` for them)",
+    )
+    sub.add_parser(
+        "worker", help="run only job workers and webhook deliveries (no HTTP), until SIGTERM",
+        parents=later,
+    )  # fmt: skip
     keys_cmd = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     create = keys_cmd.add_parser("create", help="create a key and print it once", parents=later)
     create.add_argument("--tenant", required=True)
@@ -166,6 +178,14 @@ def _parser() -> argparse.ArgumentParser:
     drop = budgets.add_parser("delete", help="remove a budget", parents=later)
     drop.add_argument("--tenant", required=True)
     drop.add_argument("--project", default="")
+    hooks_cmd = sub.add_parser("webhooks", help="webhook settings of a tenant").add_subparsers(
+        dest="action", required=True
+    )
+    secret = hooks_cmd.add_parser(
+        "secret", help="print a tenant's webhook signing secret (created on first use)",
+        parents=later,
+    )  # fmt: skip
+    secret.add_argument("--tenant", required=True)
     return parser
 
 
@@ -203,6 +223,41 @@ async def _budgets(args: argparse.Namespace, settings: Settings) -> int:
             print(f"umg: no budget for tenant {args.tenant!r} project {args.project!r}", file=sys.stderr)
             return 1
         print("budget deleted")
+        return 0
+    finally:
+        await storage.close()
+
+
+async def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    """`umg worker`: the job workers and webhook deliveries of `serve`, without HTTP."""
+    from server.serve import wait_for_signal
+    from server.services import build_services
+    from server.workers import run_workers
+
+    del args
+    services = await build_services(settings)
+    signalled = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(wait_for_signal, signalled)
+            nursery.start_soon(run_workers, services)
+            print(
+                f"Worker running: {settings.jobs.workers} job workers,"
+                f" {settings.webhooks.workers} webhook delivery workers", flush=True,
+            )  # fmt: skip
+            await signalled.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await services.close()
+    return 0
+
+
+async def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    storage = open_storage(settings.database_url)
+    await storage.migrate()
+    try:
+        print(await tenant_secret(storage, args.tenant))
         return 0
     finally:
         await storage.close()
@@ -334,6 +389,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
                     port=settings.port,
                     drain_seconds=args.drain_seconds,
                     prestop_seconds=args.prestop_seconds,
+                    workers=not args.no_workers,
                 )
             )
             bound = True
@@ -393,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(_keys, args, settings)
     if args.command == "budgets":
         return trio.run(_budgets, args, settings)
+    if args.command == "webhooks":
+        return trio.run(_webhooks, args, settings)
+    if args.command == "worker":
+        return trio.run(_worker, args, settings)
     status = 1
     try:
         status = trio.run(_serve, args, settings)

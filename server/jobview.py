@@ -9,6 +9,7 @@ app, so `build_services` can hand it to the job service without an import circle
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.jobs import stored_body, stored_request
@@ -62,6 +63,7 @@ def render_job(job: JobRecord) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "completed_at": _iso(job.completed_at),
         "attempts": job.attempts,
+        "deadline": None if job.deadline is None else _iso(datetime.fromtimestamp(job.deadline, UTC)),
         "request": stored_body(job),
         "result": _result(job),
         "error": job.error,

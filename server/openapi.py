@@ -172,7 +172,7 @@ _SCHEMAS: dict[str, S] = {
         "properties": {
             "id": {"type": "string"},
             "object": {"const": "job"},
-            "status": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]},
+            "status": {"enum": ["queued", "running", "succeeded", "failed", "canceled", "aborted"]},
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "completed_at": {"type": ["string", "null"], "format": "date-time"},
@@ -300,6 +300,13 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
             "properties": {
                 "request": _ref("UnifiedRequest"),
                 "webhook_url": {"anyOf": [{"type": "string", "pattern": "^https?://"}, {"type": "null"}]},
+                "deadline": {"type": "string", "description": "a duration (`30s`, `5m`,"
+                             " `1h30m`) from now, or an RFC 3339 time; a `Cancel-After` header does"
+                             " the same"},
+                "webhook_events_filter": {
+                    "type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": {"enum": ["start", "output", "completed"]},
+                },
             },
         },
     }
@@ -389,7 +396,7 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
                        errors=_errors(400, 401),
                        parameters=[
                            {"name": "status", "in": "query",
-                            "schema": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]}},
+                            "schema": {"enum": ["queued", "running", "succeeded", "failed", "canceled", "aborted"]}},
                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                            {"name": "after", "in": "query",  # server/query.py: plain text
                             "schema": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}},

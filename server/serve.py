@@ -87,12 +87,14 @@ async def serve(
     shutdown: Callable[[], Awaitable[None]] | None = None,
     drain_seconds: float = 5.0,
     prestop_seconds: float = 0.0,
+    workers: bool = True,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown()` returns (default: SIGTERM or SIGINT).
 
     `prestop_seconds`: after `shutdown()` returns, how long to go on accepting (with
-    `/readyz` already answering 503) before the listener closes.
+    `/readyz` already answering 503) before the listener closes. `workers=False`
+    (`umg serve --no-workers`): no job workers or webhook deliveries in this process.
     """
     app = create_app(services)
     config = Config()
@@ -121,12 +123,12 @@ async def serve(
         nursery.start_soon(_drain, services, drain_seconds)
 
     async with trio.open_nursery() as nursery:
-        workers = trio.CancelScope()
+        background_scope = trio.CancelScope()
 
         async def run_workers() -> None:
             from server.workers import run_workers as background
 
-            with workers:
+            with background_scope:
                 await background(services)
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -138,14 +140,15 @@ async def serve(
                     task_status=task_status,
                 )
             finally:
-                workers.cancel()
+                background_scope.cancel()
 
         if shutdown is None:
             # The handlers go in before the listener opens: hypercorn reports the bind (we
             # log "listening") before it starts the trigger's task, so a SIGTERM just after
             # that line would otherwise find no handler and kill the process undrained.
             await nursery.start(wait_for_signal, signalled)
-        nursery.start_soon(run_workers)
+        if workers:
+            nursery.start_soon(run_workers)
         binds: list[str] = await nursery.start(run_http)
         log.info("gateway listening on %s", binds[0])
         task_status.started(binds[0])

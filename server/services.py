@@ -26,8 +26,9 @@ from adapters.runs import Detached, RunRegistry
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.stream_log import StreamLog
+from adapters.webhook_delivery import Deliverer
 from core import jobs as lifecycle
-from core import webhook_targets
+from core import outbox, webhook_targets
 from core.catalog import Catalog, restrict_to_providers
 from server.jobview import render_job
 
@@ -53,8 +54,8 @@ class Services:
     async def close(self) -> None:
         if self.transport is not None:
             await self.transport.aclose()
-        if self.jobs is not None and self.jobs.http is not None:
-            await self.jobs.http.aclose()
+        if self.jobs is not None and self.jobs.deliverer.http is not None:
+            await self.jobs.deliverer.http.aclose()
         await self.stream_log.close()
         await self.storage.close()
 
@@ -111,19 +112,30 @@ async def build_services(settings: Settings) -> Services:
             ", ".join(sorted(p.name for p in settings.providers)),
             len(catalog.models),
         )
-    jobs = JobService(
+    deliverer = Deliverer(
         storage,
-        gateway,
         clock,
-        policy=job_policy(settings),
-        poll_seconds=settings.jobs.poll_seconds,
-        http=httpx.AsyncClient(),  # webhook deliveries
+        httpx.AsyncClient(),
+        render=render_job,
+        policy=outbox.DeliveryPolicy(
+            lease_seconds=settings.webhooks.lease_seconds,
+            retry_delays=settings.webhooks.retry_delays,
+        ),
         targets=webhook_targets.TargetPolicy(
             allow_hosts=frozenset(settings.webhooks.allow_hosts),
             allow_http=settings.webhooks.allow_http,
         ),
+        poll_seconds=settings.jobs.poll_seconds,
     )
-    jobs.render = render_job
+    jobs = JobService(
+        storage,
+        gateway,
+        clock,
+        deliverer=deliverer,
+        policy=job_policy(settings),
+        poll_seconds=settings.jobs.poll_seconds,
+        delivery_workers=settings.webhooks.workers,
+    )
     for b in settings.budgets:  # [[budgets]] in the config file: the file wins at start
         await gateway.limits.budgets.put(
             budget_record(b.tenant, b.project, b.limit_usd, b.period, clock.wall())

@@ -1,15 +1,34 @@
-"""Background work that runs beside the HTTP server: the job workers and webhook deliveries.
+"""Background work: the job workers and webhook deliveries, and what wakes them.
 
-Owns: what runs in the server process besides request handling, started by `serve`
-and cancelled when the HTTP server has shut down (which also drops pending webhook
-retries: they live in memory, so shutdown never waits for one).
+Owns: what runs besides request handling, in `umg serve` (unless `--no-workers`) and in
+`umg worker` (only this). On Postgres a LISTEN connection (`adapters/wakeup.py`) wakes
+idle workers when another process queues work, and their fallback scan (for retries that
+come due and leases that expire) runs every `[jobs] listen_poll_seconds`; on SQLite they
+scan every `[jobs] poll_seconds`. Cancelling it (shutdown) loses nothing: a running job
+keeps its lease until it expires, a pending webhook retry stays in the outbox.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+import trio
+
+from adapters.wakeup import listen
 from server.services import Services
 
 
+def listens(services: Services) -> bool:
+    return services.settings.database_url.startswith(("postgresql://", "postgres://"))
+
+
 async def run_workers(services: Services) -> None:
-    if services.jobs is not None:  # with 0 workers it still hosts webhook deliveries
-        await services.jobs.run_workers(max(0, services.settings.jobs.workers))
+    jobs = services.jobs
+    if jobs is None:
+        return
+    async with trio.open_nursery() as nursery:
+        if listens(services):
+            await nursery.start(partial(listen, services.settings.database_url, jobs.wake))
+            jobs.poll_seconds = jobs.deliverer.poll_seconds = services.settings.jobs.listen_poll_seconds
+        # with 0 job workers it still runs the webhook deliveries
+        nursery.start_soon(jobs.run_workers, max(0, services.settings.jobs.workers))

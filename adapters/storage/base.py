@@ -61,9 +61,10 @@ from adapters.storage.ledger import (
     Query,
     SeriesRow,
 )
-from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import BudgetRecord, DeliveryRecord, JobRecord, KeyRecord, UsageRecord
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
+from core import outbox
 
 T = TypeVar("T")
 
@@ -72,6 +73,7 @@ StateFn = Callable[[State | None], tuple[T, State]]
 # `update_states`: the states of the scopes asked for (None: never written) -> new states
 StatesFn = Callable[[dict[str, State | None]], tuple[T, dict[str, State]]]
 JobFn = Callable[[JobRecord], JobRecord]
+DeliveryFn = Callable[[DeliveryRecord], DeliveryRecord]
 # What `update_key` may change; the rest of a key (its secret, tenant, admin flag) is fixed.
 KEY_MUTABLE = ("name", "rpm", "tpm", "budget_usd", "budget_period")
 
@@ -193,7 +195,7 @@ def heartbeat_fn(worker: str, now: float, policy: lifecycle.JobPolicy) -> JobFn:
             state = lifecycle.apply(job_state(job), lifecycle.Heartbeat(worker), now, policy)
         except lifecycle.LeaseLost:
             return job
-        if state.status == "failed" and job.status != "failed":
+        if lifecycle.is_terminal(state.status) and not lifecycle.is_terminal(job.status):
             return _ended_by_machine(job, state, now, policy)
         return with_state(job, state)
 
@@ -358,6 +360,24 @@ class Storage(Protocol):
         row) and return `[0]` (`idem_rows.step_in`). A fresh key is claimed by one INSERT
         ... ON CONFLICT DO NOTHING, so two processes never both get it. `fn` is pure
         (`core.idempotency.step`) and runs in the database's worker thread."""
+
+    # -- the webhook outbox (core.outbox; adapters/storage/outbox_sql.py) -----------
+    async def claim_delivery(
+        self, worker: str, now: float, policy: outbox.DeliveryPolicy
+    ) -> DeliveryRecord | None:
+        """Apply `Claim(worker)` to the most overdue delivery (pending and due, or sending
+        under a dead lease) and return it; None when nothing is due. On Postgres the row
+        is taken with SKIP LOCKED: two processes never claim the same attempt."""
+
+    async def update_delivery(self, delivery_id: str, fn: DeliveryFn) -> DeliveryRecord | None:
+        """Atomic read-modify-write of one delivery (`fn` is pure); None if absent."""
+
+    async def deliveries_of_job(self, job_id: str) -> list[DeliveryRecord]:
+        """The job's outbox rows, oldest first."""
+
+    async def webhook_secret(self, tenant: str, fresh: str) -> str:
+        """The tenant's webhook signing secret; `fresh` is stored as it if there is none
+        (atomically: concurrent first uses agree on one)."""
 
     # -- stored response events (streams.py) -----------------------------------------
     async def stream_write(self, writes: Sequence[StreamWrite]) -> None:

@@ -22,15 +22,22 @@ from typing import Any, TypeVar
 
 import attrs
 
-from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import (
+    BudgetRecord,
+    DeliveryRecord,
+    JobRecord,
+    KeyRecord,
+    UsageRecord,
+)
 
-R = TypeVar("R", KeyRecord, UsageRecord, JobRecord, BudgetRecord)
-Record = KeyRecord | UsageRecord | JobRecord | BudgetRecord
+R = TypeVar("R", KeyRecord, UsageRecord, JobRecord, BudgetRecord, DeliveryRecord)
+Record = KeyRecord | UsageRecord | JobRecord | BudgetRecord | DeliveryRecord
 
 MONEY_FIELDS = frozenset({"budget_usd", "cost"})
-DATETIME_FIELDS = frozenset({"created_at", "revoked_at", "at", "started_at", "completed_at",
-                             "updated_at"})
-JSON_FIELDS = frozenset({"request", "result", "error", "attempt_log"})
+DATETIME_FIELDS = frozenset(
+    {"created_at", "revoked_at", "at", "started_at", "completed_at", "finished_at", "updated_at"}
+)
+JSON_FIELDS = frozenset({"request", "result", "error", "attempt_log", "webhook_events_filter"})
 BOOL_FIELDS = frozenset({"stream", "cancel_requested", "admin"})
 
 _QUANTUM = Decimal("1E-10")
@@ -127,7 +134,7 @@ def from_postgres(name: str, value: Any) -> Any:
         return None
     if name in DATETIME_FIELDS:
         return value.astimezone(UTC)
-    if name in ("run_after", "lease_expires", "deadline"):
+    if name in ("run_after", "lease_expires", "deadline", "next_at"):
         return float(value)
     return value
 

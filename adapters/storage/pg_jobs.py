@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,16 +21,18 @@ import psycopg
 import trio
 from psycopg import errors as pg_errors
 
-from adapters.storage import codec
+from adapters.storage import codec, outbox_sql
 from adapters.storage.base import (
+    DeliveryFn,
     JobFn,
     claim_record,
     claimable_where,
     heartbeat_fn,
     job_list_query,
 )
-from adapters.storage.records import JobRecord
+from adapters.storage.records import DeliveryRecord, JobRecord
 from core import jobs as lifecycle
+from core import outbox
 from core.errors import Conflict
 
 T = TypeVar("T")
@@ -52,6 +55,7 @@ def _write(c: Conn, old: JobRecord, new: JobRecord) -> None:
         )
         values = [codec.to_postgres(col, getattr(new, col)) for col in _MUTABLE]
         c.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (*values, old.id))
+        outbox_sql.enqueue(c, outbox_sql.POSTGRES, old, new)
 
 
 def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
@@ -67,7 +71,11 @@ class JobQueries:
         row = codec.postgres_row(rec)
         sql = f"INSERT INTO jobs ({_COLS}) VALUES ({marks})"
         try:
-            await self._run(lambda c: c.execute(sql, row))
+            def insert(c: Conn) -> None:
+                c.execute(sql, row)
+                outbox_sql.POSTGRES.notify(c)  # idle workers wake at commit
+
+            await self._run(insert)
         except pg_errors.UniqueViolation as err:
             raise Conflict(f"A job with id '{rec.id}' already exists") from err
 
@@ -118,3 +126,31 @@ class JobQueries:
         self, job_id: str, worker: str, now: float, policy: lifecycle.JobPolicy
     ) -> JobRecord | None:
         return await self.update(job_id, heartbeat_fn(worker, now, policy))
+
+    # -- the webhook outbox ----------------------------------------------------------
+
+    async def claim_delivery(
+        self, worker: str, now: float, policy: outbox.DeliveryPolicy
+    ) -> DeliveryRecord | None:
+        result: DeliveryRecord | None = await self._run(
+            lambda c: outbox_sql.claim(c, outbox_sql.POSTGRES, worker, now, policy)
+        )
+        return result
+
+    async def update_delivery(self, delivery_id: str, fn: DeliveryFn) -> DeliveryRecord | None:
+        result: DeliveryRecord | None = await self._run(
+            lambda c: outbox_sql.update(c, outbox_sql.POSTGRES, delivery_id, fn)
+        )
+        return result
+
+    async def webhook_secret(self, tenant: str, fresh: str) -> str:
+        result: str = await self._run(
+            lambda c: outbox_sql.webhook_secret(c, outbox_sql.POSTGRES, tenant, fresh)
+        )
+        return result
+
+    async def deliveries_of_job(self, job_id: str) -> builtins.list[DeliveryRecord]:
+        result: builtins.list[DeliveryRecord] = await self._run(
+            lambda c: outbox_sql.of_job(c, outbox_sql.POSTGRES, job_id)
+        )
+        return result

@@ -49,6 +49,7 @@ from adapters.clock import Clock
 from adapters.storage import codec, idem_rows, rollup
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
+    DeliveryFn,
     JobFn,
     LedgerReads,
     State,
@@ -63,9 +64,16 @@ from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import POSTGRES, Query
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
-from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import (
+    BudgetRecord,
+    DeliveryRecord,
+    JobRecord,
+    KeyRecord,
+    UsageRecord,
+)
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
+from core import outbox
 from core.errors import Conflict, StorageUnavailable
 
 T = TypeVar("T")
@@ -471,6 +479,22 @@ class PostgresStorage(LedgerReads):
         self, job_id: str, worker: str, now: float, policy: lifecycle.JobPolicy
     ) -> JobRecord | None:
         return await self.jobs.heartbeat(job_id, worker, now, policy)
+
+    # -- the webhook outbox ----------------------------------------------------------
+
+    async def claim_delivery(
+        self, worker: str, now: float, policy: outbox.DeliveryPolicy
+    ) -> DeliveryRecord | None:
+        return await self.jobs.claim_delivery(worker, now, policy)
+
+    async def update_delivery(self, delivery_id: str, fn: DeliveryFn) -> DeliveryRecord | None:
+        return await self.jobs.update_delivery(delivery_id, fn)
+
+    async def deliveries_of_job(self, job_id: str) -> list[DeliveryRecord]:
+        return await self.jobs.deliveries_of_job(job_id)
+
+    async def webhook_secret(self, tenant: str, fresh: str) -> str:
+        return await self.jobs.webhook_secret(tenant, fresh)
 
     # -- idempotency keys (idem_rows.py) ------------------------------------------------
 

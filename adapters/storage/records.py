@@ -1,4 +1,4 @@
-"""What storage keeps: API keys, budgets, ledger rows and jobs, as frozen values.
+"""What storage keeps: API keys, budgets, ledger rows, jobs and webhook deliveries, as frozen values.
 
 Owns: the record shapes every backend reads and writes. Field names are column names
 (the backends build their SQL from `attrs.fields`), so renaming a field is a migration.
@@ -17,6 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 from attrs import field, frozen
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
 
 
 @frozen
@@ -102,3 +106,28 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    # the webhook events wanted ("start", "output", "completed"); None: completed only
+    webhook_events_filter: tuple[str, ...] | None = field(default=None, converter=_names)
+
+
+@frozen
+class DeliveryRecord:
+    """One webhook message in the outbox (`core.outbox`): `id` is its `webhook-id`.
+
+    `body` is the JSON sent, fixed at the first attempt (every retry sends the same
+    bytes); `next_at` and `lease_expires` are epoch seconds like the job times."""
+
+    id: str
+    tenant: str
+    job_id: str
+    event: str  # "start" | "output" | "completed"
+    url: str
+    body: str | None
+    status: str  # core.outbox statuses
+    attempts: int
+    next_at: float
+    lease_owner: str | None
+    lease_expires: float | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None

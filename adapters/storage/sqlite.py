@@ -43,9 +43,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from adapters.storage import codec, idem_rows, rollup
+from adapters.storage import codec, idem_rows, outbox_sql, rollup
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
+    DeliveryFn,
     JobFn,
     LedgerReads,
     State,
@@ -66,9 +67,16 @@ from adapters.storage.ledger import SQLITE, Query
 from adapters.storage.memstate import StateTable, write_behind
 from adapters.storage.migrations import migrations
 from adapters.storage.owner import FileOwner
-from adapters.storage.records import BudgetRecord, JobRecord, KeyRecord, UsageRecord
+from adapters.storage.records import (
+    BudgetRecord,
+    DeliveryRecord,
+    JobRecord,
+    KeyRecord,
+    UsageRecord,
+)
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
+from core import outbox
 from core.errors import Conflict
 
 T = TypeVar("T")
@@ -104,6 +112,7 @@ def _write_job(c: Conn, old: JobRecord, new: JobRecord) -> None:
         sets = ", ".join(f"{col} = ?" for col in _JOB_MUTABLE)
         values = [codec.to_sqlite(col, getattr(new, col)) for col in _JOB_MUTABLE]
         c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, old.id))
+        outbox_sql.enqueue(c, outbox_sql.SQLITE, old, new)
 
 
 def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
@@ -492,6 +501,25 @@ class SQLiteStorage(LedgerReads):
         self, job_id: str, worker: str, now: float, policy: lifecycle.JobPolicy
     ) -> JobRecord | None:
         return await self.update_job(job_id, heartbeat_fn(worker, now, policy))
+
+    # -- the webhook outbox ----------------------------------------------------------
+
+    async def claim_delivery(
+        self, worker: str, now: float, policy: outbox.DeliveryPolicy
+    ) -> DeliveryRecord | None:
+        return await self._tx(lambda c: outbox_sql.claim(c, outbox_sql.SQLITE, worker, now, policy))
+
+    async def update_delivery(self, delivery_id: str, fn: DeliveryFn) -> DeliveryRecord | None:
+        return await self._tx(lambda c: outbox_sql.update(c, outbox_sql.SQLITE, delivery_id, fn))
+
+    async def webhook_secret(self, tenant: str, fresh: str) -> str:
+        result: str = await self._tx(
+            lambda c: outbox_sql.webhook_secret(c, outbox_sql.SQLITE, tenant, fresh)
+        )
+        return result
+
+    async def deliveries_of_job(self, job_id: str) -> list[DeliveryRecord]:
+        return await self._run(lambda c: outbox_sql.of_job(c, outbox_sql.SQLITE, job_id))
 
     # -- idempotency keys (idem_rows.py) ------------------------------------------------
 

@@ -1,7 +1,7 @@
 """`/v1/jobs`: durable async requests, and the webhook signing secret.
 
 Owns: the jobs API surface. `POST /v1/jobs` takes `{"request": <unified request>,
-"webhook_url"?}` (checked by `core.webhook_targets` as far as the URL shows: a bad scheme, a
+"webhook_url"?, "webhook_events_filter"?}` (the URL checked by `core.webhook_targets` as far as the URL shows: a bad scheme, a
 literal internal address or `localhost` is a 400) and answers 202 with the job object (`Location` points at it);
 `Prefer: wait=N` (N <= 60) holds the answer up to N seconds for a terminal state (then
 200). `GET /v1/jobs/{id}` (also honours `Prefer: wait`), `GET /v1/jobs?status=&limit=
@@ -24,8 +24,8 @@ from quart_trio import QuartTrio
 from adapters.driver import Ingress, new_id
 from adapters.jobs import JobService
 from adapters.storage.records import JobRecord, KeyRecord
+from core import durations, outbox, webhook_targets
 from core import jobs as lifecycle
-from core import webhook_targets
 from core.errors import GatewayError, InvalidRequest, NotFound
 from core.model import GatewayRequest
 from server.auth import require_key
@@ -38,7 +38,7 @@ from server.wire.responses import parse_responses_request
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait(?:=(\d+))?(?:$|[;,\s])")
 MAX_WAIT = 60
-_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+_STATUSES = lifecycle.STATUSES
 
 
 def prefer_wait() -> float | None:
@@ -67,7 +67,7 @@ def _service(services: Services) -> JobService:
 
 
 async def _create(services: Services, key: KeyRecord, body: dict[str, Any]) -> JobRecord:
-    unknown = sorted(set(body) - {"request", "webhook_url"})
+    unknown = sorted(set(body) - {"request", "webhook_url", "webhook_events_filter", "deadline"})
     if unknown:
         raise InvalidRequest(f"Unknown field '{unknown[0]}'", param=unknown[0])
     inner = body.get("request")
@@ -77,15 +77,34 @@ async def _create(services: Services, key: KeyRecord, body: dict[str, Any]) -> J
     if hook is not None:
         if not isinstance(hook, str):
             raise InvalidRequest("'webhook_url' must be an http(s) URL", param="webhook_url")
-        refused = webhook_targets.refusal_for_url(hook, _service(services).targets)
+        refused = webhook_targets.refusal_for_url(hook, _service(services).deliverer.targets)
         if refused is not None:
             raise InvalidRequest(f"'webhook_url' {refused}", param="webhook_url")
+    wanted = _events_filter(body)
+    try:
+        deadline = durations.deadline(
+            services.clock.epoch(), request.headers.get("cancel-after"), body.get("deadline")
+        )
+    except durations.DeadlineError as err:
+        raise InvalidRequest(err.message, param=err.param) from None
     try:
         parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
-        return await _service(services).create(key, parsed, json.loads(to_json(inner)), hook)
+        return await _service(services).create(
+            key, parsed, json.loads(to_json(inner)), hook, events=wanted, deadline=deadline
+        )
     except (InvalidRequest, NotFound) as err:
         err.param = f"request.{err.param}" if err.param else "request"
         raise
+
+
+def _events_filter(body: dict[str, Any]) -> tuple[str, ...] | None:
+    """The events the job's webhook wants (kept, without effect, when it has none)."""
+    if "webhook_events_filter" not in body:
+        return None
+    wanted = outbox.events_filter(body["webhook_events_filter"])
+    if isinstance(wanted, str):
+        raise InvalidRequest(f"'webhook_events_filter' {wanted}", param="webhook_events_filter")
+    return wanted
 
 
 async def _record_refusal(services: Services, key: KeyRecord, error: GatewayError) -> None:
@@ -148,4 +167,4 @@ def register(app: QuartTrio, services: Services) -> None:
     @app.get("/v1/webhooks/secret")
     async def webhook_secret() -> dict[str, str]:
         key = await require_key(services)
-        return {"key": await _service(services).webhook_secret(key.tenant)}
+        return {"key": await _service(services).deliverer.secret(key.tenant)}

@@ -156,14 +156,14 @@ async def test_claim_obeys_the_policy_passed_in(storage: Storage) -> None:
     assert ended.error is not None and ended.error["code"] == "job_attempts_exhausted"
 
 
-async def test_claim_fails_a_job_past_its_deadline_instead_of_running_it(
+async def test_claim_ends_a_job_past_its_deadline_instead_of_running_it(
     storage: Storage,
 ) -> None:
     await storage.insert_job(make_job(1, deadline=NOW + 10))  # queued, deadline passed
     await storage.insert_job(make_job(2, deadline=NOW + 100))  # running, dies, then late
     await storage.insert_job(make_job(3, deadline=NOW + 100))
     queued = await storage.claim_job("w1", NOW + 10, POLICY)  # at the deadline: too late
-    assert queued is not None and queued.id == "job_001" and queued.status == "failed"
+    assert queued is not None and queued.id == "job_001" and queued.status == "aborted"
     assert queued.attempts == 0 and queued.started_at is None
     assert queued.error is not None and queued.error["code"] == "job_deadline_exceeded"
     running = await storage.claim_job("w1", NOW + 10, POLICY)
@@ -172,7 +172,7 @@ async def test_claim_fails_a_job_past_its_deadline_instead_of_running_it(
     assert three is not None and three.id == "job_003"
     # job_002's worker dies; by the time its lease is dead the deadline has passed too
     late = await storage.claim_job("w2", NOW + 100, POLICY)
-    assert late is not None and late.id == "job_002" and late.status == "failed"
+    assert late is not None and late.id == "job_002" and late.status == "canceled"
     assert late.attempts == 1 and late.error is not None
     assert late.error["code"] == "job_deadline_exceeded"
     assert await storage.get_job("t1", "job_002") == late
@@ -186,7 +186,7 @@ async def test_a_new_run_clears_the_previous_tries_error(storage: Storage) -> No
     assert job.error is None
 
 
-async def test_heartbeat_extends_the_lease_and_fails_the_job_at_its_deadline(
+async def test_heartbeat_extends_the_lease_and_cancels_the_job_at_its_deadline(
     storage: Storage,
 ) -> None:
     await storage.insert_job(make_job(1, deadline=NOW + 50))
@@ -198,7 +198,7 @@ async def test_heartbeat_extends_the_lease_and_fails_the_job_at_its_deadline(
     older = await storage.heartbeat("job_001", "w1", NOW + 10, POLICY)  # clock went back
     assert older is not None and older.lease_expires == NOW + 50  # never shortened
     over = await storage.heartbeat("job_001", "w1", NOW + 50, POLICY)
-    assert over is not None and over.status == "failed" and not holds_lease(over, "w1")
+    assert over is not None and over.status == "canceled" and not holds_lease(over, "w1")
     assert (over.lease_owner, over.lease_expires, over.attempts) == (None, None, 1)
     assert over.error is not None and over.error["code"] == "job_deadline_exceeded"
     assert over.completed_at == datetime.fromtimestamp(NOW + 50, UTC)

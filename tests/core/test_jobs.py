@@ -57,7 +57,7 @@ def test_machine_failures_have_client_facing_errors() -> None:
     assert body["code"] == "job_attempts_exhausted" and body["type"] == "server_error"
     assert "3 attempt(s)" in str(body["message"]) and "max_attempts = 3" in str(body["message"])
     late = apply(running(deadline=20.0), Heartbeat("w1"), 20.0, POLICY)
-    assert (late.status, late.error) == ("failed", DEADLINE_EXCEEDED)
+    assert (late.status, late.error) == ("canceled", DEADLINE_EXCEEDED)
     err = machine_error(late, POLICY)
     assert (err.code, err.status) == ("job_deadline_exceeded", 504)
 
@@ -67,8 +67,8 @@ def test_table_covers_every_status_and_event() -> None:
 
 
 def test_terminal_statuses() -> None:
-    assert TERMINAL == {"succeeded", "failed", "canceled"}
-    assert [is_terminal(s) for s in STATUSES] == [False, False, True, True, True]
+    assert TERMINAL == {"succeeded", "failed", "canceled", "aborted"}
+    assert [is_terminal(s) for s in STATUSES] == [False, False, True, True, True, True]
 
 
 @pytest.mark.parametrize(
@@ -131,11 +131,16 @@ def test_reclaim_without_attempts_left_fails() -> None:
     assert (state.status, state.error, state.lease_owner) == ("failed", LEASE_EXPIRED, None)
 
 
-@pytest.mark.parametrize("job", [new_job(0.0, deadline=5.0), running(deadline=5.0)])
-def test_claim_at_or_past_deadline_fails(job: JobState) -> None:
+@pytest.mark.parametrize(
+    ("job", "status"),
+    [(new_job(0.0, deadline=5.0), "aborted"),  # never started: aborted, never billed
+     (running(deadline=5.0), "canceled"),  # its run started: canceled
+     (JobState(status="queued", attempts=1, deadline=5.0), "canceled")],  # a retry pending
+)  # fmt: skip
+def test_claim_at_or_past_deadline_ends_the_job(job: JobState, status: str) -> None:
     state = apply(job, Claim("w9"), 5.0, POLICY)
-    assert (state.status, state.error) == ("failed", DEADLINE_EXCEEDED)
-    assert state.lease_owner is None
+    assert (state.status, state.error) == (status, DEADLINE_EXCEEDED)
+    assert state.lease_owner is None and state.attempts == job.attempts
 
 
 # ---- Heartbeat -------------------------------------------------------------------------
@@ -155,9 +160,9 @@ def test_heartbeat_from_a_non_owner_is_lease_lost(job: JobState) -> None:
         apply(job, Heartbeat("w1"), 1.0, POLICY)
 
 
-def test_heartbeat_past_deadline_fails_the_job() -> None:
+def test_heartbeat_past_deadline_cancels_the_job() -> None:
     state = apply(running(deadline=10.0), Heartbeat("w1"), 10.0, POLICY)
-    assert (state.status, state.error) == ("failed", DEADLINE_EXCEEDED)
+    assert (state.status, state.error) == ("canceled", DEADLINE_EXCEEDED)
 
 
 # ---- Succeed / Fail --------------------------------------------------------------------
@@ -239,9 +244,9 @@ def test_expire_without_attempts_left_fails() -> None:
     assert (state.status, state.error) == ("failed", LEASE_EXPIRED)
 
 
-def test_expire_past_deadline_fails() -> None:
+def test_expire_past_deadline_cancels() -> None:
     state = apply(running(now=0.0, deadline=20.0), ExpireLease(), 31.0, POLICY)
-    assert (state.status, state.error) == ("failed", DEADLINE_EXCEEDED)
+    assert (state.status, state.error) == ("canceled", DEADLINE_EXCEEDED)
 
 
 @pytest.mark.parametrize(("job", "now"), [(running(now=0.0), 30.0), (new_job(0.0), 99.0)])

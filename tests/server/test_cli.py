@@ -195,6 +195,19 @@ async def test_revoked_keys_get_401(gateway: Running) -> None:
         assert f"{key['id']}  {key['prefix']}  t/p  revoked" in text
 
 
+async def test_webhooks_secret_is_the_one_the_api_shows_and_signs_with(gateway: Running) -> None:
+    db = gateway.services.settings.database_url  # beside the running server
+    code, out, err = await umg(db, "webhooks", "secret", "--tenant", "t1")
+    assert code == 0, err
+    async with gateway.client() as client:  # the test key's tenant is t1
+        shown = (await client.get("/v1/webhooks/secret")).json()["key"]
+    assert out.strip() == shown and shown.startswith("whsec_")
+    code, again, _ = await umg(db, "webhooks", "secret", "--tenant", "t1")
+    assert again == out  # created once
+    _, other, _ = await umg(db, "webhooks", "secret", "--tenant", "t2")
+    assert other.strip() not in ("", shown)
+
+
 async def test_revoke_unknown_key_fails(db: str) -> None:
     code, out, err = await umg(db, "keys", "revoke", "key_doesnotexist")
     assert code == 1 and "no key" in err and out == ""

@@ -365,6 +365,15 @@ async def test_every_command_in_the_docs_runs(tmp_path: Path) -> None:
                 await server.stopped()
             ran["serve"] += 1
             continue
+        if "worker" in argv:  # runs until SIGTERM, like serve, but listens nowhere
+            async with umg_serve(*argv[1:], env={**base_env, **env}, cwd=tmp_path) as server:
+                with trio.fail_after(20):
+                    while "Worker running" not in server.stdout:
+                        assert server.proc.returncode is None, f"{where}: `{command}`: {server.stderr}"
+                        await trio.sleep(0.02)
+                await server.stopped()
+            ran["umg"] += 1
+            continue
         if "<KEY_ID>" in argv:  # a key to revoke, in the database the command names
             before_keys = argv[1 : argv.index("keys")]
             created = await umg([*before_keys, "keys", "create", "--tenant", "d", "--project",

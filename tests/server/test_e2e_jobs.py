@@ -34,11 +34,9 @@ import trio
 from attrs import define, evolve, field
 from openai.types.responses import Response as OpenAIResponse
 
-from adapters.clock import Clock
-from adapters.gateway import Gateway
 from adapters.jobs import JobService
-from adapters.storage import open_storage
 from adapters.storage.base import Storage
+from adapters.storage.outbox_sql import attempt_request_id
 from adapters.storage.records import JobRecord, UsageRecord
 from core import jobs as lifecycle
 from core import webhook_targets, webhooks
@@ -143,6 +141,8 @@ class Receiver:
     send: trio.MemorySendChannel[Delivery]
     receive: trio.MemoryReceiveChannel[Delivery]
     url: str = ""
+    fail_first: bool = False  # answer 503 to the first delivery of each webhook-id
+    seen: set[str] = field(factory=set)
     _listeners: list[trio.SocketListener] = field(factory=list)
 
     @classmethod
@@ -175,6 +175,9 @@ class Receiver:
                     hdrs = {k.decode().lower(): v.decode() for k, v in head.headers}
                     await self.send.send(Delivery(hdrs, body, time.time()))
                     status = self.statuses.pop(0) if self.statuses else 204
+                    if self.fail_first and hdrs.get("webhook-id") not in self.seen:
+                        status = 503
+                    self.seen.add(hdrs.get("webhook-id", ""))
                     reply = h11.Response(status_code=status, headers=[("content-length", "0")])
                     await stream.send_all(conn.send(reply) + conn.send(h11.EndOfMessage()))
                     if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -515,7 +518,13 @@ async def test_a_running_job_with_an_expired_lease_is_reclaimed(
         assert job["status"] == "succeeded" and job["attempts"] == 2
         stored = await new.services.storage.get_job("t1", job_id)
         assert stored is not None and stored.lease_owner is None
-        assert [r.status for r in await job_rows(new.services)] == ["ok"]
+        rows = sorted(await job_rows(new.services), key=lambda r: r.request_id)
+        # the attempt the dead worker lost has its one row, billed nothing; then the run
+        assert [(r.status, r.request_id) for r in rows] == [
+            ("interrupted", attempt_request_id(job_id, 1)),
+            ("ok", attempt_request_id(job_id, 2)),
+        ]
+        assert rows[0].cost == 0 and rows[0].error_code == "worker_lost"
     finally:
         new.stop.set()
 
@@ -604,57 +613,6 @@ async def test_a_failing_receiver_gets_the_same_message_again(
         pytest.fail("delivered again after a 2xx")
 
 
-# -- the retry schedule, on a fake clock -----------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("answers", "deliveries"),
-    [
-        ([500] * 10, 1 + len(webhooks.RETRY_DELAYS)),  # all fail: give up after the schedule
-        ([500, 429, 204], 3),  # a 2xx ends it
-        ([502, 410], 2),  # 410 Gone: the receiver asked us to stop
-        (["connect", 200], 2),  # a transport error is retried too
-    ],
-)
-async def test_webhook_retry_schedule_on_a_fake_clock(
-    autojump_clock: trio.testing.MockClock, answers: list[Any], deliveries: int
-) -> None:
-    """`JobService._deliver` (the delivery loop) against a MockTransport receiver: with
-    Trio's autojump clock the whole ~43-minute schedule runs instantly."""
-    del autojump_clock
-    secret = webhooks.new_secret(b"k" * 24)
-    seen: list[tuple[float, httpx.Request]] = []
-    pending = list(answers)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((trio.current_time(), request))
-        answer = pending.pop(0)
-        if answer == "connect":
-            raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(int(answer))
-
-    clock = Clock()
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        # the delivery loop touches neither storage nor the gateway
-        service = JobService(
-            cast(Storage, None), cast(Gateway, None), clock, http=http,
-            targets=TO_THE_FAKE_RECEIVER,
-        )  # fmt: skip
-        start = trio.current_time()
-        await service._deliver("http://receiver.test/hook", "msg_x", b'{"a":1}', secret)
-
-    assert len(seen) == deliveries
-    offsets = [round(at - start, 3) for at, _ in seen]
-    expected = [0.0]
-    for delay in webhooks.RETRY_DELAYS[: deliveries - 1]:
-        expected.append(expected[-1] + delay)
-    assert offsets == expected
-    for at, request in seen:
-        assert request.headers["webhook-id"] == "msg_x"
-        now = int(clock.epoch() - (trio.current_time() - at))
-        webhooks.verify(secret, request.headers, request.content, now=now, tolerance=1)
-
-
 async def test_a_late_finish_from_a_worker_that_lost_the_lease_changes_nothing(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -718,8 +676,10 @@ async def test_a_run_that_raises_is_logged_and_retried_and_the_worker_goes_on(
             first = (await create(client, {"request": REQUEST})).json()["id"]
             second = (await create(client, {"request": REQUEST})).json()["id"]
             flaky = FlakyStorage(gw.services.storage, {"claim_job", "key_by_id"})
+            assert gw.services.jobs is not None
             service = JobService(
-                cast(Storage, flaky), gw.services.gateway, gw.services.clock, poll_seconds=0.05,
+                cast(Storage, flaky), gw.services.gateway, gw.services.clock,
+                deliverer=gw.services.jobs.deliverer, poll_seconds=0.05,
                 policy=lifecycle.JobPolicy(lease_seconds=1.5, max_attempts=3, base_backoff=0.1),
             )  # fmt: skip
             async with trio.open_nursery() as workers:
@@ -773,78 +733,76 @@ async def test_a_job_whose_workers_keep_dying_ends_failed_and_is_announced(
         assert job["error"]["type"] == "server_error" and job["error"]["message"]
         assert hook.headers["webhook-id"] == f"msg_{job_id}_failed"
         assert json.loads(hook.body)["error"] == job["error"]
-        assert await job_rows(gw.services) == []  # the model was never called again
+        # the model was never called again; the lost last attempt has its one row
+        (row,) = await job_rows(gw.services)
+        assert (row.status, row.cost) == ("interrupted", 0)
+        assert row.request_id == attempt_request_id(job_id, jobs.policy.max_attempts)
     finally:
         gw.stop.set()
 
 
-async def test_shutdown_does_not_wait_for_pending_webhook_retries(tmp_path: Path) -> None:
-    """A delivery sleeping before its next retry is cancelled with the workers (retries
-    are in memory only); after that an announcement is tried once, never scheduled."""
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(503)
-
-    storage = open_storage(f"sqlite:///{tmp_path}/hooks.db")
-    await storage.migrate()
-    job = JobRecord(
-        id="job_hook", tenant="t1", project="p1", key_id="key_1", request=REQUEST,
-        status="succeeded", attempts=1, run_after=0.0, lease_owner=None, lease_expires=None,
-        deadline=None, cancel_requested=False, result=None, error=None, cost=None,
-        webhook_url="http://receiver.test/hook", created_at=datetime.now(UTC),
-        started_at=None, completed_at=None,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            service = JobService(
-                storage, cast(Gateway, None), Clock(), http=http, targets=TO_THE_FAKE_RECEIVER
-            )
-            stopped = trio.Event()
-            scope = trio.CancelScope()
-
-            async def background() -> None:
-                with scope:
-                    await service.run_workers(0)
-                stopped.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(background)
-                with trio.fail_after(5):
-                    while service._deliveries is None:
-                        await trio.sleep(0.01)
-                    await service._announce(job)
-                    while not seen:
-                        await trio.sleep(0.01)  # the first try failed: a retry sleeps
-                scope.cancel()  # what `serve` does once HTTP has shut down
-                with trio.fail_after(webhooks.RETRY_DELAYS[0] / 5):
-                    await stopped.wait()
-            assert len(seen) == 1 and service._deliveries is None
-            with trio.fail_after(webhooks.RETRY_DELAYS[0] / 5):
-                await service._announce(job)  # no nursery: one try, no RuntimeError
-            assert len(seen) == 2
-    finally:
-        await storage.close()
-
-
-async def test_server_shutdown_with_a_failing_webhook_is_prompt(
+async def test_a_webhook_retry_pending_at_shutdown_is_sent_by_the_next_gateway(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver.statuses[:] = [503] * 10
-    with trio.fail_after(DEADLINE * 2):  # a hang would be the whole retry schedule (~43 min)
+    """Shutdown does not wait for a retry (prompt), and does not lose it: the outbox row
+    survives, and the next gateway on the database sends it, same `webhook-id`, same body,
+    signed with the same secret."""
+    receiver.statuses[:] = [503]
+    settings = fast_settings(tmp_path)
+    with trio.fail_after(DEADLINE * 2):  # a hang would be the whole retry schedule
         async with trio.open_nursery() as server:
-            gw = await start_gateway(server, fast_settings(tmp_path))
+            gw = await start_gateway(server, settings)
             async with gw.client() as client:
+                secret = await secret_of(client)
                 body = {"request": REQUEST, "webhook_url": receiver.url}
-                await create(client, body)
+                job_id = (await create(client, body)).json()["id"]
                 with trio.fail_after(DEADLINE):
-                    await receiver.receive.receive()  # answered 503: a retry is pending
+                    first = await receiver.receive.receive()  # answered 503: a retry is pending
             stop_at = trio.current_time()
             gw.stop.set()
     assert trio.current_time() - stop_at < webhooks.RETRY_DELAYS[0] - 1  # before the retry
     with pytest.raises(trio.WouldBlock):
         receiver.receive.receive_nowait()  # and no retry was sent on the way out
+
+    async with trio.open_nursery() as server:
+        gw = await start_gateway(server, settings)
+        try:
+            with trio.fail_after(DEADLINE):
+                second = await receiver.receive.receive()
+            (delivery,) = await gw.services.storage.deliveries_of_job(job_id)
+            with trio.fail_after(DEADLINE):
+                while delivery.status != "delivered":
+                    await trio.sleep(0.05)
+                    (delivery,) = await gw.services.storage.deliveries_of_job(job_id)
+        finally:
+            gw.stop.set()
+    assert second.headers["webhook-id"] == first.headers["webhook-id"] == f"msg_{job_id}_succeeded"
+    assert second.body == first.body
+    for hook in (first, second):
+        webhooks.verify(secret, hook.headers, hook.body, now=int(time.time()))
+    assert second.received - first.received >= webhooks.RETRY_DELAYS[0] - 0.5  # on schedule
+    assert delivery.attempts == 2 and delivery.id == f"msg_{job_id}_succeeded"
+
+
+async def test_webhook_events_filter_sends_start_and_completed_and_is_checked(
+    gateway: Running, receiver: Receiver
+) -> None:
+    async with gateway.client() as client:
+        for bad, why in [([], "non-empty"), (["done"], "unknown"), (["start", "start"], "twice"),
+                         ("completed", "list")]:  # fmt: skip
+            body = {"request": REQUEST, "webhook_url": receiver.url, "webhook_events_filter": bad}
+            assert why in assert_error(await create(client, body), 400, "webhook_events_filter")["message"]
+        body = {"request": REQUEST, "webhook_events_filter": ["completed"]}  # no webhook_url
+        assert (await create(client, body)).status_code == 202  # kept, without effect
+        body = {"request": REQUEST, "webhook_url": receiver.url,
+                "webhook_events_filter": ["start", "completed"]}  # fmt: skip
+        job_id = (await create(client, body)).json()["id"]
+        with trio.fail_after(DEADLINE):
+            got = {(await receiver.receive.receive()).headers["webhook-id"] for _ in range(2)}
+    assert got == {f"msg_{job_id}_start", f"msg_{job_id}_succeeded"}
+    with trio.move_on_after(0.5):
+        extra = await receiver.receive.receive()
+        pytest.fail(f"an unwanted delivery arrived: {extra.headers['webhook-id']}")
 
 
 # -- SSRF: webhooks to internal addresses are refused ------------------------------------
@@ -886,7 +844,7 @@ async def test_plain_http_is_refused_unless_allowed(nursery: trio.Nursery, tmp_p
     gw = await start_gateway(nursery, settings_for(tmp_path, UMG_CONFIG=""))  # the defaults
     jobs = gw.services.jobs
     assert jobs is not None
-    jobs.http = None  # the accepted job below is never announced to example.com
+    jobs.deliverer.http = None  # the accepted job below is never announced to example.com
     try:
         async with gw.client() as client:
             r = await create(client, {"request": REQUEST, "webhook_url": "http://example.com/h"})
@@ -910,7 +868,7 @@ async def test_a_host_that_resolves_to_loopback_is_refused_at_delivery(
         asked.append(host)
         return [ipaddress.ip_address("127.0.0.1")]
 
-    jobs.resolver = to_loopback
+    jobs.deliverer.resolver = to_loopback
     port = receiver.url.split(":")[2].split("/")[0]
     async with strict_gateway.client() as client:
         url = f"http://rebind.test:{port}/hook"
@@ -926,55 +884,3 @@ async def test_a_host_that_resolves_to_loopback_is_refused_at_delivery(
     with trio.move_on_after(0.5):
         await receiver.receive.receive()
         pytest.fail("the refused webhook reached the receiver")
-
-
-SECRET = webhooks.new_secret(b"k" * 24)
-
-
-@pytest.mark.parametrize("internal", ["169.254.169.254", "10.0.0.1", "::1", "100.64.0.1"])
-async def test_delivery_checks_every_resolved_address_before_any_connect(internal: str) -> None:
-    sent: list[httpx.Request] = []
-
-    async def mixed(host: str, port: int) -> list[webhook_targets.Address]:
-        return [ipaddress.ip_address("93.184.215.14"), ipaddress.ip_address(internal)]
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(204)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        service = JobService(
-            cast(Storage, None), cast(Gateway, None), Clock(), http=http, resolver=mixed
-        )
-        await service._deliver("https://hooks.example.com/h", "msg_x", b"{}", SECRET)
-    assert sent == []
-
-
-async def test_delivery_is_pinned_to_the_checked_address_and_redirects_are_not_followed(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """The request goes to the address that was checked (Host header and TLS SNI name
-    the host); a redirect is not followed; when a later resolution (the retry) answers
-    an internal address, the delivery stops there (DNS rebinding)."""
-    del autojump_clock
-    answers = [[ipaddress.ip_address("93.184.215.14")], [ipaddress.ip_address("127.0.0.1")]]
-    sent: list[httpx.Request] = []
-
-    async def rebinding(host: str, port: int) -> list[webhook_targets.Address]:
-        assert (host, port) == ("hooks.example.com", 8443)
-        return answers.pop(0)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(307, headers={"location": "http://127.0.0.1/steal"})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        service = JobService(
-            cast(Storage, None), cast(Gateway, None), Clock(), http=http, resolver=rebinding
-        )
-        await service._deliver("https://Hooks.Example.com:8443/h?x=1", "msg_x", b"{}", SECRET)
-    assert answers == []  # resolved again for the retry, which was refused
-    (only,) = sent
-    assert str(only.url) == "https://93.184.215.14:8443/h?x=1"
-    assert only.headers["host"] == "hooks.example.com:8443"
-    assert only.extensions["sni_hostname"] == "hooks.example.com"

@@ -1,0 +1,102 @@
+"""Waking idle workers: in process (`Wakeup`), and across processes by Postgres
+LISTEN/NOTIFY on Trio, without a thread (`listen`).
+
+Owns: `Wakeup`, what idle workers wait on, and one dedicated connection per process that
+LISTENs on `umg_work` and calls `wake()` for every notification. Storage sends `NOTIFY umg_work` in the transaction
+that queues a job or enqueues a webhook message (`adapters/storage/outbox_sql.py`), so
+the notification arrives when that work is committed and visible.
+
+How (psycopg 3 has no Trio API): the connection is in autocommit mode; the task waits
+with `trio.lowlevel.wait_readable(conn.fileno())`, then drains what arrived with
+`conn.notifies(timeout=0)` (which never blocks). Pending notifications are drained once
+right after LISTEN, before the first wait. The connection belongs to this one task.
+
+Failure: if the connection breaks, the error is logged, and the listener reconnects
+after `retry_seconds` (calling `wake()` once on reconnect, since notifications sent in
+between are lost). Workers keep their slow fallback scan meanwhile, so nothing is
+stuck: at worst work waits for that scan. SQLite has no LISTEN: its workers poll (and
+are woken in process when the same process queued the work).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import trio
+
+from adapters.clock import Clock
+from adapters.storage.outbox_sql import CHANNEL
+
+log = logging.getLogger("umg.jobs")
+
+
+class Wakeup:
+    """What idle workers of one kind wait on: `set()` (new work may be there) from
+    anywhere in the process, or `at(epoch)` (work this process scheduled comes due then);
+    `wait(seconds)` returns at the first of those or after `seconds`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._event = trio.Event()
+        self._due: float | None = None
+
+    def set(self) -> None:
+        self._event.set()
+
+    def at(self, when: float) -> None:
+        self._due = when if self._due is None else min(self._due, when)
+
+    async def wait(self, seconds: float) -> None:
+        if self._due is not None:
+            seconds = min(seconds, max(0.0, self._due - self._clock.epoch()))
+        with trio.move_on_after(seconds):
+            await self._event.wait()
+        if self._event.is_set():
+            self._event = trio.Event()
+        if self._due is not None and self._due <= self._clock.epoch():
+            self._due = None
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    conn.execute(f"LISTEN {CHANNEL}")
+    return conn
+
+
+async def _drain_and_wait(conn: psycopg.Connection[Any], wake: Callable[[], None]) -> None:
+    while True:
+        if any(True for _ in conn.notifies(timeout=0)):
+            wake()
+        await trio.lowlevel.wait_readable(conn.fileno())
+
+
+async def listen(
+    url: str,
+    wake: Callable[[], None],
+    *,
+    retry_seconds: float = 1.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """LISTEN until cancelled; `task_status.started()` once the first LISTEN is in place."""
+    started = False
+    while True:
+        try:
+            conn = await trio.to_thread.run_sync(_connect, url)
+        except psycopg.Error as err:
+            log.warning("cannot LISTEN for new work (%s); retrying", type(err).__name__)
+            await trio.sleep(retry_seconds)
+            continue
+        try:
+            if not started:
+                task_status.started()
+                started = True
+            wake()  # anything queued while no LISTEN was in place
+            await _drain_and_wait(conn, wake)
+        except psycopg.Error as err:
+            log.warning("the LISTEN connection broke (%s); reconnecting", type(err).__name__)
+            await trio.sleep(retry_seconds)
+        finally:
+            conn.close()

@@ -1,0 +1,208 @@
+"""Webhook delivery: workers that send the outbox's messages, signed, to checked targets.
+
+Owns: sending. What is in the outbox, and when a message is retried or given up, is
+`core.outbox`'s (the rows are written by storage in the transaction that changed the
+job, so a restart or a crash loses none). A delivery worker:
+
+1. claims the most overdue delivery (`Storage.claim_delivery`: a lease, so one attempt
+   is made by exactly one worker of any process; a worker killed mid-attempt loses its
+   lease and the attempt counts as failed);
+2. on its first attempt fixes the body (the job object as `render` shows it then), so
+   every retry sends the same bytes under the same `webhook-id`;
+3. checks the target (`core.webhook_targets`): the host is resolved and every address
+   checked, and the request goes to the checked address (Host header and TLS SNI carry
+   the name), so a DNS answer that changes between check and connect cannot redirect
+   it; a refused target is never retried;
+4. POSTs it signed per Standard Webhooks (`core.webhooks`, the tenant's secret), without
+   following redirects, and reports the answer: 2xx delivered, 410 gone, anything else
+   or a transport error failed (retried on the policy's schedule).
+
+Idle workers wait on `wakeup` (set in process when a job change may have enqueued
+something, and by Postgres NOTIFY from other processes; and due at the `next_at` of a
+retry this process scheduled) or `poll_seconds`, whichever comes first. A worker survives whatever one delivery raises (`Cancelled` aside): it is
+logged, and the delivery is left to its lease expiry.
+
+Secrets: each tenant's `whsec_...` secret is created on first use and kept in storage
+(it must be readable to sign); it is never logged, and error messages never carry it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import trio
+from attrs import evolve
+
+from adapters.clock import Clock
+from adapters.storage.base import Storage
+from adapters.storage.outbox_sql import state, with_state
+from adapters.storage.records import DeliveryRecord, JobRecord
+from adapters.wakeup import Wakeup
+from core import outbox, webhook_targets, webhooks
+
+log = logging.getLogger("umg.webhooks")
+
+Renderer = Callable[[JobRecord], dict[str, Any]]
+Resolver = Callable[[str, int], Awaitable[list[webhook_targets.Address]]]
+Pinned = tuple[httpx.URL, dict[str, str], dict[str, str]]
+REQUEST_TIMEOUT = 15.0
+
+
+async def resolve(host: str, port: int) -> list[webhook_targets.Address]:
+    """Every address `host` resolves to (the system resolver, via Trio)."""
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def pinned(
+    url: str, target: webhook_targets.Target, address: webhook_targets.Address | None
+) -> Pinned:
+    """The request URL, extra headers and extensions that send `url` to `address` (the
+    checked one) while naming the original host in `Host` and the TLS SNI/certificate
+    check; with no address (an allowlisted host), `url` as it is."""
+    original = httpx.URL(url)
+    if address is None:
+        return original, {}, {}
+    headers = {"host": original.netloc.decode("ascii")}
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return original.copy_with(host=str(address)), headers, extensions
+
+
+async def tenant_secret(storage: Storage, tenant: str) -> str:
+    """The tenant's signing secret (`whsec_...`), created on first use (the API's
+    `GET /v1/webhooks/secret` and `umg webhooks secret` show it)."""
+    return await storage.webhook_secret(tenant, webhooks.new_secret(secrets.token_bytes(24)))
+
+
+class Deliverer:
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        http: httpx.AsyncClient | None,
+        *,
+        render: Renderer,
+        policy: outbox.DeliveryPolicy | None = None,
+        targets: webhook_targets.TargetPolicy | None = None,
+        resolver: Resolver = resolve,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.http = http
+        self.render = render
+        self.policy = policy or outbox.DeliveryPolicy()
+        self.targets = targets or webhook_targets.TargetPolicy()
+        self.resolver = resolver
+        self.poll_seconds = poll_seconds
+        self.wakeup = Wakeup(clock)
+
+    async def secret(self, tenant: str) -> str:
+        return await tenant_secret(self.storage, tenant)
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def run(self, count: int) -> None:
+        """Run `count` delivery workers until cancelled (a pending retry stays in the
+        outbox: cancelling loses nothing)."""
+        async with trio.open_nursery() as nursery:
+            for n in range(count):
+                nursery.start_soon(self._worker, f"d{n}-{secrets.token_hex(4)}")
+
+    async def _worker(self, name: str) -> None:
+        while True:
+            try:
+                worked = await self.deliver_one(name)
+            except Exception:
+                log.exception("webhook worker %s: a delivery broke; its lease will expire", name)
+                worked = False
+            if not worked:
+                await self.wakeup.wait(self.poll_seconds)
+
+    async def deliver_one(self, worker: str) -> bool:
+        """Claim one due delivery and attempt it; False when nothing was due."""
+        rec = await self.storage.claim_delivery(worker, self.clock.epoch(), self.policy)
+        if rec is None:
+            return False
+        if rec.status != "sending":  # a dead sender spent its last attempt
+            log.warning("webhook %s given up: %s", rec.id, rec.last_error)
+            return True
+        if rec.body is None:
+            rec = await self._with_body(rec)
+        event = await self._attempt(worker, rec)
+        now = self.clock.epoch()
+
+        def report(current: DeliveryRecord) -> DeliveryRecord:
+            try:
+                return with_state(current, outbox.step(state(current), event, now, self.policy), now)
+            except outbox.LeaseLost:
+                return current  # reclaimed meanwhile: this late report is dropped
+
+        done = await self.storage.update_delivery(rec.id, report)
+        if done is not None and done.status == "pending":
+            self.wakeup.at(done.next_at)  # this process retries it when due
+        if done is not None and done.status == "given_up":
+            log.warning("webhook %s given up after %d attempts", rec.id, done.attempts)
+        return True
+
+    async def _with_body(self, rec: DeliveryRecord) -> DeliveryRecord:
+        job = await self.storage.get_job(rec.tenant, rec.job_id)
+        rendered = self.render(job) if job is not None else {"id": rec.job_id, "object": "job"}
+        body = json.dumps(rendered, separators=(",", ":"))
+
+        def fix(current: DeliveryRecord) -> DeliveryRecord:
+            return current if current.body is not None else evolve(current, body=body)
+
+        fixed = await self.storage.update_delivery(rec.id, fix)
+        return fixed if fixed is not None else evolve(rec, body=body)
+
+    async def _attempt(self, worker: str, rec: DeliveryRecord) -> outbox.DeliveryEvent:
+        assert rec.body is not None
+        body = rec.body.encode()
+        try:
+            checked = await self._checked(rec.url)
+        except OSError as err:  # the host did not resolve: retried like a transport error
+            log.info("webhook %s: its host did not resolve", rec.id)
+            return outbox.Failed(worker, f"resolution failed ({type(err).__name__})")
+        if isinstance(checked, str):
+            log.warning("webhook %s refused, not sent: %s", rec.id, checked)
+            return outbox.Refused(worker, checked)
+        if self.http is None:
+            return outbox.Failed(worker, "no HTTP client")
+        headers = webhooks.headers(await self.secret(rec.tenant), rec.id, int(self.clock.epoch()), body)
+        headers["content-type"] = "application/json"
+        target_url, extra, extensions = checked
+        try:
+            response = await self.http.post(
+                target_url, content=body, headers={**headers, **extra}, extensions=extensions,
+                timeout=REQUEST_TIMEOUT, follow_redirects=False,
+            )  # fmt: skip
+        except (httpx.HTTPError, OSError) as err:
+            log.info("webhook %s failed: %s", rec.id, type(err).__name__)
+            return outbox.Failed(worker, type(err).__name__)
+        if 200 <= response.status_code < 300:
+            return outbox.Delivered(worker)
+        if response.status_code == 410:
+            return outbox.Gone(worker)
+        log.info("webhook %s answered %s", rec.id, response.status_code)
+        return outbox.Failed(worker, f"HTTP {response.status_code}")
+
+    async def _checked(self, url: str) -> Pinned | str:
+        """Where to send `url` (pinned to a checked address), or why it is refused."""
+        target = webhook_targets.parse(url)
+        if isinstance(target, str):
+            return f"the URL {target}"
+        if webhook_targets.is_allowlisted(target, self.targets):
+            reason = webhook_targets.refusal(target, [], self.targets)
+            return f"host {target.host} {reason}" if reason else pinned(url, target, None)
+        addresses = await self.resolver(target.host, target.port)  # OSError: not resolved
+        reason = webhook_targets.refusal(target, addresses, self.targets)
+        if reason is not None:
+            return f"host {target.host} {reason}"
+        return pinned(url, target, addresses[0])

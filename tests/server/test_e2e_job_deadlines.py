@@ -1,0 +1,171 @@
+"""Job deadlines: `Cancel-After` and `deadline`. The rules on Trio's autojump clock with
+the real job service, driver, Mock provider and SQLite (no HTTP), and the HTTP surface
+(headers, fields, 400s) on the real server.
+
+- A job whose deadline passes before it starts is `aborted`: never run, never billed.
+- A job running past it is `canceled` (error `job_deadline_exceeded`) at the deadline,
+  its model call cancelled; the ledger has the run's one row (`canceled`, with what it
+  consumed), and the job's cost is that row's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from adapters.admin import create_key
+from adapters.storage.outbox_sql import attempt_request_id
+from adapters.storage.records import JobRecord, KeyRecord, UsageRecord
+from core.jobs import is_terminal
+from server.services import Services, build_services
+from server.wire.responses import parse_responses_request
+from tests.server.conftest import Running, start_gateway
+from tests.server.conftest import test_settings as settings_for
+
+REQUEST: dict[str, Any] = {"model": "gpt-4.1", "input": "Hello deadlines"}
+SLOW: dict[str, Any] = {**REQUEST, "metadata": {"mock_scenario": "latency_ms=60000"}}
+
+
+async def finished(services: Services, job_id: str) -> JobRecord:
+    """Poll the row every 0.5 s of fake time (not `JobService.wait`: with the autojump
+    clock a timeout fires whenever every task waits on a database thread)."""
+    for _ in range(2000):
+        job = await services.storage.get_job("t1", job_id)
+        assert job is not None
+        if is_terminal(job.status):
+            return job
+        await trio.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+async def ledger(services: Services) -> list[UsageRecord]:
+    return await services.storage.usage_rows(
+        "t1", datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+    )
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[tuple[Services, KeyRecord]]:
+    services = await build_services(settings_for(tmp_path))
+    _, key = await create_key(services.storage, services.clock, tenant="t1", project="p1")
+    try:
+        yield services, key
+    finally:
+        await services.close()
+
+
+async def test_a_job_whose_deadline_passes_before_it_starts_is_aborted_and_never_billed(
+    autojump_clock: trio.testing.MockClock, local: tuple[Services, KeyRecord]
+) -> None:
+    services, key = local
+    jobs = services.jobs
+    assert jobs is not None
+    deadline = services.clock.epoch() + 30
+    job = await jobs.create(key, parse_responses_request(REQUEST), REQUEST, None, deadline=deadline)
+    await trio.sleep(31)  # no worker ran meanwhile
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(jobs.run_workers, 1)
+        done = await finished(services, job.id)
+        nursery.cancel_scope.cancel()
+    assert done.status == "aborted" and done.attempts == 0
+    assert done.error is not None and done.error["code"] == "job_deadline_exceeded"
+    assert done.cost is None and done.started_at is None
+    assert await ledger(services) == []  # never run, never billed
+
+
+async def test_a_job_running_past_its_deadline_is_canceled_and_billed_for_its_run(
+    autojump_clock: trio.testing.MockClock, local: tuple[Services, KeyRecord]
+) -> None:
+    services, key = local
+    jobs = services.jobs
+    assert jobs is not None
+    start = trio.current_time()
+    deadline = services.clock.epoch() + 10
+    job = await jobs.create(key, parse_responses_request(SLOW), SLOW, None, deadline=deadline)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(jobs.run_workers, 1)
+        done = await finished(services, job.id)
+        nursery.cancel_scope.cancel()
+    took = trio.current_time() - start
+    assert done.status == "canceled" and done.attempts == 1
+    assert done.error is not None and done.error["code"] == "job_deadline_exceeded"
+    # at the deadline, not after the model's 60 s (the fake clock also runs while the
+    # database threads work, so the bound is loose: the status says the deadline cut it)
+    assert 10 <= took < 60
+    (row,) = await ledger(services)
+    assert (row.status, row.request_id) == ("canceled", attempt_request_id(job.id, 1))
+    assert done.cost == row.cost
+
+
+async def test_a_job_that_finishes_before_its_deadline_succeeds(
+    autojump_clock: trio.testing.MockClock, local: tuple[Services, KeyRecord]
+) -> None:
+    services, key = local
+    jobs = services.jobs
+    assert jobs is not None
+    deadline = services.clock.epoch() + 29 * 86400  # far: fake time runs during DB work
+    job = await jobs.create(key, parse_responses_request(REQUEST), REQUEST, None, deadline=deadline)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(jobs.run_workers, 1)
+        done = await finished(services, job.id)
+        nursery.cancel_scope.cancel()
+    assert done.status == "succeeded" and done.deadline == deadline
+    assert [r.status for r in await ledger(services)] == ["ok"]
+
+
+# ---- over HTTP -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    running = await start_gateway(nursery, settings_for(tmp_path))
+    yield running
+    running.stop.set()
+
+
+async def test_cancel_after_ends_a_running_job_at_its_deadline(gateway: Running) -> None:
+    async with gateway.client() as client:
+        r = await client.post("/v1/jobs", json={"request": SLOW}, headers={"Cancel-After": "1s"})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        with trio.fail_after(15):
+            while job["status"] not in ("succeeded", "failed", "canceled", "aborted"):
+                await trio.sleep(0.05)
+                job = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert job["status"] == "canceled" and job["error"]["code"] == "job_deadline_exceeded"
+    assert job["deadline"] is not None
+    (row,) = [r for r in await ledger(gateway.services) if r.endpoint == "jobs"]
+    assert row.status == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "param"),
+    [({"Cancel-After": "soon"}, {}, "Cancel-After"), ({"Cancel-After": "0s"}, {}, "Cancel-After"),
+     ({}, {"deadline": 30}, "deadline"), ({}, {"deadline": "2000-01-01T00:00:00Z"}, "deadline"),
+     ({}, {"deadline": "2999-01-01T00:00:00"}, "deadline"), ({}, {"deadline": "tomorrow"}, "deadline")],
+)  # fmt: skip
+async def test_a_bad_deadline_is_a_400_naming_it(
+    gateway: Running, headers: dict[str, str], body: dict[str, Any], param: str
+) -> None:
+    async with gateway.client() as client:
+        r = await client.post("/v1/jobs", json={"request": REQUEST, **body}, headers=headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+        assert (await client.get("/v1/jobs")).json()["data"] == []  # nothing queued
+
+
+async def test_the_earlier_of_header_and_field_wins(gateway: Running) -> None:
+    async with gateway.client() as client:
+        before = gateway.services.clock.epoch()
+        r = await client.post("/v1/jobs", json={"request": SLOW, "deadline": "1h"},
+                              headers={"Cancel-After": "5m"})  # fmt: skip
+        assert r.status_code == 202, r.text
+        stored = await gateway.services.storage.get_job("t1", r.json()["id"])
+        assert stored is not None and stored.deadline is not None
+        assert before + 300 <= stored.deadline <= gateway.services.clock.epoch() + 300
+        await client.post(f"/v1/jobs/{r.json()['id']}/cancel")
