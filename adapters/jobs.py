@@ -385,8 +385,9 @@ class JobService:
 
         # A job's run is not cut by the HTTP drain: its lease outlives a restart. Canceled,
         # lease lost or shut down, the ledger says "canceled".
+        outcome["request_id"] = attempt_request_id(job.id, job.attempts)
         run = self.gateway.driver.run(
-            Ingress(attempt_request_id(job.id, job.attempts), "jobs", parse, key=key,
+            Ingress(outcome["request_id"], "jobs", parse, key=key,
                     outside_cancel="canceled", tracked=False)
         )
         outcome["run"] = run  # a stopped run is charged what it consumed
@@ -423,7 +424,7 @@ class JobService:
             updated = evolve(updated, cost=cost)
             if state.status == "succeeded":
                 return evolve(updated, result=outcome["result"], error=None, completed_at=self.clock.wall())
-            body = err.to_body()["error"] if err is not None else None
+            body = error_of_run(err, outcome.get("request_id"))
             if state.status == "failed":
                 return evolve(updated, error=body, completed_at=self.clock.wall())
             return evolve(updated, error=body)
@@ -434,3 +435,12 @@ class JobService:
         if job is not None:
             self._notify(job)
             await self._perform(job, asked)  # an end is announced once, not again
+
+
+def error_of_run(err: GatewayError | None, request_id: str | None) -> dict[str, Any] | None:
+    """The job's `error` object: the OpenAI error shape, with the request id of the run
+    that failed (the ledger row's) when there was one, as every error body carries."""
+    if err is None:
+        return None
+    body: dict[str, Any] = err.to_body()["error"]
+    return body if request_id is None else {**body, "request_id": request_id}

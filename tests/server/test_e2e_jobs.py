@@ -419,11 +419,12 @@ async def test_non_retryable_upstream_failure_ends_failed_with_an_openai_error(
     assert job["status"] == "failed" and job["attempts"] == 1
     assert job["result"] is None and job["usage"] is None
     error = job["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
     assert error["type"] == "invalid_request_error" and isinstance(error["code"], str)
     assert "mock rejected the request" in error["message"]
     (row,) = await job_rows(gateway.services)
     assert row.status == "error" and row.error_code == error["code"]
+    assert error["request_id"] == row.request_id
 
 
 @pytest.mark.parametrize(
