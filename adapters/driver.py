@@ -55,12 +55,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
 import trio
 from attrs import evolve, frozen
 
-from adapters import keys
+from adapters import keys, watching
 from adapters.clock import Clock
 from adapters.events import (
     STARTED,
@@ -76,10 +77,12 @@ from adapters.events import (
 from adapters.execution import Execution, ledger_row
 from adapters.health_book import HealthBook
 from adapters.limits import Grant, Limits
+from adapters.observe import Observer, RunWatch
 from adapters.providers.base import Provider, ProviderError, Timeouts
 from adapters.runs import RunRegistry
+from adapters.stopwatch import Stopwatch
 from adapters.storage.base import Storage
-from adapters.storage.records import KeyRecord
+from adapters.storage.records import KeyRecord, UsageRecord
 from core import attempts, grants, metering, routing
 from core.billing import cost
 from core.catalog import Catalog, Deployment
@@ -118,6 +121,10 @@ class Ingress:
     `tracked`: the run is in the shutdown registry (jobs are not: their lease survives).
     `watch`: told the request's record once its ledger row is written (what it cost, how
     it ended), e.g. by the idempotency layer deciding whether the answer is kept.
+    For observers (adapters/observe.py): `client_request_id`, the id the client sees
+    (default: `request_id`); `trace_headers`, the incoming `traceparent` / `tracestate`;
+    `stopwatch`, started when the request reached the gateway (default: by `open`), which
+    the run keeps (adapters/stopwatch.py: the gateway's overhead).
     """
 
     request_id: str
@@ -128,6 +135,9 @@ class Ingress:
     outside_cancel: Literal["client_gone", "canceled"] = "client_gone"
     tracked: bool = True
     watch: Callable[[Execution], None] | None = None
+    client_request_id: str | None = None
+    trace_headers: Mapping[str, str] = MappingProxyType({})
+    stopwatch: Stopwatch | None = None
 
 
 @runtime_checkable
@@ -153,6 +163,7 @@ class Driver:
         attempt_policy: attempts.AttemptPolicy,
         timeouts: Timeouts,
         runs: RunRegistry | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.storage = storage
         self.catalog = catalog
@@ -163,6 +174,7 @@ class Driver:
         self.policy = attempt_policy
         self.timeouts = timeouts
         self.runs = runs or RunRegistry()
+        self.observer = observer
 
     async def authenticate(self, token: str | None) -> KeyRecord:
         prefix = keys.prefix_of(token) if token else None
@@ -197,6 +209,9 @@ class Run:
         self._grant_attempt = 0
         self._meter = metering.Meter(0)
         self._recorded = False
+        self.stopwatch = ingress.stopwatch or Stopwatch(driver.clock.now())
+        self._watch: RunWatch | None = None  # this run's observers (adapters/observe.py)
+        self._watched: attempts.CallProvider | None = None  # the attempt they were told of
 
     @property
     def execution(self) -> Execution | None:
@@ -208,11 +223,20 @@ class Run:
         assert self._exe is not None, "the run is not open"
         return self._exe
 
+    def overhead_ms(self) -> float:
+        """The gateway's time on this request so far (or until its row), in ms."""
+        return self.stopwatch.overhead_ms(self._d.clock.now())
+
     # -- admission --------------------------------------------------------------------
 
     async def open(self) -> Execution:
         d, ingress = self._d, self.ingress
-        key = ingress.key or await d.authenticate(ingress.token)
+        try:
+            key = ingress.key or await d.authenticate(ingress.token)
+        except AuthenticationFailed as err:
+            if d.observer is not None:
+                d.observer.refused(watching.refused(ingress, err, d.clock.now()))
+            raise
         started = d.clock.now()
         try:
             request = await ingress.parse()
@@ -220,9 +244,11 @@ class Run:
             self._exe = Execution(
                 self.request_id, key, GatewayRequest(model="", messages=()), ingress.endpoint, started
             )
+            self._watch_opened(self._exe)
             await self._end(Failed(err))
             raise
         self._exe = exe = Execution(self.request_id, key, request, ingress.endpoint, started)
+        self._watch_opened(exe)
         if ingress.tracked:
             d.runs.add(self)
         try:
@@ -234,6 +260,10 @@ class Run:
             await self._end(self._stopped(outside=True))
             raise
         return exe
+
+    def _watch_opened(self, exe: Execution) -> None:
+        if self._d.observer is not None:
+            self._watch = self._d.observer.run_opened(watching.opened(self.ingress, exe))
 
     async def _admit(self, exe: Execution) -> None:
         d, request = self._d, exe.request
@@ -340,7 +370,9 @@ class Run:
                 if isinstance(action, attempts.CallProvider):
                     event = await self._attempt(action, emit)
                 elif isinstance(action, attempts.SleepUntil):
+                    slept = self._d.clock.now()
                     await trio.sleep_until(action.at)
+                    self.stopwatch.waited += self._d.clock.now() - slept
                     event = attempts.Woke()
                 elif isinstance(action, attempts.Finish):
                     return Answered()
@@ -348,6 +380,9 @@ class Run:
                     return Failed(action.error)
             assert event is not None, "the attempt machine produced no action to act on"
             actions = self._step(event)
+            if self._watch is not None and self._watched is not None:
+                self._watch.attempt_ended(watching.attempt_ended(self._watched, event, actions, self._d.clock.now()))
+                self._watched = None
 
     def _calls(self, dep: Deployment, request: GatewayRequest) -> AsyncIterator[CallEvent]:
         provider = self._d.providers.get(dep.provider)
@@ -360,14 +395,19 @@ class Run:
     async def _next_content(
         self, calls: AsyncIterator[CallEvent]
     ) -> TextDelta | ToolCallDelta | StreamEnd | None:
-        async for item in calls:
-            if isinstance(item, UsageReport):
-                self._meter = metering.observe(self._meter, item)
-            elif isinstance(item, Upstream):
-                self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
-            else:
-                return item
-        return None
+        clock = self._d.clock
+        waiting = clock.now()
+        try:
+            async for item in calls:
+                if isinstance(item, UsageReport):
+                    self._meter = metering.observe(self._meter, item)
+                elif isinstance(item, Upstream):
+                    self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
+                else:
+                    return item
+            return None
+        finally:
+            self.stopwatch.waited += clock.now() - waiting
 
     async def _attempt(self, action: attempts.CallProvider, emit: Emit) -> attempts.Event:
         exe, dep = self.exe, action.deployment
@@ -380,6 +420,10 @@ class Run:
         self._meter = metering.Meter(exe.input_estimate, grant.max_output_tokens, not request.stream)
         started = self._d.clock.now()
         self._d.health.begin_attempt(dep.id, started)
+        if self._watch is not None:
+            self._watched = action
+            provider = self._d.providers.get(dep.provider)
+            self._watch.attempt_started(watching.attempt_started(action, provider, started))
         failure: ProviderError | None = None
         calls: AsyncIterator[CallEvent] | None = None
         try:
@@ -392,6 +436,8 @@ class Run:
                 # the first chunk: no fallback from here on (the machine asks for nothing)
                 asked = self._step(attempts.FirstChunk())
                 assert not asked, asked
+                if self._watch is not None:
+                    self._watch.first_chunk(watching.first_chunk(action, exe, self._d.clock.now()))
             while item is not None:
                 if isinstance(item, StreamEnd):
                     return await self._answered(dep, started, item.finish_reason)
@@ -440,6 +486,8 @@ class Run:
         exe.answer_usage = usage
         exe.cost += spent
         exe.price_version = exe.deployment.price.version
+        if self._watch is not None:
+            self._watch.metered(watching.metered(self._grant_attempt, usage, spent))
         await limits.settle(grant, rid, spent)
 
     # -- the ledger -------------------------------------------------------------------
@@ -454,10 +502,14 @@ class Run:
             try:
                 await self._settle(None)  # a grant taken but never used
                 exe.outcome = outcome(happened)
-                row = ledger_row(exe, new_id("use"), d.clock.wall(), d.clock.now())
+                self.stopwatch.ended = ended = d.clock.now()
+                exe.overhead_ms = self.stopwatch.overhead_ms(ended)
+                row = ledger_row(exe, new_id("use"), d.clock.wall(), ended)
                 await d.storage.insert_usage(row)
                 if self.ingress.watch is not None:
                     self.ingress.watch(exe)
+                if self._watch is not None:
+                    self._watch_finished(row, happened)
                 if exe.plan is not None:
                     charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
                     await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))
@@ -469,6 +521,15 @@ class Run:
                 )
             finally:
                 d.runs.discard(self)
+
+    def _watch_finished(self, row: UsageRecord, happened: Happened) -> None:
+        assert self._watch is not None
+        now = self._d.clock.now()
+        if self._watched is not None:  # cut inside an attempt (client gone, shutdown)
+            self._watch.attempt_ended(watching.attempt_cut(self._watched, now))
+            self._watched = None
+        error = happened.error if isinstance(happened, Failed) else None
+        self._watch.run_finished(watching.finished(self.exe, row, error, self.overhead_ms(), now))
 
 
 __all__ = ["ChecksRequests", "Driver", "Ingress", "Run", "new_id"]

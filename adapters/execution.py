@@ -5,7 +5,8 @@ in exactly one usage-ledger row. Written only by the request driver (adapters/dr
 read by the surfaces (server/) when they encode the answer.
 The `gateway` object gains `max_output_tokens: {requested, sent}` when the request asked
 for more output than the answering deployment allows (every codec sends at most the
-deployment's limit).
+deployment's limit), and `overhead_ms` (the gateway's own time, adapters/stopwatch.py)
+once the row is written.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Execution:
     upstream_id: str | None = None
     rate_headers: dict[str, str] = field(factory=dict)
     outcome: Outcome | None = None  # set once, when the ledger row is written
+    overhead_ms: float | None = None  # the gateway's own time (adapters/stopwatch.py), with `outcome`
 
     def attempt_log(self) -> list[dict[str, object]]:
         """Each provider attempt so far: which deployment, and how it ended."""
@@ -70,6 +72,7 @@ class Execution:
             "attempts": self.attempt_log(),
             "cost_usd": format_usd(self.cost),
             **self._clamp_note(),
+            **({"overhead_ms": round(self.overhead_ms, 2)} if self.overhead_ms is not None else {}),
         }
 
     def _clamp_note(self) -> dict[str, object]:

@@ -14,6 +14,7 @@ from adapters.clock import Clock
 from adapters.driver import Driver, new_id
 from adapters.health_book import HealthBook
 from adapters.limits import Limits
+from adapters.observe import Observer
 from adapters.providers.base import Provider, Timeouts
 from adapters.runs import RunRegistry
 from adapters.storage.base import Storage
@@ -36,12 +37,15 @@ class Gateway:
         default_rpm: int | None = None,
         default_tpm: int | None = None,
         runs: RunRegistry | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.storage = storage
         self.catalog = catalog
         self.providers = providers
         self.clock = clock
         self.health = health or HealthBook()
+        if observer is not None:
+            self.health.observer = observer  # breaker transitions
         # the defaults apply to keys without an rpm / tpm of their own ([limits] in config)
         self.limits = Limits(storage, clock, default_rpm=default_rpm, default_tpm=default_tpm)
         self.driver = Driver(
@@ -54,6 +58,7 @@ class Gateway:
             attempt_policy=attempt_policy or attempts.AttemptPolicy(),
             timeouts=timeouts or Timeouts(),
             runs=runs,
+            observer=observer,
         )
 
     async def authenticate(self, token: str | None) -> KeyRecord:

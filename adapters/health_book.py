@@ -2,25 +2,27 @@
 
 Owns: the mutable map from deployment id to `core.health.DeploymentHealth`, updated with
 every attempt's outcome through the machine's `step`, whose actions it performs (a
-circuit that opens or closes is logged). The rules (rolling success rate, latency, circuit breaker) are
+circuit that opens or closes is told to the `observer`, adapters/observe.py, which logs
+and counts it). The rules (rolling success rate, latency, circuit breaker) are
 `core.health`'s; this object only keeps the latest state per deployment. Health is
 per process on purpose: each gateway process observes its own path to each provider.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
+from adapters.observe import BreakerChanged, Observer
 from core import health
 from core.model import FailureKind
 
-log = logging.getLogger("umg.health")
-
 
 class HealthBook:
-    def __init__(self, policy: health.HealthPolicy | None = None) -> None:
+    def __init__(
+        self, policy: health.HealthPolicy | None = None, observer: Observer | None = None
+    ) -> None:
         self.policy = policy or health.HealthPolicy()
+        self.observer = observer
         self._states: dict[str, health.DeploymentHealth] = {}
 
     def snapshot(self) -> Mapping[str, health.DeploymentHealth]:
@@ -41,5 +43,8 @@ class HealthBook:
     def _step(self, deployment_id: str, event: health.HealthEvent, now: float) -> None:
         state, actions = health.step(self._states.get(deployment_id), event, now, self.policy)
         self._states[deployment_id] = state
-        for action in actions:
-            log.info("deployment %s: circuit %s -> %s", deployment_id, action.before, action.after)
+        if self.observer is not None:
+            for action in actions:
+                self.observer.breaker_changed(
+                    BreakerChanged(deployment_id, action.before, action.after, now)
+                )

@@ -19,7 +19,9 @@ It does what Quart-Trio did for these routes (the e2e tests are the spec):
 - a refusal before the first byte is the error shape of `server/errors.py` (Anthropic's
   on `/v1/messages`) with the request id the client sees; an unexpected exception is
   logged with a reference and answered as a 500 that names only the reference;
-- streams are written by `server/streaming.py`.
+- streams are written by `server/streaming.py`;
+- every answer, errors included, carries `x-gateway-overhead-ms` (adapters/stopwatch.py:
+  the request's stopwatch starts here, and the driver stops it at the ledger row).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
+from attrs import evolve
 
 from adapters.driver import new_id
+from adapters.stopwatch import OVERHEAD_HEADER, Stopwatch, header_value
 from core.errors import GatewayError, InvalidRequest
 from server.errors import error_body, error_headers, internal_error
 from server.http import to_json
@@ -118,6 +122,7 @@ class HotRoutes:
             request_id=own,
             client_request_id=str(scope.get(CLIENT_REQUEST_ID) or own),
             watch=scope.get(WATCH),
+            stopwatch=Stopwatch(self.services.clock.now()),
         )
         async with trio.open_nursery() as nursery:
             departure = Departure(nursery.cancel_scope)
@@ -153,9 +158,11 @@ class HotRoutes:
             log.exception("unhandled error (ref %s) on POST %s", ref, incoming.path)
             await self._error(send, incoming, internal_error(ref), 500)
             return
+        headers = {**answer.headers, **self._overhead(incoming)}
         if isinstance(answer, Whole):
-            await send_whole(send, 200, answer.body, answer.headers)
+            await send_whole(send, 200, answer.body, headers)
         else:
+            answer = evolve(answer, headers=headers)
             await send_stream(
                 send,
                 answer,
@@ -164,13 +171,19 @@ class HotRoutes:
                 detached=self.services.detached,
             )
 
-    @staticmethod
-    async def _error(send: Send, incoming: Incoming, err: GatewayError, status: int) -> None:
-        await send_error(send, incoming.path, incoming.client_request_id, err, status)
+    def _overhead(self, incoming: Incoming) -> dict[str, str]:
+        """`x-gateway-overhead-ms`: the gateway's time on this request (adapters/stopwatch.py)."""
+        assert incoming.stopwatch is not None
+        return {OVERHEAD_HEADER: header_value(incoming.stopwatch.overhead_ms(self.services.clock.now()))}
+
+    async def _error(self, send: Send, incoming: Incoming, err: GatewayError, status: int) -> None:
+        await send_error(
+            send, incoming.path, incoming.client_request_id, err, status, self._overhead(incoming)
+        )
 
 
 async def send_error(send: Send, path: str, client_id: str | None, err: GatewayError,
-                     status: int) -> None:
-    """`err` as a whole answer in the error shape of `path`."""
+                     status: int, extra: Mapping[str, str] | None = None) -> None:
+    """`err` as a whole answer in the error shape of `path` (with `extra` headers)."""
     body = to_json(error_body(err, path, client_id)).encode()
-    await send_whole(send, status, body, error_headers(err))
+    await send_whole(send, status, body, {**error_headers(err), **(extra or {})})

@@ -113,6 +113,11 @@ _SCHEMAS: dict[str, S] = {
                 },
             },
             "cost_usd": {"type": "string", "description": "Decimal string, USD"},
+            "overhead_ms": {
+                "type": "number",
+                "description": "Time spent in the gateway, excluding the provider (also the "
+                "x-gateway-overhead-ms header)",
+            },
         },
     },
     "Response": {

@@ -28,6 +28,7 @@ from adapters.driver import Ingress, Run
 from adapters.events import Done, RunEvent, RunFailed, Started
 from adapters.execution import Execution
 from adapters.providers.mock import SCENARIO_HEADER
+from adapters.stopwatch import Stopwatch
 from adapters.stream_log import Recorder
 from core.errors import GatewayError
 from core.model import FinishReason, GatewayRequest, StreamEvent, TextDelta, ToolCallDelta, Usage
@@ -123,6 +124,7 @@ class Incoming:
     request_id: str  # the gateway's own id: the ledger row's
     client_request_id: str  # the id the client sees (its x-request-id, or ours)
     watch: Callable[[Execution], None] | None = None  # scope[WATCH]: Ingress.watch
+    stopwatch: Stopwatch | None = None  # started on arrival (the gateway's overhead)
 
 
 class BodyTimeout(Exception):
@@ -152,6 +154,7 @@ Answer = Whole | Streamed
 
 
 Parser = Callable[[dict[str, Any]], GatewayRequest]
+TRACE_HEADERS = ("traceparent", "tracestate")  # W3C trace context, handed to observers
 
 
 async def open_run(services: Services, incoming: Incoming, endpoint: str, parse: Parser) -> Run:
@@ -167,6 +170,9 @@ async def open_run(services: Services, incoming: Incoming, endpoint: str, parse:
         parse=parse_body,
         token=api_key_in(incoming.headers),
         watch=incoming.watch,
+        client_request_id=incoming.client_request_id,
+        trace_headers={h: incoming.headers[h] for h in TRACE_HEADERS if h in incoming.headers},
+        stopwatch=incoming.stopwatch,
     )
     run = services.gateway.driver.run(ingress)
     await run.open()

@@ -34,6 +34,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
@@ -143,6 +144,9 @@ class HttpProvider:
         self.name = name
         self.dialect = dialect
         self._url = base_url.rstrip("/") + dialect.path
+        parts = urlsplit(base_url)
+        self.server_address = parts.hostname or ""  # for observers (adapters/observe.py)
+        self.server_port = parts.port
         self._secrets: Secrets = (api_key,)
         self._headers = {**dialect.headers, **(dialect.auth(api_key) if api_key else {})}
         self._transport = transport

@@ -1,0 +1,284 @@
+"""The instrumentation hook: what the request driver (and the job runner, the health book)
+tells observers as things happen. Logs, metrics and tracing are observers; none is wired
+into a surface.
+
+Owns: the observer contract, its event records, and the fan-out to several observers.
+
+Contract (what an observer can rely on):
+- `Driver(observer=...)` (through `Gateway(observer=...)`) takes one `Observer` or None.
+  `fan_out(*observers)` makes one of several (None when there is none), so logs, metrics
+  and tracing can all be attached. With None the driver only tests `is not None` at each
+  point: no record is built, no clock is read for it.
+- Per request: `Observer.run_opened(RunOpened)` once the caller is authenticated and the
+  body was read (also when the body was refused: `model` is then ""), and returns a
+  `RunWatch` for that one run (or None: not interested). The driver then calls, on that
+  watch, in this order:
+      attempt_started(AttemptStarted)      each provider attempt, before the call
+      first_chunk(FirstChunk)              at most once: the first content reached the
+                                           client side (no fallback from here on)
+      metered(Metered)                     an attempt's usage was settled (tokens, cost)
+      attempt_ended(AttemptEnded)          each attempt that started, exactly once:
+                                           ok, or its failure kind and what came next
+                                           ("retry", "fallback", "gave_up", "cut")
+      run_finished(RunFinished)            exactly once, after the ledger row is written
+                                           and before the client sees the end
+  `metered` comes before the `attempt_ended` of the same attempt. An unauthenticated
+  request opens no run (no key, no row): it is told as `Observer.refused(Refused)`.
+- Every call is synchronous and runs in the run's own Trio task, between the driver's
+  awaits: a context variable set in `attempt_started` (a span made current) is seen by
+  the provider call that follows, until `attempt_ended`. Calls must be quick and must
+  not raise: the driver does not guard them (a failing observer is a bug to see).
+- Times are `Clock.now()` seconds (monotonic, Trio's clock); `RunFinished.row.at` is the
+  wall time. The ids: `request_id` is the gateway's own (the ledger row's, the budget
+  reservations'); `client_request_id` is what the client sees (`x-request-id`: its own
+  when it sent a sane one, else the same as `request_id`).
+- Nothing secret is in any record: the key appears only as its public prefix, provider
+  keys never. `RunFinished.error` is the client-visible error (its message is what the
+  client was told, already stripped of provider keys by the provider adapters).
+- Outside requests: `job_ran(JobRan)` when a job's run ends (each worker run),
+  `webhook_sent(WebhookSent)` per delivery attempt, `breaker_changed(BreakerChanged)` when a
+  deployment's circuit opens, half-opens or closes (adapters/health_book.py).
+
+`Observer` and `RunWatch` are base classes whose methods do nothing: an observer overrides
+only what it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Literal
+
+from attrs import frozen
+
+from adapters.storage.records import UsageRecord
+from core.errors import GatewayError
+from core.model import FailureKind, FinishReason, Usage
+
+Next = Literal["answered", "retry", "fallback", "gave_up", "cut"]
+
+
+@frozen
+class RunOpened:
+    request_id: str  # the gateway's id: the ledger row's
+    client_request_id: str  # the id the client sees (x-request-id)
+    endpoint: str  # the surface: "responses", "chat.completions", "messages", "jobs", ...
+    key_prefix: str
+    key_id: str
+    tenant: str
+    project: str
+    model: str  # as asked ("" when the body was refused)
+    stream: bool
+    routing: str  # the strategy asked for
+    trace_headers: Mapping[str, str]  # incoming `traceparent` / `tracestate`, if sent
+    at: float
+
+
+@frozen
+class AttemptStarted:
+    attempt: int  # 1, 2, ... across the whole run
+    deployment: str
+    provider: str
+    upstream_model: str
+    server_address: str | None  # the provider's host (None: in-process, the Mock)
+    server_port: int | None
+    at: float
+
+
+@frozen
+class FirstChunk:
+    attempt: int
+    ttft: float  # seconds from the run's start to the first content
+    at: float
+
+
+@frozen
+class Metered:
+    attempt: int
+    usage: Usage
+    cost: Decimal
+
+
+@frozen
+class AttemptEnded:
+    attempt: int
+    deployment: str
+    provider: str
+    ok: bool
+    failure: FailureKind | None  # why it failed (None when ok or cut)
+    message: str | None  # the failure's description (provider keys already stripped)
+    next: Next  # what the run did next: "answered" when ok
+    at: float
+
+    @property
+    def fell_back(self) -> bool:
+        return self.next == "fallback"
+
+
+@frozen
+class RunFinished:
+    row: UsageRecord  # the ledger row as written: status, error code, tokens, cost, latency
+    routing: str | None  # the strategy of the plan (None: refused before routing)
+    finish_reason: FinishReason | None  # None when the run failed
+    error: GatewayError | None
+    upstream_model: str | None
+    overhead_ms: float  # time in the gateway, excluding the waits on providers
+    at: float
+
+
+@frozen
+class Refused:
+    """A request refused before a key was known (401): no run, no ledger row."""
+
+    request_id: str
+    client_request_id: str
+    endpoint: str
+    error: GatewayError
+    at: float
+
+
+@frozen
+class JobRan:
+    job_id: str
+    tenant: str
+    request_id: str  # the run's (its ledger row's)
+    created_by: str | None  # the request id that created the job, if known
+    status: str  # the job's status after this run: succeeded | failed | queued | canceled
+    attempt: int
+    error_code: str | None
+    seconds: float
+
+
+@frozen
+class WebhookSent:
+    message_id: str
+    job_id: str
+    attempt: int
+    status_code: int | None  # the receiver's answer (None: no answer)
+    ok: bool
+    error: str | None  # why it failed, as a short word (exception name, "refused")
+    gave_up: bool
+
+
+@frozen
+class BreakerChanged:
+    deployment: str
+    before: str  # "closed" | "open" | "half_open"
+    after: str
+    at: float
+
+
+class RunWatch:
+    """One run's observer (see the module docstring for when each method is called)."""
+
+    def attempt_started(self, event: AttemptStarted) -> None:
+        return None
+
+    def first_chunk(self, event: FirstChunk) -> None:
+        return None
+
+    def metered(self, event: Metered) -> None:
+        return None
+
+    def attempt_ended(self, event: AttemptEnded) -> None:
+        return None
+
+    def run_finished(self, event: RunFinished) -> None:
+        return None
+
+
+class Observer:
+    """Told what the gateway does; each method is a no-op until overridden."""
+
+    def run_opened(self, event: RunOpened) -> RunWatch | None:
+        return None
+
+    def refused(self, event: Refused) -> None:
+        return None
+
+    def job_ran(self, event: JobRan) -> None:
+        return None
+
+    def webhook_sent(self, event: WebhookSent) -> None:
+        return None
+
+    def breaker_changed(self, event: BreakerChanged) -> None:
+        return None
+
+
+class _Watches(RunWatch):
+    def __init__(self, watches: tuple[RunWatch, ...]) -> None:
+        self.watches = watches
+
+    def attempt_started(self, event: AttemptStarted) -> None:
+        for watch in self.watches:
+            watch.attempt_started(event)
+
+    def first_chunk(self, event: FirstChunk) -> None:
+        for watch in self.watches:
+            watch.first_chunk(event)
+
+    def metered(self, event: Metered) -> None:
+        for watch in self.watches:
+            watch.metered(event)
+
+    def attempt_ended(self, event: AttemptEnded) -> None:
+        for watch in self.watches:
+            watch.attempt_ended(event)
+
+    def run_finished(self, event: RunFinished) -> None:
+        for watch in self.watches:
+            watch.run_finished(event)
+
+
+class _Observers(Observer):
+    def __init__(self, observers: tuple[Observer, ...]) -> None:
+        self.observers = observers
+
+    def run_opened(self, event: RunOpened) -> RunWatch | None:
+        watches = tuple(w for o in self.observers if (w := o.run_opened(event)) is not None)
+        if not watches:
+            return None
+        return watches[0] if len(watches) == 1 else _Watches(watches)
+
+    def refused(self, event: Refused) -> None:
+        for observer in self.observers:
+            observer.refused(event)
+
+    def job_ran(self, event: JobRan) -> None:
+        for observer in self.observers:
+            observer.job_ran(event)
+
+    def webhook_sent(self, event: WebhookSent) -> None:
+        for observer in self.observers:
+            observer.webhook_sent(event)
+
+    def breaker_changed(self, event: BreakerChanged) -> None:
+        for observer in self.observers:
+            observer.breaker_changed(event)
+
+
+def fan_out(*observers: Observer | None) -> Observer | None:
+    """One observer telling each of `observers` (None ones skipped); None if none is left."""
+    present = tuple(o for o in observers if o is not None)
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else _Observers(present)
+
+
+__all__ = [
+    "AttemptEnded",
+    "AttemptStarted",
+    "BreakerChanged",
+    "FirstChunk",
+    "JobRan",
+    "Metered",
+    "Next",
+    "Observer",
+    "Refused",
+    "RunFinished",
+    "RunOpened",
+    "RunWatch",
+    "WebhookSent",
+    "fan_out",
+]
