@@ -42,6 +42,7 @@ from attrs import evolve
 from adapters.clock import Clock
 from adapters.driver import Ingress, Run, new_id
 from adapters.gateway import Gateway
+from adapters.observe import JobRan, Observer
 from adapters.storage.base import Storage, heartbeat_fn, holds_lease, job_state, with_state
 from adapters.storage.outbox_sql import attempt_request_id, interrupted_row
 from adapters.storage.records import JobRecord, KeyRecord
@@ -120,6 +121,7 @@ class JobService:
         self.delivery_workers = delivery_workers
         self._changed: dict[str, trio.Event] = {}
         self._wakeup = Wakeup(clock)
+        self.observer: Observer | None = None  # told of job runs (deliveries: Deliverer.observer)
 
     # -- API side ----------------------------------------------------------------------
 
@@ -289,6 +291,7 @@ class JobService:
         comes first the model call is cancelled (the driver settles and records what it
         consumed) and a heartbeat applies `core.jobs`' deadline rule (canceled)."""
         self._notify(job)
+        started = self.clock.now()
         outcome: dict[str, Any] = {}
         stopped: list[JobRecord] = []
         async with trio.open_nursery() as nursery:
@@ -312,7 +315,7 @@ class JobService:
             ended = await self._charge(job.id, run) or stopped[0]
             await self._ended(ended)
         elif outcome:
-            await self._finish(worker, job.id, outcome)
+            await self._finish(worker, job.id, outcome, started)
 
     def _trio_deadline(self, job: JobRecord) -> float:
         if job.deadline is None:
@@ -399,7 +402,9 @@ class JobService:
         else:
             outcome.update(result=completion_result(completion, run.exe.gateway_info()), exe=run.exe)
 
-    async def _finish(self, worker: str, job_id: str, outcome: dict[str, Any]) -> None:
+    async def _finish(
+        self, worker: str, job_id: str, outcome: dict[str, Any], started: float | None = None
+    ) -> None:
         now = self.clock.epoch()
         err: GatewayError | None = outcome.get("error")
         exe = outcome.get("exe")
@@ -433,6 +438,14 @@ class JobService:
         if job is not None and job.status == "queued":
             self._wakeup.at(job.run_after)  # its retry, when the backoff is over
         if job is not None:
+            if self.observer is not None:
+                self.observer.job_ran(JobRan(
+                    job_id=job.id, tenant=job.tenant,
+                    request_id=exe.request_id if exe is not None else None,
+                    status=job.status, attempt=job.attempts,
+                    error_code=err.code if err is not None else None,
+                    seconds=self.clock.now() - started if started is not None else 0.0,
+                ))  # fmt: skip
             self._notify(job)
             await self._perform(job, asked)  # an end is announced once, not again
 

@@ -32,6 +32,9 @@ Contract (what an observer can rely on):
   wall time. The ids: `request_id` is the gateway's own (the ledger row's, the budget
   reservations'); `client_request_id` is what the client sees (`x-request-id`: its own
   when it sent a sane one, else the same as `request_id`).
+- `RunOpened.tags` is one dict per run, shared by all its observers: tracing puts the
+  run's `trace_id` (and `span_id`) there when it opens its span, and the request log adds
+  every tag to the run's log line (so the log line names the trace).
 - Nothing secret is in any record: the key appears only as its public prefix, provider
   keys never. `RunFinished.error` is the client-visible error (its message is what the
   client was told, already stripped of provider keys by the provider adapters).
@@ -49,7 +52,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Literal
 
-from attrs import frozen
+from attrs import field, frozen
 
 from adapters.storage.records import UsageRecord
 from core.errors import GatewayError
@@ -72,6 +75,10 @@ class RunOpened:
     routing: str  # the strategy asked for
     trace_headers: Mapping[str, str]  # incoming `traceparent` / `tracestate`, if sent
     at: float
+    # shared by every observer of this run: an observer may add string fields here at
+    # `run_opened` (tracing adds `trace_id` and `span_id`) that others report (the
+    # request log writes each one into the run's log line)
+    tags: dict[str, str] = field(factory=dict)
 
 
 @frozen
@@ -141,12 +148,11 @@ class Refused:
 class JobRan:
     job_id: str
     tenant: str
-    request_id: str  # the run's (its ledger row's)
-    created_by: str | None  # the request id that created the job, if known
+    request_id: str | None  # the run's (its ledger row's); None if it never opened
     status: str  # the job's status after this run: succeeded | failed | queued | canceled
-    attempt: int
+    attempt: int  # this run's number (1, 2, ...)
     error_code: str | None
-    seconds: float
+    seconds: float  # the run's duration
 
 
 @frozen

@@ -40,6 +40,7 @@ import trio
 from attrs import evolve
 
 from adapters.clock import Clock
+from adapters.observe import Observer, WebhookSent
 from adapters.storage.base import Storage
 from adapters.storage.outbox_sql import state, with_state
 from adapters.storage.records import DeliveryRecord, JobRecord
@@ -102,6 +103,7 @@ class Deliverer:
         self.resolver = resolver
         self.poll_seconds = poll_seconds
         self.wakeup = Wakeup(clock)
+        self.observer: Observer | None = None  # told of each attempt (adapters/observe.py)
 
     async def secret(self, tenant: str) -> str:
         return await tenant_secret(self.storage, tenant)
@@ -135,7 +137,7 @@ class Deliverer:
             return True
         if rec.body is None:
             rec = await self._with_body(rec)
-        event = await self._attempt(worker, rec)
+        event, answered = await self._attempt(worker, rec)
         now = self.clock.epoch()
 
         def report(current: DeliveryRecord) -> DeliveryRecord:
@@ -145,6 +147,7 @@ class Deliverer:
                 return current  # reclaimed meanwhile: this late report is dropped
 
         done = await self.storage.update_delivery(rec.id, report)
+        self._tell(rec, event, answered, done)
         if done is not None and done.status == "pending":
             self.wakeup.at(done.next_at)  # this process retries it when due
         if done is not None and done.status == "given_up":
@@ -162,19 +165,39 @@ class Deliverer:
         fixed = await self.storage.update_delivery(rec.id, fix)
         return fixed if fixed is not None else evolve(rec, body=body)
 
-    async def _attempt(self, worker: str, rec: DeliveryRecord) -> outbox.DeliveryEvent:
+    def _tell(self, rec: DeliveryRecord, event: outbox.DeliveryEvent, answered: int | None,
+              done: DeliveryRecord | None) -> None:
+        """One attempt's end (`rec` as claimed: its `attempts` counts this one) for the
+        observers (adapters/request_log.py logs it, adapters/metrics.py counts it)."""
+        if self.observer is None:
+            return
+        failure = None
+        if isinstance(event, outbox.Failed):
+            failure = event.error
+        elif isinstance(event, outbox.Refused):
+            failure = "refused"  # why is in the warning above
+        self.observer.webhook_sent(WebhookSent(
+            message_id=rec.id, job_id=rec.job_id, attempt=rec.attempts, status_code=answered,
+            ok=failure is None, error=failure,
+            gave_up=done is not None and done.status in ("given_up", "refused"),
+        ))  # fmt: skip
+
+    async def _attempt(
+        self, worker: str, rec: DeliveryRecord
+    ) -> tuple[outbox.DeliveryEvent, int | None]:
+        """The attempt's event and the receiver's status code (None: no answer)."""
         assert rec.body is not None
         body = rec.body.encode()
         try:
             checked = await self._checked(rec.url)
         except OSError as err:  # the host did not resolve: retried like a transport error
             log.info("webhook %s: its host did not resolve", rec.id)
-            return outbox.Failed(worker, f"resolution failed ({type(err).__name__})")
+            return outbox.Failed(worker, f"resolution failed ({type(err).__name__})"), None
         if isinstance(checked, str):
             log.warning("webhook %s refused, not sent: %s", rec.id, checked)
-            return outbox.Refused(worker, checked)
+            return outbox.Refused(worker, checked), None
         if self.http is None:
-            return outbox.Failed(worker, "no HTTP client")
+            return outbox.Failed(worker, "no HTTP client"), None
         headers = webhooks.headers(await self.secret(rec.tenant), rec.id, int(self.clock.epoch()), body)
         headers["content-type"] = "application/json"
         target_url, extra, extensions = checked
@@ -185,13 +208,14 @@ class Deliverer:
             )  # fmt: skip
         except (httpx.HTTPError, OSError) as err:
             log.info("webhook %s failed: %s", rec.id, type(err).__name__)
-            return outbox.Failed(worker, type(err).__name__)
-        if 200 <= response.status_code < 300:
-            return outbox.Delivered(worker)
-        if response.status_code == 410:
-            return outbox.Gone(worker)
-        log.info("webhook %s answered %s", rec.id, response.status_code)
-        return outbox.Failed(worker, f"HTTP {response.status_code}")
+            return outbox.Failed(worker, type(err).__name__), None
+        status = response.status_code
+        if 200 <= status < 300:
+            return outbox.Delivered(worker), status
+        if status == 410:
+            return outbox.Gone(worker), status
+        log.info("webhook %s answered %s", rec.id, status)
+        return outbox.Failed(worker, f"HTTP {status}"), status
 
     async def _checked(self, url: str) -> Pinned | str:
         """Where to send `url` (pinned to a checked address), or why it is refused."""

@@ -12,27 +12,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
+import trio.testing
 
 from adapters.observe import (
     AttemptEnded,
     AttemptStarted,
     BreakerChanged,
     FirstChunk,
+    JobRan,
     Metered,
     Observer,
     Refused,
     RunFinished,
     RunOpened,
     RunWatch,
+    WebhookSent,
     fan_out,
 )
+from adapters.storage import open_storage
 from core.model import FailureKind
 from server.services import Services
 from tests.fakes import FakeProvider, Fault, running_fake_provider
+from tests.adapters.test_webhook_delivery import deliverer, drive, finished_job
 from tests.server.conftest import Running
 from tests.server.test_e2e_failures import ask, ledger, only_row, start_live
+from tests.server.test_e2e_jobs import REQUEST, create, until
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -71,6 +78,12 @@ class Recorder(Observer):
     def breaker_changed(self, event: BreakerChanged) -> None:
         self.calls.append(("breaker", event))
 
+    def job_ran(self, event: JobRan) -> None:
+        self.calls.append(("job", event))
+
+    def webhook_sent(self, event: WebhookSent) -> None:
+        self.calls.append(("webhook", event))
+
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
@@ -81,6 +94,8 @@ class Recorder(Observer):
 def attach(services: Services, observer: Observer) -> None:
     services.gateway.driver.observer = fan_out(services.gateway.driver.observer, observer)
     services.gateway.health.observer = services.gateway.driver.observer
+    if services.jobs is not None:
+        services.jobs.observer = services.gateway.driver.observer
 
 
 @pytest.fixture
@@ -274,3 +289,51 @@ async def test_a_bad_body_is_told_as_opened_and_finished(gateway: Running) -> No
     opened, finished = recorder.of("opened")[0], recorder.of("finished")[0]
     assert opened.model == "" and finished.row.status == "error"
     assert finished.error is not None and finished.error.param == "model"
+
+
+async def test_a_job_run_is_told_with_its_request_and_outcome(gateway: Running) -> None:
+    recorder = Recorder()
+    attach(gateway.services, recorder)
+    async with gateway.client() as client:
+        r = await create(client, {"request": REQUEST})
+        assert r.status_code == 202, r.text
+        job = await until(client, r.json()["id"], {"succeeded"})
+    with trio.fail_after(5):
+        while not recorder.of("job"):
+            await trio.sleep(0.01)
+    (ran,) = recorder.of("job")
+    (opened,) = recorder.of("opened")
+    assert opened.endpoint == "jobs"
+    assert (ran.job_id, ran.tenant, ran.status, ran.attempt) == (job["id"], "t1", "succeeded", 1)
+    assert ran.request_id == opened.request_id and ran.error_code is None
+    assert ran.seconds > 0
+
+
+async def test_webhook_deliveries_are_told_each_attempt(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    del autojump_clock
+    answers = [500, 200]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answers.pop(0))
+
+    recorder = Recorder()
+    storage = open_storage(f"sqlite:///{tmp_path}/outbox.db")
+    await storage.migrate()
+    try:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            sender = deliverer(storage, http)
+            sender.observer = recorder
+            await finished_job(storage, "job_1", "http://receiver.test/hook")
+            rec = await drive(sender, storage, "job_1")
+    finally:
+        await storage.close()
+    first, second = recorder.of("webhook")
+    assert (first.message_id, first.job_id, first.attempt, first.status_code, first.ok) == (
+        rec.id, "job_1", 1, 500, False,
+    )
+    assert (first.error, first.gave_up) == ("HTTP 500", False)
+    assert (second.attempt, second.status_code, second.ok, second.error, second.gave_up) == (
+        2, 200, True, None, False,
+    )
