@@ -6,10 +6,8 @@ to), against the Mock provider and a fresh SQLite ledger, one request after anot
 each mode in turn, `--rounds` times (interleaved, so a noisy machine hurts every mode
 alike). Prints the median microseconds per request of each mode and its ratio to `none`.
 
-Modes: `none` (no observer: what every deployment without telemetry runs), `noop` (an
-observer whose watch does nothing: the cost of building the records), and `telemetry`
-(the request log and the metrics, as `serve` attaches them, the log written to a null
-stream). Run it on another checkout with `--modes none` to compare the driver without
+Modes: `none` (no observer: what every deployment without telemetry runs) and `noop` (an
+observer whose watch does nothing: the cost of building the records). Run it on another checkout with `--modes none` to compare the driver without
 the hook: `python -m bench.observer_cost --modes none`.
 """
 
@@ -45,9 +43,7 @@ def observer_for(mode: str) -> Any:
                 return RunWatch()
 
         return Noop()
-    from bench.observer_telemetry import telemetry_observer
-
-    return telemetry_observer()
+    raise SystemExit(f"unknown mode {mode!r}")
 
 
 async def measure(modes: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
@@ -113,7 +109,7 @@ def report(results: dict[str, list[float]], out: Callable[[str], None] = print) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default="none,noop,telemetry")
+    parser.add_argument("--modes", default="none,noop")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
