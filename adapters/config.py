@@ -88,6 +88,15 @@ class LimitSettings:
             )
 
 
+def _log_level(instance: object, attribute: Any, value: object) -> None:
+    del instance
+    if value not in LOG_LEVELS:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 @frozen
 class JobSettings:
     workers: int = 4
@@ -109,6 +118,31 @@ class WebhookSettings:
     retry_delays: tuple[float, ...] = RETRY_DELAYS
     workers: int = 2  # delivery workers per process that runs workers
     lease_seconds: float = 60.0  # how long one attempt may hold its delivery
+
+
+@frozen
+class MetricsSettings:
+    enabled: bool = True  # count requests and answer GET /metrics (adapters/metrics.py)
+    public: bool = False  # GET /metrics without an admin key
+
+
+def _flag(section: Mapping[str, Any], name: str, default: bool, env: Mapping[str, str], var: str) -> bool:
+    """A true/false setting: `var` in the environment, else `name` in the section."""
+    if var in env:
+        return _bool(env[var], var)
+    value = section.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false")
+    return value
+
+
+def _metrics(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> MetricsSettings:
+    """`[metrics]` (unknown keys refused), then `UMG_METRICS` and `UMG_METRICS_PUBLIC`."""
+    section = _table(file_cfg, "metrics", MetricsSettings)
+    return MetricsSettings(
+        enabled=_flag(section, "enabled", True, env, "UMG_METRICS"),
+        public=_flag(section, "public", False, env, "UMG_METRICS_PUBLIC"),
+    )
 
 
 def _webhooks(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> WebhookSettings:
@@ -228,12 +262,16 @@ class Settings:
     jobs: JobSettings = field(factory=JobSettings)
     webhooks: WebhookSettings = field(factory=WebhookSettings)
     streams: StreamSettings = field(factory=StreamSettings)
+    metrics: MetricsSettings = field(factory=MetricsSettings)
+    request_log: bool = True  # one JSON line per request (adapters/request_log.py)
     attempts: AttemptPolicy = field(factory=AttemptPolicy)
     timeouts: Timeouts = field(factory=Timeouts)
     health: HealthPolicy = field(factory=HealthPolicy)
     idempotency: idempotency.Policy = field(factory=idempotency.Policy)
     budgets: tuple[BudgetSetting, ...] = ()  # [[budgets]]: written to storage at start
-    log_level: str = "info"
+    log_level: str = field(default="info", validator=_log_level)
+    # httpx, httpcore, hypercorn (adapters/telemetry.py); never below log_level
+    third_party_log_level: str = field(default="warning", validator=_log_level)
 
     def catalog(self) -> Catalog:
         """Default catalog + the models of OpenAI-compatible providers + operator overrides."""
@@ -407,12 +445,17 @@ def load_settings(
             ),
             webhooks=_webhooks(file_cfg, env),
             streams=_streams(file_cfg, env),
+            metrics=_metrics(file_cfg, env),
+            request_log=_flag(server, "request_log", True, env, "UMG_REQUEST_LOG"),
             attempts=AttemptPolicy(**_table(file_cfg, "attempts", AttemptPolicy)),
             timeouts=Timeouts(**_table(file_cfg, "timeouts", Timeouts)),
             health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),
             idempotency=_idempotency(file_cfg, env),
             budgets=_budgets(file_cfg),
-            log_level=env.get("LOG_LEVEL") or server.get("log_level", "info"),
+            log_level=str(env.get("LOG_LEVEL") or server.get("log_level", "info")).lower(),
+            third_party_log_level=str(
+                env.get("UMG_THIRD_PARTY_LOG_LEVEL") or server.get("third_party_log_level", "warning")
+            ).lower(),
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"invalid configuration: {err}") from None

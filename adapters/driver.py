@@ -509,7 +509,7 @@ class Run:
                 if self.ingress.watch is not None:
                     self.ingress.watch(exe)
                 if self._watch is not None:
-                    self._watch_finished(row, happened)
+                    self._watch_finished(row, happened, d.clock.now() - ended)
                 if exe.plan is not None:
                     charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
                     await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))
@@ -522,14 +522,16 @@ class Run:
             finally:
                 d.runs.discard(self)
 
-    def _watch_finished(self, row: UsageRecord, happened: Happened) -> None:
+    def _watch_finished(self, row: UsageRecord, happened: Happened, ledger_seconds: float) -> None:
         assert self._watch is not None
         now = self._d.clock.now()
         if self._watched is not None:  # cut inside an attempt (client gone, shutdown)
             self._watch.attempt_ended(watching.attempt_cut(self._watched, now))
             self._watched = None
         error = happened.error if isinstance(happened, Failed) else None
-        self._watch.run_finished(watching.finished(self.exe, row, error, self.overhead_ms(), now))
+        self._watch.run_finished(
+            watching.finished(self.exe, row, error, self.overhead_ms(), ledger_seconds, now)
+        )
 
 
 __all__ = ["ChecksRequests", "Driver", "Ingress", "Run", "new_id"]

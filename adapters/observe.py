@@ -130,6 +130,7 @@ class RunFinished:
     error: GatewayError | None
     upstream_model: str | None
     overhead_ms: float  # time in the gateway, excluding the waits on providers
+    ledger_seconds: float  # how long writing the ledger row took (its commit included)
     at: float
 
 

@@ -1,11 +1,14 @@
-"""Telemetry: structured JSON logs, with secrets redacted on the way out.
+"""Telemetry: structured JSON logs on stdout, with secrets redacted on the way out.
 
-Owns: the log format. Every record is one JSON object per line (time, level, logger,
-message, and any `extra` fields). A redaction filter replaces anything that looks like a
-gateway key (`umg_live_...`) or a provider key (`sk-...`, `sk-ant-...`) with `[redacted]`,
-so a key can never reach the logs, even through an upstream error message.
-Third-party loggers that would log one INFO line per HTTP call (httpx, used for webhook
-deliveries) are held at WARNING whatever the level.
+Owns: the log format and where it goes. Every record is one JSON object per line on
+stdout (time, level, logger, message, and any `extra` fields at the top level: the
+request log's, adapters/request_log.py). Redaction replaces anything that looks like a
+gateway key (`umg_live_...`) or a provider key (`sk-...`, `sk-ant-...`) with
+`[redacted]`, in the message and in every string field (nested too), so a key can never
+reach the logs, even through an upstream error message.
+Third-party loggers (httpx and httpcore, one INFO line per HTTP call; hypercorn's access
+and error logs) are held at `third_party` (default WARNING), whatever our level:
+`--third-party-log-level` or `[server] third_party_log_level` change it.
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ import sys
 import time
 
 SECRET = re.compile(r"(umg_live_[A-Za-z0-9_]+|sk-ant-[A-Za-z0-9_\-]+|sk-[A-Za-z0-9_\-]{16,})")
-CHATTY_LOGGERS = ("httpx", "httpcore")
+CHATTY_LOGGERS = ("httpx", "httpcore", "hypercorn.access", "hypercorn.error")
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
     return SECRET.sub("[redacted]", text)
+
+
+def _redacted(value: object) -> object:
+    """`value` with every string in it redacted (lists and dicts of the request log too)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,17 +50,17 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = redact(value) if isinstance(value, str) else value
+                entry[key] = _redacted(value)
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "info", third_party: str = "warning") -> None:
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(name).setLevel(max(logging.getLevelName(third_party.upper()), root.level))

@@ -126,7 +126,8 @@ def attempt_cut(action: attempts.CallProvider, now: float) -> AttemptEnded:
 
 
 def finished(
-    exe: Execution, row: UsageRecord, error: GatewayError | None, overhead_ms: float, now: float
+    exe: Execution, row: UsageRecord, error: GatewayError | None, overhead_ms: float,
+    ledger_seconds: float, now: float,
 ) -> RunFinished:
     return RunFinished(
         row=row,
@@ -136,5 +137,6 @@ def finished(
         error=error,
         upstream_model=exe.upstream_model,
         overhead_ms=overhead_ms,
+        ledger_seconds=ledger_seconds,
         at=now,
     )

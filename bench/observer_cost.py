@@ -6,8 +6,10 @@ to), against the Mock provider and a fresh SQLite ledger, one request after anot
 each mode in turn, `--rounds` times (interleaved, so a noisy machine hurts every mode
 alike). Prints the median microseconds per request of each mode and its ratio to `none`.
 
-Modes: `none` (no observer: what every deployment without telemetry runs) and `noop` (an
-observer whose watch does nothing: the cost of building the records). Run it on another checkout with `--modes none` to compare the driver without
+Modes: `none` (no observer: what every deployment without telemetry runs), `noop` (an
+observer whose watch does nothing: the cost of building the records), and `telemetry`
+(the request log and the metrics as `serve` attaches them, the log lines formatted and
+written to the null device). Run it on another checkout with `--modes none` to compare the driver without
 the hook: `python -m bench.observer_cost --modes none`.
 """
 
@@ -43,6 +45,21 @@ def observer_for(mode: str) -> Any:
                 return RunWatch()
 
         return Noop()
+    if mode == "telemetry":
+        import logging
+        import os
+
+        from adapters.config import Settings
+        from adapters.telemetry import JsonFormatter
+        from server.services import observers
+
+        sink = logging.StreamHandler(open(os.devnull, "w"))  # open for the whole run
+        sink.setFormatter(JsonFormatter())
+        logging.getLogger("umg").addHandler(sink)
+        logging.getLogger("umg").setLevel(logging.INFO)
+        logging.getLogger("umg").propagate = False
+        observer, _ = observers(Settings(), _catalog())
+        return observer
     raise SystemExit(f"unknown mode {mode!r}")
 
 
@@ -109,7 +126,7 @@ def report(results: dict[str, list[float]], out: Callable[[str], None] = print) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default="none,noop")
+    parser.add_argument("--modes", default="none,noop,telemetry")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()

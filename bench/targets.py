@@ -9,6 +9,11 @@ OpenAI chat request; a `Target` says where and with which headers.
   the OpenAI adapter to the fake provider (auth, both limits, routing, the provider call
   and a ledger row on every request).
 - before: the same as ours, from another checkout (`--compare DIR`), for before/after.
+- ours-obs: ours at LOG_LEVEL=info, so every request writes its JSON log line (ours runs
+  at warning, which skips them), metrics on: telemetry fully on.
+- ours-off: ours with the request log and the metrics off (`UMG_REQUEST_LOG=false`,
+  `UMG_METRICS=false`): no observer on the driver. ours-obs beside ours-off is the cost
+  of the telemetry (docs/observability.md).
 - ours-pg: two `umg serve` processes on one Postgres database, the same key, both pinned
   to the gateway core; load is split evenly between them.
 - portkey: Portkey's open-source gateway (`bench/competitors.sh` installs it), with the
@@ -136,6 +141,13 @@ def _ours_env(provider: str, database_url: str, source: Path) -> dict[str, str]:
                  "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"})
 
 
+# the telemetry variants of ours (see the module docstring)
+TELEMETRY_ENV: dict[str, dict[str, str]] = {
+    "ours-obs": {"LOG_LEVEL": "info"},
+    "ours-off": {"UMG_REQUEST_LOG": "false", "UMG_METRICS": "false"},
+}
+
+
 def _ours_version(source: Path) -> str:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=source)
     return f"this gateway from {'this checkout' if source == ROOT else source} @ " + (head.stdout.strip() or "?")
@@ -148,7 +160,7 @@ def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, process
     packages come first on PYTHONPATH, this venv's dependencies serve both); `path` is
     the route the load goes to (`/v1/responses` with `--surface responses`)."""
     url = database_url or f"sqlite:///{tmp}/{name}.db"
-    env = _ours_env(provider, url, source)
+    env = {**_ours_env(provider, url, source), **TELEMETRY_ENV.get(name, {})}
     key = _create_key(env, source)  # before serving: no development key is minted
     procs, urls = [], []
     for i in range(processes):

@@ -31,6 +31,7 @@ from server.routes import (
     console,
     insights,
     jobs,
+    metrics,
     models,
     ops,
     responses,
@@ -118,6 +119,7 @@ def create_app(services: Services) -> QuartTrio:
         log.exception("unhandled error (ref %s) on %s", ref, _where())
         return error_response(internal_error(ref))
 
-    for surface in (anthropic, jobs, models, responses, usage, insights, admin, console, ops, ws):
+    surfaces = (anthropic, jobs, models, responses, usage, insights, admin, console, ops, metrics, ws)
+    for surface in surfaces:
         surface.register(app, services)
     return app

@@ -37,7 +37,7 @@ from adapters import keys
 from adapters.admin import create_key
 from adapters.budgets import budget_record
 from adapters.clock import Clock
-from adapters.config import ConfigError, Settings, load_settings, parse_budget
+from adapters.config import LOG_LEVELS, ConfigError, Settings, load_settings, parse_budget
 from adapters.storage import SQLITE_PREFIX, open_storage
 from adapters.storage.records import BudgetRecord, KeyRecord
 from adapters.telemetry import configure_logging
@@ -120,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="on SIGTERM/SIGINT, keep accepting this long with /readyz at 503 before closing"
         " the listener, so load balancers see the drain (default 0)",
+    )
+    serve.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS,
+        help="the gateway's log level ($LOG_LEVEL, [server] log_level; default info)",
+    )
+    serve.add_argument(
+        "--third-party-log-level", type=str.lower, choices=LOG_LEVELS,
+        help="httpx's and hypercorn's log level ($UMG_THIRD_PARTY_LOG_LEVEL, [server]"
+        " third_party_log_level; default warning)",
     )
     serve.add_argument(
         "--header-timeout", type=float, metavar="SECONDS", dest="header_timeout_seconds",
@@ -418,10 +427,13 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 _LIMIT_FLAGS = ("header_timeout_seconds", "body_timeout_seconds", "body_budget_bytes")
+_LOG_FLAGS = ("log_level", "third_party_log_level")
 
 
 def _with_limit_flags(settings: Settings, args: argparse.Namespace) -> Settings:
-    """`serve`'s limit flags over the file and the environment (checked like them)."""
+    """`serve`'s limit and log flags over the file and the environment (checked like them)."""
+    logs = {n: getattr(args, n) for n in _LOG_FLAGS if getattr(args, n, None) is not None}
+    settings = attrs.evolve(settings, **logs) if logs else settings
     given = {n: getattr(args, n) for n in _LIMIT_FLAGS if getattr(args, n, None) is not None}
     if not given:
         return settings
@@ -441,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _with_limit_flags(settings, args)
         open_storage(settings.database_url)  # validates the URL; opening does no I/O
         _ensure_sqlite_dir(settings.database_url)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.third_party_log_level)
     except (ValueError, OSError) as err:  # ConfigError is a ValueError
         print(f"umg: {err}", file=sys.stderr)
         return 2

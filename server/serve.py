@@ -119,7 +119,10 @@ async def serve(
         if prestop_seconds > 0:
             log.info("shutting down: /readyz answers 503; still accepting for %gs", prestop_seconds)
             await trio.sleep(prestop_seconds)
-        log.info("shutting down: no new connections; draining streams")
+        log.info(
+            "shutting down: no new connections; draining streams",
+            extra={"event": "shutdown_started", "in_flight": len(services.streams)},
+        )
         nursery.start_soon(_drain, services, drain_seconds)
 
     async with trio.open_nursery() as nursery:
@@ -150,10 +153,11 @@ async def serve(
         if workers:
             nursery.start_soon(run_workers)
         binds: list[str] = await nursery.start(run_http)
-        log.info("gateway listening on %s", binds[0])
+        log.info("gateway listening on %s", binds[0], extra={"event": "startup", "url": binds[0]})
         task_status.started(binds[0])
     with trio.CancelScope(shield=True):
         await services.close()
+    log.info("gateway stopped", extra={"event": "shutdown"})
 
 
 async def wait_for_signal(

@@ -1,7 +1,8 @@
 """What the app is built from: every dependency a route needs, passed in, never global.
 
 Owns: the `Services` bundle handed to `create_app`, and `build_services`, which wires
-settings into storage, catalog, providers and the gateway. Tests build their own.
+settings into storage, catalog, providers, the gateway and its observers (`observers`:
+the request log and the metrics, each unless turned off). Tests build their own.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from adapters.config import Settings, how_to_add_providers
 from adapters.gateway import Gateway
 from adapters.health_book import HealthBook
 from adapters.jobs import JobService
+from adapters.metrics import Metrics
+from adapters.observe import Observer, fan_out
 from adapters.providers.base import Provider
 from adapters.providers.http11 import PoolLimits
 from adapters.providers.mock import MockProvider
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import H11Transport, Transport
+from adapters.request_log import RequestLog
 from adapters.runs import Detached, RunRegistry
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
@@ -45,6 +49,7 @@ class Services:
     detached: Detached  # runs that go on after their client left (recorded streams)
     jobs: JobService | None = None
     transport: Transport | None = None  # the pooled upstream client (closed on shutdown)
+    metrics: Metrics | None = None  # GET /metrics ([metrics] enabled)
 
     @property
     def streams(self) -> RunRegistry:
@@ -83,9 +88,16 @@ def serving_catalog(settings: Settings) -> Catalog:
     return restrict_to_providers(catalog, labels, how_to_add_providers())
 
 
+def observers(settings: Settings, catalog: Catalog) -> tuple[Observer | None, Metrics | None]:
+    """The observers settings ask for (adapters/observe.py), as one, and the metrics."""
+    metrics = Metrics(catalog.models) if settings.metrics.enabled else None
+    return fan_out(RequestLog() if settings.request_log else None, metrics), metrics
+
+
 async def build_services(settings: Settings) -> Services:
     clock = Clock()
     catalog = serving_catalog(settings)
+    observer, metrics = observers(settings, catalog)
     pool = PoolLimits(max_connections=settings.limits.upstream_connections)
     transport = None if settings.mock_mode else H11Transport(limits=pool)
     providers = build_providers(settings, catalog, transport)
@@ -103,6 +115,7 @@ async def build_services(settings: Settings) -> Services:
         timeouts=settings.timeouts,
         default_rpm=settings.limits.default_rpm,
         default_tpm=settings.limits.default_tpm,
+        observer=observer,
     )
     if settings.mock_mode:
         log.info("mock mode: every catalog model is served by the Mock provider")
@@ -140,9 +153,10 @@ async def build_services(settings: Settings) -> Services:
         await gateway.limits.budgets.put(
             budget_record(b.tenant, b.project, b.limit_usd, b.period, clock.wall())
         )
+    jobs.observer = deliverer.observer = observer
     services = Services(
         settings=settings, storage=storage, gateway=gateway, clock=clock, transport=transport,
-        jobs=jobs,
+        jobs=jobs, metrics=metrics,
         stream_log=StreamLog(storage, clock, settings.streams),
         detached=Detached(settings.streams.max_detached),
     )

@@ -115,6 +115,9 @@ def claimable_where(mark: str) -> str:
     )
 
 
+JOB_COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+
+
 def job_list_query(
     columns: str, mark: str, tenant: str, status: str | None, limit: int, after: str | None
 ) -> tuple[str, list[Any]]:
@@ -285,6 +288,9 @@ class Storage(Protocol):
         """The tenant's rows with `start <= at < end`, in time order."""
 
     async def usage_count(self) -> int: ...
+
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs per status, every tenant (the metrics' queue depth: `queued`)."""
 
     async def ledger_page(
         self, f: LedgerFilter, limit: int, after: str | None

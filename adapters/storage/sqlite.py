@@ -46,6 +46,7 @@ import trio
 from adapters.storage import codec, idem_rows, outbox_sql, rollup
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
+    JOB_COUNTS,
     DeliveryFn,
     JobFn,
     LedgerReads,
@@ -352,6 +353,10 @@ class SQLiteStorage(LedgerReads):
 
     async def usage_count(self) -> int:
         return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))
+
+    async def job_counts(self) -> dict[str, int]:
+        rows = await self._run(lambda c: c.execute(JOB_COUNTS).fetchall())
+        return {str(status): int(n) for status, n in rows}
 
     async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
         sql, args = query

@@ -87,14 +87,14 @@ class Server:
         self.done += 1
 
     async def started(self) -> str:
-        """Wait for the 'listening' log line; return the base URL."""
+        """Wait for the 'listening' log line (logs are on stdout); return the base URL."""
         await wait_until(
-            lambda: LISTENING.search(self.stderr) is not None or self.proc.returncode is not None,
+            lambda: LISTENING.search(self.stdout) is not None or self.proc.returncode is not None,
             START_TIMEOUT,
             "the server to listen",
         )
-        found = LISTENING.search(self.stderr)
-        assert found, f"server exited early ({self.proc.returncode}): {self.stderr}"
+        found = LISTENING.search(self.stdout)
+        assert found, f"server exited early ({self.proc.returncode}): {self.stdout}{self.stderr}"
         return found.group(1)
 
     async def dev_key(self) -> str:
@@ -117,10 +117,16 @@ class Server:
         """SIGTERM, then assert a clean exit."""
         self.terminate()
         code = await self.exited(timeout)
-        assert code == 0, f"exit status {code}; stderr:\n{self.stderr}"
+        assert code == 0, f"exit status {code}; output:\n{self.stdout}{self.stderr}"
+
+    @property
+    def printed(self) -> list[str]:
+        """The lines of stdout that are not JSON log lines (the banner, the key)."""
+        return [line for line in self.stdout.splitlines() if not line.startswith("{")]
 
     def logs(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
+        """The JSON log lines (stdout)."""
+        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
 
 
 @asynccontextmanager
@@ -173,7 +179,7 @@ async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path:
         key = await server.dev_key()
         assert server.stdout.count("umg_live_") == 1
         # the banner: mode, address, then the key last
-        assert server.stdout.splitlines()[-3:] == [
+        assert server.printed[-3:] == [
             "Mode: mock (the built-in Mock provider answers every model; set OPENAI_API_KEY"
             " or ANTHROPIC_API_KEY for live mode)",
             f"Listening on {url} (API reference: {url}/docs)",
@@ -201,8 +207,8 @@ async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path:
             assert r.status_code == 200
         await again.stopped()
     assert "umg_live_" not in again.stdout  # not on the second start
-    assert again.stdout.splitlines()[-1].startswith("API key: keys already exist")
-    assert "Traceback" not in again.stderr
+    assert again.printed[-1].startswith("API key: keys already exist")
+    assert "Traceback" not in again.stdout + again.stderr
 
 
 async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -215,7 +221,7 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         ) as server:
             assert await server.exited(20) == 1
     assert f"cannot serve on 127.0.0.1:{port}" in server.stderr
-    assert "Traceback" not in server.stderr
+    assert "Traceback" not in server.stdout + server.stderr
 
 
 # ---- precedence: flags > environment > file --------------------------------------------
@@ -296,7 +302,7 @@ async def test_make_run_recipe_matches_the_readme(tmp_path: Path) -> None:
         assert await server.started() == f"http://127.0.0.1:{port}"
         key = await server.dev_key()
         await server.stopped()
-    lines = server.stdout.splitlines()
+    lines = server.printed
     assert lines[0].startswith("Mode: mock") and lines[1].startswith("Listening on http://")
     assert lines[2].endswith(key)  # the key comes last, after the mode and the address
     assert (tmp_path / "data" / "gateway.db").is_file()
@@ -380,7 +386,7 @@ async def test_sigterm_ends_streams_explicitly_refuses_connections_and_flushes_l
     assert exited - signalled <= DRAIN + 4.0, exited - signalled
     logs = " ".join(entry["message"] for entry in server.logs())
     assert "shutting down" in logs and "ending 1 open stream(s)" in logs
-    assert "Traceback" not in server.stderr
+    assert "Traceback" not in server.stdout + server.stderr
 
     rows = await ledger(db, "dev")
     assert len(rows) == 2 and all(r.stream and r.endpoint == "responses" for r in rows)
@@ -536,7 +542,45 @@ async def test_sigterm_ends_websocket_requests_explicitly_and_closes_with_1001(
     assert DRAIN - 0.2 <= frames[-1][0] - signalled <= DRAIN + 2.0
     assert close_code == 1001 and closed_at >= frames[-1][0]
     assert exited - signalled <= DRAIN + 4.0, exited - signalled
-    assert "Traceback" not in server.stderr
+    assert "Traceback" not in server.stdout + server.stderr
     [row] = await ledger(db, "dev")
     assert row.endpoint == "responses.ws" and row.error_code == "service_unavailable"
     assert row.output_tokens == deltas() and row.cost > 0
+
+
+async def test_a_served_process_logs_json_lines_on_stdout_with_one_per_request(tmp_path: Path) -> None:
+    """Startup, one line per request (the client's x-request-id in it), shutdown; nothing
+    from httpx or hypercorn at the default levels; `--log-level warning` drops info lines."""
+    port = free_port()
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db"}
+    async with umg_serve("serve", "--port", str(port), env=env) as server:
+        url = await server.started()
+        key = await server.dev_key()
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            r = await client.post(
+                "/v1/responses",
+                headers={"authorization": f"Bearer {key}", "x-request-id": "proc-1"},
+                json={"model": "mock-fast", "input": "hello"},
+            )
+            assert r.status_code == 200, r.text
+        await server.stopped()
+    logs = server.logs()
+    events = [entry.get("event") for entry in logs if entry.get("event")]
+    assert events[0] == "startup" and events[-1] == "shutdown"
+    (line,) = [entry for entry in logs if entry.get("event") == "request"]
+    assert (line["client_request_id"], line["status"], line["model"]) == ("proc-1", "ok", "mock-fast")
+    assert server.stdout.count(key) == 1 and key not in server.stderr  # the banner only
+    assert all(key not in json.dumps(entry) for entry in logs)
+    assert not [e for e in logs if e["logger"].startswith(("httpx", "httpcore", "hypercorn"))]
+
+    async with umg_serve("serve", "--port", str(port), "--log-level", "warning", env=env) as quiet:
+        async with httpx.AsyncClient(timeout=10) as client:
+            await wait_until(lambda: "Listening on" in quiet.stdout, START_TIMEOUT, "the banner")
+            r = await client.post(
+                f"http://127.0.0.1:{port}/v1/responses",
+                headers={"authorization": f"Bearer {key}"},
+                json={"model": "mock-fast", "input": "hello"},
+            )
+            assert r.status_code == 200
+        await quiet.stopped()
+    assert [e for e in quiet.logs() if e["level"] == "info"] == []
