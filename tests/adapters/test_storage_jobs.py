@@ -58,6 +58,14 @@ async def test_job_round_trip_and_duplicate_id(storage: Storage) -> None:
         await storage.insert_job(job)
 
 
+async def test_job_counts_are_per_status_across_tenants(storage: Storage) -> None:
+    assert await storage.job_counts() == {}
+    await storage.insert_job(make_job(1))
+    await storage.insert_job(make_job(2, tenant="t2"))
+    await storage.insert_job(make_job(3, status="succeeded"))
+    assert await storage.job_counts() == {"queued": 2, "succeeded": 1}
+
+
 async def test_get_and_list_jobs_are_tenant_scoped(storage: Storage) -> None:
     for n in range(5):
         await storage.insert_job(make_job(n))
