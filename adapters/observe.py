@@ -14,16 +14,22 @@ Contract (what an observer can rely on):
   `RunWatch` for that one run (or None: not interested). The driver then calls, on that
   watch, in this order:
       attempt_started(AttemptStarted)      each provider attempt, before the call
-      first_chunk(FirstChunk)              at most once: the first content reached the
-                                           client side (no fallback from here on)
-      metered(Metered)                     an attempt's usage was settled (tokens, cost)
+      first_chunk(FirstChunk)              at most once per run: the provider's first
+                                           content arrived and is about to be sent (a
+                                           whole answer: when it arrived); no fallback
+                                           from here on
+      metered(Metered)                     an attempt's usage was settled (tokens, cost);
+                                           not for an attempt that consumed nothing
       attempt_ended(AttemptEnded)          each attempt that started, exactly once:
                                            ok, or its failure kind and what came next
-                                           ("retry", "fallback", "gave_up", "cut")
+                                           ("retry", "fallback", "gave_up"), or "cut"
+                                           (the client left, a shutdown, a job's cancel:
+                                           told just before run_finished)
       run_finished(RunFinished)            exactly once, after the ledger row is written
-                                           and before the client sees the end
-  `metered` comes before the `attempt_ended` of the same attempt. An unauthenticated
-  request opens no run (no key, no row): it is told as `Observer.refused(Refused)`.
+                                           and before the client is sent the end
+  A run refused at admission (bad body, rate limit, budget, no route) has no attempt:
+  run_opened, then run_finished. An unauthenticated request opens no run (no key, no
+  row): it is told as `Observer.refused(Refused)`.
 - Every call is synchronous and runs in the run's own Trio task, between the driver's
   awaits: a context variable set in `attempt_started` (a span made current) is seen by
   the provider call that follows, until `attempt_ended`. Calls must be quick and must
