@@ -420,6 +420,12 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "up"}}}},
         "/readyz": {"get": {"summary": "Readiness", "security": [],
                             "responses": {"200": {"description": "ready"}, "503": {"description": "not ready or draining"}}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text format); an admin key, unless [metrics] public = true",
+            "responses": {"200": {"description": "Prometheus text exposition format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_errors(401, 403, 404)},
+        }},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI"}}}},
         "/docs": {"get": {"summary": "API reference page", "security": [], "responses": {"200": {"description": "HTML"}}}},
     }
