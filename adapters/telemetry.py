@@ -4,8 +4,8 @@ Owns: the log format and where it goes. Every record is one JSON object per line
 stdout (time, level, logger, message, and any `extra` fields at the top level: the
 request log's, adapters/request_log.py). Redaction replaces anything that looks like a
 gateway key (`umg_live_...`) or a provider key (`sk-...`, `sk-ant-...`) with
-`[redacted]`, in the message and in every string field (nested too), so a key can never
-reach the logs, even through an upstream error message.
+`[redacted]` anywhere in the line (the message, every field, nested ones, a traceback),
+so a key can never reach the logs, even through an upstream error message.
 Third-party loggers (httpx and httpcore, one INFO line per HTTP call; hypercorn's access
 and error logs) are held at `third_party` (default WARNING), whatever our level:
 `--third-party-log-level` or `[server] third_party_log_level` change it.
@@ -28,17 +28,6 @@ def redact(text: str) -> str:
     return SECRET.sub("[redacted]", text)
 
 
-def _redacted(value: object) -> object:
-    """`value` with every string in it redacted (lists and dicts of the request log too)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    return value
-
-
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -46,14 +35,16 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": record.getMessage(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = _redacted(value)
+                entry[key] = value
         if record.exc_info:
-            entry["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str)
+            entry["exception"] = self.formatException(record.exc_info)
+        # one pass over the whole line: every string in it, nested ones too (a key has no
+        # character JSON escapes, and "[redacted]" needs no escaping)
+        return redact(json.dumps(entry, default=str))
 
 
 def configure_logging(level: str = "info", third_party: str = "warning") -> None:

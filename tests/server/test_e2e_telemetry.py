@@ -380,3 +380,15 @@ async def test_a_job_run_and_a_webhook_delivery_have_their_lines(
         "ok": False, "error": "status 503", "gave_up": True,
     }
     assert hook["level"] == "warning"
+
+
+def test_the_formatter_redacts_keys_anywhere_in_the_line() -> None:
+    record = logging.makeLogRecord({
+        "msg": "saw %s", "args": ("umg_live_abc_def",), "name": "umg.x", "levelname": "INFO",
+        "attempts": [{"detail": "Incorrect API key provided: sk-ant-api03-secret"}],
+        "nested": {"deep": ["sk-proj-1234567890abcdefXYZ"]}, "count": 3,
+    })
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "saw [redacted]"
+    assert line["attempts"] == [{"detail": "Incorrect API key provided: [redacted]"}]
+    assert line["nested"] == {"deep": ["[redacted]"]} and line["count"] == 3
