@@ -304,7 +304,7 @@ def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: di
         slow = results[name].get("slow")
         done = f"{slow['complete']:.0f}/{slow['of']:.0f}" if slow else "–"
         lines.append(f"| {name} | " + " | ".join(_fmt(cell(name, c), c[3]) for c in used) + f" | {done} |")
-    for mine, other in (("ours", "before"), ("ours-obs", "ours-off"), ("ours", "portkey"),
+    for mine, other in (("ours", "before"), ("ours-obs", "ours-off"), ("ours-off", "before"), ("ours", "portkey"),
                         ("ours", "litellm"), ("ours-pg", "portkey"), ("ours-pg", "litellm")):
         if mine not in names or other not in names:
             continue
