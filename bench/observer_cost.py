@@ -124,12 +124,49 @@ def report(results: dict[str, list[float]], out: Callable[[str], None] = print) 
         out(f"{mode:10s} median {median:8.1f} us/request over {len(samples)} rounds{ratio}")
 
 
+def alone(count: int = 20000) -> None:
+    """The two shipped observers called directly for one finished request (`--alone`):
+    microseconds per request for the request log (formatted, written to the null device)
+    and for the metrics."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from adapters.metrics import Metrics
+    from adapters.observe import AttemptEnded, RunFinished, RunOpened
+    from adapters.request_log import RequestLog
+    from adapters.storage.records import UsageRecord
+
+    observer_for("telemetry")  # the log's handler
+    opened = RunOpened("req_1", "req_1", "responses", "abc", "key_1", "t1", "p1", "mock-fast",
+                       False, "cost", {}, 1.0)
+    row = UsageRecord(
+        id="use_1", request_id="req_1", at=datetime.now(UTC), tenant="t1", project="p1", key_id="k",
+        endpoint="responses", model="mock-fast", provider="mock", deployment="mock/mock-fast",
+        input_tokens=10, output_tokens=5, cached_input_tokens=0, cache_write_tokens=0,
+        reasoning_tokens=0, cost=Decimal("0.0001"), price_version="v", status="ok", error_code=None,
+        latency_ms=3, ttft_ms=None, attempts=1, stream=False,
+    )
+    finished = RunFinished(row, "cost", "stop", None, None, 1.2, 0.001, 2.0)
+    ended = AttemptEnded(1, "mock/mock-fast", "mock", True, None, None, "answered", 2.0)
+    for name, observer in (("request log", RequestLog()), ("metrics", Metrics(_catalog().models))):
+        started = time.perf_counter()
+        for _ in range(count):
+            watch = observer.run_opened(opened)
+            watch.attempt_ended(ended)
+            watch.run_finished(finished)
+        print(f"{name:12s} {(time.perf_counter() - started) / count * 1e6:6.1f} us/request")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="none,noop,telemetry")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--alone", action="store_true", help="time the shipped observers alone")
     args = parser.parse_args()
+    if args.alone:
+        alone()
+        return
     results = trio.run(measure, args.modes.split(","), args.requests, args.rounds)
     report(results)
 
