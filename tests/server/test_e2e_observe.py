@@ -239,7 +239,8 @@ async def test_a_failed_run_is_told_with_its_error_and_a_circuit_that_opens(
 async def test_a_client_that_leaves_mid_stream_ends_the_attempt_as_cut(gateway: Running) -> None:
     recorder = Recorder()
     attach(gateway.services, recorder)
-    body = {"model": "mock-fast", "input": "hello there", "stream": True,
+    # store: false, or the stored stream would go on detached to its end (stored streams)
+    body = {"model": "mock-fast", "input": "hello there", "stream": True, "store": False,
             "metadata": {"mock_scenario": "output_tokens=50;chunk_delay_ms=20"}}
     async with gateway.client() as client, client.stream("POST", "/v1/responses", json=body) as r:
         async for _ in r.aiter_bytes():
