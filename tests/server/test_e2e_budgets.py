@@ -135,6 +135,7 @@ async def test_budgets_set_by_the_cli_apply_to_a_running_gateway(gateway: Runnin
     async with gateway.client() as client:
         r = await client.post("/v1/responses", json=ask())
     assert r.status_code == 402 and "per day" in r.json()["error"]["message"]
+    capsys.readouterr()  # the gateway's request log lines (stdout) are not the CLI's output
     assert await trio.to_thread.run_sync(lambda: main(["budgets", "list", "--json", "--database-url", url])) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(b["tenant"], b["project"], Decimal(b["limit_usd"]), b["period"]) for b in listed] == [
