@@ -35,8 +35,8 @@ from adapters.observe import (
 from adapters.storage import open_storage
 from core.model import FailureKind
 from server.services import Services
-from tests.fakes import FakeProvider, Fault, running_fake_provider
 from tests.adapters.test_webhook_delivery import deliverer, drive, finished_job
+from tests.fakes import FakeProvider, Fault, running_fake_provider
 from tests.server.conftest import Running
 from tests.server.test_e2e_failures import ask, ledger, only_row, start_live
 from tests.server.test_e2e_jobs import REQUEST, create, until
