@@ -381,7 +381,7 @@ class Run:
             assert event is not None, "the attempt machine produced no action to act on"
             actions = self._step(event)
             if self._watch is not None and self._watched is not None:
-                self._watch.attempt_ended(watching.attempt_ended(self._watched, event, actions, self._d.clock.now()))
+                self._watch.attempt_ended(watching.attempt_ended(self._watched, event, actions, self.exe, self._d.clock.now()))
                 self._watched = None
 
     def _calls(self, dep: Deployment, request: GatewayRequest) -> AsyncIterator[CallEvent]:

@@ -62,7 +62,7 @@ from attrs import field, frozen
 
 from adapters.storage.records import UsageRecord
 from core.errors import GatewayError
-from core.model import FailureKind, FinishReason, Usage
+from core.model import FailureKind, FinishReason, GatewayRequest, Usage
 
 Next = Literal["answered", "retry", "fallback", "gave_up", "cut"]
 
@@ -85,6 +85,9 @@ class RunOpened:
     # `run_opened` (tracing adds `trace_id` and `span_id`) that others report (the
     # request log writes each one into the run's log line)
     tags: dict[str, str] = field(factory=dict)
+    # the parsed request: its messages are content, which only an observer told to
+    # capture content may write anywhere (tracing's `capture_content`)
+    request: GatewayRequest | None = None
 
 
 @frozen
@@ -122,6 +125,8 @@ class AttemptEnded:
     message: str | None  # the failure's description (provider keys already stripped)
     next: Next  # what the run did next: "answered" when ok
     at: float
+    response_model: str | None = None  # when ok: the model as the provider named it
+    finish_reason: FinishReason | None = None  # when ok
 
     @property
     def fell_back(self) -> bool:

@@ -48,6 +48,7 @@ def opened(ingress: Ingress, exe: Execution) -> RunOpened:
         routing=request.routing.strategy,
         trace_headers=ingress.trace_headers,
         at=exe.started,
+        request=request,
     )
 
 
@@ -101,7 +102,11 @@ def next_of(action: attempts.CallProvider, actions: Sequence[attempts.Action]) -
 
 
 def attempt_ended(
-    action: attempts.CallProvider, event: attempts.Event, actions: Sequence[attempts.Action], now: float
+    action: attempts.CallProvider,
+    event: attempts.Event,
+    actions: Sequence[attempts.Action],
+    exe: Execution,
+    now: float,
 ) -> AttemptEnded:
     dep = action.deployment
     failed = event if isinstance(event, attempts.AttemptFailed) else None
@@ -114,6 +119,8 @@ def attempt_ended(
         message=(failed.detail or None) if failed else None,
         next=next_of(action, actions) if failed else "answered",
         at=now,
+        response_model=None if failed else exe.upstream_model,
+        finish_reason=None if failed else exe.finish_reason,
     )
 
 
