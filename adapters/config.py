@@ -190,6 +190,64 @@ def _idempotency(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> idempot
     return idempotency.Policy(**section)
 
 
+TRACE_EXPORTERS = ("otlp", "console")
+
+
+@frozen
+class TracingSettings:
+    """Where spans go (adapters/tracing.py): `exporters` empty means tracing is off."""
+
+    exporters: tuple[str, ...] = ()  # "otlp" and/or "console"
+    endpoint: str | None = None  # the OTLP/HTTP traces URL (None: the SDK's default)
+    capture_content: bool = False  # prompts and answers in span attributes
+
+
+def _tracing(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> TracingSettings:
+    """`[tracing]` (exporter, endpoint, capture_content), then the standard variables:
+    `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the traces URL as it is) or
+    `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/traces`) turn OTLP on; `OTEL_TRACES_EXPORTER`
+    (comma-separated `otlp`, `console`, `none`) chooses explicitly; `OTEL_SDK_DISABLED=true`
+    turns tracing off; `UMG_TRACE_CAPTURE_CONTENT` or the GenAI instrumentations'
+    `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` switch content capture."""
+    section = _table(file_cfg, "tracing", _TracingFile)
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
+    if endpoint is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    endpoint = endpoint or section.get("endpoint") or None
+    chosen = env.get("OTEL_TRACES_EXPORTER") or section.get("exporter")
+    if chosen is None:
+        names: tuple[str, ...] = ("otlp",) if endpoint else ()
+    else:
+        if not isinstance(chosen, str):
+            raise ConfigError("tracing.exporter must be a string: otlp, console or none")
+        names = tuple(n.strip().lower() for n in chosen.split(",") if n.strip())
+        unknown = sorted(set(names) - {*TRACE_EXPORTERS, "none"})
+        if unknown:
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER / tracing.exporter: unknown exporter(s) {unknown} "
+                f"(expected otlp, console or none)"
+            )
+        names = tuple(n for n in TRACE_EXPORTERS if n in names)
+    if "OTEL_SDK_DISABLED" in env and _bool(env["OTEL_SDK_DISABLED"], "OTEL_SDK_DISABLED"):
+        names = ()
+    capture = section.get("capture_content", False)
+    if not isinstance(capture, bool):
+        raise ConfigError("tracing.capture_content must be true or false")
+    for name in ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "UMG_TRACE_CAPTURE_CONTENT"):
+        if name in env:
+            capture = _bool(env[name], name)
+    return TracingSettings(exporters=names, endpoint=endpoint, capture_content=capture)
+
+
+@frozen
+class _TracingFile:
+    """The keys `[tracing]` may have."""
+
+    exporter: str | None = None
+    endpoint: str | None = None
+    capture_content: bool = False
+
+
 def _streams(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> StreamSettings:
     """`[streams]` (unknown keys refused), then `UMG_STREAM_BUFFER` and
     `UMG_STREAM_RETENTION_SECONDS`."""
@@ -269,6 +327,7 @@ class Settings:
     health: HealthPolicy = field(factory=HealthPolicy)
     idempotency: idempotency.Policy = field(factory=idempotency.Policy)
     budgets: tuple[BudgetSetting, ...] = ()  # [[budgets]]: written to storage at start
+    tracing: TracingSettings = field(factory=TracingSettings)
     log_level: str = field(default="info", validator=_log_level)
     # httpx, httpcore, hypercorn (adapters/telemetry.py); never below log_level
     third_party_log_level: str = field(default="warning", validator=_log_level)
@@ -447,6 +506,7 @@ def load_settings(
             streams=_streams(file_cfg, env),
             metrics=_metrics(file_cfg, env),
             request_log=_flag(server, "request_log", True, env, "UMG_REQUEST_LOG"),
+            tracing=_tracing(file_cfg, env),
             attempts=AttemptPolicy(**_table(file_cfg, "attempts", AttemptPolicy)),
             timeouts=Timeouts(**_table(file_cfg, "timeouts", Timeouts)),
             health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),

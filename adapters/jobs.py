@@ -16,6 +16,9 @@ retries with backoff, cancel, deadlines) are `core.jobs`'; this module applies t
 - A worker survives whatever one run raises (`Cancelled` aside): it logs the error with
   the job id, reports the run as a retryable failure (or, if storage is down, leaves the
   job to its lease expiry) and claims the next job.
+- A job keeps the W3C trace context (`traceparent` / `tracestate`) of the request that
+  created it, when tracing is on; each run hands it to the driver as the run's
+  `trace_headers`, and a job's run span links to it (adapters/trace_spans.py).
 - Cancel marks the job canceled at once; a worker running it sees that at its next
   heartbeat and cancels the model call (the ledger records what was consumed).
 - Webhooks are `adapters/webhook_delivery.py`'s: storage writes a job's messages into the
@@ -32,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -80,11 +83,26 @@ def completion_result(completion: Completion, gateway_info: dict[str, Any]) -> d
 
 
 _STORED = "umg_job_request"
+TRACE_KEYS = ("traceparent", "tracestate")
 
 
-def stored_form(body: dict[str, Any], request: GatewayRequest) -> dict[str, Any]:
-    """What a job row keeps as its request: the client's body and the core encoding."""
-    return {_STORED: request_codec.VERSION, "body": body, "core": request_codec.encode(request)}
+def stored_form(
+    body: dict[str, Any], request: GatewayRequest, trace: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """What a job row keeps as its request: the client's body and the core encoding, and
+    the trace context of the request that created it (if any)."""
+    form = {_STORED: request_codec.VERSION, "body": body, "core": request_codec.encode(request)}
+    if trace:
+        form["trace"] = dict(trace)
+    return form
+
+
+def stored_trace(job: JobRecord) -> dict[str, str]:
+    """The trace context the job was created in ({} when none was kept)."""
+    trace = job.request.get("trace")
+    if not isinstance(trace, dict):
+        return {}
+    return {k: v for k, v in trace.items() if k in TRACE_KEYS and isinstance(v, str)}
 
 
 def stored_body(job: JobRecord) -> dict[str, Any]:
@@ -127,11 +145,11 @@ class JobService:
 
     async def create(
         self, key: KeyRecord, request: GatewayRequest, body: dict[str, Any],
-        webhook_url: str | None, *, events: tuple[str, ...] | None = None,
-        deadline: float | None = None,
+        webhook_url: str | None, trace: Mapping[str, str] | None = None, *,
+        events: tuple[str, ...] | None = None, deadline: float | None = None,
     ) -> JobRecord:
         """Store `request` (already parsed: a bad one was refused by the caller) with the
-        JSON `body` it came as."""
+        JSON `body` it came as, and `trace`, the creating request's trace context."""
         self.gateway.catalog.resolve(request.model)  # an unknown model: 404 model_not_found
         now = self.clock.epoch()
         job = JobRecord(
@@ -139,7 +157,7 @@ class JobService:
             tenant=key.tenant,
             project=key.project,
             key_id=key.id,
-            request=stored_form(body, request),
+            request=stored_form(body, request, trace),
             status="queued",
             attempts=0,
             run_after=now,
@@ -390,8 +408,10 @@ class JobService:
         # lease lost or shut down, the ledger says "canceled".
         outcome["request_id"] = attempt_request_id(job.id, job.attempts)
         run = self.gateway.driver.run(
-            Ingress(outcome["request_id"], "jobs", parse, key=key,
-                    outside_cancel="canceled", tracked=False)
+            Ingress(
+                outcome["request_id"], "jobs", parse, key=key,
+                outside_cancel="canceled", tracked=False, trace_headers=stored_trace(job),
+            )
         )
         outcome["run"] = run  # a stopped run is charged what it consumed
         try:

@@ -22,6 +22,7 @@ from adapters.metrics import Metrics
 from adapters.observe import Observer, fan_out
 from adapters.providers.base import Provider
 from adapters.providers.http11 import PoolLimits
+from adapters.providers.http_provider import HttpProvider
 from adapters.providers.mock import MockProvider
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import H11Transport, Transport
@@ -30,6 +31,8 @@ from adapters.runs import Detached, RunRegistry
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.stream_log import StreamLog
+from adapters.trace_spans import TraceObserver
+from adapters.tracing import Tracing
 from adapters.webhook_delivery import Deliverer
 from core import jobs as lifecycle
 from core import outbox, webhook_targets
@@ -50,6 +53,7 @@ class Services:
     jobs: JobService | None = None
     transport: Transport | None = None  # the pooled upstream client (closed on shutdown)
     metrics: Metrics | None = None  # GET /metrics ([metrics] enabled)
+    tracing: Tracing | None = None  # OpenTelemetry (adapters/tracing.py); None: off
 
     @property
     def streams(self) -> RunRegistry:
@@ -57,12 +61,25 @@ class Services:
         return self.gateway.driver.runs
 
     async def close(self) -> None:
+        if self.tracing is not None:
+            await self.tracing.aclose()
         if self.transport is not None:
             await self.transport.aclose()
         if self.jobs is not None and self.jobs.deliverer.http is not None:
             await self.jobs.deliverer.http.aclose()
         await self.stream_log.close()
         await self.storage.close()
+
+
+def attach_tracing(services: Services, tracing: Tracing) -> None:
+    """Trace every run of `services` with `tracing`: its observer next to the others, and
+    the provider calls carrying the current span's W3C headers."""
+    services.tracing = tracing
+    driver = services.gateway.driver
+    driver.observer = fan_out(driver.observer, TraceObserver(tracing))
+    for provider in driver.providers.values():
+        if isinstance(provider, HttpProvider):
+            provider.propagate = tracing.outgoing
 
 
 def build_providers(
@@ -160,6 +177,10 @@ async def build_services(settings: Settings) -> Services:
         stream_log=StreamLog(storage, clock, settings.streams),
         detached=Detached(settings.streams.max_detached),
     )
+    tracing = Tracing.from_settings(settings.tracing)
+    if tracing is not None:
+        attach_tracing(services, tracing)
+        log.info("tracing: spans exported to %s", ", ".join(settings.tracing.exporters))
     return services
 
 

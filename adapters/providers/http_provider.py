@@ -26,6 +26,9 @@ Rules:
 - The key goes only into the dialect's auth header; it is never in a message, a log
   line or a repr (upstream text is redacted of it), and `repr(provider)` omits it.
 - Closing a stream (or cancelling its consumer) closes the upstream connection.
+- `propagate` (None unless tracing is on, adapters/tracing.py) gives headers to add to
+  each call: the current span's `traceparent` / `tracestate`. Without it the fixed
+  headers go out as they are, with no per-call work.
 """
 
 from __future__ import annotations
@@ -152,6 +155,12 @@ class HttpProvider:
         self._transport = transport
         self._wall = wall
         self._decode = partial(dialect.decode, provider=name, secrets=self._secrets)
+        self.propagate: Callable[[], Mapping[str, str]] | None = None
+
+    def _call_headers(self) -> Mapping[str, str]:
+        if self.propagate is None:
+            return self._headers
+        return {**self._headers, **self.propagate()}
 
     def __repr__(self) -> str:
         return f"HttpProvider(name={self.name!r}, url={self._url!r})"
@@ -161,7 +170,7 @@ class HttpProvider:
     ) -> Completion:
         body = self.dialect.encode(deployment, request, stream=False)
         return await call_json(
-            self._transport, self.name, self._url, self._headers, body,
+            self._transport, self.name, self._url, self._call_headers(), body,
             timeouts=timeouts, secrets=self._secrets, decode=self._decode, wall=self._wall,
         )
 
@@ -172,7 +181,7 @@ class HttpProvider:
         `aclose()` leaves the transport's context, which closes the upstream at once."""
         body = self.dialect.encode(deployment, request, stream=True)
         return stream_events(
-            self._transport, self.name, self._url, self._headers, body,
+            self._transport, self.name, self._url, self._call_headers(), body,
             timeouts=timeouts, secrets=self._secrets,
             events=self.dialect.events(self.name, secrets=self._secrets), wall=self._wall,
         )

@@ -22,8 +22,9 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from adapters.driver import Ingress, new_id
-from adapters.jobs import JobService
+from adapters.jobs import TRACE_KEYS, JobService
 from adapters.storage.records import JobRecord, KeyRecord
+from adapters.trace_spans import job_creation
 from core import durations, outbox, webhook_targets
 from core import jobs as lifecycle
 from core.errors import GatewayError, InvalidRequest, NotFound
@@ -89,9 +90,12 @@ async def _create(services: Services, key: KeyRecord, body: dict[str, Any]) -> J
         raise InvalidRequest(err.message, param=err.param) from None
     try:
         parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
-        return await _service(services).create(
-            key, parsed, json.loads(to_json(inner)), hook, events=wanted, deadline=deadline
-        )
+        incoming = {k.lower(): v for k, v in request.headers.items() if k.lower() in TRACE_KEYS}
+        with job_creation(services.tracing, incoming) as trace:
+            return await _service(services).create(
+                key, parsed, json.loads(to_json(inner)), hook, trace=trace, events=wanted,
+                deadline=deadline,
+            )
     except (InvalidRequest, NotFound) as err:
         err.param = f"request.{err.param}" if err.param else "request"
         raise
