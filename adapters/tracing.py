@@ -9,7 +9,7 @@ adapters/trace_spans.py's.
 Rules:
 - Exporters come from `TracingSettings` (adapters/config.py reads the standard `OTEL_*`
   variables): OTLP over HTTP to `endpoint`, and/or the console (one JSON object per
-  span on stdout, for development); with neither there is no `Tracing` at all (None),
+  span per line on stdout, for development); with neither there is no `Tracing` at all (None),
   so the driver and the provider calls pay nothing.
 - Every exporter sits behind a `BatchSpanProcessor`: ending a span only queues it; the
   SDK's worker thread exports in batches. An unreachable collector costs that thread
@@ -25,13 +25,14 @@ Rules:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import trio
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -42,13 +43,18 @@ SERVICE = "unified-model-gateway"
 INSTRUMENTATION = "umg"
 
 
+def one_line(span: ReadableSpan) -> str:
+    """A span as one line of JSON (the console exporter's format)."""
+    return span.to_json(indent=None) + "\n"
+
+
 def exporters(settings: TracingSettings) -> list[SpanExporter]:
     """The span exporters `settings` asks for (empty: tracing is off)."""
     found: list[SpanExporter] = []
     if "otlp" in settings.exporters:
         found.append(OTLPSpanExporter(endpoint=settings.endpoint))
     if "console" in settings.exporters:
-        found.append(ConsoleSpanExporter(service_name=SERVICE))
+        found.append(ConsoleSpanExporter(service_name=SERVICE, out=sys.stdout, formatter=one_line))
     return found
 
 

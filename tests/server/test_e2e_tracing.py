@@ -286,3 +286,38 @@ async def test_content_capture_on_writes_the_prompt_as_input_messages(gateway: R
     messages = json.loads(attrs(root)["gen_ai.input.messages"])
     assert messages == [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
     assert gateway.key not in "\n".join(span_texts(exporter.get_finished_spans()))
+
+
+async def test_a_client_that_leaves_mid_stream_ends_both_spans_as_cut(
+    nursery: trio.Nursery, tmp_path: Path, fake: FakeProvider
+) -> None:
+    box: list[InMemorySpanExporter] = []
+    gw = await start_live(nursery, tmp_path, fake, tweak=lambda s: box.append(traced(s)))
+    fake.script(Fault(chunk_delay=0.2))
+    async with gw.client() as client:
+        body = ask(text="one two three four five six", stream=True)
+        async with client.stream("POST", "/v1/responses", json=body) as r:
+            async for line in r.aiter_lines():
+                if "output_text.delta" in line:
+                    break  # the first chunk arrived: go away
+    with trio.fail_after(5):
+        while len(box[0].get_finished_spans()) < 2:
+            await trio.sleep(0.01)
+    root, (attempt,) = tree(box[0])
+    assert attrs(attempt)["umg.next"] == "cut"
+    assert attempt.status.status_code is StatusCode.ERROR
+    assert attrs(root)["umg.status"] == (await only_row(gw)).status == "client_closed"
+    gw.stop.set()
+
+
+async def test_without_tracing_no_trace_header_goes_to_the_provider(
+    nursery: trio.Nursery, tmp_path: Path, fake: FakeProvider
+) -> None:
+    gw = await start_live(nursery, tmp_path, fake)
+    assert gw.services.tracing is None
+    async with gw.client() as client:
+        r = await client.post("/v1/responses", json=ask(), headers={"traceparent": TRACEPARENT})
+    assert r.status_code == 200, r.text
+    (sent,) = fake.requests
+    assert "traceparent" not in sent.headers and "tracestate" not in sent.headers
+    gw.stop.set()
