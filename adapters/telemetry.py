@@ -9,6 +9,9 @@ so a key can never reach the logs, even through an upstream error message.
 Third-party loggers (httpx and httpcore, one INFO line per HTTP call; hypercorn's access
 and error logs) are held at `third_party` (default WARNING), whatever our level:
 `--third-party-log-level` or `[server] third_party_log_level` change it.
+OpenTelemetry's batch span processor warns once per span it drops when its queue is
+full (while a collector is down, that is every span): it is held at ERROR; the OTLP
+exporter's own warnings still say, once per batch, that the collector cannot be reached.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 SECRET = re.compile(r"(umg_live_[A-Za-z0-9_]+|sk-ant-[A-Za-z0-9_\-]+|sk-[A-Za-z0-9_\-]{16,})")
 CHATTY_LOGGERS = ("httpx", "httpcore", "hypercorn.access", "hypercorn.error")
+PER_ITEM_LOGGERS = ("opentelemetry.sdk._shared_internal",)
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
@@ -55,3 +59,5 @@ def configure_logging(level: str = "info", third_party: str = "warning") -> None
     root.setLevel(level.upper())
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.getLevelName(third_party.upper()), root.level))
+    for name in PER_ITEM_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.ERROR, root.level))

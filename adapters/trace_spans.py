@@ -15,18 +15,19 @@ The tree, per request:
   the provider is called, so the call carries its `traceparent` (adapters/tracing.py).
 
 Attributes (request span / attempt span):
-- GenAI: `gen_ai.operation.name` ("chat"), `gen_ai.provider.name` and the older
-  `gen_ai.system` (the provider label), `gen_ai.request.model` (as asked / as sent
+- GenAI: `gen_ai.operation.name` ("chat"), `gen_ai.provider.name` (the provider label;
+  also as the older `gen_ai.system` on attempt spans), `gen_ai.request.model` (as asked / as sent
   upstream), `gen_ai.response.model`, `gen_ai.usage.input_tokens` (cached included) and
   `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons`, `gen_ai.request.stream`,
   `gen_ai.response.time_to_first_chunk` (seconds: from the run's start on the request
   span, from the call's start on the attempt span), `server.address` / `server.port`
   (the provider's host; absent for the in-process Mock), `error.type`.
-- Gateway: `umg.request_id` (the ledger row's), `umg.client_request_id` (x-request-id),
+- Gateway: `umg.request_id` (the ledger row's), `umg.client_request_id` (x-request-id,
+  when the client sent its own),
   `umg.endpoint`, `umg.key_prefix` (never the key), `umg.tenant`, `umg.project`,
   `umg.routing.strategy`, `umg.deployment`, `umg.attempt` / `umg.attempts`,
-  `umg.failure_reason` (the failure kind), `umg.next` (retry, fallback, gave_up, cut) and
-  `umg.fell_back`, `umg.cost_usd` (an exact decimal string), `umg.status` (the ledger
+  on a failed attempt `umg.failure_reason` (the failure kind), `umg.next` (retry,
+  fallback, gave_up, cut) and `umg.fell_back` (on the request span: whether any did), `umg.cost_usd` (an exact decimal string), `umg.status` (the ledger
   status), `umg.idempotent_replay` (false until idempotent replay exists).
 - A failure sets the span status to ERROR with the error's client-visible message and
   adds an `exception` event (type and message, no stack). A stream that fails after its
@@ -70,20 +71,19 @@ JOB_ENDPOINT = "jobs"
 Attributes = dict[str, str | bool | int | float | list[str]]
 
 
-def _fail(span: Span, kind: str, message: str | None) -> None:
+def _fail(span: Span, found: Attributes, kind: str, message: str | None) -> None:
     text = redact(message) if message else kind
-    span.set_attribute("error.type", kind)
+    found["error.type"] = kind
     span.set_status(Status(StatusCode.ERROR, text))
     span.add_event("exception", {"exception.type": kind, "exception.message": text})
 
 
 def opened_attributes(event: RunOpened) -> Attributes:
-    return {
+    found: Attributes = {
         "gen_ai.operation.name": OPERATION,
         "gen_ai.request.model": event.model,
         "gen_ai.request.stream": event.stream,
         "umg.request_id": event.request_id,
-        "umg.client_request_id": event.client_request_id,
         "umg.endpoint": event.endpoint,
         "umg.key_prefix": event.key_prefix,
         "umg.tenant": event.tenant,
@@ -91,6 +91,9 @@ def opened_attributes(event: RunOpened) -> Attributes:
         "umg.routing.strategy": event.routing,
         "umg.idempotent_replay": False,
     }
+    if event.client_request_id != event.request_id:
+        found["umg.client_request_id"] = event.client_request_id
+    return found
 
 
 def attempt_attributes(event: AttemptStarted) -> Attributes:
@@ -109,17 +112,15 @@ def attempt_attributes(event: AttemptStarted) -> Attributes:
     return found
 
 
-def finished_attributes(event: RunFinished) -> Attributes:
+def finished_attributes(event: RunFinished, found: Attributes) -> None:
     row = event.row
-    found: Attributes = {
-        "gen_ai.usage.input_tokens": row.input_tokens + row.cached_input_tokens + row.cache_write_tokens,
-        "gen_ai.usage.output_tokens": row.output_tokens,
-        "umg.attempts": row.attempts,
-        "umg.cost_usd": format_usd(row.cost),
-        "umg.status": row.status,
-    }
+    found["gen_ai.usage.input_tokens"] = row.input_tokens + row.cached_input_tokens + row.cache_write_tokens
+    found["gen_ai.usage.output_tokens"] = row.output_tokens
+    found["umg.attempts"] = row.attempts
+    found["umg.cost_usd"] = format_usd(row.cost)
+    found["umg.status"] = row.status
     if row.provider:
-        found["gen_ai.provider.name"] = found["gen_ai.system"] = row.provider
+        found["gen_ai.provider.name"] = row.provider
     if row.deployment:
         found["umg.deployment"] = row.deployment
     if event.routing:
@@ -128,7 +129,6 @@ def finished_attributes(event: RunFinished) -> Attributes:
         found["gen_ai.response.model"] = event.upstream_model
     if event.finish_reason:
         found["gen_ai.response.finish_reasons"] = [event.finish_reason]
-    return found
 
 
 def content_attributes(event: RunOpened) -> Attributes:
@@ -143,31 +143,31 @@ def content_attributes(event: RunOpened) -> Attributes:
 
 
 class RunSpans(RunWatch):
-    """One run's spans (see the module docstring)."""
+    """One run's spans (see the module docstring). Each span's attributes are gathered in
+    a plain dict and set once, when it ends (the SDK checks every value it is given)."""
 
     def __init__(self, tracing: Tracing, event: RunOpened) -> None:
         self._tracer = tracing.tracer
-        parent = tracing.extract(event.trace_headers) if event.endpoint != JOB_ENDPOINT else None
-        links = self._links(tracing, event)
-        kind = SpanKind.CONSUMER if event.endpoint == JOB_ENDPOINT else SpanKind.SERVER
-        name = f"job.run {event.model}" if kind is SpanKind.CONSUMER else f"{event.endpoint} {event.model}"
+        job = event.endpoint == JOB_ENDPOINT
+        parent = None if job else tracing.extract(event.trace_headers)
+        links = self._links(tracing, event) if job else None
+        kind = SpanKind.CONSUMER if job else SpanKind.SERVER
+        name = f"job.run {event.model}" if job else f"{event.endpoint} {event.model}"
         self.span = self._tracer.start_span(name, context=parent, kind=kind, links=links)
         self._context = trace.set_span_in_context(self.span)
         self._recording = self.span.is_recording()
+        self._attrs: Attributes = opened_attributes(event) if self._recording else {}
+        if self._recording and tracing.capture_content:
+            self._attrs.update(content_attributes(event))
         self._attempt: Span | None = None
+        self._attempt_attrs: Attributes = {}
         self._attempt_at = 0.0
         self._token: object | None = None
         self._fell_back = False
         self._first_chunk = False
-        if self._recording:
-            self.span.set_attributes(opened_attributes(event))
-            if tracing.capture_content:
-                self.span.set_attributes(content_attributes(event))
 
     @staticmethod
     def _links(tracing: Tracing, event: RunOpened) -> list[Link]:
-        if event.endpoint != JOB_ENDPOINT:
-            return []
         remote = tracing.extract(event.trace_headers)
         if remote is None:
             return []
@@ -178,8 +178,7 @@ class RunSpans(RunWatch):
         span = self._tracer.start_span(
             f"{OPERATION} {event.upstream_model}", context=self._context, kind=SpanKind.CLIENT
         )
-        if span.is_recording():
-            span.set_attributes(attempt_attributes(event))
+        self._attempt_attrs = attempt_attributes(event) if span.is_recording() else {}
         self._attempt, self._attempt_at = span, event.at
         # current while the provider is called: its traceparent goes out with the call
         self._token = otel_context.attach(trace.set_span_in_context(span, self._context))
@@ -187,20 +186,17 @@ class RunSpans(RunWatch):
     def first_chunk(self, event: FirstChunk) -> None:
         self._first_chunk = True
         if self._recording:
-            self.span.set_attribute("gen_ai.response.time_to_first_chunk", event.ttft)
-        if self._attempt is not None and self._attempt.is_recording():
-            self._attempt.set_attribute("gen_ai.response.time_to_first_chunk", event.at - self._attempt_at)
+            self._attrs["gen_ai.response.time_to_first_chunk"] = event.ttft
+        if self._attempt is not None:
+            self._attempt_attrs["gen_ai.response.time_to_first_chunk"] = event.at - self._attempt_at
 
     def metered(self, event: Metered) -> None:
-        span = self._attempt
-        if span is None or not span.is_recording():
+        if self._attempt is None:
             return
-        usage = event.usage
-        span.set_attributes({
-            "gen_ai.usage.input_tokens": usage.total_input_tokens,
-            "gen_ai.usage.output_tokens": usage.output_tokens,
-            "umg.cost_usd": format_usd(event.cost),
-        })
+        found, usage = self._attempt_attrs, event.usage
+        found["gen_ai.usage.input_tokens"] = usage.total_input_tokens
+        found["gen_ai.usage.output_tokens"] = usage.output_tokens
+        found["umg.cost_usd"] = format_usd(event.cost)
 
     def attempt_ended(self, event: AttemptEnded) -> None:
         span, self._attempt = self._attempt, None
@@ -211,26 +207,31 @@ class RunSpans(RunWatch):
         if span is None:
             return
         if span.is_recording():
-            span.set_attributes({"umg.next": event.next, "umg.fell_back": event.fell_back})
+            found = self._attempt_attrs
             if event.response_model:
-                span.set_attribute("gen_ai.response.model", event.response_model)
+                found["gen_ai.response.model"] = event.response_model
             if event.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [event.finish_reason])
+                found["gen_ai.response.finish_reasons"] = [event.finish_reason]
             if not event.ok:
                 kind = event.failure.value if event.failure is not None else "canceled"
-                span.set_attribute("umg.failure_reason", kind)
-                span.set_attribute("umg.after_first_chunk", self._first_chunk)
-                _fail(span, kind, event.message)
+                found["umg.failure_reason"] = kind
+                found["umg.next"] = event.next
+                found["umg.fell_back"] = event.fell_back
+                found["umg.after_first_chunk"] = self._first_chunk
+                _fail(span, found, kind, event.message)
+            span.set_attributes(found)
         span.end()
 
     def run_finished(self, event: RunFinished) -> None:
         span = self.span
         if self._recording:
-            span.set_attributes(finished_attributes(event))
-            span.set_attribute("umg.fell_back", self._fell_back)
+            found = self._attrs
+            finished_attributes(event, found)
+            found["umg.fell_back"] = self._fell_back
             if event.error is not None:
-                span.set_attribute("umg.after_first_chunk", self._first_chunk)
-                _fail(span, _error_type(event.error), event.error.message)
+                found["umg.after_first_chunk"] = self._first_chunk
+                _fail(span, found, _error_type(event.error), event.error.message)
+            span.set_attributes(found)
         span.end()
 
 

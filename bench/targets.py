@@ -14,6 +14,9 @@ OpenAI chat request; a `Target` says where and with which headers.
 - ours-off: ours with the request log and the metrics off (`UMG_REQUEST_LOG=false`,
   `UMG_METRICS=false`): no observer on the driver. ours-obs beside ours-off is the cost
   of the telemetry (docs/observability.md).
+- ours-traced: ours-obs with tracing on too, exporting over OTLP/HTTP to a port nobody
+  listens on (spans made and batched, every export failing in the SDK's thread): beside
+  ours-obs, tracing's own cost; beside ours-off, all the telemetry's.
 - ours-pg: two `umg serve` processes on one Postgres database, the same key, both pinned
   to the gateway core; load is split evenly between them.
 - portkey: Portkey's open-source gateway (`bench/competitors.sh` installs it), with the
@@ -66,7 +69,7 @@ def free_port() -> int:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    drop = ("OPENAI_", "ANTHROPIC_", "DATABASE_URL", "UMG_", "LOG_LEVEL", "MOCK_MODE")
+    drop = ("OPENAI_", "ANTHROPIC_", "DATABASE_URL", "UMG_", "LOG_LEVEL", "MOCK_MODE", "OTEL_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.update(extra)
@@ -136,9 +139,15 @@ def _create_key(env: dict[str, str], source: Path) -> str:
     return str(json.loads(done.stdout)["key"])
 
 
-def _ours_env(provider: str, database_url: str, source: Path) -> dict[str, str]:
+def _ours_env(provider: str, database_url: str, source: Path, extra: dict[str, str]) -> dict[str, str]:
     return _env({"DATABASE_URL": database_url, "LOG_LEVEL": "warning", "PYTHONPATH": str(source),
-                 "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"})
+                 "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1", **extra})
+
+
+def unreachable_collector() -> dict[str, str]:
+    """Tracing on, to an OTLP endpoint nobody listens on (the `ours-traced` target): every
+    span is made, batched and its export fails in the SDK's thread."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
 
 
 # the telemetry variants of ours (see the module docstring)
@@ -155,12 +164,12 @@ def _ours_version(source: Path) -> str:
 
 def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, processes: int = 1,
          database_url: str | None = None, name: str = "ours", source: Path = ROOT,
-         path: str = "/v1/chat/completions") -> Target:
+         path: str = "/v1/chat/completions", extra_env: dict[str, str] | None = None) -> Target:
     """`umg serve` from `source` (this checkout, or another one given to `--compare`: its
     packages come first on PYTHONPATH, this venv's dependencies serve both); `path` is
     the route the load goes to (`/v1/responses` with `--surface responses`)."""
     url = database_url or f"sqlite:///{tmp}/{name}.db"
-    env = {**_ours_env(provider, url, source), **TELEMETRY_ENV.get(name, {})}
+    env = {**_ours_env(provider, url, source, extra_env or {}), **TELEMETRY_ENV.get(name, {})}
     key = _create_key(env, source)  # before serving: no development key is minted
     procs, urls = [], []
     for i in range(processes):
