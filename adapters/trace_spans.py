@@ -37,7 +37,8 @@ Attributes (request span / attempt span):
   body, and no key: records carry only the key prefix (adapters/observe.py), and every
   message is redacted of anything key-shaped (adapters/telemetry.py) on the way in.
 
-A span that is not being recorded (sampled out) gets no attributes built for it.
+A span that is not being recorded (sampled out) gets no attributes built for it. The
+run's `trace_id` and `span_id` go into `RunOpened.tags`, so the request log names them.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ class RunSpans(RunWatch):
         self.span = self._tracer.start_span(name, context=parent, kind=kind, links=links)
         self._context = trace.set_span_in_context(self.span)
         self._recording = self.span.is_recording()
+        ids = self.span.get_span_context()
+        if ids.is_valid:  # for the request log line (adapters/observe.py: `tags`)
+            event.tags["trace_id"] = f"{ids.trace_id:032x}"
+            event.tags["span_id"] = f"{ids.span_id:016x}"
         self._attrs: Attributes = opened_attributes(event) if self._recording else {}
         if self._recording and tracing.capture_content:
             self._attrs.update(content_attributes(event))

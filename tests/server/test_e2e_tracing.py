@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from adapters.observe import Observer, RunOpened, fan_out
 from adapters.tracing import Tracing
 from server.services import Services, attach_tracing
 from tests.fakes import FakeProvider, Fault
@@ -37,6 +38,16 @@ CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
 TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
 PROMPT = "the secret plan is seventeen purple elephants"
+
+
+class Tags(Observer):
+    """Keeps each run's `tags` (what tracing put there for the request log)."""
+
+    def __init__(self) -> None:
+        self.tags: list[dict[str, str]] = []
+
+    def run_opened(self, event: RunOpened) -> None:
+        self.tags.append(event.tags)
 
 
 def traced(services: Services, *, capture_content: bool = False) -> InMemorySpanExporter:
@@ -124,6 +135,20 @@ async def test_a_plain_call_continues_the_callers_trace_with_genai_and_gateway_a
     assert b["gen_ai.system"] == "mock"  # the older name, on attempt spans
     assert "umg.next" not in b and "umg.failure_reason" not in b  # it did not fail
     assert attempt.status.status_code is StatusCode.UNSET
+
+
+async def test_the_runs_trace_and_span_ids_are_tagged_for_the_request_log(gateway: Running) -> None:
+    exporter = traced(gateway.services)
+    tags = Tags()
+    driver = gateway.services.gateway.driver
+    driver.observer = fan_out(driver.observer, tags)  # after tracing, as the log is
+    async with gateway.client() as client:
+        r = await client.post(
+            "/v1/responses", json={"model": "mock-fast", "input": "hi"}, headers={"traceparent": TRACEPARENT}
+        )
+    assert r.status_code == 200, r.text
+    root, _ = tree(exporter)
+    assert tags.tags == [{"trace_id": CALLER_TRACE, "span_id": hex_span(root)}]
 
 
 async def test_a_stream_span_lasts_to_the_last_chunk_and_the_provider_gets_the_attempts_traceparent(
