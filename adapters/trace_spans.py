@@ -153,7 +153,7 @@ class RunSpans(RunWatch):
         parent = None if job else tracing.extract(event.trace_headers)
         links = self._links(tracing, event) if job else None
         kind = SpanKind.CONSUMER if job else SpanKind.SERVER
-        name = f"job.run {event.model}" if job else f"{event.endpoint} {event.model}"
+        name = f"{'job.run' if job else event.endpoint} {event.model}".rstrip()
         self.span = self._tracer.start_span(name, context=parent, kind=kind, links=links)
         self._context = trace.set_span_in_context(self.span)
         self._recording = self.span.is_recording()

@@ -191,6 +191,22 @@ async def test_a_stream_span_lasts_to_the_last_chunk_and_the_provider_gets_the_a
     gw.stop.set()
 
 
+async def test_a_caller_that_samples_out_gets_no_spans_but_its_trace_still_goes_upstream(
+    nursery: trio.Nursery, tmp_path: Path, fake: FakeProvider
+) -> None:
+    gw, spans = await traced_live(nursery, tmp_path, fake)
+    async with gw.client() as client:
+        r = await client.post(
+            "/v1/responses", json=ask(), headers={"traceparent": TRACEPARENT[:-2] + "00"}
+        )
+    assert r.status_code == 200, r.text
+    assert spans.get_finished_spans() == ()  # the parent-based sampler follows the caller
+    (sent,) = fake.requests
+    version, trace_id, span_id, flags = sent.headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", CALLER_TRACE, "00") and span_id != CALLER_SPAN
+    gw.stop.set()
+
+
 async def test_a_fallback_has_one_span_per_attempt_with_why_the_first_failed(
     nursery: trio.Nursery, tmp_path: Path, fake: FakeProvider
 ) -> None:
