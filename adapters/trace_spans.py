@@ -61,6 +61,7 @@ from adapters.observe import (
     RunOpened,
     RunWatch,
 )
+from adapters.storage.records import KeyRecord
 from adapters.telemetry import redact
 from adapters.tracing import Tracing
 from core.billing import format_usd
@@ -254,24 +255,47 @@ class TraceObserver(Observer):
         return RunSpans(self.tracing, event)
 
 
+class JobCreation:
+    """What `job_creation` yields: the W3C context to store with the job (`trace`), and
+    `created(job_id)` to name the job on the span."""
+
+    def __init__(self, span: Span | None, trace_headers: dict[str, str]) -> None:
+        self.span = span
+        self.trace = trace_headers
+
+    def created(self, job_id: str) -> None:
+        if self.span is not None and self.span.is_recording():
+            self.span.set_attribute("umg.job_id", job_id)
+
+
 @contextmanager
-def job_creation(tracing: Tracing | None, headers: Mapping[str, str]) -> Iterator[dict[str, str]]:
-    """The SERVER span `jobs.create` around the creation of a job (continuing the caller's
-    `traceparent`); yields the W3C context to store with the job, which its runs link to.
+def job_creation(
+    tracing: Tracing | None, headers: Mapping[str, str], key: KeyRecord
+) -> Iterator[JobCreation]:
+    """The SERVER span `jobs.create` around the creation of a job by `key` (continuing
+    the caller's `traceparent`), whose context the job stores for its runs to link to.
     With tracing off: no span, and nothing to store. A refusal marks the span failed."""
     if tracing is None:
-        yield {}
+        yield JobCreation(None, {})
         return
-    span = tracing.tracer.start_span("jobs.create", context=tracing.extract(headers), kind=SpanKind.SERVER)
+    span = tracing.tracer.start_span(
+        "jobs.create", context=tracing.extract(headers), kind=SpanKind.SERVER,
+        attributes={
+            "umg.endpoint": JOB_ENDPOINT, "umg.key_prefix": key.prefix,
+            "umg.tenant": key.tenant, "umg.project": key.project,
+        },
+    )
     carrier: dict[str, str] = {}
     tracing.inject(carrier, trace.set_span_in_context(span))
     try:
-        yield carrier
+        yield JobCreation(span, carrier)
     except GatewayError as err:
-        _fail(span, _error_type(err), err.message)
+        found: Attributes = {}
+        _fail(span, found, _error_type(err), err.message)
+        span.set_attributes(found)
         raise
     finally:
         span.end()
 
 
-__all__ = ["RunSpans", "TraceObserver", "job_creation"]
+__all__ = ["JobCreation", "RunSpans", "TraceObserver", "job_creation"]

@@ -45,7 +45,7 @@ INSTRUMENTATION = "umg"
 
 def one_line(span: ReadableSpan) -> str:
     """A span as one line of JSON (the console exporter's format)."""
-    return span.to_json(indent=None) + "\n"
+    return str(span.to_json(indent=None)) + "\n"
 
 
 def exporters(settings: TracingSettings) -> list[SpanExporter]:

@@ -91,11 +91,13 @@ async def _create(services: Services, key: KeyRecord, body: dict[str, Any]) -> J
     try:
         parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
         incoming = {k.lower(): v for k, v in request.headers.items() if k.lower() in TRACE_KEYS}
-        with job_creation(services.tracing, incoming) as trace:
-            return await _service(services).create(
-                key, parsed, json.loads(to_json(inner)), hook, trace=trace, events=wanted,
+        with job_creation(services.tracing, incoming, key) as traced:
+            job = await _service(services).create(
+                key, parsed, json.loads(to_json(inner)), hook, trace=traced.trace, events=wanted,
                 deadline=deadline,
             )
+            traced.created(job.id)
+            return job
     except (InvalidRequest, NotFound) as err:
         err.param = f"request.{err.param}" if err.param else "request"
         raise

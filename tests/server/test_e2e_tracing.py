@@ -287,6 +287,15 @@ async def test_a_jobs_run_is_a_span_linked_to_the_request_that_created_it(
     assert f"{link.context.span_id:016x}" == hex_span(create)
     assert parent_of(attempt) == hex_span(run)
     assert attrs(run)["umg.endpoint"] == "jobs" and attrs(run)["umg.status"] == "ok"
+    assert attrs(create)["umg.job_id"] == r.json()["id"]
+    assert (attrs(create)["umg.tenant"], attrs(create)["umg.project"]) == ("t1", "p1")
+    # a job refused at creation (an unknown model): its creation span says so
+    async with gw.client() as client:
+        r = await client.post("/v1/jobs", json={"request": {"model": "no-such-model", "input": "x"}})
+    assert r.status_code == 404, r.text
+    (refused,) = [s for s in exporter.get_finished_spans() if s.name == "jobs.create" and "umg.job_id" not in attrs(s)]
+    assert refused.status.status_code is StatusCode.ERROR
+    assert attrs(refused)["error.type"] == r.json()["error"]["code"]
     gw.stop.set()
 
 
