@@ -1,0 +1,107 @@
+"""What tracing's observer (adapters/trace_spans.py) costs one run, measured in process.
+
+Feeds the observer the records of one answered run (opened, attempt started, first
+chunk, metered, attempt ended, finished: two spans) `--runs` times, for each setup in
+turn, `--rounds` times, and prints the median CPU microseconds per run (all threads, so
+the batch processor's export thread counts). Setups: `bare` (a tracer provider with no
+processor: making the spans and their attributes), `batch` (a BatchSpanProcessor whose
+exporter drops everything), `unreachable` (a BatchSpanProcessor exporting over OTLP/HTTP
+to a port nobody listens on, as `bench/run.py`'s `ours-traced`).
+
+    python -m bench.tracing_cost [--runs 5000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from adapters.config import TracingSettings
+from adapters.observe import (
+    AttemptEnded,
+    AttemptStarted,
+    FirstChunk,
+    Metered,
+    RunFinished,
+    RunOpened,
+)
+from adapters.storage.records import UsageRecord
+from adapters.telemetry import configure_logging
+from adapters.trace_spans import TraceObserver
+from adapters.tracing import Tracing, exporters
+from core.model import Usage
+
+
+class Dropping(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def processors(setup: str) -> list[SpanProcessor]:
+    if setup == "bare":
+        return []
+    if setup == "batch":
+        return [BatchSpanProcessor(Dropping())]
+    url = f"http://127.0.0.1:{unused_port()}/v1/traces"
+    return [BatchSpanProcessor(e) for e in exporters(TracingSettings(("otlp",), url))]
+
+
+ROW = UsageRecord(
+    id="use_1", request_id="req_1", at=datetime.now(UTC), tenant="t1", project="p1", key_id="k1",
+    endpoint="chat.completions", model="gpt-4.1", provider="openai", deployment="openai/gpt-4.1",
+    input_tokens=500, output_tokens=20, cached_input_tokens=0, cache_write_tokens=0,
+    reasoning_tokens=0, cost=Decimal("0.00116"), price_version="v1", status="ok", error_code=None,
+    latency_ms=12, ttft_ms=None, attempts=1, stream=False,
+)
+
+
+def one_run(observer: TraceObserver) -> None:
+    watch = observer.run_opened(RunOpened(
+        "req_1", "req_1", "chat.completions", "abcd", "k1", "t1", "p1", "gpt-4.1", False, "cost",
+        {}, 0.0,
+    ))
+    watch.attempt_started(AttemptStarted(1, "openai/gpt-4.1", "openai", "gpt-4.1", "api.openai.com", 443, 0.0))
+    watch.first_chunk(FirstChunk(1, 0.01, 0.01))
+    watch.metered(Metered(1, Usage(500, 20), Decimal("0.00116")))
+    watch.attempt_ended(AttemptEnded(
+        1, "openai/gpt-4.1", "openai", True, None, None, "answered", 0.02, "gpt-4.1", "stop"
+    ))
+    watch.run_finished(RunFinished(ROW, "cost", "stop", None, "gpt-4.1", 1.0, 0.02))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    configure_logging("warning")  # as `umg serve` does: the per-span queue-full warning is off
+    setups = ("bare", "batch", "unreachable")
+    observers = {s: TraceObserver(Tracing(processors(s))) for s in setups}
+    samples: dict[str, list[float]] = {s: [] for s in setups}
+    for _ in range(args.rounds):
+        for setup in setups:
+            started = time.process_time()
+            for _ in range(args.runs):
+                one_run(observers[setup])
+            samples[setup].append((time.process_time() - started) / args.runs * 1e6)
+    for setup in setups:
+        print(f"{setup:12s} median {statistics.median(samples[setup]):6.1f} us CPU/run "
+              f"over {args.rounds} rounds of {args.runs}")
+
+
+if __name__ == "__main__":
+    main()
