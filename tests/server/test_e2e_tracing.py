@@ -11,6 +11,7 @@ span), and that no span of a run holds the client's key, a provider key or the p
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from adapters.observe import Observer, RunOpened, fan_out
 from adapters.tracing import Tracing
 from server.services import Services, attach_tracing
 from tests.fakes import FakeProvider, Fault
@@ -31,23 +31,14 @@ from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as mock_settings
 from tests.server.live import PROVIDER_KEYS
 from tests.server.test_e2e_failures import ask, fake, only_row, start_live
+from tests.server.test_e2e_telemetry import log_lines, parsed
 
-__all__ = ["fake"]  # the fixture, re-used
+__all__ = ["fake", "log_lines"]  # the fixtures, re-used
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
 TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
 PROMPT = "the secret plan is seventeen purple elephants"
-
-
-class Tags(Observer):
-    """Keeps each run's `tags` (what tracing put there for the request log)."""
-
-    def __init__(self) -> None:
-        self.tags: list[dict[str, str]] = []
-
-    def run_opened(self, event: RunOpened) -> None:
-        self.tags.append(event.tags)
 
 
 def traced(services: Services, *, capture_content: bool = False) -> InMemorySpanExporter:
@@ -146,18 +137,20 @@ async def test_a_plain_call_continues_the_callers_trace_with_genai_and_gateway_a
     assert attempt.status.status_code is StatusCode.UNSET
 
 
-async def test_the_runs_trace_and_span_ids_are_tagged_for_the_request_log(gateway: Running) -> None:
+async def test_the_request_log_line_names_the_span_and_both_carry_the_ledger_rows_id(
+    gateway: Running, log_lines: io.StringIO
+) -> None:
     exporter = traced(gateway.services)
-    tags = Tags()
-    driver = gateway.services.gateway.driver
-    driver.observer = fan_out(driver.observer, tags)  # after tracing, as the log is
     async with gateway.client() as client:
         r = await client.post(
             "/v1/responses", json={"model": "mock-fast", "input": "hi"}, headers={"traceparent": TRACEPARENT}
         )
     assert r.status_code == 200, r.text
     root, _ = tree(exporter)
-    assert tags.tags == [{"trace_id": CALLER_TRACE, "span_id": hex_span(root)}]
+    row = await only_row(gateway)
+    (line,) = parsed(log_lines, "request")
+    assert (line["trace_id"], line["span_id"]) == (CALLER_TRACE, hex_span(root))
+    assert line["request_id"] == attrs(root)["umg.request_id"] == row.request_id
 
 
 async def test_a_stream_span_lasts_to_the_last_chunk_and_the_provider_gets_the_attempts_traceparent(
@@ -312,7 +305,7 @@ def span_texts(spans: Iterator[ReadableSpan] | tuple[ReadableSpan, ...]) -> list
 
 
 async def test_no_span_holds_a_key_or_the_prompt_with_content_capture_off(
-    nursery: trio.Nursery, tmp_path: Path, fake: FakeProvider
+    nursery: trio.Nursery, tmp_path: Path, fake: FakeProvider, log_lines: io.StringIO
 ) -> None:
     gw, spans = await traced_live(nursery, tmp_path, fake)
     # a fallback whose failure quotes the provider key, a stream cut, an answer
@@ -327,9 +320,12 @@ async def test_no_span_holds_a_key_or_the_prompt_with_content_capture_off(
     finished = spans.get_finished_spans()
     assert len([s for s in finished if s.kind is SpanKind.SERVER]) == 3
     texts = "\n".join(span_texts(finished))
+    logged = log_lines.getvalue()
+    assert len(parsed(log_lines, "request")) == 3 and logged.count('"trace_id"') >= 3
     assert "upstream broke for key" in texts  # the failure's message is there...
     for secret in (gw.key, *PROVIDER_KEYS.values(), PROMPT, "purple elephants"):
         assert secret not in texts  # ...but no key, and never the prompt
+        assert secret not in logged  # nor in the log lines of the same run
     gw.stop.set()
 
 
