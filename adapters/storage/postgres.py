@@ -509,33 +509,12 @@ class PostgresStorage(LedgerReads):
     # -- stored response events (adapters/storage/streams.py) --------------------------
 
     async def stream_write(self, writes: Sequence[StreamWrite]) -> None:
-        heads, events = stream_sql.head_rows(writes), stream_sql.event_rows(writes)
-
-        def apply(c: Conn) -> None:
-            with c.cursor() as cur:
-                cur.executemany(stream_sql.upsert_head_sql("%s"), heads)
-                if events:
-                    cur.executemany(stream_sql.insert_event_sql("%s"), events)
-
-        await self._run(apply)
+        await self._run(lambda c: stream_sql.write(c, "%s", writes))
 
     async def stream_read(
         self, tenant: str, stream_id: str, after: int
     ) -> tuple[StreamHead | None, list[StoredEvent]]:
-        def read(c: Conn) -> tuple[StreamHead | None, list[StoredEvent]]:
-            row = c.execute(stream_sql.head_sql("%s"), (stream_id, tenant)).fetchone()
-            if row is None:
-                return None, []
-            found = c.execute(stream_sql.events_sql("%s"), (stream_id, after)).fetchall()
-            return stream_sql.head_of(row), [stream_sql.event_of(r) for r in found]
-
-        return await self._run(read)
+        return await self._run(lambda c: stream_sql.read(c, "%s", tenant, stream_id, after))
 
     async def stream_prune(self, now: float) -> int:
-        events, heads = stream_sql.prune_sql("%s")
-
-        def apply(c: Conn) -> int:
-            c.execute(events, (now,))
-            return int(c.execute(heads, (now,)).rowcount)
-
-        return await self._run(apply)
+        return await self._run(lambda c: stream_sql.prune(c, "%s", now))

@@ -534,31 +534,12 @@ class SQLiteStorage(LedgerReads):
     # -- stored response events (adapters/storage/streams.py) --------------------------
 
     async def stream_write(self, writes: Sequence[StreamWrite]) -> None:
-        heads, events = stream_sql.head_rows(writes), stream_sql.event_rows(writes)
-
-        def apply(c: Conn) -> None:
-            c.executemany(stream_sql.upsert_head_sql("?"), heads)
-            c.executemany(stream_sql.insert_event_sql("?"), events)
-
-        await self._tx(apply)
+        await self._tx(lambda c: stream_sql.write(c, "?", writes))
 
     async def stream_read(
         self, tenant: str, stream_id: str, after: int
     ) -> tuple[StreamHead | None, list[StoredEvent]]:
-        def read(c: Conn) -> tuple[StreamHead | None, list[StoredEvent]]:
-            row = c.execute(stream_sql.head_sql("?"), (stream_id, tenant)).fetchone()
-            if row is None:
-                return None, []
-            found = c.execute(stream_sql.events_sql("?"), (stream_id, after)).fetchall()
-            return stream_sql.head_of(row), [stream_sql.event_of(r) for r in found]
-
-        return await self._run(read)
+        return await self._run(lambda c: stream_sql.read(c, "?", tenant, stream_id, after))
 
     async def stream_prune(self, now: float) -> int:
-        events, heads = stream_sql.prune_sql("?")
-
-        def apply(c: Conn) -> int:
-            c.execute(events, (now,))
-            return int(c.execute(heads, (now,)).rowcount)
-
-        return await self._tx(apply)
+        return await self._tx(lambda c: stream_sql.prune(c, "?", now))

@@ -102,3 +102,33 @@ def head_of(row: Sequence[Any]) -> StreamHead:
 
 def event_of(row: Sequence[Any]) -> StoredEvent:
     return StoredEvent(int(row[0]), None if row[1] is None else str(row[1]), str(row[2]))
+
+
+# -- the three operations, on a DB-API connection (sqlite3 or psycopg) in a transaction --
+
+
+def write(c: Any, mark: str, writes: Sequence[StreamWrite]) -> None:
+    """Upsert each head and add its new events."""
+    cur = c.cursor()
+    cur.executemany(upsert_head_sql(mark), head_rows(writes))
+    events = event_rows(writes)
+    if events:
+        cur.executemany(insert_event_sql(mark), events)
+
+
+def read(
+    c: Any, mark: str, tenant: str, stream_id: str, after: int
+) -> tuple[StreamHead | None, list[StoredEvent]]:
+    """The tenant's head (None: absent or another tenant's) and its events after `after`."""
+    row = c.execute(head_sql(mark), (stream_id, tenant)).fetchone()
+    if row is None:
+        return None, []
+    found = c.execute(events_sql(mark), (stream_id, after)).fetchall()
+    return head_of(row), [event_of(r) for r in found]
+
+
+def prune(c: Any, mark: str, now: float) -> int:
+    """Delete every expired stream, events first; how many heads went."""
+    events, heads = prune_sql(mark)
+    c.execute(events, (now,))
+    return int(c.execute(heads, (now,)).rowcount)
