@@ -54,7 +54,9 @@ class Chaos:
     Each faulted request gets one of: a 500; a 429 with `retry-after: 0` or `1`; a reset
     (the connection closed without an answer); a stall (`stall` seconds before the
     headers); and on streams a cut after two chunks or the provider's mid-stream error
-    event. Seeded, so a run can be repeated; `counts` tallies what was injected.
+    event. Whether a request is faulted is drawn (seeded); which fault it gets goes round
+    the menu in turn, one turn for streams and one for the rest, so a short run meets every
+    kind whatever order concurrent requests arrive in. `counts` tallies what was injected.
     """
 
     rate: float
@@ -62,6 +64,7 @@ class Chaos:
     stall: float = 1.0
     counts: dict[str, int] = field(factory=dict)
     _draw: random.Random = field(init=False)
+    _turns: dict[bool, int] = field(init=False, factory=lambda: {False: 0, True: 0})
 
     def __attrs_post_init__(self) -> None:
         self._draw = random.Random(self.seed)
@@ -77,7 +80,9 @@ class Chaos:
         }
         if stream:
             menu |= {"cut": Fault(cut_after=2), "error_event": Fault(error_event_after=2)}
-        name = self._draw.choice(sorted(menu))
+        kinds = sorted(menu)
+        name = kinds[self._turns[stream] % len(kinds)]
+        self._turns[stream] += 1
         self.counts[name] = self.counts.get(name, 0) + 1
         return menu[name]
 
