@@ -54,7 +54,7 @@ def test_plain_stream_and_usage(gateway: Served, surface: str) -> None:
     agent = Agent(model(gateway, surface))
     result = agent.run_sync(PROMPT)
     assert is_mock_answer(result.output)
-    assert result.usage().output_tokens == len(result.output.split())
+    assert result.usage.output_tokens == len(result.output.split())
 
     async def streamed() -> str:
         async with agent.run_stream(PROMPT) as run:
@@ -67,7 +67,7 @@ def test_plain_stream_and_usage(gateway: Served, surface: str) -> None:
 def test_tool_round_trip(gateway: Served, surface: str) -> None:
     result = weather_agent(model(gateway, surface)).run_sync(TOOL_PROMPT)
     assert is_mock_answer(result.output, TOOL_PROMPT)
-    assert result.usage().requests == 2 and result.usage().tool_calls == 1
+    assert result.usage.requests == 2 and result.usage.tool_calls == 1
 
 
 # pydantic-ai's profile of claude-sonnet-4 has no native (output_config) structured output
