@@ -31,6 +31,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
+from server import connection_guard
 from server.app import create_app
 from server.services import Services
 
@@ -135,6 +136,7 @@ async def serve(
                 await background(services)
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+            connection_guard.install()
             try:
                 await hypercorn_serve(
                     _FinishResponses(app),
