@@ -37,6 +37,11 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
   share (`claim_record`, `heartbeat_fn`): the SQL only finds and locks the row. So a
   job whose attempts are spent, or whose deadline passed, ends `failed`
   (`job_attempts_exhausted` / `job_deadline_exceeded`) instead of being run again.
+- `prune` deletes in bounded batches, one transaction each (`prune.py`): only what the
+  cut-offs of `core.retention` let go, never a running job, a held idempotency claim,
+  a live stream or the current budget period. On SQLite a period pruned from the file
+  is dropped from the owner's memory too (unless changed there and not yet committed:
+  then it is kept).
 - The ledger reads (`ledger_page`, `usage_series`, `usage_histogram`) are the same SQL
   on both backends (`ledger.py`, one `Dialect` each): `LedgerReads` runs them, given a
   backend's dialect, its way to run a query, and its row decoder.
@@ -65,6 +70,7 @@ from adapters.storage.records import BudgetRecord, DeliveryRecord, JobRecord, Ke
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core import outbox
+from core.retention import Cutoffs
 
 T = TypeVar("T")
 
@@ -397,3 +403,11 @@ class Storage(Protocol):
 
     async def stream_prune(self, now: float) -> int:
         """Delete every stream (head and events) with `expires_at <= now`; how many."""
+
+    # -- retention (prune.py; core/retention.py decides what may go) -------------------
+    async def prune(self, store: str, cut: Cutoffs, limit: int) -> int:
+        """Delete at most `limit` rows of each table of `store` (`core.retention.STORES`)
+        that `cut` lets go, in one short transaction; how many (0: nothing is left)."""
+
+    async def prunable(self, store: str, cut: Cutoffs) -> int:
+        """How many rows of `store` a prune at `cut` would delete now (deletes nothing)."""

@@ -69,6 +69,9 @@ class StateTable:
     def mark_dirty(self, scopes: list[str]) -> None:
         self._dirty.update(s for s in scopes if s in self._rows)
 
+    def dirty_scopes(self) -> frozenset[str]:
+        return frozenset(self._dirty)
+
     def drop(self, scope: str) -> None:
         """Forget a scope (its committed value is read again on next use)."""
         self._rows.pop(scope, None)

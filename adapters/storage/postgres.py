@@ -47,6 +47,7 @@ from psycopg import errors as pg_errors
 
 from adapters.clock import Clock
 from adapters.storage import codec, idem_rows, rollup
+from adapters.storage import prune as prune_sql
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
     JOB_COUNTS,
@@ -76,6 +77,7 @@ from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core import outbox
 from core.errors import Conflict, StorageUnavailable
+from core.retention import STORES, Cutoffs
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -518,3 +520,30 @@ class PostgresStorage(LedgerReads):
 
     async def stream_prune(self, now: float) -> int:
         return await self._run(lambda c: stream_sql.prune(c, "%s", now))
+
+    # -- retention (adapters/storage/prune.py) -----------------------------------------
+
+    async def prune(self, store: str, cut: Cutoffs, limit: int) -> int:
+        if store not in STORES:
+            raise ValueError(f"no store {store!r} to prune")
+        f = prune_sql.POSTGRES
+        if store == "budget_periods":
+            gone = await self._run(lambda c: prune_sql.budget_batch(c, f, cut, limit, _never))
+            return len(gone)
+        tables = prune_sql.targets(store)
+        return await self._run(lambda c: sum(prune_sql.delete_batch(c, f, t, cut, limit) for t in tables))
+
+    async def prunable(self, store: str, cut: Cutoffs) -> int:
+        if store not in STORES:
+            raise ValueError(f"no store {store!r} to prune")
+        f = prune_sql.POSTGRES
+        if store == "budget_periods":
+            found = await self._run(lambda c: prune_sql.prunable_scopes(c, f, cut, None, _never))
+            return len(found)
+        tables = prune_sql.targets(store)
+        return await self._run(lambda c: sum(prune_sql.count(c, f, t, cut) for t in tables))
+
+
+def _never(scope: str) -> bool:
+    del scope
+    return False

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import trio
 
 from adapters.storage import codec, idem_rows, outbox_sql, rollup
+from adapters.storage import prune as prune_sql
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
     JOB_COUNTS,
@@ -79,6 +80,7 @@ from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core import outbox
 from core.errors import Conflict
+from core.retention import STORES, Cutoffs
 
 T = TypeVar("T")
 log = logging.getLogger("umg.storage")
@@ -543,3 +545,31 @@ class SQLiteStorage(LedgerReads):
 
     async def stream_prune(self, now: float) -> int:
         return await self._tx(lambda c: stream_sql.prune(c, "?", now))
+
+    # -- retention (adapters/storage/prune.py) -----------------------------------------
+
+    async def prune(self, store: str, cut: Cutoffs, limit: int) -> int:
+        if store not in STORES:
+            raise ValueError(f"no store {store!r} to prune")
+        f = prune_sql.SQLITE
+        if store == "budget_periods":
+            pending = self._states.dirty_scopes()  # changed in memory: kept this time
+            gone = await self._tx(lambda c: prune_sql.budget_batch(c, f, cut, limit, pending.__contains__))
+            still = self._states.dirty_scopes()
+            for scope in gone:
+                if scope not in still:
+                    self._states.drop(scope)
+            return len(gone)
+        tables = prune_sql.targets(store)
+        return await self._tx(lambda c: sum(prune_sql.delete_batch(c, f, t, cut, limit) for t in tables))
+
+    async def prunable(self, store: str, cut: Cutoffs) -> int:
+        if store not in STORES:
+            raise ValueError(f"no store {store!r} to prune")
+        f = prune_sql.SQLITE
+        if store == "budget_periods":
+            pending = self._states.dirty_scopes()
+            found = await self._run(lambda c: prune_sql.prunable_scopes(c, f, cut, None, pending.__contains__))
+            return len(found)
+        tables = prune_sql.targets(store)
+        return await self._run(lambda c: sum(prune_sql.count(c, f, t, cut) for t in tables))
