@@ -26,6 +26,7 @@ from core import idempotency
 from core.attempts import AttemptPolicy
 from core.catalog import Catalog, catalog_from_data, merge_catalog_data
 from core.health import HealthPolicy
+from core.retention import RetentionPolicy
 from core.webhooks import RETRY_DELAYS
 
 
@@ -190,6 +191,29 @@ def _idempotency(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> idempot
     return idempotency.Policy(**section)
 
 
+RETENTION_ENV = (
+    ("ledger_days", "UMG_RETENTION_LEDGER_DAYS", int),
+    ("jobs_days", "UMG_RETENTION_JOBS_DAYS", int),
+    ("outbox_days", "UMG_RETENTION_OUTBOX_DAYS", int),
+    ("budget_periods_days", "UMG_RETENTION_BUDGET_PERIODS_DAYS", int),
+    ("interval_seconds", "UMG_RETENTION_INTERVAL_SECONDS", float),
+    ("batch_rows", "UMG_RETENTION_BATCH_ROWS", int),
+)
+
+
+def _retention(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> RetentionPolicy:
+    """`[retention]` (unknown keys refused), then one `UMG_RETENTION_*` variable per key."""
+    section = _table(file_cfg, "retention", RetentionPolicy)
+    for name, var, kind in RETENTION_ENV:
+        if var in env:
+            try:
+                section[name] = kind(env[var])
+            except ValueError:
+                what = "a whole number" if kind is int else "a number"
+                raise ConfigError(f"{var} must be {what}, not {env[var]!r}") from None
+    return RetentionPolicy(**section)
+
+
 TRACE_EXPORTERS = ("otlp", "console")
 
 
@@ -328,6 +352,7 @@ class Settings:
     idempotency: idempotency.Policy = field(factory=idempotency.Policy)
     budgets: tuple[BudgetSetting, ...] = ()  # [[budgets]]: written to storage at start
     tracing: TracingSettings = field(factory=TracingSettings)
+    retention: RetentionPolicy = field(factory=RetentionPolicy)
     log_level: str = field(default="info", validator=_log_level)
     # httpx, httpcore, hypercorn (adapters/telemetry.py); never below log_level
     third_party_log_level: str = field(default="warning", validator=_log_level)
@@ -512,6 +537,7 @@ def load_settings(
             health=HealthPolicy(**_table(file_cfg, "health", HealthPolicy)),
             idempotency=_idempotency(file_cfg, env),
             budgets=_budgets(file_cfg),
+            retention=_retention(file_cfg, env),
             log_level=str(env.get("LOG_LEVEL") or server.get("log_level", "info")).lower(),
             third_party_log_level=str(
                 env.get("UMG_THIRD_PARTY_LOG_LEVEL") or server.get("third_party_log_level", "warning")

@@ -1,5 +1,5 @@
 """The `umg` command: `serve`, `worker`, `keys create | list | revoke`, `budgets set | list |
-delete`, `webhooks secret`.
+delete`, `webhooks secret`, `prune`.
 
 Owns: the command line. Settings come from `adapters.config.load_settings` (file <
 environment < flags). `umg serve` on an empty database mints a development key and prints
@@ -14,6 +14,8 @@ development key is an admin key (`--admin`): it can use the admin API and the co
 `budgets set --tenant T [--project P] --limit-usd N --period month` sets a project's
 budget (without `--project`: the tenant's); running gateways apply it within
 `adapters.budgets.BUDGET_CACHE_SECONDS`.
+`prune [--dry-run]` deletes what `[retention]` no longer keeps (docs/operations.md,
+"Retention") and prints the rows per store.
 `webhooks secret --tenant T` prints the tenant's webhook signing secret (the one
 `GET /v1/webhooks/secret` shows), creating it on first use.
 """
@@ -38,6 +40,7 @@ from adapters.admin import create_key
 from adapters.budgets import budget_record
 from adapters.clock import Clock
 from adapters.config import LOG_LEVELS, ConfigError, Settings, load_settings, parse_budget
+from adapters.retention import prune_once
 from adapters.storage import SQLITE_PREFIX, open_storage
 from adapters.storage.records import BudgetRecord, KeyRecord
 from adapters.telemetry import configure_logging
@@ -195,6 +198,12 @@ def _parser() -> argparse.ArgumentParser:
         parents=later,
     )  # fmt: skip
     secret.add_argument("--tenant", required=True)
+    prune = sub.add_parser(
+        "prune", help="delete what [retention] no longer keeps, and print the rows per store",
+        parents=later,
+    )  # fmt: skip
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    prune.add_argument("--json", action="store_true", help="print a JSON object")
     return parser
 
 
@@ -241,7 +250,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     """`umg worker`: the job workers and webhook deliveries of `serve`, without HTTP."""
     from server.serve import wait_for_signal
     from server.services import build_services
-    from server.workers import run_workers
+    from server.workers import run_prune, run_workers
 
     del args
     services = await build_services(settings)
@@ -250,6 +259,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         async with trio.open_nursery() as nursery:
             await nursery.start(wait_for_signal, signalled)
             nursery.start_soon(run_workers, services)
+            nursery.start_soon(run_prune, services)
             print(
                 f"Worker running: {settings.jobs.workers} job workers,"
                 f" {settings.webhooks.workers} webhook delivery workers", flush=True,
@@ -270,6 +280,26 @@ async def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         await storage.close()
+
+
+async def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    """`umg prune`: one prune of every store now (adapters/retention.py)."""
+    storage = open_storage(settings.database_url)
+    await storage.migrate()
+    try:
+        counts = await prune_once(
+            storage, settings.retention, settings.idempotency.ttl_seconds, Clock().epoch(),
+            dry_run=args.dry_run,
+        )  # fmt: skip
+    finally:
+        await storage.close()
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "rows": counts}))
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    for store, n in counts.items():
+        print(f"{store}: {verb} {n} rows")
+    return 0
 
 
 def _budget_line(rec: BudgetRecord) -> str:
@@ -463,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(_budgets, args, settings)
     if args.command == "webhooks":
         return trio.run(_webhooks, args, settings)
+    if args.command == "prune":
+        return trio.run(_prune, args, settings)
     if args.command == "worker":
         return trio.run(_worker, args, settings)
     status = 1

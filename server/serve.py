@@ -2,7 +2,8 @@
 
 Owns: process lifetime. `serve(services, host, port, task_status=...)` binds (port 0
 works: the bound URL is reported through `task_status`, so tests can start the real
-server), runs background workers (jobs) beside Hypercorn, and on shutdown:
+server), runs background workers (jobs) and the periodic prune (adapters/retention.py)
+beside Hypercorn, and on shutdown:
   0. marks the process as draining (`/readyz` answers 503 "draining"; WebSocket
      connections take no new requests and close with 1001 once their requests are
      done; new WebSocket handshakes are refused) and, if `prestop_seconds` > 0, keeps
@@ -11,9 +12,9 @@ server), runs background workers (jobs) beside Hypercorn, and on shutdown:
   2. gives in-flight streams (SSE and WebSocket requests) `drain_seconds` to finish on
      their own, then ends each one with an explicit error event (never a silent cut);
   3. waits for in-flight requests (Hypercorn's graceful timeout, longer than the drain);
-  4. stops the job workers (a job they were running keeps its lease and is picked up
-     again after a restart) and closes storage; ledger rows are written inline and
-     shielded, so there is nothing left to flush.
+  4. stops the job workers and the prune (a job they were running keeps its lease and
+     is picked up again after a restart) and closes storage; ledger rows are written
+     inline and shielded, so there is nothing left to flush.
 
 Idle keep-alive connections are closed at step 1, not after the graceful timeout: see
 `_FinishResponses` for the quart-trio/hypercorn interaction that otherwise kept them open.
@@ -129,11 +130,14 @@ async def serve(
     async with trio.open_nursery() as nursery:
         background_scope = trio.CancelScope()
 
-        async def run_workers() -> None:
-            from server.workers import run_workers as background
+        async def run_background() -> None:
+            from server.workers import run_prune, run_workers
 
             with background_scope:
-                await background(services)
+                async with trio.open_nursery() as background:
+                    if workers:
+                        background.start_soon(run_workers, services)
+                    background.start_soon(run_prune, services)
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
             connection_guard.install()
@@ -152,8 +156,7 @@ async def serve(
             # log "listening") before it starts the trigger's task, so a SIGTERM just after
             # that line would otherwise find no handler and kill the process undrained.
             await nursery.start(wait_for_signal, signalled)
-        if workers:
-            nursery.start_soon(run_workers)
+        nursery.start_soon(run_background)
         binds: list[str] = await nursery.start(run_http)
         log.info("gateway listening on %s", binds[0], extra={"event": "startup", "url": binds[0]})
         task_status.started(binds[0])

@@ -23,6 +23,7 @@ from adapters.storage.keycache import KEY_CACHE_SECONDS
 from adapters.stream_log import StreamSettings
 from core.attempts import AttemptPolicy
 from core.health import HealthPolicy
+from core.retention import RetentionPolicy
 from server.cli import _parser
 from server.services import build_providers, serving_catalog
 from tests.server.conftest import Running
@@ -295,7 +296,7 @@ def test_the_example_shows_defaults_except_where_it_says_so() -> None:
     objects: dict[str, Any] = {
         "": defaults, "server": defaults, "limits": defaults.limits, "jobs": defaults.jobs,
         "attempts": defaults.attempts, "timeouts": defaults.timeouts, "health": defaults.health,
-        "streams": defaults.streams,
+        "streams": defaults.streams, "retention": defaults.retention,
     }  # fmt: skip
     table = ""
     checked = 0
@@ -334,6 +335,7 @@ async def test_documented_example_config_loads(tmp_path: Path) -> None:
         ("timeouts", Timeouts, settings.timeouts),
         ("health", HealthPolicy, settings.health),
         ("streams", StreamSettings, settings.streams),
+        ("retention", RetentionPolicy, settings.retention),
     ):
         names = {a.name for a in attrs.fields(cls)}
         assert set(raw[section]) == names, section
