@@ -111,3 +111,7 @@ clean:
 # The Idempotency-Key layer alone (server/idempotent.py), with and without the header.
 bench-idempotency: $(STAMP)
 	$(BIN)/python -m bench.idempotency
+
+# A prune (core/retention.py) of a 1,000,000-row ledger: its time and longest batch.
+bench-prune: $(STAMP)
+	$(BIN)/python -m bench.prune --rows $(ROWS)

@@ -5,8 +5,8 @@ as SQL written once with the driver's placeholder, and deleting them in bounded
 batches on a DB-API connection (sqlite3 or psycopg) inside the caller's transaction.
 
 Rules:
-- A batch selects at most `limit` rows of a table that match its condition, in key
-  order (Postgres: `FOR UPDATE SKIP LOCKED`, so the condition holds for the rows it
+- A batch selects at most `limit` rows of a table that match its condition, in no
+  particular order (Postgres: `FOR UPDATE SKIP LOCKED`, so the condition holds for the rows it
   locked, rechecked on a row another transaction just changed, and a row someone holds
   is left for the next run; SQLite holds the database's write lock from `BEGIN
   IMMEDIATE`), deletes the rows that depend on them first (a stream's events), then
@@ -136,9 +136,8 @@ def delete_batch(c: Any, f: Flavor, t: Target, cut: Cutoffs, limit: int) -> int:
     if args is None or limit < 1:
         return 0
     keys = ", ".join(t.keys)
-    select = (
-        f"SELECT {keys} FROM {t.table} WHERE {_cond(t, f)} ORDER BY {keys} LIMIT {f.mark}{f.lock}"
-    )
+    # no ORDER BY: the first rows the condition's index finds, not a sort of all of them
+    select = f"SELECT {keys} FROM {t.table} WHERE {_cond(t, f)} LIMIT {f.mark}{f.lock}"
     rows = [tuple(r) for r in c.execute(select, (*args, limit)).fetchall()]
     if not rows:
         return 0
