@@ -14,6 +14,10 @@ Rules:
   hour "2026-11-26T13:00:00Z", day "2026-11-26", month "2026-11". With an empty
   `group_by` every row falls in one group keyed `()` (none when there are no rows), so
   the groups always add up to the totals.
+- `combine(parts)`: the same summary from partial sums, each a (group key, Totals) of
+  some of the rows (storage sums the rollup's whole hours and the ledger's edges in SQL,
+  `adapters/storage/ledger.py`); parts of one key add up exactly, so combining the
+  parts of any split of the rows equals `aggregate` of the rows.
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ DIMENSIONS: Mapping[str, Callable[[LedgerRow], str]] = {
 }
 
 
-def _check_group_by(group_by: tuple[str, ...]) -> None:
+def check_group_by(group_by: tuple[str, ...]) -> None:
     for name in group_by:
         if name not in DIMENSIONS:
             raise InvalidRequest(
@@ -136,15 +140,20 @@ def _check_group_by(group_by: tuple[str, ...]) -> None:
 
 def aggregate(rows: Iterable[LedgerRow], group_by: tuple[str, ...]) -> UsageSummary:
     """Sum `rows` overall and per distinct value of the `group_by` dimensions."""
-    _check_group_by(group_by)
+    check_group_by(group_by)
     keyers = [(name, DIMENSIONS[name]) for name in group_by]
+    return combine(
+        (tuple((name, keyer(row)) for name, keyer in keyers), Totals.of(row)) for row in rows
+    )
+
+
+def combine(parts: Iterable[tuple[GroupKey, Totals]]) -> UsageSummary:
+    """The summary of rows given as partial sums per group key (see the rules)."""
     totals = Totals()
     groups: dict[GroupKey, Totals] = {}
-    for row in rows:
-        one = Totals.of(row)
-        totals = totals + one
-        key = tuple((name, keyer(row)) for name, keyer in keyers)
-        groups[key] = groups.get(key, Totals()) + one
+    for key, part in parts:
+        totals = totals + part
+        groups[key] = groups.get(key, Totals()) + part
     return UsageSummary(
         totals=totals,
         groups=tuple(Group(key, groups[key]) for key in sorted(groups)),

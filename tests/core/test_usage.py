@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core.errors import InvalidRequest
 from core.model import Usage
-from core.usage import DIMENSIONS, Group, LedgerRow, Totals, UsageSummary, aggregate
+from core.usage import DIMENSIONS, Group, LedgerRow, Totals, UsageSummary, aggregate, combine
 
 
 def row(at: datetime, *, model: str = "gpt-4.1", provider: str = "openai",
@@ -128,3 +128,15 @@ def test_totals_are_the_sum_and_groups_partition_them(
 @given(st.lists(rows, max_size=20), group_bys)
 def test_aggregate_ignores_row_order(ledger: list[LedgerRow], group_by: tuple[str, ...]) -> None:
     assert aggregate(ledger, group_by) == aggregate(list(reversed(ledger)), group_by)
+
+
+@given(st.lists(rows, max_size=20), group_bys, st.data())
+def test_combining_partial_sums_equals_aggregating_the_rows(
+    ledger: list[LedgerRow], group_by: tuple[str, ...], data: st.DataObject
+) -> None:
+    # Any split of the rows (storage: the rollup's whole hours and the ledger's edges),
+    # each part summed per group, combines to the summary of all the rows.
+    part_of = data.draw(st.lists(st.integers(0, 2), min_size=len(ledger), max_size=len(ledger)))
+    parts = [[r for r, p in zip(ledger, part_of, strict=True) if p == i] for i in range(3)]
+    sums = [(g.key, g.totals) for part in parts for g in aggregate(part, group_by).groups]
+    assert combine(data.draw(st.permutations(sums))) == aggregate(ledger, group_by)
