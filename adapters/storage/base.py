@@ -42,7 +42,7 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
   a live stream or the current budget period. On SQLite a period pruned from the file
   is dropped from the owner's memory too (unless changed there and not yet committed:
   then it is kept).
-- The ledger reads (`ledger_page`, `usage_series`, `usage_histogram`) are the same SQL
+- The ledger reads (`ledger_page`, `usage_series`, `usage_histogram`, `usage_totals`) are the same SQL
   on both backends (`ledger.py`, one `Dialect` each): `LedgerReads` runs them, given a
   backend's dialect, its way to run a query, and its row decoder.
 """
@@ -71,6 +71,7 @@ from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core import outbox
 from core.retention import Cutoffs
+from core.usage import UsageSummary, combine
 
 T = TypeVar("T")
 
@@ -252,6 +253,12 @@ class LedgerReads:
             found += [ledger.histogram_row(r) for r in await self._fetch(query)]
         return ledger.merge_histogram(found)
 
+    async def usage_totals(self, f: LedgerFilter, group_by: tuple[str, ...]) -> UsageSummary:
+        parts = []
+        for query in ledger.totals_queries(self.dialect, f, group_by):
+            parts += ledger.totals_parts(group_by, await self._fetch(query))
+        return combine(parts)
+
 
 class Storage(Protocol):
     # True when other processes change the same state concurrently (Postgres); False
@@ -312,6 +319,10 @@ class Storage(Protocol):
         self, f: LedgerFilter, bucket: Bucket, metric: Metric
     ) -> list[HistogramRow]:
         """Rows per (hour or day, `core.percentiles` bin of `metric`)."""
+
+    async def usage_totals(self, f: LedgerFilter, group_by: tuple[str, ...]) -> UsageSummary:
+        """`core.usage.aggregate` of the rows matching `f`, summed in the database
+        (`group_by`: `core.usage.DIMENSIONS`, checked by the caller; ValueError else)."""
 
     # -- generic atomic state --------------------------------------------------------
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:

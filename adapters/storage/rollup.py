@@ -1,26 +1,33 @@
-"""The hourly rollup of the usage ledger: `usage_hourly` and `usage_hourly_bins`.
+"""The hourly rollup of the usage ledger: `usage_hourly_nokey` and `usage_hourly_nokey_bins`
+(migration 009; they replace migration 003's `usage_hourly` and `usage_hourly_bins`,
+which were keyed by `key_id` too and are dropped).
 
 Owns: what ledger rows add to the rollup, the upserts that add it (run by each backend
-in the transaction that inserts those rows), and how a read window splits into whole
-hours (read from the rollup) and the partial hours at its edges (read from the ledger).
+in the transaction that inserts those rows), which reads it can answer (`answers`), and
+how a read window splits into whole hours (read from the rollup) and the partial hours
+at its edges (read from the ledger).
 
 Rules:
 - A rollup row's key is the hour (`YYYY-MM-DDTHH`, UTC: the ledger reads' hour bucket)
-  plus every column a ledger read filters or groups on (tenant, project, key_id, model,
-  provider, deployment, status). A NULL provider or deployment is '' there: the reads
-  group NULL as '' already, and a filter value is never empty (`server/ledger_params.py`).
-- `usage_hourly` sums requests, the five token counts, cost, and the latency and TTFT
+  plus every column a ledger read filters or groups on except the key: tenant, project,
+  model, provider, deployment, status. A NULL provider or deployment is '' there: the
+  reads group NULL as '' already, and a filter value is never empty
+  (`server/ledger_params.py`).
+- Without `key_id` the rollup has one row per (hour, tenant, project, model, ...) however
+  many keys send; a read filtered or grouped by key is not the rollup's (`answers`) and
+  reads the ledger's rows through `usage_key_at (key_id, at, id)` instead.
+- `usage_hourly_nokey` sums requests, the five token counts, cost, and the latency and TTFT
   of the rows that have them (sums and counts). Cost is exact and never overflows: on
   Postgres an unbounded NUMERIC added in SQL; on SQLite text with exactly 10 places,
   like the ledger's (read with the same exact integer sum, `ledger.py`), added in Python
   (`add_costs`: the writer reads the hour's cost in its transaction; SQL on SQLite has
   no exact decimal addition).
-- `usage_hourly_bins` counts rows per (metric, `core.percentiles` bin), for the
+- `usage_hourly_nokey_bins` counts rows per (metric, `core.percentiles` bin), for the
   latency and TTFT percentiles.
 - A row is added once: only rows whose INSERT inserted them (a retried `request_id`
   adds nothing), in the same transaction, so the rollup always equals the ledger's sums.
 - Rows of one batch with the same key are added up here first: one upsert per key.
-- Migration 003 builds the rollup from the rows already in the ledger (the same sums,
+- Migration 009 builds the rollup from the rows already in the ledger (the same sums,
   in SQL; a test checks it gives what the writer gives).
 """
 
@@ -35,7 +42,11 @@ from adapters.storage.migrations import migrations
 from adapters.storage.records import UsageRecord
 from core import percentiles
 
-KEY_COLUMNS = ("hour", "tenant", "project", "key_id", "model", "provider", "deployment", "status")
+HOURLY = "usage_hourly_nokey"
+BINS = "usage_hourly_nokey_bins"
+TABLES = (HOURLY, BINS)  # every rollup table, each with an `hour` column
+KEY_COLUMNS = ("hour", "tenant", "project", "model", "provider", "deployment", "status")
+NOT_ROLLED_UP = "key_id"  # a ledger column that reads filter or group on, not in the rollup
 MEASURES = (
     "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost", "latency_ms_sum", "latency_count", "ttft_ms_sum", "ttft_count",
@@ -54,14 +65,14 @@ def hour_of(at: datetime) -> str:
 
 
 def _key(rec: UsageRecord) -> Key:
-    return (hour_of(rec.at), rec.tenant, rec.project, rec.key_id, rec.model,
+    return (hour_of(rec.at), rec.tenant, rec.project, rec.model,
             rec.provider or "", rec.deployment or "", rec.status)  # fmt: skip
 
 
 def contributions(
     records: Iterable[UsageRecord],
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """What `records` add: (`usage_hourly` rows, `usage_hourly_bins` rows), one per key,
+    """What `records` add: (`HOURLY` rows, `BINS` rows), one per rollup key,
     as the upserts' arguments (key columns, then the measures, cost a Decimal; or the
     count)."""
     hourly: dict[Key, list[Any]] = {}
@@ -105,15 +116,15 @@ def _upsert(
 
 def upsert_hourly(mark: str, *, cost_added_by_caller: bool) -> str:
     replaced = ("cost",) if cost_added_by_caller else ()
-    return _upsert("usage_hourly", KEY_COLUMNS, MEASURES, mark, replaced)
+    return _upsert(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced)
 
 
 def upsert_bins(mark: str) -> str:
-    return _upsert("usage_hourly_bins", BIN_COLUMNS, ("n",), mark)
+    return _upsert(BINS, BIN_COLUMNS, ("n",), mark)
 
 
 SELECT_COST = (
-    "SELECT cost FROM usage_hourly WHERE "
+    f"SELECT cost FROM {HOURLY} WHERE "
     + " AND ".join(f"{c} = ?" for c in KEY_COLUMNS)
 )  # SQLite's: the cost an hour's row holds, to add to (`add_costs`)
 
@@ -136,14 +147,23 @@ def add_costs(
     return out
 
 
+MIGRATION = "_usage_hourly_nokey.sql"  # the migration that creates and fills the rollup
+
+
 def backfill(backend: str) -> list[str]:
-    """Migration 003's statements that build the rollup from the ledger's rows (for a
+    """Migration 009's statements that build the rollup from the ledger's rows (for a
     ledger filled behind the writer's back, as `make bench-console` does)."""
-    (migration,) = [m for m in migrations(backend) if m.name.endswith("_usage_hourly.sql")]
+    (migration,) = [m for m in migrations(backend) if m.name.endswith(MIGRATION)]
     return [s for s in migration.statements() if s.startswith("INSERT")]
 
 
 # -- reads ---------------------------------------------------------------------------------
+
+
+def answers(filters_set: Iterable[str], by: str | None = None) -> bool:
+    """Whether the rollup can answer a read whose set filters are `filters_set` (column
+    names) and that groups on `by`: not when either is the key."""
+    return by != NOT_ROLLED_UP and NOT_ROLLED_UP not in filters_set
 
 
 def _ceil_hour(at: datetime) -> datetime:

@@ -3,7 +3,9 @@
 Owns: the usage API. `from` and `to` are RFC 3339 instants (`from` inclusive, `to`
 exclusive; `to` defaults to now, `from` to 30 days before `to`); `group_by` is a comma-
 separated list of day, hour, month, model, provider, project, status. Only rows of the
-caller's tenant are read. Money is a decimal string.
+caller's tenant are read. Money is a decimal string. The sums are the database's
+(`Storage.usage_totals`: the hourly rollup for the window's whole hours, the ledger for
+its partial first and last hours), never one Python step per ledger row.
 
 `budgets` lists every budget that covers the caller's requests now (its key's, its
 project's, its tenant's; `adapters/budgets.py`), each in its current period: the
@@ -20,12 +22,11 @@ from quart import request
 from quart_trio import QuartTrio
 
 from adapters.budgets import Covering
-from adapters.storage.records import UsageRecord
+from adapters.storage.ledger import LedgerFilter
 from core.billing import format_usd
 from core.budget import BudgetState
 from core.errors import InvalidRequest
-from core.model import Usage
-from core.usage import LedgerRow, Totals, aggregate
+from core.usage import Totals, check_group_by
 from server.auth import require_key
 from server.query import Query
 from server.services import Services
@@ -44,29 +45,6 @@ def parse_instant(value: str, param: str) -> datetime:
     if parsed.tzinfo is None:
         raise InvalidRequest(f"'{param}' needs a time zone offset (for example Z)", param=param)
     return parsed.astimezone(UTC)
-
-
-def ledger_row(rec: UsageRecord) -> LedgerRow:
-    return LedgerRow(
-        at=rec.at,
-        tenant=rec.tenant,
-        project=rec.project,
-        key_id=rec.key_id,
-        model=rec.model,
-        provider=rec.provider or "",
-        deployment=rec.deployment or "",
-        usage=Usage(
-            input_tokens=rec.input_tokens,
-            output_tokens=rec.output_tokens,
-            cached_input_tokens=rec.cached_input_tokens,
-            cache_write_tokens=rec.cache_write_tokens,
-            reasoning_tokens=rec.reasoning_tokens,
-        ),
-        cost=rec.cost,
-        status=rec.status,
-        latency_ms=rec.latency_ms,
-        ttft_ms=rec.ttft_ms,
-    )
 
 
 def totals_json(t: Totals) -> dict[str, Any]:
@@ -96,9 +74,10 @@ def register(app: QuartTrio, services: Services) -> None:
             raise InvalidRequest("The window may span at most 400 days", param="from")
         raw = query.text("group_by") or ""
         group_by = tuple(g.strip() for g in raw.split(",") if g.strip())
-        rows = [ledger_row(r) for r in await services.storage.usage_rows(key.tenant, start, end)]
+        check_group_by(group_by)
+        window = LedgerFilter(start=start, end=end, tenant=key.tenant)
+        summary = await services.storage.usage_totals(window, group_by)
         covering = await services.gateway.limits.covering_now(key)
-        summary = aggregate(rows, group_by)
         return {
             "object": "usage",
             "tenant": key.tenant,

@@ -1,6 +1,8 @@
 """The console's ledger reads (adapters/storage/ledger.py) on SQLite and Postgres: exact
 money sums, latency bins equal to core.percentiles', keyset pages, admin flags, key
-updates, and query plans that use the migration-002 indexes on a large ledger.
+updates, and the query plans of the console's usage reads and of /v1/usage on a large
+ledger, on both backends: the migration-002 indexes on the ledger, the rollup's keys
+(migration 009) for whole hours, never a full scan (and the check fails without them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from attrs import evolve
 
 from adapters.storage import codec, ledger, rollup
 from adapters.storage.base import Storage
@@ -161,63 +164,124 @@ def _fill_postgres(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-DAY = LedgerFilter(start=T0 - timedelta(days=2), end=T0 - timedelta(days=1))
-PLANS = [  # (filter, the index it must use)
-    (DAY, "usage_at"),
-    (LedgerFilter(DAY.start, DAY.end, tenant="t3"), "usage_tenant_at_id"),
-    (LedgerFilter(DAY.start, DAY.end, key_id="key_7"), "usage_key_at"),
+# A day whose first and last hours are partial: whole hours from the rollup, edges from
+# the ledger (a read on the key: all of it from the ledger).
+DAY = LedgerFilter(start=T0 - timedelta(days=2, minutes=-17), end=T0 - timedelta(days=1, minutes=-43))
+PLANS = [  # (filter, the ledger's index, the rollup's index: None for no rollup read)
+    (DAY, "usage_at", "PRIMARY KEY"),
+    (evolve(DAY, tenant="t3"), "usage_tenant_at_id", "{table}_tenant"),
+    (evolve(DAY, tenant="t3", project="p1", model="m"), "usage_tenant_at_id", "{table}_tenant"),
+    (evolve(DAY, model="m", status="ok"), "usage_at", "PRIMARY KEY"),
+    (evolve(DAY, key_id="key_7"), "usage_key_at", None),
+    (evolve(DAY, tenant="t3", key_id="key_7"), "usage_key_at", None),
 ]
 
 
-def _queries(d: ledger.Dialect, f: LedgerFilter) -> list[tuple[str, list[Any]]]:
+def _console_queries(d: ledger.Dialect, f: LedgerFilter) -> list[tuple[str, list[Any]]]:
+    """Every query of the console's Usage page (the series, by model and by key, and the
+    two histograms), of /v1/usage's totals, and of one Requests page, as served."""
     return [
-        ledger.series_query(d, f, "hour", "model"),
-        ledger.histogram_query(d, f, "hour", "latency_ms"),
+        *ledger.series_queries(d, f, "hour", "model"),
+        *ledger.series_queries(d, f, "day", "key_id"),
+        *ledger.histogram_queries(d, f, "hour", "latency_ms"),
+        *ledger.histogram_queries(d, f, "hour", "ttft_ms"),
+        *ledger.totals_queries(d, f, ("day", "model")),
+        *ledger.totals_queries(d, f, ()),
         ledger.page_query(d, "id, at, cost", f, 50, None),
     ]
 
 
-ROLLUP_PLANS = [  # (filter, the rollup's index it must use)
-    (DAY, "PRIMARY KEY"),
-    (LedgerFilter(DAY.start, DAY.end, tenant="t3"), "INDEX {table}_tenant"),
-    (LedgerFilter(DAY.start, DAY.end, key_id="key_7"), "INDEX {table}_key"),
-]
+def _table(sql: str) -> str:
+    return sql.split(" FROM ", 1)[1].split(" ", 1)[0]
 
 
-def _rollup_queries(d: ledger.Dialect, f: LedgerFilter) -> list[tuple[str, list[Any]]]:
-    hours, _ = rollup.split(f.start, f.end)
-    assert hours is not None
-    return [
-        ledger.series_query(d, f, "hour", "model", hours),
-        ledger.histogram_query(d, f, "hour", "latency_ms", hours),
-    ]
+def _sqlite_plan(conn: sqlite3.Connection, sql: str, args: list[Any]) -> str:
+    return " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+
+
+def _postgres_plan(pg: psycopg.Connection[Any], sql: str, args: list[Any]) -> list[dict[str, Any]]:
+    """Every node of the plan Postgres chooses with sequential scans priced out: a table
+    with an index that fits is read through it, one without is still scanned, so the
+    check fails when the index is missing, whatever the table's size."""
+    with pg.transaction():
+        pg.execute("SET LOCAL enable_seqscan = off")
+        row = pg.execute(f"EXPLAIN (FORMAT JSON) {sql}", args).fetchone()
+    assert row is not None
+    nodes, todo = [], [row[0][0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo += node.get("Plans", [])
+    return nodes
+
+
+def _check_sqlite(conn: sqlite3.Connection) -> int:
+    checked = 0
+    for f, index, rollup_index in PLANS:
+        queries = _console_queries(ledger.SQLITE, f)
+        assert (rollup_index is None) == all(_table(q) == "usage" for q, _ in queries), f
+        for sql, args in queries:
+            plan, table = _sqlite_plan(conn, sql, args), _table(sql)
+            if table == "usage":
+                assert f"SEARCH usage USING INDEX {index} " in plan, (sql, plan)
+            else:
+                assert rollup_index is not None and table in rollup.TABLES, sql
+                want = rollup_index.format(table=table)
+                want = want if want == "PRIMARY KEY" else f"INDEX {want}"
+                assert f"SEARCH {table} USING {want} " in plan, (sql, plan)
+            assert "SCAN usage" not in plan, plan  # no full scan of the ledger or rollup
+            checked += 1
+    return checked
+
+
+def _check_postgres(pg: psycopg.Connection[Any]) -> int:
+    checked = 0
+    for f, index, rollup_index in PLANS:
+        queries = _console_queries(ledger.POSTGRES, f)
+        assert (rollup_index is None) == all(_table(q) == "usage" for q, _ in queries), f
+        for sql, args in queries:
+            nodes, table = _postgres_plan(pg, sql, args), _table(sql)
+            used = {n["Index Name"] for n in nodes if "Index Name" in n}
+            if table == "usage":
+                assert index in used, (sql, nodes)
+            else:
+                assert rollup_index is not None and table in rollup.TABLES, sql
+                # The planner may range over the primary key (hour, tenant, ...) for a tenant
+                # on a small rollup; either way an index of the rollup, never a scan.
+                want = {f"{table}_pkey", rollup_index.format(table=table)} - {"PRIMARY KEY"}
+                assert used & want, (sql, nodes)
+            scans = [n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"]
+            assert scans == [], (sql, scans)
+            checked += 1
+    return checked
 
 
 async def test_usage_page_queries_use_the_indexes_on_a_large_ledger(storage_url: str, storage: Storage) -> None:
     if storage_url.startswith("sqlite"):
-        conn = _fill_sqlite(storage_url.removeprefix("sqlite:///"))
-        for f, index in PLANS:
-            for sql, args in _queries(ledger.SQLITE, f):
-                plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
-                assert f"INDEX {index} " in plan, (sql, plan)
-                assert "SCAN usage" not in plan, plan
+        path = storage_url.removeprefix("sqlite:///")
+        conn = _fill_sqlite(path)
         for statement in rollup.backfill("sqlite"):
             conn.execute(statement)
         conn.commit()
         conn.execute("ANALYZE")
-        for f, index in ROLLUP_PLANS:  # the whole hours, read from the rollup
-            for sql, args in _rollup_queries(ledger.SQLITE, f):
-                plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
-                table = "usage_hourly_bins" if "usage_hourly_bins" in sql else "usage_hourly"
-                assert f"SEARCH {table} USING {index.format(table=table)} " in plan, (sql, plan)
-                assert "SCAN usage_hourly" not in plan, plan
+        assert _check_sqlite(conn) == 4 * 17 + 2 * 7  # queries per filter: 17 (rollup), 7 (key)
+        # The check is not vacuous: without the key's index, a read on a key fails it (a
+        # new connection: this one's cached EXPLAINs keep the plans they were made with).
+        conn.execute("DROP INDEX usage_key_at")
+        conn.close()
+        conn = sqlite3.connect(path)
+        with pytest.raises(AssertionError):
+            _check_sqlite(conn)
         conn.close()
     else:
         pg = _fill_postgres(storage_url)
-        for f, index in PLANS:
-            for sql, args in _queries(ledger.POSTGRES, f):
-                plan = " | ".join(r[0] for r in pg.execute(f"EXPLAIN {sql}", args))
-                assert f" on {index}" in plan or f"using {index}" in plan, (sql, plan)
-                assert "Seq Scan on usage" not in plan, plan
+        for statement in rollup.backfill("postgres"):
+            pg.execute(statement.encode())
+        for table in rollup.TABLES:
+            pg.execute(f"ANALYZE {table}")
+        assert _check_postgres(pg) == 4 * 17 + 2 * 7
+        pg.execute("DROP INDEX usage_key_at")
+        with pytest.raises(AssertionError):
+            _check_postgres(pg)
         pg.close()
     assert await storage.usage_count() == ROWS

@@ -1,11 +1,15 @@
-"""The hourly rollup (adapters/storage/rollup.py, migration 003) on SQLite and Postgres.
+"""The hourly rollup (adapters/storage/rollup.py, migration 009: no key) on SQLite and
+Postgres.
 
 - Equality (Hypothesis): for any ledger rows written through `insert_usage` and any
-  window, filter, bucket and grouping, `usage_series` and `usage_histogram` (the rollup
-  for whole hours, the ledger for the edges) equal the sums of the raw rows computed in
-  Python, and the raw-ledger SQL over the whole window; money exactly.
+  window, filter (the key's too), bucket and grouping (by key too), `usage_series`,
+  `usage_histogram` and `usage_totals` (the rollup for whole hours, the ledger for the
+  edges, or for all of a read on the key) equal the sums of the raw rows computed in
+  Python (`core.usage.aggregate` for the totals), and the raw-ledger SQL over the whole
+  window; money exactly.
 - The writer adds each inserted row once (a retried `request_id` adds nothing), in the
-  insert's transaction; migration 003's backfill gives the same rollup as the writer.
+  insert's transaction; migration 009's backfill gives the same rollup as the writer, and
+  the keyed tables of migration 003 are gone.
 - `split` covers a window exactly once: whole hours plus its partial edges.
 """
 
@@ -28,6 +32,8 @@ from adapters.storage.ledger import LedgerFilter, SeriesRow
 from adapters.storage.migrations import migrations
 from adapters.storage.records import UsageRecord
 from core import percentiles
+from core.model import Usage
+from core.usage import DIMENSIONS, LedgerRow, aggregate
 from tests.adapters.test_storage import make_usage
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -68,12 +74,14 @@ edge_us = st.one_of(st.integers(0, SPAN_US), st.integers(0, 52).map(lambda h: h 
 windows = st.tuples(edge_us, edge_us).map(sorted).filter(lambda w: w[0] < w[1])
 filters = st.fixed_dictionaries({
     "tenant": st.sampled_from([None, "a"]),
+    "key_id": st.sampled_from([None, None, "key_a0"]),
     "model": st.sampled_from([None, "m1"]),
     "provider": st.sampled_from([None, "p"]),
     "status": st.sampled_from([None, "ok"]),
 })  # fmt: skip
 buckets = st.sampled_from(["hour", "day"])
 groupings = st.sampled_from([None, "model", "provider", "status", "tenant", "key_id", "deployment"])
+totals_by = st.lists(st.sampled_from(sorted(DIMENSIONS)), max_size=3, unique=True).map(tuple)
 
 
 @pytest.fixture
@@ -125,24 +133,34 @@ def expected_histogram(recs: list[UsageRecord], f: LedgerFilter, bucket: str, me
     return [(b, i, n) for (b, i), n in sorted(counts.items())]
 
 
+def ledger_row(rec: UsageRecord) -> LedgerRow:
+    return LedgerRow(
+        at=rec.at, tenant=rec.tenant, project=rec.project, key_id=rec.key_id, model=rec.model,
+        provider=rec.provider or "", deployment=rec.deployment or "",
+        usage=Usage(rec.input_tokens, rec.output_tokens, rec.cached_input_tokens,
+                    rec.cache_write_tokens, rec.reasoning_tokens),
+        cost=rec.cost, status=rec.status, latency_ms=rec.latency_ms, ttft_ms=rec.ttft_ms,
+    )  # fmt: skip
+
+
 @settings(max_examples=30)
-@given(rows=rows_strategy, window=windows, filt=filters, bucket=buckets, by=groupings)
-async def test_series_and_histograms_equal_the_raw_rows(
+@given(rows=rows_strategy, window=windows, filt=filters, bucket=buckets, by=groupings, dims=totals_by)
+async def test_series_histograms_and_totals_equal_the_raw_rows(
     storage_url: str, epochs: Iterator[int], rows: list[Row], window: tuple[int, int],
-    filt: dict[str, str | None], bucket: Any, by: str | None,
+    filt: dict[str, str | None], bucket: Any, by: str | None, dims: tuple[str, ...],
 ) -> None:  # fmt: skip
     # One database for every example (each in its own epoch), opened per example.
     storage = open_storage(storage_url)
     await storage.migrate()
     try:
-        await check_equal(storage, T0 + next(epochs) * EPOCH, rows, window, filt, bucket, by)
+        await check_equal(storage, T0 + next(epochs) * EPOCH, rows, window, filt, bucket, by, dims)
     finally:
         await storage.close()
 
 
 async def check_equal(
     storage: Storage, base: datetime, rows: list[Row], window: tuple[int, int],
-    filt: dict[str, str | None], bucket: Any, by: str | None,
+    filt: dict[str, str | None], bucket: Any, by: str | None, dims: tuple[str, ...],
 ) -> None:  # fmt: skip
     recs = [record(base, n, row) for n, row in enumerate(rows)]
     for rec in recs:
@@ -158,11 +176,14 @@ async def check_equal(
     for metric in rollup.METRICS:
         hist = await storage.usage_histogram(f, bucket, metric)  # type: ignore[arg-type]
         assert [(h.bucket, h.bin, h.count) for h in hist] == expected_histogram(recs, f, bucket, metric)
+    # /v1/usage's totals: the same as core.usage.aggregate of the raw rows.
+    totals = await storage.usage_totals(f, dims)
+    assert totals == aggregate([ledger_row(r) for r in recs if matches(r, f)], dims)
 
 
 async def rollup_tables(storage: Storage) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    hourly_sql = f"SELECT * FROM usage_hourly ORDER BY {', '.join(rollup.KEY_COLUMNS)}"
-    bins_sql = f"SELECT * FROM usage_hourly_bins ORDER BY {', '.join(rollup.BIN_COLUMNS)}"
+    hourly_sql = f"SELECT * FROM {rollup.HOURLY} ORDER BY {', '.join(rollup.KEY_COLUMNS)}"
+    bins_sql = f"SELECT * FROM {rollup.BINS} ORDER BY {', '.join(rollup.BIN_COLUMNS)}"
     hourly = await storage._fetch((hourly_sql, []))  # type: ignore[attr-defined]
     bins = await storage._fetch((bins_sql, []))  # type: ignore[attr-defined]
     return [tuple(r) for r in hourly], [tuple(r) for r in bins]
@@ -193,7 +214,7 @@ async def test_a_retried_row_adds_nothing_and_the_rollup_is_what_the_writer_adde
     )
 
 
-async def test_migration_003_backfill_gives_what_the_writer_gives(storage: Storage) -> None:
+async def test_migration_009_backfill_gives_what_the_writer_gives(storage: Storage) -> None:
     for rec in some_rows(T0):
         await storage.insert_usage(rec)
     written = await rollup_tables(storage)
@@ -202,8 +223,8 @@ async def test_migration_003_backfill_gives_what_the_writer_gives(storage: Stora
     assert len(backfill) == 3  # the hourly sums and the two histograms
 
     def rebuild(c: Any) -> None:
-        c.execute("DELETE FROM usage_hourly")
-        c.execute("DELETE FROM usage_hourly_bins")
+        c.execute(f"DELETE FROM {rollup.HOURLY}")
+        c.execute(f"DELETE FROM {rollup.BINS}")
         for statement in backfill:
             c.execute(statement)
 
@@ -213,9 +234,38 @@ async def test_migration_003_backfill_gives_what_the_writer_gives(storage: Stora
     assert rebuilt[0] and rebuilt[1]
 
 
+async def test_migration_009_on_an_upgraded_database_fills_the_rollup_and_drops_the_keyed_one(
+    storage: Storage,
+) -> None:
+    for rec in some_rows(T0):
+        await storage.insert_usage(rec)
+    written = await rollup_tables(storage)
+    backend = "sqlite" if storage.dialect is ledger.SQLITE else "postgres"  # type: ignore[attr-defined]
+    (keyed,) = [m for m in migrations(backend) if m.name.endswith("_usage_hourly.sql")]
+    (nokey,) = [m for m in migrations(backend) if m.name.endswith(rollup.MIGRATION)]
+
+    def before_009(c: Any) -> None:  # the database as a gateway without 009 left it
+        c.execute(f"DELETE FROM schema_version WHERE version = {nokey.version}")
+        for table in reversed(rollup.TABLES):
+            c.execute(f"DROP TABLE {table}")
+        for statement in keyed.statements():
+            if statement.startswith("CREATE"):
+                c.execute(statement)
+
+    await storage._run(before_009)  # type: ignore[attr-defined]
+    await storage.migrate()  # applies 009 alone: fills from the ledger's rows
+    assert await rollup_tables(storage) == written
+    present = await storage._fetch((  # type: ignore[attr-defined]
+        "SELECT count(*) FROM schema_version WHERE version = 9", []))  # fmt: skip
+    assert present == [(1,)]
+    for table in ("usage_hourly", "usage_hourly_bins"):
+        with pytest.raises(storage.errors):  # type: ignore[attr-defined]
+            await storage._fetch((f"SELECT count(*) FROM {table}", []))  # type: ignore[attr-defined]
+
+
 def test_the_backfill_bins_are_core_percentiles_bins() -> None:
     for backend in ("sqlite", "postgres"):
-        (migration,) = [m for m in migrations(backend) if m.name.endswith("_usage_hourly.sql")]
+        (migration,) = [m for m in migrations(backend) if m.name.endswith(rollup.MIGRATION)]
         for metric in rollup.METRICS:
             assert ledger.bin_case(metric) in migration.sql, (backend, metric)
 
