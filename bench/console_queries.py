@@ -3,15 +3,19 @@
 Fills a fresh SQLite database (or, with `--database-url postgresql://...`, a Postgres
 database you created for it; its `usage` table must be empty) with `--rows` ledger rows
 (default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6 models, then builds
-the hourly rollup from them (the rows bypass the ledger writer, which keeps it), then times
-the three queries the Usage page sends for one refresh (`Storage.usage_series` and the
-two `usage_histogram`s) over windows of 1, 7 and 30 days, for all tenants (admin) and
-for one tenant, plus one Requests page (`ledger_page`, 50 rows). Each Usage page is timed
-as served (whole hours from the rollup, edges from the ledger) and with the same three
-reads on the ledger alone (the path before the rollup), in the same run. `--keys`
-(default 200) is how many keys the rows come from: the rollup holds one row per (hour,
-key, model, status, ...), so how much smaller than the ledger it is depends on how many
-rows a key sends per hour. Each timing is the median of `--repeat` runs.
+the hourly rollup from them (migration 009's fill; the rows bypass the ledger writer,
+which keeps it), then times the three queries the Usage page sends for one refresh
+(`Storage.usage_series` and the two `usage_histogram`s) over windows of 1, 7 and 30 days,
+for all tenants (admin) and for one tenant, plus one Requests page (`ledger_page`, 50
+rows), the same Usage page for one key (read from the ledger: the rollup has no key), and
+for one tenant `/v1/usage`'s totals by day and model (`usage_totals`). Each Usage page is
+timed as served (whole hours from the rollup, edges from the ledger) and with the same
+three reads on the ledger alone (the path before the rollup), and the totals as served
+and as they were read before (every row of the window, added up in Python by
+`core.usage.aggregate`), in the same run. `--keys` (default 200) is how many keys the
+rows come from; the rollup holds one row per (hour, tenant, project, model, status,
+...), so how much smaller than the ledger it is depends on how many rows those send per
+hour. Each timing is the median of `--repeat` runs.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from typing import Any
 
 import psycopg
 import trio
+from attrs import evolve
 
 from adapters.storage import codec, ledger, open_storage, rollup
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
 from adapters.storage.records import UsageRecord
+from core.model import Usage
+from core.usage import LedgerRow, aggregate
 
 MODELS = ("gpt-4o-mini", "gpt-4.1", "gpt-4o", "claude-3.5-haiku", "claude-3.5-sonnet", "mock-fast")
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -86,23 +93,23 @@ def fill(url: str, n: int, keys: int) -> None:
 
 
 def roll_up(url: str) -> int:
-    """Build the hourly rollup of the rows `fill` wrote behind the writer (migration 003's
-    backfill); the number of `usage_hourly` rows."""
+    """Build the hourly rollup of the rows `fill` wrote behind the writer (migration 009's
+    fill); the number of rows in `rollup.HOURLY`."""
     if url.startswith("sqlite:///"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         for statement in rollup.backfill("sqlite"):
             conn.execute(statement)
         conn.commit()
         conn.execute("ANALYZE")
-        count = int(conn.execute("SELECT count(*) FROM usage_hourly").fetchone()[0])
+        count = int(conn.execute(f"SELECT count(*) FROM {rollup.HOURLY}").fetchone()[0])
         conn.close()
         return count
     with psycopg.connect(url, autocommit=True) as pg:
         for statement in rollup.backfill("postgres"):
             pg.execute(statement.encode())
-        pg.execute("ANALYZE usage_hourly")
-        pg.execute("ANALYZE usage_hourly_bins")
-        row = pg.execute("SELECT count(*) FROM usage_hourly").fetchone()
+        for table in rollup.TABLES:
+            pg.execute(f"ANALYZE {table}".encode())
+        row = pg.execute(f"SELECT count(*) FROM {rollup.HOURLY}".encode()).fetchone()
         return int(row[0]) if row else 0
 
 
@@ -113,6 +120,17 @@ async def timed(repeat: int, fn: Any) -> float:
         await fn()
         runs.append(time.perf_counter() - t0)
     return statistics.median(runs) * 1000
+
+
+def ledger_row(rec: UsageRecord) -> LedgerRow:
+    """A row as `/v1/usage` summed it in Python before `usage_totals`."""
+    return LedgerRow(
+        at=rec.at, tenant=rec.tenant, project=rec.project, key_id=rec.key_id, model=rec.model,
+        provider=rec.provider or "", deployment=rec.deployment or "",
+        usage=Usage(rec.input_tokens, rec.output_tokens, rec.cached_input_tokens,
+                    rec.cache_write_tokens, rec.reasoning_tokens),
+        cost=rec.cost, status=rec.status, latency_ms=rec.latency_ms, ttft_ms=rec.ttft_ms,
+    )  # fmt: skip
 
 
 async def measure(url: str, n: int, repeat: int, keys: int) -> None:
@@ -145,14 +163,31 @@ async def measure(url: str, n: int, repeat: int, keys: int) -> None:
             async def requests_page(f: LedgerFilter = f) -> None:
                 await storage.ledger_page(f, 51, None)
 
+            async def key_page(f: LedgerFilter = f, bucket: Any = bucket) -> None:
+                await usage_page(evolve(f, key_id="key_3"), bucket)
+
+            async def totals(f: LedgerFilter = f) -> None:
+                await storage.usage_totals(f, ("day", "model"))
+
+            async def totals_before(f: LedgerFilter = f) -> None:
+                assert f.tenant is not None
+                found = await storage.usage_rows(f.tenant, f.start, f.end)
+                aggregate([ledger_row(r) for r in found], ("day", "model"))
+
             rows_in = (await storage.usage_series(f, "day", None))
             count = sum(r.requests for r in rows_in)
             raw_ms = await timed(repeat, raw_page)
             page_ms = await timed(repeat, usage_page)
             list_ms = await timed(repeat, requests_page)
+            key_ms = await timed(repeat, key_page)
             who = "all tenants" if tenant is None else f"tenant {tenant}"
-            print(f"{days:>2} days, {who:<11} ({count:>9,} rows): usage page {page_ms:8.1f} ms"
-                  f" (ledger only {raw_ms:8.1f} ms), requests page {list_ms:6.1f} ms")
+            line = (f"{days:>2} days, {who:<11} ({count:>9,} rows): usage page {page_ms:8.1f} ms"
+                    f" (ledger only {raw_ms:8.1f} ms), one key's {key_ms:7.1f} ms,"
+                    f" requests page {list_ms:6.1f} ms")  # fmt: skip
+            if tenant is not None:
+                sql_ms, python_ms = await timed(repeat, totals), await timed(repeat, totals_before)
+                line += f"; /v1/usage {sql_ms:7.1f} ms (rows summed in Python {python_ms:7.1f} ms)"
+            print(line)
     await storage.close()
 
 
