@@ -89,8 +89,8 @@ _DELIVERY_OPEN = _quoted(frozenset(outbox.STATUSES) - frozenset(outbox.TERMINAL)
 
 # The rollup of the ledger: (table, primary key). A rollup table is one more line here.
 ROLLUP_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("usage_hourly", rollup.KEY_COLUMNS),
-    ("usage_hourly_bins", rollup.BIN_COLUMNS),
+    (rollup.HOURLY, rollup.KEY_COLUMNS),
+    (rollup.BINS, rollup.BIN_COLUMNS),
 )
 
 TARGETS: tuple[Target, ...] = (
