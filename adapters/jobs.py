@@ -218,11 +218,17 @@ class JobService:
         job = await self.get(tenant, job_id)
         with trio.move_on_after(seconds):
             while not lifecycle.is_terminal(job.status):
-                event = self._changed.setdefault(job_id, trio.Event())
-                with trio.move_on_after(self.poll_seconds):
-                    await event.wait()
+                await self.changed(job_id, self.poll_seconds)
                 job = await self.get(tenant, job_id)
         return job
+
+    async def changed(self, job_id: str, seconds: float) -> None:
+        """Until this process changes the job (claim, finish, cancel), at most `seconds`."""
+        event = self._changed.setdefault(job_id, trio.Event())
+        with trio.move_on_after(seconds):
+            await event.wait()
+        if self._changed.get(job_id) is event and not event.statistics().tasks_waiting:
+            del self._changed[job_id]  # nobody waits on it now: not kept for a remote job
 
     def wake(self) -> None:
         """Wake idle job and delivery workers (new work may be there: a NOTIFY came)."""

@@ -16,6 +16,7 @@ from server import api_schemas
 from server.openapi_admin import ADMIN_SCHEMAS, admin_paths
 
 S = dict[str, Any]
+_JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "aborted")
 
 
 def _ref(name: str) -> S:
@@ -229,6 +230,22 @@ _SCHEMAS: dict[str, S] = {
             "response": _ref("Response"),
         },
     },
+    "JobStreamEvent": {
+        "type": "object",
+        "description": "`id: <sequence_number>`, `event: <type>`, `data: {...}`: one per status "
+        "change of the job (`job.running` once per run); the terminal one, which also carries "
+        "the job object, ends the stream",
+        "required": ["type", "sequence_number", "job_id", "status", "attempt", "error"],
+        "properties": {
+            "type": {"enum": [f"job.{s}" for s in _JOB_STATUSES]},
+            "sequence_number": {"type": "integer", "minimum": 0},
+            "job_id": {"type": "string"},
+            "status": {"enum": list(_JOB_STATUSES)},
+            "attempt": {"type": "integer", "minimum": 0},
+            "error": {"type": ["object", "null"]},
+            "job": _ref("Job"),
+        },
+    },
     "ChatCompletionChunk": {
         "type": "object",
         "description": "`data: {chat.completion.chunk}` events, then `data: [DONE]`; a failure "
@@ -274,6 +291,7 @@ def _sse(event: str, names: Sequence[str] = (), done: bool = False) -> S:
 
 _RESPONSES_EVENTS = _SCHEMAS["ResponsesStreamEvent"]["properties"]["type"]["enum"]
 _MESSAGE_EVENTS = _SCHEMAS["MessageStreamEvent"]["properties"]["type"]["enum"]
+_JOB_EVENTS = _SCHEMAS["JobStreamEvent"]["properties"]["type"]["enum"]
 
 
 def _op(summary: str, ok: S, *, body: str | None = None, errors: S | None = None, **extra: Any) -> S:
@@ -409,6 +427,21 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
         },
         "/v1/jobs/{id}": {
             "get": _op("Get a job", job, errors=_errors(401, 404), parameters=_path_param("id"))
+        },
+        "/v1/jobs/{id}/stream": {
+            "get": _op("A job's events as SSE: replayed, then live until the job ends (resumable)",
+                       {"200": {"description": "SSE events after the cursor",
+                                "content": {"text/event-stream": _sse("JobStreamEvent", _JOB_EVENTS)}}},
+                       errors=_errors(400, 401, 404),
+                       parameters=[
+                           *_path_param("id"),
+                           {"name": "starting_after", "in": "query",
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                            "description": "send the events after this sequence number"},
+                           {"name": "Last-Event-ID", "in": "header",
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                            "description": "as starting_after (the query wins)"},
+                       ])
         },
         "/v1/jobs/{id}/cancel": {
             "post": _op("Cancel a job", job, errors=_errors(401, 404, 409), parameters=_path_param("id"))

@@ -21,7 +21,7 @@ import psycopg
 import trio
 from psycopg import errors as pg_errors
 
-from adapters.storage import codec, outbox_sql
+from adapters.storage import codec, job_events_sql, outbox_sql
 from adapters.storage.base import (
     DeliveryFn,
     JobFn,
@@ -56,6 +56,7 @@ def _write(c: Conn, old: JobRecord, new: JobRecord) -> None:
         values = [codec.to_postgres(col, getattr(new, col)) for col in _MUTABLE]
         c.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (*values, old.id))
         outbox_sql.enqueue(c, outbox_sql.POSTGRES, old, new)
+        job_events_sql.record(c, "%s", old, new)
 
 
 def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
@@ -73,6 +74,7 @@ class JobQueries:
         try:
             def insert(c: Conn) -> None:
                 c.execute(sql, row)
+                job_events_sql.record(c, "%s", None, rec)
                 outbox_sql.POSTGRES.notify(c)  # idle workers wake at commit
 
             await self._run(insert)

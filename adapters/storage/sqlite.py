@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from adapters.storage import codec, idem_rows, outbox_sql, rollup
+from adapters.storage import codec, idem_rows, job_events_sql, outbox_sql, rollup
 from adapters.storage import prune as prune_sql
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
@@ -116,6 +116,7 @@ def _write_job(c: Conn, old: JobRecord, new: JobRecord) -> None:
         values = [codec.to_sqlite(col, getattr(new, col)) for col in _JOB_MUTABLE]
         c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, old.id))
         outbox_sql.enqueue(c, outbox_sql.SQLITE, old, new)
+        job_events_sql.record(c, "?", old, new)
 
 
 def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
@@ -456,8 +457,12 @@ class SQLiteStorage(LedgerReads):
     async def insert_job(self, rec: JobRecord) -> None:
         row = codec.sqlite_row(rec)
         sql = f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({_marks(len(row))})"
+        def insert(c: Conn) -> None:
+            c.execute(sql, row)
+            job_events_sql.record(c, "?", None, rec)
+
         try:
-            await self._tx(lambda c: c.execute(sql, row))
+            await self._tx(insert)
         except sqlite3.IntegrityError as err:
             raise Conflict(f"A job with id '{rec.id}' already exists") from err
 

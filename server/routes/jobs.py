@@ -7,6 +7,9 @@ literal internal address or `localhost` is a 400) and answers 202 with the job o
 200). `GET /v1/jobs/{id}` (also honours `Prefer: wait`), `GET /v1/jobs?status=&limit=
 &after=` (newest first, cursor paging), `POST /v1/jobs/{id}/cancel` (idempotent on a canceled job;
 409 `conflict` on one that already succeeded or failed),
+`GET /v1/jobs/{id}/stream` (the job's events as SSE, with `id:` lines: `job.queued`,
+`job.running`, ..., ending with the terminal one, which carries the job object; resumed
+after `starting_after=N` or `Last-Event-ID: N`; core/job_events.py, adapters/job_stream.py),
 `GET /v1/webhooks/secret` (this tenant's Standard Webhooks secret). A tenant sees only
 its own jobs: another tenant's id is a 404.
 """
@@ -16,19 +19,23 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from adapters.driver import Ingress, new_id
+from adapters.job_stream import JobEvents
 from adapters.jobs import TRACE_KEYS, JobService
 from adapters.storage.records import JobRecord, KeyRecord
+from adapters.storage.streams import StoredEvent
 from adapters.trace_spans import job_creation
-from core import durations, outbox, webhook_targets
+from core import durations, job_events, outbox, resume, webhook_targets
 from core import jobs as lifecycle
 from core.errors import GatewayError, InvalidRequest, NotFound
 from core.model import GatewayRequest
+from core.sse import encode_comment, encode_event
 from server.auth import require_key
 from server.http import json_body, to_json
 from server.jobview import render_job
@@ -126,6 +133,22 @@ async def _record_refusal(services: Services, key: KeyRecord, error: GatewayErro
         await services.gateway.driver.run(ingress).open()
 
 
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def _frames(jobs: JobService, tenant: str, batch: list[StoredEvent]) -> bytes:
+    """The batch as SSE events; the terminal one also carries the job object as it is."""
+    out = []
+    for e in batch:
+        data = e.data
+        if e.event is not None and job_events.ends(e.event):
+            body = json.loads(data)
+            body["job"] = render_job(await jobs.get(tenant, body["job_id"]))
+            data = to_json(body)
+        out.append(encode_event(data, event=e.event, id=str(e.seq)))
+    return b"".join(out)
+
+
 def register(app: QuartTrio, services: Services) -> None:
     @app.post("/v1/jobs")
     async def create_job() -> Response:
@@ -163,6 +186,23 @@ def register(app: QuartTrio, services: Services) -> None:
             "last_id": page[-1].id if page else None,
         }
         return Response(to_json(body), content_type="application/json")
+
+    @app.get("/v1/jobs/<job_id>/stream")
+    async def stream_job(job_id: str) -> Response:
+        key = await require_key(services)
+        query = Query(request.args, ("starting_after",))
+        after = resume.cursor(query.text("starting_after"), request.headers.get("last-event-id"))
+        jobs = _service(services)
+        events = JobEvents(services.storage, services.clock, jobs,
+                           poll_seconds=services.settings.streams.poll_seconds)
+        first = await events.read(key.tenant, job_id, after)  # 404 before any byte
+        keepalive = services.settings.limits.keepalive_seconds
+
+        async def body() -> AsyncIterator[bytes]:
+            async for batch in events.follow(key.tenant, job_id, first, after, keepalive=keepalive):
+                yield await _frames(jobs, key.tenant, batch) if batch else encode_comment("keep-alive")
+
+        return Response(body(), headers=SSE_HEADERS, content_type="text/event-stream; charset=utf-8")
 
     @app.post("/v1/jobs/<job_id>/cancel")
     async def cancel_job(job_id: str) -> Response:

@@ -3,6 +3,7 @@ and Postgres cancellation that leaves the pool healthy."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -152,6 +153,30 @@ async def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(
     await storage.insert_job(make_job(2, run_after=now))
     nxt = await storage.claim_job("w9", now + 1000, POLICY)
     assert nxt is not None and nxt.id == "job_002" and nxt.status == "running"
+
+
+async def test_every_status_change_stores_one_numbered_event_with_the_job(
+    storage: Storage,
+) -> None:
+    """Job writes add the job's stream events in the same transaction (core/job_events):
+    created, claimed, reclaimed after its worker died (heartbeats add nothing), failed."""
+    await storage.insert_job(make_job(1))
+    now = NOW
+    while (job := await storage.claim_job("w", now, POLICY)) is not None:
+        await storage.heartbeat("job_001", "w", now + 1, POLICY)
+        if job.status != "running":
+            break
+        now += POLICY.lease_seconds + 2
+    head, events = await storage.stream_read("t1", "job_001", -1)
+    assert head is not None and head.ended and head.last_seq == 4
+    assert [(e.seq, e.event) for e in events] == [
+        (0, "job.queued"), (1, "job.running"), (2, "job.running"), (3, "job.running"),
+        (4, "job.failed"),
+    ]
+    last = json.loads(events[-1].data)
+    assert (last["attempt"], last["error"]["code"]) == (3, "job_attempts_exhausted")
+    assert (await storage.stream_read("t2", "job_001", -1)) == (None, [])  # tenant-scoped
+    assert await storage.stream_prune(NOW + 10**9) == 0  # kept as long as the job
 
 
 async def test_claim_obeys_the_policy_passed_in(storage: Storage) -> None:
