@@ -318,10 +318,14 @@ class JobService:
         started = self.clock.now()
         outcome: dict[str, Any] = {}
         stopped: list[JobRecord] = []
+        # Read before the deadline's scope and the heartbeat: whatever cuts the attempt
+        # (its deadline, a cancel) then always finds its driver run, which records the
+        # attempt's one ledger row (a cut here, before any run, left the attempt with none).
+        key = await self.storage.key_by_id(job.key_id)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeat, worker, job, nursery.cancel_scope, stopped)
             with trio.CancelScope(deadline=self._trio_deadline(job)) as timed:
-                await self._execute(job, outcome)
+                await self._execute(job, key, outcome)
             nursery.cancel_scope.cancel()
         run: Run | None = outcome.pop("run", None)
         if timed.cancelled_caught:  # one transition: canceled, with what the run consumed
@@ -398,8 +402,9 @@ class JobService:
                 work.cancel()
                 return
 
-    async def _execute(self, job: JobRecord, outcome: dict[str, Any]) -> None:
-        key = await self.storage.key_by_id(job.key_id)
+    async def _execute(self, job: JobRecord, key: KeyRecord | None, outcome: dict[str, Any]) -> None:
+        """Run the job's attempt (no checkpoint before its run exists: a run, once
+        created, records its row however it is cut)."""
         if key is None or key.revoked_at is not None:
             err = NotFound("The key that created this job no longer exists or was revoked")
             outcome.update(error=err, retryable=False)

@@ -172,3 +172,94 @@ async def test_the_earlier_of_header_and_field_wins(gateway: Running) -> None:
         assert stored is not None and stored.deadline is not None
         assert before + 300 <= stored.deadline <= gateway.services.clock.epoch() + 300
         await client.post(f"/v1/jobs/{r.json()['id']}/cancel")
+
+
+# ---- a deadline while the run is still opening: the attempt still has its one row ----------
+
+
+async def _one_job_past_its_deadline(services: Services, key: KeyRecord, seconds: float) -> JobRecord:
+    jobs = services.jobs
+    assert jobs is not None
+    deadline = services.clock.epoch() + seconds
+    job = await jobs.create(key, parse_responses_request(REQUEST), REQUEST, None, deadline=deadline)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(jobs.run_workers, 1)
+        done = await finished(services, job.id)
+        nursery.cancel_scope.cancel()
+    return done
+
+
+async def test_a_deadline_while_the_jobs_key_is_looked_up_still_records_the_attempt(
+    local: tuple[Services, KeyRecord],
+) -> None:
+    """The deadline fires after the claim (attempt 1 started) but before the driver's run
+    exists (the worker still reads the job's key): the attempt gets its `canceled` row."""
+    services, key = local
+    storage = services.storage
+    real = storage.key_by_id
+
+    async def slow_key(key_id: str) -> KeyRecord | None:
+        await trio.sleep(3.0)  # past the deadline
+        return await real(key_id)
+
+    storage.key_by_id = slow_key  # type: ignore[method-assign]
+    done = await _one_job_past_its_deadline(services, key, 1.0)
+    assert (done.status, done.attempts) == ("canceled", 1)
+    rows = await ledger(services)
+    assert [(r.status, r.request_id, r.cost) for r in rows] == [
+        ("canceled", attempt_request_id(done.id, 1), 0)
+    ]
+
+
+async def test_a_deadline_during_admission_still_records_the_attempt(
+    local: tuple[Services, KeyRecord],
+) -> None:
+    """The deadline fires inside `run.open()` (the rate limits are being taken)."""
+    services, key = local
+    limits = services.gateway.driver.limits
+    real = limits.take_rate
+
+    async def slow_rate(*args: Any) -> Any:
+        await trio.sleep(3.0)
+        return await real(*args)
+
+    limits.take_rate = slow_rate  # type: ignore[method-assign]
+    done = await _one_job_past_its_deadline(services, key, 1.0)
+    assert (done.status, done.attempts) == ("canceled", 1)
+    rows = await ledger(services)
+    assert [(r.status, r.request_id) for r in rows] == [("canceled", attempt_request_id(done.id, 1))]
+
+
+async def test_a_deadline_before_the_provider_answers_headers_records_the_attempt(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A real HTTP provider (the fake server) that holds its response headers past the
+    job's deadline: the call is cancelled, the job canceled, the attempt has one row."""
+    from tests.fakes import Fault, running_fake_provider
+    from tests.server.live import live_gateway
+
+    async with running_fake_provider() as fake:
+        fake.script(Fault(delay=30.0))
+        gw = await live_gateway(nursery, tmp_path, fake)
+        try:
+            body = {"request": {"model": "local/llama-3-8b", "input": "hold the headers"}}
+            async with gw.client() as client:
+                r = await client.post("/v1/jobs", json=body, headers={"Cancel-After": "1s"})
+                assert r.status_code == 202, r.text
+                job = r.json()
+                with trio.fail_after(15):
+                    while job["status"] not in ("succeeded", "failed", "canceled", "aborted"):
+                        await trio.sleep(0.05)
+                        job = (await client.get(f"/v1/jobs/{job['id']}")).json()
+            assert (job["status"], job["attempts"]) == ("canceled", 1)
+            assert len(fake.requests) == 1  # the call was made, and never answered
+            with trio.fail_after(5):
+                while not (rows := [r for r in await ledger(gw.services) if r.endpoint == "jobs"]):
+                    await trio.sleep(0.05)
+            await trio.sleep(0.5)  # no second row comes later
+            rows = [r for r in await ledger(gw.services) if r.endpoint == "jobs"]
+            assert [(r.status, r.request_id) for r in rows] == [
+                ("canceled", attempt_request_id(job["id"], 1))
+            ]
+        finally:
+            gw.stop.set()
