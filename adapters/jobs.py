@@ -46,6 +46,7 @@ from adapters.clock import Clock
 from adapters.driver import Ingress, Run, new_id
 from adapters.gateway import Gateway
 from adapters.observe import JobRan, Observer
+from adapters.outage import Outage
 from adapters.storage.base import Storage, heartbeat_fn, holds_lease, job_state, with_state
 from adapters.storage.outbox_sql import attempt_request_id, interrupted_row
 from adapters.storage.records import JobRecord, KeyRecord
@@ -129,6 +130,7 @@ class JobService:
         policy: lifecycle.JobPolicy | None = None,
         poll_seconds: float = 0.5,
         delivery_workers: int = 2,
+        outage: Outage | None = None,
     ) -> None:
         self.storage = storage
         self.gateway = gateway
@@ -137,6 +139,10 @@ class JobService:
         self.policy = policy or lifecycle.JobPolicy()
         self.poll_seconds = poll_seconds
         self.delivery_workers = delivery_workers
+        # one line when the database goes away, one when it is back; shared with the
+        # delivery workers (adapters/outage.py)
+        self.outage = outage or Outage(clock, log, base=poll_seconds)
+        deliverer.outage = self.outage
         self._changed: dict[str, trio.Event] = {}
         self._wakeup = Wakeup(clock)
         self.observer: Observer | None = None  # told of job runs (deliveries: Deliverer.observer)
@@ -258,10 +264,14 @@ class JobService:
         while True:
             try:
                 job = await self.storage.claim_job(name, self.clock.epoch(), self.policy)
+            except self.storage.errors as err:  # the database is away: one line, back off
+                await trio.sleep(self.outage.failed(err, "claiming a job"))
+                continue
             except Exception:
                 log.exception("job worker %s could not claim a job; trying again", name)
                 await trio.sleep(self.poll_seconds)
                 continue
+            self.outage.ok()
             if job is None:
                 await self._wakeup.wait(self.poll_seconds)
                 continue
@@ -274,7 +284,10 @@ class JobService:
                                 (job.error or {}).get("code"))
                     await self._ended(job)
             except Exception as err:
-                log.exception("job %s: unexpected error in worker %s", job.id, name)
+                if isinstance(_only(err), self.storage.errors):
+                    self.outage.failed(_only(err), f"running job {job.id}")
+                else:
+                    log.exception("job %s: unexpected error in worker %s", job.id, name)
                 await self._run_broke(name, job.id, err)
 
     async def _record_lost_attempt(self, job: JobRecord) -> None:
@@ -287,6 +300,8 @@ class JobService:
             return
         try:
             await self.storage.insert_usage(interrupted_row(job, attempt, self.clock.wall()))
+        except self.storage.errors as err:
+            self.outage.failed(err, f"recording job {job.id}'s lost attempt {attempt}")
         except Exception:
             log.exception("job %s: could not record its lost attempt %d", job.id, attempt)
 
@@ -294,12 +309,13 @@ class JobService:
         """After an unexpected error: report a retryable failure for the run (so the job is
         retried with backoff while attempts are left, then fails), if storage allows;
         else leave the job to the lease expiry (another claim applies the same rules)."""
-        while isinstance(err, ExceptionGroup) and len(err.exceptions) == 1:
-            err = err.exceptions[0]  # the run's nursery wraps what it raised
+        err = _only(err)
         error = GatewayError(f"The job's run failed with an internal error ({type(err).__name__})")
         outcome: dict[str, Any] = {"error": error, "retryable": True}
         try:
             await self._finish(worker, job_id, outcome)
+        except self.storage.errors as down:  # its lease will expire; another claim decides
+            await trio.sleep(self.outage.failed(down, f"recording job {job_id}'s failed run"))
         except Exception:
             log.exception("job %s: could not record the failed run; its lease will expire",
                           job_id)
@@ -392,6 +408,9 @@ class JobService:
                 await trio.sleep_forever()  # the run's deadline scope is ending it
             try:
                 found = await self.storage.heartbeat(job_id, worker, now, self.policy)
+            except self.storage.errors as err:
+                self.outage.failed(err, f"extending job {job_id}'s lease")
+                continue
             except Exception:
                 log.exception("job %s: heartbeat by %s failed; trying again", job_id, worker)
                 continue
@@ -479,6 +498,13 @@ class JobService:
                 ))  # fmt: skip
             self._notify(job)
             await self._perform(job, asked)  # an end is announced once, not again
+
+
+def _only(err: BaseException) -> BaseException:
+    """What a run raised, out of the single-exception groups its nurseries wrap it in."""
+    while isinstance(err, BaseExceptionGroup) and len(err.exceptions) == 1:
+        err = err.exceptions[0]
+    return err
 
 
 def error_of_run(err: GatewayError | None, request_id: str | None) -> dict[str, Any] | None:

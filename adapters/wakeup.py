@@ -13,7 +13,8 @@ right after LISTEN, before the first wait. The connection belongs to this one ta
 
 Failure: if the connection breaks, the error is logged, and the listener reconnects
 after `retry_seconds` (calling `wake()` once on reconnect, since notifications sent in
-between are lost). Workers keep their slow fallback scan meanwhile, so nothing is
+between are lost). While the database stays away it is logged once (not at every try),
+the tries back off (doubling, at most `MAX_RETRY_SECONDS`), and its return is logged once. Workers keep their slow fallback scan meanwhile, so nothing is
 stuck: at worst work waits for that scan. SQLite has no LISTEN: its workers poll (and
 are woken in process when the same process queued the work).
 """
@@ -31,6 +32,7 @@ from adapters.clock import Clock
 from adapters.storage.outbox_sql import CHANNEL
 
 log = logging.getLogger("umg.jobs")
+MAX_RETRY_SECONDS = 10.0
 
 
 class Wakeup:
@@ -82,13 +84,20 @@ async def listen(
 ) -> None:
     """LISTEN until cancelled; `task_status.started()` once the first LISTEN is in place."""
     started = False
+    failures = 0  # connection attempts failed in a row
     while True:
         try:
             conn = await trio.to_thread.run_sync(_connect, url)
         except psycopg.Error as err:
-            log.warning("cannot LISTEN for new work (%s); retrying", type(err).__name__)
-            await trio.sleep(retry_seconds)
+            if not failures:
+                log.warning("cannot LISTEN for new work (%s); retrying, backing off up to %g s",
+                            type(err).__name__, MAX_RETRY_SECONDS)
+            failures += 1
+            await trio.sleep(min(MAX_RETRY_SECONDS, retry_seconds * 2 ** min(failures - 1, 10)))
             continue
+        if failures:
+            log.warning("LISTEN for new work in place again after %d failed tries", failures)
+            failures = 0
         try:
             if not started:
                 task_status.started()

@@ -41,6 +41,7 @@ from attrs import evolve
 
 from adapters.clock import Clock
 from adapters.observe import Observer, WebhookSent
+from adapters.outage import Outage
 from adapters.storage.base import Storage
 from adapters.storage.outbox_sql import state, with_state
 from adapters.storage.records import DeliveryRecord, JobRecord
@@ -103,6 +104,8 @@ class Deliverer:
         self.resolver = resolver
         self.poll_seconds = poll_seconds
         self.wakeup = Wakeup(clock)
+        # (the job service gives its own, so one line covers every background worker)
+        self.outage = Outage(clock, log, base=poll_seconds)
         self.observer: Observer | None = None  # told of each attempt (adapters/observe.py)
 
     async def secret(self, tenant: str) -> str:
@@ -121,9 +124,14 @@ class Deliverer:
         while True:
             try:
                 worked = await self.deliver_one(name)
+            except self.storage.errors as err:  # the database is away: one line, back off
+                await trio.sleep(self.outage.failed(err, "claiming a webhook delivery"))
+                continue
             except Exception:
                 log.exception("webhook worker %s: a delivery broke; its lease will expire", name)
                 worked = False
+            else:
+                self.outage.ok()
             if not worked:
                 await self.wakeup.wait(self.poll_seconds)
 

@@ -11,6 +11,7 @@ Two ways the database goes away, both against the real server on 127.0.0.1:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -220,4 +221,43 @@ async def test_a_stream_whose_settle_meets_a_dead_database_ends_with_an_error_ev
     assert any("ledger row not written" in rec.getMessage() for rec in caplog.records)
     await relay.open(nursery)
     await until_ok(gw, key)
+    gw.stop.set()
+
+
+async def test_job_workers_log_one_line_when_the_database_goes_and_one_when_it_is_back(
+    postgres_url: str, tmp_path: Path, nursery: trio.Nursery, relay: Relay,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Idle job and webhook workers polling a database that went away: one clear line (no
+    traceback) when it goes, one when it is back, a backoff meanwhile; then jobs run."""
+    caplog.set_level(logging.INFO)
+    config = tmp_path / "poll.toml"
+    config.write_text("[jobs]\nworkers = 4\npoll_seconds = 0.05\nlisten_poll_seconds = 0.05\n")
+    via = urlsplit(postgres_url)._replace(netloc=f"{urlsplit(postgres_url).username}@127.0.0.1:{relay.port}")
+    settings = settings_for(tmp_path, DATABASE_URL=via.geturl(), UMG_CONFIG=str(config), **ENV)
+    gw = await start_gateway(nursery, settings)
+    key = await gw.new_key()
+    jobs = gw.services.jobs
+    assert jobs is not None
+    relay.shut()
+    await trio.sleep(3.0)  # 6 workers polling every 0.05 s: ~360 polls without a backoff
+    assert jobs.outage.down
+    failed_while_down = jobs.outage.failures
+    await relay.open(nursery)
+    async with gw.client(key=key, timeout=15) as client:
+        with trio.fail_after(30):
+            while (r := await client.post("/v1/jobs", json={"request": ask()})).status_code != 202:
+                assert_503(r)
+                await trio.sleep(0.2)
+            job_id = r.json()["id"]
+            while (await client.get(f"/v1/jobs/{job_id}")).json()["status"] != "succeeded":
+                await trio.sleep(0.1)
+    assert not jobs.outage.down
+    assert 6 <= failed_while_down < 80  # every worker met it; they backed off
+    lines = [r for r in caplog.records if r.name in ("umg.jobs", "umg.webhooks")]
+    went = [r for r in lines if r.getMessage().startswith("database unreachable")]
+    back = [r for r in lines if r.getMessage().startswith("database reachable again")]
+    assert (len(went), len(back)) == (1, 1), [r.getMessage() for r in lines]
+    assert went[0].levelno == logging.ERROR and went[0].created < back[0].created
+    assert [r.getMessage() for r in lines if r.exc_info] == []  # no traceback
     gw.stop.set()
