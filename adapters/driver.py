@@ -46,8 +46,9 @@ Rules:
   `open` like any refusal (fail closed: no budget, no call); during the run (a grant or
   a settle failed) the run ends Failed with it. A ledger row that cannot be written
   then is logged (`umg.ledger`, at error level, with request id, tenant, key id and
-  cost) instead of raised; a reservation whose settle failed stays held in its budget,
-  so the budget errs on the side of refusing.
+  cost) instead of raised; a reservation whose settle failed stays held in its budget until
+  `Limits` settles it when the database is back (adapters/limits.py), so the budget
+  errs on the side of refusing meanwhile.
 """
 
 from __future__ import annotations

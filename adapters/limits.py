@@ -17,14 +17,25 @@ served from slices of the shared buckets that this process leases (`adapters/lea
 sized by `core.lease`), so a busy key costs a transaction per slice, not per request;
 the shared row stays the arbiter, so admitted <= limit holds exactly. On SQLite the
 state is already in this process's memory, so every admission is direct.
+
+A settle or release that fails on the storage's own error (the database unreachable)
+is raised to the run as before, and also kept (`unsettled`, by reservation id): a
+reconciler (a Trio system task, started by the first such failure) tries them again
+every `RECONCILE_SECONDS`, doubling up to `RECONCILE_MAX_SECONDS`, until each is
+closed, so a reservation held by an outage is settled (with the real cost) or
+released when the database is back. Trying again is harmless: `core.budget` closes a
+reservation once per rid. Known gap: the pending list lives in the process, so a
+process that dies during the outage leaves its reservations held (they never expire).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import trio
 from attrs import frozen
 
 from adapters.budgets import BudgetBook, Covering
@@ -34,6 +45,10 @@ from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
 from core import budget, grants, ratelimit
 from core.errors import RateLimited
+
+log = logging.getLogger("umg.budgets")
+RECONCILE_SECONDS = 1.0
+RECONCILE_MAX_SECONDS = 30.0
 
 
 @frozen
@@ -66,6 +81,9 @@ class Limits:
         self._default_tpm = default_tpm
         self._slices = RateSlices(storage, clock) if storage.shared else None
         self.budgets = BudgetBook(storage, clock)
+        # reservation id -> (grant, actual cost; None: release) whose close failed
+        self.unsettled: dict[str, tuple[Grant, Decimal | None]] = {}
+        self._reconciling = False
 
     @property
     def rate_leases(self) -> int:
@@ -188,12 +206,56 @@ class Limits:
         await self._storage.update_states(grant.scopes, apply)
 
     async def settle(self, grant: Grant, rid: str, actual: Decimal) -> None:
-        """Charge `actual` for `rid` in every budget the grant reserved in, atomically."""
-        await self._close(grant, lambda states: grants.settle_all(states, rid, actual))
+        """Charge `actual` for `rid` in every budget the grant reserved in, atomically
+        (kept and tried again when the database is back, if it is unreachable)."""
+        await self._closing(grant, rid, actual)
 
     async def release(self, grant: Grant, rid: str) -> None:
-        """Drop `rid`'s reservation from every budget the grant reserved in, atomically."""
-        await self._close(grant, lambda states: grants.release_all(states, rid))
+        """Drop `rid`'s reservation from every budget the grant reserved in, atomically
+        (kept and tried again when the database is back, if it is unreachable)."""
+        await self._closing(grant, rid, None)
+
+    async def _close_rid(self, grant: Grant, rid: str, actual: Decimal | None) -> None:
+        if actual is None:
+            await self._close(grant, lambda states: grants.release_all(states, rid))
+        else:
+            await self._close(grant, lambda states: grants.settle_all(states, rid, actual))
+
+    async def _closing(self, grant: Grant, rid: str, actual: Decimal | None) -> None:
+        try:
+            await self._close_rid(grant, rid, actual)
+        except self._storage.errors:
+            if grant.scopes:
+                self.unsettled[rid] = (grant, actual)
+                if not self._reconciling:
+                    self._reconciling = True
+                    trio.lowlevel.spawn_system_task(self._reconcile, name="umg-budget-reconciler")
+            raise
+
+    async def reconcile(self) -> int:
+        """Close what is unsettled, oldest first, until the storage fails again; how many
+        are left."""
+        for rid, (grant, actual) in list(self.unsettled.items()):
+            with trio.CancelScope(shield=True):
+                await self._close_rid(grant, rid, actual)
+            self.unsettled.pop(rid, None)
+            log.info("budget reservation %s %s now that the database is back", rid,
+                     "released" if actual is None else f"settled at {actual}")
+        return len(self.unsettled)
+
+    async def _reconcile(self) -> None:
+        wait = RECONCILE_SECONDS
+        try:
+            while self.unsettled:
+                await trio.sleep(wait)
+                try:
+                    await self.reconcile()
+                except self._storage.errors:
+                    wait = min(RECONCILE_MAX_SECONDS, wait * 2)
+                else:
+                    wait = RECONCILE_SECONDS
+        finally:
+            self._reconciling = False
 
     async def key_budget(self, key: KeyRecord) -> budget.BudgetState | None:
         return (await self.key_budgets([key]))[key.id]

@@ -261,3 +261,36 @@ async def test_job_workers_log_one_line_when_the_database_goes_and_one_when_it_i
     assert went[0].levelno == logging.ERROR and went[0].created < back[0].created
     assert [r.getMessage() for r in lines if r.exc_info] == []  # no traceback
     gw.stop.set()
+
+
+async def test_a_reservation_whose_settle_met_the_outage_is_settled_when_the_database_is_back(
+    postgres_url: str, tmp_path: Path, nursery: trio.Nursery, relay: Relay,  # noqa: F811
+) -> None:
+    """A stream's settle fails (the database went away mid-answer): its reservation is
+    kept by the process and closed, with the real cost, once the database is back, so
+    the budget holds nothing for a request that is over."""
+    via = urlsplit(postgres_url)._replace(netloc=f"{urlsplit(postgres_url).username}@127.0.0.1:{relay.port}")
+    gw = await start_gateway(nursery, settings_for(tmp_path, DATABASE_URL=via.geturl(), **ENV))
+    key = await gw.new_key(budget_usd=Decimal(1))
+    body = {**CHAT, "stream": True, "metadata": {"mock_scenario": "chunk_delay_ms=150"}}
+    async with gw.client(key=key) as client, client.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        shut = False
+        async for line in r.aiter_lines():  # to the end (its error event)
+            if line.startswith("data: {") and not shut:
+                relay.shut()  # the first chunk is out: the database goes away
+                shut = True
+    limits = gw.services.gateway.driver.limits
+    with trio.fail_after(10):
+        while not limits.unsettled:
+            await trio.sleep(0.05)
+    await relay.open(nursery)
+    with trio.fail_after(30):
+        while limits.unsettled:  # the reconciler closes it (every 1 s, doubling)
+            await trio.sleep(0.1)
+    await until_ok(gw, key)
+    async with gw.client(key=key) as client:
+        (b,) = (await client.get("/v1/usage")).json()["budgets"]
+    assert Decimal(b["reserved_usd"]) == 0
+    assert Decimal(b["spent_usd"]) > 0  # both answers' real costs, the stream's too
+    gw.stop.set()
