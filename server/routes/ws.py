@@ -4,7 +4,8 @@ Owns: the WebSocket surface. Auth at the handshake (see `server.auth`: headers, 
 `umg-key.<key>` subprotocol browsers can send, or `?api_key=`); a bad key closes with
 code 4401 before anything else. Then the client sends JSON text frames:
 
-  {"type": "response.create", "id": "<client id>", "request": {<unified request>}}
+  {"type": "response.create", "id": "<client id>", "request": {<unified request>},
+   "idempotency_key"?: "<key>"}
   {"type": "response.cancel", "id": "<client id>"}
 
 and receives, for each request, the same events as `/v1/responses/stream` as JSON text
@@ -22,10 +23,16 @@ SSE stream. Once draining begins, a new handshake is refused (HTTP 503) and a
 requests in flight get the drain window to finish, then are ended with `error`
 (`service_unavailable`) and `response.failed`, their ledger rows recorded; when a
 connection has nothing left in flight it is closed with code 1001 (going away).
+
+`idempotency_key` on a `response.create`: a repeat (same tenant, key and request, on
+any connection or process) replays the frames first sent, marked
+`"idempotent_replayed": true`, without calling a provider or billing again
+(server/ws_idempotency.py).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import trio
@@ -35,6 +42,7 @@ from quart_trio import QuartTrio
 
 from adapters.driver import Ingress, Run, new_id
 from adapters.events import Done, RunEvent, RunFailed, Started
+from adapters.idempotency import Claim, IdempotencyKeys
 from adapters.storage.records import KeyRecord
 from core.errors import (
     AuthenticationFailed,
@@ -46,6 +54,7 @@ from core.errors import (
     UpgradeRequired,
 )
 from core.model import GatewayRequest, TextDelta, ToolCallDelta
+from server import ws_idempotency
 from server.auth import WS_KEY_PROTOCOL, require_key, websocket_key
 from server.errors import error_body, error_headers
 from server.http import decode_json, to_json
@@ -82,6 +91,7 @@ class Connection:
         self, services: Services, key: KeyRecord, nursery: trio.Nursery, request_id: str | None
     ) -> None:
         self.services = services
+        self.keys = IdempotencyKeys(services.storage, services.clock, services.settings.idempotency)
         self.request_id = request_id  # the handshake's, in errors about the connection's messages
         self.key = key
         self.nursery = nursery
@@ -128,9 +138,16 @@ class Connection:
             if self.services.streams.draining:
                 await _error(ServiceUnavailable(REFUSED_DRAINING), client_id, self.request_id)
                 return
+            key: str | None = None
+            if "idempotency_key" in message:
+                try:
+                    key = ws_idempotency.checked(message["idempotency_key"])
+                except GatewayError as err:
+                    await _error(err, client_id, self.request_id)
+                    return
             self.running[client_id] = None
             self._task_started()
-            self.nursery.start_soon(self.run, client_id, message.get("request"))
+            self.nursery.start_soon(self.run, client_id, message.get("request"), key)
         elif kind == "response.cancel":
             if client_id not in self.running:
                 await _error(InvalidRequest(f"No running request with id '{client_id}'", param="id"),
@@ -147,15 +164,44 @@ class Connection:
                 self.request_id,
             )
 
-    async def run(self, client_id: str, body: Any) -> None:
+    async def run(self, client_id: str, body: Any, key: str | None = None) -> None:
         try:
-            await self._run(client_id, body)
+            if key is None:
+                await self._run(client_id, body, None)
+            else:
+                await self._keyed(client_id, body, key)
         finally:
             self.running.pop(client_id, None)
             self.cancelled.discard(client_id)
             self._task_done()
 
-    async def _run(self, client_id: str, body: Any) -> None:
+    async def _keyed(self, client_id: str, body: Any, key: str) -> None:
+        """A keyed request: replayed, refused (422 / 409 / 503) or run and recorded."""
+        try:
+            got = await ws_idempotency.arrive(self.keys, self.key.tenant, key, body)
+        except GatewayError as err:
+            await _error(err, client_id, self.request_id)
+            return
+        if not isinstance(got, Claim):
+            for frame in got:
+                await _send(ws_idempotency.replayed(frame), client_id)
+            return
+        frames: list[dict[str, Any]] = []
+        runs: list[Run] = []
+        try:
+            await self._run(client_id, body, frames, runs)
+        finally:
+            exe = runs[0].execution if runs else None
+            billed = exe is not None and exe.cost > Decimal(0)
+            failed = exe is None or (exe.outcome is not None and exe.outcome.status != "ok")
+            with trio.CancelScope(shield=True):
+                await ws_idempotency.finish(self.keys, got, frames, billed=billed, failed=failed)
+
+    async def _run(
+        self, client_id: str, body: Any, recorded: list[dict[str, Any]] | None,
+        runs: list[Run] | None = None,
+    ) -> None:
+        """Run one request; its frames also go to `recorded` (a keyed request's)."""
         parsed: list[GatewayRequest] = []
 
         async def parse() -> GatewayRequest:
@@ -167,6 +213,8 @@ class Connection:
 
         ingress = Ingress(request_id=new_id("req"), endpoint="responses.ws", parse=parse, key=self.key)
         run = self.services.gateway.driver.run(ingress)
+        if runs is not None:
+            runs.append(run)
         encoder: ResponsesStreamEncoder | None = None
 
         def encoder_for(request: GatewayRequest) -> ResponsesStreamEncoder:
@@ -184,7 +232,7 @@ class Connection:
                 await _error(err, client_id, run.request_id)
                 return
             encoder = encoder_for(parsed[0])
-            await self._frames([*encoder.start(), *encoder.fail(err)], client_id)
+            await self._frames([*encoder.start(), *encoder.fail(err)], client_id, recorded)
             return
         self.running[client_id] = run
         if client_id in self.cancelled:
@@ -203,22 +251,28 @@ class Connection:
                     usage=exe.answer_usage, gateway=exe.gateway_info(), finish_reason=exe.finish_reason
                 )
             elif isinstance(event, RunFailed) and client_id in self.cancelled:
-                await _send({"type": "response.cancelled", "response_id": encoder.response_id}, client_id)
+                cancelled = {"type": "response.cancelled", "response_id": encoder.response_id}
+                await self._frames([("", cancelled)], client_id, recorded)
                 return
             elif isinstance(event, RunFailed):
                 frames = encoder.fail(event.error)
             else:
                 return
-            await self._frames(frames, client_id)
+            await self._frames(frames, client_id, recorded)
 
         try:
             await run.drive(emit)
         finally:
             await run.close()
 
-    async def _frames(self, frames: list[tuple[str, dict[str, Any]]], client_id: str) -> None:
+    async def _frames(
+        self, frames: list[tuple[str, dict[str, Any]]], client_id: str,
+        recorded: list[dict[str, Any]] | None,
+    ) -> None:
         for _name, data in frames:
             await _send(data, client_id)
+            if recorded is not None:  # (once sent: a replay is what the client got)
+                recorded.append(data)
 
 
 def _handshake_id() -> str | None:
