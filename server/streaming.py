@@ -30,6 +30,7 @@ import trio
 from adapters.events import Done, RunEvent, RunFailed
 from adapters.runs import Detached
 from core.errors import ClientClosed
+from server.h11_sends import HEAD_WITH_BODY
 from server.pipeline import Streamed, frame
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -94,7 +95,10 @@ async def send_stream(
             await send({"type": "http.response.body", "body": chunk, "more_body": not final})
 
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra, SSE_TYPE]})
+        # the opening frame follows at once (the driver emits `Started` first): the head
+        # may go out with it, in one send (server/h11_sends.py)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, *extra, SSE_TYPE], HEAD_WITH_BODY: True})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keepalives)
             await run.drive(emit)

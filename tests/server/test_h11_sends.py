@@ -1,0 +1,140 @@
+"""Fewer socket sends per HTTP/1.1 response (server/h11_sends.py), on a real server.
+
+Every `send_all` of the in-process gateway's sockets is recorded (the real one still
+runs): a JSON answer leaves in one send, head and body together, with no empty send for
+the end of its body; an SSE stream's head leaves with its opening frame, and the chunks
+after it still leave one send each, as they come; a head whose body may wait (an app
+that did not say its body follows) is sent at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import h11
+import hypercorn.protocol
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.events import RawData
+from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+
+from server import h11_sends
+from server.h11_sends import HEAD_WITH_BODY, CoalescingH11Protocol
+from tests.server.conftest import Running
+
+BODY = {"model": "mock-fast", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def sends(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, bytes]]]:
+    """(stream id, bytes) of every `trio.SocketStream.send_all`, in order."""
+    seen: list[tuple[int, bytes]] = []
+    real = trio.SocketStream.send_all
+
+    async def recording(self: trio.SocketStream, data: Any) -> None:
+        seen.append((id(self), bytes(data)))
+        await real(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", recording)
+    yield seen
+
+
+def _answer_sends(seen: list[tuple[int, bytes]]) -> list[bytes]:
+    """The server's sends of the last response: from its head on, on the head's socket."""
+    heads = [i for i, (_, data) in enumerate(seen) if data.startswith(b"HTTP/1.1 ")]
+    assert heads, "no response head was sent"
+    first = heads[-1]
+    stream = seen[first][0]
+    return [data for sid, data in seen[first:] if sid == stream]
+
+
+async def test_the_protocol_is_installed_for_served_connections(gateway: Running) -> None:
+    assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
+    h11_sends.install()  # idempotent
+    assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
+
+
+async def test_a_json_answer_leaves_in_one_send(gateway: Running, sends: list[tuple[int, bytes]]) -> None:
+    async with gateway.client() as client:
+        got = await client.post("/v1/chat/completions", json=BODY)
+    assert got.status_code == 200 and got.json()["object"] == "chat.completion"
+    out = _answer_sends(sends)
+    assert len(out) == 1, out
+    assert out[0].endswith(got.content)
+    assert b"content-length: " in out[0].lower()
+
+
+async def test_an_error_answer_from_quart_leaves_in_one_send(
+    gateway: Running, sends: list[tuple[int, bytes]]
+) -> None:
+    async with gateway.client() as client:
+        got = await client.get("/v1/chat/completions")
+    assert got.status_code == 405
+    out = _answer_sends(sends)
+    assert len(out) == 1 and out[0].endswith(got.content)
+
+
+async def test_a_stream_head_leaves_with_its_opening_frame_and_chunks_one_by_one(
+    gateway: Running, sends: list[tuple[int, bytes]]
+) -> None:
+    async with gateway.client() as client:
+        async with client.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as s:
+            streamed = b"".join([part async for part in s.aiter_bytes()])
+    assert streamed.rstrip().endswith(b"data: [DONE]")
+    out = _answer_sends(sends)
+    head, _, first_frame = out[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    assert b'"role":"assistant"' in first_frame  # the opening frame, in the head's send
+    frames = [data for data in out[1:] if b"data: " in data]
+    content = [data for data in frames if b'"content":' in data]
+    assert len(content) >= 2  # the mock's text in several chunks, each its own send
+    assert all(data.count(b"data: ") <= 2 for data in content)
+    assert all(data for data in out)  # no empty sends
+
+
+def _protocol(sent: list[bytes]) -> CoalescingH11Protocol:
+    async def send(event: Any) -> None:
+        if isinstance(event, RawData):
+            sent.append(event.data)
+
+    proto = CoalescingH11Protocol(
+        None, Config(), WorkerContext(None), TaskGroup(), ConnectionState({}),  # type: ignore[arg-type]
+        False, None, None, send,
+    )
+    proto.connection.receive_data(b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n")
+    assert isinstance(proto.connection.next_event(), h11.Request)
+    proto.connection.next_event()  # its (empty) end
+    return proto
+
+
+async def test_a_chunked_head_the_app_did_not_vouch_for_is_sent_at_once() -> None:
+    sent: list[bytes] = []
+    proto = _protocol(sent)
+    await proto.stream_send(Response(stream_id=1, headers=[(b"content-type", b"text/event-stream")],
+                                     status_code=200))
+    assert len(sent) == 1 and sent[0].startswith(b"HTTP/1.1 200")  # not held: its body may wait
+    await proto.stream_send(Body(stream_id=1, data=b"data: 1\n\n"))
+    await proto.stream_send(EndBody(stream_id=1))
+    assert sent[1:] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]
+
+
+async def test_a_held_head_is_sent_before_the_stream_closes() -> None:
+    sent: list[bytes] = []
+    proto = _protocol(sent)
+
+    class _Stream:  # what HTTPStream keeps: the app's start message
+        response = {"type": "http.response.start", "status": 200, HEAD_WITH_BODY: True}
+
+        async def handle(self, event: object) -> None:
+            pass
+
+    proto.stream = _Stream()  # type: ignore[assignment]
+    await proto.stream_send(Response(stream_id=1, headers=[], status_code=200))
+    assert sent == []  # held for the body that follows
+    await proto.stream_send(StreamClosed(stream_id=1))  # the app ended without a body
+    assert len(sent) == 1 and sent[0].startswith(b"HTTP/1.1 200")
