@@ -38,13 +38,30 @@ TOOL_OVERHEAD = 8
 BYTES_PER_TOKEN = 3
 
 _PIECES = re.compile(r"\w+|[^\w\s]")
+_ASCII_WORD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _pieces_bound(ascii_text: bytes) -> int:
+    r"""An upper bound on the pieces of ASCII text, from two byte counts (no regex).
+
+    Of its `n` non-word bytes (what `\w` does not match), `s` are spaces or newlines.
+    A piece is a word run or one symbol; word runs are separated by non-word bytes, so
+    there are at most `n + 1` of them, and at most `n - s` symbols."""
+    n = len(ascii_text.translate(None, _ASCII_WORD))
+    s = ascii_text.count(b" ") + ascii_text.count(b"\n")
+    return 2 * n - s + 1
 
 
 def estimate_text_tokens(text: str) -> int:
     """An upper-leaning token count for `text`: max(ceil(utf8 bytes / 3), pieces)."""
     if not text:
         return 0
-    by_bytes = math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN)
+    encoded = text.encode("utf-8", "surrogatepass")
+    by_bytes = math.ceil(len(encoded) / BYTES_PER_TOKEN)
+    # Prose has far fewer pieces than bytes / 3: when the cheap bound already says so, the
+    # answer is `by_bytes` and the regex scan (most of this function's time) is skipped.
+    if encoded.isascii() and _pieces_bound(encoded) <= by_bytes:
+        return by_bytes
     pieces = len(_PIECES.findall(text))  # findall: no match objects (2-3x finditer's speed)
     return max(by_bytes, pieces)
 

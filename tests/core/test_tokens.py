@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -48,6 +49,33 @@ def test_text_estimate_is_above_lower_bounds(text: str) -> None:
     assert n >= len(text.split()) / 2
     assert n >= len(text.encode("utf-8")) / 4  # ~4 bytes per token on English
     assert (n == 0) == (text == "")
+
+
+def _by_the_rule(text: str) -> int:
+    """The documented rule itself: max(ceil(utf8 bytes / 3), pieces)."""
+    if not text:
+        return 0
+    pieces = len(re.findall(r"\w+|[^\w\s]", text))
+    return max(-(-len(text.encode("utf-8", "surrogatepass")) // 3), pieces)
+
+
+# ASCII prose and code with every kind of whitespace (the shortcut's case), and any text
+_ASCII = st.text(st.sampled_from("ab Z9_ \n\t\r\x0b\x0c\x1c\x1f.,;(){}=-'\"!"), max_size=400)
+
+
+@given(st.one_of(_ASCII, st.text()))
+def test_text_estimate_is_exactly_the_rule(text: str) -> None:
+    # the regex-free shortcut for ASCII text (`_pieces_bound`) never changes the answer
+    assert estimate_text_tokens(text) == _by_the_rule(text)
+
+
+@pytest.mark.parametrize("text", [
+    "The quick brown fox jumps over the lazy dog. " * 20,  # bytes / 3 wins: the shortcut
+    "x=1;y=2;" * 50,  # pieces win: the scan
+    "a\x1cb\x1fc " * 30,  # separators that are whitespace to `\s`
+])
+def test_text_estimate_is_the_rule_on_both_sides_of_the_shortcut(text: str) -> None:
+    assert estimate_text_tokens(text) == _by_the_rule(text)
 
 
 def test_english_prose_leans_high() -> None:
