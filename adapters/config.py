@@ -103,7 +103,9 @@ class JobSettings:
     workers: int = 4
     lease_seconds: float = 30.0
     max_attempts: int = 3
-    poll_seconds: float = 0.5
+    # idle workers are woken in process when this process queues work (SQLite: all of
+    # it); this is their fallback scan there (leases of workers that died)
+    poll_seconds: float = 5.0
     # on Postgres idle workers wake on LISTEN/NOTIFY; this is their fallback scan (retries
     # coming due, expired leases)
     listen_poll_seconds: float = 5.0
@@ -524,7 +526,7 @@ def load_settings(
                 workers=int(jobs.get("workers", 4)),
                 lease_seconds=float(jobs.get("lease_seconds", 30.0)),
                 max_attempts=int(jobs.get("max_attempts", 3)),
-                poll_seconds=float(jobs.get("poll_seconds", 0.5)),
+                poll_seconds=float(jobs.get("poll_seconds", 5.0)),
                 listen_poll_seconds=float(jobs.get("listen_poll_seconds", 5.0)),
             ),
             webhooks=_webhooks(file_cfg, env),

@@ -15,8 +15,11 @@ Failure: if the connection breaks, the error is logged, and the listener reconne
 after `retry_seconds` (calling `wake()` once on reconnect, since notifications sent in
 between are lost). While the database stays away it is logged once (not at every try),
 the tries back off (doubling, at most `MAX_RETRY_SECONDS`), and its return is logged once. Workers keep their slow fallback scan meanwhile, so nothing is
-stuck: at worst work waits for that scan. SQLite has no LISTEN: its workers poll (and
-are woken in process when the same process queued the work).
+stuck: at worst work waits for that scan. SQLite has no LISTEN and needs none: the one
+process that owns the file queues its work itself and wakes its workers in process
+(`set()` for new work, `at()` for a retry it scheduled), so their scan every
+`[jobs] poll_seconds` (5 s) is only a fallback, for work that comes due otherwise (the
+lease of a job whose worker died).
 """
 
 from __future__ import annotations
@@ -38,28 +41,52 @@ MAX_RETRY_SECONDS = 10.0
 class Wakeup:
     """What idle workers of one kind wait on: `set()` (new work may be there) from
     anywhere in the process, or `at(epoch)` (work this process scheduled comes due then);
-    `wait(seconds)` returns at the first of those or after `seconds`."""
+    `wait(seconds)` returns at the first of those or after `seconds`.
+
+    A `set()` while nobody waits is kept: the next `wait()` returns at once (work queued
+    while every worker was busy is not missed). An `at()` earlier than the due time known
+    so far wakes the workers already waiting only to wait again, until that time."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._event = trio.Event()
         self._due: float | None = None
+        self._sets = 0  # how many set() calls so far
+        self._waiting = 0
 
     def set(self) -> None:
+        self._sets += 1
         self._event.set()
 
     def at(self, when: float) -> None:
-        self._due = when if self._due is None else min(self._due, when)
+        if self._due is None or when < self._due:
+            self._due = when
+            if self._waiting:
+                self._event.set()  # the waiting workers recompute how long they wait
 
     async def wait(self, seconds: float) -> None:
-        if self._due is not None:
-            seconds = min(seconds, max(0.0, self._due - self._clock.epoch()))
-        with trio.move_on_after(seconds):
-            await self._event.wait()
-        if self._event.is_set():
+        if self._event.is_set():  # set while nobody waited
             self._event = trio.Event()
-        if self._due is not None and self._due <= self._clock.epoch():
-            self._due = None
+            return
+        until = trio.current_time() + seconds
+        sets = self._sets
+        self._waiting += 1
+        try:
+            while True:
+                limit = until
+                if self._due is not None:
+                    limit = min(limit, trio.current_time() + max(0.0, self._due - self._clock.epoch()))
+                with trio.move_on_at(limit) as timer:
+                    await self._event.wait()
+                if self._event.is_set():
+                    self._event = trio.Event()
+                if self._due is not None and self._due <= self._clock.epoch():
+                    self._due = None
+                    return
+                if timer.cancelled_caught or self._sets != sets:
+                    return
+        finally:
+            self._waiting -= 1
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:

@@ -42,6 +42,45 @@ async def test_wakeup_returns_when_set_when_due_or_after_the_wait(
     assert trio.current_time() - start == pytest.approx(5.0)
 
 
+async def test_an_earlier_due_time_shortens_a_wait_already_begun(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    del autojump_clock
+    clock = Clock()
+    wake = Wakeup(clock)
+    returned: list[float] = []
+
+    async def waiter() -> None:
+        await wake.wait(5.0)
+        returned.append(trio.current_time() - start)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        nursery.start_soon(waiter)
+        await trio.sleep(0.5)
+        wake.at(clock.epoch() + 1.0)  # a retry this process scheduled, while both wait
+        wake.at(clock.epoch() + 4.0)  # later than the one known: changes nothing
+    # both woke at 1.5 (not at 0.5, when the due time moved, and not at 5.0)
+    assert returned == [pytest.approx(1.5, abs=1e-6)] * 2
+    start = trio.current_time()
+    await wake.wait(5.0)  # no set() was made, the due time passed: the whole wait
+    assert trio.current_time() - start == pytest.approx(5.0)
+
+
+async def test_a_set_while_nobody_waits_is_kept_for_the_next_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    del autojump_clock
+    wake = Wakeup(Clock())
+    wake.set()
+    start = trio.current_time()
+    await wake.wait(5.0)
+    assert trio.current_time() == start  # at once
+    await wake.wait(5.0)
+    assert trio.current_time() - start == pytest.approx(5.0)  # consumed
+
+
 @pytest.mark.postgres
 async def test_another_storages_work_wakes_the_listener(postgres_url: str) -> None:
     writer = open_storage(postgres_url)
