@@ -19,6 +19,10 @@ Rules:
   budget set through another process (or `umg budgets set`) applies here within that
   time. The limit is applied to the stored state on every grant (`budget.with_limit`),
   so a changed limit never loses what was spent or held.
+- One read per tenant at a time: requests that miss while a read of the same tenant's
+  definitions is in flight wait for it and take its answer (an expiry under load costs
+  one read, not one per request in flight). A `forget` meanwhile makes that answer
+  unstored and its waiters read again; so does a failed read.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from decimal import Decimal
 from typing import cast
 from urllib.parse import quote
 
+import trio
 from attrs import frozen
 
 from adapters.clock import Clock
@@ -91,9 +96,15 @@ class BudgetBook:
         self._clock = clock
         self._ttl = ttl
         self._cache: dict[str, tuple[float, tuple[BudgetRecord, ...]]] = {}
+        self._reading: dict[str, trio.Event] = {}  # tenant -> set when its read ends
+        self._generation = 0  # forget() calls so far: a read across one is not stored
 
     def forget(self, tenant: str) -> None:
         self._cache.pop(tenant, None)
+        self._generation += 1
+        pending = self._reading.pop(tenant, None)
+        if pending is not None:
+            pending.set()  # its waiters read again: the answer in flight may be stale
 
     async def put(self, rec: BudgetRecord) -> None:
         """Set a budget (it applies to this process at once, to others within the TTL)."""
@@ -102,14 +113,27 @@ class BudgetBook:
 
     async def definitions(self, tenant: str) -> tuple[BudgetRecord, ...]:
         """The tenant's project and tenant budgets (cached, see the module rules)."""
-        now = self._clock.now()
-        hit = self._cache.get(tenant)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = tuple(await self._storage.list_budgets(tenant))
-        if len(self._cache) > 10_000:  # bounded: drop the lot, they are re-read on use
-            self._cache.clear()
-        self._cache[tenant] = (now + self._ttl, found)
+        while True:
+            now = self._clock.now()
+            hit = self._cache.get(tenant)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+            pending = self._reading.get(tenant) if self._ttl > 0 else None
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._reading[tenant] = trio.Event()
+        generation = self._generation
+        try:
+            found = tuple(await self._storage.list_budgets(tenant))
+            if generation == self._generation:
+                if len(self._cache) > 10_000:  # bounded: drop the lot, they are re-read on use
+                    self._cache.clear()
+                self._cache[tenant] = (now + self._ttl, found)
+        finally:
+            if self._reading.get(tenant) is done:
+                del self._reading[tenant]
+            done.set()
         return found
 
     async def covering(self, key: KeyRecord) -> tuple[Covering, ...]:

@@ -17,12 +17,18 @@ Rules:
 - Bounded: at most `max_keys` known keys and, separately, `max_misses` unknown
   prefixes (so a flood of made-up keys cannot push real ones out), least recently
   used first out.
+- One read per prefix at a time: lookups that miss while a read of the same prefix is
+  in flight wait for it and take its answer, so an entry that expires under load costs
+  one read, not one per request in flight. If that answer was not stored (a `forget`
+  meanwhile, or the read failed), each waiter looks again (and one of them reads).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+
+import trio
 
 from adapters.clock import Clock
 from adapters.storage.records import KeyRecord
@@ -47,6 +53,7 @@ class KeyCache:
         }
         self._clock = clock
         self._generation = 0
+        self._reading: dict[str, trio.Event] = {}  # prefix -> set when its read ends
 
     def _now(self) -> float:
         if self._clock is None:
@@ -70,13 +77,25 @@ class KeyCache:
     async def lookup(
         self, prefix: str, read: Callable[[], Awaitable[KeyRecord | None]]
     ) -> KeyRecord | None:
-        """The cached answer for `prefix`, else `await read()` (remembered)."""
-        cached, record = self.get(prefix)
-        if cached:
-            return record
+        """The cached answer for `prefix`, else `await read()` (remembered), one read
+        of a prefix at a time (see the module rules)."""
+        while True:
+            cached, record = self.get(prefix)
+            if cached:
+                return record
+            pending = self._reading.get(prefix) if self.ttl > 0 else None
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._reading[prefix] = trio.Event()
         ticket = self.ticket()
-        record = await read()
-        self.put(prefix, record, ticket)
+        try:
+            record = await read()
+            self.put(prefix, record, ticket)
+        finally:
+            if self._reading.get(prefix) is done:
+                del self._reading[prefix]
+            done.set()
         return record
 
     def ticket(self) -> int:
@@ -100,3 +119,6 @@ class KeyCache:
         """The key `prefix` changed here: drop it, and any lookup in flight's answer."""
         self._generation += 1
         self.forget_entry(prefix)
+        pending = self._reading.pop(prefix, None)
+        if pending is not None:
+            pending.set()  # its waiters look again: the answer in flight may be stale

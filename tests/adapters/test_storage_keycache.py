@@ -121,3 +121,67 @@ async def test_a_revoked_key_stays_cached_as_revoked_and_the_ttl_is_per_entry(
     mock_clock.jump(0.6)
     assert cache.get("umg_0001") == (False, None)
     assert cache.get("umg_0002") == (True, make_key(2))
+
+
+async def test_concurrent_misses_of_one_prefix_make_one_read(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """An entry that expires while many requests use the key: one read, not one each."""
+    cache = KeyCache(ttl=1.0)
+    record = make_key(1)
+    reads = 0
+
+    async def read() -> object:
+        nonlocal reads
+        reads += 1
+        await trio.sleep(0.01)  # in flight while the others arrive
+        return record
+
+    got: list[object] = []
+
+    async def lookup() -> None:
+        got.append(await cache.lookup("umg_0001", read))  # type: ignore[arg-type]
+
+    for expected_reads in (1, 2):
+        async with trio.open_nursery() as nursery:
+            for _ in range(64):
+                nursery.start_soon(lookup)
+        assert reads == expected_reads and got == [record] * 64
+        got.clear()
+        mock_clock.jump(1.5)  # expired: the next burst reads once again
+
+
+async def test_a_revoke_while_others_wait_for_a_read_sends_them_to_read_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    del mock_clock
+    cache = KeyCache()
+    stale, revoked = make_key(1), make_key(1, revoked_at=T0)
+    answers = [stale, revoked]
+    in_flight = trio.Event()
+    resume = trio.Event()
+
+    async def read() -> object:
+        answer = answers.pop(0)
+        if answer is stale:
+            in_flight.set()
+            await resume.wait()
+        return answer
+
+    got: list[object] = []
+
+    async def lookup() -> None:
+        got.append(await cache.lookup("umg_0001", read))  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lookup)
+        await in_flight.wait()
+        nursery.start_soon(lookup)  # waits for the read in flight
+        await trio.testing.wait_all_tasks_blocked()
+        cache.forget("umg_0001")  # the revoke, here
+        await trio.testing.wait_all_tasks_blocked()
+        resume.set()
+    # the first lookup began before the revoke (its own answer is what it read); the
+    # waiter read again and got the revoked record, and that is what is cached
+    assert sorted(got, key=lambda r: r is revoked) == [stale, revoked]
+    assert cache.get("umg_0001") == (True, revoked)
