@@ -124,7 +124,7 @@ async def test_a_revoked_key_stays_cached_as_revoked_and_the_ttl_is_per_entry(
 
 
 async def test_concurrent_misses_of_one_prefix_make_one_read(
-    mock_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """An entry that expires while many requests use the key: one read, not one each."""
     cache = KeyCache(ttl=1.0)
@@ -148,7 +148,7 @@ async def test_concurrent_misses_of_one_prefix_make_one_read(
                 nursery.start_soon(lookup)
         assert reads == expected_reads and got == [record] * 64
         got.clear()
-        mock_clock.jump(1.5)  # expired: the next burst reads once again
+        autojump_clock.jump(1.5)  # expired: the next burst reads once again
 
 
 async def test_a_revoke_while_others_wait_for_a_read_sends_them_to_read_again(
