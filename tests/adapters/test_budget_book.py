@@ -31,9 +31,10 @@ class CountedReads(SQLiteStorage):
 
     async def list_budgets(self, tenant: str | None = None) -> list[BudgetRecord]:
         self.reads += 1
+        release = self.release  # the one in place when the read began
         found = await super().list_budgets(tenant)
-        if self.release is not None:
-            await self.release.wait()
+        if release is not None:
+            await release.wait()
         return found
 
 
