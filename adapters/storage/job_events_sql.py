@@ -13,7 +13,7 @@ Rules:
   committed.
 - The head is `ended` once the job is terminal. It is kept as long as the job: its
   `expires_at` is `KEPT` (year 9999), so the stream writer's pruning of response
-  buffers never removes it (jobs have no retention of their own yet).
+  buffers never removes it; retention deletes it with its job (adapters/storage/prune.py).
 - `updated_at` is the job's latest time (completed, started or created), from the row:
   storage reads no clock.
 """

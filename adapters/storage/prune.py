@@ -103,6 +103,8 @@ TARGETS: tuple[Target, ...] = (
         " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.job_id = jobs.id"
         f" AND w.status IN ({_DELIVERY_OPEN}))",
         _twice(lambda cut: cut.jobs),
+        # the job's event stream (adapters/storage/job_events_sql.py) goes with it
+        children=(("stream_events", "stream_id"), ("stream_heads", "id")),
     ),
     Target(
         "outbox", "webhook_deliveries", ("id",),

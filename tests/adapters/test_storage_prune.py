@@ -150,6 +150,11 @@ async def test_only_terminal_jobs_finished_before_the_cutoff_go(storage: Storage
     assert (await prune_all(storage))["jobs"] == 3
     left = {j.id for j in await storage.list_jobs("t1", None, 100, None)}
     assert left == {jobs[n].id for n in ("recent_done", "old_running", "old_queued")}
+    # a pruned job's event stream (written with each job change) goes with it
+    for name, job in jobs.items():
+        head, events = await storage.stream_read("t1", job.id, -1)
+        kept = name in ("recent_done", "old_running", "old_queued")
+        assert (head is not None, bool(events)) == (kept, kept), name
 
 
 async def test_a_finished_job_whose_webhook_is_pending_stays(storage: Storage) -> None:
