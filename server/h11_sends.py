@@ -14,6 +14,14 @@ a `content-length` answer is a send of zero bytes. Here:
   Any other head (a stream that may wait before its first byte) is sent at once, as
   before; so is every 1xx (`100 Continue`, a WebSocket's `101`).
 - A send of zero bytes (the end of a `content-length` body) is not made.
+- A write to a plain TCP connection whose send side is free goes straight to the socket
+  (`DirectSendTCPServer`): when the kernel takes all of it, that is the whole send, with
+  no `trio.Lock`, no cancel scope and no trip through Trio's scheduler (Hypercorn's
+  path yields twice per write: the lock and the socket). Whatever the kernel does not take
+  (a full buffer: a slow client), and any error, goes the ordinary way, behind the lock,
+  so writes stay in order, back-pressure holds and errors are handled as Hypercorn does
+  (it also keeps `server/connection_guard.py`'s guard: it extends that class). TLS
+  connections always go the ordinary way.
 - Nothing else changes: every body part is still sent when the app sends it (streams
   stay incremental), in order; a held head is sent before anything else that would
   follow it (a WebSocket's raw data, the stream's close), never dropped.
@@ -26,14 +34,20 @@ constraints.txt); `tests/server/test_h11_sends.py` checks the sends on a real se
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import h11
 import hypercorn.protocol
+import hypercorn.trio.run as hypercorn_run
+import trio
+from hypercorn.events import Event as ConnectionEvent
 from hypercorn.events import RawData
 from hypercorn.protocol.events import Data, Event, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import H11SendableEvent
+
+from server.connection_guard import GuardedTCPServer
 
 # The ASGI `http.response.start` key by which an app says its first body bytes follow
 # at once (Hypercorn passes the message through and ignores keys it does not know).
@@ -82,10 +96,32 @@ class CoalescingH11Protocol(H11Protocol):
         await super().stream_send(event)
 
 
-def install() -> None:
-    """Make Hypercorn's connections use `CoalescingH11Protocol` for HTTP/1.1 (idempotent).
+class DirectSendTCPServer(GuardedTCPServer):
+    """Hypercorn's connection, writing straight to the socket when it can (see above)."""
 
-    `hypercorn.protocol.ProtocolWrapper` looks the class up by its module-level name
-    when a connection starts, so this replaces that one name for the process."""
+    async def protocol_send(self, event: ConnectionEvent) -> None:
+        if isinstance(event, RawData) and event.data and not self.send_lock.locked():
+            stream = self.stream
+            if isinstance(stream, trio.SocketStream) and not stream.socket.did_shutdown_SHUT_WR:
+                fd = stream.socket.fileno()
+                try:
+                    sent = os.write(fd, event.data) if fd >= 0 else 0
+                except OSError:  # a full buffer, or an error the ordinary way reports
+                    sent = 0
+                if sent == len(event.data):
+                    return
+                event = RawData(data=event.data[sent:])
+        await super().protocol_send(event)
+
+
+def install() -> None:
+    """Make Hypercorn use `CoalescingH11Protocol` for HTTP/1.1 and `DirectSendTCPServer`
+    for each connection (idempotent; after `connection_guard.install()`, whose class the
+    latter extends).
+
+    Hypercorn looks both classes up by their module-level names when a connection starts
+    (`hypercorn.protocol.H11Protocol`, `hypercorn.trio.run.TCPServer`), so this replaces
+    those two names for the process."""
     if hypercorn.protocol.H11Protocol is not CoalescingH11Protocol:
         hypercorn.protocol.H11Protocol = CoalescingH11Protocol  # type: ignore[misc]
+    hypercorn_run.TCPServer = DirectSendTCPServer  # type: ignore[attr-defined]

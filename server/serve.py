@@ -99,7 +99,6 @@ async def serve(
     (`umg serve --no-workers`): no job workers or webhook deliveries in this process.
     """
     app = create_app(services)
-    h11_sends.install()  # fewer socket sends per HTTP/1.1 response (server/h11_sends.py)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = drain_seconds + 10.0
@@ -142,6 +141,7 @@ async def serve(
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
             connection_guard.install()
+            h11_sends.install()  # fewer, cheaper socket sends per response (server/h11_sends.py)
             try:
                 await hypercorn_serve(
                     _FinishResponses(app),

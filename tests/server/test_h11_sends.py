@@ -14,17 +14,18 @@ from typing import Any
 
 import h11
 import hypercorn.protocol
+import hypercorn.trio.run as hypercorn_run
 import pytest
 import trio
 from hypercorn.config import Config
-from hypercorn.events import RawData
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
 from server import h11_sends
-from server.h11_sends import HEAD_WITH_BODY, CoalescingH11Protocol
+from server.h11_sends import HEAD_WITH_BODY, CoalescingH11Protocol, DirectSendTCPServer
 from tests.server.conftest import Running
 
 BODY = {"model": "mock-fast", "messages": [{"role": "user", "content": "hello"}]}
@@ -32,15 +33,16 @@ BODY = {"model": "mock-fast", "messages": [{"role": "user", "content": "hello"}]
 
 @pytest.fixture
 def sends(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, bytes]]]:
-    """(stream id, bytes) of every `trio.SocketStream.send_all`, in order."""
+    """(connection id, bytes) of every write the server's connections make, in order."""
     seen: list[tuple[int, bytes]] = []
-    real = trio.SocketStream.send_all
+    real = DirectSendTCPServer.protocol_send
 
-    async def recording(self: trio.SocketStream, data: Any) -> None:
-        seen.append((id(self), bytes(data)))
-        await real(self, data)
+    async def recording(self: DirectSendTCPServer, event: Any) -> None:
+        if isinstance(event, RawData):
+            seen.append((id(self), bytes(event.data)))
+        await real(self, event)
 
-    monkeypatch.setattr(trio.SocketStream, "send_all", recording)
+    monkeypatch.setattr(DirectSendTCPServer, "protocol_send", recording)
     yield seen
 
 
@@ -53,10 +55,12 @@ def _answer_sends(seen: list[tuple[int, bytes]]) -> list[bytes]:
     return [data for sid, data in seen[first:] if sid == stream]
 
 
-async def test_the_protocol_is_installed_for_served_connections(gateway: Running) -> None:
+async def test_the_classes_are_installed_for_served_connections(gateway: Running) -> None:
     assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
+    assert hypercorn_run.TCPServer is DirectSendTCPServer
     h11_sends.install()  # idempotent
     assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
+    assert hypercorn_run.TCPServer is DirectSendTCPServer
 
 
 async def test_a_json_answer_leaves_in_one_send(gateway: Running, sends: list[tuple[int, bytes]]) -> None:
@@ -138,3 +142,55 @@ async def test_a_held_head_is_sent_before_the_stream_closes() -> None:
     assert sent == []  # held for the body that follows
     await proto.stream_send(StreamClosed(stream_id=1))  # the app ended without a body
     assert len(sent) == 1 and sent[0].startswith(b"HTTP/1.1 200")
+
+
+class _Told:
+    """The protocol side of a connection: what the connection told it."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    async def handle(self, event: object) -> None:
+        self.events.append(event)
+
+
+def _connection() -> tuple[DirectSendTCPServer, trio.SocketStream, _Told]:
+    left, right = trio.socket.socketpair()
+    server = DirectSendTCPServer(
+        None, Config(), WorkerContext(None), ConnectionState({}),  # type: ignore[arg-type]
+        trio.SocketStream(left),  # type: ignore[arg-type]
+    )
+    told = _Told()
+    server.protocol = told  # type: ignore[assignment]
+    return server, trio.SocketStream(right), told
+
+
+async def test_direct_writes_keep_order_and_a_slow_reader_holds_the_writer_back() -> None:
+    server, peer, told = _connection()
+    parts = [bytes([n]) * 200_000 for n in range(40)]  # 8 MB: far past the socket buffers
+    received = bytearray()
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def write() -> None:
+            for part in parts:
+                await server.protocol_send(RawData(data=part))
+            done.set()
+
+        nursery.start_soon(write)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()  # the peer reads nothing yet: the writer waits (back-pressure)
+        while len(received) < sum(map(len, parts)):
+            received += await peer.receive_some(65536)
+            await trio.sleep(0)  # a slow reader
+    assert bytes(received) == b"".join(parts) and told.events == []
+
+
+async def test_a_write_to_a_connection_the_peer_closed_tells_the_protocol() -> None:
+    server, peer, told = _connection()
+    await server.protocol_send(RawData(data=b"HTTP/1.1 200 OK\r\n\r\n"))  # straight through
+    assert await peer.receive_some(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    await peer.aclose()
+    for _ in range(3):  # the first write after a close may still be accepted by the kernel
+        await server.protocol_send(RawData(data=b"x" * 1000))
+    assert [type(e) for e in told.events][:1] == [Closed]
