@@ -15,11 +15,16 @@ the exact Decimal figures, so use it for billing and this for dashboards.
 
 Gauges read at scrape time (`refresh`): jobs by status (the queue depth is `queued`),
 the ledger writer's queue (SQLite's group commit; 0 for Postgres, which writes inline).
+
+Cost: a labelled metric's child is bound once per label set and kept (`Metrics.child`):
+prometheus-client's `labels()` checks the values and takes a lock on every call, which
+was most of what counting a request cost. The cache is as bounded as the labels are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -48,6 +53,7 @@ OTHER = "other"
 class Metrics(Observer):
     def __init__(self, models: Iterable[str]) -> None:
         self.models = frozenset(models)
+        self._children: dict[tuple[object, ...], Any] = {}  # (metric, *labels) -> its child
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "umg_requests", "Finished requests", ["surface", "model", "provider", "status"], registry=r
@@ -106,6 +112,14 @@ class Metrics(Observer):
             buckets=COMMIT_BUCKETS, registry=r,
         )  # fmt: skip
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, bound on first use and kept (see the module docstring)."""
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     # -- the observer ----------------------------------------------------------------------
 
     def model_label(self, model: str) -> str:
@@ -118,24 +132,24 @@ class Metrics(Observer):
         return _Watch(self, event)
 
     def refused(self, event: Refused) -> None:
-        self.refusals.labels("unauthenticated").inc()
+        self.child(self.refusals, "unauthenticated").inc()
 
     def job_ran(self, event: JobRan) -> None:
-        self.jobs.labels(event.status).inc()
+        self.child(self.jobs, event.status).inc()
 
     def webhook_sent(self, event: WebhookSent) -> None:
         outcome = "delivered" if event.ok else ("gave_up" if event.gave_up else "failed")
-        self.webhooks.labels(outcome).inc()
+        self.child(self.webhooks, outcome).inc()
 
     def breaker_changed(self, event: BreakerChanged) -> None:
-        self.breaker.labels(event.deployment).set(BREAKER_STATES.get(event.after, 2))
-        self.breaker_changes.labels(event.deployment, event.after).inc()
+        self.child(self.breaker, event.deployment).set(BREAKER_STATES.get(event.after, 2))
+        self.child(self.breaker_changes, event.deployment, event.after).inc()
 
     # -- scrape ------------------------------------------------------------------------------
 
     def refresh(self, job_counts: dict[str, int], ledger_queue: int) -> None:
         for status, count in job_counts.items():
-            self.jobs_by_status.labels(status).set(count)
+            self.child(self.jobs_by_status, status).set(count)
         self.ledger_queue.set(ledger_queue)
 
     def exposition(self) -> bytes:
@@ -155,13 +169,13 @@ class _Watch(RunWatch):
     def attempt_ended(self, event: AttemptEnded) -> None:
         m, provider = self.m, event.provider
         outcome = "ok" if event.ok else (event.failure.value if event.failure else "cut")
-        m.attempts.labels(provider, outcome).inc()
+        m.child(m.attempts, provider, outcome).inc()
         if event.failure is not None:
-            m.failures.labels(provider, event.failure.value).inc()
+            m.child(m.failures, provider, event.failure.value).inc()
         if event.next == "retry":
-            m.retries.labels(provider).inc()
+            m.child(m.retries, provider).inc()
         elif event.next == "fallback":
-            m.fallbacks.labels(provider).inc()
+            m.child(m.fallbacks, provider).inc()
 
     def run_finished(self, event: RunFinished) -> None:
         m, row, surface = self.m, event.row, self.opened.endpoint
@@ -169,14 +183,14 @@ class _Watch(RunWatch):
         m.in_flight.dec()
         if self.opened.stream:
             m.in_flight_streams.dec()
-        m.requests.labels(surface, self.model, provider, row.status).inc()
+        m.child(m.requests, surface, self.model, provider, row.status).inc()
         if row.status in REFUSALS:
-            m.refusals.labels(row.status).inc()
+            m.child(m.refusals, row.status).inc()
         if row.latency_ms is not None:
-            m.latency.labels(surface, provider).observe(row.latency_ms / 1000)
+            m.child(m.latency, surface, provider).observe(row.latency_ms / 1000)
         if self.ttft is not None:
-            m.ttft.labels(surface, provider).observe(self.ttft)
-        m.overhead.labels(surface).observe(event.overhead_ms / 1000)
+            m.child(m.ttft, surface, provider).observe(self.ttft)
+        m.child(m.overhead, surface).observe(event.overhead_ms / 1000)
         m.ledger_commit.observe(event.ledger_seconds)
         for kind, count in (
             ("input", row.input_tokens),
@@ -184,6 +198,6 @@ class _Watch(RunWatch):
             ("output", row.output_tokens),
         ):
             if count:
-                m.tokens.labels(self.model, provider, kind).inc(count)
+                m.child(m.tokens, self.model, provider, kind).inc(count)
         if row.cost:
-            m.cost.labels(self.model, provider, row.tenant, row.project).inc(float(row.cost))
+            m.child(m.cost, self.model, provider, row.tenant, row.project).inc(float(row.cost))

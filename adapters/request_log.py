@@ -34,6 +34,7 @@ from adapters.observe import (
     RunWatch,
     WebhookSent,
 )
+from adapters.telemetry import emit
 from core.billing import format_usd
 from core.errors import GatewayError
 
@@ -99,7 +100,7 @@ class _RequestWatch(RunWatch):
             "overhead_ms": round(event.overhead_ms, 2),
             "finish_reason": event.finish_reason,
         }
-        REQUESTS.log(level, "request %s %s", row.status, row.endpoint, extra=fields)
+        emit(REQUESTS, level, f"request {row.status} {row.endpoint}", fields)
 
 
 class RequestLog(Observer):

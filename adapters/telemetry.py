@@ -12,23 +12,35 @@ and error logs) are held at `third_party` (default WARNING), whatever our level:
 OpenTelemetry's batch span processor warns once per span it drops when its queue is
 full (while a collector is down, that is every span): it is held at ERROR; the OTLP
 exporter's own warnings still say, once per batch, that the collector cannot be reached.
+
+The request log's lines are the hot ones (one per request): `emit` makes their record
+without the caller lookup `Logger.log` does (a stack walk; the line names its logger,
+not a source line), and hands the fields as one dict (`FIELDS`) that the formatter
+copies as it is, instead of setting each as a record attribute and scanning them all.
+Lines are encoded with msgspec (UTF-8: non-ASCII text is not escaped).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
 
+import msgspec
+
 SECRET = re.compile(r"(umg_live_[A-Za-z0-9_]+|sk-ant-[A-Za-z0-9_\-]+|sk-[A-Za-z0-9_\-]{16,})")
 CHATTY_LOGGERS = ("httpx", "httpcore", "hypercorn.access", "hypercorn.error")
 PER_ITEM_LOGGERS = ("opentelemetry.sdk._shared_internal",)
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+FIELDS = "umg_fields"  # a record's fields as one dict (set by `emit`)
+_ENCODER = msgspec.json.Encoder(enc_hook=str)  # anything it does not know is written as str()
 
 
 def redact(text: str) -> str:
+    # the substring tests are much cheaper than the pattern's scan, and every match holds one
+    if "umg_live_" not in text and "sk-" not in text:
+        return text
     return SECRET.sub("[redacted]", text)
 
 
@@ -41,14 +53,27 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        fields = record.__dict__.get(FIELDS)
+        if fields is not None:
+            entry.update(fields)
+        else:
+            for key, value in vars(record).items():
+                if key not in _STANDARD and not key.startswith("_"):
+                    entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         # one pass over the whole line: every string in it, nested ones too (a key has no
         # character JSON escapes, and "[redacted]" needs no escaping)
-        return redact(json.dumps(entry, default=str))
+        return redact(_ENCODER.encode(entry).decode())
+
+
+def emit(logger: logging.Logger, level: int, message: str, fields: dict[str, object]) -> None:
+    """One line at `level` (if `logger` lets it through) with `fields` at its top level."""
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(logger.name, level, "", 0, message, (), None)
+    record.__dict__[FIELDS] = fields
+    logger.handle(record)
 
 
 def configure_logging(level: str = "info", third_party: str = "warning") -> None:

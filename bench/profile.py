@@ -32,7 +32,15 @@ PARTS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Postgres (psycopg)", ("/psycopg", "/psycopg_pool/"), True),
     ("JSON (json, cattrs)", ("/json/", "/cattrs/", "/cattr/"), False),
     ("logging", ("/logging/",), True),
-    ("telemetry (OpenTelemetry)", ("/opentelemetry/",), True),
+    # py-spy names OpenTelemetry's files without the package ("sdk/trace/__init__.py" is
+    # "trace/__init__.py"), and its OTLP exporter posts with requests and urllib3
+    ("telemetry (OpenTelemetry, its exporter)",
+     ("/opentelemetry/", "/trace/__init__.py", "/trace/sampling.py", "/trace/export/", "/_shared_internal/",
+      "/attributes/__init__.py", "/trace_exporter/", "/trace_encoder/", "/contextvars_context.py",
+      "/propagation/", "/google/protobuf/", "/requests/", "/urllib3/", "/adapters/trace_spans.py",
+      "/adapters/tracing.py"), True),
+    ("telemetry (request log, metrics)",
+     ("/adapters/request_log.py", "/adapters/metrics.py", "/adapters/telemetry.py", "/prometheus_client/"), True),
     ("attrs", ("/attr/", "/attrs/"), False),
     ("gateway: core/", ("/core/",), True),
     ("gateway: adapters/", ("/adapters/",), True),

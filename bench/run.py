@@ -355,7 +355,9 @@ def main() -> None:
                         help="the route this gateway is loaded on (responses: /v1/responses,"
                         " stored streams; the direct baseline stays chat)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--profile", type=Path, help="record py-spy samples of `ours` during a scenario here")
+    parser.add_argument("--profile", type=Path, help="record py-spy samples of a gateway during a scenario here")
+    parser.add_argument("--profile-target", default="ours",
+                        help="the target --profile samples (ours, ours-obs, ours-traced, ...)")
     parser.add_argument("--profile-scenario", default="json16",
                         help="the scenario --profile samples (json16, json64, stream16 or slow)")
     args = parser.parse_args()
@@ -414,7 +416,7 @@ def main() -> None:
                 for n in names:
                     run: Callable[[Target], Metrics] = getattr(bench, scenario)
                     profiler = None
-                    if args.profile and scenario == args.profile_scenario and n == "ours":
+                    if args.profile and scenario == args.profile_scenario and n == args.profile_target:
                         profiler = _profile(started[n], args)
                     began = time.monotonic()
                     rounds.setdefault((n, scenario), []).append(run(started[n]))

@@ -80,7 +80,7 @@ def one_run(observer: TraceObserver) -> None:
     watch.attempt_ended(AttemptEnded(
         1, "openai/gpt-4.1", "openai", True, None, None, "answered", 0.02, "gpt-4.1", "stop"
     ))
-    watch.run_finished(RunFinished(ROW, "cost", "stop", None, "gpt-4.1", 1.0, 0.02))
+    watch.run_finished(RunFinished(ROW, "cost", "stop", None, "gpt-4.1", 1.0, 0.001, 0.02))
 
 
 def main() -> None:
