@@ -143,6 +143,7 @@ def usage_view(rec: UsageRecord) -> dict[str, Any]:
         "attempts": rec.attempts,
         "attempt_log": list(rec.attempt_log),
         "stream": rec.stream,
+        "client_request_id": rec.client_request_id,
     }
 
 

@@ -228,6 +228,11 @@ class Run:
         """The gateway's time on this request so far (or until its row), in ms."""
         return self.stopwatch.overhead_ms(self._d.clock.now())
 
+    def _client_id(self) -> str | None:
+        """The client's own x-request-id for the ledger row (None: it sent none)."""
+        shown = self.ingress.client_request_id
+        return shown if shown is not None and shown != self.request_id else None
+
     # -- admission --------------------------------------------------------------------
 
     async def open(self) -> Execution:
@@ -505,7 +510,7 @@ class Run:
                 exe.outcome = outcome(happened)
                 self.stopwatch.ended = ended = d.clock.now()
                 exe.overhead_ms = self.stopwatch.overhead_ms(ended)
-                row = ledger_row(exe, new_id("use"), d.clock.wall(), ended)
+                row = ledger_row(exe, new_id("use"), d.clock.wall(), ended, self._client_id())
                 await d.storage.insert_usage(row)
                 if self.ingress.watch is not None:
                     self.ingress.watch(exe)

@@ -83,8 +83,11 @@ class Execution:
         return {"max_output_tokens": {"requested": asked, "sent": d.max_output_tokens}}
 
 
-def ledger_row(exe: Execution, row_id: str, at: datetime, now: float) -> UsageRecord:
-    """The request's one ledger row, once its outcome is set (`now`: clock.now())."""
+def ledger_row(
+    exe: Execution, row_id: str, at: datetime, now: float, client_request_id: str | None = None
+) -> UsageRecord:
+    """The request's one ledger row, once its outcome is set (`now`: clock.now());
+    `client_request_id`: the client's own x-request-id, if it sent one."""
     assert exe.outcome is not None, "the outcome is set before the row is written"
     dep, usage = exe.deployment, exe.usage
     return UsageRecord(
@@ -112,4 +115,5 @@ def ledger_row(exe: Execution, row_id: str, at: datetime, now: float) -> UsageRe
         attempts=len(exe.attempts.records) if exe.attempts else 0,
         stream=exe.request.stream,
         attempt_log=tuple(exe.attempt_log()),
+        client_request_id=client_request_id,
     )

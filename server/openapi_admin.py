@@ -82,6 +82,9 @@ ADMIN_SCHEMAS: dict[str, S] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"}, "request_id": {"type": "string"},
+            "client_request_id": {
+                "type": ["string", "null"], "description": "the client's own x-request-id, when it sent one",
+            },
             "at": {"type": "string", "format": "date-time"},
             **{c: {"type": ["string", "null"]} for c in ("tenant", "project", "key_id", "endpoint",
                                                          "model", "provider", "deployment",

@@ -83,6 +83,8 @@ class UsageRecord:
     stream: bool
     # one {"deployment", "provider", "attempt", "outcome"} object per provider attempt
     attempt_log: tuple[dict[str, Any], ...] = field(default=(), converter=tuple)
+    # the client's own `x-request-id` (server/requestid.py: validated), when it sent one
+    client_request_id: str | None = None
 
 
 @frozen
