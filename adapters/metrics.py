@@ -35,6 +35,7 @@ from adapters.observe import (
     JobRan,
     Observer,
     Refused,
+    Replayed,
     RunFinished,
     RunOpened,
     RunWatch,
@@ -101,6 +102,9 @@ class Metrics(Observer):
         )
         self.in_flight = Gauge("umg_in_flight_requests", "Requests being answered", registry=r)
         self.in_flight_streams = Gauge("umg_in_flight_streams", "Streamed requests being answered", registry=r)
+        self.replays = Counter(
+            "umg_idempotent_replays", "Answers replayed from an Idempotency-Key record", ["surface"], registry=r
+        )
         self.jobs = Counter("umg_job_runs", "Job runs by the job's status after the run", ["status"], registry=r)
         self.jobs_by_status = Gauge("umg_jobs", "Jobs by status (queued: the queue depth)", ["status"], registry=r)
         self.webhooks = Counter(
@@ -133,6 +137,9 @@ class Metrics(Observer):
 
     def refused(self, event: Refused) -> None:
         self.child(self.refusals, "unauthenticated").inc()
+
+    def replayed(self, event: Replayed) -> None:
+        self.child(self.replays, event.endpoint).inc()
 
     def job_ran(self, event: JobRan) -> None:
         self.child(self.jobs, event.status).inc()

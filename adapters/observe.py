@@ -29,7 +29,9 @@ Contract (what an observer can rely on):
                                            and before the client is sent the end
   A run refused at admission (bad body, rate limit, budget, no route) has no attempt:
   run_opened, then run_finished. An unauthenticated request opens no run (no key, no
-  row): it is told as `Observer.refused(Refused)`.
+  row): it is told as `Observer.refused(Refused)`. An answer replayed from an
+  idempotency record (server/idempotent.py) opens no run either (no provider call, no
+  row): it is told as `Observer.replayed(Replayed)`, just before it is sent.
 - Every call is synchronous and runs in the run's own Trio task, between the driver's
   awaits: a context variable set in `attempt_started` (a span made current) is seen by
   the provider call that follows, until `attempt_ended`. Calls must be quick and must
@@ -157,6 +159,23 @@ class Refused:
 
 
 @frozen
+class Replayed:
+    """An answer replayed from an idempotency record (server/idempotent.py): no run, no
+    provider call, no ledger row."""
+
+    request_id: str  # this request's own id
+    client_request_id: str  # the id the client sees (x-request-id)
+    original_request_id: str | None  # the gateway's id of the request whose answer it is
+    endpoint: str  # the surface ("chat.completions", "responses", "messages", "jobs")
+    key_prefix: str
+    tenant: str
+    project: str
+    status: int  # the replayed HTTP status
+    trace_headers: Mapping[str, str]  # incoming `traceparent` / `tracestate`, if sent
+    at: float
+
+
+@frozen
 class JobRan:
     job_id: str
     tenant: str
@@ -214,6 +233,9 @@ class Observer:
     def refused(self, event: Refused) -> None:
         return None
 
+    def replayed(self, event: Replayed) -> None:
+        return None
+
     def job_ran(self, event: JobRan) -> None:
         return None
 
@@ -263,6 +285,10 @@ class _Observers(Observer):
         for observer in self.observers:
             observer.refused(event)
 
+    def replayed(self, event: Replayed) -> None:
+        for observer in self.observers:
+            observer.replayed(event)
+
     def job_ran(self, event: JobRan) -> None:
         for observer in self.observers:
             observer.job_ran(event)
@@ -294,6 +320,7 @@ __all__ = [
     "Next",
     "Observer",
     "Refused",
+    "Replayed",
     "RunFinished",
     "RunOpened",
     "RunWatch",

@@ -15,7 +15,10 @@ with every field at the top level (and secrets redacted). A request's line (`"ev
   overhead_ms, finish_reason.
 Levels: `info` for a request that ended well (or whose client left, or was canceled),
 `warning` for one refused or failed with a 4xx, `error` for a 5xx; the same for jobs.
-An unauthenticated request has a line too (no key, so no tenant, and no ledger row).
+An unauthenticated request has a line too (no key, so no tenant, and no ledger row), and
+so has an answer replayed for an Idempotency-Key: `"replayed": true`, `status`
+"replayed", `http_status` (the replayed answer's), `original_request_id` (the gateway's
+id of the request that got it: its ledger row's), no ledger row of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from adapters.observe import (
     JobRan,
     Observer,
     Refused,
+    Replayed,
     RunFinished,
     RunOpened,
     RunWatch,
@@ -122,6 +126,21 @@ class RequestLog(Observer):
                 "error": event.error.message,
             },
         )
+
+    def replayed(self, event: Replayed) -> None:
+        emit(REQUESTS, logging.INFO, f"request replayed {event.endpoint}", {
+            "event": "request",
+            "request_id": event.request_id,
+            "client_request_id": event.client_request_id,
+            "replayed": True,
+            "original_request_id": event.original_request_id,
+            "key_prefix": event.key_prefix,
+            "tenant": event.tenant,
+            "project": event.project,
+            "surface": event.endpoint,
+            "status": "replayed",
+            "http_status": event.status,
+        })  # fmt: skip
 
     def job_ran(self, event: JobRan) -> None:
         level = logging.INFO if event.status in ("succeeded", "canceled", "queued") else logging.WARNING

@@ -57,6 +57,7 @@ from adapters.observe import (
     FirstChunk,
     Metered,
     Observer,
+    Replayed,
     RunFinished,
     RunOpened,
     RunWatch,
@@ -253,6 +254,31 @@ class TraceObserver(Observer):
 
     def run_opened(self, event: RunOpened) -> RunWatch:
         return RunSpans(self.tracing, event)
+
+    def replayed(self, event: Replayed) -> None:
+        """A SERVER span `{endpoint} replay` (continuing the caller's trace) for an answer
+        replayed from an idempotency record: no attempt spans, no usage."""
+        span = self.tracing.tracer.start_span(
+            f"{event.endpoint} replay", context=self.tracing.extract(event.trace_headers), kind=SpanKind.SERVER
+        )
+        if span.is_recording():
+            found: Attributes = {
+                "gen_ai.operation.name": OPERATION,
+                "umg.request_id": event.request_id,
+                "umg.endpoint": event.endpoint,
+                "umg.key_prefix": event.key_prefix,
+                "umg.tenant": event.tenant,
+                "umg.project": event.project,
+                "umg.idempotent_replay": True,
+                "umg.status": "replayed",
+                "http.response.status_code": event.status,
+            }
+            if event.original_request_id is not None:
+                found["umg.original_request_id"] = event.original_request_id
+            if event.client_request_id != event.request_id:
+                found["umg.client_request_id"] = event.client_request_id
+            span.set_attributes(found)
+        span.end()
 
 
 class JobCreation:

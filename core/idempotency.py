@@ -72,6 +72,7 @@ class Answer:
     status: int
     headers: tuple[tuple[str, str], ...]
     chunks: tuple[bytes, ...]
+    request_id: str | None = None  # the gateway's id of the request that got it (None: not kept)
 
 
 @frozen

@@ -13,7 +13,9 @@ A POST with the header on one of `paths`:
 2. the key is claimed for the caller's tenant with a fingerprint of the route and the
    canonical body (`adapters/idempotency.py`). A kept answer is replayed (status,
    headers, body chunks as first sent, plus `idempotent-replayed: true`): no provider
-   call, no ledger row, no bill. Another body is a 422, a request still running a 409
+   call, no ledger row, no bill; the observers are told (`Observer.replayed`: a log
+   line, a span, a counted replay) with the gateway's id of the request that got the
+   answer, which is kept with it. Another body is a 422, a request still running a 409
    with `Retry-After`, a database that cannot be asked a 503;
 3. the route runs with a recording `send`, and with `scope[WATCH]` set so the driver
    reports the run's record (what it cost, how it ended). When it is over, the key is
@@ -33,12 +35,14 @@ import trio
 
 from adapters.execution import Execution
 from adapters.idempotency import Claim, IdempotencyKeys
+from adapters.observe import Replayed
+from adapters.storage.records import KeyRecord
 from core import idempotency as idem
 from core.errors import GatewayError
 from server.hot import send_error
 from server.http import api_key_in, check_content_type, decode_json
 from server.pipeline import WATCH
-from server.requestid import CLIENT_REQUEST_ID
+from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
 from server.services import Services
 
 Scope = MutableMapping[str, Any]
@@ -49,6 +53,22 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEADER = b"idempotency-key"
 REPLAYED = (b"idempotent-replayed", b"true")
+# the surface a keyed path is (as the driver names its runs' endpoints); others: the path
+SURFACES = {
+    "/v1/chat/completions": "chat.completions", "/v1/chat.completions": "chat.completions",
+    "/v1/responses": "responses", "/v1/responses/stream": "responses",
+    "/v1/messages": "messages", "/v1/jobs": "jobs",
+}
+TRACE_HEADERS = (b"traceparent", b"tracestate")
+
+
+def _surface(path: str) -> str:
+    return SURFACES.get(path, path)
+
+
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            if k.lower() in TRACE_HEADERS}
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -87,8 +107,8 @@ class _Recorder:
             if not message.get("more_body", False):
                 self.complete = True
 
-    def answer(self) -> idem.Answer:
-        return idem.Answer(self.status, tuple(self.headers), tuple(self.chunks))
+    def answer(self, request_id: str | None) -> idem.Answer:
+        return idem.Answer(self.status, tuple(self.headers), tuple(self.chunks), request_id)
 
 
 async def _whole_body(receive: Receive) -> tuple[list[Message], bool]:
@@ -145,8 +165,8 @@ class IdempotentRoutes:
             return
         await self._keyed(scope, receive, send, key)
 
-    async def _fingerprinted(self, scope: Scope, body: bytes) -> tuple[str, str] | None:
-        """(tenant, fingerprint), or None when the route should answer the request."""
+    async def _fingerprinted(self, scope: Scope, body: bytes) -> tuple[KeyRecord, str] | None:
+        """(the caller, fingerprint), or None when the route should answer the request."""
         token = api_key_in({k.decode("latin-1").lower(): v.decode("latin-1")
                             for k, v in reversed(scope["headers"])})
         try:
@@ -155,7 +175,7 @@ class IdempotentRoutes:
             decoded = decode_json(body)
         except GatewayError:  # the route answers it (401, 400, 415), nothing claimed
             return None
-        return caller.tenant, idem.fingerprint(scope["path"], decoded)
+        return caller, idem.fingerprint(scope["path"], decoded)
 
     async def _keyed(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
         messages, present = await _whole_body(receive)
@@ -168,14 +188,28 @@ class IdempotentRoutes:
             await self.app(scope, inner_receive, send)
             return
         try:
-            got = await self.keys.arrive(found[0], idem.check_key(key), found[1])
+            got = await self.keys.arrive(found[0].tenant, idem.check_key(key), found[1])
         except GatewayError as err:
             await send_error(send, scope["path"], client_id, err, err.status)
             return
         if isinstance(got, idem.Answer):
+            self._tell_replayed(scope, found[0], got)  # before: the client may act on the answer
             await _replay(send, got)
             return
         await self._run(scope, inner_receive, send, got)
+
+    def _tell_replayed(self, scope: Scope, caller: KeyRecord, answer: idem.Answer) -> None:
+        observer = self.services.gateway.driver.observer
+        if observer is None:
+            return
+        own = str(scope.get(REQUEST_ID) or "")
+        observer.replayed(Replayed(
+            request_id=own, client_request_id=str(scope.get(CLIENT_REQUEST_ID) or own),
+            original_request_id=answer.request_id, endpoint=_surface(scope["path"]),
+            key_prefix=caller.prefix, tenant=caller.tenant, project=caller.project,
+            status=answer.status, trace_headers=_trace_headers(scope),
+            at=self.services.clock.now(),
+        ))  # fmt: skip
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, claim: Claim) -> None:
         recorder = _Recorder(send)
@@ -187,4 +221,4 @@ class IdempotentRoutes:
             failed = any(exe.outcome is not None and exe.outcome.status != "ok" for exe in runs)
             keep = idem.keeps(recorder.status, recorder.complete, billed, failed)
             with trio.CancelScope(shield=True):
-                await self.keys.finish(claim, recorder.answer(), keep)
+                await self.keys.finish(claim, recorder.answer(scope.get(REQUEST_ID)), keep)

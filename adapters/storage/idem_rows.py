@@ -13,7 +13,9 @@ row inside the caller's transaction:
   write lock from `BEGIN IMMEDIATE`), then updated, deleted (`fn` gave None) or left.
 
 Answers are stored as JSON `{"status", "headers": [[name, value], ...], "chunks":
-[base64, ...]}` (base64: the body bytes as sent, whatever they hold).
+[base64, ...], "request_id"}` (base64: the body bytes as sent, whatever they hold;
+`request_id`, the gateway's id of the request that got the answer, is absent from
+answers kept before it was recorded).
 """
 
 from __future__ import annotations
@@ -54,14 +56,14 @@ POSTGRES = Dialect("%s", "%s::jsonb", " FOR UPDATE")
 
 
 def answer_json(answer: Answer) -> str:
-    return json.dumps(
-        {
-            "status": answer.status,
-            "headers": [list(h) for h in answer.headers],
-            "chunks": [base64.b64encode(c).decode("ascii") for c in answer.chunks],
-        },
-        separators=(",", ":"),
-    )
+    data: dict[str, Any] = {
+        "status": answer.status,
+        "headers": [list(h) for h in answer.headers],
+        "chunks": [base64.b64encode(c).decode("ascii") for c in answer.chunks],
+    }
+    if answer.request_id is not None:
+        data["request_id"] = answer.request_id
+    return json.dumps(data, separators=(",", ":"))
 
 
 def answer_from(value: str | dict[str, Any]) -> Answer:
@@ -70,6 +72,7 @@ def answer_from(value: str | dict[str, Any]) -> Answer:
         status=int(data["status"]),
         headers=tuple((str(n), str(v)) for n, v in data["headers"]),
         chunks=tuple(base64.b64decode(c) for c in data["chunks"]),
+        request_id=str(data["request_id"]) if data.get("request_id") else None,
     )
 
 
