@@ -44,6 +44,7 @@ from attrs import evolve
 
 from adapters.clock import Clock
 from adapters.driver import Ingress, Run, new_id
+from adapters.execution import Execution
 from adapters.gateway import Gateway
 from adapters.observe import JobRan, Observer
 from adapters.outage import Outage
@@ -282,6 +283,7 @@ class JobService:
                 else:  # claiming ended it (attempts spent, deadline passed)
                     log.warning("job %s failed on claim: %s", job.id,
                                 (job.error or {}).get("code"))
+                    self._tell_ran(job, None, None, None)
                     await self._ended(job)
             except Exception as err:
                 if isinstance(_only(err), self.storage.errors):
@@ -352,14 +354,33 @@ class JobService:
             )
             stopped[:] = [ended] if ended is not None else stopped
             if ended is not None and lifecycle.is_terminal(ended.status):
+                self._tell_ran(ended, run, None, started)
                 await self._ended(ended)
                 return
         if stopped and lifecycle.is_terminal(stopped[0].status):
             # canceled by its owner (or failed by the machine) while it ran
             ended = await self._charge(job.id, run) or stopped[0]
+            self._tell_ran(ended, run, None, started)
             await self._ended(ended)
         elif outcome:
             await self._finish(worker, job.id, outcome, started)
+
+    def _tell_ran(
+        self, job: JobRecord, ran: Run | Execution | None, err: GatewayError | None, started: float | None
+    ) -> None:
+        """One run's end for the observers (one log line per run, however it ended: done,
+        failed, queued for a retry, canceled by its owner or by its deadline, or failed by
+        the claim that found its attempts spent); `err`, else the job's error, names the
+        error code."""
+        if self.observer is None:
+            return
+        exe = ran.execution if isinstance(ran, Run) else ran
+        code = err.code if err is not None else (job.error or {}).get("code")
+        self.observer.job_ran(JobRan(
+            job_id=job.id, tenant=job.tenant, request_id=exe.request_id if exe is not None else None,
+            status=job.status, attempt=job.attempts, error_code=code if job.status != "succeeded" else None,
+            seconds=self.clock.now() - started if started is not None else 0.0,
+        ))  # fmt: skip
 
     def _trio_deadline(self, job: JobRecord) -> float:
         if job.deadline is None:
@@ -488,14 +509,7 @@ class JobService:
         if job is not None and job.status == "queued":
             self._wakeup.at(job.run_after)  # its retry, when the backoff is over
         if job is not None:
-            if self.observer is not None:
-                self.observer.job_ran(JobRan(
-                    job_id=job.id, tenant=job.tenant,
-                    request_id=exe.request_id if exe is not None else None,
-                    status=job.status, attempt=job.attempts,
-                    error_code=err.code if err is not None else None,
-                    seconds=self.clock.now() - started if started is not None else 0.0,
-                ))  # fmt: skip
+            self._tell_ran(job, exe, err, started)
             self._notify(job)
             await self._perform(job, asked)  # an end is announced once, not again
 

@@ -195,6 +195,7 @@ class WebhookSent:
     ok: bool
     error: str | None  # why it failed, as a short word (exception name, "refused")
     gave_up: bool
+    detail: str | None = None  # a refusal's reason (the host and why; never the URL)
 
 
 @frozen

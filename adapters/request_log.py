@@ -160,8 +160,9 @@ class RequestLog(Observer):
 
     def webhook_sent(self, event: WebhookSent) -> None:
         level = logging.INFO if event.ok else logging.WARNING
+        said = "delivered" if event.ok else f"failed: {event.error}" + (f": {event.detail}" if event.detail else "")
         WEBHOOKS.log(
-            level, "webhook %s %s", event.message_id, "delivered" if event.ok else "failed",
+            level, "webhook %s %s%s", event.message_id, said, " (given up)" if event.gave_up else "",
             extra={
                 "event": "webhook",
                 "message_id": event.message_id,
@@ -170,6 +171,7 @@ class RequestLog(Observer):
                 "status_code": event.status_code,
                 "ok": event.ok,
                 "error": event.error,
+                "detail": event.detail,
                 "gave_up": event.gave_up,
             },
         )

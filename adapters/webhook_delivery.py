@@ -155,11 +155,9 @@ class Deliverer:
                 return current  # reclaimed meanwhile: this late report is dropped
 
         done = await self.storage.update_delivery(rec.id, report)
-        self._tell(rec, event, answered, done)
+        self._tell(rec, event, answered, done)  # the attempt's one log line (adapters/request_log.py)
         if done is not None and done.status == "pending":
             self.wakeup.at(done.next_at)  # this process retries it when due
-        if done is not None and done.status == "given_up":
-            log.warning("webhook %s given up after %d attempts", rec.id, done.attempts)
         return True
 
     async def _with_body(self, rec: DeliveryRecord) -> DeliveryRecord:
@@ -179,14 +177,14 @@ class Deliverer:
         observers (adapters/request_log.py logs it, adapters/metrics.py counts it)."""
         if self.observer is None:
             return
-        failure = None
+        failure, detail = None, None
         if isinstance(event, outbox.Failed):
             failure = event.error
         elif isinstance(event, outbox.Refused):
-            failure = "refused"  # why is in the warning above
+            failure, detail = "refused", event.reason  # the host and why, never the URL
         self.observer.webhook_sent(WebhookSent(
             message_id=rec.id, job_id=rec.job_id, attempt=rec.attempts, status_code=answered,
-            ok=failure is None, error=failure,
+            ok=failure is None, error=failure, detail=detail,
             gave_up=done is not None and done.status in ("given_up", "refused"),
         ))  # fmt: skip
 
@@ -199,10 +197,8 @@ class Deliverer:
         try:
             checked = await self._checked(rec.url)
         except OSError as err:  # the host did not resolve: retried like a transport error
-            log.info("webhook %s: its host did not resolve", rec.id)
             return outbox.Failed(worker, f"resolution failed ({type(err).__name__})"), None
         if isinstance(checked, str):
-            log.warning("webhook %s refused, not sent: %s", rec.id, checked)
             return outbox.Refused(worker, checked), None
         if self.http is None:
             return outbox.Failed(worker, "no HTTP client"), None
@@ -215,14 +211,12 @@ class Deliverer:
                 timeout=REQUEST_TIMEOUT, follow_redirects=False,
             )  # fmt: skip
         except (httpx.HTTPError, OSError) as err:
-            log.info("webhook %s failed: %s", rec.id, type(err).__name__)
             return outbox.Failed(worker, type(err).__name__), None
         status = response.status_code
         if 200 <= status < 300:
             return outbox.Delivered(worker), status
         if status == 410:
             return outbox.Gone(worker), status
-        log.info("webhook %s answered %s", rec.id, status)
         return outbox.Failed(worker, f"HTTP {status}"), status
 
     async def _checked(self, url: str) -> Pinned | str:

@@ -383,6 +383,9 @@ async def test_a_job_run_and_a_webhook_delivery_have_their_lines(
         "ok": False, "error": "HTTP 503", "gave_up": True,
     }
     assert hook["level"] == "warning"
+    assert hook["message"] == f"webhook {delivery.id} failed: HTTP 503 (given up)"
+    # the failed attempt is logged once: no other line of any logger names the message
+    assert [line for line in parsed(log_lines) if delivery.id in json.dumps(line)] == [hook]
 
 
 def test_the_formatter_redacts_keys_anywhere_in_the_line() -> None:
