@@ -93,7 +93,7 @@ bench-rss: $(STAMP)
 	$(BENCH) --targets ours --scenarios rss $(BENCH_ARGS)
 
 # py-spy samples of this gateway during the c=16 JSON run, summarised (bench/profile.py);
-# BENCH_PROFILE=stream16 (or slow, json64) samples that scenario instead.
+# BENCH_PROFILE=stream16 (or slow, json64, c1) samples that scenario instead.
 BENCH_PROFILE ?= json16
 bench-profile: $(STAMP)
 	mkdir -p data

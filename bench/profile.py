@@ -5,6 +5,12 @@ Owns: reading `py-spy record --format raw` output (one line per distinct stack:
 of the stack, in two views (see PARTS). `python -m bench.profile FILE` prints the shares by part, then the
 functions with the most samples of their own (self time) and, among the gateway's own
 functions, those with the most samples under them (inclusive).
+
+Idle threads are left out (`idle`): py-spy, even without `--idle`, records a thread that
+waits in a lock (Trio's cached worker threads waiting for their next job, a `threading`
+wait) and stacks with no Python frame at all; counted, they made the thread hops look
+dearer and every other share smaller. The summary says how many it left out. The main
+thread waiting in epoll stays in: that is the process being idle or waiting for I/O.
 """
 
 from __future__ import annotations
@@ -50,6 +56,16 @@ PARTS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 OTHER = "other (stdlib, interpreter)"
 NO_LAYER = "trio run loop only (scheduling, no layer on the stack)"
 OURS = ("/core/", "/adapters/", "/server/")
+# (function, file) of an innermost frame that means the thread is waiting, not running
+IDLE: tuple[tuple[str, str], ...] = (
+    ("WorkerThread._work", "_thread_cache.py"),  # a Trio worker thread waiting for a job
+    ("Condition.wait", "/threading.py"),
+    ("Event.wait", "/threading.py"),
+    ("Thread._wait_for_tstate_lock", "/threading.py"),
+    ("Thread.join", "/threading.py"),
+    ("SimpleQueue.get", "/queue.py"),
+    ("Queue.get", "/queue.py"),
+)
 
 
 def _frames(stack: str) -> list[tuple[str, str]]:
@@ -72,6 +88,14 @@ def part_of(frames: list[tuple[str, str]], layers_only: bool = False) -> str:
     return NO_LAYER if layers_only else OTHER
 
 
+def idle(frames: list[tuple[str, str]]) -> bool:
+    """A sample of a thread that was waiting (see the module docstring)."""
+    if not frames or frames == [("", "")]:
+        return True  # no Python frame on the thread
+    func, file = frames[-1]
+    return any(func == f and file.endswith(where) for f, where in IDLE)
+
+
 def read(path: Path) -> list[tuple[list[tuple[str, str]], int]]:
     samples = []
     for line in path.read_text().splitlines():
@@ -82,6 +106,8 @@ def read(path: Path) -> list[tuple[list[tuple[str, str]], int]]:
 
 
 def summary(samples: list[tuple[list[tuple[str, str]], int]], top: int = 15) -> str:
+    left_out = sum(n for frames, n in samples if idle(frames))
+    samples = [(frames, n) for frames, n in samples if not idle(frames)]
     total = sum(n for _, n in samples) or 1
     parts: Counter[str] = Counter()
     layers: Counter[str] = Counter()
@@ -98,7 +124,7 @@ def summary(samples: list[tuple[list[tuple[str, str]], int]], top: int = 15) -> 
             if file.startswith(OURS) and name not in seen:
                 seen.add(name)
                 ours[name] += n
-    lines = [f"{total} samples", "", "| part of the stack | what runs (innermost part) | who asked (innermost layer) |",
+    lines = [f"{total} samples ({left_out} of idle threads left out)", "", "| part of the stack | what runs (innermost part) | who asked (innermost layer) |",
              "|---|---|---|"]
     for part in sorted({*parts, *layers}, key=lambda p: -(parts[p] + layers[p])):
         lines.append(f"| {part} | {parts[part] * 100 / total:.1f} % | {layers[part] * 100 / total:.1f} % |")

@@ -174,6 +174,13 @@ class Bench:
         load(target, payload, requests=20 * len(target.urls), concurrency=len(target.urls))
         before = self._cpu(target)
         t = load(target, payload, requests=self.args.c1_requests, concurrency=1)
+        if self.args.profile and self.args.profile_scenario == "c1" and target.name == self.args.profile_target:
+            # profiled: one request at a time for as long as py-spy records (see _profile)
+            until = time.monotonic() + self.args.warmup + self.args.seconds
+            while time.monotonic() < until:
+                more = load(target, payload, requests=self.args.c1_requests, concurrency=1)
+                t.total += more.total
+                t.errors += more.errors
         cpu = (self._cpu(target) - before) * 1000 / len(t.total) if t.total else float("nan")
         # CPU per request beside the latency: an added latency well above it is a wait
         return {"p50_ms": _p50(t.total) * 1000, "cpu_ms": cpu, "errors": float(t.errors)}
@@ -359,7 +366,8 @@ def main() -> None:
     parser.add_argument("--profile-target", default="ours",
                         help="the target --profile samples (ours, ours-obs, ours-traced, ...)")
     parser.add_argument("--profile-scenario", default="json16",
-                        help="the scenario --profile samples (json16, json64, stream16 or slow)")
+                        help="the scenario --profile samples (json16, json64, stream16, slow, or c1: then"
+                        " the c=1 run lasts as long as the samples are taken)")
     args = parser.parse_args()
     names = [n for n in args.targets.split(",") if n]
     if args.compare is not None and "before" not in names:
