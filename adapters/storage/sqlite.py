@@ -2,15 +2,23 @@
 
 Owns: running every storage operation on ONE connection, serialized by a `trio.Lock`
 and executed in a worker thread (`trio.to_thread.run_sync`), so the Trio thread never
-blocks on disk; and keeping the hot path off that connection: key lookups come from a
-short-lived cache (`keycache.py`), rate-limit and budget state from memory
-(`memstate.py`), and ledger rows go through one writer with group commit
+waits on disk or on another process; and keeping the hot path off that connection: key
+lookups come from a short-lived cache (`keycache.py`), rate-limit and budget state from
+memory (`memstate.py`), and ledger rows go through one writer with group commit
 (`group_commit.py`).
 
 Rules:
 - WAL journal, `synchronous=NORMAL` (a power cut may lose the last commits, never
   corrupts; a crash of the process loses nothing committed), `busy_timeout` 10 s.
   `:memory:` databases live as long as the Storage.
+- The writer's batch (ledger rows and dirty state) commits on the Trio thread, without
+  a thread hop, when it can do so without waiting: the connection is free, the batch
+  has at most 32 rows, and no other process holds the write lock (tried with no busy
+  wait). In WAL mode with `synchronous=NORMAL` such a commit writes to the WAL and
+  does not sync. Anything else (a busy file, a busy connection, a large batch) commits
+  in a worker thread as before. Checkpoints (where the syncs are) never run inside a
+  commit (`wal_autocheckpoint` is off on this connection): every 100 write
+  transactions a PASSIVE checkpoint runs in a worker thread.
 - Writes run in `BEGIN IMMEDIATE` transactions: the write lock is taken up front, so a
   read-modify-write (`update_job`, `claim_job`) is atomic against this process's other
   tasks and against other processes using the file (`umg keys ...`; they wait up to
@@ -97,6 +105,10 @@ _INSERT_USAGE = (
 )
 _UPSERT_HOURLY = rollup.upsert_hourly("?", cost_added_by_caller=True)
 _UPSERT_BINS = rollup.upsert_bins("?")
+_BUSY_WAIT = "PRAGMA busy_timeout = 10000"
+_BUSY_NOW = "PRAGMA busy_timeout = 0"
+_HERE_ROWS = 32  # a larger batch commits in a worker thread (see SQLiteStorage._tx_here)
+_CHECKPOINT_EVERY = 100  # write transactions between WAL checkpoints (about 1,000 pages)
 _UPSERT_STATE = (
     "INSERT INTO state (scope, data) VALUES (?, ?)"
     " ON CONFLICT (scope) DO UPDATE SET data = excluded.data"
@@ -161,6 +173,8 @@ class SQLiteStorage(LedgerReads):
         self.keys = keys or KeyCache()
         self._states = StateTable()
         self._through = trio.Lock()  # write-through scopes, one at a time
+        self._writes = 0  # write transactions so far (for the checkpoints)
+        self._checkpointing = False
         self.writer = GroupCommit(
             self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds
         )
@@ -169,9 +183,11 @@ class SQLiteStorage(LedgerReads):
 
     def _connect(self) -> Conn:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(_BUSY_WAIT)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # checkpoints (the fsyncs) never run inside a commit: `_wrote` asks for them
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
     async def _run(self, fn: Callable[[Conn], T]) -> T:
@@ -183,7 +199,58 @@ class SQLiteStorage(LedgerReads):
             return await trio.to_thread.run_sync(fn, self._conn)
 
     async def _tx(self, fn: Callable[[Conn], T]) -> T:
-        return await self._run(lambda conn: _write(conn, fn))
+        try:
+            return await self._run(lambda conn: _write(conn, fn))
+        finally:
+            self._wrote()
+
+    async def _tx_here(self, fn: Callable[[Conn], T], rows: int) -> T:
+        """`_tx` on the Trio thread, without a thread hop, when nothing would make it wait
+        (the writer's batch; see the module rules): the connection is open and free, the
+        batch is small, and no other process holds the write lock (`BEGIN IMMEDIATE`
+        with no busy wait). Otherwise `_tx`, in a worker thread, as any transaction."""
+        conn = self._conn
+        if conn is None or self._closed or self._lock.locked() or rows > _HERE_ROWS:
+            return await self._tx(fn)
+        self._lock.acquire_nowait()
+        try:
+            conn.execute(_BUSY_NOW)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # the file is busy (another process writes)
+                began = False
+            else:
+                began = True
+            finally:
+                conn.execute(_BUSY_WAIT)
+            if began:
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+                self._wrote()
+                return result
+        finally:
+            self._lock.release()
+        return await self._tx(fn)  # waits for the other process in a worker thread
+
+    def _wrote(self) -> None:
+        """Count a write transaction; every `_CHECKPOINT_EVERY`, a PASSIVE checkpoint of
+        the WAL in a worker thread (behind the connection's lock, like any call)."""
+        self._writes += 1
+        if self._writes % _CHECKPOINT_EVERY == 0 and not self._checkpointing and not self._closing:
+            self._checkpointing = True
+            trio.lowlevel.spawn_system_task(self._checkpoint, name="umg-sqlite-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._run(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        except (sqlite3.Error, RuntimeError) as err:  # closed meanwhile, or the disk failed
+            log.warning("WAL checkpoint not made: %s", err)
+        finally:
+            self._checkpointing = False
 
     async def migrate(self) -> None:
         if self._owner_at_migrate:
@@ -335,7 +402,7 @@ class SQLiteStorage(LedgerReads):
             return inserted
 
         try:
-            results = await self._tx(apply)
+            results = await self._tx_here(apply, len(rows))
         except BaseException:
             self._states.mark_dirty([scope for scope, _ in states])
             raise

@@ -215,6 +215,80 @@ async def test_many_concurrent_rows_are_group_committed_none_lost_none_doubled(
         await storage.close()
 
 
+async def test_a_small_batch_commits_on_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    hops: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **options)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    try:
+        await storage.update_state("key:k1:total", _set({"spent": "0.25"}))
+        hops.clear()  # its first read was one
+        assert await storage.insert_usage(make_usage(1, T0))
+        assert hops == []  # no thread hop for the row and the state it carried
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        assert await stored_state(db) == {"key:k1:total": {"spent": "0.25"}}  # committed
+        assert await storage.usage_count() == 1
+    finally:
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        await storage.close()
+
+
+async def test_a_file_another_process_writes_makes_the_commit_wait_off_the_trio_thread(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "g.db"
+    storage = await opened(db)
+    other = sqlite3.connect(db, isolation_level=None)  # as `umg keys ...` would
+    try:
+        other.execute("BEGIN IMMEDIATE")  # it holds the write lock
+        done: list[bool] = []
+
+        async def record() -> None:
+            done.append(await storage.insert_usage(make_usage(1, T0)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record)
+            ticks = 0
+            with trio.move_on_after(0.3):
+                while True:  # the Trio thread goes on running meanwhile
+                    await trio.sleep(0.01)
+                    ticks += 1
+            assert ticks >= 10 and done == []
+            other.execute("COMMIT")  # the lock is free: the waiting commit goes through
+        assert done == [True]
+        assert await storage.usage_count() == 1
+    finally:
+        other.close()
+        await storage.close()
+
+
+async def test_the_wal_is_checkpointed_outside_the_commits(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db)
+    try:
+        for n in range(1200):  # one transaction each
+            await storage.insert_usage(make_usage(n, T0 + timedelta(hours=n)))
+        while storage._checkpointing:
+            await trio.sleep(0.01)
+        # without checkpoints (autocheckpoint is off) the WAL would hold every commit's
+        # pages: 1,200 transactions of about 11 pages of 4 KB each, over 50 MB; with
+        # one every 100 transactions it is reused from the start each time
+        assert Path(f"{db}-wal").stat().st_size < 12 * 1024 * 1024
+        assert await storage.usage_count() == 1200
+    finally:
+        await storage.close()
+
+
 async def test_a_full_queue_makes_callers_wait_and_drops_nothing(tmp_path: Path) -> None:
     storage = await opened(tmp_path / "g.db", queue_rows=4)
     done: list[int] = []
