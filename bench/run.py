@@ -48,8 +48,8 @@ from bench.loadgen import Timings, run_load
 from bench.streams import StreamTimings, run_streams
 from bench.targets import Target
 
-ALL_TARGETS = ("direct", "before", "ours", "ours-obs", "ours-off", "ours-traced", "ours-pg", "portkey",
-               "litellm")
+ALL_TARGETS = ("direct", "floor-hello", "floor-proxy", "before", "ours", "ours-obs", "ours-off",
+               "ours-traced", "ours-pg", "portkey", "litellm")
 DEFAULT_SCENARIOS = ("c1", "json16", "json64", "stream16", "ttfb1", "slow")
 STREAM_DIRECTIVE = "[fake chunks=20 gap=5]"  # paced: 16 streams take ~150/s direct
 SLOW_DIRECTIVE = "[fake chunks=20 first=2000 gap=50]"
@@ -248,6 +248,8 @@ def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | No
             assert pg_url is not None
             target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url,
                                   name="ours-pg", path=path)
+        elif name in ("floor-hello", "floor-proxy"):
+            target = targets.floor(stack, tmp, provider, cpu, name.removeprefix("floor-"))
         elif name == "portkey":
             target = targets.portkey(stack, tmp, provider, cpu)
         else:
@@ -315,7 +317,7 @@ def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: di
         slow = results[name].get("slow")
         done = f"{slow['complete']:.0f}/{slow['of']:.0f}" if slow else "–"
         lines.append(f"| {name} | " + " | ".join(_fmt(cell(name, c), c[3]) for c in used) + f" | {done} |")
-    for mine, other in (("ours", "before"), ("ours-obs", "ours-off"), ("ours-off", "before"),
+    for mine, other in (("ours", "floor-proxy"), ("ours", "before"), ("ours-obs", "ours-off"), ("ours-off", "before"),
                         ("ours-traced", "ours-obs"), ("ours-traced", "ours-off"), ("ours", "portkey"),
                         ("ours", "litellm"), ("ours-pg", "portkey"), ("ours-pg", "litellm")):
         if mine not in names or other not in names:
@@ -343,7 +345,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--targets",
-        default=",".join(t for t in ALL_TARGETS if t not in ("before", "ours-obs", "ours-off", "ours-traced")),
+        default=",".join(t for t in ALL_TARGETS if t not in ("before", "ours-obs", "ours-off", "ours-traced",
+                                                             "floor-hello", "floor-proxy")),
     )
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per wrk run")

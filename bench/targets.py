@@ -19,6 +19,9 @@ OpenAI chat request; a `Target` says where and with which headers.
   ours-obs, tracing's own cost; beside ours-off, all the telemetry's.
 - ours-pg: two `umg serve` processes on one Postgres database, the same key, both pinned
   to the gateway core; load is split evenly between them.
+- floor-hello, floor-proxy: not gateways: a bare ASGI app on Hypercorn as `umg serve`
+  runs it, answering at once (hello) or passing the body to the fake provider through
+  the gateway's upstream client (proxy); the floor under `ours` (`bench/floor.py`).
 - portkey: Portkey's open-source gateway (`bench/competitors.sh` installs it), with the
   fake provider as a custom OpenAI host.
 - litellm: LiteLLM's proxy with one deployment pointing at the fake provider and a
@@ -203,6 +206,21 @@ def postgres_database() -> Iterator[str]:
 def _node_version() -> str:
     found = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
     return found.stdout.strip()
+
+
+def floor(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, mode: str) -> Target:
+    """`bench/floor.py` (`hello` or `proxy`): Hypercorn as `umg serve` runs it, with no
+    gateway behind it; beside `ours`, the floor under the gateway's CPU per request."""
+    port = free_port()
+    name = f"floor-{mode}"
+    log = tmp / f"{name}.log"
+    env = _env({"PYTHONPATH": str(ROOT)})
+    args = _pinned([sys.executable, "-m", "bench.floor", "--port", str(port), "--mode", mode,
+                    "--provider", provider], cpu)
+    proc = stack.enter_context(_process(args, env, log))
+    wait_ready(f"http://127.0.0.1:{port}/", proc, log)
+    return Target(name, (f"http://127.0.0.1:{port}/v1/chat/completions",),
+                  {"Authorization": "Bearer unused"}, (proc.pid,), f"bare Hypercorn app ({mode}), bench/floor.py")
 
 
 def portkey_path() -> Path:
