@@ -176,6 +176,20 @@ class Driver:
         self.timeouts = timeouts
         self.runs = runs or RunRegistry()
         self.observer = observer
+        # provider -> whether it checks requests (a runtime Protocol check is slow; asked
+        # on every request): kept per provider object, so a replaced one is asked again
+        self._checks: dict[str, tuple[Provider, ChecksRequests | None]] = {}
+
+    def checker(self, label: str) -> ChecksRequests | None:
+        """The provider named `label` if it checks requests before a call, else None."""
+        provider = self.providers.get(label)
+        if provider is None:
+            return None
+        known = self._checks.get(label)
+        if known is None or known[0] is not provider:
+            known = (provider, provider if isinstance(provider, ChecksRequests) else None)
+            self._checks[label] = known
+        return known[1]
 
     async def authenticate(self, token: str | None) -> KeyRecord:
         prefix = keys.prefix_of(token) if token else None
@@ -286,9 +300,9 @@ class Run:
             policy=d.health.policy,
         )
         for label in dict.fromkeys(dep.provider for dep in exe.plan.deployments):
-            provider = d.providers.get(label)
-            if isinstance(provider, ChecksRequests):
-                provider.check_request(request)
+            checker = d.checker(label)
+            if checker is not None:
+                checker.check_request(request)
         exe.attempts, self._actions = attempts.start(exe.plan.deployments, d.policy, d.clock.now())
         first = self._actions[0]
         if isinstance(first, attempts.Fail):

@@ -15,7 +15,9 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Any, TypeVar
@@ -106,8 +108,32 @@ def from_sqlite(name: str, value: Any) -> Any:
     return value
 
 
+def _sqlite_writer(name: str) -> Callable[[Any], Any] | None:
+    """What `to_sqlite` does to a non-None value of column `name` (None: nothing)."""
+    if name in MONEY_FIELDS:
+        return lambda value: format(money(value), "f")
+    if name in DATETIME_FIELDS:
+        return iso
+    if name in JSON_FIELDS:
+        return dumps
+    if name in BOOL_FIELDS:
+        return int
+    return None
+
+
+@functools.cache
+def _sqlite_plan(cls: type[Record]) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """Each column of `cls` with its writer, worked out once per record class (a ledger
+    row is written on every request: the same answer as `to_sqlite`, column by column)."""
+    return tuple((name, _sqlite_writer(name)) for name in columns(cls))
+
+
 def sqlite_row(rec: Record) -> tuple[Any, ...]:
-    return tuple(to_sqlite(n, getattr(rec, n)) for n in columns(type(rec)))
+    out = []
+    for name, write in _sqlite_plan(type(rec)):
+        value = getattr(rec, name)
+        out.append(value if value is None or write is None else write(value))
+    return tuple(out)
 
 
 def from_sqlite_row(cls: type[R], row: tuple[Any, ...]) -> R:

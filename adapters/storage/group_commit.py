@@ -90,7 +90,10 @@ class GroupCommit:
     async def submit(self, row: Row) -> bool:
         if self._closing:
             raise RuntimeError("storage is closed")
-        await self._room.acquire()
+        try:
+            self._room.acquire_nowait()  # room (the usual case): no trip through the scheduler
+        except trio.WouldBlock:
+            await self._room.acquire()
         if self._closing:
             self._room.release()
             raise RuntimeError("storage is closed")

@@ -263,3 +263,20 @@ async def test_read_states_is_read_state_of_each_scope(storage: Storage, storage
         assert await reopened.read_states([]) == {}
     finally:
         await reopened.close()
+
+
+def test_a_sqlite_row_is_each_column_as_to_sqlite_writes_it() -> None:
+    """`codec.sqlite_row` works out each class's columns once; the values stay the rule's."""
+    from adapters.storage import codec
+    from tests.adapters.test_storage_jobs import make_job
+
+    records: list[Any] = [
+        make_usage(1, T0), make_usage(2, T0, cost=Decimal("1.5"), error_code="rate_limited"),
+        make_key(1), make_key(2, revoked_at=T0 + timedelta(hours=1), budget_usd=Decimal("7")),
+        make_job(1),
+    ]
+    for rec in records:
+        expected = tuple(codec.to_sqlite(n, getattr(rec, n)) for n in codec.columns(type(rec)))
+        assert codec.sqlite_row(rec) == expected
+    with pytest.raises(ValueError, match="10"):
+        codec.sqlite_row(make_usage(3, T0, cost=Decimal("0.00000000001")))  # money still checked
