@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 
-import psycopg
 from attrs import frozen
 
 from adapters.clock import Clock
 from adapters.storage.base import Storage
 from core import idempotency as idem
-from core.errors import ServiceUnavailable
+from core.errors import GatewayError, ServiceUnavailable
 
 log = logging.getLogger("umg.idempotency")
-STORAGE_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
 @frozen
@@ -40,6 +37,9 @@ class IdempotencyKeys:
         self.storage = storage
         self.clock = clock
         self.policy = policy
+        # the database driver's own errors (sqlite3's or psycopg's, so psycopg is not
+        # imported on SQLite); the storage's own GatewayErrors (a 503) pass as they are
+        self._errors = tuple(e for e in storage.errors if not issubclass(e, GatewayError))
 
     async def _step(self, tenant: str, key: str, event: idem.Event) -> idem.Decision:
         def apply(record: idem.Record | None) -> tuple[idem.Decision, idem.Record | None]:
@@ -55,7 +55,7 @@ class IdempotencyKeys:
         event = idem.Arrive(fingerprint, owner, self.clock.epoch())
         try:
             decision = await self._step(tenant, key, event)
-        except STORAGE_ERRORS as err:
+        except self._errors as err:
             log.warning("idempotency keys unavailable: %s", type(err).__name__)
             raise ServiceUnavailable(
                 "Idempotency keys cannot be checked right now (storage unavailable); retry later",
@@ -74,7 +74,7 @@ class IdempotencyKeys:
         event = idem.Finish(claim.owner, answer, keep, self.clock.epoch())
         try:
             decision = await self._step(claim.tenant, claim.key, event)
-        except STORAGE_ERRORS as err:
+        except self._errors as err:
             log.error("an idempotency key could not be finished (%s); its claim lapses in %ss",
                       type(err).__name__, self.policy.lock_seconds)
             return

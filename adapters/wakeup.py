@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import trio
 
 from adapters.clock import Clock
 from adapters.storage.outbox_sql import CHANNEL
+
+if TYPE_CHECKING:  # imported where it is used: a SQLite gateway never loads psycopg
+    import psycopg
 
 log = logging.getLogger("umg.jobs")
 MAX_RETRY_SECONDS = 10.0
@@ -90,6 +92,8 @@ class Wakeup:
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
+    import psycopg
+
     conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
     conn.execute(f"LISTEN {CHANNEL}")
     return conn
@@ -110,6 +114,8 @@ async def listen(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """LISTEN until cancelled; `task_status.started()` once the first LISTEN is in place."""
+    import psycopg
+
     started = False
     failures = 0  # connection attempts failed in a row
     while True:
