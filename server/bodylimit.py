@@ -15,7 +15,9 @@ reading on):
   at once (it does not wait: a waiting body would hold its connection and the client's
   time for nothing). The charge is released once the app has taken the body.
 Requests without a body (no `Content-Length`, or 0, and no `Transfer-Encoding`) and
-WebSocket connections pass straight through.
+WebSocket connections pass straight through. A body read here is also put in the scope
+(`BODY`), so a layer behind can take it without a receive (`server/hot.py`); the app's
+receive still hands it over once, as before.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+BODY = "umg.body"  # scope key: the whole request body, read by BodyLimit
 
 
 class BodyBudget:
@@ -128,6 +132,7 @@ class BodyLimit:
                 )
             if body is None:
                 return  # the client went away
+            scope[BODY] = body
             await self.app(scope, _replay(body, receive, charge), send)
         except _Refused as refused:
             await _answer(scope, send, refused.error)

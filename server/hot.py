@@ -7,7 +7,8 @@ Each route's handler (`answer(services, incoming)` in `server/routes/`) gets a p
 module writes as ASGI messages; both go through the one request driver. Everything else,
 other paths and other methods on these paths (OPTIONS, the 405s), goes to the Quart app.
 It sits inside the request-id and body middlewares, so ids, body limits and their error
-answers are the same as on every other route.
+answers are the same as on every other route; a body the body middleware has read
+(`server/bodylimit.py`'s `BODY` in the scope) is taken from the scope, with no wait.
 
 It does what Quart-Trio did for these routes (the e2e tests are the spec):
 - the body is received by its own task while the request is handled, as quart-trio's
@@ -37,6 +38,7 @@ from attrs import evolve
 from adapters.driver import new_id
 from adapters.stopwatch import OVERHEAD_HEADER, Stopwatch, header_value
 from core.errors import GatewayError, InvalidRequest
+from server.bodylimit import BODY
 from server.errors import error_body, error_headers, internal_error
 from server.http import to_json
 from server.pipeline import WATCH, BodyTimeout, Incoming, Streamed, Whole
@@ -62,14 +64,20 @@ BODY_TIMEOUT_MESSAGE = (
 
 
 class _Body:
-    """The request body as it arrives, for a handler that may wait for it."""
+    """The request body as it arrives, for a handler that may wait for it (or read
+    already, by the body middleware: `given`)."""
 
-    def __init__(self, timeout: float | None) -> None:
-        self.parts: list[bytes] = []
+    def __init__(self, timeout: float | None, given: bytes | None) -> None:
+        self.parts: list[bytes] = [] if given is None else [given]
+        self.given = given is not None
         self.complete = trio.Event()
+        if self.given:
+            self.complete.set()
         self.timeout = timeout
 
     async def read(self) -> bytes:
+        if self.given:  # no wait, no cancel scope
+            return self.parts[0]
         with trio.move_on_after(self.timeout if self.timeout is not None else float("inf")):
             await self.complete.wait()
             return b"".join(self.parts)
@@ -113,7 +121,8 @@ class HotRoutes:
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = _Body(self.body_timeout)
+        given = scope.get(BODY)
+        body = _Body(self.body_timeout, given if isinstance(given, bytes) else None)
         own = str(scope.get(REQUEST_ID) or new_id("req"))
         incoming = Incoming(
             path=scope["path"],
@@ -135,6 +144,8 @@ class HotRoutes:
         while True:
             message = await receive()
             if message["type"] == "http.request":
+                if body.given:
+                    continue  # the body middleware's replay of what `given` holds
                 body.parts.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     body.complete.set()

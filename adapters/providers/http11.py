@@ -23,10 +23,15 @@ Rules:
   request headers or bodies (h11's complaints about our own request are not passed on).
 - Deadlines are absolute `trio.current_time()` values chosen by the caller; no cancel
   scope is held open across a return to the caller.
+- No trip through Trio's scheduler where nothing waits: a free pool slot is taken at
+  once, and a request on a plain TCP connection is written straight to the socket when
+  the kernel takes it all (`send_all`, with its deadline, sends what it does not take and
+  reports errors). TLS always goes through `send_all`.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import ssl
@@ -158,13 +163,26 @@ async def _open_tcp(host: str, port: int) -> trio.SocketStream:
 
 
 class _Connection:
-    __slots__ = ("h11", "idle_since", "sock", "stream")
+    __slots__ = ("h11", "idle_since", "sock", "stream", "tcp")
 
-    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
-        self.stream = stream
-        self.sock = sock
+    def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
+        self.stream = stream  # `tcp` itself, or TLS over it
+        self.tcp = tcp
+        self.sock = tcp.socket
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+
+    def send_now(self, data: bytes) -> int:
+        """Write what the kernel takes of `data` at once to a plain TCP connection (no trip
+        through Trio's scheduler); the bytes written. 0 for TLS, and on any error: the
+        caller sends the rest with `send_all`, which reports errors the ordinary way."""
+        if self.stream is not self.tcp:
+            return 0
+        fd = self.sock.fileno()
+        try:
+            return os.write(fd, data) if fd >= 0 else 0
+        except OSError:  # a full buffer (BlockingIOError), or an error send_all will raise
+            return 0
 
     def close(self) -> None:
         """Close at once (no TLS close_notify: the connection is being dropped)."""
@@ -283,13 +301,9 @@ class ConnectionPool:
         if home is None:
             home = self._origins.setdefault(target.origin, _OriginPool(self._limits))
         try:
-            with trio.fail_at(min(deadline, trio.current_time() + connect)):
-                await home.slots.acquire()
-        except trio.TooSlowError:
-            raise PoolTimedOut(
-                "waiting for a free connection",
-                f"all {self._limits.max_connections} connections to the upstream are busy",
-            ) from None
+            home.slots.acquire_nowait()  # a free slot (the usual case): no scheduler trip
+        except trio.WouldBlock:
+            await self._wait_for_slot(home, min(deadline, trio.current_time() + connect))
         try:
             conn = self._check_out(home)
             if conn is not None:
@@ -306,6 +320,16 @@ class ConnectionPool:
         except BaseException:
             home.slots.release()
             raise
+
+    async def _wait_for_slot(self, home: _OriginPool, by: float) -> None:
+        try:
+            with trio.fail_at(by):
+                await home.slots.acquire()
+        except trio.TooSlowError:
+            raise PoolTimedOut(
+                "waiting for a free connection",
+                f"all {self._limits.max_connections} connections to the upstream are busy",
+            ) from None
 
     def _check_out(self, home: _OriginPool) -> _Connection | None:
         idle = home.idle
@@ -334,12 +358,12 @@ class ConnectionPool:
             with trio.fail_at(by):
                 tcp = await _open_tcp(origin.host, origin.port)
                 if origin.scheme != "https":
-                    return _Connection(tcp, tcp.socket)
+                    return _Connection(tcp, tcp)
                 tls = trio.SSLStream(
                     tcp, self._tls(), server_hostname=origin.host, https_compatible=True
                 )
                 await tls.do_handshake()
-                return _Connection(tls, tcp.socket)
+                return _Connection(tls, tcp)
         except trio.TooSlowError:
             if tcp is not None:
                 tcp.socket.close()
@@ -377,9 +401,11 @@ class ConnectionPool:
                 "encoding the request", "the request is not valid HTTP/1.1"
             ) from None
         by = min(deadline, trio.current_time() + first_byte)
+        sent = conn.send_now(data)
         try:
-            with trio.fail_at(by):
-                await conn.stream.send_all(data)
+            if sent < len(data):  # the rest (a full buffer, or an error) the ordinary way
+                with trio.fail_at(by):
+                    await conn.stream.send_all(memoryview(data)[sent:])
         except trio.TooSlowError:
             raise ResponseTimedOut("sending the request", "timed out") from None
         except _NET_ERRORS as exc:
