@@ -18,8 +18,8 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
   `insert_usage` batch or within 0.5 s, whichever is first, and on `close()`; every
   other scope before it returns. So a state change made before `insert_usage(row)`
   is committed no later than `row`.
-- `insert_usage` returns once the row is committed (SQLite: in a group commit with
-  the rows queued meanwhile, see `group_commit.py`). It is idempotent on
+- `insert_usage` returns once the row is committed (on both backends in a group commit
+  with the rows queued meanwhile, see `group_commit.py`). It is idempotent on
   `request_id`: a retried write never double-bills.
 - `key_by_prefix` answers from a per-process cache for up to 1 s (`keycache.py`);
   `insert_key` and `revoke_key` through the same Storage apply to it at once.

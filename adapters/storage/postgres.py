@@ -19,6 +19,15 @@ Rules:
 - The pool opens lazily on first use; `close()` closes it.
 - Key lookups by prefix are cached in process for `KEY_CACHE_SECONDS` (`keycache.py`):
   a revoke through this process applies here at once, through another within the TTL.
+- Ledger rows go through one writer with group commit (`group_commit.py`), as on
+  SQLite: `insert_usage` returns once the transaction holding its row has committed.
+  A batch is ONE multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING id` (so each
+  caller learns whether its own row went in; a later row of the batch with the id or
+  `request_id` of an earlier one is not sent and answers False) plus the hourly rollup
+  upserts of the inserted rows, in one transaction. The rollup rows are upserted in
+  sorted key order, so the writers of several processes, which share those rows,
+  always lock them in the same order and cannot deadlock. A failed commit fails every
+  row of its batch (each caller gets the error).
 
 Unreachable database: every operation fails closed with `core.errors.StorageUnavailable`
 (a 503 with `retry_after` = `DOWN_SECONDS`), never a driver error, a 500 or a hang:
@@ -61,6 +70,7 @@ from adapters.storage.base import (
     budget_upsert_sql,
     key_changes,
 )
+from adapters.storage.group_commit import GroupCommit
 from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import POSTGRES, Query
@@ -97,10 +107,30 @@ def marks(cols: tuple[str, ...]) -> str:
     return ", ".join("%s::jsonb" if c in codec.JSON_FIELDS else "%s" for c in cols)
 
 
-_INSERT_USAGE = (
-    f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({marks(codec.columns(UsageRecord))})"
-    " ON CONFLICT DO NOTHING"
-)
+_USAGE_MARKS = f"({marks(codec.columns(UsageRecord))})"
+
+
+def _insert_usage(n: int) -> str:
+    """`n` ledger rows in one statement; RETURNING the ids of those it inserted."""
+    values = ", ".join([_USAGE_MARKS] * n)
+    return f"INSERT INTO usage ({_USAGE_COLS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [value for row in rows for value in row]
+
+
+def _firsts(records: Sequence[UsageRecord]) -> list[bool]:
+    """Which records of a batch are the first with their id and request_id: a later one
+    with either is not inserted (as its own INSERT after the first would not be)."""
+    ids: set[str] = set()
+    requests: set[str] = set()
+    out = []
+    for rec in records:
+        out.append(rec.id not in ids and rec.request_id not in requests)
+        ids.add(rec.id)
+        requests.add(rec.request_id)
+    return out
 
 
 class _Abandoned(Exception):
@@ -155,6 +185,7 @@ class PostgresStorage(LedgerReads):
         keys: KeyCache | None = None,
         pool_timeout: float = POOL_TIMEOUT_SECONDS,
         clock: Clock | None = None,
+        queue_rows: int = 4096,
     ) -> None:
         extra = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         self._pool = psycopg_pool.ConnectionPool(
@@ -172,6 +203,9 @@ class PostgresStorage(LedgerReads):
         self.shared = True  # many processes: limits lease slices (adapters/leases.py)
         self.dialect = POSTGRES
         self.keys = keys or KeyCache()
+        # a batch is one INSERT of 25 parameters a row: 512 rows stay far below the
+        # protocol's 65,535 parameters a statement
+        self.writer = GroupCommit(self._commit, self.errors, capacity=queue_rows, max_batch=512)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -257,6 +291,9 @@ class PostgresStorage(LedgerReads):
         await self._run(apply)
 
     async def close(self) -> None:
+        """Commit every queued ledger row, then close the pool."""
+        await self.writer.close()
+
         def shut() -> None:
             with self._open_lock:
                 self._closed = True
@@ -353,18 +390,30 @@ class PostgresStorage(LedgerReads):
     # -- usage ledger ----------------------------------------------------------------
 
     async def insert_usage(self, rec: UsageRecord) -> bool:
-        """The row and what it adds to the hourly rollup (`rollup.py`), one transaction."""
-        row = codec.postgres_row(rec)
-        hourly, bins = rollup.contributions([rec])
+        """Queued for the writer (`group_commit.py`); returns once its batch committed."""
+        return await self.writer.submit((codec.postgres_row(rec), rec))
 
-        def apply(c: Conn) -> bool:
-            if not c.execute(_INSERT_USAGE, row).rowcount:
-                return False  # already recorded: it was added to the rollup then
-            with c.cursor() as cur:
-                cur.executemany(_UPSERT_HOURLY, hourly)
+    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+        """The writer's batch: the rows in ONE multi-row INSERT, what the inserted ones add
+        to the hourly rollup (`rollup.py`), one transaction. (No state rides along, so a
+        batch without rows, the writer's retry after a failure, has nothing to do.)"""
+        if not rows:
+            return []
+        firsts = _firsts([rec for _, rec in rows])
+        fresh = [row for (row, _), first in zip(rows, firsts, strict=True) if first]
+
+        def apply(c: Conn) -> list[bool]:
+            inserted = {r[0] for r in c.execute(_insert_usage(len(fresh)), _flat(fresh)).fetchall()}
+            added = [first and rec.id in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
+            hourly, bins = rollup.contributions(
+                rec for (_, rec), new in zip(rows, added, strict=True) if new
+            )
+            with c.cursor() as cur:  # sorted: every writer locks rollup rows in one order
+                if hourly:
+                    cur.executemany(_UPSERT_HOURLY, sorted(hourly))
                 if bins:
-                    cur.executemany(_UPSERT_BINS, bins)
-            return True
+                    cur.executemany(_UPSERT_BINS, sorted(bins))
+            return added
 
         return await self._run(apply)
 

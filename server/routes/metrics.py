@@ -18,7 +18,7 @@ from server.services import Services
 
 
 def _ledger_queue(services: Services) -> int:
-    """Rows held by SQLite's group-commit writer (Postgres writes inline: none)."""
+    """Rows held by the storage's group-commit writer (queued or being committed)."""
     writer = getattr(services.storage, "writer", None)
     return int(writer.held) if writer is not None else 0
 

@@ -1,0 +1,141 @@
+"""Postgres's ledger writer (adapters/storage/postgres.py, `_commit`): rows from many
+requests share one transaction and one multi-row INSERT, each caller still learns whether
+ITS row was inserted, the hourly rollup stays equal to the ledger, and two processes'
+writers (two storages on one database) never deadlock on the rollup rows they share."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from adapters.storage.postgres import PostgresStorage
+from adapters.storage.records import UsageRecord
+from tests.adapters.test_storage import T0, make_usage
+
+pytestmark = pytest.mark.postgres
+
+
+async def opened(url: str, **options: Any) -> PostgresStorage:
+    storage = PostgresStorage(url, **options)
+    await storage.migrate()
+    return storage
+
+
+def _rollup(url: str) -> dict[tuple[str, str], tuple[int, Decimal]]:
+    """(tenant, model) -> (requests, cost) as the hourly rollup holds them."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tenant, model, sum(requests), sum(cost) FROM usage_hourly_nokey"
+            " GROUP BY tenant, model"
+        ).fetchall()
+    return {(t, m): (int(n), Decimal(c)) for t, m, n, c in rows}
+
+
+def _ledger(url: str) -> dict[tuple[str, str], tuple[int, Decimal]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tenant, model, count(*), sum(cost) FROM usage GROUP BY tenant, model"
+        ).fetchall()
+    return {(t, m): (int(n), Decimal(c)) for t, m, n, c in rows}
+
+
+async def test_concurrent_rows_share_transactions_and_each_caller_gets_its_answer(
+    postgres_url: str,
+) -> None:
+    storage = await opened(postgres_url, queue_rows=64)
+    answers: dict[int, bool] = {}
+
+    async def record(n: int) -> None:
+        row = make_usage(n, T0 + timedelta(milliseconds=n), request_id=f"req_{n % 150}")
+        answers[n] = await storage.insert_usage(row)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for n in range(300):
+                nursery.start_soon(record, n)
+        assert await storage.usage_count() == 150
+        for rid in range(150):  # exactly one of the two rows per request_id went in
+            assert answers[rid] != answers[rid + 150]
+        assert storage.writer.batches < 150  # rows shared transactions
+        assert _rollup(postgres_url) == _ledger(postgres_url) == {
+            ("t1", "gpt-4.1"): (150, Decimal("0.0000012345") * 150)
+        }
+    finally:
+        await storage.close()
+
+
+async def test_duplicates_in_one_batch_insert_once_and_count_once(postgres_url: str) -> None:
+    storage = await opened(postgres_url)
+    results: list[bool] = []
+
+    async def record(row: UsageRecord) -> None:
+        results.append(await storage.insert_usage(row))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record, make_usage(0, T0, request_id="req_first"))  # a batch alone
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(1, 11):  # queued while it commits: the next batch, together
+                nursery.start_soon(record, make_usage(n, T0, request_id="req_same"))
+            # a new request_id, but the id of the row already committed: the INSERT skips it
+            nursery.start_soon(record, make_usage(0, T0, request_id="req_other_same_id"))
+        assert sorted(results) == [False] * 10 + [True] * 2
+        assert storage.writer.batches == 2
+        assert await storage.insert_usage(make_usage(99, T0, request_id="req_same")) is False
+        assert await storage.usage_count() == 2
+        assert _rollup(postgres_url) == {("t1", "gpt-4.1"): (2, Decimal("0.0000024690"))}
+    finally:
+        await storage.close()
+
+
+async def test_two_writers_sharing_rollup_rows_in_opposite_orders_do_not_deadlock(
+    postgres_url: str,
+) -> None:
+    """Each batch touches 12 rollup rows; one storage's batches list them in one order,
+    the other's in the reverse one. Each writer locks them sorted, so neither waits on
+    the other in a cycle (Postgres would abort one transaction: a lost batch)."""
+    first, second = await opened(postgres_url), await opened(postgres_url)
+    keys = [(f"t{t}", f"m{m}") for t in range(3) for m in range(4)]
+    rng = random.Random(7)
+    count = 0
+
+    async def batch(storage: PostgresStorage, order: list[tuple[str, str]], round_: int) -> None:
+        nonlocal count
+        async with trio.open_nursery() as nursery:
+            for tenant, model in order:
+                count += 1
+                row = make_usage(count, T0 + timedelta(minutes=round_ % 3), tenant=tenant,
+                                 model=model, latency_ms=rng.randrange(1, 5000))  # fmt: skip
+                nursery.start_soon(storage.insert_usage, row)
+
+    try:
+        for round_ in range(40):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(batch, first, keys, round_)
+                nursery.start_soon(batch, second, keys[::-1], round_)
+        assert first.writer.batches < 40 * 12 and second.writer.batches < 40 * 12
+        ledger = _ledger(postgres_url)
+        assert sum(n for n, _ in ledger.values()) == 2 * 40 * 12
+        assert _rollup(postgres_url) == ledger
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_close_commits_what_is_queued_and_then_refuses(postgres_url: str) -> None:
+    storage = await opened(postgres_url)
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(storage.insert_usage, make_usage(n, T0))
+        await trio.testing.wait_all_tasks_blocked()
+        await storage.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await storage.insert_usage(make_usage(99, T0))
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM usage").fetchone() == (20,)
