@@ -19,6 +19,9 @@ retries with backoff, cancel, deadlines) are `core.jobs`'; this module applies t
 - A job keeps the W3C trace context (`traceparent` / `tracestate`) of the request that
   created it, when tracing is on; each run hands it to the driver as the run's
   `trace_headers`, and a job's run span links to it (adapters/trace_spans.py).
+- A job whose key was revoked (or is gone) by the time it runs is refused as a token of
+  that key is (401 `invalid_api_key`): the run writes its one ledger row with that error
+  (nothing admitted, nothing billed) and the job fails.
 - Cancel marks the job canceled at once; a worker running it sees that at its next
   heartbeat and cancels the model call (the ledger records what was consumed).
 - Webhooks are `adapters/webhook_delivery.py`'s: storage writes a job's messages into the
@@ -55,7 +58,7 @@ from adapters.wakeup import Wakeup
 from adapters.webhook_delivery import Deliverer
 from core import jobs as lifecycle
 from core import request_codec
-from core.errors import Conflict, GatewayError, InvalidRequest, NotFound
+from core.errors import AuthenticationFailed, Conflict, GatewayError, InvalidRequest, NotFound
 from core.model import Completion, GatewayRequest
 
 log = logging.getLogger("umg.jobs")
@@ -444,12 +447,14 @@ class JobService:
 
     async def _execute(self, job: JobRecord, key: KeyRecord | None, outcome: dict[str, Any]) -> None:
         """Run the job's attempt (no checkpoint before its run exists: a run, once
-        created, records its row however it is cut)."""
-        if key is None or key.revoked_at is not None:
-            err = NotFound("The key that created this job no longer exists or was revoked")
-            outcome.update(error=err, retryable=False)
-            return
+        created, records its row however it is cut). A key revoked or gone since the job
+        was made refuses the run (`key_refusal`); the run records the refusal as its one
+        row, as it records a body it cannot read, and the job fails."""
+        refused = key_refusal(key)
+
         async def parse() -> GatewayRequest:
+            if refused is not None:
+                raise refused
             try:
                 return stored_request(job)
             except ValueError as err:
@@ -460,7 +465,7 @@ class JobService:
         outcome["request_id"] = attempt_request_id(job.id, job.attempts)
         run = self.gateway.driver.run(
             Ingress(
-                outcome["request_id"], "jobs", parse, key=key,
+                outcome["request_id"], "jobs", parse, key=key or stand_in_key(job),
                 outside_cancel="canceled", tracked=False, trace_headers=stored_trace(job),
             )
         )
@@ -512,6 +517,26 @@ class JobService:
             self._tell_ran(job, exe, err, started)
             self._notify(job)
             await self._perform(job, asked)  # an end is announced once, not again
+
+
+def key_refusal(key: KeyRecord | None) -> AuthenticationFailed | None:
+    """Why the job's key (looked up when the job runs) may not run it: gone, or revoked
+    (the 401 a token of that key gets from the driver); None when it may."""
+    if key is None:
+        return AuthenticationFailed("The API key that created this job no longer exists")
+    if key.revoked_at is not None:
+        return AuthenticationFailed("This API key has been revoked")
+    return None
+
+
+def stand_in_key(job: JobRecord) -> KeyRecord:
+    """What a run of a job whose key is gone is recorded under: the job's tenant, project
+    and key id (it is refused before anything reads the key's limits)."""
+    return KeyRecord(
+        id=job.key_id, prefix="", secret_hash="", tenant=job.tenant, project=job.project,
+        name=None, rpm=None, tpm=None, budget_usd=None, budget_period="total",
+        created_at=job.created_at, revoked_at=None,
+    )  # fmt: skip
 
 
 def _only(err: BaseException) -> BaseException:
