@@ -24,14 +24,13 @@ import math
 from collections.abc import AsyncIterator
 
 from adapters.clock import Clock
+from adapters.follow import Snapshot, follow_events
 from adapters.jobs import JobService
 from adapters.storage.base import Storage
 from adapters.storage.records import JobRecord
 from adapters.storage.streams import StoredEvent, StreamHead
 from core import job_events
 from core import jobs as lifecycle
-
-Snapshot = tuple[StreamHead, list[StoredEvent]]
 
 
 def _without_events(job: JobRecord, after: int) -> Snapshot:
@@ -67,26 +66,20 @@ class JobEvents:
             return head, events
         return _without_events(await self.jobs.get(tenant, job_id), after)
 
-    async def follow(
+    def follow(
         self, tenant: str, job_id: str, first: Snapshot, after: int, *, keepalive: float = math.inf
     ) -> AsyncIterator[list[StoredEvent]]:
         """From `first` (what `read(tenant, job_id, after)` gave), the events in batches
         as they come, until the terminal one; `[]` after `keepalive` quiet seconds."""
-        head, events = first
-        quiet_since = self.clock.now()
-        while True:
-            if events:
-                after = events[-1].seq
-                quiet_since = self.clock.now()
-                yield events
-            elif self.clock.now() - quiet_since >= keepalive:
-                quiet_since = self.clock.now()
-                yield []
-            if head.ended and after >= head.last_seq:
-                return
-            wait = min(self.poll_seconds, max(0.0, quiet_since + keepalive - self.clock.now()))
-            await self.jobs.changed(job_id, wait)
-            head, events = await self._events(tenant, job_id, after)
+
+        async def read(seq: int) -> Snapshot:
+            return await self._events(tenant, job_id, seq)
+
+        async def wait(seq: int, until: float) -> None:
+            del seq  # any change of the job is worth a read
+            await self.jobs.changed(job_id, min(self.poll_seconds, max(0.0, until - self.clock.now())))
+
+        return follow_events(first, after, read=read, wait=wait, clock=self.clock, keepalive=keepalive)
 
 
 __all__ = ["JobEvents", "Snapshot"]

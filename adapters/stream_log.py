@@ -39,6 +39,7 @@ import trio
 from attrs import Attribute, field, frozen, validators
 
 from adapters.clock import Clock
+from adapters.follow import follow_events
 from adapters.storage.base import Storage
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import resume
@@ -291,7 +292,7 @@ class StreamLog:
                 raise NotFound(f"No response with id '{stream_id}'", param="response_id")
             await trio.sleep(self.settings.poll_seconds)
 
-    async def tail(
+    def tail(
         self,
         tenant: str,
         stream_id: str,
@@ -301,22 +302,16 @@ class StreamLog:
         keepalive: float = math.inf,
     ) -> AsyncIterator[list[StoredEvent]]:
         """From `first` (what `read(tenant, stream_id, after)` gave), the events in
-        batches as they come, until the end. An empty batch: nothing came for `keepalive`
-        seconds. StreamLost or Gone end it by raising."""
-        head, events = first
-        quiet_since = self.clock.now()
-        while True:
-            if events:
-                after = events[-1].seq
-                quiet_since = self.clock.now()
-                yield events
-            elif self.clock.now() - quiet_since >= keepalive:
-                quiet_since = self.clock.now()
-                yield []
-            if head.ended and after >= head.last_seq:
-                return
-            await self._wait(stream_id, after, quiet_since + keepalive)
-            head, events = await self.read(tenant, stream_id, after)
+        batches as they come, until the end (adapters/follow.py's loop). An empty batch:
+        nothing came for `keepalive` seconds. StreamLost or Gone end it by raising."""
+
+        async def read(seq: int) -> tuple[StreamHead, list[StoredEvent]]:
+            return await self.read(tenant, stream_id, seq)
+
+        async def wait(seq: int, until: float) -> None:
+            await self._wait(stream_id, seq, until)
+
+        return follow_events(first, after, read=read, wait=wait, clock=self.clock, keepalive=keepalive)
 
     async def _wait(self, stream_id: str, after: int, until: float) -> None:
         """Until there may be events after `after`: as they are added in this process,
