@@ -2,7 +2,7 @@
 
 Owns: `render_job(job)`, the JSON of `GET /v1/jobs/{id}` (and of webhook bodies). It
 needs only the stored job: the request as the client sent it (`request`) and the
-admitted request in its core encoding (adapters/jobs.py), from which the finished
+admitted request in its core encoding (adapters/job_records.py), from which the finished
 job's `result` is rendered in the Responses shape. It imports nothing that needs the
 app, so `build_services` can hand it to the job service without an import circle.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.jobs import stored_body, stored_request
+from adapters.job_records import stored_body, stored_request
 from adapters.storage.records import JobRecord
 from core.billing import format_usd
 from core.model import Completion, ToolCall, Usage

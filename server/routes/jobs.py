@@ -26,8 +26,9 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from adapters.driver import Ingress, new_id
+from adapters.job_records import TRACE_KEYS
 from adapters.job_stream import JobEvents
-from adapters.jobs import TRACE_KEYS, JobService
+from adapters.jobs import JobService
 from adapters.storage.records import JobRecord, KeyRecord
 from adapters.storage.streams import StoredEvent
 from adapters.trace_spans import job_creation

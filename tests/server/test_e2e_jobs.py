@@ -34,6 +34,7 @@ import trio
 from attrs import define, evolve, field
 from openai.types.responses import Response as OpenAIResponse
 
+from adapters.job_worker import JobWorker
 from adapters.jobs import JobService
 from adapters.storage.base import Storage
 from adapters.storage.outbox_sql import attempt_request_id
@@ -638,7 +639,7 @@ async def test_a_late_finish_from_a_worker_that_lost_the_lease_changes_nothing(
             {"result": {"text": "late"}},
             {"error": InvalidRequest("late failure"), "retryable": False},
         ):
-            await jobs._finish("w-a", job_id, outcome)
+            await JobWorker(jobs, "w-a").finish(job_id, outcome)
             assert await gw.services.storage.get_job("t1", job_id) == before
     finally:
         gw.stop.set()
@@ -724,7 +725,7 @@ async def test_a_job_whose_workers_keep_dying_ends_failed_and_is_announced(
 
             await gw.services.storage.update_job(job_id, last_worker_died)
             async with trio.open_nursery() as workers:
-                workers.start_soon(jobs._worker, "w-test")
+                workers.start_soon(JobWorker(jobs, "w-test").run)
                 job = await until(client, job_id, {"succeeded", "failed", "canceled"})
                 with trio.fail_after(DEADLINE):
                     hook = await receiver.receive.receive()
