@@ -22,10 +22,10 @@ from typing import Any
 
 import trio
 
+from adapters.admin import create_key
 from adapters.clock import Clock
 from adapters.config import load_settings
 from adapters.idempotency import IdempotencyKeys
-from server.cli import create_key
 from server.idempotent import IdempotentRoutes
 from server.services import build_services
 

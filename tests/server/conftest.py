@@ -11,8 +11,8 @@ import pytest
 import trio
 from attrs import define
 
+from adapters.admin import create_key
 from adapters.config import Settings, load_settings
-from server.cli import create_key
 from server.serve import serve
 from server.services import Services, build_services
 

@@ -387,7 +387,7 @@ def test_doc_names_every_environment_variable_and_flag() -> None:
 
 def test_the_startup_banner_names_the_live_providers_and_ends_with_the_key() -> None:
     from adapters.config import load_settings
-    from server.cli import startup_banner
+    from server.commands.serve import startup_banner
 
     live = load_settings({"OPENAI_API_KEY": "sk-a-secret-1234", "ANTHROPIC_API_KEY": "sk-b-5678"})
     lines = startup_banner(live, "http://127.0.0.1:3000", "Created ...: umg_live_x")
