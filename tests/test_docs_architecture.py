@@ -7,7 +7,9 @@ every test the page cites as evidence for an invariant still exists in tests/:
   BudgetMachine.TestCase`) defined under tests/;
 - `Class.method` citations whose class is defined under tests/, or is named
   `...Machine` (e.g. `BudgetMachine.never_overcommitted`), must name a method of a
-  class defined under tests/.
+  class defined under tests/;
+- every file the page names by its path (`adapters/jobs.py`, `tests/core/...`) exists, so
+  a module split or renamed must be followed here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ TESTS = ROOT / "tests"
 _CITED_TEST = re.compile(r"`(test_\w+)`")
 _CITED_CLASS = re.compile(r"`(Test\w+)`")
 _CITED_METHOD = re.compile(r"`([A-Z]\w*)\.([a-z_]\w*)`")
+_CITED_FILE = re.compile(
+    r"(?<![\w./])((?:adapters|server|core|tests|bench)/[\w/]+\.(?:py|toml|sql))"
+)
 
 
 def _doc() -> str:
@@ -80,3 +85,10 @@ def test_every_cited_test_class_and_invariant_exists() -> None:
         if (known and method not in methods[cls]) or (not known and cls.endswith("Machine")):
             missing.append(f"{cls}.{method}")
     assert missing == [], f"docs/architecture.md cites test names that do not exist: {missing}"
+
+
+def test_every_cited_file_exists() -> None:
+    cited = set(_CITED_FILE.findall(_doc()))
+    assert "adapters/driver.py" in cited, "the pattern no longer finds the page's paths"
+    missing = sorted(path for path in cited if not (ROOT / path).is_file())
+    assert missing == [], f"docs/architecture.md names files that do not exist: {missing}"
