@@ -1,8 +1,15 @@
-"""A real gateway on 127.0.0.1 port 0 (SQLite in a temp dir, Mock providers) per test."""
+"""A real gateway on 127.0.0.1 port 0 (SQLite in a temp dir, Mock providers) per test.
+
+Also: `restored_logging` for a test that runs `umg`'s `main()` in process (it points the
+root logger at the stdout of that moment, which capsys closes after the test), and a
+check after every test here that no root handler was left on a closed stream: each
+later log line would print "Logging error ... I/O operation on closed file".
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -81,3 +88,30 @@ async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Runnin
     running = await start_gateway(nursery, test_settings(tmp_path))
     yield running
     running.stop.set()
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """The root logger's handlers and level as they were before the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def no_root_handler_on_a_closed_stream() -> Iterator[None]:
+    """Checked after the test's own fixtures (capsys among them) have ended; such a
+    handler fails the test that left it, and is taken off so the next tests are not."""
+    yield
+    root = logging.getLogger()
+    closed = [
+        h for h in root.handlers
+        if isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False)
+    ]  # fmt: skip
+    for handler in closed:
+        root.removeHandler(handler)
+    assert not closed, f"the test left the root logger writing to a closed stream: {closed}"

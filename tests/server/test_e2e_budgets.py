@@ -123,6 +123,7 @@ async def test_a_stream_refused_by_a_project_budget_is_a_plain_402(gateway: Runn
         assert "project 'p1'" in answer.json()["error"]["message"]
 
 
+@pytest.mark.usefixtures("restored_logging")  # main() points the root logger at capsys's stdout
 async def test_budgets_set_by_the_cli_apply_to_a_running_gateway(gateway: Running, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     url = gateway.services.settings.database_url
