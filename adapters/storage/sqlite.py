@@ -134,6 +134,11 @@ def _write_job(c: Conn, old: JobRecord, new: JobRecord) -> None:
 def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
     """Run `fn` in a BEGIN IMMEDIATE transaction (runs in the worker thread)."""
     conn.execute("BEGIN IMMEDIATE")
+    return _finish(conn, fn)
+
+
+def _finish(conn: Conn, fn: Callable[[Conn], T]) -> T:
+    """Run `fn` in the transaction just begun on `conn`: commit it, or roll it back if `fn` raises."""
     try:
         result = fn(conn)
     except BaseException:
@@ -224,12 +229,7 @@ class SQLiteStorage(LedgerReads):
             finally:
                 conn.execute(_BUSY_WAIT)
             if began:
-                try:
-                    result = fn(conn)
-                except BaseException:
-                    conn.rollback()
-                    raise
-                conn.commit()
+                result = _finish(conn, fn)
                 self._wrote()
                 return result
         finally:
