@@ -3,7 +3,9 @@
 Owns: "now" for the whole gateway. `now()` is Trio's clock (monotonic, and swappable in
 tests for `MockClock` / `autojump_clock`); `wall()` is UTC wall time derived from it with
 an offset fixed when the Clock is created, so wall time follows a mock clock too and
-never jumps with NTP adjustments during the process's life.
+never jumps with NTP adjustments during the process's life. `epoch_at(now)` is the wall
+time of an earlier `now()` reading. `monotonic()` is for code that runs outside Trio (a
+worker thread of a library, e.g. the span exporter's): the OS's monotonic clock.
 """
 
 from __future__ import annotations
@@ -25,5 +27,14 @@ class Clock:
         """Seconds since the Unix epoch, following the Trio clock."""
         return self._offset + trio.current_time()
 
+    def epoch_at(self, now: float) -> float:
+        """Seconds since the Unix epoch of the `now()` reading `now`."""
+        return self._offset + now
+
     def wall(self) -> datetime:
         return datetime.fromtimestamp(self.epoch(), tz=UTC)
+
+
+def monotonic() -> float:
+    """Seconds of the OS's monotonic clock, for code outside Trio (a library's thread)."""
+    return time.monotonic()

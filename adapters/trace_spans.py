@@ -39,6 +39,12 @@ Attributes (request span / attempt span):
 
 A span that is not being recorded (sampled out) gets no attributes built for it. The
 run's `trace_id` and `span_id` go into `RunOpened.tags`, so the request log names them.
+
+The spans are adapters/trace_records.py's records, started, carried into the provider
+call and ended through `Tracing` (adapters/tracing.py). Their times are the driver's
+readings of the gateway clock (`at` of each record, as epoch nanoseconds): no clock is
+read here. This module imports nothing of OpenTelemetry: with tracing off it costs the
+gateway nothing to import (its types come from adapters/tracing.py only for checking).
 """
 
 from __future__ import annotations
@@ -46,11 +52,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import Token
+from typing import TYPE_CHECKING
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
-
+from adapters.clock import Clock
 from adapters.observe import (
     AttemptEnded,
     AttemptStarted,
@@ -64,21 +69,20 @@ from adapters.observe import (
 )
 from adapters.storage.records import KeyRecord
 from adapters.telemetry import redact
-from adapters.tracing import Tracing
 from core.billing import format_usd
 from core.errors import GatewayError
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on (adapters/tracing.py)
+    from adapters.trace_records import Attributes, SpanRecord
+    from adapters.tracing import Tracing
 
 OPERATION = "chat"
 JOB_ENDPOINT = "jobs"
 
-Attributes = dict[str, str | bool | int | float | list[str]]
 
-
-def _fail(span: Span, found: Attributes, kind: str, message: str | None) -> None:
-    text = redact(message) if message else kind
+def _fail(span: SpanRecord, found: Attributes, kind: str, message: str | None) -> None:
     found["error.type"] = kind
-    span.set_status(Status(StatusCode.ERROR, text))
-    span.add_event("exception", {"exception.type": kind, "exception.message": text})
+    span.fail(kind, redact(message) if message else kind)
 
 
 def opened_attributes(event: RunOpened) -> Attributes:
@@ -131,7 +135,7 @@ def finished_attributes(event: RunFinished, found: Attributes) -> None:
     if event.upstream_model:
         found["gen_ai.response.model"] = event.upstream_model
     if event.finish_reason:
-        found["gen_ai.response.finish_reasons"] = [event.finish_reason]
+        found["gen_ai.response.finish_reasons"] = (event.finish_reason,)
 
 
 def content_attributes(event: RunOpened) -> Attributes:
@@ -146,61 +150,48 @@ def content_attributes(event: RunOpened) -> Attributes:
 
 
 class RunSpans(RunWatch):
-    """One run's spans (see the module docstring). Each span's attributes are gathered in
-    a plain dict and set once, when it ends (the SDK checks every value it is given)."""
+    """One run's spans (see the module docstring): its span, and the attempt in progress."""
 
-    def __init__(self, tracing: Tracing, event: RunOpened) -> None:
-        self._tracer = tracing.tracer
+    def __init__(self, observer: TraceObserver, event: RunOpened) -> None:
+        tracing = self._tracing = observer.tracing
+        self._ns = observer.ns
         job = event.endpoint == JOB_ENDPOINT
-        parent = None if job else tracing.extract(event.trace_headers)
-        links = self._links(tracing, event) if job else None
-        kind = SpanKind.CONSUMER if job else SpanKind.SERVER
         name = f"{'job.run' if job else event.endpoint} {event.model}".rstrip()
-        self.span = self._tracer.start_span(name, context=parent, kind=kind, links=links)
-        self._context = trace.set_span_in_context(self.span)
-        self._recording = self.span.is_recording()
-        ids = self.span.get_span_context()
-        if ids.is_valid:  # for the request log line (adapters/observe.py: `tags`)
-            event.tags["trace_id"] = f"{ids.trace_id:032x}"
-            event.tags["span_id"] = f"{ids.span_id:016x}"
-        self._attrs: Attributes = opened_attributes(event) if self._recording else {}
-        if self._recording and tracing.capture_content:
-            self._attrs.update(content_attributes(event))
-        self._attempt: Span | None = None
-        self._attempt_attrs: Attributes = {}
+        headers = event.trace_headers or None
+        self.span = tracing.start(
+            name, "consumer" if job else "server", self._ns(event.at),
+            parent=None if job else headers, linked=headers if job else None,
+        )
+        event.tags["trace_id"] = self.span.trace_hex  # for the request log line
+        event.tags["span_id"] = self.span.span_hex
+        if self.span.recording:
+            self.span.attributes.update(opened_attributes(event))
+            if tracing.capture_content:
+                self.span.attributes.update(content_attributes(event))
+        self._attempt: SpanRecord | None = None
         self._attempt_at = 0.0
-        self._token: object | None = None
+        self._token: Token[SpanRecord | None] | None = None
         self._fell_back = False
         self._first_chunk = False
 
-    @staticmethod
-    def _links(tracing: Tracing, event: RunOpened) -> list[Link]:
-        remote = tracing.extract(event.trace_headers)
-        if remote is None:
-            return []
-        linked = trace.get_current_span(remote).get_span_context()
-        return [Link(linked, {"umg.link": "created_by"})] if linked.is_valid else []
-
     def attempt_started(self, event: AttemptStarted) -> None:
-        span = self._tracer.start_span(
-            f"{OPERATION} {event.upstream_model}", context=self._context, kind=SpanKind.CLIENT
-        )
-        self._attempt_attrs = attempt_attributes(event) if span.is_recording() else {}
+        span = self._tracing.child(self.span, f"{OPERATION} {event.upstream_model}", "client", self._ns(event.at))
+        if span.recording:
+            span.attributes = attempt_attributes(event)
         self._attempt, self._attempt_at = span, event.at
-        # current while the provider is called: its traceparent goes out with the call
-        self._token = otel_context.attach(trace.set_span_in_context(span, self._context))
+        self._token = self._tracing.carry(span)  # its traceparent goes out with the call
 
     def first_chunk(self, event: FirstChunk) -> None:
         self._first_chunk = True
-        if self._recording:
-            self._attrs["gen_ai.response.time_to_first_chunk"] = event.ttft
-        if self._attempt is not None:
-            self._attempt_attrs["gen_ai.response.time_to_first_chunk"] = event.at - self._attempt_at
+        if self.span.recording:
+            self.span.attributes["gen_ai.response.time_to_first_chunk"] = event.ttft
+        if self._attempt is not None and self._attempt.recording:
+            self._attempt.attributes["gen_ai.response.time_to_first_chunk"] = event.at - self._attempt_at
 
     def metered(self, event: Metered) -> None:
-        if self._attempt is None:
+        if self._attempt is None or not self._attempt.recording:
             return
-        found, usage = self._attempt_attrs, event.usage
+        found, usage = self._attempt.attributes, event.usage
         found["gen_ai.usage.input_tokens"] = usage.total_input_tokens
         found["gen_ai.usage.output_tokens"] = usage.output_tokens
         found["umg.cost_usd"] = format_usd(event.cost)
@@ -208,17 +199,17 @@ class RunSpans(RunWatch):
     def attempt_ended(self, event: AttemptEnded) -> None:
         span, self._attempt = self._attempt, None
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._tracing.uncarry(self._token)
             self._token = None
         self._fell_back = self._fell_back or event.fell_back
         if span is None:
             return
-        if span.is_recording():
-            found = self._attempt_attrs
+        if span.recording:
+            found = span.attributes
             if event.response_model:
                 found["gen_ai.response.model"] = event.response_model
             if event.finish_reason:
-                found["gen_ai.response.finish_reasons"] = [event.finish_reason]
+                found["gen_ai.response.finish_reasons"] = (event.finish_reason,)
             if not event.ok:
                 kind = event.failure.value if event.failure is not None else "canceled"
                 found["umg.failure_reason"] = kind
@@ -226,42 +217,49 @@ class RunSpans(RunWatch):
                 found["umg.fell_back"] = event.fell_back
                 found["umg.after_first_chunk"] = self._first_chunk
                 _fail(span, found, kind, event.message)
-            span.set_attributes(found)
-        span.end()
+        self._tracing.end(span, self._ns(event.at))
 
     def run_finished(self, event: RunFinished) -> None:
         span = self.span
-        if self._recording:
-            found = self._attrs
+        if span.recording:
+            found = span.attributes
             finished_attributes(event, found)
             found["umg.fell_back"] = self._fell_back
             if event.error is not None:
                 found["umg.after_first_chunk"] = self._first_chunk
                 _fail(span, found, _error_type(event.error), event.error.message)
-            span.set_attributes(found)
-        span.end()
+        self._tracing.end(span, self._ns(event.at))
 
 
 def _error_type(error: GatewayError) -> str:
     return error.code or error.type
 
 
-class TraceObserver(Observer):
-    """Spans for every run (attach with `fan_out` next to the other observers)."""
+def epoch_ns(clock: Clock, at: float) -> int:
+    """The clock reading `at` (`Clock.now()`) as Unix epoch nanoseconds."""
+    return int(clock.epoch_at(at) * 1e9)
 
-    def __init__(self, tracing: Tracing) -> None:
+
+class TraceObserver(Observer):
+    """Spans for every run (attach with `fan_out` next to the other observers); `clock`
+    is the gateway's, whose readings the records carry."""
+
+    def __init__(self, tracing: Tracing, clock: Clock) -> None:
         self.tracing = tracing
+        self.clock = clock
+
+    def ns(self, at: float) -> int:
+        return epoch_ns(self.clock, at)
 
     def run_opened(self, event: RunOpened) -> RunWatch:
-        return RunSpans(self.tracing, event)
+        return RunSpans(self, event)
 
     def replayed(self, event: Replayed) -> None:
         """A SERVER span `{endpoint} replay` (continuing the caller's trace) for an answer
         replayed from an idempotency record: no attempt spans, no usage."""
-        span = self.tracing.tracer.start_span(
-            f"{event.endpoint} replay", context=self.tracing.extract(event.trace_headers), kind=SpanKind.SERVER
-        )
-        if span.is_recording():
+        at = self.ns(event.at)
+        span = self.tracing.start(f"{event.endpoint} replay", "server", at, parent=event.trace_headers or None)
+        if span.recording:
             found: Attributes = {
                 "gen_ai.operation.name": OPERATION,
                 "umg.request_id": event.request_id,
@@ -277,26 +275,26 @@ class TraceObserver(Observer):
                 found["umg.original_request_id"] = event.original_request_id
             if event.client_request_id != event.request_id:
                 found["umg.client_request_id"] = event.client_request_id
-            span.set_attributes(found)
-        span.end()
+            span.attributes.update(found)
+        self.tracing.end(span, at)
 
 
 class JobCreation:
     """What `job_creation` yields: the W3C context to store with the job (`trace`), and
     `created(job_id)` to name the job on the span."""
 
-    def __init__(self, span: Span | None, trace_headers: dict[str, str]) -> None:
+    def __init__(self, span: SpanRecord | None, trace_headers: dict[str, str]) -> None:
         self.span = span
         self.trace = trace_headers
 
     def created(self, job_id: str) -> None:
-        if self.span is not None and self.span.is_recording():
-            self.span.set_attribute("umg.job_id", job_id)
+        if self.span is not None and self.span.recording:
+            self.span.attributes["umg.job_id"] = job_id
 
 
 @contextmanager
 def job_creation(
-    tracing: Tracing | None, headers: Mapping[str, str], key: KeyRecord
+    tracing: Tracing | None, clock: Clock, headers: Mapping[str, str], key: KeyRecord
 ) -> Iterator[JobCreation]:
     """The SERVER span `jobs.create` around the creation of a job by `key` (continuing
     the caller's `traceparent`), whose context the job stores for its runs to link to.
@@ -304,24 +302,19 @@ def job_creation(
     if tracing is None:
         yield JobCreation(None, {})
         return
-    span = tracing.tracer.start_span(
-        "jobs.create", context=tracing.extract(headers), kind=SpanKind.SERVER,
-        attributes={
+    span = tracing.start("jobs.create", "server", epoch_ns(clock, clock.now()), parent=headers or None)
+    if span.recording:
+        span.attributes.update({
             "umg.endpoint": JOB_ENDPOINT, "umg.key_prefix": key.prefix,
             "umg.tenant": key.tenant, "umg.project": key.project,
-        },
-    )
-    carrier: dict[str, str] = {}
-    tracing.inject(carrier, trace.set_span_in_context(span))
+        })
     try:
-        yield JobCreation(span, carrier)
+        yield JobCreation(span, span.headers())
     except GatewayError as err:
-        found: Attributes = {}
-        _fail(span, found, _error_type(err), err.message)
-        span.set_attributes(found)
+        _fail(span, span.attributes, _error_type(err), err.message)
         raise
     finally:
-        span.end()
+        tracing.end(span, epoch_ns(clock, clock.now()))
 
 
-__all__ = ["JobCreation", "RunSpans", "TraceObserver", "job_creation"]
+__all__ = ["JobCreation", "RunSpans", "TraceObserver", "epoch_ns", "job_creation"]

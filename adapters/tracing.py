@@ -1,10 +1,15 @@
-"""Tracing: the OpenTelemetry SDK set up per app, and W3C trace context in and out.
+"""Tracing: the OpenTelemetry SDK set up per app, a run's spans started and handed over, and
+W3C trace context in and out.
 
 Owns: building one `TracerProvider` per gateway (never the process-global one, so tests
-and several apps in one process do not share spans), its exporters, and propagation:
-reading an incoming `traceparent` / `tracestate` (`extract`) and writing the current
-span's into a provider call's headers (`outgoing`). What the spans say is
-adapters/trace_spans.py's.
+and several apps in one process do not share spans), its exporters, the sampling
+decision of a run, the ids of its spans, handing ended spans to the span processors,
+and propagation: reading an incoming `traceparent` / `tracestate` (`extract`) and writing
+the span being called into a provider call's headers (`outgoing`). What the spans say
+is adapters/trace_spans.py's; what a span holds while it runs is adapters/trace_records.py's.
+
+This module (and with it the SDK) is imported only when tracing is configured
+(server/services.py): a gateway with tracing off never loads `opentelemetry`.
 
 Rules:
 - Exporters come from `TracingSettings` (adapters/config.py reads the standard `OTEL_*`
@@ -12,13 +17,23 @@ Rules:
   span per line on stdout, for development); with neither there is no `Tracing` at all (None),
   so the driver and the provider calls pay nothing.
 - Every exporter sits behind a `BatchSpanProcessor`: ending a span only queues it; the
-  SDK's worker thread exports in batches. An unreachable collector costs that thread
-  its retries, never a request its latency; a full queue drops spans.
+  SDK's worker thread exports in batches, and a full queue drops spans (OTEL_BSP_*).
+  An OTLP exporter is wrapped in `Backoff` (adapters/trace_export.py): while the
+  collector cannot be reached, batches are dropped without being encoded.
+- The gateway's spans are `SpanRecord`s (adapters/trace_records.py), not SDK spans:
+  `start` makes the sampling decision once per run with the provider's sampler
+  (OTEL_TRACES_SAMPLER), ids come from the provider's id generator, and `end` builds
+  the SDK's `ReadableSpan` and gives it to each processor's `on_end` (processors get no
+  `on_start`: the span is handed over once it has ended). A span not recorded is
+  never built. The SDK's `tracer` is still there for code that wants SDK spans.
+- The span being called is carried in a context variable of this `Tracing` (`carry`,
+  set by the attempt span for the provider call, in the run's task): `outgoing` makes
+  its W3C headers from its ids, or, with none carried, from OpenTelemetry's current span.
+  OpenTelemetry's context lives in context variables too: a Trio task started in a
+  nursery gets a copy of its parent's, never a sibling's.
 - The SDK itself still reads the `OTEL_*` variables that tune it (service name and
-  resource attributes, sampler, batch sizes, OTLP headers, timeout, compression).
-- OpenTelemetry's context lives in context variables: a Trio task started in a nursery
-  gets a copy of its parent's, so a span made current in a run's task is seen by what
-  that task calls (the provider call), never by a sibling task.
+  resource attributes, sampler, id generator, span limits, batch sizes, OTLP headers,
+  timeout, compression).
 - `aclose` flushes and stops the exporters in a worker thread (it may wait on the
   network), giving up after `shutdown_seconds`.
 """
@@ -26,20 +41,28 @@ Rules:
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar, Token
 
 import trio
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Tracer
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, TraceFlags, Tracer, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.config import TracingSettings
+from adapters.trace_export import Backoff
+from adapters.trace_records import KINDS, Kind, SpanRecord
 
 SERVICE = "unified-model-gateway"
+SAMPLED = frozenset({Decision.RECORD_AND_SAMPLE})
+RECORDING = frozenset({Decision.RECORD_ONLY, Decision.RECORD_AND_SAMPLE})
 INSTRUMENTATION = "umg"
 
 
@@ -52,14 +75,14 @@ def exporters(settings: TracingSettings) -> list[SpanExporter]:
     """The span exporters `settings` asks for (empty: tracing is off)."""
     found: list[SpanExporter] = []
     if "otlp" in settings.exporters:
-        found.append(OTLPSpanExporter(endpoint=settings.endpoint))
+        found.append(Backoff(OTLPSpanExporter(endpoint=settings.endpoint)))
     if "console" in settings.exporters:
         found.append(ConsoleSpanExporter(service_name=SERVICE, out=sys.stdout, formatter=one_line))
     return found
 
 
 class Tracing:
-    """One app's tracer provider, tracer and propagator."""
+    """One app's tracer provider, span processors, sampler, id generator and propagator."""
 
     def __init__(
         self,
@@ -71,11 +94,18 @@ class Tracing:
         resource = Resource.create({SERVICE_NAME: SERVICE})  # OTEL_SERVICE_NAME wins
         self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # aclose does
         for processor in processors:
-            self.provider.add_span_processor(processor)
+            self.provider.add_span_processor(processor)  # for the SDK's tracer, and shutdown
         self.tracer: Tracer = self.provider.get_tracer(INSTRUMENTATION)
         self.capture_content = capture_content
         self.shutdown_seconds = shutdown_seconds
+        self._processors = tuple(processors)
+        self._sampler = self.provider.sampler
+        self._ids = self.provider.id_generator
+        self._resource = self.provider.resource
+        self._scope = InstrumentationScope(INSTRUMENTATION)
+        self._limits = SpanLimits()  # from OTEL_*_LIMIT, as the provider's own
         self._propagator = TraceContextTextMapPropagator()
+        self._carried: ContextVar[SpanRecord | None] = ContextVar(f"umg_trace_{id(self)}", default=None)
 
     @classmethod
     def from_settings(cls, settings: TracingSettings) -> Tracing | None:
@@ -88,6 +118,59 @@ class Tracing:
             capture_content=settings.capture_content,
         )
 
+    def start(
+        self, name: str, kind: Kind, start_ns: int, *,
+        parent: Mapping[str, str] | None = None, linked: Mapping[str, str] | None = None,
+    ) -> SpanRecord:
+        """A run's first span: continuing the trace in the W3C headers `parent` (if any),
+        linked to the span in the headers `linked` (if any); the sampler decides here,
+        once, for it and every span under it."""
+        context = self.extract(parent) if parent else None
+        remote = trace.get_current_span(context).get_span_context() if context is not None else None
+        if remote is not None and not remote.is_valid:
+            remote = None
+        trace_id = remote.trace_id if remote is not None else self._ids.generate_trace_id()
+        links = self._links(linked) if linked else ()
+        decision = self._sampler.should_sample(context, trace_id, name, KINDS[kind], None, links)
+        flags = TraceFlags.SAMPLED if decision.decision in SAMPLED else TraceFlags.DEFAULT
+        random = remote.trace_flags.random_trace_id if remote is not None else self._ids.is_trace_id_random()
+        if random:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        record = SpanRecord(
+            name, kind, trace_id, self._ids.generate_span_id(), flags,
+            decision.trace_state or TraceState(), decision.decision in RECORDING, remote, start_ns, links,
+        )
+        if decision.attributes:
+            record.attributes.update(decision.attributes)
+        return record
+
+    def child(self, parent: SpanRecord, name: str, kind: Kind, start_ns: int) -> SpanRecord:
+        """A span under `parent` (same trace, same sampling decision)."""
+        return parent.child(name, kind, self._ids.generate_span_id(), start_ns)
+
+    def end(self, record: SpanRecord, end_ns: int) -> None:
+        """End `record`: a recorded span goes to every span processor, as the SDK's span."""
+        record.end_ns = end_ns
+        if not record.recording:
+            return
+        span = record.readable(self._resource, self._scope, self._limits)
+        for processor in self._processors:
+            processor.on_end(span)
+
+    def _links(self, headers: Mapping[str, str]) -> Sequence[Link]:
+        remote = self.extract(headers)
+        if remote is None:
+            return ()
+        linked = trace.get_current_span(remote).get_span_context()
+        return (Link(linked, {"umg.link": "created_by"}),) if linked.is_valid else ()
+
+    def carry(self, record: SpanRecord) -> Token[SpanRecord | None]:
+        """Make `record` the span a provider call from this task carries (`outgoing`)."""
+        return self._carried.set(record)
+
+    def uncarry(self, token: Token[SpanRecord | None]) -> None:
+        self._carried.reset(token)
+
     def extract(self, headers: Mapping[str, str]) -> Context | None:
         """The remote parent in incoming `traceparent` / `tracestate` (None: none sent)."""
         if "traceparent" not in headers:
@@ -95,14 +178,14 @@ class Tracing:
         return self._propagator.extract(headers)
 
     def outgoing(self) -> dict[str, str]:
-        """`traceparent` (and `tracestate`) of the current span, for a provider call."""
+        """`traceparent` (and `tracestate`) of the carried span, or of OpenTelemetry's
+        current span when none is carried, for a provider call."""
+        record = self._carried.get()
+        if record is not None:
+            return record.headers()
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier)
         return carrier
-
-    def inject(self, carrier: dict[str, str], context: Context) -> None:
-        """Write the span of `context` into `carrier` as W3C headers."""
-        self._propagator.inject(carrier, context=context)
 
     async def aclose(self) -> None:
         with trio.move_on_after(self.shutdown_seconds):

@@ -48,8 +48,8 @@ from bench.loadgen import Timings, run_load
 from bench.streams import StreamTimings, run_streams
 from bench.targets import Target
 
-ALL_TARGETS = ("direct", "floor-hello", "floor-proxy", "before", "ours", "ours-obs", "ours-off",
-               "ours-traced", "ours-pg", "portkey", "litellm")
+ALL_TARGETS = ("direct", "floor-hello", "floor-proxy", "before", "before-off", "before-obs", "before-traced",
+               "ours", "ours-obs", "ours-off", "ours-traced", "ours-pg", "portkey", "litellm")
 DEFAULT_SCENARIOS = ("c1", "json16", "json64", "stream16", "ttfb1", "slow")
 STREAM_DIRECTIVE = "[fake chunks=20 gap=5]"  # paced: 16 streams take ~150/s direct
 SLOW_DIRECTIVE = "[fake chunks=20 first=2000 gap=50]"
@@ -230,20 +230,25 @@ class Bench:
         return out
 
 
+def _variant_env(variant: str) -> dict[str, str]:
+    """The environment of a telemetry variant of ours (bench/targets.py's docstring)."""
+    if variant == "ours-traced":  # ours-obs with tracing on (to a collector that is not there)
+        return {**targets.TELEMETRY_ENV["ours-obs"], **targets.unreachable_collector()}
+    return dict(targets.TELEMETRY_ENV.get(variant, {}))
+
+
 def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | None,
            pg_url: str | None, compare: Path | None, path: str) -> tuple[Target, ExitStack]:
     stack = ExitStack()
     try:
         if name == "direct":
             target = targets.direct(provider, provider_pid)
-        elif name == "before":
+        elif name.startswith("before"):  # the --compare checkout, as ours or one of its variants
             assert compare is not None
-            target = targets.ours(stack, tmp, provider, cpu, name="before", source=compare, path=path)
-        elif name in ("ours", *targets.TELEMETRY_ENV):
-            target = targets.ours(stack, tmp, provider, cpu, name=name, path=path)
-        elif name == "ours-traced":  # ours-obs with tracing on (to a collector that is not there)
-            target = targets.ours(stack, tmp, provider, cpu, name=name, path=path,
-                                  extra_env={**targets.TELEMETRY_ENV["ours-obs"], **targets.unreachable_collector()})
+            target = targets.ours(stack, tmp, provider, cpu, name=name, source=compare, path=path,
+                                  extra_env=_variant_env("ours" + name.removeprefix("before")))
+        elif name in ("ours", "ours-traced", *targets.TELEMETRY_ENV):
+            target = targets.ours(stack, tmp, provider, cpu, name=name, path=path, extra_env=_variant_env(name))
         elif name == "ours-pg":
             assert pg_url is not None
             target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url,
@@ -318,7 +323,8 @@ def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: di
         done = f"{slow['complete']:.0f}/{slow['of']:.0f}" if slow else "–"
         lines.append(f"| {name} | " + " | ".join(_fmt(cell(name, c), c[3]) for c in used) + f" | {done} |")
     for mine, other in (("ours", "floor-proxy"), ("ours", "before"), ("ours-obs", "ours-off"), ("ours-off", "before"),
-                        ("ours-traced", "ours-obs"), ("ours-traced", "ours-off"), ("ours", "portkey"),
+                        ("ours-traced", "ours-obs"), ("ours-traced", "ours-off"), ("before-traced", "before-obs"),
+                        ("before-traced", "before-off"), ("ours-traced", "before-traced"), ("ours", "portkey"),
                         ("ours", "litellm"), ("ours-pg", "portkey"), ("ours-pg", "litellm")):
         if mine not in names or other not in names:
             continue
@@ -345,7 +351,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--targets",
-        default=",".join(t for t in ALL_TARGETS if t not in ("before", "ours-obs", "ours-off", "ours-traced",
+        default=",".join(t for t in ALL_TARGETS if not t.startswith("before") and t not in ("ours-obs", "ours-off", "ours-traced",
                                                              "floor-hello", "floor-proxy")),
     )
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
@@ -373,10 +379,10 @@ def main() -> None:
                         " the c=1 run lasts as long as the samples are taken)")
     args = parser.parse_args()
     names = [n for n in args.targets.split(",") if n]
-    if args.compare is not None and "before" not in names:
+    if args.compare is not None and not any(n.startswith("before") for n in names):
         names.insert(names.index("ours") if "ours" in names else 0, "before")
-    if args.compare is None and "before" in names:
-        names.remove("before")
+    if args.compare is None:
+        names = [n for n in names if not n.startswith("before")]
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = sorted(set(names) - set(ALL_TARGETS)) + sorted(
         set(scenarios) - {*DEFAULT_SCENARIOS, "rss"})

@@ -8,7 +8,8 @@ OpenAI chat request; a `Target` says where and with which headers.
 - ours: `umg serve` on SQLite, with a key that has rpm and tpm limits, live mode through
   the OpenAI adapter to the fake provider (auth, both limits, routing, the provider call
   and a ledger row on every request).
-- before: the same as ours, from another checkout (`--compare DIR`), for before/after.
+- before: the same as ours, from another checkout (`--compare DIR`), for before/after;
+  before-off, before-obs, before-traced: that checkout as ours-off, ours-obs, ours-traced.
 - ours-obs: ours at LOG_LEVEL=info, so every request writes its JSON log line (ours runs
   at warning, which skips them), metrics on: telemetry fully on.
 - ours-off: ours with the request log and the metrics off (`UMG_REQUEST_LOG=false`,

@@ -6,7 +6,9 @@ turn, `--rounds` times, and prints the median CPU microseconds per run (all thre
 the batch processor's export thread counts). Setups: `bare` (a tracer provider with no
 processor: making the spans and their attributes), `batch` (a BatchSpanProcessor whose
 exporter drops everything), `unreachable` (a BatchSpanProcessor exporting over OTLP/HTTP
-to a port nobody listens on, as `bench/run.py`'s `ours-traced`).
+to a port nobody listens on, as `bench/run.py`'s `ours-traced`, behind the gateway's
+`Backoff`), `unreachable-raw` (the same without `Backoff`: every batch encoded and
+retried).
 
     python -m bench.tracing_cost [--runs 5000] [--rounds 5]
 """
@@ -21,9 +23,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import trio
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from adapters.clock import Clock
 from adapters.config import TracingSettings
 from adapters.observe import (
     AttemptEnded,
@@ -57,6 +62,8 @@ def processors(setup: str) -> list[SpanProcessor]:
     if setup == "batch":
         return [BatchSpanProcessor(Dropping())]
     url = f"http://127.0.0.1:{unused_port()}/v1/traces"
+    if setup == "unreachable-raw":
+        return [BatchSpanProcessor(OTLPSpanExporter(endpoint=url))]
     return [BatchSpanProcessor(e) for e in exporters(TracingSettings(("otlp",), url))]
 
 
@@ -84,13 +91,18 @@ def one_run(observer: TraceObserver) -> None:
 
 
 def main() -> None:
+    trio.run(measure)  # the gateway's clock is Trio's
+
+
+async def measure() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     configure_logging("warning")  # as `umg serve` does: the per-span queue-full warning is off
-    setups = ("bare", "batch", "unreachable")
-    observers = {s: TraceObserver(Tracing(processors(s))) for s in setups}
+    setups = ("bare", "batch", "unreachable", "unreachable-raw")
+    clock = Clock()
+    observers = {s: TraceObserver(Tracing(processors(s)), clock) for s in setups}
     samples: dict[str, list[float]] = {s: [] for s in setups}
     for _ in range(args.rounds):
         for setup in setups:

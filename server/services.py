@@ -2,12 +2,15 @@
 
 Owns: the `Services` bundle handed to `create_app`, and `build_services`, which wires
 settings into storage, catalog, providers, the gateway and its observers (`observers`:
-the request log and the metrics, each unless turned off). Tests build their own.
+the request log and the metrics, each unless turned off; tracing when an exporter is
+configured). Tests build their own. adapters/tracing.py, and with it the OpenTelemetry
+SDK, is imported only when tracing is configured: with it off the process never loads it.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import httpx
 from attrs import define
@@ -32,12 +35,14 @@ from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.stream_log import StreamLog
 from adapters.trace_spans import TraceObserver
-from adapters.tracing import Tracing
 from adapters.webhook_delivery import Deliverer
 from core import jobs as lifecycle
 from core import outbox, webhook_targets
 from core.catalog import Catalog, restrict_to_providers
 from server.jobview import render_job
+
+if TYPE_CHECKING:
+    from adapters.tracing import Tracing
 
 log = logging.getLogger("umg")
 
@@ -76,7 +81,7 @@ def attach_tracing(services: Services, tracing: Tracing) -> None:
     the provider calls carrying the current span's W3C headers."""
     services.tracing = tracing
     driver = services.gateway.driver
-    driver.observer = fan_out(driver.observer, TraceObserver(tracing))
+    driver.observer = fan_out(driver.observer, TraceObserver(tracing, services.clock))
     for provider in driver.providers.values():
         if isinstance(provider, HttpProvider):
             provider.propagate = tracing.outgoing
@@ -177,8 +182,11 @@ async def build_services(settings: Settings) -> Services:
         stream_log=StreamLog(storage, clock, settings.streams),
         detached=Detached(settings.streams.max_detached),
     )
-    tracing = Tracing.from_settings(settings.tracing)
-    if tracing is not None:
+    if settings.tracing.exporters:  # only then is the SDK imported
+        from adapters.tracing import Tracing
+
+        tracing = Tracing.from_settings(settings.tracing)
+        assert tracing is not None
         attach_tracing(services, tracing)
         log.info("tracing: spans exported to %s", ", ".join(settings.tracing.exporters))
     return services

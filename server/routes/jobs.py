@@ -99,7 +99,7 @@ async def _create(services: Services, key: KeyRecord, body: dict[str, Any]) -> J
     try:
         parsed = parse_responses_request(inner)  # refused now, not when a worker runs it
         incoming = {k.lower(): v for k, v in request.headers.items() if k.lower() in TRACE_KEYS}
-        with job_creation(services.tracing, incoming, key) as traced:
+        with job_creation(services.tracing, services.clock, incoming, key) as traced:
             job = await _service(services).create(
                 key, parsed, json.loads(to_json(inner)), hook, trace=traced.trace, events=wanted,
                 deadline=deadline,
