@@ -6,6 +6,12 @@ parameter, and the tenant rule: an admin key reads any tenant (or all); a tenant
 reads only its own, so its filter is pinned to its tenant and asking for another one is
 a 403 naming `tenant`.
 
+The reads of rows (`/v1/requests`, `/v1/admin/requests`: `REQUEST_PARAMS`) also take
+`client_request_id`, the id a client sent in `x-request-id` (kept on its row): it must be
+an id the gateway would have kept (1 to 128 characters of `A-Z a-z 0-9 . _ : -`,
+server/requestid.py), or it is a 400. The series does not take it (the rollups do not
+keep it).
+
 Rules: `from` / `to` are RFC 3339 instants (`from` inclusive, `to` exclusive; `to`
 defaults to now, `from` to 30 days before `to`); the window is at most 400 days. An
 unknown parameter is refused (a typo must not silently widen a query).
@@ -19,6 +25,7 @@ from datetime import datetime, timedelta
 from adapters.storage.ledger import FILTER_COLUMNS, LedgerFilter
 from adapters.storage.records import KeyRecord
 from core.errors import InvalidRequest, PermissionDenied
+from server.requestid import sane
 from server.routes.usage import parse_instant
 
 MAX_WINDOW = timedelta(days=400)
@@ -63,6 +70,12 @@ def ledger_filter(args: Mapping[str, str], caller: KeyRecord, now: datetime) -> 
                 "A tenant key reads only its own tenant's ledger", param="tenant"
             )
         values["tenant"] = caller.tenant
+    client_id = args.get("client_request_id")
+    if client_id is not None and not sane(client_id):
+        raise InvalidRequest(
+            "'client_request_id' must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"
+            " (an x-request-id as the gateway keeps it)", param="client_request_id",
+        )
     return LedgerFilter(
         start=start,
         end=end,
@@ -72,6 +85,7 @@ def ledger_filter(args: Mapping[str, str], caller: KeyRecord, now: datetime) -> 
         model=values["model"],
         provider=values["provider"],
         status=values["status"],
+        client_request_id=client_id,
     )
 
 
@@ -89,3 +103,4 @@ def limit(args: Mapping[str, str], default: int = 50, maximum: int = 500) -> int
 
 
 FILTER_PARAMS = ("from", "to", *FILTER_COLUMNS)
+REQUEST_PARAMS = (*FILTER_PARAMS, "client_request_id")  # the reads of rows

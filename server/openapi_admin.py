@@ -31,6 +31,9 @@ def _window() -> list[S]:
 
 
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_CLIENT_ID = _q("client_request_id", "only the row of the request that sent this `x-request-id`"
+                " (1 to 128 characters of A-Z a-z 0-9 . _ : -)",
+                type="string", pattern="^[A-Za-z0-9._:-]{1,128}$")
 _PAGE = [
     _q("limit", "rows per page, 1 to 500 (default 50)", type="integer", minimum=1, maximum=500),
     _q("after", "`next_after` of the previous page"),
@@ -158,7 +161,7 @@ def admin_paths(
         "/v1/me": {"get": op("The caller's own key and its spend", one_key)},
         "/v1/requests": {
             "get": op("The caller's tenant's ledger, newest first", ok("A page", ref("LedgerPage")),
-                      errors=errors(400, 401, 403), parameters=[*_window(), *_PAGE])
+                      errors=errors(400, 401, 403), parameters=[*_window(), _CLIENT_ID, *_PAGE])
         },
         "/v1/usage/series": {
             "get": op("Requests, tokens and cost per hour or day, with latency percentiles",
@@ -189,7 +192,7 @@ def admin_paths(
         "/v1/admin/requests": {
             "get": op("The ledger of every tenant, filtered and paged (admin)",
                       ok("A page", ref("LedgerPage")), errors=errors(400, 401, 403),
-                      parameters=[*_window(), *_PAGE])
+                      parameters=[*_window(), _CLIENT_ID, *_PAGE])
         },
         "/v1/admin/providers": {
             "get": op("Each deployment's health and breaker state, as this process sees it (admin)",

@@ -51,7 +51,9 @@ GROUP_COLUMNS = ("model", "provider", "project", "tenant", "key_id", "status", "
 
 @frozen
 class LedgerFilter:
-    """Rows with `start <= at < end` whose columns equal every filter that is set."""
+    """Rows with `start <= at < end` whose columns equal every filter that is set.
+    `client_request_id` (the id a client sent in `x-request-id`) is for reading rows only:
+    the rollups do not keep it, so a series never filters on it."""
 
     start: datetime
     end: datetime
@@ -61,6 +63,7 @@ class LedgerFilter:
     model: str | None = None
     provider: str | None = None
     status: str | None = None
+    client_request_id: str | None = None
 
 
 @frozen
@@ -130,6 +133,8 @@ def where(d: Dialect, f: LedgerFilter, hours: tuple[str, str] | None = None) -> 
     rollup (a range on `hour`: `[first, past)`)."""
     if hours is not None and not rollup.answers(filters_set(f)):
         raise ValueError("the rollup has no key_id to filter on")
+    if hours is not None and f.client_request_id is not None:
+        raise ValueError("the rollup has no client_request_id to filter on")
     if hours is None:
         clauses = [f"at >= {d.mark}", f"at < {d.mark}"]
         args: list[Any] = [d.time(f.start), d.time(f.end)]
@@ -141,6 +146,9 @@ def where(d: Dialect, f: LedgerFilter, hours: tuple[str, str] | None = None) -> 
         if value is not None:
             clauses.append(f"{column} = {d.mark}")
             args.append(value)
+    if f.client_request_id is not None:
+        clauses.append(f"client_request_id = {d.mark}")
+        args.append(f.client_request_id)
     return " AND ".join(clauses), args
 
 

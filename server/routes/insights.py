@@ -42,7 +42,7 @@ def _iso(value: datetime) -> str:
 
 async def requests_page(services: Services, caller: KeyRecord) -> dict[str, Any]:
     args = request.args
-    params.check_params(args, (*params.FILTER_PARAMS, "limit", "after"))
+    params.check_params(args, (*params.REQUEST_PARAMS, "limit", "after"))
     f = params.ledger_filter(args, caller, services.clock.wall())
     size = params.limit(args)
     after = args.get("after") or None

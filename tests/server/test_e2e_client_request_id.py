@@ -106,3 +106,34 @@ def _window() -> tuple[object, object]:
 
     now = datetime.now(UTC)
     return now - timedelta(hours=1), now + timedelta(hours=1)
+
+
+async def test_requests_and_admin_requests_find_a_row_by_the_clients_id(
+    traced_admin: tuple[Admin, InMemorySpanExporter],
+) -> None:
+    admin, _ = traced_admin
+    async with admin.gw.client() as client:
+        for sent in (b"order-1", b"order-2", b"", b"order-1"):  # the last: a retry, same id
+            r = await chat(client, sent)
+            assert r.status_code == 200, r.text
+        mine = await client.get("/v1/requests", params={**around_now(), "client_request_id": "order-1"})
+        assert mine.status_code == 200, mine.text
+        bad = await client.get("/v1/requests", params={"client_request_id": "has space"})
+        series = await client.get("/v1/usage/series", params={"client_request_id": "order-1"})
+    rows = mine.json()["data"]
+    assert [r["client_request_id"] for r in rows] == ["order-1", "order-1"]
+    assert rows[0]["at"] >= rows[1]["at"]  # newest first
+    assert (bad.status_code, bad.json()["error"]["param"]) == (400, "client_request_id")
+    # the series sums the rollups, which do not keep the id: an unknown parameter there
+    assert (series.status_code, series.json()["error"]["param"]) == (400, "client_request_id")
+    async with admin.client() as client:
+        found = await client.get(
+            "/v1/admin/requests", params={**around_now(), "client_request_id": "order-2"}
+        )
+        other = await client.get(
+            "/v1/admin/requests", params={**around_now(), "client_request_id": "order-2", "tenant": "ops"}
+        )
+    assert found.status_code == 200, found.text
+    (row,) = found.json()["data"]
+    assert (row["client_request_id"], row["tenant"]) == ("order-2", "t1")
+    assert other.json()["data"] == []  # the tenant filter still holds
