@@ -4,8 +4,11 @@
   the default (then there is no `Tracing`, so nothing is paid for it).
 - OpenTelemetry's context across Trio tasks: a nursery child starts with a copy of its
   parent's context and what it makes current stays its own.
-- The BatchSpanProcessor with a collector that is not there: ending spans stays quick,
-  and closing gives up within `shutdown_seconds`.
+- The BatchSpanProcessor with a collector that is not there: ending a span only queues
+  it, the exporter backs off (`Backoff`, adapters/trace_export.py), and closing gives up
+  after `shutdown_seconds` (all untimed).
+- The gateway's own span records (adapters/trace_records.py): one sampling decision per
+  run (OTEL_TRACES_SAMPLER), the SDK's span limits (OTEL_*_LIMIT).
 - The console exporter writes each span as JSON on stdout.
 """
 
@@ -13,17 +16,29 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from adapters.config import ConfigError, TracingSettings, load_settings
+from adapters.trace_export import Backoff
 from adapters.tracing import Tracing, exporters
 
 BASE = {"DATABASE_URL": "sqlite:///:memory:", "MOCK_MODE": "true"}
@@ -119,18 +134,143 @@ def unused_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_an_unreachable_collector_costs_requests_nothing_and_closing_gives_up() -> None:
-    settings = TracingSettings(exporters=("otlp",), endpoint=f"http://127.0.0.1:{unused_port()}/v1/traces")
-    (exporter,) = exporters(settings)
-    tracing = Tracing([BatchSpanProcessor(exporter, schedule_delay_millis=10)], shutdown_seconds=0.5)
-    started = time.perf_counter()
+class Spy(SpanExporter):
+    """Counts the batches that reach `inner` and the threads they were exported from."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.batches = 0
+        self.threads: set[int] = set()
+        self.returned = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.batches += 1
+        self.threads.add(threading.get_ident())
+        try:
+            return self.inner.export(spans)
+        finally:
+            self.returned.set()
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+class Stuck(SpanProcessor):
+    """A span processor whose shutdown does not return until `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def shutdown(self) -> None:
+        self.entered.set()
+        self.release.wait()
+
+
+def wait_for(check: Callable[[], bool]) -> None:
+    """Until `check()` holds; the bound only turns a hang into a failure."""
+    deadline = time.monotonic() + 60
+    while not check():
+        assert time.monotonic() < deadline, "waited 60 s"
+        time.sleep(0.01)
+
+
+async def test_an_unreachable_collector_costs_requests_nothing_and_closing_gives_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Untimed: ending a span only queues it (every export runs in the batch processor's
+    thread, never the caller's); once an export has failed, `Backoff` drops the next
+    batches without handing them to the OTLP exporter (one batch encoded and sent, not
+    one per batch); and closing gives up after `shutdown_seconds` even when a processor
+    never returns (Trio's clock jumps: no wall-clock bound)."""
+    (wrapped,) = exporters(TracingSettings(exporters=("otlp",), endpoint="http://127.0.0.1:9/v1/traces"))
+    assert isinstance(wrapped, Backoff) and isinstance(wrapped.inner, OTLPSpanExporter)
+    url = f"http://127.0.0.1:{unused_port()}/v1/traces"
+    spy = Spy(OTLPSpanExporter(endpoint=url, timeout=0.2))  # one try (and its quick retry)
+    backoff = Backoff(spy, first=600)
+    stuck = Stuck()
+    tracing = Tracing([stuck, BatchSpanProcessor(backoff, schedule_delay_millis=10)], shutdown_seconds=5)
     for n in range(2000):
-        tracing.tracer.start_span(f"s{n}").end()  # queued; the SDK's thread exports
-    assert time.perf_counter() - started < 2.0  # ~20 us a span, even on a loaded machine
-    await trio.sleep(0.05)  # the worker thread tries (and fails) to export meanwhile
-    started = time.perf_counter()
-    await tracing.aclose()
-    assert time.perf_counter() - started < 3.0
+        tracing.end(tracing.start(f"s{n}", "server", n), n + 1)  # queued; the SDK's thread exports
+    wait_for(spy.returned.is_set)  # the first batch failed: the collector is not there
+    wait_for(lambda: backoff.dropped > 0)  # ...and the batches after it went nowhere
+    assert spy.batches == 1
+    assert spy.threads and threading.get_ident() not in spy.threads
+    before = trio.current_time()
+    await tracing.aclose()  # `stuck` does not return from its shutdown until released
+    assert trio.current_time() - before == pytest.approx(5)  # gave up at shutdown_seconds
+    wait_for(stuck.entered.is_set)  # the shutdown was under way, and is still blocked
+    stuck.release.set()
+
+
+def test_backoff_pauses_after_a_failure_doubles_and_ends_with_a_success() -> None:
+    now = [0.0]
+    results = [SpanExportResult.FAILURE, SpanExportResult.FAILURE, SpanExportResult.SUCCESS]
+
+    class Scripted(SpanExporter):
+        calls = 0
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            Scripted.calls += 1
+            return results.pop(0)
+
+    inner = Scripted()
+    backoff = Backoff(inner, first=1.0, most=3.0, now=lambda: now[0])
+    batch = [ReadableSpan("s")] * 4
+    assert backoff.export(batch) is SpanExportResult.FAILURE and inner.calls == 1
+    now[0] = 0.5
+    assert backoff.export(batch) is SpanExportResult.FAILURE and inner.calls == 1  # paused: dropped
+    assert backoff.dropped == 4
+    now[0] = 1.0
+    assert backoff.export(batch) is SpanExportResult.FAILURE and inner.calls == 2  # tried again
+    now[0] = 2.9
+    backoff.export(batch)
+    assert inner.calls == 2  # the pause doubled (2 s)
+    now[0] = 3.0
+    assert backoff.export(batch) is SpanExportResult.SUCCESS and inner.calls == 3
+    results.append(SpanExportResult.SUCCESS)
+    assert backoff.export(batch) is SpanExportResult.SUCCESS and inner.calls == 4  # no pause after it
+    assert backoff.dropped == 8
+
+
+def test_a_run_is_sampled_once_and_its_spans_share_the_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the trace-id ratio sampler (OTEL_TRACES_SAMPLER) some runs are recorded, the
+    others not; a run's attempt spans follow its own span, and a run sampled out still
+    has ids (its traceparent goes upstream, flag unset)."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    exporter = InMemorySpanExporter()
+    tracing = Tracing([SimpleSpanProcessor(exporter)])
+    kept = 0
+    for n in range(200):
+        run = tracing.start("run", "server", n)
+        attempt = tracing.child(run, "chat m", "client", n)
+        assert attempt.recording is run.recording and attempt.trace_id == run.trace_id
+        flags = attempt.headers()["traceparent"].rsplit("-", 1)[1]
+        assert int(flags, 16) & 1 == (1 if run.recording else 0)
+        tracing.end(attempt, n + 1)
+        tracing.end(run, n + 2)
+        kept += run.recording
+    assert 40 < kept < 160  # about half (a fixed bound: 200 draws of a fair coin)
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2 * kept
+    assert {s.parent.span_id for s in spans if s.kind is SpanKind.CLIENT} == {
+        s.context.span_id for s in spans if s.kind is SpanKind.SERVER
+    }
+
+
+def test_the_sdk_span_limits_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
+    exporter = InMemorySpanExporter()
+    tracing = Tracing([SimpleSpanProcessor(exporter)])
+    run = tracing.start("run", "server", 1)
+    run.attributes.update({"a": "abcdefgh", "b": ("longer", "x"), "c": 3})
+    tracing.end(run, 2)
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {}) == {"b": ("long", "x"), "c": 3}  # the oldest dropped
+    assert span.dropped_attributes == 1
+    assert (span.start_time, span.end_time) == (1, 2)
 
 
 def test_the_console_exporter_writes_spans_as_json(capsys: pytest.CaptureFixture[str]) -> None:
