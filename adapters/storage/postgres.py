@@ -26,8 +26,11 @@ Rules:
   `request_id` of an earlier one is not sent and answers False) plus the hourly rollup
   upserts of the inserted rows, in one transaction. The rollup rows are upserted in
   sorted key order, so the writers of several processes, which share those rows,
-  always lock them in the same order and cannot deadlock. A failed commit fails every
-  row of its batch (each caller gets the error).
+  always lock them in the same order and cannot deadlock. A batch refused for what a
+  row holds (a value out of range, a constraint: `psycopg.DataError`,
+  `IntegrityError`) is committed again one row at a time, so only that row's caller
+  gets the error; any other failed commit fails every row of its batch (each caller
+  gets the error).
 
 Unreachable database: every operation fails closed with `core.errors.StorageUnavailable`
 (a 503 with `retry_after` = `DOWN_SECONDS`), never a driver error, a 500 or a hang:
@@ -113,6 +116,9 @@ CONNECT_TIMEOUT_SECONDS = 3
 # run again (callers' functions are pure, see base.py): after each of these pauses once.
 _ROLLED_BACK = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 RERUN_PAUSES = (0.01, 0.05, 0.25)
+# What the database answers a ledger batch refused for the values of a row (not for being
+# away or busy): the batch is then committed row by row (`_commit`).
+_ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 
 
 def marks(cols: tuple[str, ...]) -> str:
@@ -427,7 +433,29 @@ class PostgresStorage(LedgerReads):
         """Queued for the writer (`group_commit.py`); returns once its batch committed."""
         return await self.writer.submit((codec.postgres_row(rec), rec))
 
-    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool | BaseException]:
+        """The writer's commit: the batch in one transaction (`_commit_batch`). When the
+        database refuses the batch for what a row holds (`_ROW_REFUSED`: a value out of
+        range, a constraint), each row is committed alone, the same way, so only the
+        refused row's caller gets the error; the others are committed and answered.
+        Any other failure (the database away, contention after the reruns) fails the
+        whole batch: each caller gets it."""
+        try:
+            return list(await self._commit_batch(rows))
+        except _ROW_REFUSED as err:
+            if len(rows) == 1:
+                raise
+            log.warning("postgres refused a batch of %d ledger rows (%s: %s); committing"
+                        " them one by one", len(rows), type(err).__name__, err)
+        answers: list[bool | BaseException] = []
+        for row in rows:
+            try:
+                answers += await self._commit_batch([row])
+            except _ROW_REFUSED as refused:
+                answers.append(refused)
+        return answers
+
+    async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: the rows in ONE multi-row INSERT, what the inserted ones add
         to the hourly rollup (`rollup.py`), one transaction. (No state rides along, so a
         batch without rows, the writer's retry after a failure, has nothing to do.)"""
