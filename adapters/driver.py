@@ -45,8 +45,10 @@ Rules:
 - The database unreachable (`StorageUnavailable`, a 503): at admission it is raised by
   `open` like any refusal (fail closed: no budget, no call); during the run (a grant or
   a settle failed) the run ends Failed with it. A ledger row that cannot be written
-  then is logged (`umg.ledger`, at error level, with request id, tenant, key id and
-  cost) instead of raised; a reservation whose settle failed stays held in its budget until
+  then, or that the database refuses (any of `Storage.errors`), is logged (`umg.ledger`,
+  at error level, with request id, tenant, key id and cost) instead of raised: the
+  client has its answer (the model call happened; a 500 would invite a retry billed
+  again); a reservation whose settle failed stays held in its budget until
   `Limits` settles it when the database is back (adapters/limits.py), so the budget
   errs on the side of refusing meanwhile.
 """
@@ -526,6 +528,16 @@ class Run:
                 exe.overhead_ms = self.stopwatch.overhead_ms(ended)
                 row = ledger_row(exe, new_id("use"), d.clock.wall(), ended, self._client_id())
                 await d.storage.insert_usage(row)
+            except d.storage.errors as err:  # away, or the row refused: logged for re-entry
+                d.runs.discard(self)
+                why = "database unreachable" if isinstance(err, StorageUnavailable) else "refused"
+                ledger_log.error(
+                    "ledger row not written (%s): request_id=%s tenant=%s key_id=%s cost_usd=%s"
+                    " status=%s: %s: %s", why, exe.request_id, exe.key.tenant, exe.key.id,
+                    exe.cost, exe.outcome.status if exe.outcome else None, type(err).__name__, err,
+                )
+                return
+            try:
                 if self.ingress.watch is not None:
                     self.ingress.watch(exe)
                 if self._watch is not None:
@@ -533,11 +545,10 @@ class Run:
                 if exe.plan is not None:
                     charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
                     await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))
-            except StorageUnavailable as err:
-                ledger_log.error(
-                    "ledger row not written (database unreachable): request_id=%s tenant=%s"
-                    " key_id=%s cost_usd=%s status=%s: %s", exe.request_id, exe.key.tenant,
-                    exe.key.id, exe.cost, exe.outcome.status if exe.outcome else None, err,
+            except StorageUnavailable as err:  # the row is in; only the bucket is off
+                ledger_log.warning(
+                    "tokens-per-minute bucket not corrected after the row of request_id=%s"
+                    " (database unreachable): %s", exe.request_id, err,
                 )
             finally:
                 d.runs.discard(self)

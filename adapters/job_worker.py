@@ -20,7 +20,11 @@ lease while it runs, and the outcome applied with `core.jobs` in `Storage.update
   whatever cuts the attempt finds its driver run, which records its one row. A key
   revoked (or gone) by the time the job runs is refused as a token of that key is (401
   `invalid_api_key`): the run writes its one row with that error (nothing admitted,
-  nothing billed) and the job fails.
+  nothing billed) and the job fails. A key that cannot be read (a storage error) is a
+  retryable 503 (`storage_unavailable`) for that attempt, recorded the same way: its
+  one row, nothing billed, and the job is retried after its backoff (or fails, if it
+  was its last attempt). Should that row not be written either (the database still
+  away), the next claim of the job writes the attempt's `interrupted` row.
 - The run is cut at the job's deadline (the driver records what it consumed, one write
   cancels the job and charges it) or when a heartbeat finds the lease gone (canceled by
   its owner, reclaimed): the ledger row says `canceled`.
@@ -51,7 +55,7 @@ from adapters.storage.base import heartbeat_fn, holds_lease, job_state, with_sta
 from adapters.storage.outbox_sql import attempt_request_id, interrupted_row
 from adapters.storage.records import JobRecord, KeyRecord
 from core import jobs as lifecycle
-from core.errors import AuthenticationFailed, GatewayError, InvalidRequest
+from core.errors import AuthenticationFailed, GatewayError, InvalidRequest, StorageUnavailable
 from core.model import GatewayRequest
 
 if TYPE_CHECKING:
@@ -149,11 +153,11 @@ class JobWorker:
         # Read before the deadline's scope and the heartbeat: whatever cuts the attempt
         # (its deadline, a cancel) then always finds its driver run, which records the
         # attempt's one ledger row (a cut here, before any run, left the attempt with none).
-        key = await self.storage.key_by_id(job.key_id)
+        key, refused = await self._key_of(job)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeat, job, nursery.cancel_scope, stopped)
             with trio.CancelScope(deadline=self._trio_deadline(job)) as timed:
-                await self._execute(job, key, outcome)
+                await self._execute(job, key, refused, outcome)
             nursery.cancel_scope.cancel()
         run: Run | None = outcome.pop("run", None)
         if timed.cancelled_caught:  # one transition: canceled, with what the run consumed
@@ -253,13 +257,31 @@ class JobWorker:
                 work.cancel()
                 return
 
-    async def _execute(self, job: JobRecord, key: KeyRecord | None, outcome: dict[str, Any]) -> None:
-        """Run the job's attempt (no checkpoint before its run exists: a run, once
-        created, records its row however it is cut). A key revoked or gone since the job
-        was made refuses the run (`key_refusal`); the run records the refusal as its one
-        row, as it records a body it cannot read, and the job fails."""
-        refused = key_refusal(key)
+    async def _key_of(self, job: JobRecord) -> tuple[KeyRecord | None, GatewayError | None]:
+        """The job's key as it is now, and why it may not run the job (`key_refusal`). A
+        storage error reading it refuses this attempt with a retryable 503
+        (`StorageUnavailable`): the attempt's run still records its one row (nothing
+        admitted, nothing billed), and the job is retried after its backoff like any
+        attempt that failed on a 503 (or fails, if that was its last attempt)."""
+        try:
+            key = await self.storage.key_by_id(job.key_id)
+        except self.storage.errors as err:
+            self.service.outage.failed(err, f"reading job {job.id}'s key")
+            return None, StorageUnavailable(
+                "The job's API key could not be read (the gateway's database failed); the"
+                " attempt did not run", retry_after=err.retry_after if isinstance(err, GatewayError) else None,
+            )
+        return key, key_refusal(key)
 
+    async def _execute(
+        self, job: JobRecord, key: KeyRecord | None, refused: GatewayError | None,
+        outcome: dict[str, Any],
+    ) -> None:
+        """Run the job's attempt (no checkpoint before its run exists: a run, once
+        created, records its row however it is cut). A refusal found before the run
+        (`_key_of`: the key revoked or gone since the job was made, or unreadable) refuses
+        the run; the run records the refusal as its one row, as it records a body it
+        cannot read, and the job fails (or, for a retryable refusal, is retried)."""
         async def parse() -> GatewayRequest:
             if refused is not None:
                 raise refused

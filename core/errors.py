@@ -178,6 +178,14 @@ class StorageUnavailable(ServiceUnavailable):
     code = "storage_unavailable"
 
 
+class StorageContention(StorageUnavailable):
+    """The database is reachable but rolled back the same transaction again and again (a
+    deadlock or a serialization failure each time it was rerun): a 503 with
+    `retry_after`, since another try after a pause usually goes through."""
+
+    code = "storage_contention"
+
+
 class ClientClosed(GatewayError):
     """The client went away before the answer was complete (recorded, never sent)."""
 

@@ -2,9 +2,12 @@
 
 Owns: what counts as a well-formed stream event (a JSON object; anything else is a cut
 stream, `FailureKind.STREAM_CUT`, so the attempt machine treats it like a dropped
-connection), how an integer field is read from untrusted JSON (a missing field, a
-non-object or a non-integer, including `true`, reads as None), and how a usage object
-becomes a core `Usage`, given where its wire format puts each count (`UsageShape`).
+connection), how a count is read from untrusted JSON (a missing field, a non-object, a
+non-integer, including `true`, and an integer below 0 or above `MAX_COUNT`, 2**53 - 1,
+the largest JSON integer every reader keeps exactly, read as None: a negative count
+would bill a negative cost, and one beyond 2**63 cannot be stored in the ledger), and
+how a usage object becomes a core `Usage`, given where its wire format puts each count
+(`UsageShape`).
 
 Usage rules (`decode_usage`):
 - Each count is read at its path; a count that is absent (or not an integer) keeps its
@@ -38,9 +41,14 @@ def event_object(provider: str, data: str) -> dict[str, Any]:
     return payload
 
 
+MAX_COUNT = 2**53 - 1
+
+
 def int_field(obj: object, key: str) -> int | None:
     value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return value
+    return None
 
 
 def _at(obj: object, path: Path) -> int | None:

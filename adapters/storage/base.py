@@ -30,7 +30,12 @@ Owns: what the rest of the gateway may ask of storage, and the guarantees:
 - Driver errors (`sqlite3.Error`, `psycopg.Error`) propagate except in `health()`,
   which answers False instead (and logs why), and except Postgres being unreachable
   (connection lost or refused, no connection in time): that is
-  `core.errors.StorageUnavailable`, a 503 with `retry_after` (`postgres.py`).
+  `core.errors.StorageUnavailable`, a 503 with `retry_after` (`postgres.py`). A
+  Postgres transaction rolled back for a deadlock or a serialization failure is run
+  again (a few times, then `StorageContention`, a `StorageUnavailable`): so the
+  functions given to `update_state`, `update_states`, `update_job`, `update_delivery`
+  and `idempotency_step` may be called more than once, and only the last call's result
+  counts.
 - `idempotency_step` applies a pure function to one key's row under its lock.
 - Job status changes made by storage itself (`claim_job`, `heartbeat`) are
   `core.jobs.apply` on the locked row, through the helpers below that both backends

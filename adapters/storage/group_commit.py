@@ -5,7 +5,10 @@ Owns: the queue between request tasks and the database, and when a batch is comm
 Rules:
 - `submit(row)` returns only once the transaction holding `row` has committed, with the
   backend's answer for that row (True: inserted, False: its `request_id` was already
-  there). A commit that fails raises the backend's error in every caller of that batch.
+  there). A commit that fails raises the backend's error in every caller of that batch;
+  a backend may instead answer an error for some rows only (Postgres retries a refused
+  batch row by row): that row's caller gets it, the others their answer. A row is
+  never dropped without its caller being told.
 - Group commit: while one batch commits, new rows wait in the queue; the next batch
   takes all of them (at most `max_batch`). One row alone is committed at once, so a
   lone request waits no longer than one transaction.
@@ -36,8 +39,10 @@ from attrs import define, field
 log = logging.getLogger("umg.storage")
 
 Row = tuple[Any, ...]
-# commit(rows) -> one bool per row; it also writes the dirty state it takes itself
-Commit = Callable[[Sequence[Row]], Awaitable[list[bool]]]
+# commit(rows) -> one answer per row (inserted or not, or the error that refused that
+# row alone); it also writes the dirty state it takes itself
+Answer = bool | BaseException
+Commit = Callable[[Sequence[Row]], Awaitable[Sequence[Answer]]]
 
 
 @define
@@ -153,8 +158,11 @@ class GroupCommit:
             for p in batch:
                 p.error = err
         else:
-            for p, inserted in zip(batch, results, strict=True):
-                p.inserted = inserted
+            for p, answer in zip(batch, results, strict=True):
+                if isinstance(answer, BaseException):
+                    p.error = answer
+                else:
+                    p.inserted = answer
         finally:
             for p in batch:
                 p.done.set()

@@ -26,8 +26,11 @@ Rules:
   `request_id` of an earlier one is not sent and answers False) plus the hourly rollup
   upserts of the inserted rows, in one transaction. The rollup rows are upserted in
   sorted key order, so the writers of several processes, which share those rows,
-  always lock them in the same order and cannot deadlock. A failed commit fails every
-  row of its batch (each caller gets the error).
+  always lock them in the same order and cannot deadlock. A batch refused for what a
+  row holds (a value out of range, a constraint: `psycopg.DataError`,
+  `IntegrityError`) is committed again one row at a time, so only that row's caller
+  gets the error; any other failed commit fails every row of its batch (each caller
+  gets the error).
 
 Unreachable database: every operation fails closed with `core.errors.StorageUnavailable`
 (a 503 with `retry_after` = `DOWN_SECONDS`), never a driver error, a 500 or a hang:
@@ -39,6 +42,14 @@ Unreachable database: every operation fails closed with `core.errors.StorageUnav
   `DOWN_SECONDS` of the clock every call fails at once, without waiting on the pool;
   then ONE call tries again (the others still fail at once) and its success closes
   the breaker.
+
+Contention: a transaction Postgres rolls back for a deadlock (40P01) or a serialization
+failure (40001) did nothing, so it is run again, after 0.01, 0.05 and 0.25 s
+(`RERUN_PAUSES`); the functions run inside a transaction are pure (`base.py`), so a rerun
+is the same operation. Rolled back a fourth time, the call fails with
+`core.errors.StorageContention` (a 503 `storage_contention` with `retry_after`; a
+`StorageUnavailable`, so every caller treats it as the database being away for now).
+It does not trip the breaker: the database is reachable.
 """
 
 from __future__ import annotations
@@ -86,7 +97,7 @@ from adapters.storage.records import (
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core import outbox
-from core.errors import Conflict, StorageUnavailable
+from core.errors import Conflict, StorageContention, StorageUnavailable
 from core.retention import STORES, Cutoffs
 
 T = TypeVar("T")
@@ -101,6 +112,13 @@ _MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
 DOWN_SECONDS = 2.0  # how long a breaker trip lasts, and the Retry-After it gives
 POOL_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 3
+# A deadlock or a serialization failure rolls the whole transaction back, so it is safe to
+# run again (callers' functions are pure, see base.py): after each of these pauses once.
+_ROLLED_BACK = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+RERUN_PAUSES = (0.01, 0.05, 0.25)
+# What the database answers a ledger batch refused for the values of a row (not for being
+# away or busy): the batch is then committed row by row (`_commit`).
+_ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 
 
 def marks(cols: tuple[str, ...]) -> str:
@@ -245,6 +263,26 @@ class PostgresStorage(LedgerReads):
         self._down_until = now + DOWN_SECONDS  # this caller probes; the others keep failing
 
     async def _run(self, fn: Callable[[Conn], T]) -> T:
+        """`fn` in one transaction; rerun (after a pause) when Postgres rolled it back
+        for a deadlock or a serialization failure, at most `len(RERUN_PAUSES)` times."""
+        for pause in RERUN_PAUSES:
+            try:
+                return await self._once(fn)
+            except _ROLLED_BACK as err:
+                log.info("postgres rolled a transaction back (%s); running it again in %g s",
+                         err.sqlstate, pause)
+            await trio.sleep(pause)
+        try:
+            return await self._once(fn)
+        except _ROLLED_BACK as err:
+            log.warning("postgres rolled a transaction back %d times in a row (%s); giving up",
+                        len(RERUN_PAUSES) + 1, err.sqlstate)
+            raise StorageContention(
+                "The gateway's database aborted this operation under contention; try again shortly",
+                retry_after=DOWN_SECONDS,
+            ) from err
+
+    async def _once(self, fn: Callable[[Conn], T]) -> T:
         self._gate()
         slot = _Slot()
         try:
@@ -255,6 +293,8 @@ class PostgresStorage(LedgerReads):
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(slot.cancel)
             raise
+        except _ROLLED_BACK:
+            raise  # the database is there: the caller reruns the transaction
         except psycopg_pool.PoolTimeout as err:
             self._down_until = self._now() + DOWN_SECONDS
             log.warning("postgres unreachable (no connection within the pool timeout): %s", err)
@@ -393,7 +433,29 @@ class PostgresStorage(LedgerReads):
         """Queued for the writer (`group_commit.py`); returns once its batch committed."""
         return await self.writer.submit((codec.postgres_row(rec), rec))
 
-    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool | BaseException]:
+        """The writer's commit: the batch in one transaction (`_commit_batch`). When the
+        database refuses the batch for what a row holds (`_ROW_REFUSED`: a value out of
+        range, a constraint), each row is committed alone, the same way, so only the
+        refused row's caller gets the error; the others are committed and answered.
+        Any other failure (the database away, contention after the reruns) fails the
+        whole batch: each caller gets it."""
+        try:
+            return list(await self._commit_batch(rows))
+        except _ROW_REFUSED as err:
+            if len(rows) == 1:
+                raise
+            log.warning("postgres refused a batch of %d ledger rows (%s: %s); committing"
+                        " them one by one", len(rows), type(err).__name__, err)
+        answers: list[bool | BaseException] = []
+        for row in rows:
+            try:
+                answers += await self._commit_batch([row])
+            except _ROW_REFUSED as refused:
+                answers.append(refused)
+        return answers
+
+    async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: the rows in ONE multi-row INSERT, what the inserted ones add
         to the hourly rollup (`rollup.py`), one transaction. (No state rides along, so a
         batch without rows, the writer's retry after a failure, has nothing to do.)"""

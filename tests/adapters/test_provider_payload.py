@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.providers import anthropic_codec, openai_codec, openai_responses_codec
-from adapters.providers.payload import UsageShape, decode_usage
+from adapters.providers.payload import MAX_COUNT, UsageShape, decode_usage
 from core.model import Usage
 
 counts = st.integers(min_value=0, max_value=10**6)
@@ -49,6 +49,21 @@ def test_anything_that_is_not_a_count_reads_as_absent(junk: Any) -> None:
                    anthropic_codec.decode_usage):
         assert decode(junk) == Usage()
         assert decode({"prompt_tokens": junk, "input_tokens": junk, "output_tokens": True}) == Usage()
+
+
+@given(st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_COUNT + 1)))
+def test_a_negative_or_unstorable_count_reads_as_absent(bogus: int) -> None:
+    """A negative count would bill a negative cost (a refund into the budgets), one past
+    2**63 cannot be stored in the ledger (SQLite's writer cannot even bind it)."""
+    wire = {"prompt_tokens": bogus, "input_tokens": bogus, "completion_tokens": bogus,
+            "output_tokens": bogus, "cache_read_input_tokens": bogus,
+            "cache_creation_input_tokens": bogus, "prompt_tokens_details": {"cached_tokens": bogus}}
+    assert openai_codec.decode_usage(wire) == Usage()
+    assert openai_responses_codec.decode_usage(wire) == Usage()
+    base = Usage(input_tokens=5, output_tokens=6, cached_input_tokens=1, cache_write_tokens=2)
+    assert anthropic_codec.decode_usage(wire, base) == base
+    assert decode_usage({"in": MAX_COUNT, "out": MAX_COUNT}, SHAPE) == Usage(
+        input_tokens=MAX_COUNT, output_tokens=MAX_COUNT)
 
 
 SHAPE = UsageShape(input=("in",), output=("out",), cached=("d", "c"), cache_write=("d", "w"),

@@ -16,7 +16,9 @@ import trio
 
 from adapters.storage.postgres import PostgresStorage
 from adapters.storage.records import UsageRecord
+from core.errors import StorageUnavailable
 from tests.adapters.test_storage import T0, make_usage
+from tests.adapters.test_storage_postgres_reruns import inject
 
 pytestmark = pytest.mark.postgres
 
@@ -139,3 +141,70 @@ async def test_close_commits_what_is_queued_and_then_refuses(postgres_url: str) 
         await storage.insert_usage(make_usage(99, T0))
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT count(*) FROM usage").fetchone() == (20,)
+
+
+async def test_a_row_the_database_refuses_fails_alone_and_its_batch_is_committed(
+    postgres_url: str,
+) -> None:
+    """Two rows in a batch of 12 cannot be stored (a token count beyond BIGINT, refused
+    by the server; a NUL in a text column, refused by the driver): the batch is committed
+    again row by row, so their callers get the error and the other ten rows go in."""
+    storage = await opened(postgres_url)
+    answers: dict[int, bool | BaseException] = {}
+    bad = {4: {"input_tokens": 2**63}, 9: {"model": "gpt\x00-4.1"}}
+
+    async def record(n: int) -> None:
+        try:
+            answers[n] = await storage.insert_usage(make_usage(n, T0, **bad.get(n, {})))
+        except psycopg.Error as err:
+            answers[n] = err
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record, 0)  # a batch alone
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(1, 13):  # queued while it commits: the next batch, together
+                nursery.start_soon(record, n)
+        assert storage.writer.batches == 2
+        assert isinstance(answers.pop(4), psycopg.errors.NumericValueOutOfRange)
+        assert isinstance(answers.pop(9), psycopg.DataError)
+        assert answers == {n: True for n in range(13) if n not in bad}
+        with psycopg.connect(postgres_url) as conn:
+            ids = [r[0] for r in conn.execute("SELECT request_id FROM usage ORDER BY at, id")]
+        assert sorted(ids) == sorted(f"req_{n}" for n in range(13) if n not in bad)
+        assert _rollup(postgres_url) == _ledger(postgres_url) == {
+            ("t1", "gpt-4.1"): (11, Decimal("0.0000012345") * 11)
+        }
+    finally:
+        await storage.close()
+
+
+async def test_a_batch_failing_for_another_reason_fails_every_row_and_is_not_split(
+    postgres_url: str,
+) -> None:
+    """A batch failing for the connection (here SQLSTATE 57P01, "terminating connection",
+    raised once by a trigger when req_5 is inserted) is not retried row by row: each of
+    its callers gets the 503, and none of its rows is in."""
+    storage = await opened(postgres_url)
+    inject(postgres_url, "usage", "57P01", times=1, when="NEW.request_id = 'req_5'")
+    answers: dict[int, bool | BaseException] = {}
+
+    async def record(n: int) -> None:
+        try:
+            answers[n] = await storage.insert_usage(make_usage(n, T0))
+        except StorageUnavailable as err:
+            answers[n] = err
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record, 0)  # a batch alone
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(1, 13):  # the next batch, together
+                nursery.start_soon(record, n)
+        assert storage.writer.batches == 2
+        assert answers.pop(0) is True
+        assert all(isinstance(a, StorageUnavailable) for a in answers.values()), answers
+        assert len(answers) == 12
+        assert await storage.usage_count() == 1
+    finally:
+        await storage.close()
