@@ -53,6 +53,9 @@ Kind = Literal["requests", "tokens"]
 
 
 def _finite(name: str, value: float) -> None:
+    kind = type(value)
+    if (kind is float and value - value == 0.0) or kind is int:
+        return  # the usual case, checked first (inf - inf and nan - nan are nan; bool is not int)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, not {value!r}")
 
@@ -78,6 +81,8 @@ class BucketSpec:
 
 def _check_bucket(instance: Bucket, attribute: object, value: float) -> None:
     del instance
+    if type(value) is float and value - value == 0.0:
+        return  # a finite float, the usual case (as `_finite`, without naming the field)
     _finite(getattr(attribute, "name", "value"), value)
 
 
@@ -270,13 +275,13 @@ def take_all(
     needs: tuple[Need, ...], buckets: Buckets, now: float
 ) -> tuple[Admission, dict[str, Bucket]]:
     """Take every need from its bucket, or none of them (see the module rules)."""
-    for need in needs:
-        if never_fits(BucketSpec.per_minute(need.per_minute), need.amount):
+    specs = [BucketSpec.per_minute(need.per_minute) for need in needs]
+    for need, spec in zip(needs, specs, strict=True):
+        if never_fits(spec, need.amount):
             return TooLarge(need.kind, need.per_minute, need.amount), dict(buckets)
     decisions: list[tuple[Need, BucketSpec, Decision, Bucket]] = []
     refused: tuple[Need, Denied] | None = None
-    for need in needs:
-        spec = BucketSpec.per_minute(need.per_minute)
+    for need, spec in zip(needs, specs, strict=True):
         decision, after = take(spec, buckets.get(need.kind), need.amount, now)
         decisions.append((need, spec, decision, after))
         if isinstance(decision, Denied) and refused is None:

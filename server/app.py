@@ -3,7 +3,8 @@
 Owns: assembling routes (the model routes go to `server/hot.py`, in front of Quart), the
 error handler (every error body carries the request id the client sees), the request-id,
 body (size, time and memory of request bodies) and idempotency-key (`server/idempotent.py`)
-middlewares and per-response headers. Every route gets its dependencies from the `Services` passed in, so a test can
+middlewares and per-response headers, and the entry in front of them (`server/front.py`:
+unkeyed hot-route requests in one call chain). Every route gets its dependencies from the `Services` passed in, so a test can
 build an app around its own storage, clock and providers.
 """
 
@@ -20,6 +21,8 @@ from adapters.idempotency import IdempotencyKeys
 from core.errors import GatewayError, InvalidRequest, NotFound
 from server.bodylimit import BodyBudget, BodyLimit
 from server.errors import error_body, error_headers, internal_error
+from server.final_send import FinalSend
+from server.front import Front
 from server.hot import HotRoutes
 from server.http import to_json
 from server.idempotent import IdempotentRoutes
@@ -88,7 +91,8 @@ def create_app(services: Services) -> QuartTrio:
     limited = BodyLimit(
         keyed, limits.max_body_bytes, limits.body_timeout_seconds, BodyBudget(limits.body_budget_bytes)
     )
-    app.asgi_app = RequestIds(limited)  # type: ignore[method-assign,assignment]
+    # the hot routes unkeyed in one call chain, the rest through the layers (server/front.py)
+    app.asgi_app = Front(FinalSend(RequestIds(limited)), hot, limited)  # type: ignore[method-assign,assignment]
     for path in HOT_ROUTES:
         app.add_url_rule(path, f"hot:{path}", _answered_in_front, methods=["POST"])
 

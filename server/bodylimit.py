@@ -17,7 +17,10 @@ reading on):
 Requests without a body (no `Content-Length`, or 0, and no `Transfer-Encoding`) and
 WebSocket connections pass straight through. A body read here is also put in the scope
 (`BODY`), so a layer behind can take it without a receive (`server/hot.py`); the app's
-receive still hands it over once, as before.
+receive still hands it over once, as before. The unkeyed hot routes do not take this
+middleware: `server/front.py` calls `BodyLimit.take`, the same limits and refusals, and
+gets the body back (on those routes a request without a body is read too: its one empty
+message).
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class _Refused(Exception):
         self.error = error
 
 
-async def _answer(scope: Scope, send: Send, error: GatewayError) -> None:
+async def _answer(scope: Scope, send: Send, error: GatewayError,
+                  tail: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     body = json.dumps(error_body(error, scope["path"], scope.get(CLIENT_REQUEST_ID))).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -72,6 +76,7 @@ async def _answer(scope: Scope, send: Send, error: GatewayError) -> None:
     ]
     if error.retry_after is not None:
         headers.append((b"retry-after", str(int(error.retry_after)).encode()))
+    headers.extend(tail)
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -118,18 +123,7 @@ class BodyLimit:
             return
         charge = _Charge(self.budget)
         try:
-            if length is not None and length > self.limit:
-                raise self._too_large()
-            if length is not None and not charge.grow(length):
-                raise self._busy()
-            with trio.move_on_after(self.timeout) as deadline:
-                body = await self._read(receive, charge)
-            if deadline.cancelled_caught:
-                raise _Refused(
-                    RequestTimeout(
-                        f"The request body did not arrive within {self.timeout:g} seconds"
-                    )
-                )
+            body = await self._within(receive, charge, length)
             if body is None:
                 return  # the client went away
             scope[BODY] = body
@@ -138,6 +132,36 @@ class BodyLimit:
             await _answer(scope, send, refused.error)
         finally:
             charge.release()
+
+    async def take(self, scope: Scope, receive: Receive, send: Send, length: int | None,
+                   tail: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
+        """The whole body within the limits, taken by the caller at once (the hot routes,
+        `server/front.py`, which have read the request's `Content-Length`: `length`); or
+        None when it was refused (answered here, with the `tail` headers) or the client
+        went away. A request without a body gives b"" (after its one empty message)."""
+        charge = _Charge(self.budget)
+        try:
+            return await self._within(receive, charge, length)
+        except _Refused as refused:
+            await _answer(scope, send, refused.error, tail)
+            return None
+        finally:
+            charge.release()
+
+    async def _within(self, receive: Receive, charge: _Charge, length: int | None) -> bytes | None:
+        """The whole body, charged to the budget and within the time allowed (or None if
+        the client went away); `_Refused` when a limit is passed."""
+        if length is not None and length > self.limit:
+            raise self._too_large()
+        if length is not None and not charge.grow(length):
+            raise self._busy()
+        with trio.move_on_after(self.timeout) as deadline:
+            body = await self._read(receive, charge)
+        if deadline.cancelled_caught:
+            raise _Refused(
+                RequestTimeout(f"The request body did not arrive within {self.timeout:g} seconds")
+            )
+        return body
 
     async def _read(self, receive: Receive, charge: _Charge) -> bytes | None:
         """The whole body, or None if the client went away."""

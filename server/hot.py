@@ -6,17 +6,24 @@ Each route's handler (`answer(services, incoming)` in `server/routes/`) gets a p
 `Incoming` and returns a `Whole` or a `Streamed` answer (`server/pipeline.py`), which this
 module writes as ASGI messages; both go through the one request driver. Everything else,
 other paths and other methods on these paths (OPTIONS, the 405s), goes to the Quart app.
-It sits inside the request-id and body middlewares, so ids, body limits and their error
-answers are the same as on every other route; a body the body middleware has read
-(`server/bodylimit.py`'s `BODY` in the scope) is taken from the scope, with no wait.
+Two ways in, with the same ids, body limits and error answers as every other route:
+`answer`, called by `server/front.py` for an unkeyed request with its ids assigned and
+its whole body read (the request id header is added to the answer's head here); or this
+class as an ASGI app inside the request-id, body and idempotency middlewares (a keyed
+request), taking the body the body middleware has read (`server/bodylimit.py`'s `BODY`
+in the scope) with no wait.
 
 It does what Quart-Trio did for these routes (the e2e tests are the spec):
-- the body is received by its own task while the request is handled, as quart-trio's
-  connection does; a handler that needs it waits up to `body_timeout` (the app's
-  `BODY_TIMEOUT`), then the answer is a 408 and there is no ledger row;
+- a body not read already is received by a task of the request while it is handled, as
+  quart-trio's connection does; a handler that needs it waits up to `body_timeout` (the
+  app's `BODY_TIMEOUT`), then the answer is a 408 and there is no ledger row;
 - `http.disconnect` cancels the request, whole or streamed: the driver sees the client
   gone (upstream closed, usage settled, ledger row); a recorded stream may instead be
-  detached and go on to its end (`server/streaming.py`);
+  detached and go on to its end (`server/streaming.py`). Under `serve()` Hypercorn tells
+  it at once (`server/hypercorn_tasks.Departures`, no task); otherwise a task of the
+  request receives until the disconnect. Either way it is disarmed before the answer's
+  last send (`Departure.last`: Hypercorn says `http.disconnect` at the end of every
+  answer too);
 - a refusal before the first byte is the error shape of `server/errors.py` (Anthropic's
   on `/v1/messages`) with the request id the client sees; an unexpected exception is
   logged with a reference and answered as a 500 that names only the reference;
@@ -41,6 +48,7 @@ from core.errors import GatewayError, InvalidRequest
 from server.bodylimit import BODY
 from server.errors import error_body, error_headers, internal_error
 from server.http import to_json
+from server.hypercorn_tasks import DEPARTURES, Departures
 from server.pipeline import WATCH, BodyTimeout, Incoming, Streamed, Whole
 from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
 from server.services import Services
@@ -84,7 +92,7 @@ class _Body:
         raise BodyTimeout()
 
 
-def _headers(scope: Scope) -> dict[str, str]:
+def request_headers(scope: Scope) -> dict[str, str]:
     """Header names lower-cased; of a repeated header the first value counts (as Quart's)."""
     found: dict[str, str] = {}
     for name, value in scope["headers"]:
@@ -96,18 +104,23 @@ def _encode(headers: Mapping[str, object]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in headers.items()]
 
 
-async def send_whole(send: Send, status: int, body: bytes, headers: Mapping[str, object]) -> None:
+async def send_whole(send: Send, status: int, body: bytes, headers: Mapping[str, object],
+                     tail: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     await send({
         "type": "http.response.start",
         "status": status,
-        # Quart's order: the answer's own headers, then the type and the length.
-        "headers": [*_encode(headers), JSON, (b"content-length", str(len(body)).encode())],
+        # Quart's order: the answer's own headers, then the type and the length (then the
+        # request id, as server/requestid.py adds it).
+        "headers": [*_encode(headers), JSON, (b"content-length", str(len(body)).encode()), *tail],
     })
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class HotRoutes:
-    """ASGI app: `routes` (path -> handler) answered here on POST, the rest by `app`."""
+    """ASGI app: `routes` (path -> handler) answered here on POST, the rest by `app`.
+
+    As an ASGI app it is the layered way in (a keyed request, server/idempotent.py, comes
+    here through the middlewares); `answer` is the direct one (`server/front.py`)."""
 
     def __init__(self, app: ASGIApp, services: Services, routes: Mapping[str, Handler],
                  *, body_timeout: float | None) -> None:
@@ -126,17 +139,48 @@ class HotRoutes:
         own = str(scope.get(REQUEST_ID) or new_id("req"))
         incoming = Incoming(
             path=scope["path"],
-            headers=_headers(scope),
+            headers=request_headers(scope),
             read_body=body.read,
             request_id=own,
             client_request_id=str(scope.get(CLIENT_REQUEST_ID) or own),
             watch=scope.get(WATCH),
             stopwatch=Stopwatch(self.services.clock.now()),
         )
+        await self._watched(handler, incoming, scope, body, receive, send, ())
+
+    async def answer(self, handler: Handler, scope: Any, headers: Mapping[str, str], body: bytes,
+                     receive: Receive, send: Send, tail: tuple[tuple[bytes, bytes], ...]) -> None:
+        """Answer a request whose ids are in `scope` and whose whole `body` has been read,
+        adding the `tail` headers (the request id) to every answer's head."""
+        given = _Body(self.body_timeout, body)
+        own = scope[REQUEST_ID]
+        incoming = Incoming(
+            path=scope["path"],
+            headers=headers,
+            read_body=given.read,
+            request_id=own,
+            client_request_id=scope[CLIENT_REQUEST_ID],
+            stopwatch=Stopwatch(self.services.clock.now()),
+        )
+        departures = scope.get(DEPARTURES)
+        if not isinstance(departures, Departures):  # not under Hypercorn with its patch
+            await self._watched(handler, incoming, scope, given, receive, send, tail)
+            return
+        with trio.CancelScope() as cancel:  # no task: Hypercorn's put of the disconnect cancels
+            departure = Departure(cancel, departures.disarm)
+            departures.arm(departure.leave)
+            try:
+                await self._answer(handler, incoming, send, departure, tail)
+            finally:
+                departures.disarm()
+
+    async def _watched(self, handler: Handler, incoming: Incoming, scope: Any, body: _Body,
+                       receive: Receive, send: Send, tail: tuple[tuple[bytes, bytes], ...]) -> None:
+        """`_answer`, with a task receiving the body (unless given) and `http.disconnect`."""
         async with trio.open_nursery() as nursery:
             departure = Departure(nursery.cancel_scope)
             nursery.start_soon(self._receive, departure, body, receive)
-            await self._answer(handler, incoming, send, departure)
+            await self._answer(handler, incoming, send, departure, tail)
             nursery.cancel_scope.cancel()
 
     @staticmethod
@@ -153,25 +197,28 @@ class HotRoutes:
                 departure.leave()  # the client went away: stop answering (or detach)
                 return
 
-    async def _answer(
-        self, handler: Handler, incoming: Incoming, send: Send, departure: Departure
-    ) -> None:
+    async def _answer(self, handler: Handler, incoming: Incoming, send: Send,
+                      departure: Departure, tail: tuple[tuple[bytes, bytes], ...]) -> None:
         try:
             answer = await handler(self.services, incoming)
         except GatewayError as err:
-            await self._error(send, incoming, err, err.status)
+            departure.last()
+            await self._error(send, incoming, err, err.status, tail)
             return
         except BodyTimeout:
-            await self._error(send, incoming, InvalidRequest(BODY_TIMEOUT_MESSAGE), 408)
+            departure.last()
+            await self._error(send, incoming, InvalidRequest(BODY_TIMEOUT_MESSAGE), 408, tail)
             return
         except Exception:  # logged with its traceback, answered as a 500 (as Quart's handler)
             ref = secrets.token_hex(6)
             log.exception("unhandled error (ref %s) on POST %s", ref, incoming.path)
-            await self._error(send, incoming, internal_error(ref), 500)
+            departure.last()
+            await self._error(send, incoming, internal_error(ref), 500, tail)
             return
         headers = {**answer.headers, **self._overhead(incoming)}
         if isinstance(answer, Whole):
-            await send_whole(send, 200, answer.body, headers)
+            departure.last()
+            await send_whole(send, 200, answer.body, headers, tail)
         else:
             answer = evolve(answer, headers=headers)
             await send_stream(
@@ -180,6 +227,7 @@ class HotRoutes:
                 keepalive=self.services.settings.limits.keepalive_seconds,
                 departure=departure,
                 detached=self.services.detached,
+                tail=tail,
             )
 
     def _overhead(self, incoming: Incoming) -> dict[str, str]:
@@ -187,14 +235,16 @@ class HotRoutes:
         assert incoming.stopwatch is not None
         return {OVERHEAD_HEADER: header_value(incoming.stopwatch.overhead_ms(self.services.clock.now()))}
 
-    async def _error(self, send: Send, incoming: Incoming, err: GatewayError, status: int) -> None:
+    async def _error(self, send: Send, incoming: Incoming, err: GatewayError, status: int,
+                     tail: tuple[tuple[bytes, bytes], ...]) -> None:
         await send_error(
-            send, incoming.path, incoming.client_request_id, err, status, self._overhead(incoming)
+            send, incoming.path, incoming.client_request_id, err, status, self._overhead(incoming), tail
         )
 
 
 async def send_error(send: Send, path: str, client_id: str | None, err: GatewayError,
-                     status: int, extra: Mapping[str, str] | None = None) -> None:
+                     status: int, extra: Mapping[str, str] | None = None,
+                     tail: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """`err` as a whole answer in the error shape of `path` (with `extra` headers)."""
     body = to_json(error_body(err, path, client_id)).encode()
-    await send_whole(send, status, body, {**error_headers(err), **(extra or {})})
+    await send_whole(send, status, body, {**error_headers(err), **(extra or {})}, tail)

@@ -1,7 +1,9 @@
 """Request ids at ingress: every request gets one, every response says it.
 
 Owns: the ASGI middleware (outermost) that gives each HTTP request and WebSocket
-handshake its ids and adds `x-request-id` to every HTTP response, errors included.
+handshake its ids and adds `x-request-id` to every HTTP response, errors included, and
+`ids`, which the unkeyed hot routes use instead (`server/front.py`, whose answers add the
+header themselves, after their other headers, as the middleware does).
 - `scope["umg.request_id"]`: the gateway's own id (`req_<24 hex>`), unique per request;
   it keys the ledger row and the budget reservations, so it is never taken from a client.
 - `scope["umg.client_request_id"]`: the id the client sees: its own `x-request-id` when
@@ -34,11 +36,17 @@ def sane(value: str) -> bool:
     return _SANE.fullmatch(value) is not None
 
 
+def ids(client_value: str | None) -> tuple[str, str]:
+    """(the gateway's own id, the id the client sees) for a request whose `x-request-id`
+    header is `client_value` (or absent)."""
+    own = new_id("req")
+    return own, client_value if client_value is not None and sane(client_value) else own
+
+
 def _client_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name.lower() == HEADER:
-            text = value.decode("latin-1")
-            return text if sane(text) else None
+            return str(value.decode("latin-1"))
     return None
 
 
@@ -50,8 +58,7 @@ class RequestIds:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        own = new_id("req")
-        shown = _client_id(scope) or own
+        own, shown = ids(_client_id(scope))
         scope[REQUEST_ID] = own
         scope[CLIENT_REQUEST_ID] = shown
         header = (HEADER, shown.encode("ascii"))

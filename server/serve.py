@@ -17,7 +17,8 @@ beside Hypercorn, and on shutdown:
      inline and shielded, so there is nothing left to flush.
 
 Idle keep-alive connections are closed at step 1, not after the graceful timeout: see
-`_FinishResponses` for the quart-trio/hypercorn interaction that otherwise kept them open.
+`server/final_send.py` for the quart-trio/hypercorn interaction that otherwise kept them
+open.
 """
 
 from __future__ import annotations
@@ -25,53 +26,16 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
-from server import connection_guard, h11_sends
+from server import connection_guard, h11_sends, hypercorn_tasks
 from server.app import create_app
 from server.services import Services
 
 log = logging.getLogger("umg.server")
-
-# How long the last send of a response may take while shielded (it only writes the
-# final chunk and hands the connection back to Hypercorn, normally microseconds).
-_FINAL_SEND_SECONDS = 5.0
-
-
-class _FinishResponses:
-    """ASGI middleware: the last `http.response.body` send runs shielded.
-
-    quart-trio cancels its request nursery as soon as the response is complete, and that
-    cancellation lands inside Hypercorn's `send` while it is re-arming the connection's
-    idle watcher (`TCPServer.idle_task.restart`). The watcher is then never restarted, so
-    a kept-alive connection ignores `keep_alive_timeout` and is not closed at shutdown:
-    one idle client kept the process alive for the whole graceful timeout. Shielding that
-    one final send (with its own deadline) lets Hypercorn finish its bookkeeping.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def finishing_send(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.CancelScope(shield=True) as shielded:
-                    shielded.deadline = trio.current_time() + _FINAL_SEND_SECONDS
-                    await send(message)
-            else:
-                await send(message)
-
-        await self.app(scope, receive, finishing_send)
-
 
 async def _drain(services: Services, drain_seconds: float) -> None:
     with trio.move_on_after(drain_seconds):
@@ -142,9 +106,10 @@ async def serve(
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
             connection_guard.install()
             h11_sends.install()  # fewer, cheaper socket sends per response (server/h11_sends.py)
+            hypercorn_tasks.install()  # no idle-timer task per answer, disconnects told at once
             try:
                 await hypercorn_serve(
-                    _FinishResponses(app),
+                    app,
                     config,
                     shutdown_trigger=trigger,
                     task_status=task_status,

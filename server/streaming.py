@@ -38,15 +38,27 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 class Departure:
     """What the client's going away does: `leave()` cancels `scope`, unless `keep` (set by
-    the stream being written) takes the run over and answers True."""
+    the stream being written) takes the run over and answers True. `last()` is called
+    just before the answer's last send: from then on the client's going away is the
+    answer's end (`disarm`: Hypercorn says `http.disconnect` then too, see
+    server/hypercorn_tasks.py)."""
 
-    def __init__(self, scope: trio.CancelScope) -> None:
+    def __init__(self, scope: trio.CancelScope, disarm: Callable[[], None] | None = None) -> None:
         self.scope = scope
         self.keep: Callable[[], bool] | None = None
+        self._disarm = disarm
+        self._last = False
 
     def leave(self) -> None:
+        if self._last:
+            return  # the answer is ending: nothing to stop (a cancel now would land in its last send)
         if self.keep is None or not self.keep():
             self.scope.cancel()
+
+    def last(self) -> None:
+        self._last = True
+        if self._disarm is not None:
+            self._disarm()
 
 # In Quart's order: these, the answer's headers, then the type.
 SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -60,7 +72,9 @@ async def send_stream(
     keepalive: float,
     departure: Departure | None = None,
     detached: Detached | None = None,
+    tail: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
+    """`tail`: headers after all the others (the request id, `server/front.py`)."""
     run, framer = answer.run, answer.framer
     exe = run.exe
     extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
@@ -91,6 +105,8 @@ async def send_stream(
             return
         state["last"] = trio.current_time()
         state["finished"] = final
+        if final and departure is not None:
+            departure.last()
         if not state["gone"]:
             await send({"type": "http.response.body", "body": chunk, "more_body": not final})
 
@@ -98,13 +114,15 @@ async def send_stream(
         # the opening frame follows at once (the driver emits `Started` first): the head
         # may go out with it, in one send (server/h11_sends.py)
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [*SSE_HEADERS, *extra, SSE_TYPE], HEAD_WITH_BODY: True})
+                    "headers": [*SSE_HEADERS, *extra, SSE_TYPE, *tail], HEAD_WITH_BODY: True})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keepalives)
             await run.drive(emit)
             nursery.cancel_scope.cancel()
         if not state["finished"] and not state["gone"]:  # the driver always ends with Done
             state["finished"] = True  # or RunFailed; be sure
+            if departure is not None:
+                departure.last()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         if departure is not None:

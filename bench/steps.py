@@ -1,0 +1,132 @@
+"""What one request costs Trio and the ledger writer, counted (not timed) in process.
+
+Owns: serving the gateway the way the bench's `ours` target is served (`server.serve`,
+SQLite, live mode to the fake provider, a key with rpm and tpm limits), in this process,
+with a Trio instrument attached, and sending it `--requests` chat requests at each
+`--concurrency` from a client running in its own thread (its own Trio run, so none of
+its tasks is counted). For each concurrency it prints, per request:
+
+- Trio task steps (every time a task is resumed), split by task: the request's own task
+  (Hypercorn's ASGI task), Hypercorn's connection reader, its keep-alive idle timer, the
+  hot routes' disconnect watcher, the ledger writer, and the rest;
+- tasks spawned;
+- the ledger writer's transactions, and rows per transaction (`GroupCommit.batches`).
+
+These are counts, so they hold on a loaded machine; the CPU they cost is for
+`bench.run` to measure.
+
+`python -m bench.steps [--requests 500] [--concurrency 1,16,64]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+import trio
+
+from adapters.admin import create_key
+from adapters.config import load_settings
+from bench.loadgen import run_load
+from bench.run import body as request_body
+from bench.targets import PROVIDER_KEY, start_provider
+from server.serve import serve
+from server.services import build_services
+
+# task name -> the part of the server it is (first match wins)
+PARTS = (
+    ("_run_handler", "connection"),  # trio's per-connection task: Hypercorn's reader
+    ("task_group._handle", "request"),  # Hypercorn's ASGI task: the app, from the request to the answer
+    ("IdleTimer._watch", "idle timer"),  # server/hypercorn_tasks.py's one timer per connection
+    ("_idle_timeout", "idle timer"),  # Hypercorn's own: a task per answer
+    ("_receive", "disconnect watcher"),
+    ("umg-storage-writer", "ledger writer"),
+)
+
+
+def _part(name: str) -> str:
+    for needle, part in PARTS:
+        if needle in name:
+            return part
+    return "other"
+
+
+class Counting(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps: Counter[str] = Counter()
+        self.spawned = 0
+        self.on = False
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.on:
+            self.steps[_part(task.name)] += 1
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if self.on:
+            self.spawned += 1
+
+
+async def measure(provider: str, requests: int, levels: list[int], db: str) -> list[dict[str, object]]:
+    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning",
+           "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"}
+    settings = load_settings({**{k: v for k, v in os.environ.items() if not k.startswith(("UMG_", "OPENAI_"))}, **env})
+    services = await build_services(settings)
+    await services.storage.migrate()
+    key, _ = await create_key(services.storage, services.clock, tenant="bench", project="bench",
+                              rpm=1_000_000_000, tpm=1_000_000_000_000)
+    counting = Counting()
+    trio.lowlevel.add_instrument(counting)
+    stop = trio.Event()
+    body = request_body(stream=False)
+    results: list[dict[str, object]] = []
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(lambda task_status: serve(
+            services, host="127.0.0.1", port=0, shutdown=stop.wait, workers=False, task_status=task_status))
+        target = url + "/v1/chat/completions"
+        headers = {"Authorization": f"Bearer {key}"}
+
+        def load(n: int, c: int) -> int:
+            timings = trio.run(lambda: run_load(target, body, headers, requests=n, concurrency=c))
+            return timings.errors
+
+        await trio.to_thread.run_sync(load, 50, 4)  # warm up: imports, caches, connections
+        for level in levels:
+            writer = services.storage.writer  # type: ignore[attr-defined]
+            batches = writer.batches
+            counting.steps.clear()
+            counting.spawned = 0
+            counting.on = True
+            errors = await trio.to_thread.run_sync(load, requests, level)
+            counting.on = False
+            transactions = writer.batches - batches
+            steps = {part: round(n / requests, 2) for part, n in sorted(counting.steps.items())}
+            results.append({
+                "concurrency": level, "requests": requests, "errors": errors,
+                "task steps per request": round(sum(counting.steps.values()) / requests, 2),
+                "by task": steps, "tasks spawned per request": round(counting.spawned / requests, 2),
+                "ledger transactions": transactions,
+                "rows per transaction": round(requests / transactions, 2) if transactions else None,
+            })
+        stop.set()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", default="1,16,64")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        provider, _ = start_provider(stack, Path(tmp))
+        for row in trio.run(measure, provider, args.requests, levels, str(Path(tmp) / "steps.db")):
+            print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Two per-request tasks taken out of Hypercorn's connection: the idle timer and the
+disconnect watch.
+
+Owns: the connection's keep-alive timer, and how an app hears that its client went away
+without a task of its own waiting for `http.disconnect` (`install()`, which
+`server/serve.py` calls after the other Hypercorn patches).
+
+- **The idle timer.** Hypercorn's `TCPServer` restarts its idle watcher after every
+  response: a new task (`nursery.start`) and a `trio.Lock` taken twice per request
+  (`TrioSingleTask.restart` and `stop`). Here each connection has ONE timer task for
+  its whole life, waiting in a cancel scope whose deadline is moved: to now +
+  `keep_alive_timeout` when the connection becomes idle, to never when a request
+  starts. What it does is Hypercorn's: when the deadline passes, or the worker is
+  terminating (shutdown) while the connection is idle, the connection is closed. A
+  connection that is busy when the worker terminates is left to the protocol, which
+  closes it after its answer, as Hypercorn's does (`H11Protocol._maybe_recycle`).
+- **The disconnect watch.** Hypercorn tells an app that its client went away only by
+  putting `http.disconnect` in the request's receive channel, so an app that must stop
+  when the client leaves needs a task blocked in `receive()` (the hot routes had one
+  per request). Here every HTTP request's scope gets a `Departures` (`DEPARTURES`) that
+  Hypercorn's put of `http.disconnect` sets, synchronously, before the message goes
+  into the channel; an app can `arm` it with a callback instead of waiting on
+  `receive()`. Hypercorn puts `http.disconnect` also when the answer is complete (the
+  stream closes, the connection is kept alive), so an app disarms it before its last
+  send. The message still goes into the channel, so any app that receives sees it.
+
+Written against Hypercorn 0.18 (`hypercorn.trio.tcp_server.TCPServer`,
+`hypercorn.trio.task_group.TaskGroup`, pinned in constraints.txt);
+`tests/server/test_hypercorn_tasks.py` checks both on a real server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import hypercorn.trio.run as hypercorn_run
+import hypercorn.trio.tcp_server as hypercorn_tcp
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
+
+DEPARTURES = "umg.departures"  # the scope key of a request's `Departures`
+
+
+class Departures:
+    """Whether a request's client went away, and whom to tell at once."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self._then: Callable[[], None] | None = None
+
+    def arm(self, then: Callable[[], None]) -> None:
+        """Call `then()` when the client goes away (at once if it is gone already)."""
+        self._then = then
+        if self.gone:
+            self.disarm()
+            then()
+
+    def disarm(self) -> None:
+        self._then = None
+
+    def leave(self) -> None:
+        """Hypercorn is about to put `http.disconnect` (the client went away, or the
+        answer is complete): tell whoever armed this, once."""
+        self.gone = True
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+
+
+class DeparturesTaskGroup(TaskGroup):
+    """Hypercorn's per-connection task group; each HTTP request's scope gets `DEPARTURES`."""
+
+    async def spawn_app(
+        self,
+        app: AppWrapper,
+        config: Config,
+        scope: Scope,
+        send: Callable[[ASGISendEvent | None], Awaitable[None]],
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        if scope["type"] != "http":
+            return await super().spawn_app(app, config, scope, send)
+        departures = Departures()
+        scope[DEPARTURES] = departures  # type: ignore[literal-required]
+        put = await super().spawn_app(app, config, scope, send)
+
+        async def put_noticed(message: ASGIReceiveEvent) -> None:
+            if message["type"] == "http.disconnect":
+                departures.leave()
+            await put(message)
+
+        return put_noticed
+
+
+class IdleTimer:
+    """`TCPServer.idle_task`: `restart` and `stop` as Hypercorn calls them, one task per
+    connection (see the module docstring)."""
+
+    def __init__(self, server: TCPServer) -> None:
+        self._server = server
+        self._scope = trio.CancelScope()
+        self._idle = False
+        self._running = False
+
+    async def restart(self, task_group: Any, action: object) -> None:
+        """The connection is idle (Hypercorn's `action`, its own watcher, is not used)."""
+        self._idle = True
+        self._scope.deadline = trio.current_time() + self._server.config.keep_alive_timeout
+        if not self._running:
+            self._running = True
+            task_group.spawn(self._watch)
+
+    async def stop(self) -> None:
+        """A request began: no deadline while it is served."""
+        self._idle = False
+        self._scope.deadline = math.inf
+
+    async def _watch(self) -> None:
+        try:
+            with self._scope:
+                await self._server.context.terminated.wait()
+                if not self._idle:
+                    return  # busy: the protocol closes the connection after its answer
+            with trio.CancelScope(shield=True):
+                await self._server._initiate_server_close()
+        finally:
+            self._running = False
+            self._scope = trio.CancelScope(deadline=self._scope.deadline)
+
+
+class OneIdleTimer(TCPServer):
+    """Hypercorn's connection with `IdleTimer` as its idle watcher."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.idle_task = IdleTimer(self)  # type: ignore[assignment]
+
+
+def install() -> None:
+    """Give every connection Hypercorn's trio worker builds the one `IdleTimer` (on top of
+    whatever connection class is installed already: call this after the other patches)
+    and `DeparturesTaskGroup` (idempotent). Hypercorn looks both up by module-level name
+    when a connection starts, so this replaces those names for the process."""
+    current: type[TCPServer] = getattr(hypercorn_run, "TCPServer")  # noqa: B009 (not exported)
+    if not issubclass(current, OneIdleTimer):
+        timed: type[TCPServer] = type(f"OneIdleTimer{current.__name__}", (OneIdleTimer, current), {})
+        setattr(hypercorn_run, "TCPServer", timed)  # noqa: B010
+    setattr(hypercorn_tcp, "TaskGroup", DeparturesTaskGroup)  # noqa: B010

@@ -1,0 +1,120 @@
+"""server/hypercorn_tasks.py on a real server: one idle timer per connection, and a client
+that goes away heard without a task waiting for `http.disconnect`.
+
+- The keep-alive timer runs from a connection's last answer, not from its start: a
+  connection asked again before the timeout is served, and closed once it has been idle
+  for the timeout; a connection serving requests spawns no timer (and the hot routes no
+  watcher) per request.
+- A client that closes its connection while a whole (non-streamed) answer is being
+  computed cancels the request: the ledger row says `client_closed`.
+- `Departures`: a callback armed after the client left is called at once, a disarmed one
+  never, and each at most once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from server.hypercorn_tasks import Departures
+from tests.server import conftest as server_conftest
+from tests.server.conftest import Running, start_gateway
+from tests.server.test_e2e_bad_input import host_port, read_until_closed, request_head
+from tests.server.test_e2e_slow_clients import read_response, response_of
+
+TIMEOUT = 1.0
+BODY = json.dumps({"model": "mock-fast", "input": "hi"}).encode()
+
+
+@pytest.fixture
+async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    settings = server_conftest.test_settings(tmp_path, UMG_HEADER_TIMEOUT_SECONDS=str(TIMEOUT))
+    running = await start_gateway(nursery, settings)
+    yield running
+    running.stop.set()
+
+
+class Spawned(trio.abc.Instrument):
+    """The names of the tasks spawned while it is attached."""
+
+    def __init__(self) -> None:
+        self.names: Counter[str] = Counter()
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names[task.name.rsplit(".", 1)[-1]] += 1
+
+
+def ask(key: str, extra: str = "") -> bytes:
+    return request_head("/v1/responses", key, f"content-length: {len(BODY)}\r\n{extra}") + BODY
+
+
+async def test_the_timer_runs_from_the_last_answer_and_no_task_is_spawned_per_request(
+    gateway: Running,
+) -> None:
+    host, port = host_port(gateway.url)
+    stream = await trio.open_tcp_stream(host, port)
+    spawned = Spawned()
+    async with stream:
+        for n in range(4):  # 4 answers 0.5 s apart: 1.5 s in all, more than the timeout
+            if n == 1:
+                trio.lowlevel.add_instrument(spawned)  # the connection and its timer exist
+            await stream.send_all(ask(gateway.key))
+            status, _, answer = response_of(await read_response(stream))
+            assert (status, answer["object"]) == (200, "response")
+            await trio.sleep(TIMEOUT / 2)
+        trio.lowlevel.remove_instrument(spawned)
+        started = trio.current_time()
+        _, closed = await read_until_closed(stream, seconds=10)
+        idle = trio.current_time() - started
+    assert closed and idle < 8, idle  # closed for being idle (the last sleep counts too)
+    # per request: Hypercorn's task that runs the app, nothing else of the connection's
+    assert spawned.names["_handle"] == 3
+    assert spawned.names["_idle_timeout"] == 0 and spawned.names["_watch"] == 0
+    assert spawned.names["_receive"] == 0  # the hot routes' disconnect watcher
+
+
+async def test_a_client_gone_during_a_whole_answer_cancels_it(gateway: Running) -> None:
+    host, port = host_port(gateway.url)
+    stream = await trio.open_tcp_stream(host, port)
+    spawned = Spawned()
+    trio.lowlevel.add_instrument(spawned)
+    try:
+        async with stream:
+            await stream.send_all(ask(gateway.key, "x-umg-mock-scenario: latency_ms=30000\r\n"))
+            await trio.sleep(0.3)  # the provider is waiting
+        with trio.fail_after(10):
+            while not (rows := await gateway.services.storage.usage_rows(
+                "t1", datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(days=1)
+            )):  # fmt: skip
+                await trio.sleep(0.02)
+    finally:
+        trio.lowlevel.remove_instrument(spawned)
+    [row] = rows
+    assert (row.status, row.error_code) == ("client_closed", "client_closed_request")
+    assert spawned.names["_receive"] == 0  # heard without a watcher task
+
+
+def test_departures_tell_once_at_once_and_never_when_disarmed() -> None:
+    told: list[str] = []
+    before = Departures()
+    before.arm(lambda: told.append("armed"))
+    before.leave()
+    before.leave()
+    assert told == ["armed"]
+
+    late = Departures()
+    late.leave()  # gone before anyone armed it
+    late.arm(lambda: told.append("late"))
+    assert told == ["armed", "late"]
+
+    disarmed = Departures()
+    disarmed.arm(lambda: told.append("disarmed"))
+    disarmed.disarm()
+    disarmed.leave()
+    assert told == ["armed", "late"] and disarmed.gone
