@@ -1,5 +1,5 @@
 """CPU per response through Hypercorn's HTTP/1.1 send path: its own protocol class beside
-`server/h11_sends.CoalescingH11Protocol`, in one process, alternating.
+`server/hypercorn_patch.CoalescingH11Protocol`, in one process, alternating.
 
 Owns: `python -m bench.h11_sends [--responses N] [--rounds R]`. Each response is what the
 gateway writes: a JSON answer (`content-length`: head, body, end) or a 20-chunk SSE
@@ -29,7 +29,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
-from server.h11_sends import HEAD_WITH_BODY, CoalescingH11Protocol, DirectSendTCPServer
+from server.hypercorn_patch import HEAD_WITH_BODY, CoalescingH11Protocol, DirectSendTCPServer
 
 REQUEST = b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
 JSON_BODY = b'{"id":"chatcmpl-1","object":"chat.completion","choices":[]}' * 20

@@ -36,6 +36,12 @@ Encoding rules:
   or a negative `retry` raise `ValueError`.
 - `encode_comment(text)` writes one `:` line per line of text and a blank line (which
   dispatches nothing): the usual keep-alive.
+- `data_template(data, slot)` precompiles the one-line `data:` event `data` around the
+  one place `slot` occurs in it (None when it occurs other than once, or `data` is not
+  one line): `render(value)` is then `encode_event(data.replace(slot, value))`, byte
+  for byte, for any `value` without CR or LF (a JSON value's encoding never has one),
+  in two concatenations. For streams whose events differ in one value (a chat chunk's
+  text).
 """
 
 from __future__ import annotations
@@ -180,3 +186,23 @@ def encode_event(
 def encode_comment(text: str = "") -> bytes:
     lines = _LINE_BREAK.split(text)
     return ("".join(f": {line}\n" if line else ":\n" for line in lines) + "\n").encode("utf-8")
+
+
+@frozen
+class DataTemplate:
+    """A one-line `data:` event with one slot; see `data_template`."""
+
+    head: bytes
+    tail: bytes
+
+    def render(self, value: bytes) -> bytes:
+        """The event with `value` (UTF-8, no CR or LF) in the slot."""
+        return self.head + value + self.tail
+
+
+def data_template(data: str, slot: str) -> DataTemplate | None:
+    """`encode_event(data)` split around the one occurrence of `slot` (see the rules)."""
+    if not slot or data.count(slot) != 1 or "\n" in data or "\r" in data:
+        return None
+    before, _, after = data.partition(slot)
+    return DataTemplate(f"data: {before}".encode(), f"{after}\n\n".encode())

@@ -32,7 +32,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
-from server import connection_guard, h11_sends
+from server import hypercorn_patch
 from server.app import create_app
 from server.services import Services
 
@@ -140,8 +140,7 @@ async def serve(
                     background.start_soon(run_prune, services)
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-            connection_guard.install()
-            h11_sends.install()  # fewer, cheaper socket sends per response (server/h11_sends.py)
+            hypercorn_patch.install()  # guarded connections, fewer and cheaper sends
             try:
                 await hypercorn_serve(
                     _FinishResponses(app),

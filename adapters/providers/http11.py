@@ -26,7 +26,13 @@ Rules:
 - No trip through Trio's scheduler where nothing waits: a free pool slot is taken at
   once, and a request on a plain TCP connection is written straight to the socket when
   the kernel takes it all (`send_all`, with its deadline, sends what it does not take and
-  reports errors). TLS always goes through `send_all`.
+  reports errors). TLS always goes through `send_all`. Reads on plain TCP are `os.read`
+  on the non-blocking socket, with Trio asked only to wait until it is readable.
+- h11 encodes the request and parses the response head, and is fed nothing past it: the
+  body is decoded by `chunked.py` (chunked, `content-length`, or until close), incrementally,
+  each read's bytes handed over as they arrive. A connection is reused when h11 saw
+  neither side ask to close and nothing followed the body's end; it gets a fresh h11
+  state for its next request.
 """
 
 from __future__ import annotations
