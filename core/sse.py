@@ -22,6 +22,9 @@ Decoding rules:
 - `id` and `retry` are connection state: they persist across events, so each event
   carries the last id and retry seen so far (None until one is seen; `id:` with an empty
   value sets the id to "", which means "no id" to a reconnecting EventSource).
+- A piece that is exactly one `data: ...` line and its blank line, with nothing pending
+  (how providers send stream chunks), is dispatched without the line-by-line walk: the
+  same event, the same state after it.
 - End of stream: per the spec an unterminated final event is NOT dispatched; `close()`
   returns [] and exists so callers have one place to say "the stream ended".
   `has_pending()` says whether an incomplete tail exists (a partial line, data lines
@@ -96,6 +99,19 @@ class SSEDecoder:
                 text = text[1:]
                 if not text:
                     return []
+        if (  # the usual piece of a stream: one whole `data:` line and its blank line
+            text.endswith("\n\n")
+            and text.startswith("data: ")
+            and text.count("\n") == 2
+            and "\r" not in text
+            and not self._partial
+            and not self._data
+        ):
+            event = SSEEvent(
+                event=self._event or "message", data=text[6:-2], id=self.last_event_id, retry=self.retry
+            )
+            self._event = ""
+            return [event]
         self._skip_lf = text.endswith("\r")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")

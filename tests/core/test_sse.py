@@ -303,3 +303,13 @@ def test_a_template_needs_exactly_one_slot_on_one_line() -> None:
     assert data_template("no slot", "$") is None
     assert data_template("$\nline two", "$") is None
     assert data_template("anything", "") is None
+
+
+def test_a_whole_data_event_in_one_piece_keeps_the_state_before_it() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"id: 7\nretry: 5\nevent: delta\n") == []
+    assert decoder.feed(b"data: x\n\n") == [SSEEvent(event="delta", data="x", id="7", retry=5)]
+    assert decoder.feed(b"data: y\n\n") == [SSEEvent(data="y", id="7", retry=5)]  # type reset
+    assert decoder.feed(b"data: a") == [] and decoder.feed(b"data: b\n\n") == [SSEEvent(data="adata: b", id="7", retry=5)]
+    assert decoder.feed(b"data: 1\n") == [] and decoder.feed(b"data: 2\n\n") == [SSEEvent(data="1\n2", id="7", retry=5)]
+    assert decoder.feed(b"\r") == [] and decoder.feed(b"\ndata: z\n\n") == [SSEEvent(data="z", id="7", retry=5)]
