@@ -175,7 +175,7 @@ async def _open_tcp(host: str, port: int) -> trio.SocketStream:
 
 
 class _Connection:
-    __slots__ = ("h11", "idle_since", "sock", "stream", "tcp", "unyielded")
+    __slots__ = ("drained", "h11", "idle_since", "sock", "stream", "tcp", "unyielded")
 
     def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
         self.stream = stream  # `tcp` itself, or TLS over it
@@ -184,6 +184,7 @@ class _Connection:
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         self.unyielded = 0  # reads in a row that found bytes waiting (see `receive`)
+        self.drained = True  # the last read took all there was (see `receive`)
 
     def send_now(self, data: bytes) -> int:
         """Write what the kernel takes of `data` at once to a plain TCP connection (no trip
@@ -200,10 +201,13 @@ class _Connection:
     async def receive(self, by: float) -> bytes:
         """The next bytes from the server (b"" at EOF), waiting until `by` at most
         (`trio.TooSlowError`). On plain TCP the socket is read directly and Trio is asked
-        only to wait for it to turn readable: bytes already there cost no trip through the
-        scheduler (a real checkpoint every `_YIELD_EVERY` reads that did not wait, so a
-        fast upstream cannot starve other tasks; a pending cancellation is delivered on
-        every call). TLS goes through the stream's `receive_some`."""
+        only to wait for it to turn readable. After a read that took less than its buffer
+        (the socket was emptied: the usual case, a provider's chunks come apart) it waits
+        at once, without a read that would only fail; after a full one it reads first, and
+        bytes already there cost no trip through the scheduler (a real checkpoint every
+        `_YIELD_EVERY` reads that did not wait, so a fast upstream cannot starve other
+        tasks; a pending cancellation is delivered on every call). TLS goes through the
+        stream's `receive_some`."""
         if self.stream is not self.tcp:
             with trio.fail_at(by):
                 return bytes(await self.stream.receive_some(RECEIVE_BYTES))
@@ -211,24 +215,28 @@ class _Connection:
         if fd < 0:
             raise trio.ClosedResourceError("the connection is closed")
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            data = os.read(fd, RECEIVE_BYTES)
-        except BlockingIOError:
-            pass
-        else:
-            self.unyielded += 1
-            if self.unyielded >= _YIELD_EVERY:
-                self.unyielded = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+        if not self.drained:  # the last read filled its buffer: more may be there now
+            try:
+                data = os.read(fd, RECEIVE_BYTES)
+            except BlockingIOError:
+                pass
+            else:
+                self.drained = len(data) < RECEIVE_BYTES
+                self.unyielded += 1
+                if self.unyielded >= _YIELD_EVERY:
+                    self.unyielded = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
         self.unyielded = 0
         with trio.fail_at(by):
             while True:
                 await trio.lowlevel.wait_readable(fd)
                 try:
-                    return os.read(fd, RECEIVE_BYTES)
+                    data = os.read(fd, RECEIVE_BYTES)
                 except BlockingIOError:  # a spurious wake-up
                     continue
+                self.drained = len(data) < RECEIVE_BYTES
+                return data
 
     def close(self) -> None:
         """Close at once (no TLS close_notify: the connection is being dropped)."""
