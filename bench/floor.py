@@ -1,9 +1,8 @@
 """The floor under the gateway: what Hypercorn and the upstream client cost by themselves.
 
 Owns: two bare ASGI apps served the way `umg serve` serves (Hypercorn's Trio worker, the
-same config and the same Hypercorn patches: `server/connection_guard.py`,
-`server/h11_sends.py`), started by `bench/targets.py` as the targets `floor-hello` and
-`floor-proxy`:
+same config and the same Hypercorn patches: `server/hypercorn_patch.py`), started by
+`bench/targets.py` as the targets `floor-hello` and `floor-proxy`:
 
 - `hello`: reads the request body and answers a fixed ~1.4 KB `chat.completion`; what
   Hypercorn, h11 and Trio cost per request, nothing of the gateway;
@@ -31,7 +30,7 @@ from hypercorn.trio import serve
 
 from adapters.providers.base import Timeouts
 from adapters.providers.transport import H11Transport
-from server import connection_guard, h11_sends
+from server import hypercorn_patch
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -98,8 +97,7 @@ def main() -> None:
     config.bind = [f"127.0.0.1:{args.port}"]
     config.accesslog = None
     config.backlog = 1024  # as server/serve.py
-    connection_guard.install()
-    h11_sends.install()
+    hypercorn_patch.install()
     trio.run(serve, app(args.mode, args.provider), config)  # type: ignore[arg-type]
 
 

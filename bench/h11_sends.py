@@ -1,14 +1,16 @@
-"""CPU per response through Hypercorn's HTTP/1.1 send path: its own protocol class beside
-`server/h11_sends.CoalescingH11Protocol`, in one process, alternating.
+"""CPU per response through Hypercorn's HTTP/1.1 send path: its own classes beside the
+patched ones of `server/hypercorn_patch.py`, in one process, alternating.
 
-Owns: `python -m bench.h11_sends [--responses N] [--rounds R]`. Each response is what the
-gateway writes: a JSON answer (`content-length`: head, body, end) or a 20-chunk SSE
-stream (head marked `umg.head_with_body`, opening frame, 20 chunks, last frame, end),
-sent as Hypercorn's `HTTPStream` sends them, into a real Trio socket pair whose other end
-a reader task drains, through a connection class's `protocol_send`: Hypercorn's
-`TCPServer` (a `trio.Lock`, a shielded cancel scope and `send_all` per write) or
-`DirectSendTCPServer`. Prints, per kind, the median over the rounds of the process CPU
-time per response and of the writes per response, for each pair of classes.
+Owns: `python -m bench.h11_sends [--responses N] [--rounds R]`. Each response is the
+ASGI messages the gateway sends: a JSON answer (`content-length`: start, one body) or a
+20-chunk SSE stream (start marked `umg.head_with_body`, the opening frame, 20 chunks, the
+last frame without `more_body`), given to an HTTP stream class's `app_send` (Hypercorn's
+`HTTPStream` or `FramingHTTPStream`) over an HTTP/1.1 protocol class, into a real Trio
+socket pair whose other end a reader task drains, through a connection class's
+`protocol_send`: Hypercorn's `TCPServer` (a `trio.Lock`, a shielded cancel scope and
+`send_all` per write) or `DirectSendTCPServer`. Prints, per kind, the median over the
+rounds of the process CPU time per response and of the writes per response, for each
+set of classes.
 """
 
 from __future__ import annotations
@@ -22,25 +24,23 @@ import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.events import RawData
-from hypercorn.protocol.events import Body, EndBody, Response
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
-from server.h11_sends import HEAD_WITH_BODY, CoalescingH11Protocol, DirectSendTCPServer
+from server.hypercorn_patch import (
+    HEAD_WITH_BODY,
+    CoalescingH11Protocol,
+    DirectSendTCPServer,
+    FramingHTTPStream,
+)
 
 REQUEST = b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
 JSON_BODY = b'{"id":"chatcmpl-1","object":"chat.completion","choices":[]}' * 20
 CHUNK = b'data: {"choices":[{"delta":{"content":"hello"}}]}\n\n'
-
-
-class _Stream:
-    """What Hypercorn's HTTPStream keeps of the app's start message."""
-
-    def __init__(self, start: dict[str, Any]) -> None:
-        self.response = start
 
 
 class _Sink:
@@ -62,24 +62,31 @@ def _protocol(cls: type[H11Protocol], sink: _Sink) -> H11Protocol:
     return proto
 
 
-async def _respond(proto: H11Protocol, kind: str) -> None:
+def _messages(kind: str) -> list[dict[str, Any]]:
+    """The ASGI messages of one answer, as the gateway sends them."""
+    if kind == "json":
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(JSON_BODY))]
+        return [{"type": "http.response.start", "status": 200, "headers": headers},
+                {"type": "http.response.body", "body": JSON_BODY, "more_body": False}]
+    headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
+    body = {"type": "http.response.body", "body": CHUNK, "more_body": True}
+    return [{"type": "http.response.start", "status": 200, "headers": headers, HEAD_WITH_BODY: True},
+            *([body] * 21),  # the opening frame and 20 chunks
+            {"type": "http.response.body", "body": CHUNK, "more_body": False}]  # the last frame
+
+
+async def _respond(proto: H11Protocol, stream_class: type[HTTPStream], kind: str) -> None:
     proto.connection.receive_data(REQUEST)
     proto.connection.next_event()
     proto.connection.next_event()
-    if kind == "json":
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(JSON_BODY))]
-        proto.stream = _Stream({"type": "http.response.start"})  # type: ignore[assignment]
-        await proto.stream_send(Response(stream_id=1, headers=headers, status_code=200))
-        await proto.stream_send(Body(stream_id=1, data=JSON_BODY))
-        await proto.stream_send(EndBody(stream_id=1))
-    else:
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
-        proto.stream = _Stream({"type": "http.response.start", HEAD_WITH_BODY: True})  # type: ignore[assignment]
-        await proto.stream_send(Response(stream_id=1, headers=headers, status_code=200))
-        for _ in range(22):  # the opening frame, 20 chunks, the last frame
-            await proto.stream_send(Body(stream_id=1, data=CHUNK))
-        await proto.stream_send(EndBody(stream_id=1))
-    proto.connection.start_next_cycle()
+    stream = stream_class(None, Config(), WorkerContext(None), TaskGroup(), False,  # type: ignore[arg-type]
+                          None, None, proto.stream_send, 1)
+    stream.scope = {"method": "POST", "http_version": "1.1"}  # type: ignore[typeddict-item]
+    stream.start_time = 0.0
+    stream.app_put = None  # type: ignore[assignment]  # no app behind it
+    proto.stream = stream
+    for message in _messages(kind):
+        await stream.app_send(message)  # type: ignore[arg-type]  # recycles the connection at the end
 
 
 async def _drain(stream: trio.SocketStream) -> None:
@@ -87,13 +94,13 @@ async def _drain(stream: trio.SocketStream) -> None:
         pass
 
 
-Pair = tuple[type[H11Protocol], type[TCPServer]]
+Classes = tuple[type[H11Protocol], type[HTTPStream], type[TCPServer]]
 
 
-async def _round(pair: Pair, kind: str, responses: int) -> tuple[float, float]:
+async def _round(classes: Classes, kind: str, responses: int) -> tuple[float, float]:
     a, b = trio.socket.socketpair()
     left, right = trio.SocketStream(a), trio.SocketStream(b)
-    cls, server_class = pair
+    cls, stream_class, server_class = classes
     server = server_class(None, Config(), WorkerContext(None), ConnectionState({}), left)  # type: ignore[arg-type]
     sink = _Sink(server)
     proto = _protocol(cls, sink)
@@ -102,7 +109,7 @@ async def _round(pair: Pair, kind: str, responses: int) -> tuple[float, float]:
         nursery.start_soon(_drain, right)
         started = time.process_time()
         for _ in range(responses):
-            await _respond(proto, kind)
+            await _respond(proto, stream_class, kind)
         used = time.process_time() - started
         await left.aclose()
     await right.aclose()
@@ -110,10 +117,11 @@ async def _round(pair: Pair, kind: str, responses: int) -> tuple[float, float]:
 
 
 async def main(responses: int, rounds: int) -> None:
-    classes: list[tuple[str, Pair]] = [
-        ("Hypercorn's classes", (H11Protocol, TCPServer)),
-        ("held head only", (CoalescingH11Protocol, TCPServer)),
-        ("held head + direct send", (CoalescingH11Protocol, DirectSendTCPServer)),
+    classes: list[tuple[str, Classes]] = [
+        ("Hypercorn's classes", (H11Protocol, HTTPStream, TCPServer)),
+        ("held head only", (CoalescingH11Protocol, HTTPStream, TCPServer)),
+        ("held head + direct send", (CoalescingH11Protocol, HTTPStream, DirectSendTCPServer)),
+        ("+ our chunk framing", (CoalescingH11Protocol, FramingHTTPStream, DirectSendTCPServer)),
     ]
     for kind in ("json", "stream"):
         seen: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in classes}

@@ -22,6 +22,9 @@ Decoding rules:
 - `id` and `retry` are connection state: they persist across events, so each event
   carries the last id and retry seen so far (None until one is seen; `id:` with an empty
   value sets the id to "", which means "no id" to a reconnecting EventSource).
+- A piece that is exactly one `data: ...` line and its blank line, with nothing pending
+  (how providers send stream chunks), is dispatched without the line-by-line walk: the
+  same event, the same state after it.
 - End of stream: per the spec an unterminated final event is NOT dispatched; `close()`
   returns [] and exists so callers have one place to say "the stream ended".
   `has_pending()` says whether an incomplete tail exists (a partial line, data lines
@@ -36,6 +39,12 @@ Encoding rules:
   or a negative `retry` raise `ValueError`.
 - `encode_comment(text)` writes one `:` line per line of text and a blank line (which
   dispatches nothing): the usual keep-alive.
+- `data_template(data, slot)` precompiles the one-line `data:` event `data` around the
+  one place `slot` occurs in it (None when it occurs other than once, or `data` is not
+  one line): `render(value)` is then `encode_event(data.replace(slot, value))`, byte
+  for byte, for any `value` without CR or LF (a JSON value's encoding never has one),
+  in two concatenations. For streams whose events differ in one value (a chat chunk's
+  text).
 """
 
 from __future__ import annotations
@@ -90,6 +99,19 @@ class SSEDecoder:
                 text = text[1:]
                 if not text:
                     return []
+        if (  # the usual piece of a stream: one whole `data:` line and its blank line
+            text.endswith("\n\n")
+            and text.startswith("data: ")
+            and text.count("\n") == 2
+            and "\r" not in text
+            and not self._partial
+            and not self._data
+        ):
+            event = SSEEvent(
+                event=self._event or "message", data=text[6:-2], id=self.last_event_id, retry=self.retry
+            )
+            self._event = ""
+            return [event]
         self._skip_lf = text.endswith("\r")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -180,3 +202,23 @@ def encode_event(
 def encode_comment(text: str = "") -> bytes:
     lines = _LINE_BREAK.split(text)
     return ("".join(f": {line}\n" if line else ":\n" for line in lines) + "\n").encode("utf-8")
+
+
+@frozen
+class DataTemplate:
+    """A one-line `data:` event with one slot; see `data_template`."""
+
+    head: bytes
+    tail: bytes
+
+    def render(self, value: bytes) -> bytes:
+        """The event with `value` (UTF-8, no CR or LF) in the slot."""
+        return self.head + value + self.tail
+
+
+def data_template(data: str, slot: str) -> DataTemplate | None:
+    """`encode_event(data)` split around the one occurrence of `slot` (see the rules)."""
+    if not slot or data.count(slot) != 1 or "\n" in data or "\r" in data:
+        return None
+    before, _, after = data.partition(slot)
+    return DataTemplate(f"data: {before}".encode(), f"{after}\n\n".encode())

@@ -31,7 +31,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from server import connection_guard, h11_sends, hypercorn_tasks
+from server import hypercorn_patch, hypercorn_tasks
 from server.app import create_app
 from server.services import Services
 
@@ -104,8 +104,7 @@ async def serve(
                     background.start_soon(run_prune, services)
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-            connection_guard.install()
-            h11_sends.install()  # fewer, cheaper socket sends per response (server/h11_sends.py)
+            hypercorn_patch.install()  # guarded connections, fewer and cheaper sends
             hypercorn_tasks.install()  # no idle-timer task per answer, disconnects told at once
             try:
                 await hypercorn_serve(

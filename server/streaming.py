@@ -30,7 +30,7 @@ import trio
 from adapters.events import Done, RunEvent, RunFailed
 from adapters.runs import Detached
 from core.errors import ClientClosed
-from server.h11_sends import HEAD_WITH_BODY
+from server.hypercorn_patch import HEAD_WITH_BODY
 from server.pipeline import Streamed, frame
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -112,7 +112,7 @@ async def send_stream(
 
     try:
         # the opening frame follows at once (the driver emits `Started` first): the head
-        # may go out with it, in one send (server/h11_sends.py)
+        # may go out with it, in one send (server/hypercorn_patch.py)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*SSE_HEADERS, *extra, SSE_TYPE, *tail], HEAD_WITH_BODY: True})
         async with trio.open_nursery() as nursery:

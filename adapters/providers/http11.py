@@ -26,12 +26,19 @@ Rules:
 - No trip through Trio's scheduler where nothing waits: a free pool slot is taken at
   once, and a request on a plain TCP connection is written straight to the socket when
   the kernel takes it all (`send_all`, with its deadline, sends what it does not take and
-  reports errors). TLS always goes through `send_all`.
+  reports errors). TLS always goes through `send_all`. Reads on plain TCP are `os.read`
+  on the non-blocking socket, with Trio asked only to wait until it is readable.
+- h11 encodes the request and parses the response head, and is fed nothing past it: the
+  body is decoded by `chunked.py` (chunked, `content-length`, or until close), incrementally,
+  each read's bytes handed over as they arrive. A connection is reused when h11 saw
+  neither side ask to close and nothing followed the body's end; it gets a fresh h11
+  state for its next request.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import ssl
@@ -42,7 +49,12 @@ import h11
 import trio
 from attrs import frozen
 
+from adapters.providers import chunked
+
 RECEIVE_BYTES = 65536
+HEAD_LIMIT = 64 * 1024  # a response head (status line and headers) longer than this is refused
+_YIELD_EVERY = 16
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # the end of a head, as h11 finds it
 _NET_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -163,7 +175,7 @@ async def _open_tcp(host: str, port: int) -> trio.SocketStream:
 
 
 class _Connection:
-    __slots__ = ("h11", "idle_since", "sock", "stream", "tcp")
+    __slots__ = ("drained", "h11", "idle_since", "sock", "stream", "tcp", "unyielded")
 
     def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
         self.stream = stream  # `tcp` itself, or TLS over it
@@ -171,6 +183,8 @@ class _Connection:
         self.sock = tcp.socket
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+        self.unyielded = 0  # reads in a row that found bytes waiting (see `receive`)
+        self.drained = True  # the last read took all there was (see `receive`)
 
     def send_now(self, data: bytes) -> int:
         """Write what the kernel takes of `data` at once to a plain TCP connection (no trip
@@ -183,6 +197,46 @@ class _Connection:
             return os.write(fd, data) if fd >= 0 else 0
         except OSError:  # a full buffer (BlockingIOError), or an error send_all will raise
             return 0
+
+    async def receive(self, by: float) -> bytes:
+        """The next bytes from the server (b"" at EOF), waiting until `by` at most
+        (`trio.TooSlowError`). On plain TCP the socket is read directly and Trio is asked
+        only to wait for it to turn readable. After a read that took less than its buffer
+        (the socket was emptied: the usual case, a provider's chunks come apart) it waits
+        at once, without a read that would only fail; after a full one it reads first, and
+        bytes already there cost no trip through the scheduler (a real checkpoint every
+        `_YIELD_EVERY` reads that did not wait, so a fast upstream cannot starve other
+        tasks; a pending cancellation is delivered on every call). TLS goes through the
+        stream's `receive_some`."""
+        if self.stream is not self.tcp:
+            with trio.fail_at(by):
+                return bytes(await self.stream.receive_some(RECEIVE_BYTES))
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self.drained:  # the last read filled its buffer: more may be there now
+            try:
+                data = os.read(fd, RECEIVE_BYTES)
+            except BlockingIOError:
+                pass
+            else:
+                self.drained = len(data) < RECEIVE_BYTES
+                self.unyielded += 1
+                if self.unyielded >= _YIELD_EVERY:
+                    self.unyielded = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        self.unyielded = 0
+        with trio.fail_at(by):
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, RECEIVE_BYTES)
+                except BlockingIOError:  # a spurious wake-up
+                    continue
+                self.drained = len(data) < RECEIVE_BYTES
+                return data
 
     def close(self) -> None:
         """Close at once (no TLS close_notify: the connection is being dropped)."""
@@ -198,6 +252,23 @@ class _Connection:
         return bool(poller.poll(0))
 
 
+def _head_end(buf: bytes) -> int:
+    """Where the first head in `buf` ends (after its blank line), -1 if it is not all there."""
+    if buf[:1] == b"\n":
+        return 1
+    if buf[:2] == b"\r\n":
+        return 2  # an empty head: h11 refuses it
+    match = _BLANK_LINE.search(buf)
+    return match.end() if match else -1
+
+
+@frozen
+class _Head:
+    response: h11.Response
+    rest: bytes  # the bytes after the head: the start of the body
+    keep: bool  # both sides allow the connection to be reused
+
+
 class _OriginPool:
     __slots__ = ("idle", "slots")
 
@@ -209,54 +280,62 @@ class _OriginPool:
 class Exchange:
     """One response being read. `close()` must follow (idempotent; use `finally`)."""
 
-    __slots__ = ("_conn", "_home", "_pool", "headers", "status")
+    __slots__ = ("_body", "_conn", "_home", "_keep", "_pending", "_pool", "headers", "status")
 
     def __init__(
-        self, pool: ConnectionPool, home: _OriginPool, conn: _Connection, response: h11.Response
+        self, pool: ConnectionPool, home: _OriginPool, conn: _Connection, head: _Head
     ) -> None:
+        response = head.response
         self._pool = pool
         self._home: _OriginPool | None = home
         self._conn: _Connection | None = conn
+        self._pending = head.rest  # body bytes that came with the head
+        self._keep = head.keep
+        self._body = chunked.reader_for(response.status_code, list(response.headers))
         self.status = response.status_code
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}
 
     async def receive(self, by: float, what: str) -> bytes:
         """The next piece of the body, b"" at its end; waits until `by` at most."""
         conn = self._conn
+        body = self._body
         while conn is not None:
-            try:
-                event = conn.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.close()
-                raise ResponseCut(what, f"the server broke HTTP/1.1 ({exc})") from None
-            if event is h11.NEED_DATA:
+            if self._pending:
+                data, self._pending = self._pending, b""
+            else:
                 try:
-                    with trio.fail_at(by):
-                        data = await conn.stream.receive_some(RECEIVE_BYTES)
+                    data = await conn.receive(by)
                 except trio.TooSlowError:
                     self.close()
                     raise ResponseTimedOut(what, "timed out") from None
                 except _NET_ERRORS as exc:
                     self.close()
                     raise ResponseCut(what, _describe(exc)) from None
-                conn.h11.receive_data(bytes(data))  # b"" is EOF: ends a close-delimited body
-            elif isinstance(event, h11.Data):
-                if event.data:
-                    return bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._finish(conn)
-                return b""
-            else:  # ConnectionClosed before the end of the body
+                if not data:  # EOF: the end of a close-delimited body, else a cut
+                    try:
+                        body.end()
+                    except chunked.BodyError as exc:
+                        self.close()
+                        raise ResponseCut(what, str(exc)) from None
+                    self._finish(conn, reuse=False)
+                    return b""
+            try:
+                piece = body.feed(data)
+            except chunked.BodyError as exc:
                 self.close()
-                raise ResponseCut(what, "the server closed the connection")
+                raise ResponseCut(what, f"the server broke HTTP/1.1 ({exc})") from None
+            if body.done:  # back to the pool at once: the caller gets b"" next
+                self._finish(conn, reuse=self._keep and not body.extra)
+            if piece:
+                return piece
+            conn = self._conn
         return b""
 
-    def _finish(self, conn: _Connection) -> None:
-        state = conn.h11
+    def _finish(self, conn: _Connection, *, reuse: bool) -> None:
         self._conn = None
         home = self._home
-        if home is not None and state.our_state is h11.DONE and state.their_state is h11.DONE:
-            state.start_next_cycle()
+        if reuse and home is not None:
+            conn.h11 = h11.Connection(h11.CLIENT)  # the next request's cycle
             self._pool.check_in(home, conn)
         else:
             conn.close()
@@ -379,7 +458,7 @@ class ConnectionPool:
 
     async def _send(
         self, conn: _Connection, head: h11.Request, body: bytes, first_byte: float, deadline: float
-    ) -> h11.Response:
+    ) -> _Head:
         """Send the request and read the response head; closes `conn` on any failure."""
         try:
             return await self._exchange_head(conn, head, body, first_byte, deadline)
@@ -389,7 +468,7 @@ class ConnectionPool:
 
     async def _exchange_head(
         self, conn: _Connection, head: h11.Request, body: bytes, first_byte: float, deadline: float
-    ) -> h11.Response:
+    ) -> _Head:
         state = conn.h11
         try:
             data = state.send(head) or b""
@@ -410,17 +489,18 @@ class ConnectionPool:
             raise ResponseTimedOut("sending the request", "timed out") from None
         except _NET_ERRORS as exc:
             raise _Stale(SendFailed("sending the request", _describe(exc))) from None
+        # h11 parses the head (or heads: 1xx come first) and is fed nothing else: the
+        # body that follows is `chunked`'s
         what = "waiting for the response headers"
+        buf = b""
         received = False
         while True:
-            try:
-                event = state.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ResponseCut(what, f"the server broke HTTP/1.1 ({exc})") from None
-            if event is h11.NEED_DATA:
+            end = _head_end(buf)
+            if end < 0:
+                if len(buf) > HEAD_LIMIT:
+                    raise ResponseCut(what, "the response head is too long")
                 try:
-                    with trio.fail_at(by):
-                        got = await conn.stream.receive_some(RECEIVE_BYTES)
+                    got = await conn.receive(by)
                 except trio.TooSlowError:
                     raise ResponseTimedOut(what, "timed out") from None
                 except _NET_ERRORS as exc:
@@ -428,15 +508,23 @@ class ConnectionPool:
                     if received:
                         raise cut from None
                     raise _Stale(cut) from None
-                if not got and not received:
-                    raise _Stale(ResponseCut(what, "the server closed the connection"))
+                if not got:
+                    if not received:
+                        raise _Stale(ResponseCut(what, "the server closed the connection"))
+                    raise ResponseCut(what, "the server closed the connection")
                 received = True
-                state.receive_data(bytes(got))
-            elif isinstance(event, h11.Response):
-                return event
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ResponseCut(what, "the server closed the connection")
-            # an InformationalResponse (1xx) is skipped
+                buf += got
+                continue
+            state.receive_data(buf[:end])
+            buf = buf[end:]
+            try:
+                event = state.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise ResponseCut(what, f"the server broke HTTP/1.1 ({exc})") from None
+            if isinstance(event, h11.Response):
+                # h11 has turned our side to MUST_CLOSE if either side asked to close
+                return _Head(event, buf, keep=state.our_state is h11.DONE)
+            # an InformationalResponse (1xx) is skipped: the next head follows
 
     async def aclose(self) -> None:
         """Close every idle connection; connections in use close when their exchange ends."""

@@ -1,13 +1,14 @@
 """Reading provider JSON defensively: the pieces every codec needs the same way.
 
-Owns: what counts as a well-formed stream event (a JSON object; anything else is a cut
-stream, `FailureKind.STREAM_CUT`, so the attempt machine treats it like a dropped
-connection), how a count is read from untrusted JSON (a missing field, a non-object, a
-non-integer, including `true`, and an integer below 0 or above `MAX_COUNT`, 2**53 - 1,
-the largest JSON integer every reader keeps exactly, read as None: a negative count
-would bill a negative cost, and one beyond 2**63 cannot be stored in the ledger), and
-how a usage object becomes a core `Usage`, given where its wire format puts each count
-(`UsageShape`).
+Owns: what counts as a well-formed stream event (a JSON object, decoded by msgspec:
+strict JSON, so NaN and Infinity are refused as well as anything that does not parse;
+anything else is a cut stream, `FailureKind.STREAM_CUT`, so the attempt machine treats
+it like a dropped connection), how a count is read from untrusted JSON (a missing field,
+a non-object, a non-integer, including `true`, and an integer below 0 or above
+`MAX_COUNT`, 2**53 - 1, the largest JSON integer every reader keeps exactly, read as
+None: a negative count would bill a negative cost, and one beyond 2**63 cannot be stored
+in the ledger), and how a usage object becomes a core `Usage`, given where its wire
+format puts each count (`UsageShape`).
 
 Usage rules (`decode_usage`):
 - Each count is read at its path; a count that is absent (or not an integer) keeps its
@@ -19,9 +20,9 @@ Usage rules (`decode_usage`):
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import msgspec
 from attrs import frozen
 
 from adapters.providers.base import ProviderError
@@ -33,8 +34,8 @@ Path = tuple[str, ...]  # keys from the usage object down to one count
 def event_object(provider: str, data: str) -> dict[str, Any]:
     """The JSON object in one SSE event's data, or ProviderError(STREAM_CUT)."""
     try:
-        payload = json.loads(data)
-    except ValueError:
+        payload = msgspec.json.decode(data)
+    except msgspec.DecodeError:
         raise ProviderError(FailureKind.STREAM_CUT, f"{provider} sent a malformed stream event") from None
     if not isinstance(payload, dict):
         raise ProviderError(FailureKind.STREAM_CUT, f"{provider} sent a non-object event")

@@ -5,7 +5,9 @@ with non-2xx answers mapped through `failures.error_from_response`.
 
 Rules:
 - SSE framing is `core.sse.SSEDecoder`'s job; the wire codecs see (event, data) pairs
-  through the `EventDecoder` protocol (`on_event`, `finish` at EOF, `done`).
+  through the `EventDecoder` protocol (`on_event`, `finish` at EOF, `done`). Events
+  decoded before a failing one are yielded before its error is raised, however the
+  upstream's bytes were split into reads.
 - When the codec reports `done`, the rest of the body is drained (bounded) before the
   final events are yielded, so a completed stream's connection is reused; leaving `stream_events` early (aclose, cancellation, error) leaves the
   transport's context, which closes the upstream connection.
@@ -44,26 +46,43 @@ class EventDecoder(Protocol):
 
 
 class SSEStreamDecoder:
-    """Bytes of an SSE body -> StreamEvents, through `core.sse` and a wire codec."""
+    """Bytes of an SSE body -> StreamEvents, through `core.sse` and a wire codec.
+
+    When the codec raises on an event (an error event, a malformed one) after other
+    events of the same bytes (one read may hold several), those are still given: `feed`
+    returns them and keeps the failure in `failure`, raised by the next `feed` or `close`
+    unless the caller raises it first, after passing them on. With no event before it,
+    `feed` raises at once."""
 
     def __init__(self, events: EventDecoder) -> None:
         self._sse = SSEDecoder()
         self._events = events
+        self.failure: ProviderError | None = None
 
     @property
     def done(self) -> bool:
         return self._events.done
 
     def feed(self, data: bytes) -> list[StreamEvent]:
+        if self.failure is not None:
+            raise self.failure
         out: list[StreamEvent] = []
         for sse in self._sse.feed(data):
             if self._events.done:
                 break
-            out.extend(self._events.on_event(sse.event or "", sse.data))
+            try:
+                out.extend(self._events.on_event(sse.event or "", sse.data))
+            except ProviderError as err:
+                if not out:
+                    raise
+                self.failure = err
+                break
         return out
 
     def close(self) -> list[StreamEvent]:
         """At EOF: flush the SSE decoder, then let the codec end (or raise STREAM_CUT)."""
+        if self.failure is not None:
+            raise self.failure
         out: list[StreamEvent] = []
         tail = self._sse.close()
         for sse in tail or ():
@@ -137,6 +156,8 @@ async def stream_events(
                     await _drain(response.chunks)
                 for event in batch:
                     yield event
+                if decoder.failure is not None:
+                    raise decoder.failure
                 if decoder.done:
                     return
             for event in decoder.close():

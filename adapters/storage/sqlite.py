@@ -107,6 +107,7 @@ _UPSERT_HOURLY = rollup.upsert_hourly("?", cost_added_by_caller=True)
 _UPSERT_BINS = rollup.upsert_bins("?")
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
+_READ_STATE = "SELECT data FROM state WHERE scope = ?"
 _HERE_ROWS = 32  # a larger batch commits in a worker thread (see SQLiteStorage._tx_here)
 _CHECKPOINT_EVERY = 100  # write transactions between WAL checkpoints (about 1,000 pages)
 _UPSERT_STATE = (
@@ -177,6 +178,7 @@ class SQLiteStorage(LedgerReads):
         self._owner = None if path == ":memory:" else FileOwner(path)
         self.keys = keys or KeyCache()
         self._states = StateTable()
+        self._reading: dict[str, trio.Event] = {}  # scopes being read into memory now
         self._through = trio.Lock()  # write-through scopes, one at a time
         self._writes = 0  # write transactions so far (for the checkpoints)
         self._checkpointing = False
@@ -444,12 +446,23 @@ class SQLiteStorage(LedgerReads):
             self._owner.acquire()
 
     async def _loaded(self, scope: str) -> None:
-        """Bring `scope` into memory (one read the first time it is used)."""
+        """Bring `scope` into memory (one read the first time it is used). Requests that
+        need it while it is being read wait for that read instead of queueing their own
+        (1,000 streams opened at once on a fresh process made 1,000 reads, one after
+        another, each a thread hop)."""
         self._own()
-        if not self._states.loaded(scope):
-            sql = "SELECT data FROM state WHERE scope = ?"
-            row = await self._run(lambda c: c.execute(sql, (scope,)).fetchone())
-            self._states.load(scope, _state_value(row))
+        while not self._states.loaded(scope):
+            reading = self._reading.get(scope)
+            if reading is not None:
+                await reading.wait()  # then loaded, unless that read failed or was cancelled
+                continue
+            self._reading[scope] = done = trio.Event()
+            try:
+                row = await self._run(lambda c: c.execute(_READ_STATE, (scope,)).fetchone())
+                self._states.load(scope, _state_value(row))
+            finally:
+                del self._reading[scope]
+                done.set()
 
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:
         await self._loaded(scope)

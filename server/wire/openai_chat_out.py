@@ -131,6 +131,15 @@ class ChatStreamEncoder:
             chunk["usage"] = None
         return chunk
 
+    @property
+    def done(self) -> bool:
+        """The final chunks were given: every later event gives nothing."""
+        return self._done
+
+    def text_chunk(self, text: str) -> Json:
+        """The chunk of one piece of text (what `on_event` gives for a `TextDelta`)."""
+        return self._chunk({"content": text})
+
     def start(self) -> list[Json]:
         return [self._chunk({"role": "assistant", "content": None})]
 
@@ -138,7 +147,7 @@ class ChatStreamEncoder:
         if self._done:
             return []
         if isinstance(event, TextDelta):
-            return [self._chunk({"content": event.text})] if event.text else []
+            return [self.text_chunk(event.text)] if event.text else []
         if isinstance(event, ToolCallDelta):
             return [self._chunk({"tool_calls": [self._tool_delta(event)]})]
         if isinstance(event, UsageReport):

@@ -223,3 +223,20 @@ def test_content_filter_finish_and_keepalive_comments() -> None:
     body = (b": keepalive\n\n" + f"data: {chunk({'content': 'x'})}\n\n".encode()
             + f"data: {chunk({}, 'content_filter')}\n\n".encode() + b"data: [DONE]\n\n")
     assert decode([body]) == [TextDelta("x"), StreamEnd("content_filter")]
+
+
+def test_events_before_an_error_event_in_the_same_read_are_still_given() -> None:
+    decoder = SSEStreamDecoder(ChunkDecoder())
+    text = {"choices": [{"index": 0, "delta": {"content": " one"}, "finish_reason": None}]}
+    error = {"error": {"message": "boom", "type": "server_error", "code": None}}
+    got = decoder.feed(b"data: %s\n\ndata: %s\n\n" % (json.dumps(text).encode(), json.dumps(error).encode()))
+    assert got == [TextDelta(" one")]
+    assert isinstance(decoder.failure, ProviderError) and "boom" in decoder.failure.message
+    with pytest.raises(ProviderError, match="boom"):  # never lost: the next feed raises it
+        decoder.feed(b"")
+
+
+def test_a_non_finite_number_in_a_chunk_is_a_cut_stream() -> None:
+    with pytest.raises(ProviderError) as info:
+        ChunkDecoder().on_event("", '{"choices": [], "usage": {"prompt_tokens": NaN}}')
+    assert info.value.kind is FailureKind.STREAM_CUT

@@ -103,6 +103,37 @@ async def test_many_tasks_update_one_scope_exactly_and_it_is_persisted(tmp_path:
     assert await stored_state(db) == {"rl:req:hot": {"count": 500}, "key:hot:total": {"count": 500}}
 
 
+async def test_a_scope_many_tasks_want_at_once_is_read_once(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db)
+    await storage.update_state("rl:req:cold", _increment)
+    await storage.close()
+    storage = await opened(db)  # a fresh process: nothing in memory
+    reads: list[str] = []
+    storage._run = _counting(storage._run, reads)  # type: ignore[method-assign]
+    try:
+        seen: list[int] = []
+
+        async def bump() -> None:
+            seen.append(await storage.update_state("rl:req:cold", _increment))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(bump)
+        assert sorted(seen) == list(range(2, 52))  # exact, from the stored count on
+        assert len(reads) == 1  # one read of the scope, not fifty
+    finally:
+        await storage.close()
+
+
+def _counting(run: Any, reads: list[str]) -> Any:
+    async def counted(fn: Any) -> Any:
+        reads.append("read")
+        return await run(fn)
+
+    return counted
+
+
 async def test_a_ledger_row_commits_the_state_changed_before_it(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     storage = await opened(db, flush_seconds=60.0)

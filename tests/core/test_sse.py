@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.sse import SSEDecoder, SSEEvent, encode_comment, encode_event
+from core.sse import DataTemplate, SSEDecoder, SSEEvent, data_template, encode_comment, encode_event
 
 
 def decode(*chunks: bytes) -> list[SSEEvent]:
@@ -276,3 +276,40 @@ def test_comments_never_dispatch(text: str) -> None:
     decoder = SSEDecoder()
     assert decoder.feed(encode_comment(text)) == []
     assert not decoder.has_pending()
+
+
+# ---- the precompiled one-slot template ------------------------------------------------------
+
+_ONE_LINE = st.text().filter(lambda t: "\n" not in t and "\r" not in t)
+
+
+@given(before=_ONE_LINE, after=_ONE_LINE, value=_ONE_LINE, slot=st.text(min_size=1))
+def test_a_template_renders_what_the_general_encoder_writes(
+    before: str, after: str, value: str, slot: str
+) -> None:
+    data = before + slot + after
+    template = data_template(data, slot)
+    if data.count(slot) != 1 or "\n" in slot or "\r" in slot:
+        assert template is None
+        return
+    assert template is not None
+    assert template.render(value.encode()) == encode_event(before + value + after)
+    assert SSEDecoder().feed(template.render(value.encode())) == [SSEEvent(data=before + value + after)]
+
+
+def test_a_template_needs_exactly_one_slot_on_one_line() -> None:
+    assert data_template('{"a":"$"}', "$") == DataTemplate(b'data: {"a":"', b'"}\n\n')
+    assert data_template("$$", "$") is None
+    assert data_template("no slot", "$") is None
+    assert data_template("$\nline two", "$") is None
+    assert data_template("anything", "") is None
+
+
+def test_a_whole_data_event_in_one_piece_keeps_the_state_before_it() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"id: 7\nretry: 5\nevent: delta\n") == []
+    assert decoder.feed(b"data: x\n\n") == [SSEEvent(event="delta", data="x", id="7", retry=5)]
+    assert decoder.feed(b"data: y\n\n") == [SSEEvent(data="y", id="7", retry=5)]  # type reset
+    assert decoder.feed(b"data: a") == [] and decoder.feed(b"data: b\n\n") == [SSEEvent(data="adata: b", id="7", retry=5)]
+    assert decoder.feed(b"data: 1\n") == [] and decoder.feed(b"data: 2\n\n") == [SSEEvent(data="1\n2", id="7", retry=5)]
+    assert decoder.feed(b"\r") == [] and decoder.feed(b"\ndata: z\n\n") == [SSEEvent(data="z", id="7", retry=5)]

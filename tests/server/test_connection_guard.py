@@ -1,4 +1,4 @@
-"""A write that races a connection's close must not stop the server (server/connection_guard.py)."""
+"""A write that races a connection's close must not stop the server (server/hypercorn_patch.py, rule 1)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
-from server.connection_guard import GuardedTCPServer
+from server.hypercorn_patch import GuardedTCPServer
 from tests.server.conftest import Running
 
 
@@ -67,7 +67,7 @@ async def test_the_guard_treats_it_as_a_closed_connection() -> None:
 
 
 async def test_the_server_builds_guarded_connections(gateway: Running) -> None:
-    # the guard's class, or one that extends it (server/h11_sends.DirectSendTCPServer)
+    # the guard's class, or one that extends it (server/hypercorn_patch.DirectSendTCPServer)
     assert issubclass(hypercorn_run.TCPServer, GuardedTCPServer)
     async with gateway.client() as client:
         assert (await client.get("/v1/models")).status_code == 200

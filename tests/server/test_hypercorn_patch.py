@@ -1,10 +1,13 @@
-"""Fewer socket sends per HTTP/1.1 response (server/h11_sends.py), on a real server.
+"""Fewer, cheaper socket sends per HTTP/1.1 response (server/hypercorn_patch.py, rules
+2 to 4), on a real server and on the protocol classes themselves.
 
 Every `send_all` of the in-process gateway's sockets is recorded (the real one still
 runs): a JSON answer leaves in one send, head and body together, with no empty send for
 the end of its body; an SSE stream's head leaves with its opening frame, and the chunks
 after it still leave one send each, as they come; a head whose body may wait (an app
-that did not say its body follows) is sent at once.
+that did not say its body follows) is sent at once. Our own chunk framing writes the
+bytes Hypercorn and h11 write, byte for byte, for every kind of answer, and a stream's
+last frame goes out with the chunked terminator.
 """
 
 from __future__ import annotations
@@ -20,12 +23,19 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
-from server import h11_sends
-from server.h11_sends import HEAD_WITH_BODY, CoalescingH11Protocol, DirectSendTCPServer
+from server import hypercorn_patch
+from server.hypercorn_patch import (
+    HEAD_WITH_BODY,
+    CoalescingH11Protocol,
+    DirectSendTCPServer,
+    FramingHTTPStream,
+)
 from tests.server.conftest import Running
 
 BODY = {"model": "mock-fast", "messages": [{"role": "user", "content": "hello"}]}
@@ -59,7 +69,7 @@ async def test_the_classes_are_installed_for_served_connections(gateway: Running
     assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
     # (server/hypercorn_tasks.py's idle timer is installed on top: a subclass)
     assert issubclass(hypercorn_run.TCPServer, DirectSendTCPServer)
-    h11_sends.install()  # idempotent
+    hypercorn_patch.install()  # idempotent
     assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
     assert issubclass(hypercorn_run.TCPServer, DirectSendTCPServer)
 
@@ -195,3 +205,89 @@ async def test_a_write_to_a_connection_the_peer_closed_tells_the_protocol() -> N
     for _ in range(3):  # the first write after a close may still be accepted by the kernel
         await server.protocol_send(RawData(data=b"x" * 1000))
     assert [type(e) for e in told.events][:1] == [Closed]
+
+
+# ---- a chunked body framed by us (rule 4) -------------------------------------------------
+
+
+async def _written(protocol_class: type[H11Protocol], stream_class: type[HTTPStream],
+                   request: bytes, messages: list[dict[str, Any]]) -> list[bytes]:
+    """What a protocol and stream class write for one request and the app's messages."""
+    sent: list[bytes] = []
+
+    async def send(event: Any) -> None:
+        if isinstance(event, RawData):
+            sent.append(bytes(event.data))
+
+    proto = protocol_class(
+        None, Config(), WorkerContext(None), TaskGroup(), ConnectionState({}),  # type: ignore[arg-type]
+        False, None, None, send,
+    )
+    proto.connection.receive_data(request)
+    got = proto.connection.next_event()
+    assert isinstance(got, h11.Request)
+    proto.connection.next_event()
+    stream = stream_class(None, Config(), WorkerContext(None), TaskGroup(), False,  # type: ignore[arg-type]
+                          None, None, proto.stream_send, 1)
+    stream.scope = {"method": got.method.decode(), "http_version": got.http_version.decode()}  # type: ignore[typeddict-item]
+    stream.start_time = 0.0
+    stream.app_put = None  # type: ignore[assignment]  # no app: nothing to tell it
+    proto.stream = stream
+    for message in messages:
+        await stream.app_send(message)  # type: ignore[arg-type]
+    return sent
+
+
+POST11 = b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
+SSE_START = {"type": "http.response.start", "status": 200,
+             "headers": [(b"content-type", b"text/event-stream")], HEAD_WITH_BODY: True}
+
+
+def _parts(pieces: list[bytes]) -> list[dict[str, Any]]:
+    *more, last = pieces
+    return [*({"type": "http.response.body", "body": p, "more_body": True} for p in more),
+            {"type": "http.response.body", "body": last, "more_body": False}]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "start", "pieces"),
+    [
+        (POST11, SSE_START, [b"data: 1\n\n", b"", b"data: 2\n\n" * 40, b"data: [DONE]\n\n"]),
+        (POST11, SSE_START, [b"data: only\n\n"]),
+        (POST11, SSE_START, [b"data: 1\n\n", b""]),  # an empty last part
+        (POST11, {**SSE_START, HEAD_WITH_BODY: False}, [b"a", b"b"]),  # a head sent at once
+        (b"POST /x HTTP/1.0\r\ncontent-length: 0\r\n\r\n", SSE_START, [b"a", b"b"]),  # not chunked
+        (b"HEAD /x HTTP/1.1\r\nhost: a\r\n\r\n", SSE_START, [b"a", b"b"]),  # no body at all
+        (POST11, {"type": "http.response.start", "status": 200,
+                  "headers": [(b"content-length", b"2")]}, [b"a", b"b"]),  # a sized body
+    ],
+)
+async def test_our_framing_writes_the_bytes_hypercorn_and_h11_write(
+    request_bytes: bytes, start: dict[str, Any], pieces: list[bytes]
+) -> None:
+    messages = [start, *_parts(pieces)]
+    theirs = await _written(H11Protocol, HTTPStream, request_bytes, messages)
+    ours = await _written(CoalescingH11Protocol, FramingHTTPStream, request_bytes, messages)
+    assert b"".join(ours) == b"".join(theirs)
+    assert all(ours)  # no empty sends
+
+
+async def test_every_part_is_written_when_sent_and_the_last_goes_with_the_terminator() -> None:
+    pieces = [b"data: open\n\n", b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
+    ours = await _written(CoalescingH11Protocol, FramingHTTPStream, POST11, [SSE_START, *_parts(pieces)])
+    assert ours[0].startswith(b"HTTP/1.1 200") and ours[0].endswith(b"c\r\ndata: open\n\n\r\n")
+    assert ours[1:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 2\n\n\r\n", b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"]
+
+
+async def test_a_stream_ends_in_one_send_with_its_terminator_and_the_connection_lives(
+    gateway: Running, sends: list[tuple[int, bytes]]
+) -> None:
+    async with gateway.client() as client:
+        for _ in range(2):  # the second on the same kept-alive connection
+            async with client.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as s:
+                streamed = b"".join([part async for part in s.aiter_bytes()])
+            assert streamed.rstrip().endswith(b"data: [DONE]")
+            out = _answer_sends(sends)
+            assert out[-1].endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    heads = {sid for sid, data in sends if data.startswith(b"HTTP/1.1 ")}
+    assert len(heads) == 1  # one connection served both

@@ -1,0 +1,206 @@
+"""The changes this gateway makes to Hypercorn (0.18), put in place by one `install()`.
+
+Owns: the classes Hypercorn's Trio worker builds for each TCP connection, its HTTP/1.1
+protocol and its HTTP stream, and replacing Hypercorn's with them (`install()`, which
+`server/serve.py` calls before `hypercorn.trio.serve` runs). Each fixes a cost or a
+hazard measured in this gateway (docs/performance.md); nothing else in Hypercorn changes.
+
+1. A connection's race never stops the server (`GuardedTCPServer`). Hypercorn closes a
+   connection with `send_eof()` without its send lock, and Trio holds a stream's send
+   guard across that call's checkpoint. When the client breaks off a request body just
+   as the connection is being closed, Hypercorn's reader answers with a 400 at that
+   moment, `send_all` raises `trio.BusyResourceError`, nothing in Hypercorn catches it,
+   and `trio.serve_listeners` then cancels every connection and ends the server. The
+   guard treats it as what it means: the write is dropped and the protocol is told the
+   connection closed, as Hypercorn does for a peer that went away.
+2. Writes go straight to the socket when they can (`DirectSendTCPServer`, extending the
+   guard): a write to a plain TCP connection whose send side is free is `os.write`; when
+   the kernel takes all of it that is the whole send (no `trio.Lock`, no shielded cancel
+   scope, no trip through Trio's scheduler). What the kernel does not take (a full
+   buffer: a slow client), and any error, goes Hypercorn's way behind the lock, so writes
+   stay in order, back-pressure holds and errors are handled as before. TLS always goes
+   Hypercorn's way.
+3. Fewer sends per response (`CoalescingH11Protocol`): a response head is held and goes
+   out with the first body bytes (or the body's end) when the body is known to follow at
+   once: the answer has a `content-length`, or the app marked its `http.response.start`
+   with `HEAD_WITH_BODY: True` (the SSE writer, `server/streaming.py`, whose opening frame
+   comes next). Any other head is sent at once, as is every 1xx. A send of zero bytes (the
+   end of a `content-length` body) is not made. A held head always goes before anything
+   that follows it (a WebSocket's raw data, the stream's close), never dropped.
+4. A chunked body's parts framed by us (`FramingHTTPStream` with the protocol's
+   `write_part`): once h11 has written a head with `Transfer-Encoding: chunked` (a stream:
+   no `content-length`, an HTTP/1.1 client, not HEAD), each ASGI body message with
+   `more_body` is framed here (`<hex size>\\r\\n<data>\\r\\n`, what h11's chunked writer
+   writes, which keeps no state) and written at once, skipping Hypercorn's per-part
+   checks and event objects and h11's per-event machinery. The last body message (no
+   `more_body`) is framed the same way and goes out in one send with the chunked
+   terminator (`0\\r\\n\\r\\n`), which h11 still writes, so its state reaches DONE and
+   the connection is kept alive as before. Anything else (a body part while h11 is not
+   sending a body, trailers, an empty last part) goes Hypercorn's way. Every part is
+   still written when the app sends it: streams stay incremental, in order.
+
+Hypercorn looks these classes up by their module-level names when a connection or a
+request starts (`hypercorn.trio.run.TCPServer`, `hypercorn.protocol.H11Protocol`,
+`hypercorn.protocol.h11.HTTPStream`); `install()` replaces those three names for the
+process (idempotent). Written against Hypercorn 0.18 and h11 0.16 (pinned in
+constraints.txt); `tests/server/test_hypercorn_patch.py` and
+`tests/server/test_connection_guard.py` check them on real sockets and a real server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import h11
+import hypercorn.protocol
+import hypercorn.protocol.h11 as hypercorn_h11
+import hypercorn.trio.run as hypercorn_run
+import trio
+from hypercorn.events import Closed, RawData
+from hypercorn.events import Event as ConnectionEvent
+from hypercorn.protocol.events import Data, Event, StreamClosed
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.typing import ASGISendEvent, H11SendableEvent
+
+log = logging.getLogger("umg.server")
+
+# The ASGI `http.response.start` key by which an app says its first body bytes follow
+# at once (Hypercorn passes the message through and ignores keys it does not know).
+HEAD_WITH_BODY = "umg.head_with_body"
+
+_CHUNKED_LINE = b"\r\ntransfer-encoding: chunked\r\n"
+
+
+# ---- 1 and 2: the connection --------------------------------------------------------------
+
+
+class GuardedTCPServer(TCPServer):
+    async def protocol_send(self, event: ConnectionEvent) -> None:
+        try:
+            await super().protocol_send(event)
+        except trio.BusyResourceError:
+            log.debug("write to a connection that is closing dropped")
+            await self.protocol.handle(Closed())
+
+
+class DirectSendTCPServer(GuardedTCPServer):
+    """Hypercorn's connection, writing straight to the socket when it can (rule 2)."""
+
+    async def protocol_send(self, event: ConnectionEvent) -> None:
+        if isinstance(event, RawData) and event.data and not self.send_lock.locked():
+            stream = self.stream
+            if isinstance(stream, trio.SocketStream) and not stream.socket.did_shutdown_SHUT_WR:
+                fd = stream.socket.fileno()
+                try:
+                    sent = os.write(fd, event.data) if fd >= 0 else 0
+                except OSError:  # a full buffer, or an error the ordinary way reports
+                    sent = 0
+                if sent == len(event.data):
+                    return
+                event = RawData(data=event.data[sent:])
+        await super().protocol_send(event)
+
+
+# ---- 3 and 4: the HTTP/1.1 protocol and its stream ----------------------------------------
+
+
+def _held(event: h11.Response, start: dict[str, Any] | None) -> bool:
+    if start is not None and start.get(HEAD_WITH_BODY) is True:
+        return True
+    return any(name == b"content-length" for name, _ in event.headers)
+
+
+class FramingHTTPStream(HTTPStream):
+    """Hypercorn's HTTP stream, handing a chunked body's parts to the protocol (rule 4)."""
+
+    framer: CoalescingH11Protocol | None = None  # set once a chunked head is written
+
+    async def app_send(self, message: ASGISendEvent | None) -> None:
+        framer = self.framer
+        if (
+            framer is not None
+            and message is not None
+            and message["type"] == "http.response.body"
+            and self.state is ASGIHTTPState.RESPONSE
+            and framer.sending_body()
+        ):
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                if body:
+                    await framer.write_part(bytes(body))
+                return
+            if body and not self.response.get("trailers", False):
+                framer.hold_part(bytes(body))  # goes with the terminator, below
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await super().app_send(message)
+
+
+class CoalescingH11Protocol(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol, with held heads, no empty sends and our own chunk
+    framing (rules 3 and 4)."""
+
+    _held_bytes = b""  # a held response head and/or a last body part, not yet sent
+
+    def _start_message(self) -> dict[str, Any] | None:
+        stream = self.stream
+        found = getattr(stream, "response", None) if stream is not None else None
+        return found if isinstance(found, dict) else None
+
+    def sending_body(self) -> bool:
+        return isinstance(self.connection, h11.Connection) and self.connection.our_state is h11.SEND_BODY
+
+    async def write_part(self, body: bytes) -> None:
+        """One body part, framed as h11's chunked writer frames it, written now."""
+        data = b"%x\r\n%b\r\n" % (len(body), body)
+        if self._held_bytes:
+            data, self._held_bytes = self._held_bytes + data, b""
+        await self.send(RawData(data=data))
+
+    def hold_part(self, body: bytes) -> None:
+        """The last body part: framed, it goes out with the chunked terminator."""
+        self._held_bytes += b"%x\r\n%b\r\n" % (len(body), body)
+
+    async def _send_h11_event(self, event: H11SendableEvent) -> None:
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError:
+            if self.connection.their_state != h11.ERROR:
+                raise
+            return
+        if isinstance(event, h11.Response):
+            stream = self.stream
+            if (
+                isinstance(stream, FramingHTTPStream)
+                and stream.scope["method"] != "HEAD"
+                and _CHUNKED_LINE in data.lower()
+            ):
+                stream.framer = self
+            if _held(event, self._start_message()):
+                self._held_bytes += data
+                return
+        if self._held_bytes:
+            data, self._held_bytes = self._held_bytes + data, b""
+        if data:
+            await self.send(RawData(data=data))
+
+    async def _flush(self) -> None:
+        if self._held_bytes:
+            data, self._held_bytes = self._held_bytes, b""
+            await self.send(RawData(data=data))
+
+    async def stream_send(self, event: Event) -> None:
+        if isinstance(event, Data | StreamClosed):  # raw data or the end: held bytes first
+            await self._flush()
+        await super().stream_send(event)
+
+
+def install() -> None:
+    """Put the classes above in Hypercorn's place for this process (idempotent)."""
+    hypercorn_run.TCPServer = DirectSendTCPServer  # type: ignore[attr-defined]
+    if hypercorn.protocol.H11Protocol is not CoalescingH11Protocol:
+        hypercorn.protocol.H11Protocol = CoalescingH11Protocol  # type: ignore[misc]
+    hypercorn_h11.HTTPStream = FramingHTTPStream  # type: ignore[misc]
