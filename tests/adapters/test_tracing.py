@@ -4,8 +4,8 @@
   the default (then there is no `Tracing`, so nothing is paid for it).
 - OpenTelemetry's context across Trio tasks: a nursery child starts with a copy of its
   parent's context and what it makes current stays its own.
-- The BatchSpanProcessor with a collector that is not there: ending spans stays quick,
-  and closing gives up within `shutdown_seconds`.
+- The BatchSpanProcessor with a collector that never answers: ending a span never waits
+  for an export, and closing gives up after `shutdown_seconds`.
 - The console exporter writes each span as JSON on stdout.
 """
 
@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import json
 import socket
-import time
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import trio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adapters.config import ConfigError, TracingSettings, load_settings
@@ -119,18 +126,53 @@ def unused_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Stalled(SpanExporter):
+    """The OTLP exporter to a collector that never answers: each export waits at `gate`
+    (opened when the test is over), then goes to the OTLP exporter. Records
+    the threads it was called on; on the test's own thread it does not wait (it would
+    hang the test): it returns at once, and the test fails on `threads`."""
+
+    def __init__(self, inner: SpanExporter, test_thread: int) -> None:
+        self.inner = inner
+        self.test_thread = test_thread
+        self.threads: set[int] = set()
+        self.exporting = threading.Event()  # an export has begun (and waits at the gate)
+        self.gate = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.threads.add(threading.get_ident())
+        if threading.get_ident() == self.test_thread:
+            return SpanExportResult.FAILURE
+        self.exporting.set()
+        self.gate.wait()
+        return self.inner.export(spans)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
 async def test_an_unreachable_collector_costs_requests_nothing_and_closing_gives_up() -> None:
+    """Untimed: ending spans never waits for an export (they are all ended while the
+    first export is stuck), and closing gives up on an export that never ends."""
     settings = TracingSettings(exporters=("otlp",), endpoint=f"http://127.0.0.1:{unused_port()}/v1/traces")
-    (exporter,) = exporters(settings)
-    tracing = Tracing([BatchSpanProcessor(exporter, schedule_delay_millis=10)], shutdown_seconds=0.5)
-    started = time.perf_counter()
-    for n in range(2000):
-        tracing.tracer.start_span(f"s{n}").end()  # queued; the SDK's thread exports
-    assert time.perf_counter() - started < 2.0  # ~20 us a span, even on a loaded machine
-    await trio.sleep(0.05)  # the worker thread tries (and fails) to export meanwhile
-    started = time.perf_counter()
-    await tracing.aclose()
-    assert time.perf_counter() - started < 3.0
+    (otlp,) = exporters(settings)
+    exporter = Stalled(otlp, threading.get_ident())
+    tracing = Tracing([BatchSpanProcessor(exporter, schedule_delay_millis=10)], shutdown_seconds=0.2)
+    try:
+        tracing.tracer.start_span("first").end()  # queued; the SDK's thread exports
+        assert threading.get_ident() not in exporter.threads, "a span's end exported in place"
+        with trio.fail_after(60):  # a hang guard, not a speed check
+            await trio.to_thread.run_sync(exporter.exporting.wait)  # ... and is stuck in it
+        # every span ends while that export is stuck: each is only queued (or dropped
+        # when the queue is full); none waits for the export, none exports in place
+        for n in range(2000):
+            tracing.tracer.start_span(f"s{n}").end()
+        assert exporter.threads and threading.get_ident() not in exporter.threads
+        with trio.fail_after(60):  # a hang guard: without giving up, aclose never returns
+            await tracing.aclose()  # gives up after shutdown_seconds: the export is still stuck
+    finally:
+        otlp.shutdown()  # so the abandoned export, let through, ends at once (no retries)
+        exporter.gate.set()
 
 
 def test_the_console_exporter_writes_spans_as_json(capsys: pytest.CaptureFixture[str]) -> None:
