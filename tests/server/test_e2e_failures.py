@@ -71,8 +71,8 @@ async def start_live(
     config already has `[timeouts]` and `[health]` tables, so appending them is not TOML)."""
     text = BASE_CONFIG.format(openai_url=fake.openai_base_url)
     text = _tuned(text, "connect = 2.0\n", f"connect = {connect}\n")
-    text = _tuned(text, "first_byte = 5.0\n", f"first_byte = {first_byte}\n")
-    text = _tuned(text, "idle = 2.0\n", f"idle = {idle}\n")
+    text = _tuned(text, "first_byte = 30.0\n", f"first_byte = {first_byte}\n")
+    text = _tuned(text, "idle = 30.0\n", f"idle = {idle}\n")
     text = _tuned(
         text,
         "[health]\ncooldown = 0.3\n",
