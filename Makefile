@@ -50,8 +50,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite on PYTEST_WORKERS processes (pytest-xdist); --dist loadfile keeps each test
+# file on one worker, so a file's module fixtures (a gateway, a browser) start once.
+# `make test PYTEST_WORKERS=0` runs it in this process; PYTEST_ARGS adds pytest options.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 pytest: $(STAMP) node-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Long runs, not part of `make test`.
 fuzz: $(STAMP)
