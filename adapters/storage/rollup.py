@@ -57,7 +57,7 @@ HOUR = timedelta(hours=1)
 
 Key = tuple[str, ...]
 _PLACES = Decimal("1E-10")
-_WIDE = Context(prec=80)  # any sum of ledger costs, exactly
+WIDE_CONTEXT = Context(prec=80)  # any sum of ledger costs, exactly
 
 
 def hour_of(at: datetime) -> str:
@@ -84,7 +84,7 @@ def contributions(
                 rec.cache_write_tokens, rec.reasoning_tokens, rec.cost,
                 latency or 0, int(latency is not None), ttft or 0, int(ttft is not None)]  # fmt: skip
         sums = hourly.get(key)
-        hourly[key] = adds if sums is None else [_WIDE.add(a, b) if isinstance(a, Decimal)
+        hourly[key] = adds if sums is None else [WIDE_CONTEXT.add(a, b) if isinstance(a, Decimal)
                                                  else a + b for a, b in zip(sums, adds, strict=True)]  # fmt: skip
         for metric, value in zip(METRICS, (latency, ttft), strict=True):
             if value is not None:
@@ -95,10 +95,7 @@ def contributions(
     return hourly_rows, bin_rows
 
 
-COST = len(KEY_COLUMNS) + MEASURES.index("cost")  # where the cost is in an hourly row
-
-
-def _upsert(
+def upsert_sql(
     table: str, keys: Sequence[str], measures: Sequence[str], mark: str, replaced: Sequence[str] = ()
 ) -> str:
     """Insert, or add the measures to the row of that key (`replaced` ones are set: their
@@ -116,45 +113,55 @@ def _upsert(
 
 def upsert_hourly(mark: str, *, cost_added_by_caller: bool) -> str:
     replaced = ("cost",) if cost_added_by_caller else ()
-    return _upsert(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced)
+    return upsert_sql(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced)
 
 
 def upsert_bins(mark: str) -> str:
-    return _upsert(BINS, BIN_COLUMNS, ("n",), mark)
-
-
-SELECT_COST = (
-    f"SELECT cost FROM {HOURLY} WHERE "
-    + " AND ".join(f"{c} = ?" for c in KEY_COLUMNS)
-)  # SQLite's: the cost an hour's row holds, to add to (`add_costs`)
+    return upsert_sql(BINS, BIN_COLUMNS, ("n",), mark)
 
 
 def money_text(value: Decimal) -> str:
-    """A cost as SQLite keeps it: exactly 10 places, never rounded (`_WIDE`)."""
-    return f"{_WIDE.quantize(value, _PLACES):f}"
+    """A cost as SQLite keeps it: exactly 10 places, never rounded (`WIDE_CONTEXT`)."""
+    return f"{WIDE_CONTEXT.quantize(value, _PLACES):f}"
+
+
+def select_cost(table: str, keys: Sequence[str]) -> str:
+    """SQLite's: the cost a row of `table` holds, to add to (`add_costs`)."""
+    return f"SELECT cost FROM {table} WHERE " + " AND ".join(f"{c} = ?" for c in keys)
 
 
 def add_costs(
-    rows: list[tuple[Any, ...]], held: Callable[[tuple[Any, ...]], str | None]
-) -> list[tuple[Any, ...]]:
-    """SQLite's hourly rows with their cost replaced by the hour's new total as text:
-    what the row already holds (`held(key)`, None for a new row) plus what is added."""
+    rows: list[tuple[Any, ...]], held: Callable[[tuple[Any, ...]], str | None],
+    keys: int = len(KEY_COLUMNS),
+) -> list[tuple[Any, ...]]:  # fmt: skip
+    """SQLite's rollup rows (`keys` key columns, then `MEASURES`...) with their cost
+    replaced by the row's new total as text: what the row already holds (`held(key)`,
+    None for a new row) plus what is added."""
+    at = keys + MEASURES.index("cost")
     out = []
     for row in rows:
-        before = held(row[: len(KEY_COLUMNS)])
-        total = row[COST] if before is None else _WIDE.add(Decimal(before), row[COST])
-        out.append((*row[:COST], money_text(total), *row[COST + 1 :]))
+        before = held(row[:keys])
+        total = row[at] if before is None else WIDE_CONTEXT.add(Decimal(before), row[at])
+        out.append((*row[:at], money_text(total), *row[at + 1 :]))
     return out
 
 
 MIGRATION = "_usage_hourly_nokey.sql"  # the migration that creates and fills the rollup
+# Every migration that creates and fills a rollup: this one, the daily (011) and the
+# all-tenant hourly (012) rollups of `rollup_wide.py`.
+MIGRATIONS = (MIGRATION, "_usage_daily.sql", "_usage_hourly_all.sql")
 
 
-def backfill(backend: str) -> list[str]:
-    """Migration 009's statements that build the rollup from the ledger's rows (for a
-    ledger filled behind the writer's back, as `make bench-console` does)."""
-    (migration,) = [m for m in migrations(backend) if m.name.endswith(MIGRATION)]
+def backfill(backend: str, name: str = MIGRATION) -> list[str]:
+    """A rollup migration's statements that build its tables from the ledger's rows (for
+    a ledger filled behind the writer's back, as `make bench-console` does)."""
+    (migration,) = [m for m in migrations(backend) if m.name.endswith(name)]
     return [s for s in migration.statements() if s.startswith("INSERT")]
+
+
+def backfill_all(backend: str) -> list[str]:
+    """Every rollup's fill from the ledger (`MIGRATIONS`), in order."""
+    return [s for name in MIGRATIONS for s in backfill(backend, name)]
 
 
 # -- reads ---------------------------------------------------------------------------------

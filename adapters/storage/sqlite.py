@@ -51,7 +51,15 @@ from typing import Any, TypeVar
 
 import trio
 
-from adapters.storage import codec, idem_rows, job_events_sql, outbox_sql, rollup
+from adapters.storage import (
+    codec,
+    idem_rows,
+    job_events_sql,
+    outbox_sql,
+    rollup,
+    rollup_wide,
+    sources,
+)
 from adapters.storage import prune as prune_sql
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
@@ -105,6 +113,11 @@ _INSERT_USAGE = (
 )
 _UPSERT_HOURLY = rollup.upsert_hourly("?", cost_added_by_caller=True)
 _UPSERT_BINS = rollup.upsert_bins("?")
+_UPSERT_WIDE = tuple(
+    (wide, rollup_wide.select_cost(wide), rollup_wide.upsert(wide, "?", cost_added_by_caller=True))
+    for wide in rollup_wide.TABLES
+)
+_SELECT_COST = rollup.select_cost(rollup.HOURLY, rollup.KEY_COLUMNS)
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
 _HERE_ROWS = 32  # a larger batch commits in a worker thread (see SQLiteStorage._tx_here)
@@ -270,6 +283,8 @@ class SQLiteStorage(LedgerReads):
                 conn.execute(
                     f"INSERT INTO schema_version VALUES (?, ?, {_NOW_SQL})", (m.version, m.name)
                 )
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            sources.missing(str(r[0]) for r in tables)
 
         await self._tx(apply)
 
@@ -377,7 +392,8 @@ class SQLiteStorage(LedgerReads):
 
     async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: `rows` (each a (row, record) pair), what the inserted ones
-        add to the hourly rollup, and every changed state scope, one transaction."""
+        add to the hourly, daily and all-tenant rollups, and every changed state scope,
+        one transaction."""
         states = self._states.take_dirty()
         unstorable: list[tuple[str, Exception]] = []
 
@@ -386,12 +402,18 @@ class SQLiteStorage(LedgerReads):
             new = [rec for (_, rec), added in zip(rows, inserted, strict=True) if added]
             hourly, bins = rollup.contributions(new)
 
-            def held(key: tuple[Any, ...]) -> str | None:
-                found = c.execute(rollup.SELECT_COST, key).fetchone()
-                return None if found is None else str(found[0])
+            def held(select: str) -> Callable[[tuple[Any, ...]], str | None]:
+                def cost(key: tuple[Any, ...]) -> str | None:
+                    found = c.execute(select, key).fetchone()
+                    return None if found is None else str(found[0])
 
-            c.executemany(_UPSERT_HOURLY, rollup.add_costs(hourly, held))
+                return cost
+
+            c.executemany(_UPSERT_HOURLY, rollup.add_costs(hourly, held(_SELECT_COST)))
             c.executemany(_UPSERT_BINS, bins)
+            for wide, select, upsert in _UPSERT_WIDE:
+                adds = rollup_wide.contributions(wide, new)
+                c.executemany(upsert, rollup.add_costs(adds, held(select), len(wide.keys)))
             for scope, value in states:
                 try:
                     text = codec.dumps(value)
