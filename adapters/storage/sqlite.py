@@ -113,10 +113,7 @@ _INSERT_USAGE = (
 )
 _UPSERT_HOURLY = rollup.upsert_hourly("?", cost_added_by_caller=True)
 _UPSERT_BINS = rollup.upsert_bins("?")
-_UPSERT_WIDE = tuple(
-    (wide, rollup_wide.select_cost(wide), rollup_wide.upsert(wide, "?", cost_added_by_caller=True))
-    for wide in rollup_wide.TABLES
-)
+
 _SELECT_COST = rollup.select_cost(rollup.HOURLY, rollup.KEY_COLUMNS)
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
@@ -193,6 +190,12 @@ class SQLiteStorage(LedgerReads):
         self._through = trio.Lock()  # write-through scopes, one at a time
         self._writes = 0  # write transactions so far (for the checkpoints)
         self._checkpointing = False
+        # the daily and all-tenant rollups' upserts (their SQL kept per set of bin columns)
+        # and the read of a row's cost; `()` writes the 009 rollup alone (bench/ledger_writer.py)
+        self._wide_upserts: tuple[tuple[rollup_wide.SparseUpserts, str], ...] = tuple(
+            (rollup_wide.SparseUpserts(wide, "?", cost_added_by_caller=True), rollup_wide.select_cost(wide))
+            for wide in rollup_wide.TABLES
+        )
         self.writer = GroupCommit(
             self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds
         )
@@ -200,7 +203,10 @@ class SQLiteStorage(LedgerReads):
     # -- plumbing ----------------------------------------------------------------------
 
     def _connect(self) -> Conn:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # the rollups' upserts differ by the bin columns they name (rollup_wide.py): room
+        # for them all in the connection's cache of prepared statements
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               cached_statements=1024)  # fmt: skip
         conn.execute(_BUSY_WAIT)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -411,9 +417,11 @@ class SQLiteStorage(LedgerReads):
 
             c.executemany(_UPSERT_HOURLY, rollup.add_costs(hourly, held(_SELECT_COST)))
             c.executemany(_UPSERT_BINS, bins)
-            for wide, select, upsert in _UPSERT_WIDE:
-                adds = rollup_wide.contributions(wide, new)
-                c.executemany(upsert, rollup.add_costs(adds, held(select), len(wide.keys)))
+            wide_sums = rollup_wide.sums(new) if new else {}
+            for upserts, select in self._wide_upserts if new else ():
+                wide = upserts.wide
+                for sql, adds in upserts.of(wide_sums[wide]):
+                    c.executemany(sql, rollup.add_costs(adds, held(select), len(wide.keys)))
             for scope, value in states:
                 try:
                     text = codec.dumps(value)
