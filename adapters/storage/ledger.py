@@ -230,7 +230,7 @@ def series_queries(
 ) -> list[Query]:
     """The queries whose answers, merged (`merge_series`), are the window's series: one
     per part of the window (`sources`)."""
-    return [series_query(d, _part_filter(f, p), bucket, by, p if p.source else None)
+    return [series_query(d, _part_filter(f, p), bucket, by, p)
             for p in sources(f, by, bucket, rollups)]  # fmt: skip
 
 
@@ -275,7 +275,7 @@ def histogram_queries(
 ) -> list[Query]:
     """As `series_queries`, for the histogram of `metric` (read by `histogram_rows`,
     merged by `merge_histogram`)."""
-    return [histogram_query(d, _part_filter(f, p), bucket, metric, p if p.source else None)
+    return [histogram_query(d, _part_filter(f, p), bucket, metric, p)
             for p in sources(f, None, bucket, rollups)]  # fmt: skip
 
 
@@ -327,7 +327,7 @@ def totals_queries(
     window's totals per group: one per part of the window (`sources`)."""
     used = [*filters_set(f), *(n for n in dims if n in _GROUPED)]
     parts = plan(f.start, f.end, used, _totals_grain(dims), rollups)
-    return [totals_query(d, _part_filter(f, p), dims, p if p.source else None) for p in parts]
+    return [totals_query(d, _part_filter(f, p), dims, p) for p in parts]
 
 
 def totals_part(dims: tuple[str, ...], row: tuple[Any, ...]) -> tuple[GroupKey, Totals] | None:
