@@ -2,10 +2,10 @@
 (migration 009; they replace migration 003's `usage_hourly` and `usage_hourly_bins`,
 which were keyed by `key_id` too and are dropped).
 
-Owns: what ledger rows add to the rollup, the upserts that add it (run by each backend
-in the transaction that inserts those rows), which reads it can answer (`answers`), and
-how a read window splits into whole hours (read from the rollup) and the partial hours
-at its edges (read from the ledger).
+Owns: what ledger rows add to the rollup and the upserts that add it (run by each
+backend in the transaction that inserts those rows); the SQLite writer's exact addition
+of costs, which the daily and all-tenant rollups (`rollup_wide.py`) share; and the list
+of rollup migrations with their fills. Which reads it answers is `sources.py`'s.
 
 Rules:
 - A rollup row's key is the hour (`YYYY-MM-DDTHH`, UTC: the ledger reads' hour bucket)
@@ -14,8 +14,8 @@ Rules:
   reads group NULL as '' already, and a filter value is never empty
   (`server/ledger_params.py`).
 - Without `key_id` the rollup has one row per (hour, tenant, project, model, ...) however
-  many keys send; a read filtered or grouped by key is not the rollup's (`answers`) and
-  reads the ledger's rows through `usage_key_at (key_id, at, id)` instead.
+  many keys send; a read filtered or grouped by key is not the rollup's (`sources.py`:
+  the daily rollup's by day, else the ledger's, through `usage_key_at (key_id, at, id)`).
 - `usage_hourly_nokey` sums requests, the five token counts, cost, and the latency and TTFT
   of the rows that have them (sums and counts). Cost is exact and never overflows: on
   Postgres an unbounded NUMERIC added in SQL; on SQLite text with exactly 10 places,
@@ -34,7 +34,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Any
 
@@ -46,14 +46,12 @@ HOURLY = "usage_hourly_nokey"
 BINS = "usage_hourly_nokey_bins"
 TABLES = (HOURLY, BINS)  # every rollup table, each with an `hour` column
 KEY_COLUMNS = ("hour", "tenant", "project", "model", "provider", "deployment", "status")
-NOT_ROLLED_UP = "key_id"  # a ledger column that reads filter or group on, not in the rollup
 MEASURES = (
     "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost", "latency_ms_sum", "latency_count", "ttft_ms_sum", "ttft_count",
 )  # fmt: skip
 METRICS = ("latency_ms", "ttft_ms")
 BIN_COLUMNS = (*KEY_COLUMNS, "metric", "bin")
-HOUR = timedelta(hours=1)
 
 Key = tuple[str, ...]
 _PLACES = Decimal("1E-10")
@@ -162,32 +160,3 @@ def backfill(backend: str, name: str = MIGRATION) -> list[str]:
 def backfill_all(backend: str) -> list[str]:
     """Every rollup's fill from the ledger (`MIGRATIONS`), in order."""
     return [s for name in MIGRATIONS for s in backfill(backend, name)]
-
-
-# -- reads ---------------------------------------------------------------------------------
-
-
-def answers(filters_set: Iterable[str], by: str | None = None) -> bool:
-    """Whether the rollup can answer a read whose set filters are `filters_set` (column
-    names) and that groups on `by`: not when either is the key."""
-    return by != NOT_ROLLED_UP and NOT_ROLLED_UP not in filters_set
-
-
-def _ceil_hour(at: datetime) -> datetime:
-    floor = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return floor if floor == at else floor + HOUR
-
-
-def _floor_hour(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def split(start: datetime, end: datetime) -> tuple[tuple[str, str] | None, list[tuple[datetime, datetime]]]:
-    """The window [start, end) as (whole hours `[first, past)` as hour texts, or None;
-    the partial edges, as instants, to read from the ledger). Together they cover the
-    window exactly once."""
-    first, past = _ceil_hour(start), _floor_hour(end)
-    if first >= past:
-        return None, [(start, end)] if start < end else []
-    edges = [(a, b) for a, b in ((start, first), (past, end)) if a < b]
-    return (hour_of(first), hour_of(past)), edges
