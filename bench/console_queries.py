@@ -3,19 +3,20 @@
 Fills a fresh SQLite database (or, with `--database-url postgresql://...`, a Postgres
 database you created for it; its `usage` table must be empty) with `--rows` ledger rows
 (default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6 models, then builds
-the hourly rollup from them (migration 009's fill; the rows bypass the ledger writer,
-which keeps it), then times the three queries the Usage page sends for one refresh
-(`Storage.usage_series` and the two `usage_histogram`s) over windows of 1, 7 and 30 days,
-for all tenants (admin) and for one tenant, plus one Requests page (`ledger_page`, 50
-rows), the same Usage page for one key (read from the ledger: the rollup has no key), and
-for one tenant `/v1/usage`'s totals by day and model (`usage_totals`). Each Usage page is
-timed as served (whole hours from the rollup, edges from the ledger) and with the same
-three reads on the ledger alone (the path before the rollup), and the totals as served
-and as they were read before (every row of the window, added up in Python by
-`core.usage.aggregate`), in the same run. `--keys` (default 200) is how many keys the
-rows come from; the rollup holds one row per (hour, tenant, project, model, status,
-...), so how much smaller than the ledger it is depends on how many rows those send per
-hour. Each timing is the median of `--repeat` runs.
+the rollups from them (the fills of migrations 009, 011 and 012; the rows bypass the
+ledger writer, which keeps them), then times the three queries the Usage page sends for
+one refresh (`Storage.usage_series` by model and the two `usage_histogram`s) over windows
+of 1, 7 and 30 days (per hour; 30 days per day too), for all tenants (admin) and for one
+tenant, plus one Requests page (`ledger_page`, 50 rows), the same Usage page for one key,
+and for one tenant `/v1/usage`'s totals by day and model (`usage_totals`).
+
+Each read is timed in the same run three ways: as served (`sources.plan`: whole days
+from the daily rollup, whole hours from the all-tenant or per-tenant hourly rollup, the
+rest from the ledger), as it was with the hourly rollup of migration 009 alone
+(`before`: a read on a key then read the ledger), and on the ledger alone. `--keys`
+(default 200) is how many keys the rows come from: a rollup holds one row per period and
+value of its key columns, so how much smaller than the ledger it is depends on how many
+rows those send per period. Each timing is the median of `--repeat` runs, after one untimed run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import psycopg
 import trio
 from attrs import evolve
 
-from adapters.storage import codec, ledger, open_storage, rollup
+from adapters.storage import codec, ledger, open_storage, rollup, sources
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
 from adapters.storage.records import UsageRecord
@@ -92,28 +93,37 @@ def fill(url: str, n: int, keys: int) -> None:
         pg.execute("ANALYZE usage")
 
 
-def roll_up(url: str) -> int:
-    """Build the hourly rollup of the rows `fill` wrote behind the writer (migration 009's
-    fill); the number of rows in `rollup.HOURLY`."""
+def roll_up(url: str) -> dict[str, int]:
+    """Build the rollups of the rows `fill` wrote behind the writer (the rollup
+    migrations' fills); the number of rows in each rollup table."""
+    tables = sources.TABLES
     if url.startswith("sqlite:///"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        for statement in rollup.backfill("sqlite"):
+        for statement in rollup.backfill_all("sqlite"):
             conn.execute(statement)
         conn.commit()
         conn.execute("ANALYZE")
-        count = int(conn.execute(f"SELECT count(*) FROM {rollup.HOURLY}").fetchone()[0])
+        counts = {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
         conn.close()
-        return count
+        return counts
     with psycopg.connect(url, autocommit=True) as pg:
-        for statement in rollup.backfill("postgres"):
+        for statement in rollup.backfill_all("postgres"):
             pg.execute(statement.encode())
-        for table in rollup.TABLES:
+        counts = {}
+        for table in tables:
             pg.execute(f"ANALYZE {table}".encode())
-        row = pg.execute(f"SELECT count(*) FROM {rollup.HOURLY}".encode()).fetchone()
-        return int(row[0]) if row else 0
+            row = pg.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
+            counts[table] = int(row[0]) if row else 0
+        return counts
+
+
+BEFORE = (sources.HOURLY,)  # the rollups before migrations 011 and 012
+LEDGER_ONLY: tuple[sources.Source, ...] = ()
 
 
 async def timed(repeat: int, fn: Any) -> float:
+    """The median of `repeat` runs of `fn`, after one run that warms the caches."""
+    await fn()
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -136,58 +146,62 @@ def ledger_row(rec: UsageRecord) -> LedgerRow:
 async def measure(url: str, n: int, repeat: int, keys: int) -> None:
     storage: Storage = open_storage(url)
     await storage.migrate()
+    d: ledger.Dialect = storage.dialect  # type: ignore[attr-defined]
+    fetch = storage._fetch  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     fill(url, n, keys)
     print(f"filled {n:,} rows in {time.perf_counter() - t0:.1f} s ({url.split(':', 1)[0]})")
     t0 = time.perf_counter()
-    hourly = roll_up(url)
-    print(f"rolled up into {hourly:,} hourly rows in {time.perf_counter() - t0:.1f} s")
-    for days in (1, 7, 30):
+    counts = roll_up(url)
+    print(f"rolled up in {time.perf_counter() - t0:.1f} s: "
+          + ", ".join(f"{t} {c:,}" for t, c in counts.items()))  # fmt: skip
+
+    async def page(f: LedgerFilter, bucket: Any, rollups: tuple[sources.Source, ...]) -> None:
+        """The Usage page's three reads, from `rollups` and the ledger."""
+        found: list[ledger.SeriesRow] = []
+        for query in ledger.series_queries(d, f, bucket, "model", rollups):
+            found += [ledger.series_row(r) for r in await fetch(query)]
+        ledger.merge_series(found)
+        for metric in rollup.METRICS:
+            bins: list[ledger.HistogramRow] = []
+            for query in ledger.histogram_queries(d, f, bucket, metric, rollups):  # type: ignore[arg-type]
+                bins += ledger.histogram_rows(await fetch(query))
+            ledger.merge_histogram(bins)
+
+    async def three(f: LedgerFilter, bucket: Any) -> str:
+        """The page as served, as before 011/012, on the ledger alone: their times."""
+        served = await timed(repeat, lambda: page(f, bucket, sources.ROLLUPS))
+        before = await timed(repeat, lambda: page(f, bucket, BEFORE))
+        raw = await timed(repeat, lambda: page(f, bucket, LEDGER_ONLY))
+        return f"{served:7.1f} ms (before {before:7.1f}, ledger only {raw:7.1f})"
+
+    for days, bucket in ((1, "hour"), (7, "hour"), (30, "hour"), (30, "day")):
         for tenant in (None, "t3"):
             f = LedgerFilter(start=END - timedelta(days=days), end=END, tenant=tenant)
-            bucket = "hour" if days <= 7 else "day"
-
-            async def usage_page(f: LedgerFilter = f, bucket: Any = bucket) -> None:
-                await storage.usage_series(f, bucket, "model")
-                await storage.usage_histogram(f, bucket, "latency_ms")
-                await storage.usage_histogram(f, bucket, "ttft_ms")
-
-            async def raw_page(f: LedgerFilter = f, bucket: Any = bucket) -> None:
-                """The same three reads on the ledger alone (as before the rollup)."""
-                d = storage.dialect  # type: ignore[attr-defined]
-                for query in (ledger.series_query(d, f, bucket, "model"),
-                              ledger.histogram_query(d, f, bucket, "latency_ms"),
-                              ledger.histogram_query(d, f, bucket, "ttft_ms")):  # fmt: skip
-                    await storage._fetch(query)  # type: ignore[attr-defined]
-
-            async def requests_page(f: LedgerFilter = f) -> None:
-                await storage.ledger_page(f, 51, None)
-
-            async def key_page(f: LedgerFilter = f, bucket: Any = bucket) -> None:
-                await usage_page(evolve(f, key_id="key_3"), bucket)
-
-            async def totals(f: LedgerFilter = f) -> None:
-                await storage.usage_totals(f, ("day", "model"))
-
-            async def totals_before(f: LedgerFilter = f) -> None:
-                assert f.tenant is not None
-                found = await storage.usage_rows(f.tenant, f.start, f.end)
-                aggregate([ledger_row(r) for r in found], ("day", "model"))
-
-            rows_in = (await storage.usage_series(f, "day", None))
-            count = sum(r.requests for r in rows_in)
-            raw_ms = await timed(repeat, raw_page)
-            page_ms = await timed(repeat, usage_page)
-            list_ms = await timed(repeat, requests_page)
-            key_ms = await timed(repeat, key_page)
+            count = sum(r.requests for r in await storage.usage_series(f, "day", None))
             who = "all tenants" if tenant is None else f"tenant {tenant}"
-            line = (f"{days:>2} days, {who:<11} ({count:>9,} rows): usage page {page_ms:8.1f} ms"
-                    f" (ledger only {raw_ms:8.1f} ms), one key's {key_ms:7.1f} ms,"
-                    f" requests page {list_ms:6.1f} ms")  # fmt: skip
-            if tenant is not None:
-                sql_ms, python_ms = await timed(repeat, totals), await timed(repeat, totals_before)
-                line += f"; /v1/usage {sql_ms:7.1f} ms (rows summed in Python {python_ms:7.1f} ms)"
-            print(line)
+            print(f"{days:>2} days per {bucket}, {who} ({count:,} rows):")
+            print(f"    usage page        {await three(f, bucket)}")
+            print(f"    one key's page    {await three(evolve(f, key_id='key_3'), bucket)}")
+            list_ms = await timed(repeat, lambda f=f: storage.ledger_page(f, 51, None))
+            print(f"    requests page     {list_ms:7.1f} ms")
+            if tenant is not None and bucket == "day":
+
+                async def totals(f: LedgerFilter, rollups: tuple[sources.Source, ...]) -> None:
+                    parts = []
+                    for query in ledger.totals_queries(d, f, ("day", "model"), rollups):
+                        parts += ledger.totals_parts(("day", "model"), await fetch(query))
+
+                async def in_python(f: LedgerFilter = f) -> None:
+                    assert f.tenant is not None
+                    found = await storage.usage_rows(f.tenant, f.start, f.end)
+                    aggregate([ledger_row(r) for r in found], ("day", "model"))
+
+                served = await timed(repeat, lambda f=f: totals(f, sources.ROLLUPS))
+                before = await timed(repeat, lambda f=f: totals(f, BEFORE))
+                python_ms = await timed(repeat, in_python)
+                print(f"    /v1/usage         {served:7.1f} ms (before {before:7.1f},"
+                      f" rows summed in Python {python_ms:7.1f})")  # fmt: skip
     await storage.close()
 
 

@@ -6,9 +6,9 @@ what these cut-offs name and decides nothing; this module never reads a clock.
 Rules (`cutoffs(policy, ttl_seconds, now)`; every time is epoch seconds, UTC):
 - A `*_days` setting of 0 keeps that store forever: its cut-off is None.
 - Ledger and rollup: rows before `ledger` go, and `ledger` is a UTC midnight (`now -
-  ledger_days`, rounded DOWN to a whole day), so the rollup loses exactly the hours of
-  the days the ledger loses: a kept day's totals from the rollup stay the sum of its
-  kept raw rows.
+  ledger_days`, rounded DOWN to a whole day), so the rollups lose exactly the hours
+  (hourly rollups) and days (daily rollup) the ledger loses: a kept day's totals from
+  a rollup stay the sum of its kept raw rows.
 - Jobs: only terminal jobs (succeeded, failed, canceled, aborted) that finished before
   `jobs`; a queued or running job is never a candidate, however old.
 - Webhook outbox: only finished deliveries (delivered, gone, refused, given up) that
@@ -113,6 +113,11 @@ def cutoffs(policy: RetentionPolicy, ttl_seconds: float, now: float) -> Cutoffs:
 def hour_text(t: float) -> str:
     """The rollup's hour key (`YYYY-MM-DDTHH`, UTC) of the hour containing `t`."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H")
+
+
+def day_text(t: float) -> str:
+    """The daily rollup's day key (`YYYY-MM-DD`, UTC) of the day containing `t`."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
 def period_end(scope: str) -> float | None:

@@ -255,7 +255,7 @@ class LedgerReads:
     ) -> list[HistogramRow]:
         found: list[HistogramRow] = []
         for query in ledger.histogram_queries(self.dialect, f, bucket, metric):
-            found += [ledger.histogram_row(r) for r in await self._fetch(query)]
+            found += ledger.histogram_rows(await self._fetch(query))
         return ledger.merge_histogram(found)
 
     async def usage_totals(self, f: LedgerFilter, group_by: tuple[str, ...]) -> UsageSummary:

@@ -9,17 +9,19 @@ cut to its hour, day or month, and in how money is summed exactly; `SQLITE` and
 so it can use one of the indexes `usage_at (at, id)`, `usage_tenant_at_id (tenant, at,
 id)` or `usage_key_at (key_id, at, id)` (migration 002;
 `tests/adapters/test_ledger_queries.py` checks the plans on both backends).
-Series, histograms and totals read the whole hours of a window from the hourly rollup
-(`rollup.py`, migration 009: a range on `hour`, summed in SQL) and only the partial hours
-at its edges from the ledger; a read filtered or grouped by key reads the ledger for the
-whole window (the rollup has no key; `usage_key_at` finds the key's rows).
+Series, histograms and totals read each part of a window from the source `sources.plan`
+picks: the whole days from the daily rollup (`usage_daily`, migration 011, when the read
+is by day), whole hours from the all-tenant or the per-tenant hourly rollup
+(`usage_hourly_all`, migration 012; `usage_hourly_nokey`, migration 009), the partial
+hours at the edges, and an hourly read on a key, from the ledger (`usage_key_at` finds
+a key's rows); each a range on the period, summed in SQL.
 `series_queries` / `histogram_queries` / `totals_queries` give those queries and
 `merge_series` / `merge_histogram` / `core.usage.combine` add their answers up per
 (bucket, group or bin), so the result is the same as summing the window's ledger rows.
 
 Rules:
 - Money stays exact. Postgres sums NUMERIC. SQLite keeps cost as text with exactly 10
-  decimal places (in the ledger and in the rollup), so removing the point gives an
+  decimal places (in the ledger and in the rollups), so removing the point gives an
   integer count of 1e-10 dollars, which SQLite sums exactly in 64 bits (an overflow,
   past 922 million dollars in one group, is an error, never a rounded number);
   `money_from_units` turns it back.
@@ -39,7 +41,8 @@ from typing import Any, Literal
 
 from attrs import evolve, frozen
 
-from adapters.storage import codec, rollup
+from adapters.storage import codec, rollup, rollup_wide
+from adapters.storage.sources import ROLLUPS, Grain, Part, Source, answers, plan
 from core import percentiles
 from core.usage import GroupKey, Totals
 
@@ -92,7 +95,7 @@ class Dialect:
     hour: str  # `at` cut to its hour, as YYYY-MM-DDTHH text
     day: str  # `at` cut to its day, as YYYY-MM-DD text
     month: str  # `at` cut to its month, as YYYY-MM text
-    cost_sum: str  # an exact sum of `cost`
+    cost_sum: str  # an exact sum of `cost` (of the ledger or a rollup)
     time: Callable[[datetime], Any]  # how an instant is bound
 
 
@@ -128,19 +131,20 @@ def filters_set(f: LedgerFilter) -> list[str]:
     return [c for c in FILTER_COLUMNS if getattr(f, c) is not None]
 
 
-def where(d: Dialect, f: LedgerFilter, hours: tuple[str, str] | None = None) -> tuple[str, list[Any]]:
-    """The filter's condition on the ledger (a range on `at`), or, given `hours`, on the
-    rollup (a range on `hour`: `[first, past)`)."""
-    if hours is not None and not rollup.answers(filters_set(f)):
-        raise ValueError("the rollup has no key_id to filter on")
-    if hours is not None and f.client_request_id is not None:
-        raise ValueError("the rollup has no client_request_id to filter on")
-    if hours is None:
+def where(d: Dialect, f: LedgerFilter, part: Part | None = None) -> tuple[str, list[Any]]:
+    """The filter's condition on the ledger (a range on `at`), or, given a rollup's
+    `part`, on that rollup (a range on its period: `[first, past)`)."""
+    if part is not None and part.source is not None and f.client_request_id is not None:
+        raise ValueError("the rollups have no client_request_id to filter on")
+    if part is None or part.source is None:
         clauses = [f"at >= {d.mark}", f"at < {d.mark}"]
         args: list[Any] = [d.time(f.start), d.time(f.end)]
     else:
-        clauses = [f"hour >= {d.mark}", f"hour < {d.mark}"]
-        args = list(hours)
+        source = part.source
+        if not set(filters_set(f)) <= source.columns:
+            raise ValueError(f"{source.table} cannot filter on {filters_set(f)}")
+        clauses = [f"{source.grain} >= {d.mark}", f"{source.grain} < {d.mark}"]
+        args = list(part.periods())
     for column in FILTER_COLUMNS:
         value = getattr(f, column)
         if value is not None:
@@ -165,21 +169,26 @@ def page_query(
     return sql, [*args, limit]
 
 
-def _bucket(d: Dialect, bucket: Bucket) -> str:
-    return d.hour if bucket == "hour" else d.day
-
-
-def _rollup_bucket(bucket: Bucket) -> str:
-    return "hour" if bucket == "hour" else "substr(hour, 1, 10)"
-
-
 Query = tuple[str, list[Any]]
 
 
-def _sums(d: Dialect, hours: tuple[str, str] | None) -> str:
+def _rollup_of(part: Part | None) -> Source | None:
+    return None if part is None else part.source
+
+
+def _bucket(d: Dialect, bucket: Bucket, source: Source | None) -> str:
+    """The bucket of a row: of the ledger's `at`, or of a rollup's period."""
+    if source is None:
+        return d.hour if bucket == "hour" else d.day
+    if bucket == "hour" and source.grain != "hour":
+        raise ValueError(f"{source.table} has no hours")
+    return source.grain if bucket == source.grain else f"substr({source.grain}, 1, 10)"
+
+
+def _sums(d: Dialect, source: Source | None) -> str:
     """Requests, errors, the four token sums and cost, of ledger rows or rollup rows, and
     the table they come from."""
-    if hours is None:
+    if source is None:
         return (
             "count(*), sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END),"
             " sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
@@ -188,44 +197,49 @@ def _sums(d: Dialect, hours: tuple[str, str] | None) -> str:
     return (
         "sum(requests), sum(CASE WHEN status = 'ok' THEN 0 ELSE requests END),"
         " sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
-        f" sum(cache_write_tokens), {d.cost_sum} FROM {rollup.HOURLY}"
+        f" sum(cache_write_tokens), {d.cost_sum} FROM {source.table}"
     )
 
 
 def sources(
-    f: LedgerFilter, by: str | None = None
-) -> tuple[tuple[str, str] | None, list[LedgerFilter]]:
-    """Where a read of `f` grouped on `by` comes from: the rollup's whole hours (None for
-    none) and the filters of the ledger's parts of the window. A read on the key is not
-    the rollup's (`rollup.answers`): its whole window is the ledger's."""
-    if not rollup.answers(filters_set(f), by):
-        return None, [f]
-    hours, edges = rollup.split(f.start, f.end)
-    return hours, [evolve(f, start=a, end=b) for a, b in edges]
+    f: LedgerFilter, by: str | None = None, grain: Grain = "hour", rollups: tuple[Source, ...] = ROLLUPS
+) -> list[Part]:
+    """Where a read of `f` grouped on `by`, at `grain`, comes from: its window's parts,
+    each from a rollup's whole periods or from the ledger (`sources.plan`)."""
+    used = [*filters_set(f), *([] if by is None else [by])]
+    return plan(f.start, f.end, used, grain, rollups)
+
+
+def _part_filter(f: LedgerFilter, part: Part) -> LedgerFilter:
+    return evolve(f, start=part.start, end=part.end)
 
 
 def series_query(
-    d: Dialect, f: LedgerFilter, bucket: Bucket, by: str | None, hours: tuple[str, str] | None = None
+    d: Dialect, f: LedgerFilter, bucket: Bucket, by: str | None, part: Part | None = None
 ) -> Query:
     """Requests, errors, tokens and cost per (bucket, value of `by`): of the ledger rows
-    in the filter's window, or, given `hours`, of the rollup's whole hours `[first, past)`."""
+    in the filter's window, or, given a rollup's `part`, of its whole periods."""
     if by is not None and by not in GROUP_COLUMNS:
         raise ValueError(f"cannot group the ledger by {by!r}")
-    if hours is not None and not rollup.answers((), by):
-        raise ValueError(f"the rollup cannot group by {by!r}")
+    source = _rollup_of(part)
+    if source is not None and by is not None and by not in source.columns:
+        raise ValueError(f"{source.table} cannot group by {by!r}")
     group = "''" if by is None else f"coalesce({by}, '')"
-    cond, args = where(d, f, hours)
-    b = _bucket(d, bucket) if hours is None else _rollup_bucket(bucket)
-    sql = f"SELECT {b} AS b, {group} AS g, {_sums(d, hours)} WHERE {cond} GROUP BY 1, 2 ORDER BY 1, 2"
+    cond, args = where(d, f if part is None else _part_filter(f, part), part)
+    sql = (
+        f"SELECT {_bucket(d, bucket, source)} AS b, {group} AS g, {_sums(d, source)}"
+        f" WHERE {cond} GROUP BY 1, 2 ORDER BY 1, 2"
+    )
     return sql, args
 
 
-def series_queries(d: Dialect, f: LedgerFilter, bucket: Bucket, by: str | None) -> list[Query]:
-    """The queries whose answers, merged (`merge_series`), are the window's series: the
-    rollup for its whole hours, the ledger for the rest (`sources`)."""
-    hours, parts = sources(f, by)
-    queries = [] if hours is None else [series_query(d, f, bucket, by, hours)]
-    return queries + [series_query(d, part, bucket, by) for part in parts]
+def series_queries(
+    d: Dialect, f: LedgerFilter, bucket: Bucket, by: str | None, rollups: tuple[Source, ...] = ROLLUPS
+) -> list[Query]:
+    """The queries whose answers, merged (`merge_series`), are the window's series: one
+    per part of the window (`sources`)."""
+    return [series_query(d, _part_filter(f, p), bucket, by, p)
+            for p in sources(f, by, bucket, rollups)]  # fmt: skip
 
 
 def bin_case(column: str) -> str:
@@ -237,68 +251,91 @@ def bin_case(column: str) -> str:
 
 
 def histogram_query(
-    d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric,
-    hours: tuple[str, str] | None = None,
+    d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric, part: Part | None = None,
 ) -> Query:  # fmt: skip
     """How many rows per (bucket, bin of `metric`), rows without that metric left out: of
-    the ledger in the filter's window, or, given `hours`, of the rollup's whole hours."""
+    the ledger in the filter's window, or, given a rollup's `part`, of its whole periods.
+    Rows of (bucket, bin, count), or from a rollup with bin columns one row per bucket
+    with the count of every bin (`histogram_rows` reads both)."""
     if metric not in rollup.METRICS:
         raise ValueError(f"no histogram of {metric!r}")
-    cond, args = where(d, f, hours)
-    if hours is None:
+    source = _rollup_of(part)
+    cond, args = where(d, f if part is None else _part_filter(f, part), part)
+    b = _bucket(d, bucket, source)
+    if source is None:
         sql = (
-            f"SELECT {_bucket(d, bucket)} AS b, {bin_case(metric)} AS h, count(*)"
+            f"SELECT {b} AS b, {bin_case(metric)} AS h, count(*)"
             f" FROM usage WHERE {cond} AND {metric} IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"
         )
         return sql, args
-    sql = (
-        f"SELECT {_rollup_bucket(bucket)} AS b, bin AS h, sum(n) FROM {rollup.BINS}"
-        f" WHERE {cond} AND metric = {d.mark} GROUP BY 1, 2 ORDER BY 1, 2"
-    )
-    return sql, [*args, metric]
+    if source.bins is not None:
+        sql = (
+            f"SELECT {b} AS b, bin AS h, sum(n) FROM {source.bins}"
+            f" WHERE {cond} AND metric = {d.mark} GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        return sql, [*args, metric]
+    counts = ", ".join(f"sum({c})" for c in rollup_wide.bin_columns(metric))
+    return f"SELECT {b} AS b, {counts} FROM {source.table} WHERE {cond} GROUP BY 1 ORDER BY 1", args
 
 
-def histogram_queries(d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric) -> list[Query]:
-    """As `series_queries`, for the histogram of `metric` (merged by `merge_histogram`)."""
-    hours, parts = sources(f)
-    queries = [] if hours is None else [histogram_query(d, f, bucket, metric, hours)]
-    return queries + [histogram_query(d, part, bucket, metric) for part in parts]
+def histogram_queries(
+    d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric, rollups: tuple[Source, ...] = ROLLUPS
+) -> list[Query]:
+    """As `series_queries`, for the histogram of `metric` (read by `histogram_rows`,
+    merged by `merge_histogram`)."""
+    return [histogram_query(d, _part_filter(f, p), bucket, metric, p)
+            for p in sources(f, None, bucket, rollups)]  # fmt: skip
 
 
 # /v1/usage's dimensions (`core.usage.DIMENSIONS`) in SQL, each giving the text that
-# core.usage gives for a row: (on the ledger, in a dialect; on the rollup).
-DIMENSIONS: Mapping[str, tuple[Callable[[Dialect], str], str]] = {
-    "hour": (lambda d: f"{d.hour} || ':00:00Z'", "hour || ':00:00Z'"),
-    "day": (lambda d: d.day, "substr(hour, 1, 10)"),
-    "month": (lambda d: d.month, "substr(hour, 1, 7)"),
-    "model": (lambda d: "model", "model"),
-    "provider": (lambda d: "coalesce(provider, '')", "provider"),
-    "project": (lambda d: "project", "project"),
-    "status": (lambda d: "status", "status"),
+# core.usage gives for a row: (on the ledger, in a dialect; on a rollup, of its period
+# column). The daily rollup has no hours (`_TOTALS_GRAIN`).
+DIMENSIONS: Mapping[str, tuple[Callable[[Dialect], str], Callable[[str], str]]] = {
+    "hour": (lambda d: f"{d.hour} || ':00:00Z'", lambda t: f"{t} || ':00:00Z'"),
+    "day": (lambda d: d.day, lambda t: f"substr({t}, 1, 10)"),
+    "month": (lambda d: d.month, lambda t: f"substr({t}, 1, 7)"),
+    "model": (lambda d: "model", lambda t: "model"),
+    "provider": (lambda d: "coalesce(provider, '')", lambda t: "provider"),
+    "project": (lambda d: "project", lambda t: "project"),
+    "status": (lambda d: "status", lambda t: "status"),
 }
+_GROUPED = frozenset({"model", "provider", "project", "status"})  # dims that are columns
+
+
+def _totals_grain(dims: tuple[str, ...]) -> Grain:
+    return "hour" if "hour" in dims else "day"
 
 
 def totals_query(
-    d: Dialect, f: LedgerFilter, dims: tuple[str, ...], hours: tuple[str, str] | None = None
+    d: Dialect, f: LedgerFilter, dims: tuple[str, ...], part: Part | None = None
 ) -> Query:
     """Requests, errors, tokens and cost per distinct value of the `dims` (one row, with
-    no dims): of the ledger rows in the filter's window or, given `hours`, of the
-    rollup's whole hours."""
+    no dims): of the ledger rows in the filter's window or, given a rollup's `part`, of
+    its whole periods."""
     unknown = [name for name in dims if name not in DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot total the ledger by {unknown}")
-    cols = [DIMENSIONS[n][0](d) if hours is None else DIMENSIONS[n][1] for n in dims]
-    cond, args = where(d, f, hours)
+    source = _rollup_of(part)
+    if source is not None and not _totals_answer(source, dims):
+        raise ValueError(f"{source.table} cannot total by {dims}")
+    cols = [DIMENSIONS[n][0](d) if source is None else DIMENSIONS[n][1](source.grain) for n in dims]
+    cond, args = where(d, f if part is None else _part_filter(f, part), part)
     group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
-    return f"SELECT {''.join(c + ', ' for c in cols)}{_sums(d, hours)} WHERE {cond}{group}", args
+    return f"SELECT {''.join(c + ', ' for c in cols)}{_sums(d, source)} WHERE {cond}{group}", args
 
 
-def totals_queries(d: Dialect, f: LedgerFilter, dims: tuple[str, ...]) -> list[Query]:
+def _totals_answer(source: Source, dims: tuple[str, ...]) -> bool:
+    return answers(source, [n for n in dims if n in _GROUPED], _totals_grain(dims))
+
+
+def totals_queries(
+    d: Dialect, f: LedgerFilter, dims: tuple[str, ...], rollups: tuple[Source, ...] = ROLLUPS
+) -> list[Query]:
     """The queries whose answers (`totals_part`, added up by `core.usage.combine`) are the
-    window's totals per group: the rollup's whole hours, the ledger for the rest."""
-    hours, parts = sources(f)
-    queries = [] if hours is None else [totals_query(d, f, dims, hours)]
-    return queries + [totals_query(d, part, dims) for part in parts]
+    window's totals per group: one per part of the window (`sources`)."""
+    used = [*filters_set(f), *(n for n in dims if n in _GROUPED)]
+    parts = plan(f.start, f.end, used, _totals_grain(dims), rollups)
+    return [totals_query(d, _part_filter(f, p), dims, p) for p in parts]
 
 
 def totals_part(dims: tuple[str, ...], row: tuple[Any, ...]) -> tuple[GroupKey, Totals] | None:
@@ -340,8 +377,20 @@ def series_row(row: tuple[Any, ...]) -> SeriesRow:
     )
 
 
-def histogram_row(row: tuple[Any, ...]) -> HistogramRow:
-    return HistogramRow(bucket=str(row[0]), bin=int(row[1]), count=int(row[2]))
+def histogram_rows(rows: Iterable[tuple[Any, ...]]) -> list[HistogramRow]:
+    """A `histogram_query`'s answer as rows: each a (bucket, bin, count), or a (bucket,
+    count of bin 0, ..., count of the last bin) from a rollup with bin columns (empty
+    bins left out)."""
+    out = []
+    for row in rows:
+        if len(row) == 3:
+            out.append(HistogramRow(bucket=str(row[0]), bin=int(row[1]), count=int(row[2])))
+            continue
+        if len(row) != 1 + percentiles.BINS:
+            raise ValueError(f"a histogram row has 3 or {1 + percentiles.BINS} values, not {len(row)}")
+        out += [HistogramRow(bucket=str(row[0]), bin=i, count=int(n))
+                for i, n in enumerate(row[1:]) if n]  # fmt: skip
+    return out
 
 
 def merge_series(rows: list[SeriesRow]) -> list[SeriesRow]:

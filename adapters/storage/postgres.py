@@ -23,14 +23,14 @@ Rules:
   SQLite: `insert_usage` returns once the transaction holding its row has committed.
   A batch is ONE multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING id` (so each
   caller learns whether its own row went in; a later row of the batch with the id or
-  `request_id` of an earlier one is not sent and answers False) plus the hourly rollup
-  upserts of the inserted rows, in one transaction. The rollup rows are upserted in
-  sorted key order, so the writers of several processes, which share those rows,
-  always lock them in the same order and cannot deadlock. A batch refused for what a
-  row holds (a value out of range, a constraint: `psycopg.DataError`,
-  `IntegrityError`) is committed again one row at a time, so only that row's caller
-  gets the error; any other failed commit fails every row of its batch (each caller
-  gets the error).
+  `request_id` of an earlier one is not sent and answers False) plus the rollup upserts
+  of the inserted rows (hourly, daily, all-tenant), in one transaction. The rollup rows
+  are upserted table by table in one order, each in sorted key order, so the writers of
+  several processes, which share those rows, always lock them in the same order and
+  cannot deadlock. A batch refused for what a row holds (a value out of range, a
+  constraint: `psycopg.DataError`, `IntegrityError`) is committed again one row at a
+  time, so only that row's caller gets the error; any other failed commit fails every
+  row of its batch (each caller gets the error).
 
 Unreachable database: every operation fails closed with `core.errors.StorageUnavailable`
 (a 503 with `retry_after` = `DOWN_SECONDS`), never a driver error, a 500 or a hang:
@@ -66,7 +66,7 @@ import trio
 from psycopg import errors as pg_errors
 
 from adapters.clock import Clock
-from adapters.storage import codec, idem_rows, rollup
+from adapters.storage import codec, idem_rows, rollup, rollup_wide, sources
 from adapters.storage import prune as prune_sql
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
@@ -108,6 +108,9 @@ _KEY_COLS = ", ".join(codec.columns(KeyRecord))
 _USAGE_COLS = ", ".join(codec.columns(UsageRecord))
 _UPSERT_HOURLY = rollup.upsert_hourly("%s", cost_added_by_caller=False)
 _UPSERT_BINS = rollup.upsert_bins("%s")
+_UPSERT_WIDE = tuple(
+    (wide, rollup_wide.upsert(wide, "%s", cost_added_by_caller=False)) for wide in rollup_wide.TABLES
+)
 _MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
 DOWN_SECONDS = 2.0  # how long a breaker trip lasts, and the Retry-After it gives
 POOL_TIMEOUT_SECONDS = 5.0
@@ -327,6 +330,8 @@ class PostgresStorage(LedgerReads):
                     "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
                     (m.version, m.name),
                 )
+            tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+            sources.missing(str(r[0]) for r in tables)
 
         await self._run(apply)
 
@@ -457,7 +462,7 @@ class PostgresStorage(LedgerReads):
 
     async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: the rows in ONE multi-row INSERT, what the inserted ones add
-        to the hourly rollup (`rollup.py`), one transaction. (No state rides along, so a
+        to the rollups (`rollup.py`, `rollup_wide.py`), one transaction. (No state rides along, so a
         batch without rows, the writer's retry after a failure, has nothing to do.)"""
         if not rows:
             return []
@@ -467,14 +472,19 @@ class PostgresStorage(LedgerReads):
         def apply(c: Conn) -> list[bool]:
             inserted = {r[0] for r in c.execute(_insert_usage(len(fresh)), _flat(fresh)).fetchall()}
             added = [first and rec.id in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
-            hourly, bins = rollup.contributions(
-                rec for (_, rec), new in zip(rows, added, strict=True) if new
-            )
-            with c.cursor() as cur:  # sorted: every writer locks rollup rows in one order
+            new = [rec for (_, rec), is_new in zip(rows, added, strict=True) if is_new]
+            hourly, bins = rollup.contributions(new)
+            # Sorted, table after table in one order: every writer locks rollup rows in
+            # the same order, so two processes' batches cannot deadlock.
+            with c.cursor() as cur:
                 if hourly:
                     cur.executemany(_UPSERT_HOURLY, sorted(hourly))
                 if bins:
                     cur.executemany(_UPSERT_BINS, sorted(bins))
+                for wide, upsert in _UPSERT_WIDE:
+                    adds = rollup_wide.contributions(wide, new)  # in key order
+                    if adds:
+                        cur.executemany(upsert, adds)
             return added
 
         return await self._run(apply)

@@ -12,7 +12,8 @@ Rules:
   IMMEDIATE`), deletes the rows that depend on them first (a stream's events), then
   them. One short transaction per batch: a big prune never holds a long lock.
 - The rollup tables (`ROLLUP_TABLES`) go by the ledger's cut-off, a UTC midnight, as
-  an hour key: a table added to the rollup is one more line there.
+  an hour key (hourly rollups) or a day key (`usage_daily`): whole days, exactly those
+  the ledger loses. A table added to the rollups is one more line there.
 - Budget periods are `state` rows: their period is in the scope's text, so the scopes
   under the budget prefixes are read in key order and `core.retention.period_prunable`
   picks the ones to delete (`budget_batch`).
@@ -27,10 +28,10 @@ from typing import Any
 
 from attrs import frozen
 
-from adapters.storage import codec, rollup
+from adapters.storage import codec, rollup, rollup_wide
 from core import jobs as lifecycle
 from core import outbox
-from core.retention import BUDGET_PREFIXES, Cutoffs, hour_text, period_prunable
+from core.retention import BUDGET_PREFIXES, Cutoffs, day_text, hour_text, period_prunable
 
 Args = tuple[Any, ...]
 
@@ -73,6 +74,11 @@ def _ledger_hour(cut: Cutoffs, f: Flavor) -> Args | None:
     return None if cut.ledger is None else (hour_text(cut.ledger),)
 
 
+def _ledger_day(cut: Cutoffs, f: Flavor) -> Args | None:
+    del f
+    return None if cut.ledger is None else (day_text(cut.ledger),)
+
+
 def _twice(pick: Callable[[Cutoffs], float | None]) -> Callable[[Cutoffs, Flavor], Args | None]:
     """The cut-off bound twice (a finish time, else the creation time, before it)."""
 
@@ -87,15 +93,17 @@ _JOB_TERMINAL = _quoted(frozenset(lifecycle.TERMINAL))
 _DELIVERY_TERMINAL = _quoted(frozenset(outbox.TERMINAL))
 _DELIVERY_OPEN = _quoted(frozenset(outbox.STATUSES) - frozenset(outbox.TERMINAL))
 
-# The rollup of the ledger: (table, primary key). A rollup table is one more line here.
-ROLLUP_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (rollup.HOURLY, rollup.KEY_COLUMNS),
-    (rollup.BINS, rollup.BIN_COLUMNS),
+# The rollups of the ledger: (table, primary key, its period's cut-off as the period's
+# text). A rollup table is one more line here.
+ROLLUP_TABLES: tuple[tuple[str, tuple[str, ...], Callable[[Cutoffs, Flavor], Args | None]], ...] = (
+    (rollup.HOURLY, rollup.KEY_COLUMNS, _ledger_hour),
+    (rollup.BINS, rollup.BIN_COLUMNS, _ledger_hour),
+    *((w.table, w.keys, _ledger_hour if w.grain == "hour" else _ledger_day) for w in rollup_wide.TABLES),
 )
 
 TARGETS: tuple[Target, ...] = (
     Target("ledger", "usage", ("id",), "at < {m}", _ledger_time),
-    *(Target("rollup", table, keys, "hour < {m}", _ledger_hour) for table, keys in ROLLUP_TABLES),
+    *(Target("rollup", table, keys, f"{keys[0]} < {{m}}", cut) for table, keys, cut in ROLLUP_TABLES),
     Target(
         "jobs", "jobs", ("id",),
         f"status IN ({_JOB_TERMINAL}) AND (completed_at < {{m}}"

@@ -2,10 +2,10 @@
 (migration 009; they replace migration 003's `usage_hourly` and `usage_hourly_bins`,
 which were keyed by `key_id` too and are dropped).
 
-Owns: what ledger rows add to the rollup, the upserts that add it (run by each backend
-in the transaction that inserts those rows), which reads it can answer (`answers`), and
-how a read window splits into whole hours (read from the rollup) and the partial hours
-at its edges (read from the ledger).
+Owns: what ledger rows add to the rollup and the upserts that add it (run by each
+backend in the transaction that inserts those rows); the SQLite writer's exact addition
+of costs, which the daily and all-tenant rollups (`rollup_wide.py`) share; and the list
+of rollup migrations with their fills. Which reads it answers is `sources.py`'s.
 
 Rules:
 - A rollup row's key is the hour (`YYYY-MM-DDTHH`, UTC: the ledger reads' hour bucket)
@@ -14,8 +14,8 @@ Rules:
   reads group NULL as '' already, and a filter value is never empty
   (`server/ledger_params.py`).
 - Without `key_id` the rollup has one row per (hour, tenant, project, model, ...) however
-  many keys send; a read filtered or grouped by key is not the rollup's (`answers`) and
-  reads the ledger's rows through `usage_key_at (key_id, at, id)` instead.
+  many keys send; a read filtered or grouped by key is not the rollup's (`sources.py`:
+  the daily rollup's by day, else the ledger's, through `usage_key_at (key_id, at, id)`).
 - `usage_hourly_nokey` sums requests, the five token counts, cost, and the latency and TTFT
   of the rows that have them (sums and counts). Cost is exact and never overflows: on
   Postgres an unbounded NUMERIC added in SQL; on SQLite text with exactly 10 places,
@@ -34,7 +34,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Any
 
@@ -46,18 +46,16 @@ HOURLY = "usage_hourly_nokey"
 BINS = "usage_hourly_nokey_bins"
 TABLES = (HOURLY, BINS)  # every rollup table, each with an `hour` column
 KEY_COLUMNS = ("hour", "tenant", "project", "model", "provider", "deployment", "status")
-NOT_ROLLED_UP = "key_id"  # a ledger column that reads filter or group on, not in the rollup
 MEASURES = (
     "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost", "latency_ms_sum", "latency_count", "ttft_ms_sum", "ttft_count",
 )  # fmt: skip
 METRICS = ("latency_ms", "ttft_ms")
 BIN_COLUMNS = (*KEY_COLUMNS, "metric", "bin")
-HOUR = timedelta(hours=1)
 
 Key = tuple[str, ...]
 _PLACES = Decimal("1E-10")
-_WIDE = Context(prec=80)  # any sum of ledger costs, exactly
+WIDE_CONTEXT = Context(prec=80)  # any sum of ledger costs, exactly
 
 
 def hour_of(at: datetime) -> str:
@@ -84,7 +82,7 @@ def contributions(
                 rec.cache_write_tokens, rec.reasoning_tokens, rec.cost,
                 latency or 0, int(latency is not None), ttft or 0, int(ttft is not None)]  # fmt: skip
         sums = hourly.get(key)
-        hourly[key] = adds if sums is None else [_WIDE.add(a, b) if isinstance(a, Decimal)
+        hourly[key] = adds if sums is None else [WIDE_CONTEXT.add(a, b) if isinstance(a, Decimal)
                                                  else a + b for a, b in zip(sums, adds, strict=True)]  # fmt: skip
         for metric, value in zip(METRICS, (latency, ttft), strict=True):
             if value is not None:
@@ -95,10 +93,7 @@ def contributions(
     return hourly_rows, bin_rows
 
 
-COST = len(KEY_COLUMNS) + MEASURES.index("cost")  # where the cost is in an hourly row
-
-
-def _upsert(
+def upsert_sql(
     table: str, keys: Sequence[str], measures: Sequence[str], mark: str, replaced: Sequence[str] = ()
 ) -> str:
     """Insert, or add the measures to the row of that key (`replaced` ones are set: their
@@ -116,71 +111,52 @@ def _upsert(
 
 def upsert_hourly(mark: str, *, cost_added_by_caller: bool) -> str:
     replaced = ("cost",) if cost_added_by_caller else ()
-    return _upsert(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced)
+    return upsert_sql(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced)
 
 
 def upsert_bins(mark: str) -> str:
-    return _upsert(BINS, BIN_COLUMNS, ("n",), mark)
-
-
-SELECT_COST = (
-    f"SELECT cost FROM {HOURLY} WHERE "
-    + " AND ".join(f"{c} = ?" for c in KEY_COLUMNS)
-)  # SQLite's: the cost an hour's row holds, to add to (`add_costs`)
+    return upsert_sql(BINS, BIN_COLUMNS, ("n",), mark)
 
 
 def money_text(value: Decimal) -> str:
-    """A cost as SQLite keeps it: exactly 10 places, never rounded (`_WIDE`)."""
-    return f"{_WIDE.quantize(value, _PLACES):f}"
+    """A cost as SQLite keeps it: exactly 10 places, never rounded (`WIDE_CONTEXT`)."""
+    return f"{WIDE_CONTEXT.quantize(value, _PLACES):f}"
+
+
+def select_cost(table: str, keys: Sequence[str]) -> str:
+    """SQLite's: the cost a row of `table` holds, to add to (`add_costs`)."""
+    return f"SELECT cost FROM {table} WHERE " + " AND ".join(f"{c} = ?" for c in keys)
 
 
 def add_costs(
-    rows: list[tuple[Any, ...]], held: Callable[[tuple[Any, ...]], str | None]
-) -> list[tuple[Any, ...]]:
-    """SQLite's hourly rows with their cost replaced by the hour's new total as text:
-    what the row already holds (`held(key)`, None for a new row) plus what is added."""
+    rows: list[tuple[Any, ...]], held: Callable[[tuple[Any, ...]], str | None],
+    keys: int = len(KEY_COLUMNS),
+) -> list[tuple[Any, ...]]:  # fmt: skip
+    """SQLite's rollup rows (`keys` key columns, then `MEASURES`...) with their cost
+    replaced by the row's new total as text: what the row already holds (`held(key)`,
+    None for a new row) plus what is added."""
+    at = keys + MEASURES.index("cost")
     out = []
     for row in rows:
-        before = held(row[: len(KEY_COLUMNS)])
-        total = row[COST] if before is None else _WIDE.add(Decimal(before), row[COST])
-        out.append((*row[:COST], money_text(total), *row[COST + 1 :]))
+        before = held(row[:keys])
+        total = row[at] if before is None else WIDE_CONTEXT.add(Decimal(before), row[at])
+        out.append((*row[:at], money_text(total), *row[at + 1 :]))
     return out
 
 
 MIGRATION = "_usage_hourly_nokey.sql"  # the migration that creates and fills the rollup
+# Every migration that creates and fills a rollup: this one, the daily (011) and the
+# all-tenant hourly (012) rollups of `rollup_wide.py`.
+MIGRATIONS = (MIGRATION, "_usage_daily.sql", "_usage_hourly_all.sql")
 
 
-def backfill(backend: str) -> list[str]:
-    """Migration 009's statements that build the rollup from the ledger's rows (for a
-    ledger filled behind the writer's back, as `make bench-console` does)."""
-    (migration,) = [m for m in migrations(backend) if m.name.endswith(MIGRATION)]
+def backfill(backend: str, name: str = MIGRATION) -> list[str]:
+    """A rollup migration's statements that build its tables from the ledger's rows (for
+    a ledger filled behind the writer's back, as `make bench-console` does)."""
+    (migration,) = [m for m in migrations(backend) if m.name.endswith(name)]
     return [s for s in migration.statements() if s.startswith("INSERT")]
 
 
-# -- reads ---------------------------------------------------------------------------------
-
-
-def answers(filters_set: Iterable[str], by: str | None = None) -> bool:
-    """Whether the rollup can answer a read whose set filters are `filters_set` (column
-    names) and that groups on `by`: not when either is the key."""
-    return by != NOT_ROLLED_UP and NOT_ROLLED_UP not in filters_set
-
-
-def _ceil_hour(at: datetime) -> datetime:
-    floor = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return floor if floor == at else floor + HOUR
-
-
-def _floor_hour(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def split(start: datetime, end: datetime) -> tuple[tuple[str, str] | None, list[tuple[datetime, datetime]]]:
-    """The window [start, end) as (whole hours `[first, past)` as hour texts, or None;
-    the partial edges, as instants, to read from the ledger). Together they cover the
-    window exactly once."""
-    first, past = _ceil_hour(start), _floor_hour(end)
-    if first >= past:
-        return None, [(start, end)] if start < end else []
-    edges = [(a, b) for a, b in ((start, first), (past, end)) if a < b]
-    return (hour_of(first), hour_of(past)), edges
+def backfill_all(backend: str) -> list[str]:
+    """Every rollup's fill from the ledger (`MIGRATIONS`), in order."""
+    return [s for name in MIGRATIONS for s in backfill(backend, name)]

@@ -51,7 +51,15 @@ from typing import Any, TypeVar
 
 import trio
 
-from adapters.storage import codec, idem_rows, job_events_sql, outbox_sql, rollup
+from adapters.storage import (
+    codec,
+    idem_rows,
+    job_events_sql,
+    outbox_sql,
+    rollup,
+    rollup_wide,
+    sources,
+)
 from adapters.storage import prune as prune_sql
 from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
@@ -105,6 +113,8 @@ _INSERT_USAGE = (
 )
 _UPSERT_HOURLY = rollup.upsert_hourly("?", cost_added_by_caller=True)
 _UPSERT_BINS = rollup.upsert_bins("?")
+
+_SELECT_COST = rollup.select_cost(rollup.HOURLY, rollup.KEY_COLUMNS)
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
 _READ_STATE = "SELECT data FROM state WHERE scope = ?"
@@ -182,6 +192,12 @@ class SQLiteStorage(LedgerReads):
         self._through = trio.Lock()  # write-through scopes, one at a time
         self._writes = 0  # write transactions so far (for the checkpoints)
         self._checkpointing = False
+        # the daily and all-tenant rollups' upserts (their SQL kept per set of bin columns)
+        # and the read of a row's cost; `()` writes the 009 rollup alone (bench/ledger_writer.py)
+        self._wide_upserts: tuple[tuple[rollup_wide.SparseUpserts, str], ...] = tuple(
+            (rollup_wide.SparseUpserts(wide, "?", cost_added_by_caller=True), rollup_wide.select_cost(wide))
+            for wide in rollup_wide.TABLES
+        )
         self.writer = GroupCommit(
             self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds
         )
@@ -189,7 +205,10 @@ class SQLiteStorage(LedgerReads):
     # -- plumbing ----------------------------------------------------------------------
 
     def _connect(self) -> Conn:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # the rollups' upserts differ by the bin columns they name (rollup_wide.py): room
+        # for them all in the connection's cache of prepared statements
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               cached_statements=1024)  # fmt: skip
         conn.execute(_BUSY_WAIT)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -272,6 +291,8 @@ class SQLiteStorage(LedgerReads):
                 conn.execute(
                     f"INSERT INTO schema_version VALUES (?, ?, {_NOW_SQL})", (m.version, m.name)
                 )
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            sources.missing(str(r[0]) for r in tables)
 
         await self._tx(apply)
 
@@ -379,7 +400,8 @@ class SQLiteStorage(LedgerReads):
 
     async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: `rows` (each a (row, record) pair), what the inserted ones
-        add to the hourly rollup, and every changed state scope, one transaction."""
+        add to the hourly, daily and all-tenant rollups, and every changed state scope,
+        one transaction."""
         states = self._states.take_dirty()
         unstorable: list[tuple[str, Exception]] = []
 
@@ -388,12 +410,20 @@ class SQLiteStorage(LedgerReads):
             new = [rec for (_, rec), added in zip(rows, inserted, strict=True) if added]
             hourly, bins = rollup.contributions(new)
 
-            def held(key: tuple[Any, ...]) -> str | None:
-                found = c.execute(rollup.SELECT_COST, key).fetchone()
-                return None if found is None else str(found[0])
+            def held(select: str) -> Callable[[tuple[Any, ...]], str | None]:
+                def cost(key: tuple[Any, ...]) -> str | None:
+                    found = c.execute(select, key).fetchone()
+                    return None if found is None else str(found[0])
 
-            c.executemany(_UPSERT_HOURLY, rollup.add_costs(hourly, held))
+                return cost
+
+            c.executemany(_UPSERT_HOURLY, rollup.add_costs(hourly, held(_SELECT_COST)))
             c.executemany(_UPSERT_BINS, bins)
+            wide_sums = rollup_wide.sums(new) if new else {}
+            for upserts, select in self._wide_upserts if new else ():
+                wide = upserts.wide
+                for sql, adds in upserts.of(wide_sums[wide]):
+                    c.executemany(sql, rollup.add_costs(adds, held(select), len(wide.keys)))
             for scope, value in states:
                 try:
                     text = codec.dumps(value)

@@ -1,8 +1,9 @@
 """The console's ledger reads (adapters/storage/ledger.py) on SQLite and Postgres: exact
 money sums, latency bins equal to core.percentiles', keyset pages, admin flags, key
 updates, and the query plans of the console's usage reads and of /v1/usage on a large
-ledger, on both backends: the migration-002 indexes on the ledger, the rollup's keys
-(migration 009) for whole hours, never a full scan (and the check fails without them).
+ledger, on both backends: the migration-002 indexes on the ledger, the rollups' keys and
+indexes (migrations 009, 011, 012) for whole days and hours, never a full scan (and the
+check fails without any one of those indexes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 from attrs import evolve
 
-from adapters.storage import codec, ledger, rollup
+from adapters.storage import codec, ledger, rollup, sources
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
 from adapters.storage.records import UsageRecord
@@ -164,31 +165,47 @@ def _fill_postgres(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-# A day whose first and last hours are partial: whole hours from the rollup, edges from
-# the ledger (a read on the key: all of it from the ledger).
-DAY = LedgerFilter(start=T0 - timedelta(days=2, minutes=-17), end=T0 - timedelta(days=1, minutes=-43))
-PLANS = [  # (filter, the ledger's index, the rollup's index: None for no rollup read)
-    (DAY, "usage_at", "PRIMARY KEY"),
-    (evolve(DAY, tenant="t3"), "usage_tenant_at_id", "{table}_tenant"),
-    (evolve(DAY, tenant="t3", project="p1", model="m"), "usage_tenant_at_id", "{table}_tenant"),
-    (evolve(DAY, model="m", status="ok"), "usage_at", "PRIMARY KEY"),
-    (evolve(DAY, key_id="key_7"), "usage_key_at", None),
-    (evolve(DAY, tenant="t3", key_id="key_7"), "usage_key_at", None),
+# Four days whose first and last hours are partial: whole days from the daily rollup (a
+# read by day), whole hours from an hourly rollup (the all-tenant one when no tenant or
+# key is named), edges from the ledger; an hourly read on a key, all from the ledger.
+WINDOW = LedgerFilter(start=T0 - timedelta(days=5, minutes=-17), end=T0 - timedelta(days=1, minutes=-43))
+PLANS = [  # (filter, the ledger's index)
+    (WINDOW, "usage_at"),
+    (evolve(WINDOW, tenant="t3"), "usage_tenant_at_id"),
+    (evolve(WINDOW, tenant="t3", project="p1", model="m"), "usage_tenant_at_id"),
+    (evolve(WINDOW, model="m", status="ok"), "usage_at"),
+    (evolve(WINDOW, project="p1"), "usage_at"),
+    (evolve(WINDOW, key_id="key_7"), "usage_key_at"),
+    (evolve(WINDOW, tenant="t3", key_id="key_7"), "usage_key_at"),
 ]
 
 
+def _rollup_indexes(table: str, f: LedgerFilter) -> set[str]:
+    """The indexes a rollup read of `f` may use: the key's or the tenant's when the read
+    names them and the table has one, else its primary key (a range on the period)."""
+    named = [c for c in ("key_id", "tenant") if getattr(f, c) is not None]
+    own = {"key_id": f"{table}_key", "tenant": f"{table}_tenant"}
+    has = {
+        sources.DAILY.table: {"key_id", "tenant"}, rollup.HOURLY: {"tenant"}, rollup.BINS: {"tenant"},
+        sources.HOURLY_ALL.table: set(),
+    }[table]  # fmt: skip
+    usable = [own[c] for c in named if c in has]
+    return set(usable[:1]) if usable else {"PRIMARY KEY"}
+
+
 def _console_queries(d: ledger.Dialect, f: LedgerFilter) -> list[tuple[str, list[Any]]]:
-    """Every query of the console's Usage page (the series, by model and by key, and the
-    two histograms), of /v1/usage's totals, and of one Requests page, as served."""
-    return [
-        *ledger.series_queries(d, f, "hour", "model"),
-        *ledger.series_queries(d, f, "day", "key_id"),
-        *ledger.histogram_queries(d, f, "hour", "latency_ms"),
-        *ledger.histogram_queries(d, f, "hour", "ttft_ms"),
-        *ledger.totals_queries(d, f, ("day", "model")),
-        *ledger.totals_queries(d, f, ()),
-        ledger.page_query(d, "id, at, cost", f, 50, None),
-    ]
+    """Every query of the console's Usage page (the series by hour and by day, by model,
+    tenant, project or key, and the two histograms), of /v1/usage's totals, and of one
+    Requests page, as served."""
+    out = [ledger.page_query(d, "id, at, cost", f, 50, None)]
+    for bucket in ("hour", "day"):
+        for by in ("model", "tenant", "project", "key_id", None):
+            out += ledger.series_queries(d, f, bucket, by)  # type: ignore[arg-type]
+        for metric in rollup.METRICS:
+            out += ledger.histogram_queries(d, f, bucket, metric)  # type: ignore[arg-type]
+    for dims in (("day", "model"), (), ("hour",), ("month", "project")):
+        out += ledger.totals_queries(d, f, dims)
+    return out
 
 
 def _table(sql: str) -> str:
@@ -215,73 +232,85 @@ def _postgres_plan(pg: psycopg.Connection[Any], sql: str, args: list[Any]) -> li
     return nodes
 
 
-def _check_sqlite(conn: sqlite3.Connection) -> int:
-    checked = 0
-    for f, index, rollup_index in PLANS:
-        queries = _console_queries(ledger.SQLITE, f)
-        assert (rollup_index is None) == all(_table(q) == "usage" for q, _ in queries), f
-        for sql, args in queries:
+def _check_sqlite(conn: sqlite3.Connection) -> set[str]:
+    """Check every query's plan; the tables read."""
+    read = set()
+    for f, index in PLANS:
+        for sql, args in _console_queries(ledger.SQLITE, f):
             plan, table = _sqlite_plan(conn, sql, args), _table(sql)
-            if table == "usage":
-                assert f"SEARCH usage USING INDEX {index} " in plan, (sql, plan)
-            else:
-                assert rollup_index is not None and table in rollup.TABLES, sql
-                want = rollup_index.format(table=table)
-                want = want if want == "PRIMARY KEY" else f"INDEX {want}"
-                assert f"SEARCH {table} USING {want} " in plan, (sql, plan)
-            assert "SCAN usage" not in plan, plan  # no full scan of the ledger or rollup
-            checked += 1
-    return checked
+            want = {index} if table == "usage" else _rollup_indexes(table, f)
+            used = {w for w in want if f"SEARCH {table} USING {'' if w == 'PRIMARY KEY' else 'INDEX '}{w} " in plan}
+            assert used, (sql, plan, want)
+            assert f"SCAN {table}" not in plan, plan  # never a full scan of the ledger or a rollup
+            read.add(table)
+    return read
 
 
-def _check_postgres(pg: psycopg.Connection[Any]) -> int:
-    checked = 0
-    for f, index, rollup_index in PLANS:
-        queries = _console_queries(ledger.POSTGRES, f)
-        assert (rollup_index is None) == all(_table(q) == "usage" for q, _ in queries), f
-        for sql, args in queries:
+def _check_postgres(pg: psycopg.Connection[Any]) -> set[str]:
+    read = set()
+    for f, index in PLANS:
+        for sql, args in _console_queries(ledger.POSTGRES, f):
             nodes, table = _postgres_plan(pg, sql, args), _table(sql)
             used = {n["Index Name"] for n in nodes if "Index Name" in n}
             if table == "usage":
                 assert index in used, (sql, nodes)
             else:
-                assert rollup_index is not None and table in rollup.TABLES, sql
-                # The planner may range over the primary key (hour, tenant, ...) for a tenant
-                # on a small rollup; either way an index of the rollup, never a scan.
-                want = {f"{table}_pkey", rollup_index.format(table=table)} - {"PRIMARY KEY"}
-                assert used & want, (sql, nodes)
+                # The planner may range over the primary key (period, tenant, ...) for a
+                # tenant on a small rollup; either way an index of the rollup, never a scan.
+                # The planner may range over the primary key (period, tenant, ...) instead of
+                # the tenant's or key's index; either way an index of the rollup, never a scan.
+                want = {f"{table}_pkey", *_rollup_indexes(table, f)} - {"PRIMARY KEY"}
+                assert used & want, (table, f, used, want)
             scans = [n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"]
             assert scans == [], (sql, scans)
-            checked += 1
-    return checked
+            read.add(table)
+    return read
+
+
+# Indexes without which the check fails: on SQLite every one the reads need; on Postgres
+# the ledger's (for a rollup it may take the primary key instead, also a range).
+NEEDED = {
+    "sqlite": ("usage_key_at", "usage_tenant_at_id", "usage_daily_key", "usage_daily_tenant",
+               "usage_hourly_nokey_tenant"),
+    "postgres": ("usage_key_at", "usage_tenant_at_id"),
+}  # fmt: skip
 
 
 async def test_usage_page_queries_use_the_indexes_on_a_large_ledger(storage_url: str, storage: Storage) -> None:
     if storage_url.startswith("sqlite"):
         path = storage_url.removeprefix("sqlite:///")
         conn = _fill_sqlite(path)
-        for statement in rollup.backfill("sqlite"):
+        for statement in rollup.backfill_all("sqlite"):
             conn.execute(statement)
         conn.commit()
         conn.execute("ANALYZE")
-        assert _check_sqlite(conn) == 4 * 17 + 2 * 7  # queries per filter: 17 (rollup), 7 (key)
-        # The check is not vacuous: without the key's index, a read on a key fails it (a
-        # new connection: this one's cached EXPLAINs keep the plans they were made with).
-        conn.execute("DROP INDEX usage_key_at")
-        conn.close()
-        conn = sqlite3.connect(path)
-        with pytest.raises(AssertionError):
-            _check_sqlite(conn)
+        assert _check_sqlite(conn) == {"usage", *sources.TABLES}  # every source is read
+        # The check is not vacuous: without any one of the indexes, it fails (a new
+        # connection each time: a connection's cached EXPLAINs keep their plans).
+        for index in NEEDED["sqlite"]:
+            (create,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (index,)).fetchone()
+            conn.execute(f"DROP INDEX {index}")
+            conn.commit()
+            conn.close()
+            conn = sqlite3.connect(path)
+            with pytest.raises(AssertionError):
+                _check_sqlite(conn)
+            conn.execute(create)
+            conn.commit()
         conn.close()
     else:
         pg = _fill_postgres(storage_url)
-        for statement in rollup.backfill("postgres"):
+        for statement in rollup.backfill_all("postgres"):
             pg.execute(statement.encode())
-        for table in rollup.TABLES:
+        for table in sources.TABLES:
             pg.execute(f"ANALYZE {table}")
-        assert _check_postgres(pg) == 4 * 17 + 2 * 7
-        pg.execute("DROP INDEX usage_key_at")
-        with pytest.raises(AssertionError):
-            _check_postgres(pg)
+        assert _check_postgres(pg) == {"usage", *sources.TABLES}
+        for index in NEEDED["postgres"]:
+            row = pg.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (index,)).fetchone()
+            assert row is not None
+            pg.execute(f"DROP INDEX {index}")
+            with pytest.raises(AssertionError):
+                _check_postgres(pg)
+            pg.execute(row[0])
         pg.close()
     assert await storage.usage_count() == ROWS

@@ -1,16 +1,20 @@
-"""The hourly rollup (adapters/storage/rollup.py, migration 009: no key) on SQLite and
-Postgres.
+"""The rollups of the ledger on SQLite and Postgres: hourly without the key
+(adapters/storage/rollup.py, migration 009), daily with the key and hourly for all
+tenants (adapters/storage/rollup_wide.py, migrations 011 and 012), and which one each
+part of a read comes from (adapters/storage/sources.py).
 
 - Equality (Hypothesis): for any ledger rows written through `insert_usage` and any
-  window, filter (the key's too), bucket and grouping (by key too), `usage_series`,
-  `usage_histogram` and `usage_totals` (the rollup for whole hours, the ledger for the
-  edges, or for all of a read on the key) equal the sums of the raw rows computed in
-  Python (`core.usage.aggregate` for the totals), and the raw-ledger SQL over the whole
-  window; money exactly.
-- The writer adds each inserted row once (a retried `request_id` adds nothing), in the
-  insert's transaction; migration 009's backfill gives the same rollup as the writer, and
-  the keyed tables of migration 003 are gone.
-- `split` covers a window exactly once: whole hours plus its partial edges.
+  window (whole days, whole hours, or neither), filter (the key's too), bucket and
+  grouping (by key too), `usage_series`, `usage_histogram` and `usage_totals` (whole days
+  from the daily rollup, whole hours from an hourly one, the rest from the ledger) equal
+  the sums of the raw rows computed in Python (`core.usage.aggregate` for the totals),
+  and the raw-ledger SQL over the whole window; money exactly.
+- The writer adds each inserted row once to every rollup (a retried `request_id` adds
+  nothing), in the insert's transaction; each rollup migration's fill gives the same
+  tables as the writer, and the keyed tables of migration 003 are gone.
+- `sources.plan` covers a window exactly once, each part from a source that can answer
+  it, coarsest first; a dropped rollup table fails reads and `migrate`, never gives a
+  silently smaller answer.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from attrs import frozen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.storage import ledger, open_storage, rollup
+from adapters.storage import ledger, open_storage, rollup, rollup_wide, sources
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter, SeriesRow
 from adapters.storage.migrations import migrations
@@ -69,8 +73,13 @@ rows_strategy = st.lists(
     ),
     max_size=40,
 )
-# A window: start and length in microseconds (sometimes whole hours), within the epoch.
-edge_us = st.one_of(st.integers(0, SPAN_US), st.integers(0, 52).map(lambda h: h * 3600 * 10**6))
+# A window: start and length in microseconds (sometimes whole hours or days), within the
+# epoch: with rows over 50 hours, a window may hold two whole days.
+HOUR_US = 3600 * 10**6
+edge_us = st.one_of(
+    st.integers(0, SPAN_US), st.integers(0, 52).map(lambda h: h * HOUR_US),
+    st.integers(0, 3).map(lambda d: d * 24 * HOUR_US),
+)  # fmt: skip
 windows = st.tuples(edge_us, edge_us).map(sorted).filter(lambda w: w[0] < w[1])
 filters = st.fixed_dictionaries({
     "tenant": st.sampled_from([None, "a"]),
@@ -143,7 +152,7 @@ def ledger_row(rec: UsageRecord) -> LedgerRow:
     )  # fmt: skip
 
 
-@settings(max_examples=30)
+@settings(max_examples=40)
 @given(rows=rows_strategy, window=windows, filt=filters, bucket=buckets, by=groupings, dims=totals_by)
 async def test_series_histograms_and_totals_equal_the_raw_rows(
     storage_url: str, epochs: Iterator[int], rows: list[Row], window: tuple[int, int],
@@ -181,12 +190,19 @@ async def check_equal(
     assert totals == aggregate([ledger_row(r) for r in recs if matches(r, f)], dims)
 
 
-async def rollup_tables(storage: Storage) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    hourly_sql = f"SELECT * FROM {rollup.HOURLY} ORDER BY {', '.join(rollup.KEY_COLUMNS)}"
-    bins_sql = f"SELECT * FROM {rollup.BINS} ORDER BY {', '.join(rollup.BIN_COLUMNS)}"
-    hourly = await storage._fetch((hourly_sql, []))  # type: ignore[attr-defined]
-    bins = await storage._fetch((bins_sql, []))  # type: ignore[attr-defined]
-    return [tuple(r) for r in hourly], [tuple(r) for r in bins]
+ORDERS = {
+    rollup.HOURLY: rollup.KEY_COLUMNS, rollup.BINS: rollup.BIN_COLUMNS,
+    **{w.table: w.keys for w in rollup_wide.TABLES},
+}  # fmt: skip
+
+
+async def rollup_tables(storage: Storage) -> dict[str, list[tuple[Any, ...]]]:
+    """Every rollup table's rows, in key order."""
+    out = {}
+    for table, keys in ORDERS.items():
+        rows = await storage._fetch((f"SELECT * FROM {table} ORDER BY {', '.join(keys)}", []))  # type: ignore[attr-defined]
+        out[table] = [tuple(r) for r in rows]
+    return out
 
 
 def some_rows(base: datetime, n: int = 60) -> list[UsageRecord]:
@@ -207,31 +223,36 @@ async def test_a_retried_row_adds_nothing_and_the_rollup_is_what_the_writer_adde
     before = await rollup_tables(storage)
     assert not await storage.insert_usage(recs[3])  # the same request_id again
     assert await rollup_tables(storage) == before
-    hourly, bins = before
+    hourly, bins = before[rollup.HOURLY], before[rollup.BINS]
     assert sum(r[len(rollup.KEY_COLUMNS)] for r in hourly) == len(recs)
-    assert sum(r[-1] for r in bins) == sum(
-        (r.latency_ms is not None) + (r.ttft_ms is not None) for r in recs
-    )
+    timed = sum((r.latency_ms is not None) + (r.ttft_ms is not None) for r in recs)
+    assert sum(r[-1] for r in bins) == timed
+    for wide in rollup_wide.TABLES:  # every row once: its requests, and one bin per metric
+        rows = before[wide.table]
+        assert sum(r[len(wide.keys)] for r in rows) == len(recs), wide.table
+        assert sum(sum(r[-len(rollup_wide.BIN_COLUMNS):]) for r in rows) == timed, wide.table
 
 
-async def test_migration_009_backfill_gives_what_the_writer_gives(storage: Storage) -> None:
-    for rec in some_rows(T0):
+@pytest.mark.parametrize("name", rollup.MIGRATIONS)
+async def test_each_rollup_migration_fill_gives_what_the_writer_gives(storage: Storage, name: str) -> None:
+    for rec in some_rows(T0) + some_rows(T0 + timedelta(days=1, hours=5), 30):
         await storage.insert_usage(rec)
     written = await rollup_tables(storage)
     backend = "sqlite" if storage.dialect is ledger.SQLITE else "postgres"  # type: ignore[attr-defined]
-    backfill = rollup.backfill(backend)
-    assert len(backfill) == 3  # the hourly sums and the two histograms
+    fill = rollup.backfill(backend, name)
+    filled = [s.split()[2] for s in fill]  # INSERT INTO <table> ...
+    assert len(fill) == (3 if name == rollup.MIGRATION else 1)  # 009: sums and two histograms
 
     def rebuild(c: Any) -> None:
-        c.execute(f"DELETE FROM {rollup.HOURLY}")
-        c.execute(f"DELETE FROM {rollup.BINS}")
-        for statement in backfill:
+        for table in set(filled):
+            c.execute(f"DELETE FROM {table}")
+        for statement in fill:
             c.execute(statement)
 
     await storage._run(rebuild)  # type: ignore[attr-defined]
     rebuilt = await rollup_tables(storage)
     assert rebuilt == written
-    assert rebuilt[0] and rebuilt[1]
+    assert all(rebuilt[t] for t in filled)
 
 
 async def test_migration_009_on_an_upgraded_database_fills_the_rollup_and_drops_the_keyed_one(
@@ -254,7 +275,8 @@ async def test_migration_009_on_an_upgraded_database_fills_the_rollup_and_drops_
 
     await storage._run(before_009)  # type: ignore[attr-defined]
     await storage.migrate()  # applies 009 alone: fills from the ledger's rows
-    assert await rollup_tables(storage) == written
+    assert (await rollup_tables(storage))[rollup.HOURLY] == written[rollup.HOURLY]
+    assert (await rollup_tables(storage))[rollup.BINS] == written[rollup.BINS]
     present = await storage._fetch((  # type: ignore[attr-defined]
         "SELECT count(*) FROM schema_version WHERE version = 9", []))  # fmt: skip
     assert present == [(1,)]
@@ -265,25 +287,91 @@ async def test_migration_009_on_an_upgraded_database_fills_the_rollup_and_drops_
 
 def test_the_backfill_bins_are_core_percentiles_bins() -> None:
     for backend in ("sqlite", "postgres"):
-        (migration,) = [m for m in migrations(backend) if m.name.endswith(rollup.MIGRATION)]
-        for metric in rollup.METRICS:
-            assert ledger.bin_case(metric) in migration.sql, (backend, metric)
+        for name in rollup.MIGRATIONS:
+            (migration,) = [m for m in migrations(backend) if m.name.endswith(name)]
+            for metric in rollup.METRICS:
+                assert ledger.bin_case(metric) in migration.sql, (backend, name, metric)
+                if name != rollup.MIGRATION:  # a column per bin, and no more
+                    for column in rollup_wide.bin_columns(metric):
+                        assert f" {column} " in migration.sql, (backend, name, column)
+                    assert f"{metric}_b{percentiles.BINS} " not in migration.sql
 
 
-@given(start=st.integers(0, 10 * 3600 * 10**6), length=st.integers(0, 10 * 3600 * 10**6))
-def test_split_covers_the_window_once(start: int, length: int) -> None:
-    a = T0 + timedelta(microseconds=start)
+USED = st.lists(st.sampled_from(sorted({*ledger.FILTER_COLUMNS, *ledger.GROUP_COLUMNS})), max_size=3)
+
+
+@given(start=st.integers(0, 80 * HOUR_US), length=st.integers(0, 80 * HOUR_US),
+       used=USED, grain=st.sampled_from(["hour", "day"]))  # fmt: skip
+def test_plan_covers_the_window_once_each_part_from_a_source_that_answers(
+    start: int, length: int, used: list[str], grain: Any
+) -> None:
+    a = T0 + timedelta(minutes=7) + timedelta(microseconds=start)
     b = a + timedelta(microseconds=length)
-    hours, edges = rollup.split(a, b)
-    pieces = list(edges)
-    if hours is not None:
-        first, past = (datetime.strptime(h, "%Y-%m-%dT%H").replace(tzinfo=UTC) for h in hours)
-        assert first < past and first.minute == past.minute == 0
-        pieces.append((first, past))
-    pieces.sort()
+    parts = sources.plan(a, b, used, grain)
     covered = a
-    for lo, hi in pieces:
-        assert lo == covered and lo < hi
-        covered = hi
+    for part in sorted(parts, key=lambda p: p.start):
+        assert part.start == covered and part.start < part.end
+        covered = part.end
+        if part.source is None:
+            continue
+        assert sources.answers(part.source, used, grain)
+        assert sources.floor(part.start, part.source.grain) == part.start  # whole periods
+        assert sources.floor(part.end, part.source.grain) == part.end
     assert covered == (b if a < b else a)
-    assert all(hi - lo < rollup.HOUR for lo, hi in edges) or hours is None
+    # Coarsest first: no ledger part holds a whole period of a source that answers.
+    for part in parts:
+        if part.source is None:
+            for source in sources.ROLLUPS:
+                if sources.answers(source, used, grain):
+                    assert sources.split(part.start, part.end, source.grain)[0] is None
+
+
+def test_plan_picks_the_daily_rollup_for_whole_days_and_the_smallest_hourly_one() -> None:
+    a, b = T0 + timedelta(hours=20, minutes=30), T0 + timedelta(days=3, hours=2, minutes=10)
+    got = [(p.source and p.source.table, p.start, p.end) for p in sources.plan(a, b, ["model"], "day")]
+    h = timedelta(hours=1)
+    assert sorted(got, key=lambda g: g[1]) == [
+        (None, a, T0 + 21 * h),
+        (sources.HOURLY_ALL.table, T0 + 21 * h, T0 + 24 * h),
+        (sources.DAILY.table, T0 + 24 * h, T0 + 72 * h),
+        (sources.HOURLY_ALL.table, T0 + 72 * h, T0 + 74 * h),
+        (None, T0 + 74 * h, b),
+    ]
+    tenant = {p.source and p.source.table for p in sources.plan(a, b, ["tenant"], "day")}
+    assert tenant == {None, sources.HOURLY.table, sources.DAILY.table}
+    by_key_hourly = sources.plan(a, b, ["key_id"], "hour")
+    assert [(p.source, p.start, p.end) for p in by_key_hourly] == [(None, a, b)]
+    by_key_daily = {p.source and p.source.table for p in sources.plan(a, b, ["key_id"], "day")}
+    assert by_key_daily == {None, sources.DAILY.table}
+    hourly = {p.source and p.source.table for p in sources.plan(a, b, ["status"], "hour")}
+    assert hourly == {None, sources.HOURLY_ALL.table}
+
+
+@pytest.mark.parametrize("table", sources.TABLES)
+async def test_a_dropped_rollup_table_fails_reads_and_migrate(storage_url: str, table: str) -> None:
+    storage = open_storage(storage_url)
+    await storage.migrate()
+    try:
+        for rec in some_rows(T0):
+            assert await storage.insert_usage(rec)
+        await storage._run(lambda c: c.execute(f"DROP TABLE {table}"))  # type: ignore[attr-defined]
+        window = LedgerFilter(start=T0 - timedelta(days=2), end=T0 + timedelta(days=3))
+        day = {sources.DAILY.table}
+        reads = [
+            lambda: storage.usage_series(window, "day" if table in day else "hour", None),
+            lambda: storage.usage_histogram(window, "day" if table in day else "hour", "latency_ms"),
+            lambda: storage.usage_totals(window, ("day",) if table in day else ("hour",)),
+        ]
+        if table == rollup.HOURLY:  # the per-tenant hourly rollup: a read on one tenant
+            tenant = LedgerFilter(start=window.start, end=window.end, tenant="a")
+            reads = [lambda: storage.usage_series(tenant, "hour", None)]
+        if table == rollup.BINS:
+            tenant = LedgerFilter(start=window.start, end=window.end, tenant="a")
+            reads = [lambda: storage.usage_histogram(tenant, "hour", "ttft_ms")]
+        for read in reads:
+            with pytest.raises(storage.errors):  # type: ignore[attr-defined]
+                await read()
+        with pytest.raises(sources.RollupMissing, match=table):
+            await storage.migrate()
+    finally:
+        await storage.close()
