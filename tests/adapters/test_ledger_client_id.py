@@ -8,14 +8,14 @@ keep the id).
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from attrs import evolve
 
-from adapters.storage import ledger
+from adapters.storage import ledger, sources
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
 from tests.adapters.test_ledger_queries import T0, WIDE, row
@@ -52,9 +52,11 @@ async def test_a_page_by_client_request_id_holds_only_that_ids_rows(storage: Sto
     assert [r.id for r in await storage.ledger_page(narrow, 10, None)] == ["use_3"]  # the window holds
 
 
-def test_a_series_refuses_the_filter() -> None:
+@pytest.mark.parametrize("source", [sources.HOURLY, sources.HOURLY_ALL, sources.DAILY])
+def test_a_rollup_read_refuses_the_filter(source: sources.Source) -> None:
+    part = sources.Part(source, datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
     with pytest.raises(ValueError, match="client_request_id"):
-        ledger.where(ledger.SQLITE, by_client("order-1"), ("2026-03-01T00", "2026-03-02T00"))
+        ledger.where(ledger.SQLITE, by_client("order-1"), part)
 
 
 async def test_the_lookup_goes_through_its_index(storage_url: str, storage: Storage) -> None:
