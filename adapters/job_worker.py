@@ -82,6 +82,7 @@ class JobWorker:
         error, a bug) is logged and reported as a retryable failure, and the worker goes
         on: one bad job or a storage blip never stops the job workers."""
         while True:
+            seen = self.service.outage.outages
             try:
                 job = await self.storage.claim_job(self.name, self.clock.epoch(), self.policy)
             except self.storage.errors as err:  # the database is away: one line, back off
@@ -91,7 +92,7 @@ class JobWorker:
                 log.exception("job worker %s could not claim a job; trying again", self.name)
                 await trio.sleep(self.service.poll_seconds)
                 continue
-            self.service.outage.ok()
+            self.service.outage.ok(seen)
             if job is None:
                 await self.service.wakeup.wait(self.service.poll_seconds)
                 continue

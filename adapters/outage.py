@@ -10,8 +10,13 @@ Rules:
   own errors (`Storage.errors`: the driver's errors and `StorageUnavailable`); it
   answers how long to wait before trying again: `base` seconds after the first failure,
   doubling with each failure in a row (of any worker), at most `cap`.
-- `ok()` is called after a storage call that worked: it ends the outage (one line) and
-  resets the backoff. It costs an attribute test when there was no outage.
+- `ok(seen)` is called after a storage call that worked, with `seen` = `outages` read
+  just before the call: it ends the outage (one line) and resets the backoff, unless
+  the outage began while that call ran (`outages` moved on). A call that started before
+  the database went away can still succeed after another worker's call failed; taken as
+  the database's return, it would end the outage at once and the next failure would log
+  it again (two lines each way, seen in tests/server/test_e2e_postgres_down.py). It costs
+  an attribute test when there was no outage.
 - Any other exception is a bug, not an outage: workers keep logging it with its
   traceback.
 """
@@ -33,6 +38,7 @@ class Outage:
         self.cap = cap
         self.failures = 0  # in a row, since the last call that worked
         self._since: float | None = None  # when the outage began (None: no outage)
+        self.outages = 0  # how many have begun: what `ok` is given, read before its call
 
     @property
     def down(self) -> bool:
@@ -43,14 +49,16 @@ class Outage:
         self.failures += 1
         if self._since is None:
             self._since = self.clock.now()
+            self.outages += 1
             self.log.error(
                 "database unreachable (%s while %s: %s); background workers back off up to"
                 " %g s until it is back", type(err).__name__, what, _first_line(err), self.cap,
             )
         return min(self.cap, self.base * 2 ** min(self.failures - 1, 30))
 
-    def ok(self) -> None:
-        if self._since is None:
+    def ok(self, seen: int) -> None:
+        """A storage call worked; `seen` is `outages` as read before it was made."""
+        if self._since is None or seen != self.outages:
             return
         lasted = self.clock.now() - self._since
         self._since, self.failures = None, 0

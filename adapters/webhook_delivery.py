@@ -122,6 +122,7 @@ class Deliverer:
 
     async def _worker(self, name: str) -> None:
         while True:
+            seen = self.outage.outages
             try:
                 worked = await self.deliver_one(name)
             except self.storage.errors as err:  # the database is away: one line, back off
@@ -131,7 +132,7 @@ class Deliverer:
                 log.exception("webhook worker %s: a delivery broke; its lease will expire", name)
                 worked = False
             else:
-                self.outage.ok()
+                self.outage.ok(seen)
             if not worked:
                 await self.wakeup.wait(self.poll_seconds)
 
