@@ -13,12 +13,15 @@ from collections.abc import Sequence
 import pytest
 import trio
 import trio.testing
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from adapters.config import ConfigError, load_settings
+from adapters.config import ConfigError, TracingSettings, load_settings
 from adapters.trace_batch import BatchSchedule, TrioBatch
-from adapters.tracing import Tracing
+from adapters.trace_export import Backoff
+from adapters.tracing import Tracing, exporters
+from tests.adapters.test_tracing import Spy, unused_port
 
 
 class Recording(SpanExporter):
@@ -123,6 +126,26 @@ async def test_an_exporter_that_raises_is_logged_and_counted_and_the_run_goes_on
     assert "collector exploded" in caplog.text
     end_spans(tracing, ["c", "d"])  # the processor still works
     await until(lambda: batch.failed == 2)
+
+
+async def test_an_unreachable_collector_gets_one_batch_from_a_worker_thread() -> None:
+    """As the gateway sets it up (Backoff in front of OTLP): the first full batch fails in
+    a worker thread, the next ones are dropped by Backoff unencoded; the Trio thread only
+    appended."""
+    (wrapped,) = exporters(TracingSettings(exporters=("otlp",), endpoint="http://127.0.0.1:9/v1/traces"))
+    assert isinstance(wrapped, Backoff)
+    url = f"http://127.0.0.1:{unused_port()}/v1/traces"
+    spy = Spy(OTLPSpanExporter(endpoint=url, timeout=0.2))
+    backoff = Backoff(spy, first=600)
+    batch = TrioBatch(backoff, BatchSchedule(schedule_delay=3600, max_queue_size=2048, max_export_batch_size=512))
+    tracing = Tracing([batch])
+    end_spans(tracing, [f"s{n}" for n in range(512)])
+    await until(spy.returned.is_set)  # the first batch failed: nobody listens
+    end_spans(tracing, [f"t{n}" for n in range(1024)])
+    await until(lambda: backoff.dropped == 1024)  # two more batches, dropped unencoded
+    assert spy.batches == 1 and batch.dropped == 0
+    assert spy.threads and threading.get_ident() not in spy.threads
+    await tracing.aclose()
 
 
 async def test_spans_not_sampled_are_ignored() -> None:
