@@ -226,6 +226,27 @@ class TracingSettings:
     exporters: tuple[str, ...] = ()  # "otlp" and/or "console"
     endpoint: str | None = None  # the OTLP/HTTP traces URL (None: the SDK's default)
     capture_content: bool = False  # prompts and answers in span attributes
+    # The batches in front of each exporter (adapters/trace_batch.py), from OTEL_BSP_*:
+    batch_delay: float = 5.0  # seconds between hand-overs of what waits (SCHEDULE_DELAY, ms)
+    batch_queue: int = 2048  # spans that may wait; more are dropped (MAX_QUEUE_SIZE)
+    batch_size: int = 512  # spans per export (MAX_EXPORT_BATCH_SIZE, at most the queue)
+
+
+BSP_VARIABLES = (
+    ("OTEL_BSP_SCHEDULE_DELAY", 5000), ("OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+)
+
+
+def _bsp(env: Mapping[str, str]) -> tuple[int, int, int]:
+    """The OTEL_BSP_* values (positive integers), the SDK's defaults where unset."""
+    found: list[int] = []
+    for name, default in BSP_VARIABLES:
+        raw = env.get(name, "").strip()
+        if raw and (not raw.isdigit() or int(raw) <= 0):
+            raise ConfigError(f"{name} must be a positive integer, not {raw!r}")
+        found.append(int(raw) if raw else default)
+    return found[0], found[1], found[2]
 
 
 def _tracing(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> TracingSettings:
@@ -234,7 +255,9 @@ def _tracing(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> TracingSett
     `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/traces`) turn OTLP on; `OTEL_TRACES_EXPORTER`
     (comma-separated `otlp`, `console`, `none`) chooses explicitly; `OTEL_SDK_DISABLED=true`
     turns tracing off; `UMG_TRACE_CAPTURE_CONTENT` or the GenAI instrumentations'
-    `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` switch content capture."""
+    `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` switch content capture;
+    `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
+    size the batches."""
     section = _table(file_cfg, "tracing", _TracingFile)
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
     if endpoint is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -262,7 +285,11 @@ def _tracing(file_cfg: Mapping[str, Any], env: Mapping[str, str]) -> TracingSett
     for name in ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "UMG_TRACE_CAPTURE_CONTENT"):
         if name in env:
             capture = _bool(env[name], name)
-    return TracingSettings(exporters=names, endpoint=endpoint, capture_content=capture)
+    delay_ms, queue, size = _bsp(env)
+    return TracingSettings(
+        exporters=names, endpoint=endpoint, capture_content=capture,
+        batch_delay=delay_ms / 1000, batch_queue=queue, batch_size=min(size, queue),
+    )
 
 
 @frozen

@@ -16,8 +16,10 @@ Rules:
   variables): OTLP over HTTP to `endpoint`, and/or the console (one JSON object per
   span per line on stdout, for development); with neither there is no `Tracing` at all (None),
   so the driver and the provider calls pay nothing.
-- Every exporter sits behind a `BatchSpanProcessor`: ending a span only queues it; the
-  SDK's worker thread exports in batches, and a full queue drops spans (OTEL_BSP_*).
+- Every exporter sits behind a `TrioBatch` (adapters/trace_batch.py): ending a span
+  only appends it to a list on the Trio thread; a full batch (or, on a timer, what
+  waits) goes to the exporter in one worker-thread call, and a full queue drops spans,
+  counted (OTEL_BSP_*). Any SDK `SpanProcessor` may be given instead (tests do).
   An OTLP exporter is wrapped in `Backoff` (adapters/trace_export.py): while the
   collector cannot be reached, batches are dropped without being encoded.
 - The gateway's spans are `SpanRecord`s (adapters/trace_records.py), not SDK spans:
@@ -50,13 +52,14 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, TraceFlags, Tracer, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.config import TracingSettings
+from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
 from adapters.trace_records import KINDS, Kind, SpanRecord
 
@@ -113,8 +116,9 @@ class Tracing:
         found = exporters(settings)
         if not found:
             return None
+        schedule = BatchSchedule(settings.batch_delay, settings.batch_queue, settings.batch_size)
         return cls(
-            [BatchSpanProcessor(exporter) for exporter in found],
+            [TrioBatch(exporter, schedule) for exporter in found],
             capture_content=settings.capture_content,
         )
 

@@ -7,10 +7,11 @@ request (this process, all threads) and, per round, the ratio to the first setup
 median is printed. Setups: `off` (no observer), `noop` (an observer whose run watch does
 nothing: the driver's hook and its records), `traced-bare` (tracing with no span
 processor: the records and their spans, built and handed to nobody), `traced` (tracing
-with a batch processor exporting over OTLP to a port nobody listens on, as
-`bench/run.py`'s `ours-traced`).
+as the gateway sets it up, `TrioBatch` in front of an OTLP exporter to a port nobody
+listens on, as `bench/run.py`'s `ours-traced`), `traced-sdk` (the same with the SDK's
+`BatchSpanProcessor` instead: what the gateway used before).
 
-    python -m bench.tracing_stack [--requests 200] [--rounds 30] [--setups noop,traced-bare,traced,off]
+    python -m bench.tracing_stack [--requests 200] [--rounds 30] [--setups noop,traced-bare,traced,traced-sdk,off]
 
 Where `bench/tracing_cost.py` times the tracing observer alone, this shows what it adds
 to a request as served, which was more (docs/observability.md, "Cost").
@@ -32,6 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from adapters.admin import create_key
 from adapters.config import TracingSettings, load_settings
 from adapters.observe import Observer, RunOpened, RunWatch
+from adapters.trace_batch import TrioBatch
 from adapters.tracing import Tracing, exporters
 from server.app import create_app
 from server.services import attach_tracing, build_services
@@ -57,9 +59,13 @@ async def client(setup: str) -> tuple[Any, str]:
         services.gateway.driver.observer = Noop()
     elif setup.startswith("traced"):
         processors: list[SpanProcessor] = []
-        if setup == "traced":
+        if setup != "traced-bare":
             url = f"http://127.0.0.1:{unused_port()}/v1/traces"
-            processors = [BatchSpanProcessor(e) for e in exporters(TracingSettings(("otlp",), url))]
+            found = exporters(TracingSettings(("otlp",), url))
+            if setup == "traced-sdk":
+                processors = [BatchSpanProcessor(e) for e in found]
+            else:
+                processors = [TrioBatch(e) for e in found]  # as Tracing.from_settings
         attach_tracing(services, Tracing(processors))
     key, _ = await create_key(services.storage, services.clock, tenant="bench", project="bench")
     test_app = create_app(services).test_app()
@@ -93,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--setups", default="noop,traced-bare,traced,off")
+    parser.add_argument("--setups", default="noop,traced-bare,traced,traced-sdk,off")
     trio.run(measure, parser.parse_args())
 
 

@@ -1,0 +1,147 @@
+"""Batching the ended spans for an exporter without a thread of its own: the Trio side
+only appends, a worker thread exports a whole batch at once.
+
+Owns: `TrioBatch`, the span processor in front of each exporter (adapters/tracing.py),
+and `BatchSchedule`, its sizes and delay (the standard `OTEL_BSP_*` variables,
+read by adapters/config.py).
+
+Why not the SDK's `BatchSpanProcessor`: per span it takes a deque, checks the process id
+and an event, and its own thread wakes for every batch and for every schedule delay;
+while its exporter is blocked (a collector that is down: the OTLP exporter retries a
+batch for up to its timeout), a full queue logs a warning record per dropped span.
+
+Rules:
+- `on_end` runs on the Trio thread (where the gateway ends its spans): a span not sampled
+  is ignored; one arriving while `max_queue_size` spans wait is dropped and counted
+  (`dropped`), nothing logged; otherwise it is appended to a plain list, no lock.
+- When `max_export_batch_size` spans wait and no export is under way, a Trio system task
+  takes them and hands them to the exporter in ONE `trio.to_thread` call; it keeps
+  taking full batches while there are some. A timer task, started by a span when none
+  runs, hands over what waits every `schedule_delay` seconds and ends once nothing
+  waits (so an idle gateway's clock has nothing to wake for). One export at a
+  time: the exporter is never called from two threads at once.
+- Called outside a Trio run (the SDK's own tracer from another thread), spans only wait:
+  `force_flush` and `shutdown` export them.
+- `shutdown` (from `Tracing.aclose`, in a worker thread, bounded by its timeout) refuses
+  new spans, exports what waits in batches, then shuts the exporter down.
+- An exporter that raises instead of returning FAILURE: the error is logged with its
+  traceback and the batch counted as failed (`failed`); it must not end the Trio run
+  (an exception out of a system task would).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import trio
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchSchedule:
+    """Sizes and delay (adapters/config.py reads them from OTEL_BSP_*; the SDK's defaults)."""
+
+    schedule_delay: float = 5.0  # seconds between the timer's hand-overs
+    max_queue_size: int = 2048
+    max_export_batch_size: int = 512
+
+
+class TrioBatch(SpanProcessor):
+    def __init__(self, exporter: SpanExporter, schedule: BatchSchedule | None = None) -> None:
+        self.exporter = exporter
+        self.schedule = schedule or BatchSchedule()
+        self.dropped = 0  # spans refused: the queue was full, or after shutdown
+        self.failed = 0  # batches whose export raised
+        self._waiting: list[ReadableSpan] = []
+        self._exporting = False  # a system task is handing batches over
+        self._timer_run: trio.lowlevel.TrioToken | None = None  # the run the timer lives in
+        self._closed = False
+        self._export_lock = threading.Lock()  # per batch, in worker threads: one export at a time
+        self._take_lock = threading.Lock()  # per batch: the Trio side and shutdown both take
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
+        waiting = self._waiting
+        if self._closed or len(waiting) >= self.schedule.max_queue_size:
+            self.dropped += 1
+            return
+        waiting.append(span)
+        if len(waiting) >= self.schedule.max_export_batch_size and not self._exporting:
+            self._start(hand_over=True)
+        elif self._timer_run is None:
+            self._start(hand_over=False)
+
+    def _start(self, *, hand_over: bool) -> None:
+        """From the Trio thread: the full batches' hand-over and/or the timer, as system
+        tasks of the current run (nothing outside a run: the spans wait)."""
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return
+        if hand_over:
+            self._exporting = True
+            trio.lowlevel.spawn_system_task(self._hand_over, False)
+        if self._timer_run is None:
+            self._timer_run = token
+            trio.lowlevel.spawn_system_task(self._timer, token)
+
+    async def _timer(self, token: trio.lowlevel.TrioToken) -> None:
+        """Every `schedule_delay`, hand over what waits; ends once nothing waits (the next
+        span starts another), or with the run."""
+        try:
+            while self._waiting and not self._closed:
+                await trio.sleep(self.schedule.schedule_delay)
+                if self._waiting and not self._exporting:
+                    self._exporting = True
+                    await self._hand_over(True)
+        finally:
+            if self._timer_run is token:
+                self._timer_run = None
+
+    async def _hand_over(self, everything: bool) -> None:
+        """Hand full batches (with `everything`, also a last short one) to the exporter,
+        one worker-thread call each, until fewer wait."""
+        size = self.schedule.max_export_batch_size
+        try:
+            while self._waiting and (everything or len(self._waiting) >= size):
+                batch = self._take(size)
+                await trio.to_thread.run_sync(self._export, batch, abandon_on_cancel=True)
+        finally:
+            self._exporting = False
+
+    def _take(self, size: int) -> list[ReadableSpan]:
+        with self._take_lock:  # appends (at the end) need no lock: they move nothing here
+            batch = self._waiting[:size]
+            del self._waiting[:size]
+        return batch
+
+    def _export(self, batch: list[ReadableSpan]) -> None:
+        """In a worker thread: one batch to the exporter."""
+        with self._export_lock:
+            try:
+                self.exporter.export(batch)
+            except Exception:  # logged, not swallowed: it must not end the Trio run
+                self.failed += 1
+                log.exception("span export raised; %d spans lost", len(batch))
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export every waiting span now, in the caller's thread (not the Trio thread's
+        job: it blocks on the exporter)."""
+        while self._waiting:
+            self._export(self._take(self.schedule.max_export_batch_size))
+        return True
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self.force_flush()
+        self.exporter.shutdown()
+
+
+__all__ = ["BatchSchedule", "TrioBatch"]
