@@ -129,12 +129,20 @@ def upsert(wide: Wide, mark: str, *, cost_added_by_caller: bool) -> str:
     return rollup.upsert_sql(wide.table, wide.keys, MEASURES, mark, replaced)
 
 
+SPARSE_SETS = 48  # sets of bin columns with SQL of their own, per table
+EVERY_BIN = tuple(range(len(BIN_COLUMNS)))  # the set every other one is written as
+
+
 class SparseUpserts:
     """SQLite's upserts of what `sums` gives for `wide`, each naming only the bin columns
     its row adds to (the others keep their DEFAULT 0, or their value): one row of the
     ledger adds to at most two bin columns, and binding and rewriting all 70 would double
-    the upsert's cost. Keeps the SQL of each set of bin columns it has written (one
-    storage's writer holds one of these per table)."""
+    the upsert's cost. Keeps the SQL of each set of bin columns it has written, at most
+    `SPARSE_SETS` of them (one storage's writer holds one of these per table): a set
+    met after that is written with every bin column (zeros for the others), so the
+    SQL texts, and the prepared statements SQLite keeps for them, stay bounded however
+    many sets a long-running writer meets (a batch's rows of one key add up to any
+    number of bins; each wide statement SQLite prepares holds tens of KB)."""
 
     def __init__(self, wide: Wide, mark: str, *, cost_added_by_caller: bool) -> None:
         self.wide = wide
@@ -157,7 +165,9 @@ class SparseUpserts:
         groups: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
         for key, (total, counts) in sorted(added.items()):
             used = tuple(sorted(counts))
-            groups.setdefault(used, []).append((*key, *total, *(counts[b] for b in used)))
+            if used not in self._sql and len(self._sql) >= SPARSE_SETS:
+                used = EVERY_BIN
+            groups.setdefault(used, []).append((*key, *total, *(counts.get(b, 0) for b in used)))
         return [(self.sql(used), rows) for used, rows in groups.items()]
 
 

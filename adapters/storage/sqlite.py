@@ -205,10 +205,11 @@ class SQLiteStorage(LedgerReads):
     # -- plumbing ----------------------------------------------------------------------
 
     def _connect(self) -> Conn:
-        # the rollups' upserts differ by the bin columns they name (rollup_wide.py): room
-        # for them all in the connection's cache of prepared statements
+        # the rollups' upserts differ by the bin columns they name (rollup_wide.py, at
+        # most SPARSE_SETS + 1 per table): room for them all in the connection's cache of
+        # prepared statements, and no more (each wide one holds tens of KB)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               cached_statements=1024)  # fmt: skip
+                               cached_statements=256)  # fmt: skip
         conn.execute(_BUSY_WAIT)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
