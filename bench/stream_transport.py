@@ -22,6 +22,8 @@ from pathlib import Path
 
 import trio
 
+from bench.transport import next_request
+
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = (
     b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"m",'
@@ -35,27 +37,11 @@ def _pin(core: int) -> None:
 
 
 async def _serve_one(stream: trio.SocketStream, chunks: int, gap: float) -> None:
-    buffer = b""
+    buffer: bytes | None = b""
     frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
     done = b"data: [DONE]\n\n"
     try:
-        while True:
-            while b"\r\n\r\n" not in buffer:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-            head, _, rest = buffer.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            while len(rest) < length:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                rest += data
-            buffer = rest[length:]
+        while (buffer := await next_request(stream, buffer)) is not None:
             await stream.send_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                 b"transfer-encoding: chunked\r\n\r\n"

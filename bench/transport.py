@@ -48,26 +48,31 @@ Call = Callable[[], Awaitable[None]]
 # ---- the upstream ------------------------------------------------------------------------
 
 
+async def next_request(stream: trio.SocketStream, buffer: bytes) -> bytes | None:
+    """Read one request (head and `content-length` body) from `stream`, `buffer` holding
+    what was read past the previous one; what is read past this one, or None at EOF."""
+    while b"\r\n\r\n" not in buffer:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    while len(rest) < length:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        rest += data
+    return rest[length:]
+
+
 async def _serve_one(stream: trio.SocketStream) -> None:
-    buffer = b""
+    buffer: bytes | None = b""
     try:
-        while True:
-            while b"\r\n\r\n" not in buffer:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-            head, _, rest = buffer.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            while len(rest) < length:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                rest += data
-            buffer = rest[length:]
+        while (buffer := await next_request(stream, buffer)) is not None:
             await stream.send_all(ANSWER)
     except trio.BrokenResourceError:
         return
