@@ -48,7 +48,9 @@ Rules:
   then, or that the database refuses (any of `Storage.errors`), is logged (`umg.ledger`,
   at error level, with request id, tenant, key id and cost) instead of raised: the
   client has its answer (the model call happened; a 500 would invite a retry billed
-  again); a reservation whose settle failed stays held in its budget until
+  again). A grant never used (the run never driven, the client gone before the first
+  call) whose release fails costs no row either: the failure is logged (`umg.ledger`,
+  warning) and the row written. A reservation whose settle or release failed stays held in its budget until
   `Limits` settles it when the database is back (adapters/limits.py), so the budget
   errs on the side of refusing meanwhile.
 """
@@ -521,8 +523,8 @@ class Run:
         self._recorded = True
         exe, d = self.exe, self._d
         with trio.CancelScope(shield=True):
+            await self._release_unused()
             try:
-                await self._settle(None)  # a grant taken but never used
                 exe.outcome = outcome(happened)
                 self.stopwatch.ended = ended = d.clock.now()
                 exe.overhead_ms = self.stopwatch.overhead_ms(ended)
@@ -552,6 +554,17 @@ class Run:
                 )
             finally:
                 d.runs.discard(self)
+
+    async def _release_unused(self) -> None:
+        """Release a grant taken but never used. Its failure costs no ledger row: it is
+        logged, and `Limits` keeps the reservation until the database is back."""
+        try:
+            await self._settle(None)
+        except (StorageUnavailable, *self._d.storage.errors) as err:
+            ledger_log.warning(
+                "reservation of request_id=%s not released (database unreachable), kept"
+                " until it is back: %s: %s", self.exe.request_id, type(err).__name__, err,
+            )
 
     def _watch_finished(self, row: UsageRecord, happened: Happened, ledger_seconds: float) -> None:
         assert self._watch is not None

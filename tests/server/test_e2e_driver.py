@@ -6,10 +6,14 @@
   one replaced; every error body carries the id the header says.
 - SIGTERM: a non-streaming request still running when the drain window ends gets an
   explicit 503, and its ledger row a terminal status (never `in_progress`).
+- A grant taken at admission and never used (the run was never driven, or the client
+  went away at its first byte) whose release fails on the database still
+  gets its one ledger row; the reservation is kept for the reconciler.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,8 +23,10 @@ import httpx
 import pytest
 import trio
 
+from adapters.driver import Ingress
 from adapters.storage import open_storage
 from adapters.storage.records import UsageRecord
+from core.model import GatewayRequest, Message, TextPart
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
 
@@ -132,3 +138,45 @@ async def test_sigterm_answers_a_running_sync_request_503_and_records_it(tmp_pat
         await storage.close()
     assert row.status == "error" and row.error_code == "service_unavailable"
     assert not row.stream and row.attempts == 1
+
+
+@pytest.mark.parametrize("how", ["never_driven", "gone_at_the_first_byte"])
+async def test_a_failed_release_of_an_unused_grant_still_writes_the_row(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """The grant's reservation cannot be released (the database file is locked by another
+    process past the busy wait): the run still records exactly one row, the reservation
+    waits in `Limits.unsettled` for the reconciler, and the client-gone error is the one
+    raised (not the database's)."""
+    driver = gateway.services.gateway.driver
+    limits = driver.limits
+    plain = await gateway.new_key(budget_usd=Decimal(1))  # the grant reserves in a budget
+
+    async def locked(*_: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(limits, "_close_rid", locked)
+
+    async def parse() -> GatewayRequest:
+        return GatewayRequest(model="mock-fast", messages=(Message("user", (TextPart("hi"),)),))
+
+    request_id = f"req_release_{how}"
+    run = driver.run(Ingress(request_id, "responses", parse, token=plain))
+    await run.open()
+    assert limits.unsettled == {}
+    if how == "never_driven":
+        await run.close()
+    else:
+
+        async def gone(event: object) -> None:  # the first byte meets a closed connection
+            raise trio.BrokenResourceError("the client went away (the test)")
+
+        with pytest.raises(trio.BrokenResourceError):
+            await run.drive(gone)
+    await run.close()  # idempotent: still one row
+    rows = [r for r in await rows_of(gateway.services.storage) if r.request_id == request_id]
+    assert len(rows) == 1, rows
+    (row,) = rows
+    assert row.status == "client_closed" and row.cost == 0, row
+    assert list(limits.unsettled) == [f"{request_id}:1"]
+    assert not any("ledger row not written" in r.getMessage() for r in caplog.records)
