@@ -6,8 +6,9 @@ Rules:
 - `submit(row)` returns only once the transaction holding `row` has committed, with the
   backend's answer for that row (True: inserted, False: its `request_id` was already
   there). A commit that fails raises the backend's error in every caller of that batch;
-  a backend may instead answer an error for some rows only (Postgres retries a refused
-  batch row by row): that row's caller gets it, the others their answer. A row is
+  a backend may instead answer an error for some rows only (SQLite and Postgres retry
+  a batch refused for one row's values row by row): that row's caller gets it, the
+  others their answer. A row is
   never dropped without its caller being told.
 - Group commit: while one batch commits, new rows wait in the queue; the next batch
   takes all of them (at most `max_batch`). One row alone is committed at once, so a

@@ -30,7 +30,12 @@ Rules:
   scopes are committed behind (see `memstate.py`), every other scope before
   `update_state` returns.
 - `insert_usage` returns once its row is committed, in a batch with the other rows
-  queued meanwhile and with all state changed before it. So once a request's row is
+  queued meanwhile and with all state changed before it. A batch refused for what a
+  row holds (a constraint or trigger, a value that cannot be bound or added up:
+  `_ROW_REFUSED`, which includes the OverflowError of an int beyond 64 bits) is
+  committed again one row at a time, as on Postgres, so only that row's caller gets
+  the error, always an sqlite3 error (`RowNotStorable` wraps any other); the writer
+  keeps running. So once a request's row is
   committed, so is the budget it settled before recording; after a crash what can be
   lost is the last `flush_seconds` (0.5 s) of rate-bucket changes and the reservations
   of requests that were still running.
@@ -124,6 +129,32 @@ _UPSERT_STATE = (
     "INSERT INTO state (scope, data) VALUES (?, ?)"
     " ON CONFLICT (scope) DO UPDATE SET data = excluded.data"
 )
+
+
+# What a ledger batch is refused for by one row's values, not by the database being
+# unusable: a constraint or a trigger (IntegrityError), a value SQLite cannot bind or
+# hold (DataError, InterfaceError, ProgrammingError; an int beyond 64 bits fails to bind
+# with an OverflowError, not an sqlite3 error), a value the rollups cannot add (a
+# TypeError, ValueError or ArithmeticError raised on that row's values). The batch is
+# then committed row by row (`SQLiteStorage._commit`).
+_ROW_REFUSED = (
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+    ArithmeticError, TypeError, ValueError,
+)
+
+
+class RowNotStorable(sqlite3.DataError):
+    """A ledger row refused with an error that is not sqlite3's (its cause): raised as
+    an sqlite3 error, so callers treat it as any refusal (`SQLiteStorage.errors`)."""
+
+
+def _refusal(err: Exception) -> sqlite3.Error:
+    """`err` as the refused row's caller gets it: always an sqlite3 error."""
+    if isinstance(err, sqlite3.Error):
+        return err
+    refusal = RowNotStorable(f"the ledger row cannot be stored: {type(err).__name__}: {err}")
+    refusal.__cause__ = err
+    return refusal
 
 
 def _marks(n: int) -> str:
@@ -399,7 +430,28 @@ class SQLiteStorage(LedgerReads):
     async def insert_usage(self, rec: UsageRecord) -> bool:
         return await self.writer.submit((codec.sqlite_row(rec), rec))
 
-    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+    async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool | BaseException]:
+        """The writer's commit: the batch in one transaction (`_commit_batch`). When it is
+        refused for what a row holds (`_ROW_REFUSED`), each row is committed alone, so only
+        the refused row's caller gets the error (an sqlite3 error: `_refusal`); the others
+        are committed and answered. Any other failure fails the whole batch."""
+        try:
+            return list(await self._commit_batch(rows))
+        except _ROW_REFUSED as err:
+            if len(rows) == 1:
+                raise _refusal(err)  # noqa: B904  (a wrapped error has its cause set)
+            log.warning("sqlite refused a batch of %d ledger rows (%s: %s); committing"
+                        " them one by one", len(rows), type(err).__name__, err)
+        answers: list[bool | BaseException] = []
+        for row in rows:
+            try:
+                answers += await self._commit_batch([row])
+            except _ROW_REFUSED as refused:
+                answers.append(_refusal(refused))
+        self.writer.poke()  # state a refused row's transaction took back is committed soon
+        return answers
+
+    async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: `rows` (each a (row, record) pair), what the inserted ones
         add to the hourly, daily and all-tenant rollups, and every changed state scope,
         one transaction."""

@@ -117,6 +117,33 @@ async def test_ledger_is_idempotent_on_request_id_and_money_is_exact(storage: St
     assert isinstance(stored.cost, Decimal) and stored.stream is True
 
 
+async def test_a_row_that_cannot_be_stored_fails_alone_and_the_writer_keeps_going(
+    storage: Storage,
+) -> None:
+    """A token count beyond 64 bits in a batch of 8 (SQLite fails to bind it with an
+    OverflowError, Postgres refuses it): only that row's caller gets an error, one of
+    `storage.errors` (which the driver logs on umg.ledger), the other rows are committed,
+    and the writer takes the next row as before."""
+    answers: dict[int, bool | BaseException] = {}
+
+    async def record(n: int, **changes: Any) -> None:
+        try:
+            answers[n] = await storage.insert_usage(make_usage(n, T0, **changes))
+        except storage.errors as err:
+            answers[n] = err
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record, 0)  # a batch alone
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(1, 9):  # queued meanwhile: the next batch, together
+            nursery.start_soon(lambda n=n: record(n, **({"input_tokens": 2**63} if n == 4 else {})))
+    assert isinstance(answers.pop(4), storage.errors)
+    assert answers == {n: True for n in range(9) if n != 4}
+    await record(9)
+    assert answers[9] is True
+    assert await storage.usage_count() == 9
+
+
 async def test_money_values_are_canonical_on_both_backends(storage: Storage) -> None:
     costs = [Decimal("0"), Decimal("1.5"), Decimal("0.0000000001"), Decimal("99999999999999999999.9999999999")]
     for n, cost in enumerate(costs):

@@ -9,6 +9,7 @@ import logging
 import sys
 import textwrap
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +362,51 @@ async def test_duplicates_in_one_batch_and_across_batches(tmp_path: Path) -> Non
 
 async def _append(results: list[bool], pending: Any) -> None:
     results.append(await pending)
+
+
+async def test_a_row_sqlite_refuses_fails_alone_and_its_batch_is_committed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two rows in a batch of 12 cannot be stored (a trigger aborts one: an
+    IntegrityError; the other's token count does not fit 64 bits: an OverflowError at
+    binding, not an sqlite3 error): the batch is committed again row by row, so their
+    callers get an sqlite3 error and the other ten rows and their rollups go in."""
+    import sqlite3
+
+    storage = await opened(tmp_path / "s.db")
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON usage WHEN NEW.model = 'refused'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    bad: dict[int, dict[str, Any]] = {4: {"model": "refused"}, 9: {"input_tokens": 2**63}}
+    answers: dict[int, bool | BaseException] = {}
+
+    async def record(n: int) -> None:
+        try:
+            answers[n] = await storage.insert_usage(make_usage(n, T0, **bad.get(n, {})))
+        except sqlite3.Error as err:
+            answers[n] = err
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="umg.storage"):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(record, 0)  # a batch alone
+                await trio.testing.wait_all_tasks_blocked()
+                for n in range(1, 13):  # queued while it commits: the next batch, together
+                    nursery.start_soon(record, n)
+        assert isinstance(answers.pop(4), sqlite3.IntegrityError)
+        overflow = answers.pop(9)
+        assert isinstance(overflow, sqlite3.DataError) and isinstance(overflow.__cause__, OverflowError)
+        assert answers == {n: True for n in range(13) if n not in bad}
+        assert any("batch of 12 ledger rows" in r.getMessage() for r in caplog.records)
+        rows = await storage.usage_rows("t1", T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+        assert sorted(r.request_id for r in rows) == sorted(f"req_{n}" for n in range(13) if n not in bad)
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            hourly = conn.execute("SELECT sum(requests), group_concat(cost) FROM usage_hourly_nokey").fetchone()
+        assert hourly[0] == 11 and sum(map(Decimal, hourly[1].split(","))) == Decimal("0.0000012345") * 11
+    finally:
+        await storage.close()
 
 
 async def test_a_caller_cancelled_while_waiting_does_not_withdraw_its_row(tmp_path: Path) -> None:
