@@ -554,19 +554,21 @@ async def test_client_disconnect_mid_stream_closes_upstream_and_records_client_c
 async def test_slow_first_byte_times_out_and_falls_back_to_another_provider(
     nursery: trio.Nursery, tmp_path: Path, fake: FakeProvider
 ) -> None:
+    """The slow provider would answer after 10 minutes, so an attempt recorded as a
+    timeout (and an answer at all) shows the gateway did not wait for it; the client's
+    timeout only guards a hang. No timed bound: CI runs loaded."""
     gw = await start_live(nursery, tmp_path, fake, connect=0.3, first_byte=0.3)
-    async with gw.client() as client:
-        fake.script(Fault(delay=5))
-        started = trio.current_time()
+    never = Fault(delay=600)
+    async with gw.client(timeout=120) as client:
+        fake.script(never)
         r = await client.post("/v1/responses", json=ask())
         assert r.status_code == 200, r.text
         # a timeout says the provider may be down: the next attempt is on another provider
         assert outcomes(r.json()) == [("openai", "timeout"), ("anthropic", "ok")]
 
-        fake.script(Fault(delay=5), Fault(delay=5))
+        fake.script(never, never)
         before = len(fake.requests)
         s = await client.post("/v1/responses/stream", json=ask())
-        elapsed = trio.current_time() - started
     assert s.status_code == 200, s.text
     events = responses_events(s.text)
     assert events[-1]["type"] == "response.completed"
@@ -575,8 +577,8 @@ async def test_slow_first_byte_times_out_and_falls_back_to_another_provider(
         ("openai", "timeout"), ("anthropic", "timeout"), ("anthropic", "ok")
     ]
     assert paths(fake, before) == [OPENAI, ANTHROPIC, ANTHROPIC]
-    assert elapsed < 4.0, "the gateway waited for the slow provider instead of timing out"
-    await fake.wait_for(lambda f: f.client_disconnects >= 3, timeout=5)
+    # the gateway hung up on each slow call (the deadline only guards a hang)
+    await fake.wait_for(lambda f: f.client_disconnects >= 3, timeout=60)
     gw.stop.set()
 
 

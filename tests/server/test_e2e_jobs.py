@@ -251,24 +251,28 @@ async def test_a_job_with_fractional_numbers_runs_what_was_admitted(gateway: Run
 async def test_prefer_wait_returns_the_finished_job_or_the_unfinished_one_in_time(
     gateway: Running,
 ) -> None:
-    async with gateway.client() as client:
+    """No timed bound on how soon an answer comes (CI runs loaded): a wait that ends
+    early is seen in what is answered, the finished job before its window is over (the
+    window is far longer than any run of the mock takes), the unfinished one as it is;
+    the wait that runs out is bounded below only, which load cannot break."""
+    async with gateway.client(timeout=90) as client:
         started = trio.current_time()
-        r = await create(client, {"request": REQUEST}, prefer="wait=10")
+        r = await create(client, {"request": REQUEST}, prefer="wait=60")
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "succeeded" and r.json()["result"] is not None
-        assert trio.current_time() - started < 10
+        assert trio.current_time() - started < 60  # answered at the end of the job, not of the window
 
         started = trio.current_time()
         r = await create(client, {"request": scenario("latency_ms=4000")}, prefer="wait=1")
         waited = trio.current_time() - started
-        assert r.status_code == 202, r.text  # not done: still Accepted
+        assert r.status_code == 202, r.text  # not done: still Accepted, before the job ended
         assert r.json()["status"] in ("queued", "running")
-        assert 0.9 <= waited < 3.5
+        assert waited >= 0.9  # it did wait
         slow = r.json()["id"]
 
         r = await client.get(f"/v1/jobs/{slow}", headers={"prefer": "wait=1"})
-        assert r.status_code == 200 and r.json()["status"] == "running"  # a read is 200
-        r = await client.get(f"/v1/jobs/{slow}", headers={"prefer": "wait=10"})
+        assert r.status_code == 200 and r.json()["status"] in ("queued", "running")  # a read is 200
+        r = await client.get(f"/v1/jobs/{slow}", headers={"prefer": "wait=60"})
         assert r.status_code == 200 and r.json()["status"] == "succeeded"
     assert len(await job_rows(gateway.services)) == 2
 
@@ -328,19 +332,19 @@ async def test_cancel_stops_a_running_job_and_it_stays_canceled(
     gw = await start_gateway(nursery, fast_settings(tmp_path))
     try:
         async with gw.client() as client:
-            r = await create(client, {"request": scenario("latency_ms=5000")})
+            # the upstream call would take a minute: only a stopped call ends sooner
+            r = await create(client, {"request": scenario("latency_ms=60000")})
             job_id = r.json()["id"]
             await until(client, job_id, {"running"})
-            started = trio.current_time()
             r = await client.post(f"/v1/jobs/{job_id}/cancel")
             assert r.status_code == 200, r.text
             assert r.json()["status"] == "canceled" and r.json()["completed_at"] is not None
 
-            # the worker notices at its next heartbeat (every 0.5 s) and stops the call
-            (row,) = await rows_when(gw.services, 1, timeout=3.0)
-            assert trio.current_time() - started < 3.0
+            # the worker notices at its next heartbeat (every 0.5 s) and stops the call:
+            # the row comes (the deadline only guards a hang) and is the canceled call's
+            (row,) = await rows_when(gw.services, 1, timeout=120)
             assert row.status == "canceled" and row.output_tokens == 0
-            assert row.latency_ms is not None and row.latency_ms < 4000
+            assert row.latency_ms is not None and row.latency_ms < 60_000
 
             job = (await client.get(f"/v1/jobs/{job_id}")).json()
             assert job["status"] == "canceled" and job["result"] is None
