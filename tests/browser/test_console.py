@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "console"
 UMG = str(Path(sys.executable).parent / "umg")
 KEY = re.compile(r"umg_live_[a-z2-7]{12}_[a-z2-7]+")
+LISTENING = re.compile(r"Listening on (http://[\d.]+:\d+)")
 SCRUB = ("DATABASE_URL", "PORT", "HOST", "UMG_CONFIG", "OPENAI_API_KEY", "OPENAI_BASE_URL",
          "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
 
@@ -61,32 +61,28 @@ def chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Gateway:
     def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""  # known once it listens: `--port 0` binds any free port and says which
         env = {k: v for k, v in os.environ.items() if k not in SCRUB}
         env["MOCK_MODE"] = "true"
         self.out = (tmp / "serve.out").open("w+")
         self.proc = subprocess.Popen(
-            [UMG, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            [UMG, "serve", "--host", "127.0.0.1", "--port", "0",
              "--database-url", f"sqlite:///{tmp}/console.db", "--drain-seconds", "1"],
             stdout=self.out, stderr=subprocess.STDOUT, env=env,
         )
         self.admin_key = self._wait_ready()
 
     def _wait_ready(self) -> str:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a bound on its start, not a speed check
         while time.monotonic() < deadline:
             self.out.seek(0)
-            found = KEY.search(self.out.read())
-            if found and self.proc.poll() is None:
+            printed = self.out.read()
+            found = KEY.search(printed)
+            listening = LISTENING.search(printed)
+            if found and listening and self.proc.poll() is None:
+                self.url = listening.group(1)
                 try:
                     if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                         return found.group(0)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +338,14 @@ def concrete(command: str, port: int) -> tuple[dict[str, str], list[str]]:
 
 
 async def test_every_command_in_the_docs_runs(tmp_path: Path) -> None:
-    from tests.server.test_process import UMG, clean_env, free_port, make_env, umg_serve
+    from tests.server.test_process import (
+        START_TIMEOUT,
+        UMG,
+        clean_env,
+        make_env,
+        on_free_ports,
+        umg_serve,
+    )
 
     (tmp_path / "umg.toml").write_text('[server]\nlog_level = "info"\n')
     base_env = {"DATABASE_URL": f"sqlite:///{tmp_path}/data/gateway.db"}
@@ -348,26 +356,29 @@ async def test_every_command_in_the_docs_runs(tmp_path: Path) -> None:
             capture_stdout=True, capture_stderr=True, check=False,
         )
 
+    async def serve(where: str, command: str, ports: list[int], attempt: int) -> None:
+        env, argv = concrete(command, ports[0])
+        async with umg_serve(*argv[1:], env={**base_env, "PORT": str(ports[0]), **env},
+                             cwd=tmp_path) as server:
+            url = await server.started()
+            assert url.endswith(f":{ports[0]}"), f"{where}: `{command}` listened on {url}"
+            await server.stopped()
+
     ran: dict[str, int] = {"umg": 0, "serve": 0, "make": 0}
     for where, command in doc_commands():
-        port = free_port()
-        env, argv = concrete(command, port)
+        env, argv = concrete(command, 3000)  # never bound: a serving command gets its port below
         if argv[0] == "make":
             done = subprocess_run(["make", "--no-print-directory", "-n", *argv[1:]], make_env())
             assert done.returncode == 0, f"{where}: `{command}`: {done.stderr}"
             ran["make"] += 1
             continue
-        if "serve" in argv:
-            async with umg_serve(*argv[1:], env={**base_env, "PORT": str(port), **env},
-                                 cwd=tmp_path) as server:
-                url = await server.started()
-                assert url.endswith(f":{port}"), f"{where}: `{command}` listened on {url}"
-                await server.stopped()
+        if "serve" in argv:  # on a port that was free; another if it is taken meanwhile
+            await on_free_ports(1, partial(serve, where, command))
             ran["serve"] += 1
             continue
         if "worker" in argv:  # runs until SIGTERM, like serve, but listens nowhere
             async with umg_serve(*argv[1:], env={**base_env, **env}, cwd=tmp_path) as server:
-                with trio.fail_after(20):
+                with trio.fail_after(START_TIMEOUT):  # a bound on its start, not a speed check
                     while "Worker running" not in server.stdout:
                         assert server.proc.returncode is None, f"{where}: `{command}`: {server.stderr}"
                         await trio.sleep(0.02)

@@ -19,7 +19,7 @@ import trio
 from adapters.storage import open_storage
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.fakes import FakeProvider, Fault, running_fake_provider
-from tests.server.test_process import free_ports, umg_serve
+from tests.server.test_process import ANY_PORT, umg_serve
 
 pytestmark = pytest.mark.postgres
 
@@ -38,11 +38,10 @@ def env_for(database: str, fake: FakeProvider) -> dict[str, str]:
 @asynccontextmanager
 async def two_gateways(env: dict[str, str], fresh: bool = True) -> AsyncIterator[tuple[list[str], str]]:
     """Two processes; the key is the development key the first prints on a fresh database."""
-    ports = free_ports(2)
-    async with umg_serve("serve", "--port", str(ports[0]), env=env) as first:
+    async with umg_serve("serve", "--port", ANY_PORT, env=env) as first:
         url_1 = await first.started()
         key = await first.dev_key() if fresh else ""
-        async with umg_serve("serve", "--port", str(ports[1]), env=env) as second:
+        async with umg_serve("serve", "--port", ANY_PORT, env=env) as second:
             url_2 = await second.started()
             yield [url_1, url_2], key
 

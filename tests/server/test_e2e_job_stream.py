@@ -23,7 +23,7 @@ from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.server.conftest import Running
 from tests.server.test_e2e_jobs import REQUEST, create, fast_settings, gateway, scenario, until
 from tests.server.test_e2e_worker_processes import config, worker_ready
-from tests.server.test_process import UMG, clean_env, free_port, umg_serve
+from tests.server.test_process import ANY_PORT, UMG, clean_env, umg_serve
 
 __all__ = ["gateway"]  # the fixture, shared with test_e2e_jobs
 Json = dict[str, Any]
@@ -161,7 +161,7 @@ async def test_on_postgres_a_job_run_by_a_worker_process_is_followed_through_ano
 ) -> None:
     env = {"DATABASE_URL": postgres_url, "MOCK_MODE": "true", "UMG_CONFIG": config(tmp_path)}
     body = {"request": {**REQUEST, "metadata": {"mock_scenario": "latency_ms=1000"}}}
-    async with umg_serve("serve", "--no-workers", "--port", str(free_port()), env=env) as api:
+    async with umg_serve("serve", "--no-workers", "--port", ANY_PORT, env=env) as api:
         url = await api.started()
         made = await trio.run_process(
             [UMG, "keys", "create", "--tenant", "acme", "--project", "web", "--json"],

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
-from tests.server.test_process import UMG, clean_env, free_ports, umg_serve
+from tests.server.test_process import ANY_PORT, UMG, clean_env, umg_serve
 
 pytestmark = pytest.mark.postgres
 
@@ -93,13 +93,12 @@ async def test_project_and_tenant_budgets_hold_under_64_streams_across_two_proce
         f'[[budgets]]\ntenant = "acme"\nlimit_usd = "{TENANT_LIMIT}"\nperiod = "total"\n'
     )
     env = {"DATABASE_URL": postgres_url, "MOCK_MODE": "true", "UMG_CONFIG": str(cfg)}
-    ports = free_ports(2)
     worst: list[tuple[Decimal, Decimal, Decimal]] = []
     statuses: list[int] = []
     refusals: list[str] = []
-    async with umg_serve("serve", "--port", str(ports[0]), env=env) as first:
+    async with umg_serve("serve", "--port", ANY_PORT, env=env) as first:
         url_1 = await first.started()
-        async with umg_serve("serve", "--port", str(ports[1]), env=env) as second:
+        async with umg_serve("serve", "--port", ANY_PORT, env=env) as second:
             url_2 = await second.started()
             keys = [await new_key(env, "p1"), await new_key(env, "p1"), await new_key(env, "p2")]
             running = True

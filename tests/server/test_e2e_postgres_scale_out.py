@@ -34,7 +34,7 @@ from core import ratelimit
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
-from tests.server.test_process import UMG, clean_env, free_ports, umg_serve
+from tests.server.test_process import ANY_PORT, UMG, clean_env, umg_serve
 
 pytestmark = pytest.mark.postgres
 
@@ -344,11 +344,10 @@ async def test_key_revoked_through_one_gateway_is_refused_by_the_other(pair: Pai
 
 async def test_two_umg_processes_share_one_rpm_limit(postgres_url: str) -> None:  # noqa: F811
     env = {"DATABASE_URL": postgres_url, "MOCK_MODE": "true"}
-    ports = free_ports(2)
-    async with umg_serve("serve", "--port", str(ports[0]), env=env) as first:
+    async with umg_serve("serve", "--port", ANY_PORT, env=env) as first:
         url_1 = await first.started()
         dev_key = await first.dev_key()  # the first process on the empty database
-        async with umg_serve("serve", "--port", str(ports[1]), env=env) as second:
+        async with umg_serve("serve", "--port", ANY_PORT, env=env) as second:
             url_2 = await second.started()
             made = await trio.run_process(
                 [UMG, "keys", "create", "--tenant", "acme", "--project", "web", "--rpm", "3",
@@ -382,11 +381,10 @@ async def test_processes_starting_together_on_an_empty_database_mint_one_dev_key
     postgres_url: str,  # noqa: F811
 ) -> None:
     env = {"DATABASE_URL": postgres_url, "MOCK_MODE": "true"}
-    ports = free_ports(3)
     async with (
-        umg_serve("serve", "--port", str(ports[0]), env=env) as a,
-        umg_serve("serve", "--port", str(ports[1]), env=env) as b,
-        umg_serve("serve", "--port", str(ports[2]), env=env) as c,
+        umg_serve("serve", "--port", ANY_PORT, env=env) as a,
+        umg_serve("serve", "--port", ANY_PORT, env=env) as b,
+        umg_serve("serve", "--port", ANY_PORT, env=env) as c,
     ):
         servers = (a, b, c)
         for server in servers:

@@ -26,7 +26,7 @@ from adapters.storage.records import UsageRecord
 from core import webhooks
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.server.test_e2e_jobs import Delivery, Receiver
-from tests.server.test_process import UMG, Server, clean_env, free_port, umg_serve
+from tests.server.test_process import ANY_PORT, UMG, Server, clean_env, umg_serve
 
 pytestmark = pytest.mark.postgres
 SLOW = {"model": "gpt-4.1", "input": "Hi", "metadata": {"mock_scenario": "latency_ms=4000"}}
@@ -76,8 +76,7 @@ async def test_sigkill_mid_job_and_two_workers_deliver_everything_once(
     receiver = Receiver.new([])
     await nursery.start(receiver.run)
     env = {"DATABASE_URL": postgres_url, "MOCK_MODE": "true", "UMG_CONFIG": config(tmp_path)}
-    port = free_port()
-    async with umg_serve("serve", "--no-workers", "--port", str(port), env=env) as api:
+    async with umg_serve("serve", "--no-workers", "--port", ANY_PORT, env=env) as api:
         url = await api.started()
         made = await trio.run_process(
             [UMG, "keys", "create", "--tenant", "acme", "--project", "web", "--json"],

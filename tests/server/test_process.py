@@ -11,11 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -41,8 +41,22 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+T = TypeVar("T")
+# Where a child's port number does not matter, it is given `--port 0`: it binds any free
+# port and says which (`Server.started`), so no other process can take it first. Where
+# the number matters (which setting chose it), `on_free_ports` chooses and retries.
+ANY_PORT = "0"
+PORT_TRIES = 5
+
+
+class PortTaken(Exception):
+    """A child could not bind the port it was given: another process (a test on another
+    pytest-xdist worker) bound it between its choice and the child's bind."""
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free a moment ago (all held at once while choosing)."""
+    """n distinct ports that were free a moment ago (all held at once while choosing).
+    Another process may bind one before a child does: use them through `on_free_ports`."""
     held = [socket.socket() for _ in range(n)]
     try:
         for s in held:
@@ -53,8 +67,18 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
+async def on_free_ports(n: int, run: Callable[[list[int], int], Awaitable[T]]) -> T:
+    """`run(ports, attempt)` on `n` ports that were free a moment ago, run again on fresh
+    ones (up to `PORT_TRIES` times) when a child found its port taken meanwhile
+    (`PortTaken`): choosing a port and binding it are two steps. `attempt` (0, 1, ...)
+    lets a run keep its files apart from a failed run's."""
+    for attempt in range(PORT_TRIES):
+        try:
+            return await run(free_ports(n), attempt)
+        except* PortTaken:
+            if attempt == PORT_TRIES - 1:
+                raise
+    raise AssertionError("not reached")
 
 
 async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -96,6 +120,10 @@ class Server:
             "the server to listen",
         )
         found = LISTENING.search(self.stdout)
+        if found is None:
+            await wait_until(lambda: self.done == 2, 5.0, "the output pipes to close")
+            if "cannot serve on" in self.stderr and "in use" in self.stderr:
+                raise PortTaken(self.stderr.strip())
         assert found, f"server exited early ({self.proc.returncode}): {self.stdout}{self.stderr}"
         return found.group(1)
 
@@ -173,11 +201,10 @@ async def ledger(db_path: Path, tenant: str) -> list[UsageRecord]:
 
 async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path: Path) -> None:
     db = tmp_path / "state" / "gateway.db"  # the directory does not exist yet
-    port = free_port()
     env = {"DATABASE_URL": f"sqlite:///{db}"}
-    async with umg_serve("serve", "--port", str(port), env=env) as server:
+    async with umg_serve("serve", "--port", ANY_PORT, env=env) as server:
         url = await server.started()
-        assert url == f"http://127.0.0.1:{port}"
+        assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*", url), url
         key = await server.dev_key()
         assert server.stdout.count("umg_live_") == 1
         # the banner: mode, address, then the key last
@@ -202,7 +229,7 @@ async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path:
     [row] = await ledger(db, "dev")
     assert (row.status, row.model, row.endpoint) == ("ok", "gpt-4.1", "responses")
 
-    async with umg_serve("serve", "--port", str(port), env=env) as again:
+    async with umg_serve("serve", "--port", ANY_PORT, env=env) as again:
         url = await again.started()
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             r = await client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
@@ -226,11 +253,47 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in server.stdout + server.stderr
 
 
+async def test_a_port_taken_after_it_was_chosen_is_chosen_again(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`on_free_ports`: a child whose port another process bound after it was chosen
+    (here this test, listening on it) fails with PortTaken, and the run is made again on
+    a fresh port."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = int(busy.getsockname()[1])
+        choices = iter([[taken]])
+        real = free_ports
+        monkeypatch.setattr(sys.modules[__name__], "free_ports", lambda n: next(choices, None) or real(n))
+        tried: list[int] = []
+
+        async def run(ports: list[int], attempt: int) -> str:
+            tried.append(ports[0])
+            env = {"DATABASE_URL": f"sqlite:///{tmp_path}/{attempt}.db"}
+            async with umg_serve("serve", "--port", str(ports[0]), env=env) as server:
+                url = await server.started()
+                await server.stopped()
+            return url
+
+        url = await on_free_ports(1, run)
+    assert tried[0] == taken and len(tried) == 2 and tried[1] != taken
+    assert url == f"http://127.0.0.1:{tried[1]}"
+
+
 # ---- precedence: flags > environment > file --------------------------------------------
 
 
 async def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
-    file_port, env_port, flag_port = free_ports(3)
+    seen = await on_free_ports(3, lambda ports, attempt: precedence(tmp_path / str(attempt), ports))
+    # each run listened on the port its winning setting gave
+    assert seen["urls"] == {name: f"http://127.0.0.1:{port}" for name, port in seen["ports"].items()}
+
+
+async def precedence(tmp_path: Path, ports: list[int]) -> dict[str, dict[str, Any]]:
+    """The three runs on `ports` (file, env, flag); what each listened on."""
+    tmp_path.mkdir()
+    file_port, env_port, flag_port = ports
     cfg = tmp_path / "umg.toml"
     cfg.write_text(
         f'database_url = "sqlite:///{tmp_path}/file.db"\n[server]\nport = {file_port}\n'
@@ -255,11 +318,6 @@ async def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         for name in ("env", "file"):
             nursery.start_soon(run, name, *runs[name])
-    assert seen == {
-        "flag": f"http://127.0.0.1:{flag_port}",
-        "env": f"http://127.0.0.1:{env_port}",
-        "file": f"http://127.0.0.1:{file_port}",
-    }
     # databases: flag run used $DATABASE_URL over the file's; env run used the file's;
     # the last run's --database-url beat the file's.
     assert {p.name for p in tmp_path.glob("*.db")} == {"env.db", "file.db", "flag.db"}
@@ -270,6 +328,7 @@ async def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
             assert await storage.count_keys() == 1  # each got its own first-start key
         finally:
             await storage.close()
+    return {"urls": seen, "ports": {"flag": flag_port, "env": env_port, "file": file_port}}
 
 
 # ---- make run --------------------------------------------------------------------------
@@ -297,11 +356,10 @@ async def test_make_run_recipe_matches_the_readme(tmp_path: Path) -> None:
     assert any("pip install" in line and "-c constraints.txt" in line for line in fresh)
     assert fresh[-1].startswith(f"{tmp_path}/venv/bin/umg serve ")
 
-    port = free_port()
-    command = dry_run(f"PORT={port}")[-1].split()
-    assert command[0] == ".venv/bin/umg"
+    command = dry_run(f"PORT={ANY_PORT}")[-1].split()
+    assert command[0] == ".venv/bin/umg" and command[command.index("--port") + 1] == ANY_PORT
     async with umg_serve(*command[1:], cwd=tmp_path) as server:  # the same command line
-        assert await server.started() == f"http://127.0.0.1:{port}"
+        assert (await server.started()).startswith("http://127.0.0.1:")
         key = await server.dev_key()
         await server.stopped()
     lines = server.printed
@@ -553,9 +611,8 @@ async def test_sigterm_ends_websocket_requests_explicitly_and_closes_with_1001(
 async def test_a_served_process_logs_json_lines_on_stdout_with_one_per_request(tmp_path: Path) -> None:
     """Startup, one line per request (the client's x-request-id in it), shutdown; nothing
     from httpx or hypercorn at the default levels; `--log-level warning` drops info lines."""
-    port = free_port()
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db"}
-    async with umg_serve("serve", "--port", str(port), env=env) as server:
+    async with umg_serve("serve", "--port", ANY_PORT, env=env) as server:
         url = await server.started()
         key = await server.dev_key()
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -575,11 +632,13 @@ async def test_a_served_process_logs_json_lines_on_stdout_with_one_per_request(t
     assert all(key not in json.dumps(entry) for entry in logs)
     assert not [e for e in logs if e["logger"].startswith(("httpx", "httpcore", "hypercorn"))]
 
-    async with umg_serve("serve", "--port", str(port), "--log-level", "warning", env=env) as quiet:
+    async with umg_serve("serve", "--port", ANY_PORT, "--log-level", "warning", env=env) as quiet:
         async with httpx.AsyncClient(timeout=10) as client:
             await wait_until(lambda: "Listening on" in quiet.stdout, START_TIMEOUT, "the banner")
+            banner = re.search(r"Listening on (http://\S+)", quiet.stdout)
+            assert banner
             r = await client.post(
-                f"http://127.0.0.1:{port}/v1/responses",
+                f"{banner.group(1)}/v1/responses",
                 headers={"authorization": f"Bearer {key}"},
                 json={"model": "mock-fast", "input": "hello"},
             )
