@@ -560,7 +560,7 @@ class Run:
         logged, and `Limits` keeps the reservation until the database is back."""
         try:
             await self._settle(None)
-        except (StorageUnavailable, *self._d.storage.errors) as err:
+        except self._d.storage.errors + (StorageUnavailable,) as err:
             ledger_log.warning(
                 "reservation of request_id=%s not released (database unreachable), kept"
                 " until it is back: %s: %s", self.exe.request_id, type(err).__name__, err,

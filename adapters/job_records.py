@@ -67,7 +67,7 @@ def stored_trace(job: JobRecord) -> dict[str, str]:
 def stored_body(job: JobRecord) -> dict[str, Any]:
     """The request as the client sent it (a row of an older version kept only that)."""
     stored = job.request
-    return stored["body"] if _STORED in stored else stored  # type: ignore[no-any-return]
+    return stored["body"] if _STORED in stored else stored
 
 
 def stored_request(job: JobRecord) -> GatewayRequest:

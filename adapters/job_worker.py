@@ -131,8 +131,8 @@ class JobWorker:
         """After an unexpected error: report a retryable failure for the run (so the job is
         retried with backoff while attempts are left, then fails), if storage allows;
         else leave the job to the lease expiry (another claim applies the same rules)."""
-        err = _only(err)
-        error = GatewayError(f"The job's run failed with an internal error ({type(err).__name__})")
+        cause = _only(err)
+        error = GatewayError(f"The job's run failed with an internal error ({type(cause).__name__})")
         outcome: dict[str, Any] = {"error": error, "retryable": True}
         try:
             await self.finish(job_id, outcome)

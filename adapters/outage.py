@@ -54,7 +54,7 @@ class Outage:
                 "database unreachable (%s while %s: %s); background workers back off up to"
                 " %g s until it is back", type(err).__name__, what, _first_line(err), self.cap,
             )
-        return min(self.cap, self.base * 2 ** min(self.failures - 1, 30))
+        return min(self.cap, self.base * 2.0 ** min(self.failures - 1, 30))
 
     def ok(self, seen: int) -> None:
         """A storage call worked; `seen` is `outages` as read before it was made."""

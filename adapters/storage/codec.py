@@ -15,11 +15,11 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Context, Decimal
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -121,16 +121,21 @@ def _sqlite_writer(name: str) -> Callable[[Any], Any] | None:
     return None
 
 
-@functools.cache
 def _sqlite_plan(cls: type[Record]) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
-    """Each column of `cls` with its writer, worked out once per record class (a ledger
-    row is written on every request: the same answer as `to_sqlite`, column by column)."""
+    """Each column of `cls` with its writer (the same answer as `to_sqlite`, column by
+    column)."""
     return tuple((name, _sqlite_writer(name)) for name in columns(cls))
+
+
+# worked out once per record class, at import (a ledger row is written on every request)
+_SQLITE_PLANS: Mapping[type, tuple[tuple[str, Callable[[Any], Any] | None], ...]] = MappingProxyType(
+    {cls: _sqlite_plan(cls) for cls in (KeyRecord, UsageRecord, JobRecord, BudgetRecord, DeliveryRecord)}
+)
 
 
 def sqlite_row(rec: Record) -> tuple[Any, ...]:
     out = []
-    for name, write in _sqlite_plan(type(rec)):
+    for name, write in _SQLITE_PLANS[type(rec)]:
         value = getattr(rec, name)
         out.append(value if value is None or write is None else write(value))
     return tuple(out)

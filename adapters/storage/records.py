@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,10 @@ from attrs import field, frozen
 
 def _names(value: Any) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
+
+
+def _entries(value: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    return tuple(value)  # a typed `tuple`: mypy cannot solve the builtin as a converter
 
 
 @frozen
@@ -82,7 +87,7 @@ class UsageRecord:
     attempts: int
     stream: bool
     # one {"deployment", "provider", "attempt", "outcome"} object per provider attempt
-    attempt_log: tuple[dict[str, Any], ...] = field(default=(), converter=tuple)
+    attempt_log: tuple[dict[str, Any], ...] = field(default=(), converter=_entries)
     # the client's own `x-request-id` (server/requestid.py: validated), when it sent one
     client_request_id: str | None = None
 

@@ -78,7 +78,7 @@ def contributions(
     for rec in records:
         key = _key(rec)
         latency, ttft = rec.latency_ms, rec.ttft_ms
-        adds = [1, rec.input_tokens, rec.output_tokens, rec.cached_input_tokens,
+        adds: list[int | Decimal] = [1, rec.input_tokens, rec.output_tokens, rec.cached_input_tokens,
                 rec.cache_write_tokens, rec.reasoning_tokens, rec.cost,
                 latency or 0, int(latency is not None), ttft or 0, int(ttft is not None)]  # fmt: skip
         sums = hourly.get(key)

@@ -91,7 +91,7 @@ def sums(records: Iterable[UsageRecord]) -> dict[Wide, dict[Key, Sums]]:
     for rec in records:
         hour = rollup.hour_of(rec.at)
         latency, ttft = rec.latency_ms, rec.ttft_ms
-        adds = (1, rec.input_tokens, rec.output_tokens, rec.cached_input_tokens,
+        adds: tuple[int | Decimal, ...] = (1, rec.input_tokens, rec.output_tokens, rec.cached_input_tokens,
                 rec.cache_write_tokens, rec.reasoning_tokens, rec.cost,
                 latency or 0, int(latency is not None), ttft or 0, int(ttft is not None))  # fmt: skip
         bins = ([] if latency is None else [_bin(latency)]) + ([] if ttft is None else [_NBINS + _bin(ttft)])
