@@ -229,7 +229,11 @@ async def test_job_workers_log_one_line_when_the_database_goes_and_one_when_it_i
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Idle job and webhook workers polling a database that went away: one clear line (no
-    traceback) when it goes, one when it is back, a backoff meanwhile; then jobs run."""
+    traceback) when it goes, one when it is back, a backoff meanwhile; then jobs run.
+
+    The workers start once the LISTEN connection is in place (server/workers.py), so the
+    database goes away only after a job has run: shut before that, the workers never
+    start and none can fail (the flake seen once: no failure within 30 s)."""
     caplog.set_level(logging.INFO)
     config = tmp_path / "poll.toml"
     config.write_text("[jobs]\nworkers = 4\npoll_seconds = 0.05\nlisten_poll_seconds = 0.05\n")
@@ -239,9 +243,12 @@ async def test_job_workers_log_one_line_when_the_database_goes_and_one_when_it_i
     key = await gw.new_key()
     jobs = gw.services.jobs
     assert jobs is not None
+    async with gw.client(key=key, timeout=60) as client:  # the workers are running
+        r = await client.post("/v1/jobs", json={"request": ask()}, headers={"prefer": "wait=60"})
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
     relay.shut()
-    with trio.fail_after(30):  # a loaded machine may take the pool's timeout to see it
-        while not jobs.outage.down:
+    with trio.fail_after(60):  # a hang guard: each of the 6 workers meets the outage
+        while jobs.outage.failures < 6:
             await trio.sleep(0.05)
     await trio.sleep(3.0)  # 6 workers polling every 0.05 s: ~360 polls without a backoff
     assert jobs.outage.down
@@ -256,7 +263,7 @@ async def test_job_workers_log_one_line_when_the_database_goes_and_one_when_it_i
             while (await client.get(f"/v1/jobs/{job_id}")).json()["status"] != "succeeded":
                 await trio.sleep(0.1)
     assert not jobs.outage.down
-    assert 6 <= failed_while_down < 80  # every worker met it; they backed off
+    assert failed_while_down < 80  # they backed off
     lines = [r for r in caplog.records if r.name in ("umg.jobs", "umg.webhooks")]
     went = [r for r in lines if r.getMessage().startswith("database unreachable")]
     back = [r for r in lines if r.getMessage().startswith("database reachable again")]
