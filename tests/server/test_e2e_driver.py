@@ -120,7 +120,7 @@ async def test_sigterm_answers_a_running_sync_request_503_and_records_it(tmp_pat
                 await trio.sleep(0.01)
         signalled = trio.current_time()
         gateway.stop.set()
-        with trio.fail_after(drain + 5):
+        with trio.fail_after(60):  # a hang guard: the upstream alone would take 30 s
             while not answer:
                 await trio.sleep(0.01)
         answered = trio.current_time() - signalled
@@ -129,7 +129,9 @@ async def test_sigterm_answers_a_running_sync_request_503_and_records_it(tmp_pat
     err = r.json()["error"]
     assert err["code"] == "service_unavailable" and "shutting down" in err["message"]
     assert err["request_id"] == r.headers["x-request-id"]
-    assert drain - 0.2 <= answered <= drain + 2.0, answered
+    # not before the drain window ended; and cut by it, before the upstream's 30 s (a
+    # bound with room for any load, not a speed check)
+    assert drain - 0.2 <= answered < 30, answered
 
     storage = open_storage(f"sqlite:///{tmp_path}/gateway.db")
     try:
