@@ -44,7 +44,9 @@ Rules:
   the Mock's scenario); a refusal is recorded and raised by `open`.
 - The database unreachable (`StorageUnavailable`, a 503): at admission it is raised by
   `open` like any refusal (fail closed: no budget, no call); during the run (a grant or
-  a settle failed) the run ends Failed with it. A ledger row that cannot be written
+  a settle failed) the run ends Failed with it, as it does when the database refused
+  the grant or settle with its own error (any of `Storage.errors`, e.g. SQLite's file
+  locked past the busy wait: logged on `umg.ledger`, the client gets the 503). A ledger row that cannot be written
   then, or that the database refuses (any of `Storage.errors`), is logged (`umg.ledger`,
   at error level, with request id, tenant, key id and cost) instead of raised: the
   client has its answer (the model call happened; a 500 would invite a retry billed
@@ -349,6 +351,12 @@ class Run:
                     happened = await self._loop(emit)
                 except StorageUnavailable as err:  # a grant or settle could not be made
                     happened = Failed(err)
+                except self._d.storage.errors as err:  # the database refused one (SQLite)
+                    ledger_log.warning("grant or settle of request_id=%s refused by the database:"
+                                       " %s: %s", self.exe.request_id, type(err).__name__, err)
+                    happened = Failed(StorageUnavailable(
+                        "The gateway's database refused this request's budget update; try again shortly"
+                    ))
             if happened is None:
                 happened = self._stopped(outside=False)
         except BaseException:

@@ -182,3 +182,32 @@ async def test_a_failed_release_of_an_unused_grant_still_writes_the_row(
     assert row.status == "client_closed" and row.cost == 0, row
     assert list(limits.unsettled) == [f"{request_id}:1"]
     assert not any("ledger row not written" in r.getMessage() for r in caplog.records)
+
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_settle_the_database_refuses_is_a_503_with_its_row(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    """The answer came, then its budget settle failed on the storage's own error (SQLite:
+    the file locked past the busy wait): the client gets the 503 the driver promises for
+    a settle that could not be made (a JSON error, or the stream's error event), not a
+    cut connection and a traceback; the row is written with that status."""
+    limits = gateway.services.gateway.driver.limits
+    plain = await gateway.new_key(budget_usd=Decimal(1))
+
+    async def locked(*_: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(limits, "_close_rid", locked)
+    async with gateway.client(key=plain) as client:
+        r = await client.post("/v1/responses", json={"model": "mock-fast", "input": "hi", "stream": stream})
+    if stream:
+        assert r.status_code == 200 and '"storage_unavailable"' in r.text, r.text[-400:]
+        assert "response.completed" not in r.text  # an error event ends it, not a clean end
+    else:
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "storage_unavailable"
+        assert "locked" not in r.text  # the database's own words stay in the log
+    (row,) = [x for x in await rows_of(gateway.services.storage) if x.key_id and x.stream == stream]
+    assert (row.status, row.error_code) == ("error", "storage_unavailable"), row
