@@ -44,9 +44,9 @@ Rules:
   the Mock's scenario); a refusal is recorded and raised by `open`.
 - The database unreachable (`StorageUnavailable`, a 503): at admission it is raised by
   `open` like any refusal (fail closed: no budget, no call); during the run (a grant or
-  a settle failed) the run ends Failed with it, as it does when the database refused
-  the grant or settle with its own error (any of `Storage.errors`, e.g. SQLite's file
-  locked past the busy wait: logged on `umg.ledger`, the client gets the 503). A ledger row that cannot be written
+  a settle failed) the run ends Failed with it. A rate take, grant or settle the
+  database refuses with its own error (any of `Storage.errors`, e.g. SQLite's file
+  locked past the busy wait) is the same 503, logged on `umg.ledger`. A ledger row that cannot be written
   then, or that the database refuses (any of `Storage.errors`), is logged (`umg.ledger`,
   at error level, with request id, tenant, key id and cost) instead of raised: the
   client has its answer (the model call happened; a 500 would invite a retry billed
@@ -282,6 +282,10 @@ class Run:
         except GatewayError as err:
             await self._end(Failed(err))
             raise
+        except d.storage.errors as err:  # the database refused a rate take or grant (SQLite)
+            refused = self._refused_by_storage(err)
+            await self._end(Failed(refused))
+            raise refused from err
         except BaseException:
             await self._end(self._stopped(outside=True))
             raise
@@ -352,11 +356,7 @@ class Run:
                 except StorageUnavailable as err:  # a grant or settle could not be made
                     happened = Failed(err)
                 except self._d.storage.errors as err:  # the database refused one (SQLite)
-                    ledger_log.warning("grant or settle of request_id=%s refused by the database:"
-                                       " %s: %s", self.exe.request_id, type(err).__name__, err)
-                    happened = Failed(StorageUnavailable(
-                        "The gateway's database refused this request's budget update; try again shortly"
-                    ))
+                    happened = Failed(self._refused_by_storage(err))
             if happened is None:
                 happened = self._stopped(outside=False)
         except BaseException:
@@ -368,6 +368,14 @@ class Run:
         else:
             await emit(Metered(self.exe.answer_usage))
             await emit(Done(self.exe.finish_reason))
+
+    def _refused_by_storage(self, err: Exception) -> StorageUnavailable:
+        """A rate take, grant or settle the database refused with its own error, as the
+        503 the client gets (the database's words only in the log)."""
+        ledger_log.warning("limits of request_id=%s not updated, the database refused: %s: %s",
+                           self.request_id, type(err).__name__, err)
+        return StorageUnavailable("The gateway's database refused this request's limits update;"
+                                  " try again shortly")
 
     async def close(self) -> None:
         """Record the row if it was not yet (a run opened but never driven)."""

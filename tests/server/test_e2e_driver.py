@@ -211,3 +211,25 @@ async def test_a_settle_the_database_refuses_is_a_503_with_its_row(
         assert "locked" not in r.text  # the database's own words stay in the log
     (row,) = [x for x in await rows_of(gateway.services.storage) if x.key_id and x.stream == stream]
     assert (row.status, row.error_code) == ("error", "storage_unavailable"), row
+
+
+async def test_a_grant_the_database_refuses_at_admission_is_a_503_with_its_row(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first grant's reservation fails on the storage's own error: the request is
+    refused with the 503 (fail closed: no budget, no call) and recorded, like any
+    refusal at admission; no traceback reaches the client."""
+    storage = gateway.services.storage
+    plain = await gateway.new_key(budget_usd=Decimal(1))
+
+    async def locked(*_: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(storage, "update_states", locked)
+    async with gateway.client(key=plain) as client:
+        r = await client.post("/v1/responses", json={"model": "mock-fast", "input": "hi"})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "storage_unavailable" and "locked" not in r.text
+    monkeypatch.undo()
+    (row,) = [x for x in await rows_of(storage) if x.status != "ok"]
+    assert (row.status, row.error_code, row.cost) == ("error", "storage_unavailable", 0), row
