@@ -46,15 +46,15 @@ Rules:
   `open` like any refusal (fail closed: no budget, no call); during the run (a grant or
   a settle failed) the run ends Failed with it. A rate take, grant or settle the
   database refuses with its own error (any of `Storage.errors`, e.g. SQLite's file
-  locked past the busy wait) is the same 503, logged on `umg.ledger`. A ledger row that cannot be written
-  then, or that the database refuses (any of `Storage.errors`), is logged (`umg.ledger`,
-  at error level, with request id, tenant, key id and cost) instead of raised: the
-  client has its answer (the model call happened; a 500 would invite a retry billed
-  again). A grant never used (the run never driven, the client gone before the first
-  call) whose release fails costs no row either: the failure is logged (`umg.ledger`,
-  warning) and the row written. A reservation whose settle or release failed stays held in its budget until
-  `Limits` settles it when the database is back (adapters/limits.py), so the budget
-  errs on the side of refusing meanwhile.
+  locked past the busy wait) is the same 503, logged on `umg.ledger`. A ledger row
+  that cannot be written then, or that the database refuses (any of `Storage.errors`),
+  is logged (`umg.ledger`, at error level, with request id, tenant, key id and cost)
+  instead of raised: the client has its answer (the model call happened; a 500 would
+  invite a retry billed again). A grant never used (the run never driven, the client
+  gone before the first call) whose release fails costs no row either: the failure is
+  logged (`umg.ledger`, warning) and the row written. A reservation whose settle or
+  release failed stays held in its budget until `Limits` settles it when the database
+  is back (adapters/limits.py), so the budget errs on the side of refusing meanwhile.
 """
 
 from __future__ import annotations
