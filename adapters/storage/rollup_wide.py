@@ -1,6 +1,7 @@
 """The rollups that keep their percentile bins as columns: the daily rollup `usage_daily`
-(migration 011, with the key) and the all-tenant hourly rollup `usage_hourly_all`
-(migration 012, without tenant or key).
+(migration 011, with the key), the all-tenant hourly rollup `usage_hourly_all`
+(migration 012, without tenant or key) and the hourly rollup by model
+`usage_hourly_model` (migration 014, without tenant, key or project).
 
 Owns: what ledger rows add to these two tables and the upserts that add it (run by each
 backend in the transaction that inserts those rows, next to `rollup.py`'s hourly ones).
@@ -40,6 +41,7 @@ from core import percentiles
 
 DAILY = "usage_daily"
 HOURLY_ALL = "usage_hourly_all"
+HOURLY_MODEL = "usage_hourly_model"
 
 
 def bin_columns(metric: str) -> tuple[str, ...]:
@@ -65,7 +67,8 @@ class Wide:
 
 DAY = Wide(DAILY, "day", ("tenant", "project", "key_id", "model", "provider", "deployment", "status"))
 ALL = Wide(HOURLY_ALL, "hour", ("project", "model", "provider", "deployment", "status"))
-TABLES = (DAY, ALL)  # in the order the writers upsert them
+MODEL = Wide(HOURLY_MODEL, "hour", ("model", "provider", "deployment", "status"))
+TABLES = (DAY, ALL, MODEL)  # in the order the writers upsert them
 _OPTIONAL = frozenset({"provider", "deployment"})  # NULL in the ledger, '' here
 _NBINS = percentiles.BINS
 _FIRST_BIN = len(rollup.MEASURES)  # where the bin counts begin among the measures

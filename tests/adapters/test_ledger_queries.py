@@ -88,10 +88,10 @@ async def test_histogram_bins_match_core_percentiles(storage: Storage) -> None:
                  for _ in range(60)] + [draw.randrange(0, 100000) for _ in range(60)]
     for i, ms in enumerate(latencies):
         await storage.insert_usage(row(i, at=T0, latency_ms=ms, ttft_ms=None if i % 2 else ms // 2))
-    hist = await storage.usage_histogram(WIDE, "day", "latency_ms")
-    assert {h.bin: h.count for h in hist} == percentiles.histogram(latencies)
-    ttft = await storage.usage_histogram(WIDE, "day", "ttft_ms")
-    assert {h.bin: h.count for h in ttft} == percentiles.histogram(
+    (hist,) = (await storage.usage_histogram(WIDE, "day", "latency_ms")).values()
+    assert {i: n for i, n in enumerate(hist) if n} == percentiles.histogram(latencies)
+    (ttft,) = (await storage.usage_histogram(WIDE, "day", "ttft_ms")).values()
+    assert {i: n for i, n in enumerate(ttft) if n} == percentiles.histogram(
         [ms // 2 for i, ms in enumerate(latencies) if i % 2 == 0])
 
 
@@ -187,7 +187,7 @@ def _rollup_indexes(table: str, f: LedgerFilter) -> set[str]:
     own = {"key_id": f"{table}_key", "tenant": f"{table}_tenant"}
     has = {
         sources.DAILY.table: {"key_id", "tenant"}, rollup.HOURLY: {"tenant"}, rollup.BINS: {"tenant"},
-        sources.HOURLY_ALL.table: set(),
+        sources.HOURLY_ALL.table: set(), sources.HOURLY_MODEL.table: set(),
     }[table]  # fmt: skip
     usable = [own[c] for c in named if c in has]
     return set(usable[:1]) if usable else {"PRIMARY KEY"}
