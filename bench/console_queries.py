@@ -18,8 +18,7 @@ over windows of 1, 7 and 30 days (per hour; 30 days per day too), for all tenant
 
 Each page is timed in the same run four ways: as served; with main's code before the
 console task (`console_before`: its Python, the rollups without migration 014's, and
-on Postgres 009's tenant indexes instead of 014's covering ones, in a transaction rolled
-back after); with the hourly rollup of migration 009 alone; on the ledger alone.
+on Postgres 009's tenant indexes instead of 014's covering ones, put back after); with the hourly rollup of migration 009 alone; on the ledger alone.
 `--keys` (default 200) is how many keys the rows come from: a rollup holds one row per
 period and value of its key columns, so how much smaller than the ledger it is depends
 on how many rows those send per period. Each timing is the median of `--repeat` runs,
@@ -47,6 +46,7 @@ from attrs import evolve
 from adapters.storage import codec, ledger, open_storage, rollup, sources
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
+from adapters.storage.migrations import migrations
 from adapters.storage.records import UsageRecord
 from bench import console_before
 from core.model import Usage
@@ -131,25 +131,22 @@ def roll_up(url: str) -> dict[str, int]:
 
 @asynccontextmanager
 async def main_schema(url: str, fetch: Any) -> AsyncIterator[Any]:
-    """A way to run queries on the indexes main had: on Postgres a connection whose open
-    transaction has migration 014's two indexes replaced by 009's (rolled back after;
-    the tables are locked meanwhile, so nothing else reads them); SQLite has no 014."""
+    """Queries run (through `fetch`, the storage's own path) on the indexes main had: on
+    Postgres migration 014's two covering indexes are replaced by 009's for the while,
+    then put back (SQLite's 014 changed no index)."""
     if url.startswith("sqlite:///"):
         yield fetch
         return
-    pg = psycopg.connect(url)
-    try:
-        for statement in MAIN_INDEXES:
-            pg.execute(statement.encode())
-
-        async def old_fetch(query: Any) -> list[tuple[Any, ...]]:
-            sql, args = query
-            return await trio.to_thread.run_sync(lambda: pg.execute(sql, args).fetchall())
-
-        yield old_fetch
-    finally:
-        pg.rollback()
-        pg.close()
+    (migration,) = [m for m in migrations("postgres") if m.version == 14]
+    ours = [s for s in migration.statements() if s.startswith(("DROP INDEX", "CREATE INDEX"))]
+    with psycopg.connect(url, autocommit=True) as pg:
+        try:
+            for statement in MAIN_INDEXES:
+                pg.execute(statement.encode())
+            yield fetch
+        finally:
+            for statement in (*ours, "ANALYZE usage_hourly_nokey", "ANALYZE usage_hourly_nokey_bins"):
+                pg.execute(statement.encode())
 
 
 MAIN_INDEXES = (  # Postgres: migration 009's tenant indexes, which 014 replaces

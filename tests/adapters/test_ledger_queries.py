@@ -314,3 +314,46 @@ async def test_usage_page_queries_use_the_indexes_on_a_large_ledger(storage_url:
             pg.execute(row[0])
         pg.close()
     assert await storage.usage_count() == ROWS
+
+
+async def test_one_tenants_hourly_reads_are_index_only_scans_on_postgres(storage_url: str, storage: Storage) -> None:
+    """Migration 014's covering tenant indexes: once vacuumed (autovacuum's work), one
+    tenant's hourly series, histograms and totals read the per-tenant rollup's index
+    alone, whatever they filter or group on, never its heap; with 009's plain tenant
+    indexes back the same check fails."""
+    if storage_url.startswith("sqlite"):
+        pytest.skip("Postgres's covering indexes (SQLite's rollups are WITHOUT ROWID tables)")
+    pg = _fill_postgres(storage_url)
+    for statement in rollup.backfill_all("postgres"):
+        pg.execute(statement.encode())
+    for table in sources.TABLES:
+        pg.execute(f"VACUUM ANALYZE {table}")
+    tenant = evolve(WINDOW, tenant="t3")
+    reads = [tenant, evolve(tenant, model="m", status="ok"), evolve(tenant, project="p1", provider="openai")]
+
+    def check() -> int:
+        checked = 0
+        for f in reads:
+            queries = [*ledger.totals_queries(ledger.POSTGRES, f, ("hour", "model"))]
+            for by in (None, "model", "project", "deployment", "status"):
+                queries += ledger.series_queries(ledger.POSTGRES, f, "hour", by)
+            for metric in rollup.METRICS:
+                queries += ledger.histogram_queries(ledger.POSTGRES, f, "hour", metric)  # type: ignore[arg-type]
+            for sql, args in queries:
+                table = _table(sql)
+                if table not in (rollup.HOURLY, rollup.BINS):
+                    continue
+                nodes = _postgres_plan(pg, sql, args)
+                scans = [(n["Node Type"], n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]]
+                assert scans == [("Index Only Scan", f"{table}_tenant")], (sql, scans)
+                checked += 1
+        return checked
+
+    assert check() == len(reads) * (1 + 5 + 2)
+    for table, columns in ((rollup.HOURLY, "tenant, hour"), (rollup.BINS, "tenant, hour")):
+        pg.execute(f"DROP INDEX {table}_tenant")
+        pg.execute(f"CREATE INDEX {table}_tenant ON {table} ({columns})")  # 009's
+    pg.execute(f"ANALYZE {rollup.HOURLY}")
+    with pytest.raises(AssertionError):
+        check()
+    pg.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ import trio
 from attrs import define
 
 from adapters.admin import create_key
+from server.app import create_app
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
@@ -85,6 +87,11 @@ ADMIN_ROUTES = [
 
 
 async def test_tenant_keys_get_403_and_no_key_401_on_every_admin_route(admin: Admin) -> None:
+    # Every admin route the app serves is in the list (a new one cannot be left out).
+    app = create_app(admin.gw.services)
+    served = {(method, re.sub(r"<[^>]+>", "{id}", rule.rule)) for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/v1/admin") for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}}  # fmt: skip
+    assert served == {(method, path) for method, path, _ in ADMIN_ROUTES}
     own = await admin.gw.services.storage.list_keys("t1")
     target = own[0].id
     async with admin.client(admin.gw.key) as tenant, httpx.AsyncClient(base_url=admin.gw.url) as anon:
