@@ -233,6 +233,17 @@ async def measure(
     await storage.migrate()
     d: ledger.Dialect = storage.dialect  # type: ignore[attr-defined]
     fetch = storage._fetch  # type: ignore[attr-defined]
+    if not url.startswith("sqlite:///"):
+        run = storage._run  # type: ignore[attr-defined]
+
+        async def fetch(query: Any) -> list[tuple[Any, ...]]:
+            """The storage's own path, never prepared: psycopg prepares a query after its
+            5th run on a connection (generic plans), so the columns timed later would
+            run on other plans than the first."""
+            sql, args = query
+            rows: list[tuple[Any, ...]] = await run(lambda c: c.execute(sql, args, prepare=False).fetchall())
+            return rows
+
     await prepare(url, n, keys, reuse)
 
     async def page(f: LedgerFilter, bucket: Any, rollups: tuple[sources.Source, ...], get: Any = fetch) -> None:
