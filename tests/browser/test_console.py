@@ -304,6 +304,16 @@ def test_admin_creates_a_key_sees_its_traffic_and_cost_then_revokes_it(page: Any
     pg.locator(f"#jobs-list button:text('{slow['id']}')").click()
     pg.get_by_role("button", name="Cancel job").click()
     pg.wait_for_function("() => document.querySelector('#job-detail .badge')?.textContent === 'canceled'")
+    # The first job's result: once it has run (polled through the API, untimed), its
+    # detail shows the answer.
+    with gateway.api(gateway.admin_key) as api:
+        first_job = next(j for j in api.get("/v1/jobs", params={"limit": 50}).json()["data"] if j["id"] != slow["id"])
+        while api.get(f"/v1/jobs/{first_job['id']}").json()["status"] in ("queued", "running"):
+            time.sleep(0.2)
+    pg.locator(f"#jobs-list button:text('{first_job['id']}')").click()
+    pg.wait_for_function("id => document.querySelector('#job-title')?.textContent === `Job ${id}`", arg=first_job["id"])
+    assert pg.locator("#job-detail .badge").inner_text() == "succeeded"
+    assert "Mock answer" in pg.locator("#job-detail .answer").inner_text()
     check_page(pg, "jobs")
 
     go(pg, "Playground")
