@@ -23,7 +23,8 @@ Rules:
   worked out once for both tables): one upsert per key; the backends run them in sorted
   key order (Postgres: several writers cannot deadlock). SQLite's upsert names only the
   bin columns it adds to (`SparseUpserts`; the others are DEFAULT 0), Postgres's every
-  one (`contributions`: one statement for a whole batch).
+  one (`contributions`: one statement for a whole batch); `sums` runs once per batch
+  for every table.
 """
 
 from __future__ import annotations
@@ -114,11 +115,11 @@ def sums(records: Iterable[UsageRecord]) -> dict[Wide, dict[Key, Sums]]:
     return out
 
 
-def contributions(wide: Wide, records: Iterable[UsageRecord]) -> list[tuple[Any, ...]]:
-    """What `records` add to `wide`: one row per key, as the arguments of `upsert` (the
-    key, then every one of `MEASURES`; cost a Decimal), in key order."""
+def contributions(added: dict[Key, Sums]) -> list[tuple[Any, ...]]:
+    """What `sums` gave for one table, as the arguments of its `upsert`: one row per key
+    (the key, then every one of `MEASURES`; cost a Decimal), in key order."""
     rows = []
-    for key, (total, counts) in sorted(sums(records)[wide].items()):
+    for key, (total, counts) in sorted(added.items()):
         bins = [0] * len(BIN_COLUMNS)
         for b, n in counts.items():
             bins[b] = n
