@@ -1,9 +1,9 @@
 """`make bench-console`: how long the console's usage page takes on a large ledger.
 
 Fills a fresh SQLite database (or, with `--database-url postgresql://...`, a Postgres
-database you created for it; its `usage` table must be empty) with `--rows` ledger rows
-(default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6 models, then builds
-the rollups from them (the fills of migrations 009, 011, 012 and 014; the rows bypass
+database you created for it; its `usage` table must be empty, unless `--reuse`) with
+`--rows` ledger rows (default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6
+models, then builds the rollups from them (the fills of migrations 009, 011, 012 and 014; the rows bypass
 the ledger writer, which keeps them; on Postgres then VACUUM ANALYZE, as autovacuum
 would). `--reuse` keeps a database an earlier run filled (the fill of 1,000,000 rows
 takes minutes on a loaded machine), e.g. `--reuse --database-url sqlite:///bench.db`;
