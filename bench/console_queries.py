@@ -1,22 +1,28 @@
 """`make bench-console`: how long the console's usage page takes on a large ledger.
 
 Fills a fresh SQLite database (or, with `--database-url postgresql://...`, a Postgres
-database you created for it; its `usage` table must be empty) with `--rows` ledger rows
-(default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6 models, then builds
-the rollups from them (the fills of migrations 009, 011 and 012; the rows bypass the
-ledger writer, which keeps them), then times the three queries the Usage page sends for
-one refresh (`Storage.usage_series` by model and the two `usage_histogram`s) over windows
-of 1, 7 and 30 days (per hour; 30 days per day too), for all tenants (admin) and for one
-tenant, plus one Requests page (`ledger_page`, 50 rows), the same Usage page for one key,
-and for one tenant `/v1/usage`'s totals by day and model (`usage_totals`).
+database you created for it; its `usage` table must be empty, unless `--reuse`) with
+`--rows` ledger rows (default 1,000,000) spread over 90 days, 20 tenants, 200 keys and 6
+models, then builds the rollups from them (the fills of migrations 009, 011, 012 and 014; the rows bypass
+the ledger writer, which keeps them; on Postgres then VACUUM ANALYZE, as autovacuum
+would). `--reuse` keeps a database an earlier run filled (the fill of 1,000,000 rows
+takes minutes on a loaded machine), e.g. `--reuse --database-url sqlite:///bench.db`;
+`--window` times only some windows.
 
-Each read is timed in the same run three ways: as served (`sources.plan`: whole days
-from the daily rollup, whole hours from the all-tenant or per-tenant hourly rollup, the
-rest from the ledger), as it was with the hourly rollup of migration 009 alone
-(`before`: a read on a key then read the ledger), and on the ledger alone. `--keys`
-(default 200) is how many keys the rows come from: a rollup holds one row per period and
-value of its key columns, so how much smaller than the ledger it is depends on how many
-rows those send per period. Each timing is the median of `--repeat` runs, after one untimed run.
+Then times the Usage page of one refresh, as the gateway serves it: its three reads
+(`Storage.usage_series` by model and the two `usage_histogram`s), the answer
+(`server.routes.insights.series_answer`: percentiles per bucket, points) and its JSON,
+over windows of 1, 7 and 30 days (per hour; 30 days per day too), for all tenants
+(admin) and for one tenant, each for all keys and for one key; plus one Requests page
+(`ledger_page`, 50 rows) and for one tenant `/v1/usage`'s totals by day and model.
+
+Each page is timed in the same run four ways: as served; with main's code before the
+console task (`console_before`: its Python, the rollups without migration 014's, and
+on Postgres 009's tenant indexes instead of 014's covering ones, put back after); with the hourly rollup of migration 009 alone; on the ledger alone.
+`--keys` (default 200) is how many keys the rows come from: a rollup holds one row per
+period and value of its key columns, so how much smaller than the ledger it is depends
+on how many rows those send per period. Each timing is the median of `--repeat` runs,
+after one untimed run.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,9 +46,13 @@ from attrs import evolve
 from adapters.storage import codec, ledger, open_storage, rollup, sources
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter
+from adapters.storage.migrations import migrations
 from adapters.storage.records import UsageRecord
+from bench import console_before
 from core.model import Usage
 from core.usage import LedgerRow, aggregate
+from server import json_codec
+from server.routes import insights
 
 MODELS = ("gpt-4o-mini", "gpt-4.1", "gpt-4o", "claude-3.5-haiku", "claude-3.5-sonnet", "mock-fast")
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -110,13 +122,41 @@ def roll_up(url: str) -> dict[str, int]:
         for statement in rollup.backfill_all("postgres"):
             pg.execute(statement.encode())
         counts = {}
-        for table in tables:
-            pg.execute(f"ANALYZE {table}".encode())
+        for table in tables:  # as autovacuum would: index-only scans need the visibility map
+            pg.execute(f"VACUUM ANALYZE {table}".encode())
             row = pg.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
             counts[table] = int(row[0]) if row else 0
         return counts
 
 
+@asynccontextmanager
+async def main_schema(url: str, fetch: Any) -> AsyncIterator[Any]:
+    """Queries run (through `fetch`, the storage's own path) on the indexes main had: on
+    Postgres migration 014's two covering indexes are replaced by 009's for the while,
+    then put back (SQLite's 014 changed no index)."""
+    if url.startswith("sqlite:///"):
+        yield fetch
+        return
+    (migration,) = [m for m in migrations("postgres") if m.version == 14]
+    ours = [s for s in migration.statements() if s.startswith(("DROP INDEX", "CREATE INDEX"))]
+    with psycopg.connect(url, autocommit=True) as pg:
+        try:
+            for statement in MAIN_INDEXES:
+                pg.execute(statement.encode())
+            yield fetch
+        finally:
+            for statement in (*ours, "ANALYZE usage_hourly_nokey", "ANALYZE usage_hourly_nokey_bins"):
+                pg.execute(statement.encode())
+
+
+MAIN_INDEXES = (  # Postgres: migration 009's tenant indexes, which 014 replaces
+    "DROP INDEX usage_hourly_nokey_tenant",
+    "CREATE INDEX usage_hourly_nokey_tenant ON usage_hourly_nokey (tenant, hour)",
+    "DROP INDEX usage_hourly_nokey_bins_tenant",
+    "CREATE INDEX usage_hourly_nokey_bins_tenant ON usage_hourly_nokey_bins (tenant, hour)",
+    "ANALYZE usage_hourly_nokey", "ANALYZE usage_hourly_nokey_bins",
+)  # fmt: skip
+MAIN_ROLLUPS = (sources.DAILY, sources.HOURLY_ALL, sources.HOURLY)  # before migration 014
 BEFORE = (sources.HOURLY,)  # the rollups before migrations 011 and 012
 LEDGER_ONLY: tuple[sources.Source, ...] = ()
 
@@ -143,11 +183,36 @@ def ledger_row(rec: UsageRecord) -> LedgerRow:
     )  # fmt: skip
 
 
-async def measure(url: str, n: int, repeat: int, keys: int) -> None:
-    storage: Storage = open_storage(url)
-    await storage.migrate()
-    d: ledger.Dialect = storage.dialect  # type: ignore[attr-defined]
-    fetch = storage._fetch  # type: ignore[attr-defined]
+def counts_of(url: str) -> dict[str, int]:
+    """The rows in the ledger and in each rollup table."""
+    tables = ("usage", *sources.TABLES)
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        found = {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+        conn.close()
+        return found
+    with psycopg.connect(url, autocommit=True) as pg:
+        found = {}
+        for table in tables:
+            row = pg.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
+            found[table] = int(row[0]) if row else 0
+        return found
+
+
+async def prepare(url: str, n: int, keys: int, reuse: bool) -> None:
+    """Fill the ledger and build its rollups; with `reuse`, a database that already holds
+    `n` ledger rows (from an earlier run with the same `--rows` and `--keys`) is kept."""
+    if reuse:
+        held = counts_of(url)
+        if held["usage"] == n:
+            print("reused: " + ", ".join(f"{t} {c:,}" for t, c in held.items()))
+            if not url.startswith("sqlite:///"):  # indexes a migration added since
+                with psycopg.connect(url, autocommit=True) as pg:
+                    for table in sources.TABLES:
+                        pg.execute(f"VACUUM ANALYZE {table}".encode())
+            return
+        if held["usage"]:
+            raise SystemExit(f"--reuse: the database holds {held['usage']:,} ledger rows, not {n:,}")
     t0 = time.perf_counter()
     fill(url, n, keys)
     print(f"filled {n:,} rows in {time.perf_counter() - t0:.1f} s ({url.split(':', 1)[0]})")
@@ -156,35 +221,73 @@ async def measure(url: str, n: int, repeat: int, keys: int) -> None:
     print(f"rolled up in {time.perf_counter() - t0:.1f} s: "
           + ", ".join(f"{t} {c:,}" for t, c in counts.items()))  # fmt: skip
 
-    async def page(f: LedgerFilter, bucket: Any, rollups: tuple[sources.Source, ...]) -> None:
-        """The Usage page's three reads, from `rollups` and the ledger."""
-        found: list[ledger.SeriesRow] = []
-        for query in ledger.series_queries(d, f, bucket, "model", rollups):
-            found += [ledger.series_row(r) for r in await fetch(query)]
-        ledger.merge_series(found)
-        for metric in rollup.METRICS:
-            bins: list[ledger.HistogramRow] = []
-            for query in ledger.histogram_queries(d, f, bucket, metric, rollups):  # type: ignore[arg-type]
-                bins += ledger.histogram_rows(await fetch(query))
-            ledger.merge_histogram(bins)
 
-    async def three(f: LedgerFilter, bucket: Any) -> str:
-        """The page as served, as before 011/012, on the ledger alone: their times."""
-        served = await timed(repeat, lambda: page(f, bucket, sources.ROLLUPS))
-        before = await timed(repeat, lambda: page(f, bucket, BEFORE))
-        raw = await timed(repeat, lambda: page(f, bucket, LEDGER_ONLY))
-        return f"{served:7.1f} ms (before {before:7.1f}, ledger only {raw:7.1f})"
+WINDOWS = ((1, "hour"), (7, "hour"), (30, "hour"), (30, "day"))  # (days, bucket) timed
 
-    for days, bucket in ((1, "hour"), (7, "hour"), (30, "hour"), (30, "day")):
+
+async def measure(
+    url: str, n: int, repeat: int, keys: int, reuse: bool = False,
+    windows: tuple[tuple[int, str], ...] = WINDOWS,
+) -> None:  # fmt: skip
+    storage: Storage = open_storage(url)
+    await storage.migrate()
+    d: ledger.Dialect = storage.dialect  # type: ignore[attr-defined]
+    fetch = storage._fetch  # type: ignore[attr-defined]
+    if not url.startswith("sqlite:///"):
+        run = storage._run  # type: ignore[attr-defined]
+
+        async def fetch(query: Any) -> list[tuple[Any, ...]]:
+            """The storage's own path, never prepared: psycopg prepares a query after its
+            5th run on a connection (generic plans), so the columns timed later would
+            run on other plans than the first."""
+            sql, args = query
+            rows: list[tuple[Any, ...]] = await run(lambda c: c.execute(sql, args, prepare=False).fetchall())
+            return rows
+
+    await prepare(url, n, keys, reuse)
+
+    async def page(f: LedgerFilter, bucket: Any, rollups: tuple[sources.Source, ...], get: Any = fetch) -> None:
+        """The Usage page as served: its three reads from `rollups` and the ledger, the
+        answer and its JSON."""
+        rows = ledger.merge_series([ledger.series_row(r) for query in ledger.series_queries(
+            d, f, bucket, "model", rollups) for r in await get(query)])  # fmt: skip
+        hists = [ledger.merge_histograms([ledger.histogram_counts(await get(query)) for query in
+                 ledger.histogram_queries(d, f, bucket, metric, rollups)]) for metric in rollup.METRICS]  # type: ignore[arg-type]  # fmt: skip
+        json_codec.encode(insights.series_answer(f, bucket, "model", rows, *hists))
+
+    async def main_page(f: LedgerFilter, bucket: Any, get: Any) -> None:
+        """The same page with main's Python (`console_before`), reading through `get`."""
+        series = [await get(q) for q in ledger.series_queries(d, f, bucket, "model", MAIN_ROLLUPS)]
+        hists = [[await get(q) for q in ledger.histogram_queries(d, f, bucket, metric, MAIN_ROLLUPS)]  # type: ignore[arg-type]
+                 for metric in rollup.METRICS]  # fmt: skip
+        json_codec.encode(console_before.answer(f, bucket, "model", series, *hists))
+
+    cases = []
+    for days, bucket in windows:
         for tenant in (None, "t3"):
             f = LedgerFilter(start=END - timedelta(days=days), end=END, tenant=tenant)
             count = sum(r.requests for r in await storage.usage_series(f, "day", None))
             who = "all tenants" if tenant is None else f"tenant {tenant}"
-            print(f"{days:>2} days per {bucket}, {who} ({count:,} rows):")
-            print(f"    usage page        {await three(f, bucket)}")
-            print(f"    one key's page    {await three(evolve(f, key_id='key_3'), bucket)}")
+            cases += [(f"{days} days per {bucket}, {who} ({count:,} rows)", f, bucket),
+                      (f"{days} days per {bucket}, {who}, one key", evolve(f, key_id="key_3"), bucket)]  # fmt: skip
+    times: dict[str, list[float]] = {}
+    for label, f, bucket in cases:
+        times[label] = [await timed(repeat, lambda f=f, b=bucket, r=r: page(f, b, r))
+                        for r in (sources.ROLLUPS, BEFORE, LEDGER_ONLY)]  # fmt: skip
+    async with main_schema(url, fetch) as old_fetch:
+        for label, f, bucket in cases:
+            times[label].insert(1, await timed(repeat, lambda f=f, b=bucket: main_page(f, b, old_fetch)))
+    print("Usage page (three reads, answer, JSON), median ms: served | main's code and indexes"
+          " | 009's rollup alone | ledger alone")  # fmt: skip
+    for label, (served, main, before, raw) in times.items():
+        print(f"    {label:52} {served:8.1f} | {main:8.1f} | {before:8.1f} | {raw:8.1f}"
+              f"   served/main {served / main:5.2f}")  # fmt: skip
+
+    for days, bucket in windows:
+        for tenant in (None, "t3"):
+            f = LedgerFilter(start=END - timedelta(days=days), end=END, tenant=tenant)
             list_ms = await timed(repeat, lambda f=f: storage.ledger_page(f, 51, None))
-            print(f"    requests page     {list_ms:7.1f} ms")
+            print(f"{days:>2} days per {bucket}, tenant {tenant}: requests page {list_ms:7.1f} ms")
             if tenant is not None and bucket == "day":
 
                 async def totals(f: LedgerFilter, rollups: tuple[sources.Source, ...]) -> None:
@@ -211,10 +314,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keys", type=int, default=200, help="keys the rows come from, in turn")
     parser.add_argument("--database-url", help="default: a new SQLite file in a temp dir")
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="keep a database that already holds --rows ledger rows (filled by an earlier run"
+        " with the same --rows and --keys, e.g. --database-url sqlite:///bench.db) instead of"
+        " filling it again; an empty one is filled",
+    )  # fmt: skip
+    parser.add_argument(
+        "--window", action="append", choices=[f"{d}:{b}" for d, b in WINDOWS],
+        help="time only this window (days:bucket; repeatable); default every one",
+    )  # fmt: skip
     args = parser.parse_args()
+    windows = WINDOWS if not args.window else tuple(
+        (int(w.split(":")[0]), w.split(":")[1]) for w in args.window)  # fmt: skip
+    if args.reuse and not args.database_url:
+        parser.error("--reuse needs --database-url (a temporary database is never kept)")
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
-        trio.run(measure, url, args.rows, args.repeat, args.keys)
+        trio.run(measure, url, args.rows, args.repeat, args.keys, args.reuse, windows)
 
 
 if __name__ == "__main__":

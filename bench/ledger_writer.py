@@ -2,9 +2,10 @@
 
 Writes ledger rows one at a time through `Storage.insert_usage` (each its own group-commit
 batch, the gateway's case at low traffic), in rounds that alternate between the writer
-as it is (the hourly rollup of migration 009 plus the daily and all-tenant rollups of
-migrations 011 and 012) and the same writer with the 011/012 upserts taken out (as
-before them), in one process and one database. Prints the process CPU per batch of each
+as it is (the hourly rollup of migration 009 plus the daily, all-tenant and by-model
+rollups of migrations 011, 012 and 014) and the same writer with the 011/012/014 upserts
+taken out (as before them), or with `--leave-out 014` only 014's (as before the console
+task), in one process and one database. Prints the process CPU per batch of each
 round and the medians. `--rounds` (default 6) rounds of `--rows` (default 2000) rows.
 """
 
@@ -40,7 +41,7 @@ def row(i: int) -> UsageRecord:
     )  # fmt: skip
 
 
-async def main(rounds: int, rows: int) -> None:
+async def main(rounds: int, rows: int, leave_out: str = "wide") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         storage = open_storage(f"sqlite:///{tmp}/bench.db")
         assert isinstance(storage, SQLiteStorage)
@@ -50,22 +51,24 @@ async def main(rounds: int, rows: int) -> None:
         for _ in range(200):  # warm up
             await storage.insert_usage(row(n))
             n += 1
-        cpu: dict[str, list[float]] = {"with 011/012": [], "009 alone": []}
+        every, fewer = ("every rollup", "009 alone") if leave_out == "wide" else ("every rollup", "without 014")
+        less = () if leave_out == "wide" else tuple(u for u in full if u[0].wide.table != "usage_hourly_model")
+        cpu: dict[str, list[float]] = {every: [], fewer: []}
         try:
             for r in range(rounds):
-                name = "with 011/012" if r % 2 == 0 else "009 alone"
-                storage._wide_upserts = full if r % 2 == 0 else ()
+                name = every if r % 2 == 0 else fewer
+                storage._wide_upserts = full if r % 2 == 0 else less
                 t0 = time.process_time()
                 for _ in range(rows):
                     await storage.insert_usage(row(n))
                     n += 1
                 per = (time.process_time() - t0) / rows * 1e6
                 cpu[name].append(per)
-                print(f"round {r + 1}: {name:<13} {per:6.1f} us CPU per one-row batch")
+                print(f"round {r + 1}: {name:<12} {per:6.1f} us CPU per one-row batch")
         finally:
             await storage.close()
         with_, alone = (statistics.median(v) for v in cpu.values())
-        print(f"median: with 011/012 {with_:.1f} us, 009 alone {alone:.1f} us,"
+        print(f"median: {every} {with_:.1f} us, {fewer} {alone:.1f} us,"
               f" difference {with_ - alone:+.1f} us ({with_ / alone:.2f}x)")
 
 
@@ -73,5 +76,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--leave-out", choices=("wide", "014"), default="wide",
+                        help="the other rounds' writer: without the wide rollups (011, 012, 014) or without 014's")  # fmt: skip
     args = parser.parse_args()
-    trio.run(main, args.rounds, args.rows)
+    trio.run(main, args.rounds, args.rows, args.leave_out)

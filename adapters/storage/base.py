@@ -65,7 +65,7 @@ from adapters.storage.idem_rows import StepFn
 from adapters.storage.ledger import (
     Bucket,
     Dialect,
-    HistogramRow,
+    Histogram,
     LedgerFilter,
     Metric,
     Query,
@@ -252,11 +252,11 @@ class LedgerReads:
 
     async def usage_histogram(
         self, f: LedgerFilter, bucket: Bucket, metric: Metric
-    ) -> list[HistogramRow]:
-        found: list[HistogramRow] = []
-        for query in ledger.histogram_queries(self.dialect, f, bucket, metric):
-            found += ledger.histogram_rows(await self._fetch(query))
-        return ledger.merge_histogram(found)
+    ) -> Histogram:
+        return ledger.merge_histograms([
+            ledger.histogram_counts(await self._fetch(query))
+            for query in ledger.histogram_queries(self.dialect, f, bucket, metric)
+        ])  # fmt: skip
 
     async def usage_totals(self, f: LedgerFilter, group_by: tuple[str, ...]) -> UsageSummary:
         parts = []
@@ -322,8 +322,9 @@ class Storage(Protocol):
 
     async def usage_histogram(
         self, f: LedgerFilter, bucket: Bucket, metric: Metric
-    ) -> list[HistogramRow]:
-        """Rows per (hour or day, `core.percentiles` bin of `metric`)."""
+    ) -> Histogram:
+        """Rows per `core.percentiles` bin of `metric`, per hour or day (buckets without
+        a value left out)."""
 
     async def usage_totals(self, f: LedgerFilter, group_by: tuple[str, ...]) -> UsageSummary:
         """`core.usage.aggregate` of the rows matching `f`, summed in the database

@@ -11,12 +11,13 @@ id)` or `usage_key_at (key_id, at, id)` (migration 002;
 `tests/adapters/test_ledger_queries.py` checks the plans on both backends).
 Series, histograms and totals read each part of a window from the source `sources.plan`
 picks: the whole days from the daily rollup (`usage_daily`, migration 011, when the read
-is by day), whole hours from the all-tenant or the per-tenant hourly rollup
-(`usage_hourly_all`, migration 012; `usage_hourly_nokey`, migration 009), the partial
+is by day), whole hours from the all-tenant hourly rollup by model, the all-tenant or
+the per-tenant hourly rollup (`usage_hourly_model`, migration 014; `usage_hourly_all`,
+migration 012; `usage_hourly_nokey`, migration 009), the partial
 hours at the edges, and an hourly read on a key, from the ledger (`usage_key_at` finds
 a key's rows); each a range on the period, summed in SQL.
 `series_queries` / `histogram_queries` / `totals_queries` give those queries and
-`merge_series` / `merge_histogram` / `core.usage.combine` add their answers up per
+`merge_series` / `merge_histograms` / `core.usage.combine` add their answers up per
 (bucket, group or bin), so the result is the same as summing the window's ledger rows.
 
 Rules:
@@ -37,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from attrs import evolve, frozen
 
@@ -69,8 +70,10 @@ class LedgerFilter:
     client_request_id: str | None = None
 
 
-@frozen
-class SeriesRow:
+class SeriesRow(NamedTuple):
+    """One (bucket, group) of a series (a named tuple: a 30-day hourly page decodes
+    thousands of them)."""
+
     bucket: str  # "2026-01-02T03" (hour) or "2026-01-02" (day), UTC
     group: str  # the grouped column's value ("" when not grouped, or NULL)
     requests: int
@@ -82,11 +85,10 @@ class SeriesRow:
     cost: Decimal
 
 
-@frozen
-class HistogramRow:
-    bucket: str
-    bin: int  # core.percentiles bin index
-    count: int
+# A histogram per bucket: bucket -> how many values each `core.percentiles` bin holds
+# (`percentiles.BINS` counts, bin 0 first), in bucket order; a bucket without values is
+# left out.
+Histogram = dict[str, list[int]]
 
 
 @frozen
@@ -256,7 +258,7 @@ def histogram_query(
     """How many rows per (bucket, bin of `metric`), rows without that metric left out: of
     the ledger in the filter's window, or, given a rollup's `part`, of its whole periods.
     Rows of (bucket, bin, count), or from a rollup with bin columns one row per bucket
-    with the count of every bin (`histogram_rows` reads both)."""
+    with the count of every bin (`histogram_counts` reads both)."""
     if metric not in rollup.METRICS:
         raise ValueError(f"no histogram of {metric!r}")
     source = _rollup_of(part)
@@ -281,8 +283,8 @@ def histogram_query(
 def histogram_queries(
     d: Dialect, f: LedgerFilter, bucket: Bucket, metric: Metric, rollups: tuple[Source, ...] = ROLLUPS
 ) -> list[Query]:
-    """As `series_queries`, for the histogram of `metric` (read by `histogram_rows`,
-    merged by `merge_histogram`)."""
+    """As `series_queries`, for the histogram of `metric` (read by `histogram_counts`,
+    merged by `merge_histograms`)."""
     return [histogram_query(d, _part_filter(f, p), bucket, metric, p)
             for p in sources(f, None, bucket, rollups)]  # fmt: skip
 
@@ -377,19 +379,23 @@ def series_row(row: tuple[Any, ...]) -> SeriesRow:
     )
 
 
-def histogram_rows(rows: Iterable[tuple[Any, ...]]) -> list[HistogramRow]:
-    """A `histogram_query`'s answer as rows: each a (bucket, bin, count), or a (bucket,
-    count of bin 0, ..., count of the last bin) from a rollup with bin columns (empty
-    bins left out)."""
-    out = []
+def histogram_counts(rows: Iterable[tuple[Any, ...]]) -> Histogram:
+    """A `histogram_query`'s answer as counts per bucket: its rows are (bucket, bin,
+    count), or (bucket, count of bin 0, ..., count of the last bin) from a rollup with
+    bin columns."""
+    out: Histogram = {}
     for row in rows:
         if len(row) == 3:
-            out.append(HistogramRow(bucket=str(row[0]), bin=int(row[1]), count=int(row[2])))
+            counts = out.get(str(row[0]))
+            if counts is None:
+                out[str(row[0])] = counts = [0] * percentiles.BINS
+            counts[int(row[1])] += int(row[2])
             continue
         if len(row) != 1 + percentiles.BINS:
             raise ValueError(f"a histogram row has 3 or {1 + percentiles.BINS} values, not {len(row)}")
-        out += [HistogramRow(bucket=str(row[0]), bin=i, count=int(n))
-                for i, n in enumerate(row[1:]) if n]  # fmt: skip
+        seen = out.get(str(row[0]))
+        wide = [int(n or 0) for n in row[1:]]
+        out[str(row[0])] = wide if seen is None else [a + b for a, b in zip(seen, wide, strict=True)]
     return out
 
 
@@ -412,9 +418,12 @@ def merge_series(rows: list[SeriesRow]) -> list[SeriesRow]:
     return [merged[k] for k in sorted(merged)]
 
 
-def merge_histogram(rows: list[HistogramRow]) -> list[HistogramRow]:
-    """Counts of the same (bucket, bin) added up, in (bucket, bin) order."""
-    counts: dict[tuple[str, int], int] = {}
-    for r in rows:
-        counts[(r.bucket, r.bin)] = counts.get((r.bucket, r.bin), 0) + r.count
-    return [HistogramRow(bucket=b, bin=i, count=n) for (b, i), n in sorted(counts.items())]
+def merge_histograms(parts: Iterable[Histogram]) -> Histogram:
+    """The counts of the same bucket added up, in bucket order, buckets without a value
+    left out (a rollup row may carry none: its rows had no latency)."""
+    merged: Histogram = {}
+    for part in parts:
+        for bucket, counts in part.items():
+            seen = merged.get(bucket)
+            merged[bucket] = counts if seen is None else [a + b for a, b in zip(seen, counts, strict=True)]
+    return {b: merged[b] for b in sorted(merged) if any(merged[b])}

@@ -481,8 +481,9 @@ class PostgresStorage(LedgerReads):
                     cur.executemany(_UPSERT_HOURLY, sorted(hourly))
                 if bins:
                     cur.executemany(_UPSERT_BINS, sorted(bins))
+                wide_sums = rollup_wide.sums(new)  # each record's share once, for every table
                 for wide, upsert in _UPSERT_WIDE:
-                    adds = rollup_wide.contributions(wide, new)  # in key order
+                    adds = rollup_wide.contributions(wide_sums[wide])  # in key order
                     if adds:
                         cur.executemany(upsert, adds)
             return added

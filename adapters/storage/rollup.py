@@ -145,9 +145,10 @@ def add_costs(
 
 
 MIGRATION = "_usage_hourly_nokey.sql"  # the migration that creates and fills the rollup
-# Every migration that creates and fills a rollup: this one, the daily (011) and the
-# all-tenant hourly (012) rollups of `rollup_wide.py`.
-MIGRATIONS = (MIGRATION, "_usage_daily.sql", "_usage_hourly_all.sql")
+# Every migration that creates and fills a rollup: this one, the daily (011), the
+# all-tenant hourly (012) and the hourly by model (014, filled from 012's) rollups of
+# `rollup_wide.py`.
+MIGRATIONS = (MIGRATION, "_usage_daily.sql", "_usage_hourly_all.sql", "_usage_hourly_model.sql")
 
 
 def backfill(backend: str, name: str = MIGRATION) -> list[str]:

@@ -1,6 +1,7 @@
 """The rollups that keep their percentile bins as columns: the daily rollup `usage_daily`
-(migration 011, with the key) and the all-tenant hourly rollup `usage_hourly_all`
-(migration 012, without tenant or key).
+(migration 011, with the key), the all-tenant hourly rollup `usage_hourly_all`
+(migration 012, without tenant or key) and the hourly rollup by model
+`usage_hourly_model` (migration 014, without tenant, key or project).
 
 Owns: what ledger rows add to these two tables and the upserts that add it (run by each
 backend in the transaction that inserts those rows, next to `rollup.py`'s hourly ones).
@@ -22,7 +23,8 @@ Rules:
   worked out once for both tables): one upsert per key; the backends run them in sorted
   key order (Postgres: several writers cannot deadlock). SQLite's upsert names only the
   bin columns it adds to (`SparseUpserts`; the others are DEFAULT 0), Postgres's every
-  one (`contributions`: one statement for a whole batch).
+  one (`contributions`: one statement for a whole batch); `sums` runs once per batch
+  for every table.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from core import percentiles
 
 DAILY = "usage_daily"
 HOURLY_ALL = "usage_hourly_all"
+HOURLY_MODEL = "usage_hourly_model"
 
 
 def bin_columns(metric: str) -> tuple[str, ...]:
@@ -65,7 +68,8 @@ class Wide:
 
 DAY = Wide(DAILY, "day", ("tenant", "project", "key_id", "model", "provider", "deployment", "status"))
 ALL = Wide(HOURLY_ALL, "hour", ("project", "model", "provider", "deployment", "status"))
-TABLES = (DAY, ALL)  # in the order the writers upsert them
+MODEL = Wide(HOURLY_MODEL, "hour", ("model", "provider", "deployment", "status"))
+TABLES = (DAY, ALL, MODEL)  # in the order the writers upsert them
 _OPTIONAL = frozenset({"provider", "deployment"})  # NULL in the ledger, '' here
 _NBINS = percentiles.BINS
 _FIRST_BIN = len(rollup.MEASURES)  # where the bin counts begin among the measures
@@ -111,11 +115,11 @@ def sums(records: Iterable[UsageRecord]) -> dict[Wide, dict[Key, Sums]]:
     return out
 
 
-def contributions(wide: Wide, records: Iterable[UsageRecord]) -> list[tuple[Any, ...]]:
-    """What `records` add to `wide`: one row per key, as the arguments of `upsert` (the
-    key, then every one of `MEASURES`; cost a Decimal), in key order."""
+def contributions(added: dict[Key, Sums]) -> list[tuple[Any, ...]]:
+    """What `sums` gave for one table, as the arguments of its `upsert`: one row per key
+    (the key, then every one of `MEASURES`; cost a Decimal), in key order."""
     rows = []
-    for key, (total, counts) in sorted(sums(records)[wide].items()):
+    for key, (total, counts) in sorted(added.items()):
         bins = [0] * len(BIN_COLUMNS)
         for b, n in counts.items():
             bins[b] = n

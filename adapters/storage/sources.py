@@ -15,8 +15,9 @@ Rules (`plan`):
 - Coarsest first: the whole days of the window from `usage_daily` (when the read is by
   day); then, in what is left (the partial days at the edges, or the whole window for an
   hourly read), the whole hours from the smallest hourly rollup that answers
-  (`usage_hourly_all` when the read names no tenant or key, else `usage_hourly_nokey`
-  when it names no key); the rest, partial hours (or everything no rollup answers: an
+  (`usage_hourly_model` when the read names no tenant, key or project, else
+  `usage_hourly_all` when it names no tenant or key, else `usage_hourly_nokey` when it
+  names no key); the rest, partial hours (or everything no rollup answers: an
   hourly read on a key), from the ledger. Each part is a range of whole periods
   `[start, end)`; the ledger's parts are ranges of instants.
 """
@@ -50,8 +51,10 @@ class Source:
 
 DAILY = Source(rollup_wide.DAILY, "day", frozenset(rollup_wide.DAY.columns), None)
 HOURLY_ALL = Source(rollup_wide.HOURLY_ALL, "hour", frozenset(rollup_wide.ALL.columns), None)
+HOURLY_MODEL = Source(rollup_wide.HOURLY_MODEL, "hour", frozenset(rollup_wide.MODEL.columns), None)
 HOURLY = Source(rollup.HOURLY, "hour", frozenset(rollup.KEY_COLUMNS[1:]), rollup.BINS)
-ROLLUPS = (DAILY, HOURLY_ALL, HOURLY)  # coarsest and smallest first: the order `plan` tries them
+# coarsest and smallest first: the order `plan` tries them
+ROLLUPS = (DAILY, HOURLY_MODEL, HOURLY_ALL, HOURLY)
 TABLES = (*(s.table for s in ROLLUPS), rollup.BINS)  # every table a read may take from
 
 

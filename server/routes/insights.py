@@ -14,7 +14,6 @@ true value, bins 1.4x to 2x wide).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +22,7 @@ from quart import request
 from quart_trio import QuartTrio
 
 from adapters.admin import key_view, spend_view, usage_view
-from adapters.storage.ledger import GROUP_COLUMNS, Bucket, HistogramRow, LedgerFilter
+from adapters.storage.ledger import GROUP_COLUMNS, Bucket, Histogram, LedgerFilter, SeriesRow
 from adapters.storage.records import KeyRecord
 from core import percentiles
 from core.billing import format_usd
@@ -62,49 +61,33 @@ def _bucket_start(bucket: str) -> str:
     return f"{bucket}:00:00Z" if "T" in bucket else f"{bucket}T00:00:00Z"
 
 
-def _percentiles(counts: dict[int, int]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for name, q in QUANTILES:
-        value = percentiles.percentile(counts, q)
-        out[name] = None if value is None else round(value, 1)
-    out["count"] = sum(counts.values())
+_QS = tuple(q for _, q in QUANTILES)
+
+
+def _percentiles(counts: list[int]) -> dict[str, float | None]:
+    values = percentiles.quantiles(counts, _QS)
+    out: dict[str, float | None] = {
+        name: None if value is None else round(value, 1)
+        for (name, _), value in zip(QUANTILES, values, strict=True)
+    }
+    out["count"] = sum(counts)
     return out
 
 
-def _latency_series(rows: list[HistogramRow]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    by_bucket: dict[str, dict[int, int]] = defaultdict(dict)
-    for r in rows:
-        by_bucket[r.bucket][r.bin] = r.count
-    series = [
-        {"at": _bucket_start(b), **_percentiles(counts)} for b, counts in sorted(by_bucket.items())
-    ]
-    return series, _percentiles(percentiles.merge(by_bucket.values()))
+def _latency_series(hist: Histogram) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each bucket's percentiles (in bucket order), and the whole window's."""
+    series = [{"at": _bucket_start(b), **_percentiles(counts)} for b, counts in hist.items()]
+    whole = [sum(column) for column in zip(*hist.values(), strict=True)] if hist else []
+    return series, _percentiles(whole)
 
 
-async def usage_series(services: Services, caller: KeyRecord) -> dict[str, Any]:
-    args = request.args
-    params.check_params(args, (*params.FILTER_PARAMS, "bucket", "by"))
-    f: LedgerFilter = params.ledger_filter(args, caller, services.clock.wall())
-    raw_bucket = args.get("bucket", "hour")
-    if raw_bucket not in ("hour", "day"):
-        raise InvalidRequest(f"'bucket' must be 'hour' or 'day', not {raw_bucket!r}", param="bucket")
-    bucket: Bucket = "hour" if raw_bucket == "hour" else "day"
-    if bucket == "hour" and f.end - f.start > MAX_HOURLY_WINDOW:
-        raise InvalidRequest(
-            "Hourly buckets cover at most 31 days; use bucket=day for longer windows",
-            param="bucket",
-        )
-    by = args.get("by") or None
-    if by == "none":
-        by = None
-    if by is not None and by not in GROUP_COLUMNS:
-        raise InvalidRequest(
-            f"'by' must be one of {', '.join(GROUP_COLUMNS)} or none, not {by!r}", param="by"
-        )
-    storage = services.storage
-    rows = await storage.usage_series(f, bucket, by)
-    latency, latency_all = _latency_series(await storage.usage_histogram(f, bucket, "latency_ms"))
-    ttft, ttft_all = _latency_series(await storage.usage_histogram(f, bucket, "ttft_ms"))
+def series_answer(
+    f: LedgerFilter, bucket: Bucket, by: str | None, rows: list[SeriesRow],
+    latency_hist: Histogram, ttft_hist: Histogram,
+) -> dict[str, Any]:  # fmt: skip
+    """`/v1/usage/series`' answer from the three reads (`make bench-console` times it too)."""
+    latency, latency_all = _latency_series(latency_hist)
+    ttft, ttft_all = _latency_series(ttft_hist)
     totals = {
         "requests": sum(r.requests for r in rows),
         "errors": sum(r.errors for r in rows),
@@ -147,6 +130,33 @@ async def usage_series(services: Services, caller: KeyRecord) -> dict[str, Any]:
         "ttft": ttft,
         "totals": totals,
     }
+
+
+async def usage_series(services: Services, caller: KeyRecord) -> dict[str, Any]:
+    args = request.args
+    params.check_params(args, (*params.FILTER_PARAMS, "bucket", "by"))
+    f: LedgerFilter = params.ledger_filter(args, caller, services.clock.wall())
+    raw_bucket = args.get("bucket", "hour")
+    if raw_bucket not in ("hour", "day"):
+        raise InvalidRequest(f"'bucket' must be 'hour' or 'day', not {raw_bucket!r}", param="bucket")
+    bucket: Bucket = "hour" if raw_bucket == "hour" else "day"
+    if bucket == "hour" and f.end - f.start > MAX_HOURLY_WINDOW:
+        raise InvalidRequest(
+            "Hourly buckets cover at most 31 days; use bucket=day for longer windows",
+            param="bucket",
+        )
+    by = args.get("by") or None
+    if by == "none":
+        by = None
+    if by is not None and by not in GROUP_COLUMNS:
+        raise InvalidRequest(
+            f"'by' must be one of {', '.join(GROUP_COLUMNS)} or none, not {by!r}", param="by"
+        )
+    storage = services.storage
+    rows = await storage.usage_series(f, bucket, by)
+    latency = await storage.usage_histogram(f, bucket, "latency_ms")
+    ttft = await storage.usage_histogram(f, bucket, "ttft_ms")
+    return series_answer(f, bucket, by, rows, latency, ttft)
 
 
 def register(app: QuartTrio, services: Services) -> None:

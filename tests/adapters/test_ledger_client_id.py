@@ -52,7 +52,7 @@ async def test_a_page_by_client_request_id_holds_only_that_ids_rows(storage: Sto
     assert [r.id for r in await storage.ledger_page(narrow, 10, None)] == ["use_3"]  # the window holds
 
 
-@pytest.mark.parametrize("source", [sources.HOURLY, sources.HOURLY_ALL, sources.DAILY])
+@pytest.mark.parametrize("source", [sources.HOURLY, sources.HOURLY_ALL, sources.HOURLY_MODEL, sources.DAILY])
 def test_a_rollup_read_refuses_the_filter(source: sources.Source) -> None:
     part = sources.Part(source, datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
     with pytest.raises(ValueError, match="client_request_id"):

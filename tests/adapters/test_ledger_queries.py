@@ -88,10 +88,10 @@ async def test_histogram_bins_match_core_percentiles(storage: Storage) -> None:
                  for _ in range(60)] + [draw.randrange(0, 100000) for _ in range(60)]
     for i, ms in enumerate(latencies):
         await storage.insert_usage(row(i, at=T0, latency_ms=ms, ttft_ms=None if i % 2 else ms // 2))
-    hist = await storage.usage_histogram(WIDE, "day", "latency_ms")
-    assert {h.bin: h.count for h in hist} == percentiles.histogram(latencies)
-    ttft = await storage.usage_histogram(WIDE, "day", "ttft_ms")
-    assert {h.bin: h.count for h in ttft} == percentiles.histogram(
+    (hist,) = (await storage.usage_histogram(WIDE, "day", "latency_ms")).values()
+    assert {i: n for i, n in enumerate(hist) if n} == percentiles.histogram(latencies)
+    (ttft,) = (await storage.usage_histogram(WIDE, "day", "ttft_ms")).values()
+    assert {i: n for i, n in enumerate(ttft) if n} == percentiles.histogram(
         [ms // 2 for i, ms in enumerate(latencies) if i % 2 == 0])
 
 
@@ -187,7 +187,7 @@ def _rollup_indexes(table: str, f: LedgerFilter) -> set[str]:
     own = {"key_id": f"{table}_key", "tenant": f"{table}_tenant"}
     has = {
         sources.DAILY.table: {"key_id", "tenant"}, rollup.HOURLY: {"tenant"}, rollup.BINS: {"tenant"},
-        sources.HOURLY_ALL.table: set(),
+        sources.HOURLY_ALL.table: set(), sources.HOURLY_MODEL.table: set(),
     }[table]  # fmt: skip
     usable = [own[c] for c in named if c in has]
     return set(usable[:1]) if usable else {"PRIMARY KEY"}
@@ -314,3 +314,46 @@ async def test_usage_page_queries_use_the_indexes_on_a_large_ledger(storage_url:
             pg.execute(row[0])
         pg.close()
     assert await storage.usage_count() == ROWS
+
+
+async def test_one_tenants_hourly_reads_are_index_only_scans_on_postgres(storage_url: str, storage: Storage) -> None:
+    """Migration 014's covering tenant indexes: once vacuumed (autovacuum's work), one
+    tenant's hourly series, histograms and totals read the per-tenant rollup's index
+    alone, whatever they filter or group on, never its heap; with 009's plain tenant
+    indexes back the same check fails."""
+    if storage_url.startswith("sqlite"):
+        pytest.skip("Postgres's covering indexes (SQLite's rollups are WITHOUT ROWID tables)")
+    pg = _fill_postgres(storage_url)
+    for statement in rollup.backfill_all("postgres"):
+        pg.execute(statement.encode())
+    for table in sources.TABLES:
+        pg.execute(f"VACUUM ANALYZE {table}")
+    tenant = evolve(WINDOW, tenant="t3")
+    reads = [tenant, evolve(tenant, model="m", status="ok"), evolve(tenant, project="p1", provider="openai")]
+
+    def check() -> int:
+        checked = 0
+        for f in reads:
+            queries = [*ledger.totals_queries(ledger.POSTGRES, f, ("hour", "model"))]
+            for by in (None, "model", "project", "deployment", "status"):
+                queries += ledger.series_queries(ledger.POSTGRES, f, "hour", by)
+            for metric in rollup.METRICS:
+                queries += ledger.histogram_queries(ledger.POSTGRES, f, "hour", metric)  # type: ignore[arg-type]
+            for sql, args in queries:
+                table = _table(sql)
+                if table not in (rollup.HOURLY, rollup.BINS):
+                    continue
+                nodes = _postgres_plan(pg, sql, args)
+                scans = [(n["Node Type"], n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]]
+                assert scans == [("Index Only Scan", f"{table}_tenant")], (sql, scans)
+                checked += 1
+        return checked
+
+    assert check() == len(reads) * (1 + 5 + 2)
+    for table, columns in ((rollup.HOURLY, "tenant, hour"), (rollup.BINS, "tenant, hour")):
+        pg.execute(f"DROP INDEX {table}_tenant")
+        pg.execute(f"CREATE INDEX {table}_tenant ON {table} ({columns})")  # 009's
+    pg.execute(f"ANALYZE {rollup.HOURLY}")
+    with pytest.raises(AssertionError):
+        check()
+    pg.close()

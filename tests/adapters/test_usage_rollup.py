@@ -49,6 +49,7 @@ SPAN_US = 50 * 3600 * 10**6  # rows within 50 hours of the epoch's start
 class Row:
     offset_us: int
     tenant: str
+    project: str
     model: str
     provider: str | None
     status: str
@@ -63,6 +64,7 @@ rows_strategy = st.lists(
         Row,
         offset_us=st.one_of(st.integers(0, SPAN_US), st.integers(0, 50).map(lambda h: h * 3600 * 10**6)),
         tenant=st.sampled_from(["a", "b"]),
+        project=st.sampled_from(["p1", "p2"]),
         model=st.sampled_from(["m1", "m2"]),
         provider=st.sampled_from([None, "p", "q"]),
         status=st.sampled_from(["ok", "ok", "upstream_error"]),
@@ -83,13 +85,14 @@ edge_us = st.one_of(
 windows = st.tuples(edge_us, edge_us).map(sorted).filter(lambda w: w[0] < w[1])
 filters = st.fixed_dictionaries({
     "tenant": st.sampled_from([None, "a"]),
+    "project": st.sampled_from([None, None, "p1"]),
     "key_id": st.sampled_from([None, None, "key_a0"]),
     "model": st.sampled_from([None, "m1"]),
     "provider": st.sampled_from([None, "p"]),
     "status": st.sampled_from([None, "ok"]),
 })  # fmt: skip
 buckets = st.sampled_from(["hour", "day"])
-groupings = st.sampled_from([None, "model", "provider", "status", "tenant", "key_id", "deployment"])
+groupings = st.sampled_from([None, "model", "provider", "status", "tenant", "key_id", "deployment", "project"])
 totals_by = st.lists(st.sampled_from(sorted(DIMENSIONS)), max_size=3, unique=True).map(tuple)
 
 
@@ -100,7 +103,7 @@ def epochs() -> Iterator[int]:
 
 def record(base: datetime, n: int, row: Row) -> UsageRecord:
     return make_usage(
-        n, base + timedelta(microseconds=row.offset_us), tenant=row.tenant, model=row.model,
+        n, base + timedelta(microseconds=row.offset_us), tenant=row.tenant, project=row.project, model=row.model,
         provider=row.provider, deployment=None if row.provider is None else f"{row.provider}/{row.model}",
         status=row.status, input_tokens=row.tokens[0], output_tokens=row.tokens[1],
         cached_input_tokens=row.tokens[2], cache_write_tokens=row.tokens[3],
@@ -184,7 +187,9 @@ async def check_equal(
     assert got == ledger.merge_series(raw)
     for metric in rollup.METRICS:
         hist = await storage.usage_histogram(f, bucket, metric)  # type: ignore[arg-type]
-        assert [(h.bucket, h.bin, h.count) for h in hist] == expected_histogram(recs, f, bucket, metric)
+        assert [(b, i, n) for b, counts in hist.items() for i, n in enumerate(counts) if n] == \
+            expected_histogram(recs, f, bucket, metric)
+        assert all(len(counts) == percentiles.BINS and any(counts) for counts in hist.values())
     # /v1/usage's totals: the same as core.usage.aggregate of the raw rows.
     totals = await storage.usage_totals(f, dims)
     assert totals == aggregate([ledger_row(r) for r in recs if matches(r, f)], dims)
@@ -208,7 +213,7 @@ async def rollup_tables(storage: Storage) -> dict[str, list[tuple[Any, ...]]]:
 def some_rows(base: datetime, n: int = 60) -> list[UsageRecord]:
     out = []
     for i in range(n):
-        row = Row(offset_us=i * 37 * 60 * 10**6 + i, tenant="ab"[i % 2], model=f"m{i % 3}",
+        row = Row(offset_us=i * 37 * 60 * 10**6 + i, tenant="ab"[i % 2], project=f"p{i % 3 // 2}", model=f"m{i % 3}",
                   provider=[None, "p", "q"][i % 3], status="ok" if i % 4 else "upstream_error",
                   tokens=(i, 2 * i, i % 5, i % 7), cost_units=i * 123456789 + 1,
                   latency_ms=None if i % 5 == 0 else i * 997, ttft_ms=None if i % 3 == 0 else i * 13)  # fmt: skip
@@ -285,12 +290,19 @@ async def test_migration_009_on_an_upgraded_database_fills_the_rollup_and_drops_
             await storage._fetch((f"SELECT count(*) FROM {table}", []))  # type: ignore[attr-defined]
 
 
+FROM_A_ROLLUP = "_usage_hourly_model.sql"  # the one rollup filled from another rollup
+
+
 def test_the_backfill_bins_are_core_percentiles_bins() -> None:
     for backend in ("sqlite", "postgres"):
         for name in rollup.MIGRATIONS:
             (migration,) = [m for m in migrations(backend) if m.name.endswith(name)]
             for metric in rollup.METRICS:
-                assert ledger.bin_case(metric) in migration.sql, (backend, name, metric)
+                if name == FROM_A_ROLLUP:  # 014: filled from 012's bin columns, summed
+                    for column in rollup_wide.bin_columns(metric):
+                        assert f"sum({column})" in migration.sql, (backend, name, column)
+                else:
+                    assert ledger.bin_case(metric) in migration.sql, (backend, name, metric)
                 if name != rollup.MIGRATION:  # a column per bin, and no more
                     for column in rollup_wide.bin_columns(metric):
                         assert f" {column} " in migration.sql, (backend, name, column)
@@ -332,9 +344,9 @@ def test_plan_picks_the_daily_rollup_for_whole_days_and_the_smallest_hourly_one(
     h = timedelta(hours=1)
     assert sorted(got, key=lambda g: g[1]) == [
         (None, a, T0 + 21 * h),
-        (sources.HOURLY_ALL.table, T0 + 21 * h, T0 + 24 * h),
+        (sources.HOURLY_MODEL.table, T0 + 21 * h, T0 + 24 * h),
         (sources.DAILY.table, T0 + 24 * h, T0 + 72 * h),
-        (sources.HOURLY_ALL.table, T0 + 72 * h, T0 + 74 * h),
+        (sources.HOURLY_MODEL.table, T0 + 72 * h, T0 + 74 * h),
         (None, T0 + 74 * h, b),
     ]
     tenant = {p.source and p.source.table for p in sources.plan(a, b, ["tenant"], "day")}
@@ -344,7 +356,9 @@ def test_plan_picks_the_daily_rollup_for_whole_days_and_the_smallest_hourly_one(
     by_key_daily = {p.source and p.source.table for p in sources.plan(a, b, ["key_id"], "day")}
     assert by_key_daily == {None, sources.DAILY.table}
     hourly = {p.source and p.source.table for p in sources.plan(a, b, ["status"], "hour")}
-    assert hourly == {None, sources.HOURLY_ALL.table}
+    assert hourly == {None, sources.HOURLY_MODEL.table}
+    by_project = {p.source and p.source.table for p in sources.plan(a, b, ["model", "project"], "hour")}
+    assert by_project == {None, sources.HOURLY_ALL.table}
 
 
 @pytest.mark.parametrize("table", sources.TABLES)
@@ -362,6 +376,10 @@ async def test_a_dropped_rollup_table_fails_reads_and_migrate(storage_url: str, 
             lambda: storage.usage_histogram(window, "day" if table in day else "hour", "latency_ms"),
             lambda: storage.usage_totals(window, ("day",) if table in day else ("hour",)),
         ]
+        if table == sources.HOURLY_ALL.table:  # all tenants' hours by project
+            project = LedgerFilter(start=window.start, end=window.end, project="p0")
+            reads = [lambda: storage.usage_series(window, "hour", "project"),
+                     lambda: storage.usage_histogram(project, "hour", "latency_ms")]  # fmt: skip
         if table == rollup.HOURLY:  # the per-tenant hourly rollup: a read on one tenant
             tenant = LedgerFilter(start=window.start, end=window.end, tenant="a")
             reads = [lambda: storage.usage_series(tenant, "hour", None)]

@@ -5,9 +5,9 @@ start prints the development key, an admin key. The browser signs in with it, cr
 key on the Keys page, and the test makes requests with that key through the official
 OpenAI SDK; they must appear on the usage chart and in the requests list with the cost
 the answers reported; the key is revoked in the browser and its next SDK request is
-refused. A tenant key sees only its own tenant. Every page is checked for labelled form
-fields and text contrast, and a screenshot of each page is saved under
-`artifacts/console/` (git-ignored).
+refused; the Usage page's CSV downloads hold the same numbers. A tenant key sees only
+its own tenant. Every page is checked for labelled form fields and text contrast, and a
+screenshot of each page is saved under `artifacts/console/` (git-ignored).
 
 No browser is downloaded: Playwright is pointed at `/usr/bin/chromium`. When Chromium or
 Playwright is missing the tests are skipped, or FAIL when the `CI` environment variable
@@ -236,6 +236,21 @@ def test_admin_creates_a_key_sees_its_traffic_and_cost_then_revokes_it(page: Any
     cells = cost_table.first.locator("td").all_inner_texts()
     assert cells[1] == "gpt-4o-mini" and cells[2] == "3" and Decimal(cells[5].lstrip("$")) == total
     assert Decimal(pg.locator(".stat", has_text="Cost").locator(".v").inner_text().lstrip("$")) == total
+    # The numbers behind the charts as CSV files (each button named for its chart, the
+    # second one pressed from the keyboard).
+    with pg.expect_download() as usage_csv:
+        pg.get_by_role("button", name="Download CSV of cost (usd) per hour").click()
+    header, *lines = Path(usage_csv.value.path()).read_text().splitlines()
+    assert header == "at,group,requests,errors,input_tokens,output_tokens,total_tokens,cost_usd"
+    assert len(lines) == 1 and lines[0].split(",")[1:3] == ["gpt-4o-mini", "3"]
+    assert Decimal(lines[0].split(",")[-1]) == total
+    usage_csv.value.save_as(ARTIFACTS / "usage.csv")
+    with pg.expect_download() as latency_csv:
+        pg.get_by_role("button", name="Download CSV of latency percentiles per hour").focus()
+        pg.keyboard.press("Enter")
+    header, *lines = Path(latency_csv.value.path()).read_text().splitlines()
+    assert header == "at,requests,p50_ms,p90_ms,p95_ms,p99_ms"
+    assert len(lines) == 1 and lines[0].split(",")[1] == "3" and float(lines[0].split(",")[2]) > 0
     check_page(pg, "usage")
 
     go(pg, "Requests")
@@ -285,6 +300,16 @@ def test_admin_creates_a_key_sees_its_traffic_and_cost_then_revokes_it(page: Any
     pg.locator(f"#jobs-list button:text('{slow['id']}')").click()
     pg.get_by_role("button", name="Cancel job").click()
     pg.wait_for_function("() => document.querySelector('#job-detail .badge')?.textContent === 'canceled'")
+    # The first job's result: once it has run (polled through the API, untimed), its
+    # detail shows the answer.
+    with gateway.api(gateway.admin_key) as api:
+        first_job = next(j for j in api.get("/v1/jobs", params={"limit": 50}).json()["data"] if j["id"] != slow["id"])
+        while api.get(f"/v1/jobs/{first_job['id']}").json()["status"] in ("queued", "running"):
+            time.sleep(0.2)
+    pg.locator(f"#jobs-list button:text('{first_job['id']}')").click()
+    pg.wait_for_function("id => document.querySelector('#job-title')?.textContent === `Job ${id}`", arg=first_job["id"])
+    assert pg.locator("#job-detail .badge").inner_text() == "succeeded"
+    assert "Mock answer" in pg.locator("#job-detail .answer").inner_text()
     check_page(pg, "jobs")
 
     go(pg, "Playground")

@@ -49,6 +49,22 @@ def test_merging_histograms_is_the_histogram_of_both_samples(a: list[int], b: li
     assert pc.merge([pc.histogram(a), pc.histogram(b)]) == pc.histogram(a + b)
 
 
+@given(st.lists(st.integers(0, 50), max_size=pc.BINS), st.lists(quantiles, max_size=5))
+def test_quantiles_of_bin_counts_equal_percentile_of_each_q(counts: list[int], qs: list[float]) -> None:
+    qs = sorted(qs)
+    by_bin = dict(enumerate(counts))
+    assert pc.quantiles(counts, qs) == [pc.percentile(by_bin, q) for q in qs]
+
+
+def test_quantiles_refuse_bad_input() -> None:
+    assert pc.quantiles([0] * pc.BINS, (0.5, 0.9)) == [None, None]
+    for bad in ((0.9, 0.5), (0.0,), (float("nan"),)):
+        with pytest.raises(ValueError):
+            pc.quantiles([1], bad)
+    with pytest.raises(ValueError):
+        pc.quantiles([1] * (pc.BINS + 1), (0.5,))
+
+
 def test_bounds_grow_and_no_bin_past_ten_ms_is_more_than_twice_its_start() -> None:
     assert list(pc.BOUNDS_MS) == sorted(set(pc.BOUNDS_MS))
     for low, high in zip(pc.BOUNDS_MS, pc.BOUNDS_MS[1:], strict=False):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ import trio
 from attrs import define
 
 from adapters.admin import create_key
+from server.app import create_app
 from tests.adapters.conftest import postgres_url  # noqa: F401  (the fixture)
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
@@ -85,6 +87,11 @@ ADMIN_ROUTES = [
 
 
 async def test_tenant_keys_get_403_and_no_key_401_on_every_admin_route(admin: Admin) -> None:
+    # Every admin route the app serves is in the list (a new one cannot be left out).
+    app = create_app(admin.gw.services)
+    served = {(method, re.sub(r"<[^>]+>", "{id}", rule.rule)) for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/v1/admin") for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}}  # fmt: skip
+    assert served == {(method, path) for method, path, _ in ADMIN_ROUTES}
     own = await admin.gw.services.storage.list_keys("t1")
     target = own[0].id
     async with admin.client(admin.gw.key) as tenant, httpx.AsyncClient(base_url=admin.gw.url) as anon:
@@ -248,6 +255,12 @@ async def test_ledger_lists_filters_and_pages_every_tenant_for_admins(admin: Adm
         by_model = (await client.get("/v1/admin/requests", params={"model": "no-such-model"})).json()
         errors = (await client.get("/v1/admin/requests", params={"status": "error"})).json()
         key_rows = (await client.get("/v1/admin/requests", params={"key_id": answered.json()["gateway"]["request_id"]})).json()
+        t2_key = (await admin.gw.services.storage.list_keys("t2"))[0].id
+        by_key = (await client.get("/v1/admin/requests", params={"key_id": t2_key})).json()
+        by_project = (await client.get("/v1/admin/requests", params={"project": "p9"})).json()
+        by_provider = (await client.get("/v1/admin/requests", params={"provider": "openai"})).json()
+        long_ago = (await client.get("/v1/admin/requests", params={"from": "2020-01-01T00:00:00Z",
+                                                                  "to": "2020-01-02T00:00:00Z"})).json()  # fmt: skip
         pages, after = [], None
         while True:
             query = {"limit": "2", **({"after": after} if after else {})}
@@ -264,6 +277,10 @@ async def test_ledger_lists_filters_and_pages_every_tenant_for_admins(admin: Adm
     assert sorted(Decimal(r["cost_usd"]) for r in t1_rows["data"]) == sorted(costs)
     assert [r["status"] for r in by_model["data"]] == ["error"] and len(errors["data"]) == 1
     assert key_rows["data"] == []  # a request id is not a key id
+    assert len(by_key["data"]) == 2 and {r["key_id"] for r in by_key["data"]} == {t2_key}
+    assert {r["tenant"] for r in by_project["data"]} == {"t2"} and len(by_project["data"]) == 2
+    assert len(by_provider["data"]) == 4 and {r["provider"] for r in by_provider["data"]} == {"openai"}
+    assert long_ago["data"] == []
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [r["id"] for p in pages for r in p] == [r["id"] for r in everything["data"]]
     ok = t1_rows["data"][0]

@@ -224,6 +224,9 @@ async def test_first_start_creates_db_prints_a_dev_key_once_and_serves(tmp_path:
             assert r.status_code == 200, r.text
             assert "first light" in r.json()["output"][0]["content"][0]["text"]
             assert r.json()["gateway"]["provider"] == "openai"  # the Mock keeps the label
+            admin = await client.get("/v1/admin/keys", headers={"authorization": f"Bearer {key}"})
+            assert admin.status_code == 200, admin.text  # the development key is an admin key
+            assert [k["tenant"] for k in admin.json()["data"]] == ["dev"]
         await server.stopped()
     assert db.is_file()
     [row] = await ledger(db, "dev")

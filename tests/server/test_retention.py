@@ -169,8 +169,9 @@ async def test_umg_prune_counts_then_deletes_and_prints_each_store(tmp_path: Pat
     expected = {
         **dict.fromkeys(retention.STORES, 0),
         "ledger": 3,
-        "rollup": 12,
-    }  # each: an hour and a latency bin (009), a day (011), an all-tenant hour (012)
+        "rollup": 15,
+    }  # each: an hour and a latency bin (009), a day (011), an all-tenant hour (012),
+    # an hour by model (014)
     assert json.loads(out) == {"dry_run": False, "rows": expected}
     storage = open_storage(db)
     try:

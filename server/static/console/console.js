@@ -323,7 +323,7 @@
     const sections = charts.map(([id, title, f, format]) => {
       const rows = data.points.map((p) => ({ p }));
       const csvRows = data.points.map((p) => [p.at, p.group, p.requests, p.errors, p.input_tokens, p.output_tokens, p.total_tokens, p.cost_usd]);
-      const download = el("button", { type: "button", class: "secondary", text: "Download CSV", onclick: () => csvDownload(`usage-${data.bucket}-${data.by || "all"}.csv`, ["at", "group", "requests", "errors", "input_tokens", "output_tokens", "total_tokens", "cost_usd"], csvRows) });
+      const download = el("button", { type: "button", class: "secondary", text: "Download CSV", "aria-label": `Download CSV of ${title.toLowerCase()} per ${data.bucket}`, onclick: () => csvDownload(`usage-${data.bucket}-${data.by || "all"}.csv`, ["at", "group", "requests", "errors", "input_tokens", "output_tokens", "total_tokens", "cost_usd"], csvRows) });
       return el("section", { class: "card chart", id: `chart-${id}`, "aria-labelledby": `h-${id}` },
         el("h3", { id: `h-${id}`, text: `${title} per ${data.bucket}${data.by ? `, by ${data.by}` : ""}` }),
         legend(groups),
@@ -362,7 +362,7 @@
           { label: "TTFT p50", num: true, value: (r) => fmtMs(r.ttft ? r.ttft.p50 : null) },
           { label: "TTFT p95", num: true, value: (r) => fmtMs(r.ttft ? r.ttft.p95 : null) },
         ], data.latency.map((r) => ({ ...r, ttft: data.ttft.find((x) => x.at === r.at) })))),
-      el("button", { type: "button", class: "secondary", text: "Download CSV", onclick: () => csvDownload(`latency-${data.bucket}.csv`, ["at", "requests", "p50_ms", "p90_ms", "p95_ms", "p99_ms"], data.latency.map((r) => [r.at, r.count, r.p50, r.p90, r.p95, r.p99])) }));
+      el("button", { type: "button", class: "secondary", text: "Download CSV", "aria-label": `Download CSV of latency percentiles per ${data.bucket}`, onclick: () => csvDownload(`latency-${data.bucket}.csv`, ["at", "requests", "p50_ms", "p90_ms", "p95_ms", "p99_ms"], data.latency.map((r) => [r.at, r.count, r.p50, r.p90, r.p95, r.p99])) }));
     out.replaceChildren(
       el("p", { class: "note", text: `${fmtTime(data.from)} to ${fmtTime(data.to)}${data.tenant ? ` · tenant ${data.tenant}` : " · all tenants"}` }),
       stats, ...sections, latency);
