@@ -28,7 +28,9 @@ Rules:
   are upserted table by table in one order, each table's rows (one per key, added up
   first) as ONE multi-row upsert in sorted key order, so the writers of several
   processes, which share those rows, always lock them in the same order and cannot
-  deadlock. The wide tables' upserts name only the bin columns the batch adds to. A batch refused for what a row holds (a value out of range, a
+  deadlock. The wide tables' upserts name only the bin columns the batch adds to. The
+  upserts go out together in one pipeline (one round trip for all of them, their errors
+  raised as if each had been sent alone). A batch refused for what a row holds (a value out of range, a
   constraint: `psycopg.DataError`, `IntegrityError`) is committed again one row at a
   time, so only that row's caller gets the error; any other failed commit fails every
   row of its batch (each caller gets the error).
@@ -144,7 +146,7 @@ def _upsert_bins(n: int) -> str:
     return rollup.upsert_bins("%s", rows=n)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _upsert_wide(wide: rollup_wide.Wide, used: tuple[int, ...], n: int) -> str:
     """`n` rows of distinct keys in one upsert of `wide`, naming only the bin columns
     `used` (the others keep their DEFAULT 0, or their value): a ledger row adds to at
@@ -495,15 +497,16 @@ class PostgresStorage(LedgerReads):
             # the same order, so two processes' batches cannot deadlock. Each table's
             # rows (one per key) are ONE multi-row upsert, which Postgres applies in the
             # order given: one round trip per table, not one per row.
-            for sql, adds in ((_upsert_hourly(len(hourly)), sorted(hourly)),
-                              (_upsert_bins(len(bins)), sorted(bins))):
-                if adds:
-                    c.execute(sql, _flat(adds))
             wide_sums = rollup_wide.sums(new)
-            for wide in rollup_wide.TABLES:
-                used, adds = rollup_wide.union_rows(wide_sums[wide])  # in key order
-                if adds:
-                    c.execute(_upsert_wide(wide, used, len(adds)), _flat(adds))
+            with c.pipeline():  # the upserts sent together, their answers read once
+                for sql, adds in ((_upsert_hourly(len(hourly)), sorted(hourly)),
+                                  (_upsert_bins(len(bins)), sorted(bins))):
+                    if adds:
+                        c.execute(sql, _flat(adds))
+                for wide in rollup_wide.TABLES:
+                    used, adds = rollup_wide.union_rows(wide_sums[wide])  # in key order
+                    if adds:
+                        c.execute(_upsert_wide(wide, used, len(adds)), _flat(adds))
             return added
 
         return await self._run(apply)
