@@ -49,7 +49,8 @@ from bench.streams import StreamTimings, run_streams
 from bench.targets import Target
 
 ALL_TARGETS = ("direct", "floor-hello", "floor-proxy", "before", "before-off", "before-obs", "before-traced",
-               "ours", "ours-obs", "ours-off", "ours-traced", "ours-pg", "portkey", "litellm")
+               "before-pg", "ours", "ours-obs", "ours-off", "ours-traced", "ours-pg", "portkey", "litellm")
+PG_TARGETS = ("ours-pg", "before-pg")  # each on a Postgres database of its own
 DEFAULT_SCENARIOS = ("c1", "json16", "json64", "stream16", "ttfb1", "slow")
 STREAM_DIRECTIVE = "[fake chunks=20 gap=5]"  # paced: 16 streams take ~150/s direct
 SLOW_DIRECTIVE = "[fake chunks=20 first=2000 gap=50]"
@@ -243,16 +244,16 @@ def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | No
     try:
         if name == "direct":
             target = targets.direct(provider, provider_pid)
+        elif name in PG_TARGETS:  # two processes on one database; before-pg from --compare
+            assert pg_url is not None and (compare is not None or name == "ours-pg")
+            target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url, name=name,
+                                  path=path, source=compare if name == "before-pg" and compare else targets.ROOT)
         elif name.startswith("before"):  # the --compare checkout, as ours or one of its variants
             assert compare is not None
             target = targets.ours(stack, tmp, provider, cpu, name=name, source=compare, path=path,
                                   extra_env=_variant_env("ours" + name.removeprefix("before")))
         elif name in ("ours", "ours-traced", *targets.TELEMETRY_ENV):
             target = targets.ours(stack, tmp, provider, cpu, name=name, path=path, extra_env=_variant_env(name))
-        elif name == "ours-pg":
-            assert pg_url is not None
-            target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url,
-                                  name="ours-pg", path=path)
         elif name in ("floor-hello", "floor-proxy"):
             target = targets.floor(stack, tmp, provider, cpu, name.removeprefix("floor-"))
         elif name == "portkey":
@@ -325,7 +326,8 @@ def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: di
     for mine, other in (("ours", "floor-proxy"), ("ours", "before"), ("ours-obs", "ours-off"), ("ours-off", "before"),
                         ("ours-traced", "ours-obs"), ("ours-traced", "ours-off"), ("before-traced", "before-obs"),
                         ("before-traced", "before-off"), ("ours-traced", "before-traced"), ("ours", "portkey"),
-                        ("ours", "litellm"), ("ours-pg", "portkey"), ("ours-pg", "litellm")):
+                        ("ours", "litellm"), ("ours-pg", "before-pg"), ("ours-pg", "portkey"), ("before-pg", "portkey"),
+                        ("ours-pg", "litellm")):
         if mine not in names or other not in names:
             continue
         ratios = []
@@ -405,10 +407,10 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         provider, provider_pid = targets.start_provider(stack, tmp)
-        pg_url = stack.enter_context(targets.postgres_database()) if "ours-pg" in names else None
+        pg_urls = {n: stack.enter_context(targets.postgres_database()) for n in names if n in PG_TARGETS}
         started: dict[str, Target] = {}
         with ThreadPoolExecutor(len(names) or 1) as pool:  # LiteLLM alone takes ~30 s to start
-            futures = {n: pool.submit(_start, n, tmp, provider, provider_pid, gateway_cpu, pg_url,
+            futures = {n: pool.submit(_start, n, tmp, provider, provider_pid, gateway_cpu, pg_urls.get(n),
                                        args.compare, SURFACES[args.surface]) for n in names}
             for n, future in futures.items():
                 try:
@@ -463,14 +465,21 @@ def main() -> None:
 
 
 def _profile(target: Target, args: argparse.Namespace) -> threading.Thread:
-    """py-spy on the (first) gateway process for the measured part of the profiled scenario."""
+    """py-spy on every gateway process of the target for the measured part of the profiled
+    scenario: the first process's samples go to `--profile`, the others' beside it with
+    `-1`, `-2`, ... before the suffix (ours-pg has two processes)."""
     spy = Path(sys.executable).parent / "py-spy"
+    outputs = [args.profile if i == 0 else args.profile.with_name(f"{args.profile.stem}-{i}{args.profile.suffix}")
+               for i in range(len(target.pids))]
 
     def record() -> None:
         time.sleep(args.warmup + 0.5)
-        subprocess.run([str(spy), "record", "--pid", str(target.pids[0]), "--duration", str(int(args.seconds) - 1),
-                        "--rate", "200", "--format", "raw", "--output", str(args.profile), "--nonblocking"],
-                       capture_output=True, check=False)
+        spies = [subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(int(args.seconds) - 1),
+                                   "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for pid, out in zip(target.pids, outputs, strict=True)]
+        for spy_proc in spies:
+            spy_proc.wait()
 
     thread = threading.Thread(target=record)
     thread.start()

@@ -19,7 +19,8 @@ OpenAI chat request; a `Target` says where and with which headers.
   listens on (spans made and batched, every export failing in the SDK's thread): beside
   ours-obs, tracing's own cost; beside ours-off, all the telemetry's.
 - ours-pg: two `umg serve` processes on one Postgres database, the same key, both pinned
-  to the gateway core; load is split evenly between them.
+  to the gateway core; load is split evenly between them. before-pg: the same from the
+  `--compare` checkout, on a database of its own.
 - floor-hello, floor-proxy: not gateways: a bare ASGI app on Hypercorn as `umg serve`
   runs it, answering at once (hello) or passing the body to the fake provider through
   the gateway's upstream client (proxy); the floor under `ours` (`bench/floor.py`).
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -194,7 +196,7 @@ def postgres_database() -> Iterator[str]:
     """A fresh database for the run, dropped afterwards."""
     import psycopg
 
-    name = f"umg_bench_{os.getpid()}_{int(time.time())}"
+    name = f"umg_bench_{os.getpid()}_{int(time.time())}_{secrets.token_hex(3)}"  # one run may make two
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -25,9 +25,12 @@ Rules:
   caller learns whether its own row went in; a later row of the batch with the id or
   `request_id` of an earlier one is not sent and answers False) plus the rollup upserts
   of the inserted rows (hourly, daily, all-tenant), in one transaction. The rollup rows
-  are upserted table by table in one order, each in sorted key order, so the writers of
-  several processes, which share those rows, always lock them in the same order and
-  cannot deadlock. A batch refused for what a row holds (a value out of range, a
+  are upserted table by table in one order, each table's rows (one per key, added up
+  first) as ONE multi-row upsert in sorted key order, so the writers of several
+  processes, which share those rows, always lock them in the same order and cannot
+  deadlock. The wide tables' upserts name only the bin columns the batch adds to. The
+  upserts go out together in one pipeline (one round trip for all of them, their errors
+  raised as if each had been sent alone). A batch refused for what a row holds (a value out of range, a
   constraint: `psycopg.DataError`, `IntegrityError`) is committed again one row at a
   time, so only that row's caller gets the error; any other failed commit fails every
   row of its batch (each caller gets the error).
@@ -54,6 +57,7 @@ It does not trip the breaker: the database is reachable.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -106,11 +110,6 @@ log = logging.getLogger("umg.storage")
 
 _KEY_COLS = ", ".join(codec.columns(KeyRecord))
 _USAGE_COLS = ", ".join(codec.columns(UsageRecord))
-_UPSERT_HOURLY = rollup.upsert_hourly("%s", cost_added_by_caller=False)
-_UPSERT_BINS = rollup.upsert_bins("%s")
-_UPSERT_WIDE = tuple(
-    (wide, rollup_wide.upsert(wide, "%s", cost_added_by_caller=False)) for wide in rollup_wide.TABLES
-)
 _MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
 DOWN_SECONDS = 2.0  # how long a breaker trip lasts, and the Retry-After it gives
 POOL_TIMEOUT_SECONDS = 5.0
@@ -135,6 +134,26 @@ def _insert_usage(n: int) -> str:
     """`n` ledger rows in one statement; RETURNING the ids of those it inserted."""
     values = ", ".join([_USAGE_MARKS] * n)
     return f"INSERT INTO usage ({_USAGE_COLS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_hourly(n: int) -> str:
+    return rollup.upsert_hourly("%s", cost_added_by_caller=False, rows=n)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_bins(n: int) -> str:
+    return rollup.upsert_bins("%s", rows=n)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_wide(wide: rollup_wide.Wide, used: tuple[int, ...], n: int) -> str:
+    """`n` rows of distinct keys in one upsert of `wide`, naming only the bin columns
+    `used` (the others keep their DEFAULT 0, or their value): a ledger row adds to at
+    most two of the 70, and the statement naming all of them is 7 KB of SQL that psycopg
+    parses again on every call (too long for its cache), with 89 parameters a row."""
+    measures = (*rollup.MEASURES, *(rollup_wide.BIN_COLUMNS[b] for b in used))
+    return rollup.upsert_sql(wide.table, wide.keys, measures, "%s", rows=n)
 
 
 def _flat(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -475,17 +494,19 @@ class PostgresStorage(LedgerReads):
             new = [rec for (_, rec), is_new in zip(rows, added, strict=True) if is_new]
             hourly, bins = rollup.contributions(new)
             # Sorted, table after table in one order: every writer locks rollup rows in
-            # the same order, so two processes' batches cannot deadlock.
-            with c.cursor() as cur:
-                if hourly:
-                    cur.executemany(_UPSERT_HOURLY, sorted(hourly))
-                if bins:
-                    cur.executemany(_UPSERT_BINS, sorted(bins))
-                wide_sums = rollup_wide.sums(new)  # each record's share once, for every table
-                for wide, upsert in _UPSERT_WIDE:
-                    adds = rollup_wide.contributions(wide_sums[wide])  # in key order
+            # the same order, so two processes' batches cannot deadlock. Each table's
+            # rows (one per key) are ONE multi-row upsert, which Postgres applies in the
+            # order given: one round trip per table, not one per row.
+            wide_sums = rollup_wide.sums(new)
+            with c.pipeline():  # the upserts sent together, their answers read once
+                for sql, adds in ((_upsert_hourly(len(hourly)), sorted(hourly)),
+                                  (_upsert_bins(len(bins)), sorted(bins))):
                     if adds:
-                        cur.executemany(upsert, adds)
+                        c.execute(sql, _flat(adds))
+                for wide in rollup_wide.TABLES:
+                    used, adds = rollup_wide.union_rows(wide_sums[wide])  # in key order
+                    if adds:
+                        c.execute(_upsert_wide(wide, used, len(adds)), _flat(adds))
             return added
 
         return await self._run(apply)

@@ -94,28 +94,31 @@ def contributions(
 
 
 def upsert_sql(
-    table: str, keys: Sequence[str], measures: Sequence[str], mark: str, replaced: Sequence[str] = ()
+    table: str, keys: Sequence[str], measures: Sequence[str], mark: str, replaced: Sequence[str] = (),
+    rows: int = 1,
 ) -> str:
     """Insert, or add the measures to the row of that key (`replaced` ones are set: their
-    new value was added up by the caller)."""
+    new value was added up by the caller); `rows` rows of distinct keys in one statement
+    (Postgres upserts them in the order given)."""
     cols = (*keys, *measures)
     adds = ", ".join(
         f"{m} = excluded.{m}" if m in replaced else f"{m} = {table}.{m} + excluded.{m}"
         for m in measures
     )
+    values = ", ".join([f"({', '.join([mark] * len(cols))})"] * rows)
     return (
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES {values}"
         f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}"
     )
 
 
-def upsert_hourly(mark: str, *, cost_added_by_caller: bool) -> str:
+def upsert_hourly(mark: str, *, cost_added_by_caller: bool, rows: int = 1) -> str:
     replaced = ("cost",) if cost_added_by_caller else ()
-    return upsert_sql(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced)
+    return upsert_sql(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced, rows)
 
 
-def upsert_bins(mark: str) -> str:
-    return upsert_sql(BINS, BIN_COLUMNS, ("n",), mark)
+def upsert_bins(mark: str, rows: int = 1) -> str:
+    return upsert_sql(BINS, BIN_COLUMNS, ("n",), mark, rows=rows)
 
 
 def money_text(value: Decimal) -> str:

@@ -22,9 +22,10 @@ Rules:
 - Rows of one batch with the same key are added up first (`sums`, each record's share
   worked out once for both tables): one upsert per key; the backends run them in sorted
   key order (Postgres: several writers cannot deadlock). SQLite's upsert names only the
-  bin columns it adds to (`SparseUpserts`; the others are DEFAULT 0), Postgres's every
-  one (`contributions`: one statement for a whole batch); `sums` runs once per batch
-  for every table.
+  bin columns it adds to (`SparseUpserts`; the others are DEFAULT 0); Postgres's writer
+  sends a batch's rows of a table as one multi-row upsert naming the bin columns any of
+  them adds to (`union_rows`), so its SQL stays short (the statement naming all 70 is
+  7 KB, parsed again by psycopg on every call).
 """
 
 from __future__ import annotations
@@ -115,22 +116,11 @@ def sums(records: Iterable[UsageRecord]) -> dict[Wide, dict[Key, Sums]]:
     return out
 
 
-def contributions(added: dict[Key, Sums]) -> list[tuple[Any, ...]]:
-    """What `sums` gave for one table, as the arguments of its `upsert`: one row per key
-    (the key, then every one of `MEASURES`; cost a Decimal), in key order."""
-    rows = []
-    for key, (total, counts) in sorted(added.items()):
-        bins = [0] * len(BIN_COLUMNS)
-        for b, n in counts.items():
-            bins[b] = n
-        rows.append((*key, *total, *bins))
-    return rows
-
-
-def upsert(wide: Wide, mark: str, *, cost_added_by_caller: bool) -> str:
-    """Insert a row of every measure, or add them to the row of its key."""
+def upsert(wide: Wide, mark: str, *, cost_added_by_caller: bool, rows: int = 1) -> str:
+    """Insert a row of every measure, or add them to the row of its key (`rows` rows of
+    distinct keys in one statement)."""
     replaced = ("cost",) if cost_added_by_caller else ()
-    return rollup.upsert_sql(wide.table, wide.keys, MEASURES, mark, replaced)
+    return rollup.upsert_sql(wide.table, wide.keys, MEASURES, mark, replaced, rows)
 
 
 SPARSE_SETS = 48  # sets of bin columns with SQL of their own, per table
@@ -173,6 +163,16 @@ class SparseUpserts:
                 used = EVERY_BIN
             groups.setdefault(used, []).append((*key, *total, *(counts.get(b, 0) for b in used)))
         return [(self.sql(used), rows) for used, rows in groups.items()]
+
+
+def union_rows(added: dict[Key, Sums]) -> tuple[tuple[int, ...], list[tuple[Any, ...]]]:
+    """What `sums` gives for one table as ONE multi-row upsert's rows, in key order: the
+    bin columns any of them adds to (sorted), and each row's key, measures before the
+    bins, then its counts in those bin columns (0 where it adds nothing). Postgres's
+    writer sends them so: one statement a table, its rows locked in key order."""
+    used = tuple(sorted({b for _, counts in added.values() for b in counts}))
+    return used, [(*key, *total, *(counts.get(b, 0) for b in used))
+                  for key, (total, counts) in sorted(added.items())]
 
 
 def select_cost(wide: Wide) -> str:

@@ -179,6 +179,46 @@ async def test_a_row_the_database_refuses_fails_alone_and_its_batch_is_committed
         await storage.close()
 
 
+async def test_a_row_the_rollup_upserts_refuse_fails_alone_and_its_batch_is_committed(
+    postgres_url: str,
+) -> None:
+    """The rollup upserts (sent together in one pipeline) refuse a batch whose token sum
+    for one rollup row goes beyond BIGINT, though each ledger row fits: the batch is
+    committed again row by row, so only the row that tips the sum over is refused (the
+    second of the two big ones to be committed), and
+    the rollups still equal the ledger."""
+    storage = await opened(postgres_url)
+    answers: dict[int, bool | BaseException] = {}
+    big = {2: {"input_tokens": 2**62}, 3: {"input_tokens": 2**62}}
+
+    async def record(n: int) -> None:
+        try:
+            answers[n] = await storage.insert_usage(make_usage(n, T0, **big.get(n, {})))
+        except psycopg.Error as err:
+            answers[n] = err
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record, 0)  # a batch alone
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(1, 6):  # queued while it commits: the next batch, together
+                nursery.start_soon(record, n)
+        assert storage.writer.batches == 2
+        # whichever of the two big rows is committed second tips the sum over
+        refused = [n for n in big if isinstance(answers[n], psycopg.errors.NumericValueOutOfRange)]
+        assert len(refused) == 1
+        assert answers == {n: True for n in range(6) if n not in refused} | {refused[0]: answers[refused[0]]}
+        assert _rollup(postgres_url) == _ledger(postgres_url) == {
+            ("t1", "gpt-4.1"): (5, Decimal("0.0000012345") * 5)
+        }
+        with psycopg.connect(postgres_url) as conn:
+            tokens = conn.execute("SELECT sum(input_tokens) FROM usage_hourly_nokey").fetchone()
+            ledger = conn.execute("SELECT sum(input_tokens) FROM usage").fetchone()
+        assert tokens == ledger
+    finally:
+        await storage.close()
+
+
 async def test_a_batch_failing_for_another_reason_fails_every_row_and_is_not_split(
     postgres_url: str,
 ) -> None:

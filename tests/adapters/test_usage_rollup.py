@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import trio
 from attrs import frozen
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -236,6 +237,32 @@ async def test_a_retried_row_adds_nothing_and_the_rollup_is_what_the_writer_adde
         rows = before[wide.table]
         assert sum(r[len(wide.keys)] for r in rows) == len(recs), wide.table
         assert sum(sum(r[-len(rollup_wide.BIN_COLUMNS):]) for r in rows) == timed, wide.table
+
+
+@pytest.mark.parametrize("name", rollup.MIGRATIONS)
+async def test_batches_of_many_keys_and_bin_sets_add_up_as_the_fills_say(storage: Storage, name: str) -> None:
+    """Rows submitted at once share batches (Postgres: one multi-row upsert a table per
+    batch, naming the union of the bin columns its keys add to, 0 for a key that adds
+    nothing there): the rollups still equal what the migrations' fills make of the ledger."""
+    recs = some_rows(T0) + some_rows(T0 + timedelta(hours=3), 45)
+    async with trio.open_nursery() as nursery:
+        for rec in recs:
+            nursery.start_soon(storage.insert_usage, rec)
+    assert storage.writer.batches < len(recs) / 2  # type: ignore[attr-defined]  # rows shared batches
+    written = await rollup_tables(storage)
+    backend = "sqlite" if storage.dialect is ledger.SQLITE else "postgres"  # type: ignore[attr-defined]
+    fill = rollup.backfill(backend, name)
+    filled = {s.split()[2] for s in fill}
+
+    def rebuild(c: Any) -> None:
+        for table in filled:
+            c.execute(f"DELETE FROM {table}")
+        for statement in fill:
+            c.execute(statement)
+
+    await storage._run(rebuild)  # type: ignore[attr-defined]
+    rebuilt = await rollup_tables(storage)
+    assert all(rebuilt[t] == written[t] and rebuilt[t] for t in filled)
 
 
 @pytest.mark.parametrize("name", rollup.MIGRATIONS)
