@@ -279,7 +279,7 @@ async def test_cancel_stops_a_request_still_waiting_for_the_provider(gateway: Ru
         # The Mock waits 30 s before answering: only a cancel ends this within the limit.
         await create(ws, "slow", "slow answer", scenario="latency_ms=30000")
         started = await wait_for_type(ws, "slow", "response.in_progress")
-        with trio.fail_after(5):
+        with trio.fail_after(60):  # a hang guard: the Mock alone answers at 30 s
             await send(ws, {"type": "response.cancel", "id": "slow"})
             cancelled = await receive(ws)
         assert cancelled == {
@@ -307,7 +307,7 @@ async def test_cancel_mid_stream_stops_the_deltas(gateway: Running) -> None:
         await create(ws, "long", "go", scenario="output_tokens=200;chunk_delay_ms=50")
         seen = await wait_for_type(ws, "long", "response.output_text.delta")
         await send(ws, {"type": "response.cancel", "id": "long"})
-        with trio.fail_after(5):
+        with trio.fail_after(60):  # a hang guard: uncancelled, the stream ends at 10 s
             while True:
                 frame = await receive(ws)
                 seen.append(frame)
@@ -328,7 +328,7 @@ async def test_closing_the_socket_mid_request_still_leaves_a_ledger_row(
         started = await wait_for_type(ws, "dropped", "response.in_progress")
     rid = request_id(started)
     # The server notices the close asynchronously: poll the ledger, bounded.
-    with trio.fail_after(5):
+    with trio.fail_after(20):  # before the Mock would answer (30 s): the close ended it
         while not [r for r in await ledger(gateway) if r.request_id == rid]:
             await trio.sleep(0.01)
     row = await row_for(gateway, rid)
@@ -384,7 +384,7 @@ async def test_duplicate_running_id_is_an_error_and_the_first_request_keeps_runn
     async with connect(gateway, headers=bearer(gateway.key)) as ws:
         await create(ws, "dup", "first one", scenario="latency_ms=30000")
         started = await wait_for_type(ws, "dup", "response.in_progress")
-        with trio.fail_after(5):
+        with trio.fail_after(60):  # a hang guard: the Mock alone answers at 30 s
             await create(ws, "dup", "second one")
             duplicate = await receive(ws)
             # The first request is still running: the cancel finds it.
@@ -522,7 +522,7 @@ async def test_while_draining_handshakes_get_503_and_new_requests_an_error(
         started = await wait_for_type(ws, "slow", "response.in_progress")
         # The first step of a shutdown, without closing the listener (as during a pre-stop).
         gateway.services.streams.begin_draining()
-        with trio.fail_after(5):
+        with trio.fail_after(60):  # a hang guard: what came is checked below
             await create(ws, "late", "too late")
             late = await receive(ws)
         assert late["type"] == "error" and late["id"] == "late"
@@ -537,7 +537,7 @@ async def test_while_draining_handshakes_get_503_and_new_requests_an_error(
         refused = json.loads(rejected.value.body)["error"]
         assert refused["code"] == "service_unavailable" and refused["request_id"] == "ws-drain-2"
         # ... while the request in flight goes on; once it is over, the socket closes (1001).
-        with trio.fail_after(5):
+        with trio.fail_after(60):  # a hang guard: the Mock alone answers at 30 s
             await send(ws, {"type": "response.cancel", "id": "slow"})
             assert (await receive(ws))["type"] == "response.cancelled"
             with pytest.raises(ConnectionClosed) as closed:
