@@ -47,11 +47,11 @@ node-deps: $(NODE_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# core (pyproject's `files`), then adapters with the same strict settings; server is not
-# yet clean (15 errors, mostly the ASGI callables' types), so it is not checked here.
+# core (pyproject's `files`), then adapters and server with the same strict settings
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy adapters
+	$(BIN)/mypy server
 
 # The suite on PYTEST_WORKERS processes (pytest-xdist); --dist loadfile keeps each test
 # file on one worker, so a file's module fixtures (a gateway, a browser) start once.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import cast
 
 from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
@@ -23,7 +24,7 @@ from server.bodylimit import BodyBudget, BodyLimit
 from server.errors import error_body, error_headers, internal_error
 from server.final_send import FinalSend
 from server.front import Front
-from server.hot import HotRoutes
+from server.hot import ASGIApp, HotRoutes
 from server.http import to_json
 from server.idempotent import IdempotentRoutes
 from server.requestid import CLIENT_REQUEST_ID, RequestIds
@@ -84,7 +85,10 @@ def create_app(services: Services) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = None  # BodyLimit does it, and closes the connection
     app.config["BODY_TIMEOUT"] = None  # BodyLimit has read the whole body, within its deadline
     app.config["JSON_SORT_KEYS"] = False
-    hot = HotRoutes(app.asgi_app, services, HOT_ROUTES, body_timeout=app.config["BODY_TIMEOUT"])
+    # Quart types its ASGI callable with Hypercorn's TypedDicts; the layers hand it the
+    # same messages, typed as plain mappings (server/hot.py's ASGIApp).
+    quart = cast(ASGIApp, app.asgi_app)
+    hot = HotRoutes(quart, services, HOT_ROUTES, body_timeout=app.config["BODY_TIMEOUT"])
     keys = IdempotencyKeys(services.storage, services.clock, services.settings.idempotency)
     keyed = IdempotentRoutes(hot, services, IDEMPOTENT_PATHS, keys)
     limits = services.settings.limits

@@ -80,7 +80,8 @@ def _object_of(schema: S) -> S | None:
     if schema.get("type") == "object" and "properties" in schema:
         return schema
     for key in ("anyOf", "oneOf"):
-        for option in schema.get(key, []):
+        options: list[S] = schema.get(key, [])
+        for option in options:
             if option.get("type") == "object" and "properties" in option:
                 return option
     return None
@@ -152,14 +153,14 @@ def _operation(method: str, path: str, op: S, components: S) -> str:
         parts.append("<p>No API key needed.</p>")
     params = op.get("parameters", [])
     if params:
-        rows = "".join(
+        param_rows = "".join(
             f"<tr><td><code>{_e(p['name'])}</code>{' <span class=req>required</span>' if p.get('required') else ''}"
             f"</td><td>{_e(p['in'])}</td><td>{_type(p.get('schema', {}))}</td>"
             f"<td>{_constraints(p.get('schema', {}))}</td><td>{_e(p.get('description', ''))}</td></tr>"
             for p in params
         )
         parts.append("<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th>type</th>"
-                     f"<th>constraints</th><th>notes</th></tr>{rows}</table>")
+                     f"<th>constraints</th><th>notes</th></tr>{param_rows}</table>")
     curl = f"curl -X {method.upper()} http://localhost:3000{path}"
     if op.get("security") != []:
         curl += ' \\\n  -H "Authorization: Bearer $UMG_API_KEY"'
@@ -172,7 +173,7 @@ def _operation(method: str, path: str, op: S, components: S) -> str:
         parts.append(f"<p>Example body:</p><pre>{_e(example)}</pre>")
         curl += f" \\\n  -H 'Content-Type: application/json' \\\n  -d '{json.dumps(example_of(body, components))}'"
     parts.append(f"<pre>{_e(curl)}</pre>")
-    rows = []
+    rows: list[str] = []
     for status, response in op.get("responses", {}).items():
         kinds = []
         for media, content in response.get("content", {}).items():

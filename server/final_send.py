@@ -17,10 +17,9 @@ bookkeeping.
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+
+from server.requestid import ASGIApp, Message, Receive, Scope, Send
 
 # How long the last send of a response may take while shielded (it only writes the
 # final chunk and hands the connection back to Hypercorn, normally microseconds).
@@ -28,15 +27,15 @@ FINAL_SEND_SECONDS = 5.0
 
 
 class FinalSend:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def finishing_send(message: ASGISendEvent) -> None:
+        async def finishing_send(message: Message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 with trio.CancelScope(shield=True) as shielded:
                     shielded.deadline = trio.current_time() + FINAL_SEND_SECONDS

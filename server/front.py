@@ -29,8 +29,8 @@ from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID, ids
 from server.requestid import HEADER as REQUEST_ID_HEADER
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _KEYED = IDEMPOTENCY_HEADER.decode("latin-1")
@@ -61,6 +61,6 @@ class Front:
         tail = ((REQUEST_ID_HEADER, shown.encode("ascii")),)
         length = headers.get("content-length")  # h11 has checked it is a number
         size = None if length is None else int(length)
-        body = await self.limit.take(scope, receive, send, size, tail)  # type: ignore[arg-type]
+        body = await self.limit.take(scope, receive, send, size, tail)
         if body is not None:  # else refused (answered) or the client went away
             await self.hot.answer(handler, scope, headers, body, receive, send, tail)

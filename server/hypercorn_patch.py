@@ -201,6 +201,8 @@ class CoalescingH11Protocol(H11Protocol):
 def install() -> None:
     """Put the classes above in Hypercorn's place for this process (idempotent)."""
     hypercorn_run.TCPServer = DirectSendTCPServer  # type: ignore[attr-defined]
-    if hypercorn.protocol.H11Protocol is not CoalescingH11Protocol:
-        hypercorn.protocol.H11Protocol = CoalescingH11Protocol  # type: ignore[misc]
-    hypercorn_h11.HTTPStream = FramingHTTPStream  # type: ignore[misc]
+    # Both names are imported by those modules, not exported (mypy's attr-defined); the
+    # import there is what Hypercorn looks up, so it is what is replaced.
+    if hypercorn.protocol.H11Protocol is not CoalescingH11Protocol:  # type: ignore[attr-defined]
+        hypercorn.protocol.H11Protocol = CoalescingH11Protocol  # type: ignore[attr-defined]
+    hypercorn_h11.HTTPStream = FramingHTTPStream  # type: ignore[attr-defined]

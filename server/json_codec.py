@@ -96,7 +96,7 @@ def _decode(raw: bytes) -> Any:
         raise _unreadable(raw, err) from None
 
 
-def _unreadable(raw: bytes, err: ValueError) -> InvalidJSON:
+def _unreadable(raw: bytes, err: msgspec.DecodeError) -> InvalidJSON:
     if _SURROGATE_ESCAPE.search(raw):
         where = _surrogate_path(raw)
         if where is not None:

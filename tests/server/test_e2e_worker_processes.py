@@ -95,7 +95,7 @@ async def test_sigkill_mid_job_and_two_workers_deliver_everything_once(
                 await worker_ready(doomed)
                 body = {"request": SLOW, "webhook_url": receiver.url}
                 victim = (await client.post("/v1/jobs", json=body)).json()["id"]
-                with trio.fail_after(10):  # woken by NOTIFY: no 60 s scan
+                with trio.fail_after(30):  # woken by NOTIFY, well before the 60 s scan
                     while (await client.get(f"/v1/jobs/{victim}")).json()["status"] != "running":
                         await trio.sleep(0.05)
                 doomed.proc.send_signal(signal.SIGKILL)
