@@ -11,15 +11,17 @@ API:
     run = driver.run(Ingress(request_id, endpoint, parse, token=... | key=...))
     exe = await run.open()          # raises GatewayError before any byte is sent
     await run.drive(emit)           # emit(event) for each RunEvent; never raises a
-                                    # GatewayError (it becomes a Failed event)
+                                    # GatewayError (it becomes a Failed event);
+                                    # together=True: a read's pieces as one Pieces
     completion = await run.collect()  # instead of drive: the sync answer (a collected
                                       # stream); raises the Failed event's error
     await run.close()               # idempotent; records the row if drive never ran
     run.cancel(reason)              # end it with `reason` (shutdown: ServiceUnavailable)
 
 Events (adapters/events.py), in order: `Started`; `TextDelta` / `ToolCallDelta`
-(core.model) as the answer arrives; then either `Metered(usage)` and `Done(...)`, or
-`RunFailed(error)`. The ledger
+(core.model) as the answer arrives (with `together=True`, two or more pieces that one
+upstream read completed come as one `Pieces`: never held across reads); then either
+`Metered(usage)` and `Done(...)`, or `RunFailed(error)`. The ledger
 row is written before `Done` / `Failed` is emitted, so a client that saw the end of an
 answer has its row.
 
@@ -29,10 +31,13 @@ Rules:
   budget) is recorded, then raised. A budget refusal is thus a plain 402 on streaming
   surfaces too.
 - One attempt loop performs every `core.attempts` action. A provider call is one
-  event-yielding call: `Provider.stream` for streamed requests, `Provider.complete`
-  wrapped as a stream (`whole`) otherwise. Events before the first content (usage
-  reports) are held back; the first text, tool-call piece or end is the first chunk,
-  after which there is no fallback. `core.metering` counts and caps the output; each
+  call yielding the events of each upstream read: `stream_reads` of a provider that has
+  it (`ReadsStreams`), else `Provider.stream`'s events one by one, for streamed
+  requests; `Provider.complete` as one read (`whole_as_reads`) otherwise. Events before
+  the first content (usage reports) are held back; the first text, tool-call piece or
+  end is the first chunk, after which there is no fallback. Every event of a read is
+  metered, in order, before the read's pieces are emitted, and a piece over the cap is
+  neither emitted nor followed by any. `core.metering` counts and caps the output; each
   attempt's grant (`core.grants` through `Limits.grant`) is settled with the metered
   usage, or released when nothing was consumed.
 - Cancellation: `run.cancel(reason)` ends the run with `reason` (the client sees a
@@ -61,9 +66,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import trio
 from attrs import evolve, frozen
@@ -77,15 +82,16 @@ from adapters.events import (
     Done,
     Emit,
     Metered,
+    Pieces,
     RunFailed,
     Upstream,
-    whole_as_stream,
+    whole_as_reads,
 )
 from adapters.execution import Execution, ledger_row
 from adapters.health_book import HealthBook
 from adapters.limits import Grant, Limits
 from adapters.observe import Observer, RunWatch
-from adapters.providers.base import Provider, ProviderError, Timeouts
+from adapters.providers.base import Provider, ProviderError, ReadsStreams, Timeouts
 from adapters.runs import RunRegistry
 from adapters.stopwatch import Stopwatch
 from adapters.storage.base import Storage
@@ -185,6 +191,7 @@ class Driver:
         # provider -> whether it checks requests (a runtime Protocol check is slow; asked
         # on every request): kept per provider object, so a replaced one is asked again
         self._checks: dict[str, tuple[Provider, ChecksRequests | None]] = {}
+        self._reads: dict[str, tuple[Provider, bool]] = {}  # provider -> has stream_reads
 
     def checker(self, label: str) -> ChecksRequests | None:
         """The provider named `label` if it checks requests before a call, else None."""
@@ -195,6 +202,14 @@ class Driver:
         if known is None or known[0] is not provider:
             known = (provider, provider if isinstance(provider, ChecksRequests) else None)
             self._checks[label] = known
+        return known[1]
+
+    def reads_streams(self, label: str, provider: Provider) -> bool:
+        """Whether `provider` (named `label`) gives its streams read by read."""
+        known = self._reads.get(label)
+        if known is None or known[0] is not provider:
+            known = (provider, callable(getattr(provider, "stream_reads", None)))
+            self._reads[label] = known
         return known[1]
 
     async def authenticate(self, token: str | None) -> KeyRecord:
@@ -233,6 +248,7 @@ class Run:
         self.stopwatch = ingress.stopwatch or Stopwatch(driver.clock.now())
         self._watch: RunWatch | None = None  # this run's observers (adapters/observe.py)
         self._watched: attempts.CallProvider | None = None  # the attempt they were told of
+        self._together = False  # drive(together=True): a read's pieces as one Pieces
 
     @property
     def execution(self) -> Execution | None:
@@ -346,8 +362,10 @@ class Run:
         await self.drive(collector)
         return collector.completion(self.exe)
 
-    async def drive(self, emit: Emit) -> None:
+    async def drive(self, emit: Emit, *, together: bool = False) -> None:
+        """`together`: the pieces one upstream read completed come as one `Pieces`."""
         happened: Happened | None = None
+        self._together = together
         try:
             with self._scope:
                 await emit(STARTED)
@@ -424,30 +442,70 @@ class Run:
                 self._watch.attempt_ended(watching.attempt_ended(self._watched, event, actions, self.exe, self._d.clock.now()))
                 self._watched = None
 
-    def _calls(self, dep: Deployment, request: GatewayRequest) -> AsyncIterator[CallEvent]:
+    def _calls(self, dep: Deployment, request: GatewayRequest) -> AsyncIterator[Sequence[CallEvent]]:
+        """The provider call as the events of each upstream read (each list non-empty)."""
         provider = self._d.providers.get(dep.provider)
         if provider is None:
             raise ProviderError(FailureKind.CONNECT, f"no provider configured for '{dep.provider}'")
-        if request.stream:
-            return provider.stream(dep, request, timeouts=self._d.timeouts)
-        return whole_as_stream(provider, dep, request, self._d.timeouts)
+        if not request.stream:
+            return whole_as_reads(provider, dep, request, self._d.timeouts)
+        if self._d.reads_streams(dep.provider, provider):
+            return cast(ReadsStreams, provider).stream_reads(dep, request, timeouts=self._d.timeouts)
+        return _one_by_one(provider.stream(dep, request, timeouts=self._d.timeouts))
 
-    async def _next_content(
-        self, calls: AsyncIterator[CallEvent]
-    ) -> TextDelta | ToolCallDelta | StreamEnd | None:
+    async def _next_read(self, calls: AsyncIterator[Sequence[CallEvent]]) -> Sequence[CallEvent] | None:
+        """The events of the next upstream read; None at the end (the wait is the stopwatch's)."""
         clock = self._d.clock
         waiting = clock.now()
         try:
-            async for item in calls:
-                if isinstance(item, UsageReport):
-                    self._meter = metering.observe(self._meter, item)
-                elif isinstance(item, Upstream):
-                    self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
-                else:
-                    return item
+            return await calls.__anext__()
+        except StopAsyncIteration:
             return None
         finally:
             self.stopwatch.waited += clock.now() - waiting
+
+    def _absorb(self, read: Sequence[CallEvent], at: int) -> int:
+        """Meter the usage reports and note the upstream's ids from `read[at:]` up to its
+        first content (a piece or the end); where that is (len(read): none)."""
+        exe = self.exe
+        for i in range(at, len(read)):
+            item = read[i]
+            if isinstance(item, UsageReport):
+                self._meter = metering.observe(self._meter, item)
+            elif isinstance(item, Upstream):
+                exe.upstream_model, exe.upstream_id = item.model, item.id
+            else:
+                return i
+        return len(read)
+
+    async def _relay(self, read: Sequence[CallEvent], at: int, emit: Emit) -> FinishReason | None:
+        """Meter `read[at:]` and emit its pieces (one `Pieces` when together), up to its
+        end or the first piece over the cap (not emitted); the finish reason if either."""
+        pieces: list[TextDelta | ToolCallDelta] = []
+        end: FinishReason | None = None
+        for i in range(at, len(read)):
+            item = read[i]
+            if isinstance(item, TextDelta | ToolCallDelta):
+                self._meter = meter = metering.observe(self._meter, item)
+                if metering.over_cap(meter):
+                    end = "length"
+                    break
+                pieces.append(item)
+            elif isinstance(item, StreamEnd):
+                end = item.finish_reason
+                break
+            elif isinstance(item, UsageReport):
+                self._meter = metering.observe(self._meter, item)
+            elif isinstance(item, Upstream):
+                self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
+        if len(pieces) == 1:
+            await emit(pieces[0])
+        elif pieces and self._together:
+            await emit(Pieces(tuple(pieces)))
+        else:
+            for piece in pieces:
+                await emit(piece)
+        return end
 
     async def _attempt(self, action: attempts.CallProvider, emit: Emit) -> attempts.Event:
         exe, dep = self.exe, action.deployment
@@ -465,27 +523,28 @@ class Run:
             provider = self._d.providers.get(dep.provider)
             self._watch.attempt_started(watching.attempt_started(action, provider, started))
         failure: ProviderError | None = None
-        calls: AsyncIterator[CallEvent] | None = None
+        calls: AsyncIterator[Sequence[CallEvent]] | None = None
         try:
             calls = self._calls(dep, request)
-            with trio.fail_at(action.deadline):
-                item = await self._next_content(calls)
+            at = 0
+            with trio.fail_at(action.deadline):  # until the first content
+                read = await self._next_read(calls)
+                while read is not None and (at := self._absorb(read, 0)) == len(read):
+                    read = await self._next_read(calls)
             if request.stream:
                 exe.ttft = self._d.clock.now() - exe.started
-            if item is not None:
+            if read is not None:
                 # the first chunk: no fallback from here on (the machine asks for nothing)
                 asked = self._step(attempts.FirstChunk())
                 assert not asked, asked
                 if self._watch is not None:
                     self._watch.first_chunk(watching.first_chunk(action, exe, self._d.clock.now()))
-            while item is not None:
-                if isinstance(item, StreamEnd):
-                    return await self._answered(dep, started, item.finish_reason)
-                self._meter = metering.observe(self._meter, item)
-                if metering.over_cap(self._meter):
-                    return await self._answered(dep, started, "length")
-                await emit(item)
-                item = await self._next_content(calls)
+            while read is not None:
+                end = await self._relay(read, at, emit)
+                if end is not None:
+                    return await self._answered(dep, started, end)
+                read = await self._next_read(calls)
+                at = 0
             failure = ProviderError(FailureKind.STREAM_CUT, "the provider's stream ended without an end event")
         except ProviderError as err:
             failure = err
@@ -592,6 +651,15 @@ class Run:
         self._watch.run_finished(
             watching.finished(self.exe, row, error, self.overhead_ms(), ledger_seconds, now)
         )
+
+
+async def _one_by_one(events: AsyncIterator[CallEvent]) -> AsyncIterator[Sequence[CallEvent]]:
+    """A provider's stream without reads of its own: each event its own read."""
+    try:
+        async for event in events:
+            yield [event]
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 __all__ = ["ChecksRequests", "Driver", "Ingress", "Run", "new_id"]

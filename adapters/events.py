@@ -3,8 +3,11 @@
 Owns: the events `adapters/driver.py` emits, the same for every surface (`Started`;
 `TextDelta` / `ToolCallDelta` from core.model as the answer arrives; then `Metered` and
 `Done`, or `RunFailed`), the `Collector` that turns them back into a whole `Completion`
-(the sync answer is a collected stream), and `whole_as_stream`, which makes a provider's
-`complete` one event stream like `stream` (so the driver has one attempt loop).
+(the sync answer is a collected stream), and `whole_as_reads`, which makes a provider's
+`complete` one read of a stream like `stream_reads` (so the driver has one attempt loop).
+A surface that asks for it (`Run.drive(emit, together=True)`) gets the pieces one
+upstream read completed as one `Pieces` event, to send them in one write; any other
+surface gets them one by one.
 """
 
 from __future__ import annotations
@@ -52,7 +55,15 @@ class RunFailed:
     error: GatewayError
 
 
-RunEvent: TypeAlias = Started | TextDelta | ToolCallDelta | Metered | Done | RunFailed
+@frozen
+class Pieces:
+    """Two or more pieces one upstream read completed, in order (only to a surface that
+    asked for them together: it frames each and sends them at once)."""
+
+    items: tuple[TextDelta | ToolCallDelta, ...]
+
+
+RunEvent: TypeAlias = Started | TextDelta | ToolCallDelta | Pieces | Metered | Done | RunFailed
 Emit = Callable[[RunEvent], Awaitable[None]]
 
 
@@ -92,6 +103,9 @@ class Collector:
             self.finish = event.finish_reason
         elif isinstance(event, RunFailed):
             self.error = event.error
+        elif isinstance(event, Pieces):
+            for item in event.items:
+                await self(item)
 
     def completion(self, exe: Execution) -> Completion:
         if self.error is not None:
@@ -108,15 +122,19 @@ class Collector:
 
 
 
-async def whole_as_stream(
+async def whole_as_reads(
     provider: Provider, dep: Deployment, request: GatewayRequest, timeouts: Timeouts
-) -> AsyncIterator[CallEvent]:
-    """`Provider.complete` as a stream: usage, the answer's pieces, then its end."""
+) -> AsyncIterator[list[CallEvent]]:
+    """`Provider.complete` as a stream of one read: usage, the answer's pieces, its end."""
     completion = await provider.complete(dep, request, timeouts=timeouts)
-    yield UsageReport(completion.usage)
-    yield Upstream(completion.upstream_model, completion.upstream_id)
+    read: list[CallEvent] = [
+        UsageReport(completion.usage), Upstream(completion.upstream_model, completion.upstream_id)
+    ]
     if completion.text:
-        yield TextDelta(completion.text)
-    for index, call in enumerate(completion.tool_calls):
-        yield ToolCallDelta(index, call.id, call.name, call.arguments)
-    yield StreamEnd(completion.finish_reason)
+        read.append(TextDelta(completion.text))
+    read.extend(
+        ToolCallDelta(index, call.id, call.name, call.arguments)
+        for index, call in enumerate(completion.tool_calls)
+    )
+    read.append(StreamEnd(completion.finish_reason))
+    yield read

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from attrs import evolve, frozen
 
 from adapters.driver import Ingress, Run
-from adapters.events import Done, RunEvent, RunFailed, Started
+from adapters.events import Done, Pieces, RunEvent, RunFailed, Started
 from adapters.execution import Execution
 from adapters.providers.mock import SCENARIO_HEADER
 from adapters.stopwatch import Stopwatch
@@ -190,6 +190,8 @@ def frame(framer: StreamFramer, exe: Execution, event: RunEvent) -> bytes:
     """One driver event as `framer`'s bytes."""
     if isinstance(event, TextDelta | ToolCallDelta):
         return framer.event(exe, event)
+    if isinstance(event, Pieces):  # one upstream read's pieces: their frames, in one write
+        return b"".join([framer.event(exe, item) for item in event.items])
     if isinstance(event, Started):
         return framer.start(exe)
     if isinstance(event, Done):

@@ -4,7 +4,8 @@ Owns: writing a `Streamed` answer (`server/pipeline.py`): the response head
 (`text/event-stream; charset=utf-8`, `cache-control: no-cache`, `x-accel-buffering: no`
 and the answer's headers, the rate headers), then each driver event framed by the
 surface's framer and sent as it is emitted, from the driver's own task (no queue, no
-extra task per chunk). The last frame (after `Done` or `RunFailed`) ends the body.
+extra task per chunk); the pieces one upstream read completed come together (`Pieces`)
+and go out in one send. The last frame (after `Done` or `RunFailed`) ends the body.
 - A stream with nothing to send for `keepalive` seconds gets an SSE comment: a timer
   task sends it, and never after the last frame (the flag is checked and the send made
   without a checkpoint in between, and the last frame sets it before its send).
@@ -117,7 +118,7 @@ async def send_stream(
                     "headers": [*SSE_HEADERS, *extra, SSE_TYPE, *tail], HEAD_WITH_BODY: True})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keepalives)
-            await run.drive(emit)
+            await run.drive(emit, together=True)
             nursery.cancel_scope.cancel()
         if not state["finished"] and not state["gone"]:  # the driver always ends with Done
             state["finished"] = True  # or RunFailed; be sure

@@ -12,6 +12,10 @@ Rules:
   stream that stops without one raised `ProviderError(STREAM_CUT)` instead.
 - `UsageReport`s are cumulative; the last one is the call's usage.
 - Messages never contain credentials.
+- A provider may also give its stream read by read (`ReadsStreams.stream_reads`): the
+  same events, grouped as each upstream read completed them (never an empty group, never
+  a group held back across reads). The request driver relays such a group in one client
+  write; for a provider without it each event is its own group.
 """
 
 from __future__ import annotations
@@ -64,3 +68,11 @@ class Provider(Protocol):
     def stream(
         self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts
     ) -> AsyncIterator[StreamEvent]: ...
+
+
+class ReadsStreams(Protocol):
+    """A provider whose stream can also be read group by group (see the module rules)."""
+
+    def stream_reads(
+        self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts
+    ) -> AsyncIterator[list[StreamEvent]]: ...

@@ -22,7 +22,14 @@ Rules:
   `FailureKind` each is lives in `failures.TRANSPORT_KINDS`. Their text never holds
   request headers or bodies (h11's complaints about our own request are not passed on).
 - Deadlines are absolute `trio.current_time()` values chosen by the caller; no cancel
-  scope is held open across a return to the caller.
+  scope is held open across a return to the caller. A wait for a plain TCP socket to
+  turn readable is bounded without a cancel scope of its own (a `trio.CancelScope` per
+  read cost about a tenth of a relayed chunk's CPU): the pool's `ReadTimer` keeps the
+  deadlines of the reads that wait, in a heap, and its one task (per pool and Trio run,
+  a system task, started on first use) sleeps until the earliest; a read still waiting
+  then is woken with `trio.lowlevel.notify_closing` and raises `trio.TooSlowError`
+  (its connection is closed, as after any timeout). A read whose deadline has passed
+  before it waits raises at once, as a cancel scope's would.
 - No trip through Trio's scheduler where nothing waits: a free pool slot is taken at
   once, and a request on a plain TCP connection is written straight to the socket when
   the kernel takes it all (`send_all`, with its deadline, sends what it does not take and
@@ -37,6 +44,8 @@ Rules:
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 import re
 import select
@@ -174,10 +183,77 @@ async def _open_tcp(host: str, port: int) -> trio.SocketStream:
     return trio.SocketStream(sock)  # sets TCP_NODELAY, as open_tcp_stream's streams have
 
 
-class _Connection:
-    __slots__ = ("drained", "h11", "idle_since", "sock", "stream", "tcp", "unyielded")
+class ReadTimer:
+    """The deadlines of one pool's waiting reads, enforced by one task (module rules).
 
-    def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
+    `arm(conn, by)` before a wait, `disarm(conn)` after it (in a `finally`). Entries are
+    not removed from the heap when disarmed: an entry counts only while its sequence
+    number is the connection's `armed`; the heap is rebuilt from the live ones when the
+    dead outnumber them, so it stays bounded by the reads waiting at once."""
+
+    __slots__ = ("_heap", "_live", "_run", "_seq", "_target", "_wake")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Connection]] = []
+        self._seq = 0
+        self._live = 0  # connections armed now
+        self._run: object | None = None  # the Trio run whose task serves this timer
+        self._wake: trio.CancelScope | None = None  # the task's sleep, until `_target`
+        self._target = math.inf
+
+    def arm(self, conn: _Connection, by: float) -> None:
+        self._seq += 1
+        seq = conn.armed = self._seq
+        heapq.heappush(self._heap, (by, seq, conn))
+        self._live += 1
+        if len(self._heap) > 2 * self._live + 64:
+            self._heap = [entry for entry in self._heap if entry[2].armed == entry[1]]
+            heapq.heapify(self._heap)
+        if by < self._target:  # earlier than the task sleeps (or no task in this run yet)
+            run = trio.lowlevel.current_root_task()
+            if run is not self._run:
+                self._run = run
+                self._target = by
+                trio.lowlevel.spawn_system_task(self._serve, name="umg-upstream-read-timer")
+            elif self._wake is not None:
+                self._target = by
+                self._wake.deadline = by
+
+    @property
+    def entries(self) -> int:
+        """Entries in the heap, live or not (bounded: see the class docstring)."""
+        return len(self._heap)
+
+    def disarm(self, conn: _Connection) -> None:
+        if conn.armed:
+            conn.armed = 0
+            self._live -= 1
+
+    async def _serve(self) -> None:
+        run = trio.lowlevel.current_root_task()
+        heap = self._heap
+        while self._run is run:
+            heap = self._heap
+            now = trio.current_time()
+            while heap and (heap[0][2].armed != heap[0][1] or heap[0][0] <= now):
+                _, seq, conn = heapq.heappop(heap)
+                if conn.armed == seq:  # still waiting at its deadline: wake it
+                    self.disarm(conn)
+                    conn.overdue = True
+                    fd = conn.sock.fileno()
+                    if fd >= 0:
+                        trio.lowlevel.notify_closing(fd)
+            self._target = heap[0][0] if heap else math.inf
+            with trio.CancelScope(deadline=self._target) as self._wake:
+                await trio.sleep_forever()
+            self._wake = None
+
+
+class _Connection:
+    __slots__ = ("armed", "drained", "h11", "idle_since", "overdue", "sock", "stream", "tcp",
+                 "timer", "unyielded")
+
+    def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream, timer: ReadTimer) -> None:
         self.stream = stream  # `tcp` itself, or TLS over it
         self.tcp = tcp
         self.sock = tcp.socket
@@ -185,6 +261,9 @@ class _Connection:
         self.idle_since = 0.0
         self.unyielded = 0  # reads in a row that found bytes waiting (see `receive`)
         self.drained = True  # the last read took all there was (see `receive`)
+        self.timer = timer  # bounds the waits of `receive` (ReadTimer)
+        self.armed = 0  # the timer's entry for the wait under way (0: none)
+        self.overdue = False  # a wait outlived its deadline: the connection is spent
 
     def send_now(self, data: bytes) -> int:
         """Write what the kernel takes of `data` at once to a plain TCP connection (no trip
@@ -201,7 +280,7 @@ class _Connection:
     async def receive(self, by: float) -> bytes:
         """The next bytes from the server (b"" at EOF), waiting until `by` at most
         (`trio.TooSlowError`). On plain TCP the socket is read directly and Trio is asked
-        only to wait for it to turn readable. After a read that took less than its buffer
+        only to wait for it to turn readable, bounded by the pool's `ReadTimer`. After a read that took less than its buffer
         (the socket was emptied: the usual case, a provider's chunks come apart) it waits
         at once, without a read that would only fail; after a full one it reads first, and
         bytes already there cost no trip through the scheduler (a real checkpoint every
@@ -228,15 +307,26 @@ class _Connection:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
         self.unyielded = 0
-        with trio.fail_at(by):
+        if self.overdue or by <= trio.current_time():
+            raise trio.TooSlowError
+        timer = self.timer
+        timer.arm(self, by)
+        try:
             while True:
-                await trio.lowlevel.wait_readable(fd)
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    if self.overdue:  # woken by the timer (ReadTimer)
+                        raise trio.TooSlowError from None
+                    raise
                 try:
                     data = os.read(fd, RECEIVE_BYTES)
                 except BlockingIOError:  # a spurious wake-up
                     continue
                 self.drained = len(data) < RECEIVE_BYTES
                 return data
+        finally:
+            timer.disarm(self)
 
     def close(self) -> None:
         """Close at once (no TLS close_notify: the connection is being dropped)."""
@@ -360,6 +450,7 @@ class ConnectionPool:
         self._ssl_context = ssl_context
         self._origins: dict[Origin, _OriginPool] = {}
         self._closed = False
+        self._timer = ReadTimer()  # the deadlines of its connections' waiting reads
 
     @property
     def limits(self) -> PoolLimits:
@@ -437,12 +528,12 @@ class ConnectionPool:
             with trio.fail_at(by):
                 tcp = await _open_tcp(origin.host, origin.port)
                 if origin.scheme != "https":
-                    return _Connection(tcp, tcp)
+                    return _Connection(tcp, tcp, self._timer)
                 tls = trio.SSLStream(
                     tcp, self._tls(), server_hostname=origin.host, https_compatible=True
                 )
                 await tls.do_handshake()
-                return _Connection(tls, tcp)
+                return _Connection(tls, tcp, self._timer)
         except trio.TooSlowError:
             if tcp is not None:
                 tcp.socket.close()

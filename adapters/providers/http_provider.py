@@ -48,6 +48,7 @@ from adapters.providers.streaming import (
     WallClock,
     call_json,
     stream_events,
+    stream_reads,
     utc_now,
 )
 from adapters.providers.transport import Transport
@@ -177,10 +178,22 @@ class HttpProvider:
     def stream(
         self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts
     ) -> AsyncGenerator[StreamEvent, None]:
-        """`stream_events`' generator itself (no re-yielding layer per chunk): its
-        `aclose()` leaves the transport's context, which closes the upstream at once."""
+        """`stream_events`' generator itself: its `aclose()` leaves the transport's
+        context, which closes the upstream at once."""
         body = self.dialect.encode(deployment, request, stream=True)
         return stream_events(
+            self._transport, self.name, self._url, self._call_headers(), body,
+            timeouts=timeouts, secrets=self._secrets,
+            events=self.dialect.events(self.name, secrets=self._secrets), wall=self._wall,
+        )
+
+    def stream_reads(
+        self, deployment: Deployment, request: GatewayRequest, *, timeouts: Timeouts
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """The same stream read by read (`ReadsStreams`, adapters/providers/base.py):
+        `stream_reads`' generator itself, no re-yielding layer per chunk."""
+        body = self.dialect.encode(deployment, request, stream=True)
+        return stream_reads(
             self._transport, self.name, self._url, self._call_headers(), body,
             timeouts=timeouts, secrets=self._secrets,
             events=self.dialect.events(self.name, secrets=self._secrets), wall=self._wall,

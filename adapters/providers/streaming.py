@@ -9,8 +9,12 @@ Rules:
   decoded before a failing one are yielded before its error is raised, however the
   upstream's bytes were split into reads.
 - When the codec reports `done`, the rest of the body is drained (bounded) before the
-  final events are yielded, so a completed stream's connection is reused; leaving `stream_events` early (aclose, cancellation, error) leaves the
+  final events are yielded, so a completed stream's connection is reused; leaving
+  `stream_reads` / `stream_events` early (aclose, cancellation, error) leaves the
   transport's context, which closes the upstream connection.
+- `stream_reads` yields the events read by read (the events one upstream read
+  completed, together: the request driver relays them in one client write);
+  `stream_events` yields the same events one by one.
 - A 2xx JSON body that does not parse, or does not decode, is SERVER_ERROR.
 - Every upstream text in a message is redacted of `secrets` (failures.redact).
 """
@@ -136,12 +140,15 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
         return
 
 
-async def stream_events(
+async def stream_reads(
     transport: Transport, provider: str, url: str, headers: Mapping[str, str],
     body: object, *, timeouts: Timeouts, secrets: Iterable[str | None],
     events: EventDecoder, wall: WallClock = utc_now,
-) -> AsyncGenerator[StreamEvent, None]:
-    """POST `body` for a stream and yield its decoded events, ending with StreamEnd."""
+) -> AsyncGenerator[list[StreamEvent], None]:
+    """POST `body` for a stream and yield its decoded events read by read: each list holds
+    the events one upstream read completed, in order (never empty); the last ends with
+    StreamEnd. Nothing is held across reads: a read's events are yielded before the next
+    read."""
     decoder = SSEStreamDecoder(events)
     try:
         async with transport.stream_post(url, headers, body, timeouts=timeouts) as response:
@@ -154,13 +161,32 @@ async def stream_events(
                 batch = decoder.feed(chunk)
                 if decoder.done:
                     await _drain(response.chunks)
-                for event in batch:
-                    yield event
+                if batch:
+                    yield batch
                 if decoder.failure is not None:
                     raise decoder.failure
                 if decoder.done:
                     return
-            for event in decoder.close():
-                yield event
+            tail = decoder.close()
+            if tail:
+                yield tail
     except ProviderError as err:
         raise _redacted(err, secrets) from None
+
+
+async def stream_events(
+    transport: Transport, provider: str, url: str, headers: Mapping[str, str],
+    body: object, *, timeouts: Timeouts, secrets: Iterable[str | None],
+    events: EventDecoder, wall: WallClock = utc_now,
+) -> AsyncGenerator[StreamEvent, None]:
+    """`stream_reads`' events one by one, ending with StreamEnd."""
+    reads = stream_reads(
+        transport, provider, url, headers, body, timeouts=timeouts, secrets=secrets,
+        events=events, wall=wall,
+    )
+    try:
+        async for batch in reads:
+            for event in batch:
+                yield event
+    finally:
+        await reads.aclose()  # leaving early closes the upstream at once
