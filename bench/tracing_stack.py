@@ -9,7 +9,9 @@ nothing: the driver's hook and its records), `traced-bare` (tracing with no span
 processor: the records and their spans, built and handed to nobody), `traced` (tracing
 as the gateway sets it up, `TrioBatch` in front of an OTLP exporter to a port nobody
 listens on, as `bench/run.py`'s `ours-traced`), `traced-sdk` (the same with the SDK's
-`BatchSpanProcessor` instead: what the gateway used before).
+`BatchSpanProcessor` instead: what the gateway used before). A setup ending in
+`+metrics` (`off+metrics`, `traced+metrics`) has the metrics on too: `traced+metrics`
+beside `off` is issue 10's bar (tracing and metrics on against both off) in process.
 
     python -m bench.tracing_stack [--requests 200] [--rounds 30] [--setups noop,traced-bare,traced,traced-sdk,off]
 
@@ -78,7 +80,9 @@ def unused_port() -> int:
 
 
 async def client(setup: str) -> tuple[Any, str]:
-    env = {"UMG_REQUEST_LOG": "false", "UMG_METRICS": "false"}
+    metrics = setup.endswith("+metrics")
+    setup = setup.removesuffix("+metrics")
+    env = {"UMG_REQUEST_LOG": "false", "UMG_METRICS": "true" if metrics else "false"}
     services = await build_services(load_settings(env, database_url="sqlite:///:memory:"))
     if setup == "noop":
         services.gateway.driver.observer = Noop()
