@@ -16,18 +16,19 @@ the exact Decimal figures, so use it for billing and this for dashboards.
 Gauges read at scrape time (`refresh`): jobs by status (the queue depth is `queued`),
 the ledger writer's queue (SQLite's group commit; 0 for Postgres, which writes inline).
 
-Cost: a labelled metric's child is bound once per label set and kept (`Metrics.child`):
-prometheus-client's `labels()` checks the values and takes a lock on every call, which
-was most of what counting a request cost. The cache is as bounded as the labels are.
+Cost: the numbers are plain counters and bucket arrays per label set, updated on the
+Trio thread without locks and rendered by a prometheus-client `Collector` only when
+scraped (adapters/metric_families.py): prometheus-client's own metric objects took a
+lock and went through a child object on each of the dozen updates a request made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from adapters.metric_families import CounterFamily, Families, GaugeFamily, HistogramFamily
 from adapters.observe import (
     AttemptEnded,
     BreakerChanged,
@@ -54,75 +55,61 @@ OTHER = "other"
 class Metrics(Observer):
     def __init__(self, models: Iterable[str]) -> None:
         self.models = frozenset(models)
-        self._children: dict[tuple[object, ...], Any] = {}  # (metric, *labels) -> its child
-        self.registry = r = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "umg_requests", "Finished requests", ["surface", "model", "provider", "status"], registry=r
-        )
-        self.latency = Histogram(
+        self.families = f = Families()
+        self.requests = f.add(CounterFamily(
+            "umg_requests", "Finished requests", ["surface", "model", "provider", "status"]
+        ))
+        self.latency = f.add(HistogramFamily(
             "umg_request_duration_seconds", "Request latency, arrival to ledger row",
-            ["surface", "provider"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.ttft = Histogram(
+            ["surface", "provider"], buckets=LATENCY_BUCKETS,
+        ))  # fmt: skip
+        self.ttft = f.add(HistogramFamily(
             "umg_time_to_first_token_seconds", "Time to the first content",
-            ["surface", "provider"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.overhead = Histogram(
+            ["surface", "provider"], buckets=LATENCY_BUCKETS,
+        ))  # fmt: skip
+        self.overhead = f.add(HistogramFamily(
             "umg_gateway_overhead_seconds", "Time spent in the gateway, excluding providers",
-            ["surface"], buckets=OVERHEAD_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.tokens = Counter(
-            "umg_tokens", "Tokens metered", ["model", "provider", "kind"], registry=r
-        )
-        self.cost = Counter(
+            ["surface"], buckets=OVERHEAD_BUCKETS,
+        ))  # fmt: skip
+        self.tokens = f.add(CounterFamily("umg_tokens", "Tokens metered", ["model", "provider", "kind"]))
+        self.cost = f.add(CounterFamily(
             "umg_cost_usd", "Cost in USD (the ledger has the exact figures)",
-            ["model", "provider", "tenant", "project"], registry=r,
-        )  # fmt: skip
-        self.attempts = Counter(
-            "umg_upstream_attempts", "Provider attempts by outcome", ["provider", "outcome"], registry=r
-        )
-        self.failures = Counter(
-            "umg_upstream_failures", "Failed provider attempts by kind", ["provider", "kind"], registry=r
-        )
-        self.retries = Counter("umg_retries", "Attempts retried on the same deployment", ["provider"], registry=r)
-        self.fallbacks = Counter(
-            "umg_fallbacks", "Attempts after which the run fell back to another deployment",
-            ["provider"], registry=r,
-        )  # fmt: skip
-        self.refusals = Counter(
-            "umg_refusals", "Requests refused: rate_limited, budget_exceeded, unauthenticated",
-            ["reason"], registry=r,
-        )  # fmt: skip
-        self.breaker = Gauge(
-            "umg_breaker_state", "Circuit per deployment: 0 closed, 1 half-open, 2 open",
-            ["deployment"], registry=r,
-        )  # fmt: skip
-        self.breaker_changes = Counter(
-            "umg_breaker_transitions", "Circuit transitions", ["deployment", "to"], registry=r
-        )
-        self.in_flight = Gauge("umg_in_flight_requests", "Requests being answered", registry=r)
-        self.in_flight_streams = Gauge("umg_in_flight_streams", "Streamed requests being answered", registry=r)
-        self.replays = Counter(
-            "umg_idempotent_replays", "Answers replayed from an Idempotency-Key record", ["surface"], registry=r
-        )
-        self.jobs = Counter("umg_job_runs", "Job runs by the job's status after the run", ["status"], registry=r)
-        self.jobs_by_status = Gauge("umg_jobs", "Jobs by status (queued: the queue depth)", ["status"], registry=r)
-        self.webhooks = Counter(
-            "umg_webhook_deliveries", "Webhook delivery attempts", ["outcome"], registry=r
-        )
-        self.ledger_queue = Gauge("umg_ledger_queue_depth", "Ledger rows waiting to be committed", registry=r)
-        self.ledger_commit = Histogram(
+            ["model", "provider", "tenant", "project"],
+        ))  # fmt: skip
+        self.attempts = f.add(CounterFamily(
+            "umg_upstream_attempts", "Provider attempts by outcome", ["provider", "outcome"]
+        ))
+        self.failures = f.add(CounterFamily(
+            "umg_upstream_failures", "Failed provider attempts by kind", ["provider", "kind"]
+        ))
+        self.retries = f.add(CounterFamily("umg_retries", "Attempts retried on the same deployment", ["provider"]))
+        self.fallbacks = f.add(CounterFamily(
+            "umg_fallbacks", "Attempts after which the run fell back to another deployment", ["provider"],
+        ))  # fmt: skip
+        self.refusals = f.add(CounterFamily(
+            "umg_refusals", "Requests refused: rate_limited, budget_exceeded, unauthenticated", ["reason"],
+        ))  # fmt: skip
+        self.breaker = f.add(GaugeFamily(
+            "umg_breaker_state", "Circuit per deployment: 0 closed, 1 half-open, 2 open", ["deployment"],
+        ))  # fmt: skip
+        self.breaker_changes = f.add(CounterFamily(
+            "umg_breaker_transitions", "Circuit transitions", ["deployment", "to"]
+        ))
+        self.in_flight = f.add(GaugeFamily("umg_in_flight_requests", "Requests being answered"))
+        self.in_flight_streams = f.add(GaugeFamily("umg_in_flight_streams", "Streamed requests being answered"))
+        self.replays = f.add(CounterFamily(
+            "umg_idempotent_replays", "Answers replayed from an Idempotency-Key record", ["surface"]
+        ))
+        self.jobs = f.add(CounterFamily("umg_job_runs", "Job runs by the job's status after the run", ["status"]))
+        self.jobs_by_status = f.add(GaugeFamily("umg_jobs", "Jobs by status (queued: the queue depth)", ["status"]))
+        self.webhooks = f.add(CounterFamily("umg_webhook_deliveries", "Webhook delivery attempts", ["outcome"]))
+        self.ledger_queue = f.add(GaugeFamily("umg_ledger_queue_depth", "Ledger rows waiting to be committed"))
+        self.ledger_commit = f.add(HistogramFamily(
             "umg_ledger_write_seconds", "Time to write a request's ledger row (commit included)",
-            buckets=COMMIT_BUCKETS, registry=r,
-        )  # fmt: skip
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, bound on first use and kept (see the module docstring)."""
-        key = (metric, *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
+            buckets=COMMIT_BUCKETS,
+        ))  # fmt: skip
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(f)
 
     # -- the observer ----------------------------------------------------------------------
 
@@ -136,28 +123,28 @@ class Metrics(Observer):
         return _Watch(self, event)
 
     def refused(self, event: Refused) -> None:
-        self.child(self.refusals, "unauthenticated").inc()
+        self.refusals.inc(("unauthenticated",))
 
     def replayed(self, event: Replayed) -> None:
-        self.child(self.replays, event.endpoint).inc()
+        self.replays.inc((event.endpoint,))
 
     def job_ran(self, event: JobRan) -> None:
-        self.child(self.jobs, event.status).inc()
+        self.jobs.inc((event.status,))
 
     def webhook_sent(self, event: WebhookSent) -> None:
         outcome = "delivered" if event.ok else ("gave_up" if event.gave_up else "failed")
-        self.child(self.webhooks, outcome).inc()
+        self.webhooks.inc((outcome,))
 
     def breaker_changed(self, event: BreakerChanged) -> None:
-        self.child(self.breaker, event.deployment).set(BREAKER_STATES.get(event.after, 2))
-        self.child(self.breaker_changes, event.deployment, event.after).inc()
+        self.breaker.set((event.deployment,), BREAKER_STATES.get(event.after, 2))
+        self.breaker_changes.inc((event.deployment, event.after))
 
     # -- scrape ------------------------------------------------------------------------------
 
     def refresh(self, job_counts: dict[str, int], ledger_queue: int) -> None:
         for status, count in job_counts.items():
-            self.child(self.jobs_by_status, status).set(count)
-        self.ledger_queue.set(ledger_queue)
+            self.jobs_by_status.set((status,), count)
+        self.ledger_queue.set((), ledger_queue)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -176,35 +163,35 @@ class _Watch(RunWatch):
     def attempt_ended(self, event: AttemptEnded) -> None:
         m, provider = self.m, event.provider
         outcome = "ok" if event.ok else (event.failure.value if event.failure else "cut")
-        m.child(m.attempts, provider, outcome).inc()
+        m.attempts.inc((provider, outcome))
         if event.failure is not None:
-            m.child(m.failures, provider, event.failure.value).inc()
+            m.failures.inc((provider, event.failure.value))
         if event.next == "retry":
-            m.child(m.retries, provider).inc()
+            m.retries.inc((provider,))
         elif event.next == "fallback":
-            m.child(m.fallbacks, provider).inc()
+            m.fallbacks.inc((provider,))
 
     def run_finished(self, event: RunFinished) -> None:
         m, row, surface = self.m, event.row, self.opened.endpoint
         provider = row.provider or "none"
-        m.in_flight.dec()
+        m.in_flight.inc(amount=-1.0)
         if self.opened.stream:
-            m.in_flight_streams.dec()
-        m.child(m.requests, surface, self.model, provider, row.status).inc()
+            m.in_flight_streams.inc(amount=-1.0)
+        m.requests.inc((surface, self.model, provider, row.status))
         if row.status in REFUSALS:
-            m.child(m.refusals, row.status).inc()
+            m.refusals.inc((row.status,))
         if row.latency_ms is not None:
-            m.child(m.latency, surface, provider).observe(row.latency_ms / 1000)
+            m.latency.observe((surface, provider), row.latency_ms / 1000)
         if self.ttft is not None:
-            m.child(m.ttft, surface, provider).observe(self.ttft)
-        m.child(m.overhead, surface).observe(event.overhead_ms / 1000)
-        m.ledger_commit.observe(event.ledger_seconds)
+            m.ttft.observe((surface, provider), self.ttft)
+        m.overhead.observe((surface,), event.overhead_ms / 1000)
+        m.ledger_commit.observe((), event.ledger_seconds)
         for kind, count in (
             ("input", row.input_tokens),
             ("cached_input", row.cached_input_tokens),
             ("output", row.output_tokens),
         ):
             if count:
-                m.child(m.tokens, self.model, provider, kind).inc(count)
+                m.tokens.inc((self.model, provider, kind), count)
         if row.cost:
-            m.child(m.cost, self.model, provider, row.tenant, row.project).inc(float(row.cost))
+            m.cost.inc((self.model, provider, row.tenant, row.project), float(row.cost))

@@ -14,6 +14,15 @@ Rules:
 - `on_end` runs on the Trio thread (where the gateway ends its spans): a span not sampled
   is ignored; one arriving while `max_queue_size` spans wait is dropped and counted
   (`dropped`), nothing logged; otherwise it is appended to a plain list, no lock.
+- The gateway's own spans wait as what they are (`on_end_record`: the ended
+  `SpanRecord`, adapters/trace_records.py) and become the SDK's `ReadableSpan` only in
+  the export, in the worker thread, through `build` (set by the `Tracing` that adopts
+  this batch), and only when the exporter reads them: the batch is handed over as a
+  sequence built on first access, so an exporter that drops a batch unread
+  (adapters/trace_export.py's `Backoff` during a pause) never builds it. Until then a
+  waiting span is one slotted record and its attribute dict, not the SDK's span with
+  its context, status, events and resource references: less for Trio's thread to make
+  per span and fewer objects for the garbage collector to walk while they wait.
 - When `max_export_batch_size` spans wait and no export is under way, a Trio system task
   takes them and hands them to the exporter in ONE `trio.to_thread` call; it keeps
   taking full batches while there are some. A timer task, started by a span when none
@@ -33,11 +42,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import trio
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
+
+from adapters.trace_records import SpanRecord
+
+Waiting = ReadableSpan | SpanRecord
+Build = Callable[[SpanRecord], ReadableSpan]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +73,8 @@ class TrioBatch(SpanProcessor):
         self.schedule = schedule or BatchSchedule()
         self.dropped = 0  # spans refused: the queue was full, or after shutdown
         self.failed = 0  # batches whose export raised
-        self._waiting: list[ReadableSpan] = []
+        self.build: Build | None = None  # a record's ReadableSpan (set by the Tracing that adopts this)
+        self._waiting: list[Waiting] = []
         self._exporting = False  # a system task is handing batches over
         self._timer_run: trio.lowlevel.TrioToken | None = None  # the run the timer lives in
         self._closed = False
@@ -68,6 +85,14 @@ class TrioBatch(SpanProcessor):
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
+        self._wait(span)
+
+    def on_end_record(self, record: SpanRecord) -> None:
+        """An ended gateway span, built into the SDK's span only at its export."""
+        if record.flags & 1:  # W3C sampled
+            self._wait(record)
+
+    def _wait(self, span: Waiting) -> None:
         waiting = self._waiting
         if self._closed or len(waiting) >= self.schedule.max_queue_size:
             self.dropped += 1
@@ -116,17 +141,17 @@ class TrioBatch(SpanProcessor):
         finally:
             self._exporting = False
 
-    def _take(self, size: int) -> list[ReadableSpan]:
+    def _take(self, size: int) -> list[Waiting]:
         with self._take_lock:  # appends (at the end) need no lock: they move nothing here
             batch = self._waiting[:size]
             del self._waiting[:size]
         return batch
 
-    def _export(self, batch: list[ReadableSpan]) -> None:
-        """In a worker thread: one batch to the exporter."""
+    def _export(self, batch: list[Waiting]) -> None:
+        """In a worker thread: one batch to the exporter (built when it reads it)."""
         with self._export_lock:
             try:
-                self.exporter.export(batch)
+                self.exporter.export(Built(batch, self.build))
             except Exception:  # logged, not swallowed: it must not end the Trio run
                 self.failed += 1
                 log.exception("span export raised; %d spans lost", len(batch))
@@ -144,4 +169,40 @@ class TrioBatch(SpanProcessor):
         self.exporter.shutdown()
 
 
-__all__ = ["BatchSchedule", "TrioBatch"]
+class Built(Sequence[ReadableSpan]):
+    """A batch as the SDK's spans, the records among them built on first access (once);
+    its length is known without building."""
+
+    def __init__(self, batch: list[Waiting], build: Build | None) -> None:
+        self._batch = batch
+        self._build = build
+        self._spans: list[ReadableSpan] | None = None
+
+    def spans(self) -> list[ReadableSpan]:
+        if self._spans is None:
+            build = self._build
+            found = []
+            for span in self._batch:
+                if isinstance(span, SpanRecord):
+                    assert build is not None, "a record can only come from a Tracing, which sets build"
+                    found.append(build(span))
+                else:
+                    found.append(span)
+            self._spans = found
+        return self._spans
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    @overload
+    def __getitem__(self, index: int) -> ReadableSpan: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ReadableSpan]: ...
+    def __getitem__(self, index: int | slice) -> ReadableSpan | Sequence[ReadableSpan]:
+        return self.spans()[index]
+
+    def __iter__(self) -> Iterator[ReadableSpan]:
+        return iter(self.spans())
+
+
+__all__ = ["BatchSchedule", "Built", "TrioBatch"]

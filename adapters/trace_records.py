@@ -47,6 +47,7 @@ KINDS: dict[str, SpanKind] = {
     "server": SpanKind.SERVER, "client": SpanKind.CLIENT, "consumer": SpanKind.CONSUMER,
 }
 UNSET = Status(StatusCode.UNSET)
+NO_STATE = TraceState()  # immutable: shared by every run without a `tracestate`
 
 
 class SpanRecord:
@@ -148,4 +149,4 @@ def _cut(value: AttributeValue, length: int) -> AttributeValue:
     return value
 
 
-__all__ = ["Attributes", "Kind", "SpanRecord"]
+__all__ = ["NO_STATE", "Attributes", "Kind", "SpanRecord"]

@@ -17,7 +17,8 @@ Rules:
   span per line on stdout, for development); with neither there is no `Tracing` at all (None),
   so the driver and the provider calls pay nothing.
 - Every exporter sits behind a `TrioBatch` (adapters/trace_batch.py): ending a span
-  only appends it to a list on the Trio thread; a full batch (or, on a timer, what
+  only appends its record to a list on the Trio thread (the SDK's span is built in the
+  export, in the worker thread); a full batch (or, on a timer, what
   waits) goes to the exporter in one worker-thread call, and a full queue drops spans,
   counted (OTEL_BSP_*). Any SDK `SpanProcessor` may be given instead (tests do).
   An OTLP exporter is wrapped in `Backoff` (adapters/trace_export.py): while the
@@ -55,13 +56,13 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tra
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, TraceFlags, Tracer, TraceState
+from opentelemetry.trace import Link, TraceFlags, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.config import TracingSettings
 from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
-from adapters.trace_records import KINDS, Kind, SpanRecord
+from adapters.trace_records import KINDS, NO_STATE, Kind, SpanRecord
 
 SERVICE = "unified-model-gateway"
 SAMPLED = frozenset({Decision.RECORD_AND_SAMPLE})
@@ -101,7 +102,12 @@ class Tracing:
         self.tracer: Tracer = self.provider.get_tracer(INSTRUMENTATION)
         self.capture_content = capture_content
         self.shutdown_seconds = shutdown_seconds
+        batches = [p for p in processors if isinstance(p, TrioBatch)]
+        for batch in batches:
+            batch.build = self.readable  # built in its export, in the worker thread
         self._processors = tuple(processors)
+        self._batches = tuple(batches)  # get the ended records
+        self._others = tuple(p for p in processors if not isinstance(p, TrioBatch))  # the SDK's span
         self._sampler = self.provider.sampler
         self._ids = self.provider.id_generator
         self._resource = self.provider.resource
@@ -142,7 +148,7 @@ class Tracing:
             flags |= TraceFlags.RANDOM_TRACE_ID
         record = SpanRecord(
             name, kind, trace_id, self._ids.generate_span_id(), flags,
-            decision.trace_state or TraceState(), decision.decision in RECORDING, remote, start_ns, links,
+            decision.trace_state or NO_STATE, decision.decision in RECORDING, remote, start_ns, links,
         )
         if decision.attributes:
             record.attributes.update(decision.attributes)
@@ -153,13 +159,22 @@ class Tracing:
         return parent.child(name, kind, self._ids.generate_span_id(), start_ns)
 
     def end(self, record: SpanRecord, end_ns: int) -> None:
-        """End `record`: a recorded span goes to every span processor, as the SDK's span."""
+        """End `record`: a recorded span goes to every span processor: the record itself to
+        a `TrioBatch` (built at its export), the SDK's span to any other processor."""
         record.end_ns = end_ns
         if not record.recording:
             return
-        span = record.readable(self._resource, self._scope, self._limits)
-        for processor in self._processors:
-            processor.on_end(span)
+        for batch in self._batches:
+            batch.on_end_record(record)
+        if self._others:
+            span = self.readable(record)
+            for processor in self._others:
+                processor.on_end(span)
+
+    def readable(self, record: SpanRecord) -> ReadableSpan:
+        """An ended record as the SDK's `ReadableSpan` (in any thread: it is not changed
+        once ended)."""
+        return record.readable(self._resource, self._scope, self._limits)
 
     def _links(self, headers: Mapping[str, str]) -> Sequence[Link]:
         remote = self.extract(headers)

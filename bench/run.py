@@ -49,8 +49,10 @@ from bench.streams import StreamTimings, run_streams
 from bench.targets import Target
 
 ALL_TARGETS = ("direct", "floor-hello", "floor-proxy", "before", "before-off", "before-obs", "before-traced",
-               "before-pg", "ours", "ours-obs", "ours-off", "ours-traced", "ours-pg", "portkey", "litellm")
+               "before-log", "before-logtm", "before-pg", "ours", "ours-obs", "ours-off", "ours-traced",
+               "ours-log", "ours-logtm", "ours-pg", "portkey", "litellm")
 PG_TARGETS = ("ours-pg", "before-pg")  # each on a Postgres database of its own
+TRACED = ("ours-traced", "ours-logtm")  # telemetry variants with tracing on
 DEFAULT_SCENARIOS = ("c1", "json16", "json64", "stream16", "ttfb1", "slow")
 STREAM_DIRECTIVE = "[fake chunks=20 gap=5]"  # paced: 16 streams take ~150/s direct
 SLOW_DIRECTIVE = "[fake chunks=20 first=2000 gap=50]"
@@ -233,7 +235,7 @@ class Bench:
 
 def _variant_env(variant: str) -> dict[str, str]:
     """The environment of a telemetry variant of ours (bench/targets.py's docstring)."""
-    if variant == "ours-traced":  # ours-obs with tracing on (to a collector that is not there)
+    if variant in TRACED:  # ours-obs with tracing on (to a collector that is not there)
         return {**targets.TELEMETRY_ENV["ours-obs"], **targets.unreachable_collector()}
     return dict(targets.TELEMETRY_ENV.get(variant, {}))
 
@@ -252,7 +254,7 @@ def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | No
             assert compare is not None
             target = targets.ours(stack, tmp, provider, cpu, name=name, source=compare, path=path,
                                   extra_env=_variant_env("ours" + name.removeprefix("before")))
-        elif name in ("ours", "ours-traced", *targets.TELEMETRY_ENV):
+        elif name in ("ours", *TRACED, *targets.TELEMETRY_ENV):
             target = targets.ours(stack, tmp, provider, cpu, name=name, path=path, extra_env=_variant_env(name))
         elif name in ("floor-hello", "floor-proxy"):
             target = targets.floor(stack, tmp, provider, cpu, name.removeprefix("floor-"))
@@ -326,7 +328,9 @@ def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: di
     for mine, other in (("ours", "floor-proxy"), ("ours", "before"), ("ours-obs", "ours-off"), ("ours-off", "before"),
                         ("ours-traced", "ours-obs"), ("ours-traced", "ours-off"), ("before-traced", "before-obs"),
                         ("before-traced", "before-off"), ("ours-traced", "before-traced"), ("ours", "portkey"),
-                        ("ours", "litellm"), ("ours-pg", "before-pg"), ("ours-pg", "portkey"), ("before-pg", "portkey"),
+                        ("ours-logtm", "ours-log"), ("before-logtm", "before-log"), ("ours-logtm", "before-logtm"),
+                        ("ours-log", "before-log"), ("ours", "litellm"), ("ours-pg", "before-pg"),
+                        ("ours-pg", "portkey"), ("before-pg", "portkey"),
                         ("ours-pg", "litellm")):
         if mine not in names or other not in names:
             continue
@@ -354,7 +358,7 @@ def main() -> None:
     parser.add_argument(
         "--targets",
         default=",".join(t for t in ALL_TARGETS if not t.startswith("before") and t not in ("ours-obs", "ours-off", "ours-traced",
-                                                             "floor-hello", "floor-proxy")),
+                                                             "ours-log", "ours-logtm", "floor-hello", "floor-proxy")),
     )
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per wrk run")
@@ -461,7 +465,9 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({"date": stamp, "machine": _machine(),
                                              "versions": {n: started[n].version for n in names},
-                                             "results": results, "missing": missing}, indent=2))
+                                             "results": results, "missing": missing,
+                                             "rounds": {f"{n} {s}": runs for (n, s), runs in rounds.items()}},
+                                            indent=2))
 
 
 def _profile(target: Target, args: argparse.Namespace) -> threading.Thread:

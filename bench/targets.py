@@ -9,7 +9,8 @@ OpenAI chat request; a `Target` says where and with which headers.
   the OpenAI adapter to the fake provider (auth, both limits, routing, the provider call
   and a ledger row on every request).
 - before: the same as ours, from another checkout (`--compare DIR`), for before/after;
-  before-off, before-obs, before-traced: that checkout as ours-off, ours-obs, ours-traced.
+  before-off, before-obs, before-traced, before-log, before-logtm: that checkout as
+  ours-off, ours-obs, ours-traced, ours-log, ours-logtm.
 - ours-obs: ours at LOG_LEVEL=info, so every request writes its JSON log line (ours runs
   at warning, which skips them), metrics on: telemetry fully on.
 - ours-off: ours with the request log and the metrics off (`UMG_REQUEST_LOG=false`,
@@ -18,6 +19,9 @@ OpenAI chat request; a `Target` says where and with which headers.
 - ours-traced: ours-obs with tracing on too, exporting over OTLP/HTTP to a port nobody
   listens on (spans made and batched, every export failing in the SDK's thread): beside
   ours-obs, tracing's own cost; beside ours-off, all the telemetry's.
+- ours-log: the request log on (as ours-obs), metrics and tracing off; ours-logtm: the
+  same with metrics and tracing on (as ours-traced). ours-logtm beside ours-log is
+  issue 10's bar: tracing and metrics on against both off, the request log as in both.
 - ours-pg: two `umg serve` processes on one Postgres database, the same key, both pinned
   to the gateway core; load is split evenly between them. before-pg: the same from the
   `--compare` checkout, on a database of its own.
@@ -160,6 +164,7 @@ def unreachable_collector() -> dict[str, str]:
 TELEMETRY_ENV: dict[str, dict[str, str]] = {
     "ours-obs": {"LOG_LEVEL": "info"},
     "ours-off": {"UMG_REQUEST_LOG": "false", "UMG_METRICS": "false"},
+    "ours-log": {"LOG_LEVEL": "info", "UMG_METRICS": "false"},
 }
 
 

@@ -4,11 +4,14 @@ Feeds the observer the records of one answered run (opened, attempt started, fir
 chunk, metered, attempt ended, finished: two spans) `--runs` times, for each setup in
 turn, `--rounds` times, and prints the median CPU microseconds per run (all threads, so
 the batch processor's export thread counts). Setups: `bare` (a tracer provider with no
-processor: making the spans and their attributes), `batch` (a BatchSpanProcessor whose
-exporter drops everything), `unreachable` (a BatchSpanProcessor exporting over OTLP/HTTP
-to a port nobody listens on, as `bench/run.py`'s `ours-traced`, behind the gateway's
-`Backoff`), `unreachable-raw` (the same without `Backoff`: every batch encoded and
-retried).
+processor: making the spans and their attributes), `batch` (the gateway's `TrioBatch`
+whose exporter takes everything: every span built and handed over), `unreachable`
+(`TrioBatch` exporting over OTLP/HTTP to a port nobody listens on behind the gateway's
+`Backoff`, as `serve` sets it up and `bench/run.py`'s `ours-traced` runs it),
+`sdk-batch` and `sdk-unreachable` (the same two with the SDK's `BatchSpanProcessor`),
+`unreachable-raw` (the SDK's processor without `Backoff`: every batch encoded and
+retried). Each run also makes the attempt's outgoing `traceparent`, as a provider call
+does.
 
     python -m bench.tracing_cost [--runs 5000] [--rounds 5]
 """
@@ -40,13 +43,18 @@ from adapters.observe import (
 )
 from adapters.storage.records import UsageRecord
 from adapters.telemetry import configure_logging
+from adapters.trace_batch import TrioBatch
 from adapters.trace_spans import TraceObserver
 from adapters.tracing import Tracing, exporters
 from core.model import Usage
 
 
 class Dropping(SpanExporter):
+    """Takes every span (reading the batch, so `TrioBatch` builds it), sends nothing."""
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for _ in spans:
+            pass
         return SpanExportResult.SUCCESS
 
 
@@ -60,11 +68,16 @@ def processors(setup: str) -> list[SpanProcessor]:
     if setup == "bare":
         return []
     if setup == "batch":
+        return [TrioBatch(Dropping())]
+    if setup == "sdk-batch":
         return [BatchSpanProcessor(Dropping())]
     url = f"http://127.0.0.1:{unused_port()}/v1/traces"
     if setup == "unreachable-raw":
         return [BatchSpanProcessor(OTLPSpanExporter(endpoint=url))]
-    return [BatchSpanProcessor(e) for e in exporters(TracingSettings(("otlp",), url))]
+    found = exporters(TracingSettings(("otlp",), url))
+    if setup == "sdk-unreachable":
+        return [BatchSpanProcessor(e) for e in found]
+    return [TrioBatch(e) for e in found]
 
 
 ROW = UsageRecord(
@@ -82,6 +95,7 @@ def one_run(observer: TraceObserver) -> None:
         {}, 0.0,
     ))
     watch.attempt_started(AttemptStarted(1, "openai/gpt-4.1", "openai", "gpt-4.1", "api.openai.com", 443, 0.0))
+    observer.tracing.outgoing()  # the provider call's traceparent
     watch.first_chunk(FirstChunk(1, 0.01, 0.01))
     watch.metered(Metered(1, Usage(500, 20), Decimal("0.00116")))
     watch.attempt_ended(AttemptEnded(
@@ -100,18 +114,20 @@ async def measure() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     configure_logging("warning")  # as `umg serve` does: the per-span queue-full warning is off
-    setups = ("bare", "batch", "unreachable", "unreachable-raw")
+    setups = ("bare", "batch", "unreachable", "sdk-batch", "sdk-unreachable", "unreachable-raw")
     clock = Clock()
     observers = {s: TraceObserver(Tracing(processors(s)), clock) for s in setups}
     samples: dict[str, list[float]] = {s: [] for s in setups}
     for _ in range(args.rounds):
         for setup in setups:
             started = time.process_time()
-            for _ in range(args.runs):
+            for n in range(args.runs):
                 one_run(observers[setup])
+                if n % 64 == 63:
+                    await trio.sleep(0)  # as between requests: TrioBatch's tasks may run
             samples[setup].append((time.process_time() - started) / args.runs * 1e6)
     for setup in setups:
-        print(f"{setup:12s} median {statistics.median(samples[setup]):6.1f} us CPU/run "
+        print(f"{setup:15s} median {statistics.median(samples[setup]):6.1f} us CPU/run "
               f"over {args.rounds} rounds of {args.runs}")
 
 

@@ -15,11 +15,13 @@ import trio
 import trio.testing
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adapters.config import ConfigError, TracingSettings, load_settings
 from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
+from adapters.trace_records import SpanRecord
 from adapters.tracing import Tracing, exporters
 from tests.adapters.test_tracing import Spy, unused_port
 
@@ -145,6 +147,67 @@ async def test_an_unreachable_collector_gets_one_batch_from_a_worker_thread() ->
     await until(lambda: backoff.dropped == 1024)  # two more batches, dropped unencoded
     assert spy.batches == 1 and batch.dropped == 0
     assert spy.threads and threading.get_ident() not in spy.threads
+    await tracing.aclose()
+
+
+class Keeping(SpanExporter):
+    """Keeps every span it is given (reading the batch), answering `result`."""
+
+    def __init__(self, result: SpanExportResult = SpanExportResult.SUCCESS) -> None:
+        self.spans: list[ReadableSpan] = []
+        self.result = result
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return self.result
+
+
+def counting_builds(tracing: Tracing, batch: TrioBatch) -> list[int]:
+    """The thread of every span `batch` builds for its exporter."""
+    threads: list[int] = []
+
+    def build(record: SpanRecord) -> ReadableSpan:
+        threads.append(threading.get_ident())
+        return tracing.readable(record)
+
+    batch.build = build
+    return threads
+
+
+async def test_a_batch_builds_its_spans_in_the_export_as_a_processor_given_them_at_their_end_sees_them() -> None:
+    kept, seen = Keeping(), InMemorySpanExporter()
+    batch = TrioBatch(kept, BatchSchedule(schedule_delay=3600, max_queue_size=100, max_export_batch_size=2))
+    tracing = Tracing([batch, SimpleSpanProcessor(seen)])
+    built = counting_builds(tracing, batch)
+    caller = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "k=v"}
+    run = tracing.start("chat.completions gpt-4.1", "server", 10, parent=caller)
+    run.attributes.update({"umg.request_id": "req_1", "gen_ai.usage.input_tokens": 6, "umg.fell_back": True})
+    attempt = tracing.child(run, "chat gpt-4.1", "client", 11)
+    attempt.attributes.update({"gen_ai.response.finish_reasons": ("stop",), "umg.attempt": 1})
+    attempt.fail("server_error", "upstream said 500")
+    tracing.end(attempt, 20)
+    assert built == [] and len(seen.get_finished_spans()) == 1  # the batch only appended
+    tracing.end(run, 30)
+    await until(lambda: len(kept.spans) == 2)
+    assert built and threading.get_ident() not in built  # built in the worker thread
+    mine = [span.to_json() for span in kept.spans]
+    assert mine == [span.to_json() for span in seen.get_finished_spans()]
+    assert kept.spans[0].parent == kept.spans[1].context and kept.spans[1].parent is not None
+    assert kept.spans[1].parent.span_id == 0xB7AD6B7169203331 and kept.spans[0].events[0].name == "exception"
+    await tracing.aclose()
+
+
+async def test_a_batch_dropped_by_backoff_during_its_pause_is_never_built() -> None:
+    failing = Keeping(SpanExportResult.FAILURE)
+    backoff = Backoff(failing, first=600, now=lambda: 0.0)
+    batch = TrioBatch(backoff, BatchSchedule(schedule_delay=3600, max_queue_size=100, max_export_batch_size=4))
+    tracing = Tracing([batch])
+    built = counting_builds(tracing, batch)
+    end_spans(tracing, [f"s{n}" for n in range(4)])
+    await until(lambda: len(failing.spans) == 4)  # the first batch was read (built) and failed
+    end_spans(tracing, [f"t{n}" for n in range(8)])
+    await until(lambda: backoff.dropped == 8)
+    assert len(built) == 4 and len(failing.spans) == 4
     await tracing.aclose()
 
 
