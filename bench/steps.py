@@ -11,6 +11,8 @@ its tasks is counted). For each concurrency it prints, per request:
   hot routes' disconnect watcher, the ledger writer, and the rest;
 - tasks spawned;
 - the ledger writer's transactions, and rows per transaction (`GroupCommit.batches`);
+- the gateway's CPU per request: the process's CPU time less the client thread's own
+  (so the client, which shares the process and its GIL, is not counted);
 - upstream connections opened (`ConnectionPool._connect` calls), worker-thread calls
   (`trio.to_thread.run_sync`: a SQLite commit that did not run on the Trio thread, a
   checkpoint), and the cyclic garbage collector's runs by generation with the time they
@@ -147,9 +149,11 @@ async def measure(provider: str, requests: int, levels: list[int], db: str, call
         target = url + "/v1/chat/completions"
         headers = {"Authorization": f"Bearer {key}"}
 
-        def load(n: int, c: int) -> int:
+        def load(n: int, c: int) -> tuple[int, float]:
+            """Errors, and the CPU seconds this (the client's) thread used."""
+            started = time.thread_time()
             timings = trio.run(lambda: run_load(target, body, headers, requests=n, concurrency=c))
-            return timings.errors
+            return timings.errors, time.thread_time() - started
 
         await trio.to_thread.run_sync(load, 50, 4)  # warm up: imports, caches, connections
         for level in levels:
@@ -161,7 +165,9 @@ async def measure(provider: str, requests: int, levels: list[int], db: str, call
             calls.gc_seconds = 0.0
             calls.gc_us.clear()
             counting.on = calls.on = True
-            errors = await trio.to_thread.run_sync(load, requests, level)
+            cpu = time.process_time()
+            errors, client_cpu = await trio.to_thread.run_sync(load, requests, level)
+            server_cpu = time.process_time() - cpu - client_cpu
             counting.on = calls.on = False
             transactions = writer.batches - batches
             steps = {part: round(n / requests, 2) for part, n in sorted(counting.steps.items())}
@@ -172,6 +178,7 @@ async def measure(provider: str, requests: int, levels: list[int], db: str, call
                 "ledger transactions": transactions,
                 "rows per transaction": round(requests / transactions, 2) if transactions else None,
                 "per request": {what: round(n / requests, 3) for what, n in sorted(calls.counts.items())},
+                "server cpu us per request": round(server_cpu / requests * 1e6, 1),
                 "gc us per request": round(calls.gc_seconds / requests * 1e6, 1),
                 "gc us per run": {g: round(us / calls.counts[g.replace(" us", " runs")]) for g, us in sorted(calls.gc_us.items())},
             })
