@@ -10,7 +10,13 @@ its tasks is counted). For each concurrency it prints, per request:
   (Hypercorn's ASGI task), Hypercorn's connection reader, its keep-alive idle timer, the
   hot routes' disconnect watcher, the ledger writer, and the rest;
 - tasks spawned;
-- the ledger writer's transactions, and rows per transaction (`GroupCommit.batches`).
+- the ledger writer's transactions, and rows per transaction (`GroupCommit.batches`);
+- the gateway's CPU per request: the process's CPU time less the client thread's own
+  (so the client, which shares the process and its GIL, is not counted);
+- upstream connections opened (`ConnectionPool._connect` calls), worker-thread calls
+  (`trio.to_thread.run_sync`: a SQLite commit that did not run on the Trio thread, a
+  checkpoint), and the cyclic garbage collector's runs by generation with the time they
+  took (`gc.callbacks`), all per request: the costs that can grow with concurrency.
 
 These are counts, so they hold on a loaded machine; the CPU they cost is for
 `bench.run` to measure.
@@ -21,9 +27,11 @@ These are counts, so they hold on a loaded machine; the CPU they cost is for
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
+import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,9 +40,11 @@ import trio
 
 from adapters.admin import create_key
 from adapters.config import load_settings
+from adapters.providers import http11
 from bench.loadgen import run_load
 from bench.run import body as request_body
 from bench.targets import PROVIDER_KEY, start_provider
+from server.gc_policy import tune_for_serving
 from server.serve import serve
 from server.services import build_services
 
@@ -71,7 +81,55 @@ class Counting(trio.abc.Instrument):
             self.spawned += 1
 
 
-async def measure(provider: str, requests: int, levels: list[int], db: str) -> list[dict[str, object]]:
+class Calls:
+    """Upstream connects, worker-thread calls and GC runs while `on` (wrapped, not timed
+    apart from the collector's own runs)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.gc_seconds = 0.0
+        self.gc_us: Counter[str] = Counter()  # time in the collector by generation
+        self.on = False
+        self._gc_start = 0.0
+
+    def install(self, stack: ExitStack) -> None:
+        connect = http11.ConnectionPool._connect
+        run_sync = trio.to_thread.run_sync
+
+        async def counted_connect(pool: http11.ConnectionPool, origin: http11.Origin, by: float) -> object:
+            if self.on:
+                self.counts["upstream connects"] += 1
+            return await connect(pool, origin, by)
+
+        async def counted_run_sync(*args: object, **options: object) -> object:
+            if self.on:
+                self.counts["worker-thread calls"] += 1
+            return await run_sync(*args, **options)  # type: ignore[arg-type]
+
+        http11.ConnectionPool._connect = counted_connect  # type: ignore[method-assign,assignment]
+        trio.to_thread.run_sync = counted_run_sync  # type: ignore[assignment]
+        gc.callbacks.append(self._gc)
+
+        def undo() -> None:
+            http11.ConnectionPool._connect = connect  # type: ignore[method-assign]
+            trio.to_thread.run_sync = run_sync
+            gc.callbacks.remove(self._gc)
+
+        stack.callback(undo)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if not self.on:
+            return
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._gc_start
+            self.counts[f"gc gen{info['generation']} runs"] += 1
+            self.gc_us[f"gc gen{info['generation']} us"] += took * 1e6
+            self.gc_seconds += took
+
+
+async def measure(provider: str, requests: int, levels: list[int], db: str, calls: Calls) -> list[dict[str, object]]:
     env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning",
            "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"}
     settings = load_settings({**{k: v for k, v in os.environ.items() if not k.startswith(("UMG_", "OPENAI_"))}, **env})
@@ -79,6 +137,7 @@ async def measure(provider: str, requests: int, levels: list[int], db: str) -> l
     await services.storage.migrate()
     key, _ = await create_key(services.storage, services.clock, tenant="bench", project="bench",
                               rpm=1_000_000_000, tpm=1_000_000_000_000)
+    tune_for_serving()  # as `umg serve` does before it serves
     counting = Counting()
     trio.lowlevel.add_instrument(counting)
     stop = trio.Event()
@@ -90,9 +149,11 @@ async def measure(provider: str, requests: int, levels: list[int], db: str) -> l
         target = url + "/v1/chat/completions"
         headers = {"Authorization": f"Bearer {key}"}
 
-        def load(n: int, c: int) -> int:
+        def load(n: int, c: int) -> tuple[int, float]:
+            """Errors, and the CPU seconds this (the client's) thread used."""
+            started = time.thread_time()
             timings = trio.run(lambda: run_load(target, body, headers, requests=n, concurrency=c))
-            return timings.errors
+            return timings.errors, time.thread_time() - started
 
         await trio.to_thread.run_sync(load, 50, 4)  # warm up: imports, caches, connections
         for level in levels:
@@ -100,9 +161,14 @@ async def measure(provider: str, requests: int, levels: list[int], db: str) -> l
             batches = writer.batches
             counting.steps.clear()
             counting.spawned = 0
-            counting.on = True
-            errors = await trio.to_thread.run_sync(load, requests, level)
-            counting.on = False
+            calls.counts.clear()
+            calls.gc_seconds = 0.0
+            calls.gc_us.clear()
+            counting.on = calls.on = True
+            cpu = time.process_time()
+            errors, client_cpu = await trio.to_thread.run_sync(load, requests, level)
+            server_cpu = time.process_time() - cpu - client_cpu
+            counting.on = calls.on = False
             transactions = writer.batches - batches
             steps = {part: round(n / requests, 2) for part, n in sorted(counting.steps.items())}
             results.append({
@@ -111,6 +177,10 @@ async def measure(provider: str, requests: int, levels: list[int], db: str) -> l
                 "by task": steps, "tasks spawned per request": round(counting.spawned / requests, 2),
                 "ledger transactions": transactions,
                 "rows per transaction": round(requests / transactions, 2) if transactions else None,
+                "per request": {what: round(n / requests, 3) for what, n in sorted(calls.counts.items())},
+                "server cpu us per request": round(server_cpu / requests * 1e6, 1),
+                "gc us per request": round(calls.gc_seconds / requests * 1e6, 1),
+                "gc us per run": {g: round(us / calls.counts[g.replace(" us", " runs")]) for g, us in sorted(calls.gc_us.items())},
             })
         stop.set()
     return results
@@ -124,7 +194,9 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         provider, _ = start_provider(stack, Path(tmp))
-        for row in trio.run(measure, provider, args.requests, levels, str(Path(tmp) / "steps.db")):
+        calls = Calls()
+        calls.install(stack)
+        for row in trio.run(measure, provider, args.requests, levels, str(Path(tmp) / "steps.db"), calls):
             print(json.dumps(row))
 
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TypeAlias
 
 from attrs import frozen
@@ -93,51 +94,65 @@ class _Stage:
     error: Callable[[], GatewayError]
 
 
-def _stages(request: GatewayRequest, input_tokens: int) -> tuple[_Stage, ...]:
+def _stages(request: GatewayRequest, input_tokens: int, *, every: bool) -> tuple[_Stage, ...]:
+    """The filter stages, in order. Unless `every`, only those that can drop something:
+    a stage with nothing to check (no allow list, an empty deny list, no capability
+    needed, no `max_cost_usd`) keeps every deployment, so leaving it out changes neither
+    the survivors, nor `dropped`, nor which stage names the error, as long as there is a
+    candidate at all (with none, the first stage's error is raised: `every`). Most
+    requests need the context stage alone."""
     r = request.routing
     allow, deny = r.allow_providers, r.deny_providers
     needs = required_capabilities(request)
     budget = request.max_cost_usd
+    model = request.model
+    stages: list[_Stage] = []
 
-    def not_allowed(d: Deployment) -> str | None:
-        return None if allow is None or d.provider in allow else "provider not in allow_providers"
+    if every or allow is not None:
+        def not_allowed(d: Deployment) -> str | None:
+            return None if allow is None or d.provider in allow else "provider not in allow_providers"
 
-    def denied(d: Deployment) -> str | None:
-        return "provider in deny_providers" if d.provider in deny else None
+        stages.append(_Stage("allow", not_allowed, lambda: NoRouteAvailable(
+            f"No deployment of '{model}' is from a provider in allow_providers",
+            param="constraints.routing.allow_providers")))
 
-    def lacks(d: Deployment) -> str | None:
-        missing = sorted(needs - d.capabilities)
-        return f"missing capability: {', '.join(missing)}" if missing else None
+    if every or deny:
+        def denied(d: Deployment) -> str | None:
+            return "provider in deny_providers" if d.provider in deny else None
+
+        stages.append(_Stage("deny", denied, lambda: NoRouteAvailable(
+            f"Every allowed deployment of '{model}' is from a provider in deny_providers",
+            param="constraints.routing.deny_providers")))
+
+    if every or needs:
+        def lacks(d: Deployment) -> str | None:
+            missing = sorted(needs - d.capabilities)
+            return f"missing capability: {', '.join(missing)}" if missing else None
+
+        stages.append(_Stage("capabilities", lacks, lambda: NoRouteAvailable(
+            f"No deployment of '{model}' supports what the request needs "
+            f"({', '.join(sorted(needs))})")))
 
     def too_long(d: Deployment) -> str | None:
         if input_tokens > d.context_window:
             return f"input of {input_tokens} tokens exceeds context window {d.context_window}"
         return None
 
-    def over_budget(d: Deployment) -> str | None:
-        if budget is None:
-            return None
-        minimal = worst_case_cost(input_tokens, 1, d.price)
-        return f"minimal cost {minimal} exceeds max_cost_usd {budget}" if minimal > budget else None
+    stages.append(_Stage("context", too_long, lambda: NoRouteAvailable(
+        f"The input (~{input_tokens} tokens) exceeds the context window of every "
+        f"deployment of '{model}'")))
 
-    model = request.model
-    return (
-        _Stage("allow", not_allowed, lambda: NoRouteAvailable(
-            f"No deployment of '{model}' is from a provider in allow_providers",
-            param="constraints.routing.allow_providers")),
-        _Stage("deny", denied, lambda: NoRouteAvailable(
-            f"Every allowed deployment of '{model}' is from a provider in deny_providers",
-            param="constraints.routing.deny_providers")),
-        _Stage("capabilities", lacks, lambda: NoRouteAvailable(
-            f"No deployment of '{model}' supports what the request needs "
-            f"({', '.join(sorted(needs))})")),
-        _Stage("context", too_long, lambda: NoRouteAvailable(
-            f"The input (~{input_tokens} tokens) exceeds the context window of every "
-            f"deployment of '{model}'")),
-        _Stage("budget", over_budget, lambda: BudgetExceeded(
+    if every or budget is not None:
+        def over_budget(d: Deployment) -> str | None:
+            if budget is None:
+                return None
+            minimal = worst_case_cost(input_tokens, 1, d.price)
+            return f"minimal cost {minimal} exceeds max_cost_usd {budget}" if minimal > budget else None
+
+        stages.append(_Stage("budget", over_budget, lambda: BudgetExceeded(
             f"Every deployment of '{model}' costs more than max_cost_usd {budget} for "
-            "this input", param="constraints.budget.max_cost_usd")),
-    )
+            "this input", param="constraints.budget.max_cost_usd")))
+    return tuple(stages)
 
 
 def _filter(
@@ -205,16 +220,19 @@ def _weighted(draw: float) -> Order:
     return order
 
 
+# strategy -> its order, from (request, health, draw, input_tokens)
+_ORDERS: Mapping[Strategy, Callable[[GatewayRequest, Health, float, int], Order]] = MappingProxyType({
+    "cost": lambda request, health, draw, input_tokens: _by_cost(request, input_tokens),
+    "latency": lambda request, health, draw, input_tokens: _by_latency(health),
+    "reliability": lambda request, health, draw, input_tokens: _by_reliability(health),
+    "weighted": lambda request, health, draw, input_tokens: _weighted(draw),
+})
+
+
 def _order(
     strategy: Strategy, request: GatewayRequest, health: Health, draw: float, input_tokens: int
 ) -> Order:
-    table: dict[Strategy, Callable[[], Order]] = {
-        "cost": lambda: _by_cost(request, input_tokens),
-        "latency": lambda: _by_latency(health),
-        "reliability": lambda: _by_reliability(health),
-        "weighted": lambda: _weighted(draw),
-    }
-    return table[strategy]()
+    return _ORDERS[strategy](request, health, draw, input_tokens)
 
 
 # ---- the plan -------------------------------------------------------------------------------
@@ -236,7 +254,8 @@ def plan(
     if input_tokens < 0:
         raise ValueError(f"input_tokens must be >= 0, not {input_tokens}")
     own_ids = {d.id for d in catalog.resolve(request.model).deployments}
-    kept, dropped = _filter(catalog.candidates(request.model), _stages(request, input_tokens))
+    candidates = catalog.candidates(request.model)
+    kept, dropped = _filter(candidates, _stages(request, input_tokens, every=not candidates))
     strategy = request.routing.strategy
     order = _order(strategy, request, health, draw, input_tokens)
     groups: tuple[list[Deployment], ...] = ([], [], [], [])

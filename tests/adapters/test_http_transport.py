@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -164,6 +164,25 @@ async def test_the_pool_never_opens_more_than_its_bound() -> None:
                 nursery.start_soon(one)
         assert statuses == [200] * 40
         assert fake.peak_connections == 4 and fake.connections_opened == 4
+
+
+async def test_a_steady_load_of_many_concurrent_requests_reuses_every_connection() -> None:
+    # 64 streams held open at once, twice: the second time every one finds a pooled
+    # connection (a smaller idle bound would close some at the end of the first round
+    # and open them again in the second)
+    async with serving() as (fake, transport):
+        for _ in range(2):
+            async with AsyncExitStack() as stack:
+                held = [
+                    await stack.enter_async_context(
+                        transport.stream_post(chat_url(fake), AUTH, STREAM, timeouts=FAST)
+                    )
+                    for _ in range(64)
+                ]
+                for response in held:
+                    assert response.status == 200
+                    assert b"[DONE]" in b"".join([chunk async for chunk in response.chunks])
+        assert fake.connections_opened == 64 and len(fake.requests) == 128
 
 
 async def test_waiting_for_a_free_connection_is_bounded_by_the_connect_timeout() -> None:

@@ -273,6 +273,40 @@ async def test_a_small_batch_commits_on_the_trio_thread(
         await storage.close()
 
 
+async def test_a_batch_of_a_hundred_rows_commits_on_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 64 concurrent requests make batches of 30-40 rows: they too commit without a hop
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    hops: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **options)
+
+    try:
+        assert await storage.insert_usage(make_usage(0, T0))  # connects (a hop)
+        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+        batches = storage.writer.batches
+        answers: list[bool] = []
+
+        async def record(n: int) -> None:
+            answers.append(await storage.insert_usage(make_usage(n, T0)))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(1, 101):  # all queued before the writer's next step
+                nursery.start_soon(record, n)
+        assert answers == [True] * 100
+        assert storage.writer.batches == batches + 1 and hops == []
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        assert await storage.usage_count() == 101
+    finally:
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        await storage.close()
+
+
 async def test_a_file_another_process_writes_makes_the_commit_wait_off_the_trio_thread(
     tmp_path: Path,
 ) -> None:

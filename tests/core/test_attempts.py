@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ from core.attempts import (
     Phase,
     SleepUntil,
     Woke,
+    _moved,
     start,
     step,
 )
@@ -608,3 +610,19 @@ def test_only_retryable_failures_end_in_exhaustion_within_budget(
     error = driver.state.error
     assert isinstance(error, errors.UpstreamError)
     assert f"{len(driver.calls)} upstream attempt(s) failed" in error.message
+
+
+def test_the_written_out_copy_of_a_state_is_evolve() -> None:
+    # `_moved` spells out what `evolve` does for the success path's transitions; a field
+    # added to `Attempts` and left out there would fail here
+    state = Attempts(
+        policy=AttemptPolicy(max_attempts=7), plan=(A, B, C), deadline=99.0, phase=Phase.SLEEPING,
+        index=1, tries_here=2, records=(), first_chunk_sent=True,
+        last_failure=FailureKind.TIMEOUT, last_retry_after=1.5, error=errors.UpstreamError("x"),
+    )
+    assert {f.name for f in attrs.fields(Attempts)} == {
+        "policy", "plan", "deadline", "phase", "index", "tries_here", "records",
+        "first_chunk_sent", "last_failure", "last_retry_after", "error"}
+    assert _moved(state, Phase.CALLING, state.records) == attrs.evolve(state, phase=Phase.CALLING)
+    assert _moved(state, Phase.STREAMING, (), index=2, tries_here=0, first_chunk_sent=False) == (
+        attrs.evolve(state, phase=Phase.STREAMING, index=2, tries_here=0, first_chunk_sent=False))

@@ -25,7 +25,7 @@ from core.model import (
     TextPart,
     Tool,
 )
-from core.routing import RoutePlan, plan, required_capabilities
+from core.routing import RoutePlan, _filter, _stages, plan, required_capabilities
 
 POLICY = HealthPolicy()
 
@@ -399,3 +399,38 @@ def test_no_route_errors_only_when_every_candidate_fails_a_filter(
         assert expected == []
         return
     assert sorted(d.id for d in p.deployments) == sorted(expected)
+
+
+@given(scenarios())
+def test_leaving_out_the_stages_with_nothing_to_check_changes_nothing(
+    scenario: tuple[GatewayRequest, Catalog, dict[str, DeploymentHealth], int, float],
+) -> None:
+    # plan() runs only the stages that can drop a deployment; every stage, in order, must
+    # keep the same deployments, explain the same drops and raise the same error
+    req, cat, _, tokens, _ = scenario
+    candidates = cat.candidates(req.model)
+
+    def outcome(every: bool) -> object:
+        try:
+            return _filter(candidates, _stages(req, tokens, every=every))
+        except (NoRouteAvailable, BudgetExceeded) as err:
+            return type(err), str(err), err.param
+
+    assert outcome(every=False) == outcome(every=True)
+    stages = [s.name for s in _stages(req, tokens, every=False)]
+    assert "context" in stages
+    assert ("allow" in stages) == (req.routing.allow_providers is not None)
+    assert ("budget" in stages) == (req.max_cost_usd is not None)
+
+
+def test_a_plain_request_runs_the_context_stage_alone() -> None:
+    assert [s.name for s in _stages(request(), 10, every=False)] == ["context"]
+    assert [s.name for s in _stages(request(), 10, every=True)] == [
+        "allow", "deny", "capabilities", "context", "budget"]
+
+
+def test_a_model_with_no_deployment_still_fails_in_the_first_stage() -> None:
+    empty = Catalog(models={"m": ModelEntry("m", "x", 0, ())})
+    with pytest.raises(NoRouteAvailable) as info:
+        plan(request(), empty, {}, now=0.0, draw=0.5, input_tokens=10)
+    assert info.value.param == "constraints.routing.allow_providers"
