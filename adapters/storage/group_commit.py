@@ -46,6 +46,33 @@ Answer = bool | BaseException
 Commit = Callable[[Sequence[Row]], Awaitable[Sequence[Answer]]]
 
 
+async def row_by_row_on_refusal(
+    commit: Callable[[Sequence[Row]], Awaitable[Sequence[bool]]],
+    rows: Sequence[Row],
+    refused: tuple[type[Exception], ...],
+    as_error: Callable[[Exception], Exception],
+    backend: str,
+) -> list[Answer]:
+    """A backend's `Commit` from its one-transaction `commit`: the batch at once, and when
+    it is refused for what a row holds (`refused`), each row alone, so only the refused
+    row's caller gets the error (as `as_error` makes it); the others are committed and
+    answered. A lone row refused is raised. Any other failure fails the whole batch."""
+    try:
+        return list(await commit(rows))
+    except refused as err:
+        if len(rows) == 1:
+            raise as_error(err)  # noqa: B904  (the same error, or one whose cause is set)
+        log.warning("%s refused a batch of %d ledger rows (%s: %s); committing them one by one",
+                    backend, len(rows), type(err).__name__, err)
+    answers: list[Answer] = []
+    for row in rows:
+        try:
+            answers += await commit([row])
+        except refused as one:
+            answers.append(as_error(one))
+    return answers
+
+
 @define
 class _Pending:
     row: Row

@@ -85,7 +85,7 @@ from adapters.storage.base import (
     budget_upsert_sql,
     key_changes,
 )
-from adapters.storage.group_commit import GroupCommit
+from adapters.storage.group_commit import GroupCommit, row_by_row_on_refusal
 from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import POSTGRES, Query
@@ -121,6 +121,11 @@ RERUN_PAUSES = (0.01, 0.05, 0.25)
 # What the database answers a ledger batch refused for the values of a row (not for being
 # away or busy): the batch is then committed row by row (`_commit`).
 _ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+
+
+def _as_is(err: Exception) -> Exception:
+    """A refused row's error as its caller gets it: psycopg's own."""
+    return err
 
 
 def marks(cols: tuple[str, ...]) -> str:
@@ -464,20 +469,7 @@ class PostgresStorage(LedgerReads):
         refused row's caller gets the error; the others are committed and answered.
         Any other failure (the database away, contention after the reruns) fails the
         whole batch: each caller gets it."""
-        try:
-            return list(await self._commit_batch(rows))
-        except _ROW_REFUSED as err:
-            if len(rows) == 1:
-                raise
-            log.warning("postgres refused a batch of %d ledger rows (%s: %s); committing"
-                        " them one by one", len(rows), type(err).__name__, err)
-        answers: list[bool | BaseException] = []
-        for row in rows:
-            try:
-                answers += await self._commit_batch([row])
-            except _ROW_REFUSED as refused:
-                answers.append(refused)
-        return answers
+        return await row_by_row_on_refusal(self._commit_batch, rows, _ROW_REFUSED, _as_is, "postgres")
 
     async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: the rows in ONE multi-row INSERT, what the inserted ones add

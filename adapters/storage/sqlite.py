@@ -84,7 +84,7 @@ from adapters.storage.base import (
     job_list_query,
     key_changes,
 )
-from adapters.storage.group_commit import GroupCommit
+from adapters.storage.group_commit import GroupCommit, row_by_row_on_refusal
 from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import SQLITE, Query
@@ -436,21 +436,13 @@ class SQLiteStorage(LedgerReads):
         refused for what a row holds (`_ROW_REFUSED`), each row is committed alone, so only
         the refused row's caller gets the error (an sqlite3 error: `_refusal`); the others
         are committed and answered. Any other failure fails the whole batch."""
-        try:
-            return list(await self._commit_batch(rows))
-        except _ROW_REFUSED as err:
-            if len(rows) == 1:
-                raise _refusal(err)  # noqa: B904  (a wrapped error has its cause set)
-            log.warning("sqlite refused a batch of %d ledger rows (%s: %s); committing"
-                        " them one by one", len(rows), type(err).__name__, err)
-        answers: list[bool | BaseException] = []
-        for row in rows:
-            try:
-                answers += await self._commit_batch([row])
-            except _ROW_REFUSED as refused:
-                answers.append(_refusal(refused))
-        self.writer.poke()  # state a refused row's transaction took back is committed soon
-        return answers
+        return await row_by_row_on_refusal(self._commit_batch, rows, _ROW_REFUSED, self._refused_row, "sqlite")
+
+    def _refused_row(self, err: Exception) -> sqlite3.Error:
+        """A row refused alone, as its caller gets it (`_refusal`); the state its rolled-back
+        transaction took back is committed soon (`poke`)."""
+        self.writer.poke()
+        return _refusal(err)
 
     async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: `rows` (each a (row, record) pair), what the inserted ones
