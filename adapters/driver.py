@@ -467,16 +467,19 @@ class Run:
     def _absorb(self, read: Sequence[CallEvent], at: int) -> int:
         """Meter the usage reports and note the upstream's ids from `read[at:]` up to its
         first content (a piece or the end); where that is (len(read): none)."""
-        exe = self.exe
         for i in range(at, len(read)):
             item = read[i]
-            if isinstance(item, UsageReport):
-                self._meter = metering.observe(self._meter, item)
-            elif isinstance(item, Upstream):
-                exe.upstream_model, exe.upstream_id = item.model, item.id
-            else:
+            if not isinstance(item, UsageReport | Upstream):
                 return i
+            self._note(item)
         return len(read)
+
+    def _note(self, item: UsageReport | Upstream) -> None:
+        """An event that is not content: a usage report metered, the upstream's ids noted."""
+        if isinstance(item, UsageReport):
+            self._meter = metering.observe(self._meter, item)
+        else:
+            self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
 
     async def _relay(self, read: Sequence[CallEvent], at: int, emit: Emit) -> FinishReason | None:
         """Meter `read[at:]` and emit its pieces (one `Pieces` when together), up to its
@@ -494,10 +497,8 @@ class Run:
             elif isinstance(item, StreamEnd):
                 end = item.finish_reason
                 break
-            elif isinstance(item, UsageReport):
-                self._meter = metering.observe(self._meter, item)
-            elif isinstance(item, Upstream):
-                self.exe.upstream_model, self.exe.upstream_id = item.model, item.id
+            elif isinstance(item, UsageReport | Upstream):
+                self._note(item)
         if len(pieces) == 1:
             await emit(pieces[0])
         elif pieces and self._together:
