@@ -30,10 +30,12 @@ Rules:
   processes, which share those rows, always lock them in the same order and cannot
   deadlock. The wide tables' upserts name only the bin columns the batch adds to. The
   upserts go out together in one pipeline (one round trip for all of them, their errors
-  raised as if each had been sent alone). A batch refused for what a row holds (a value out of range, a
-  constraint: `psycopg.DataError`, `IntegrityError`) is committed again one row at a
-  time, so only that row's caller gets the error; any other failed commit fails every
-  row of its batch (each caller gets the error).
+  raised as if each had been sent alone). A batch refused for what a row holds (a value
+  out of range, a constraint: `psycopg.DataError`, `IntegrityError`; or a value the
+  rollups cannot add, `_ROW_REFUSED`) is committed again one row at a time, so only that
+  row's caller gets the error, always a psycopg error (`RowNotStorable` wraps any other),
+  and the writer keeps running; any other failed commit fails every row of its batch
+  (each caller gets the error).
 
 Unreachable database: every operation fails closed with `core.errors.StorageUnavailable`
 (a 503 with `retry_after` = `DOWN_SECONDS`), never a driver error, a 500 or a hang:
@@ -118,14 +120,26 @@ CONNECT_TIMEOUT_SECONDS = 3
 # run again (callers' functions are pure, see base.py): after each of these pauses once.
 _ROLLED_BACK = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 RERUN_PAUSES = (0.01, 0.05, 0.25)
-# What the database answers a ledger batch refused for the values of a row (not for being
-# away or busy): the batch is then committed row by row (`_commit`).
-_ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+# A ledger batch refused for the values of a row (not for the database being away or
+# busy): what the database answers (DataError, IntegrityError), or what adding a row's
+# values to the rollups raises before anything is sent (a TypeError, ValueError or
+# ArithmeticError). The batch is then committed row by row (`_commit`); the writer keeps
+# running.
+_ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError, ArithmeticError, TypeError, ValueError)
 
 
-def _as_is(err: Exception) -> Exception:
-    """A refused row's error as its caller gets it: psycopg's own."""
-    return err
+class RowNotStorable(psycopg.DataError):
+    """A ledger row refused with an error that is not psycopg's (its cause): raised as a
+    psycopg error, so callers treat it as any refusal (`PostgresStorage.errors`)."""
+
+
+def _refusal(err: Exception) -> Exception:
+    """A refused row's error as its caller gets it: psycopg's own, or `RowNotStorable`."""
+    if isinstance(err, psycopg.Error):
+        return err
+    refusal = RowNotStorable(f"the ledger row cannot be stored: {type(err).__name__}: {err}")
+    refusal.__cause__ = err
+    return refusal
 
 
 def marks(cols: tuple[str, ...]) -> str:
@@ -469,7 +483,7 @@ class PostgresStorage(LedgerReads):
         refused row's caller gets the error; the others are committed and answered.
         Any other failure (the database away, contention after the reruns) fails the
         whole batch: each caller gets it."""
-        return await row_by_row_on_refusal(self._commit_batch, rows, _ROW_REFUSED, _as_is, "postgres")
+        return await row_by_row_on_refusal(self._commit_batch, rows, _ROW_REFUSED, _refusal, "postgres")
 
     async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The writer's batch: the rows in ONE multi-row INSERT, what the inserted ones add

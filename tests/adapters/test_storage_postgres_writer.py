@@ -248,3 +248,47 @@ async def test_a_batch_failing_for_another_reason_fails_every_row_and_is_not_spl
         assert await storage.usage_count() == 1
     finally:
         await storage.close()
+
+
+async def test_a_row_the_rollup_add_raises_on_fails_alone_and_the_writer_keeps_running(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding one row's values to the rollups raises a Python error (not psycopg's),
+    before anything is sent: that row's caller gets a psycopg DataError whose cause is
+    the error, the other rows of its batch are committed, and the writer keeps taking
+    rows. (Before, the error escaped the writer task and took the process down.)"""
+    from adapters.storage import postgres, rollup
+
+    contributions = rollup.contributions
+
+    def refusing(records: Any) -> Any:
+        if any(r.id == "use_3" for r in records):
+            raise ArithmeticError("a sum the rollups cannot hold")
+        return contributions(records)
+
+    monkeypatch.setattr(rollup, "contributions", refusing)
+    storage = await opened(postgres_url)
+    answers: dict[int, bool | BaseException] = {}
+
+    async def record(n: int) -> None:
+        try:
+            answers[n] = await storage.insert_usage(make_usage(n, T0))
+        except psycopg.Error as err:
+            answers[n] = err
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record, 0)  # a batch alone
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(1, 6):  # queued while it commits: the next batch, together
+                nursery.start_soon(record, n)
+        refused = answers.pop(3)
+        assert isinstance(refused, postgres.RowNotStorable) and isinstance(refused, psycopg.DataError)
+        assert isinstance(refused.__cause__, ArithmeticError)
+        assert answers == {n: True for n in range(6) if n != 3}
+        assert await storage.insert_usage(make_usage(9, T0)) is True  # the writer still runs
+        assert _rollup(postgres_url) == _ledger(postgres_url) == {
+            ("t1", "gpt-4.1"): (6, Decimal("0.0000012345") * 6)
+        }
+    finally:
+        await storage.close()
