@@ -372,9 +372,9 @@ class Run:
                 try:
                     happened = await self._loop(emit)
                 except StorageUnavailable as err:  # a grant or settle could not be made
-                    happened = Failed(err)
+                    happened = self._halted(err)
                 except self._d.storage.errors as err:  # the database refused one (SQLite)
-                    happened = Failed(self._refused_by_storage(err))
+                    happened = self._halted(self._refused_by_storage(err))
             if happened is None:
                 happened = self._stopped(outside=False)
         except BaseException:
@@ -386,6 +386,14 @@ class Run:
         else:
             await emit(Metered(self.exe.answer_usage))
             await emit(Done(self.exe.finish_reason))
+
+    def _halted(self, error: GatewayError) -> Failed:
+        """The run failed with `error`, the gateway's own (a grant or settle not made): the
+        attempt being made, if any, ends as "halted" (`attempts.Halted`), not "in_flight"."""
+        exe = self._exe
+        if exe is not None and exe.attempts is not None and not exe.attempts.done:
+            self._step(attempts.Halted(error))  # its one action is this Failed
+        return Failed(error)
 
     def _refused_by_storage(self, err: Exception) -> StorageUnavailable:
         """A rate take, grant or settle the database refused with its own error, as the

@@ -134,8 +134,17 @@ class Woke:
     """A SleepUntil ended."""
 
 
-Event: TypeAlias = AttemptFailed | FirstChunk | Completed | ClientGone | Woke
-EVENT_TYPES: tuple[type[Event], ...] = (AttemptFailed, FirstChunk, Completed, ClientGone, Woke)
+@frozen
+class Halted:
+    """The gateway stopped the request for a reason of its own, not the provider's or the
+    client's (a settle the database could not make): it fails with `error`, and the
+    attempt being made ends as "halted", not left "in_flight"."""
+
+    error: GatewayError
+
+
+Event: TypeAlias = AttemptFailed | FirstChunk | Completed | ClientGone | Woke | Halted
+EVENT_TYPES: tuple[type[Event], ...] = (AttemptFailed, FirstChunk, Completed, ClientGone, Woke, Halted)
 
 # ---- actions (out) ------------------------------------------------------------------
 
@@ -175,7 +184,7 @@ class AttemptRecord:
     attempt: int
     started_at: float
     ended_at: float | None
-    outcome: str  # "ok" | a FailureKind value | "client_gone" | "in_flight"
+    outcome: str  # "ok" | a FailureKind value | "client_gone" | "halted" | "in_flight"
 
 
 @frozen
@@ -385,13 +394,17 @@ def _client_gone(state: Attempts, event: ClientGone, now: float) -> Step:
     return _fail(state, ClientClosed("The client closed the request"), Phase.CANCELLED)
 
 
+def _halted(state: Attempts, event: Halted, now: float) -> Step:
+    return _fail(evolve(state, records=_close_record(state, "halted", now)), event.error)
+
+
 def _woke(state: Attempts, event: Woke, now: float) -> Step:
     if _time_left(state, now) and state.attempts_made < state.policy.max_attempts:
         return _call(state, state.index, now)
     return _fail(state, _exhausted(state))
 
 
-def _ignored(state: Attempts, event: ClientGone, now: float) -> Step:
+def _ignored(state: Attempts, event: ClientGone | Halted, now: float) -> Step:
     return state, ()
 
 
@@ -409,6 +422,12 @@ TRANSITIONS: Mapping[tuple[Phase, type[Event]], Handler] = MappingProxyType(
         (Phase.SUCCEEDED, ClientGone): _ignored,
         (Phase.FAILED, ClientGone): _ignored,
         (Phase.CANCELLED, ClientGone): _ignored,
+        (Phase.CALLING, Halted): _halted,
+        (Phase.STREAMING, Halted): _halted,
+        (Phase.SLEEPING, Halted): _halted,
+        (Phase.SUCCEEDED, Halted): _ignored,
+        (Phase.FAILED, Halted): _ignored,
+        (Phase.CANCELLED, Halted): _ignored,
     }
 )
 

@@ -25,6 +25,7 @@ from core.attempts import (
     Fail,
     Finish,
     FirstChunk,
+    Halted,
     IllegalTransition,
     Phase,
     SleepUntil,
@@ -34,6 +35,7 @@ from core.attempts import (
     step,
 )
 from core.catalog import Deployment, Price
+from core.errors import StorageUnavailable
 from core.fallback import PROVIDER_DOWN_KINDS
 from core.model import RETRYABLE_KINDS, FailureKind, Usage
 
@@ -392,6 +394,7 @@ def _event_of(event_type: type[Event]) -> Event:
         Completed: Completed(USAGE),
         ClientGone: ClientGone(),
         Woke: Woke(),
+        Halted: Halted(StorageUnavailable("the database is away")),
     }
     return samples[event_type]
 
@@ -416,6 +419,7 @@ def test_table_matches_the_written_rules() -> None:
     assert set(Phase) == live | TERMINAL
     expected = (
         {(p, ClientGone) for p in Phase}
+        | {(p, Halted) for p in Phase}
         | {(Phase.CALLING, t) for t in (AttemptFailed, FirstChunk, Completed)}
         | {(Phase.STREAMING, t) for t in (AttemptFailed, Completed)}
         | {(Phase.SLEEPING, Woke)}
@@ -626,3 +630,18 @@ def test_the_written_out_copy_of_a_state_is_evolve() -> None:
     assert _moved(state, Phase.CALLING, state.records) == attrs.evolve(state, phase=Phase.CALLING)
     assert _moved(state, Phase.STREAMING, (), index=2, tries_here=0, first_chunk_sent=False) == (
         attrs.evolve(state, phase=Phase.STREAMING, index=2, tries_here=0, first_chunk_sent=False))
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_halted_fails_with_the_gateways_error_and_ends_the_attempt_as_halted(streaming: bool) -> None:
+    """A settle the database could not make halts the run: the request fails with that
+    error (no retry, no fallback) and the attempt being made is closed as "halted" at
+    that time, not left "in_flight"."""
+    events = [(FirstChunk(), 1.0)] if streaming else []
+    state, _ = run((A, B), events)
+    error = StorageUnavailable("the database is away")
+    new, actions = step(state, Halted(error), 3.0)
+    assert new.phase is Phase.FAILED and new.error is error
+    assert actions == (Fail(error, streaming),)
+    assert [(r.outcome, r.ended_at) for r in new.records] == [("halted", 3.0)]
+    assert step(new, Halted(error), 4.0) == (new, ())  # once ended, nothing more happens

@@ -192,7 +192,8 @@ async def test_a_settle_the_database_refuses_is_a_503_with_its_row(
     """The answer came, then its budget settle failed on the storage's own error (SQLite:
     the file locked past the busy wait): the client gets the 503 the driver promises for
     a settle that could not be made (a JSON error, or the stream's error event), not a
-    cut connection and a traceback; the row is written with that status."""
+    cut connection and a traceback; the row is written with that status, and its attempt
+    log says the attempt was halted (`attempts.Halted`), not still "in_flight"."""
     limits = gateway.services.gateway.driver.limits
     plain = await gateway.new_key(budget_usd=Decimal(1))
 
@@ -211,6 +212,7 @@ async def test_a_settle_the_database_refuses_is_a_503_with_its_row(
         assert "locked" not in r.text  # the database's own words stay in the log
     (row,) = [x for x in await rows_of(gateway.services.storage) if x.key_id and x.stream == stream]
     assert (row.status, row.error_code) == ("error", "storage_unavailable"), row
+    assert [a["outcome"] for a in row.attempt_log] == ["halted"], row.attempt_log
 
 
 async def test_a_grant_the_database_refuses_at_admission_is_a_503_with_its_row(
