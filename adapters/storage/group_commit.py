@@ -46,6 +46,18 @@ Answer = bool | BaseException
 Commit = Callable[[Sequence[Row]], Awaitable[Sequence[Answer]]]
 
 
+def as_driver_error(err: Exception, driver: type[Exception], not_storable: type[Exception]) -> Exception:
+    """A refused row's error as its caller gets it: the backend's driver's own error as it
+    is, any other (a value the rollups cannot add) wrapped in the backend's `not_storable`
+    (a subclass of a `driver` error) with `err` as its cause, so callers treat every
+    refusal alike."""
+    if isinstance(err, driver):
+        return err
+    refusal = not_storable(f"the ledger row cannot be stored: {type(err).__name__}: {err}")
+    refusal.__cause__ = err
+    return refusal
+
+
 async def row_by_row_on_refusal(
     commit: Callable[[Sequence[Row]], Awaitable[Sequence[bool]]],
     rows: Sequence[Row],

@@ -87,7 +87,7 @@ from adapters.storage.base import (
     budget_upsert_sql,
     key_changes,
 )
-from adapters.storage.group_commit import GroupCommit, row_by_row_on_refusal
+from adapters.storage.group_commit import GroupCommit, as_driver_error, row_by_row_on_refusal
 from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import POSTGRES, Query
@@ -135,11 +135,7 @@ class RowNotStorable(psycopg.DataError):
 
 def _refusal(err: Exception) -> Exception:
     """A refused row's error as its caller gets it: psycopg's own, or `RowNotStorable`."""
-    if isinstance(err, psycopg.Error):
-        return err
-    refusal = RowNotStorable(f"the ledger row cannot be stored: {type(err).__name__}: {err}")
-    refusal.__cause__ = err
-    return refusal
+    return as_driver_error(err, psycopg.Error, RowNotStorable)
 
 
 def marks(cols: tuple[str, ...]) -> str:

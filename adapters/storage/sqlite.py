@@ -84,7 +84,7 @@ from adapters.storage.base import (
     job_list_query,
     key_changes,
 )
-from adapters.storage.group_commit import GroupCommit, row_by_row_on_refusal
+from adapters.storage.group_commit import GroupCommit, as_driver_error, row_by_row_on_refusal
 from adapters.storage.idem_rows import StepFn
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import SQLITE, Query
@@ -149,13 +149,9 @@ class RowNotStorable(sqlite3.DataError):
     an sqlite3 error, so callers treat it as any refusal (`SQLiteStorage.errors`)."""
 
 
-def _refusal(err: Exception) -> sqlite3.Error:
+def _refusal(err: Exception) -> Exception:
     """`err` as the refused row's caller gets it: always an sqlite3 error."""
-    if isinstance(err, sqlite3.Error):
-        return err
-    refusal = RowNotStorable(f"the ledger row cannot be stored: {type(err).__name__}: {err}")
-    refusal.__cause__ = err
-    return refusal
+    return as_driver_error(err, sqlite3.Error, RowNotStorable)
 
 
 def _marks(n: int) -> str:
@@ -438,7 +434,7 @@ class SQLiteStorage(LedgerReads):
         are committed and answered. Any other failure fails the whole batch."""
         return await row_by_row_on_refusal(self._commit_batch, rows, _ROW_REFUSED, self._refused_row, "sqlite")
 
-    def _refused_row(self, err: Exception) -> sqlite3.Error:
+    def _refused_row(self, err: Exception) -> Exception:
         """A row refused alone, as its caller gets it (`_refusal`); the state its rolled-back
         transaction took back is committed soon (`poke`)."""
         self.writer.poke()

@@ -47,6 +47,30 @@ def _ledger(url: str) -> dict[tuple[str, str], tuple[int, Decimal]]:
     return {(t, m): (int(n), Decimal(c)) for t, m, n, c in rows}
 
 
+async def two_batches(
+    storage: PostgresStorage, count: int, caught: type[BaseException],
+    overrides: dict[int, dict[str, Any]] | None = None,
+) -> dict[int, bool | BaseException]:
+    """Rows 0 to count-1 recorded (each with its `overrides`): row 0 committed alone, the
+    others queued while it commits, so they are the next batch, together. Each row's
+    answer, or the `caught` error its caller got."""
+    answers: dict[int, bool | BaseException] = {}
+    extra = overrides or {}
+
+    async def record(n: int) -> None:
+        try:
+            answers[n] = await storage.insert_usage(make_usage(n, T0, **extra.get(n, {})))
+        except caught as err:
+            answers[n] = err
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record, 0)  # a batch alone
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(1, count):  # queued while it commits: the next batch, together
+            nursery.start_soon(record, n)
+    return answers
+
+
 async def test_concurrent_rows_share_transactions_and_each_caller_gets_its_answer(
     postgres_url: str,
 ) -> None:
@@ -150,21 +174,9 @@ async def test_a_row_the_database_refuses_fails_alone_and_its_batch_is_committed
     by the server; a NUL in a text column, refused by the driver): the batch is committed
     again row by row, so their callers get the error and the other ten rows go in."""
     storage = await opened(postgres_url)
-    answers: dict[int, bool | BaseException] = {}
     bad = {4: {"input_tokens": 2**63}, 9: {"model": "gpt\x00-4.1"}}
-
-    async def record(n: int) -> None:
-        try:
-            answers[n] = await storage.insert_usage(make_usage(n, T0, **bad.get(n, {})))
-        except psycopg.Error as err:
-            answers[n] = err
-
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(record, 0)  # a batch alone
-            await trio.testing.wait_all_tasks_blocked()
-            for n in range(1, 13):  # queued while it commits: the next batch, together
-                nursery.start_soon(record, n)
+        answers = await two_batches(storage, 13, psycopg.Error, bad)
         assert storage.writer.batches == 2
         assert isinstance(answers.pop(4), psycopg.errors.NumericValueOutOfRange)
         assert isinstance(answers.pop(9), psycopg.DataError)
@@ -188,21 +200,9 @@ async def test_a_row_the_rollup_upserts_refuse_fails_alone_and_its_batch_is_comm
     second of the two big ones to be committed), and
     the rollups still equal the ledger."""
     storage = await opened(postgres_url)
-    answers: dict[int, bool | BaseException] = {}
     big = {2: {"input_tokens": 2**62}, 3: {"input_tokens": 2**62}}
-
-    async def record(n: int) -> None:
-        try:
-            answers[n] = await storage.insert_usage(make_usage(n, T0, **big.get(n, {})))
-        except psycopg.Error as err:
-            answers[n] = err
-
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(record, 0)  # a batch alone
-            await trio.testing.wait_all_tasks_blocked()
-            for n in range(1, 6):  # queued while it commits: the next batch, together
-                nursery.start_soon(record, n)
+        answers = await two_batches(storage, 6, psycopg.Error, big)
         assert storage.writer.batches == 2
         # whichever of the two big rows is committed second tips the sum over
         refused = [n for n in big if isinstance(answers[n], psycopg.errors.NumericValueOutOfRange)]
@@ -227,20 +227,8 @@ async def test_a_batch_failing_for_another_reason_fails_every_row_and_is_not_spl
     its callers gets the 503, and none of its rows is in."""
     storage = await opened(postgres_url)
     inject(postgres_url, "usage", "57P01", times=1, when="NEW.request_id = 'req_5'")
-    answers: dict[int, bool | BaseException] = {}
-
-    async def record(n: int) -> None:
-        try:
-            answers[n] = await storage.insert_usage(make_usage(n, T0))
-        except StorageUnavailable as err:
-            answers[n] = err
-
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(record, 0)  # a batch alone
-            await trio.testing.wait_all_tasks_blocked()
-            for n in range(1, 13):  # the next batch, together
-                nursery.start_soon(record, n)
+        answers = await two_batches(storage, 13, StorageUnavailable)
         assert storage.writer.batches == 2
         assert answers.pop(0) is True
         assert all(isinstance(a, StorageUnavailable) for a in answers.values()), answers
@@ -268,20 +256,8 @@ async def test_a_row_the_rollup_add_raises_on_fails_alone_and_the_writer_keeps_r
 
     monkeypatch.setattr(rollup, "contributions", refusing)
     storage = await opened(postgres_url)
-    answers: dict[int, bool | BaseException] = {}
-
-    async def record(n: int) -> None:
-        try:
-            answers[n] = await storage.insert_usage(make_usage(n, T0))
-        except psycopg.Error as err:
-            answers[n] = err
-
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(record, 0)  # a batch alone
-            await trio.testing.wait_all_tasks_blocked()
-            for n in range(1, 6):  # queued while it commits: the next batch, together
-                nursery.start_soon(record, n)
+        answers = await two_batches(storage, 6, psycopg.Error)
         refused = answers.pop(3)
         assert isinstance(refused, postgres.RowNotStorable) and isinstance(refused, psycopg.DataError)
         assert isinstance(refused.__cause__, ArithmeticError)
