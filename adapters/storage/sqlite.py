@@ -9,7 +9,8 @@ memory (`memstate.py`), and ledger rows go through one writer with group commit
 
 Rules:
 - WAL journal, `synchronous=NORMAL` (a power cut may lose the last commits, never
-  corrupts; a crash of the process loses nothing committed), `busy_timeout` 10 s.
+  corrupts; a crash of the process loses nothing committed), `busy_timeout` 10 s for
+  what runs in a worker thread, 0 (the connection's standing value) on the Trio thread.
   `:memory:` databases live as long as the Storage.
 - The writer's batch (ledger rows and dirty state) commits on the Trio thread, without
   a thread hop, when it can do so without waiting: the connection is free, the batch
@@ -190,6 +191,17 @@ def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
     return _finish(conn, fn)
 
 
+def _waiting(fn: Callable[[Conn], T], conn: Conn) -> T:
+    """`fn(conn)` with the busy wait (in a worker thread, which may wait up to
+    `busy_timeout` for another process's write lock); the connection's standing timeout
+    is 0, for the commits on the Trio thread."""
+    conn.execute(_BUSY_WAIT)
+    try:
+        return fn(conn)
+    finally:
+        conn.execute(_BUSY_NOW)
+
+
 def _finish(conn: Conn, fn: Callable[[Conn], T]) -> T:
     """Run `fn` in the transaction just begun on `conn`: commit it, or roll it back if `fn` raises."""
     try:
@@ -258,6 +270,7 @@ class SQLiteStorage(LedgerReads):
         conn.execute("PRAGMA synchronous = NORMAL")
         # checkpoints (the fsyncs) never run inside a commit: `_wrote` asks for them
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(_BUSY_NOW)  # the Trio thread's commits never wait; `_waiting` does
         return conn
 
     async def _run(self, fn: Callable[[Conn], T]) -> T:
@@ -266,7 +279,7 @@ class SQLiteStorage(LedgerReads):
                 raise RuntimeError("storage is closed")
             if self._conn is None:
                 self._conn = await trio.to_thread.run_sync(self._connect)
-            return await trio.to_thread.run_sync(fn, self._conn)
+            return await trio.to_thread.run_sync(_waiting, fn, self._conn)
 
     async def _tx(self, fn: Callable[[Conn], T]) -> T:
         try:
@@ -292,13 +305,10 @@ class SQLiteStorage(LedgerReads):
             return NOT_NOW
         self._lock.acquire_nowait()
         try:
-            conn.execute(_BUSY_NOW)
-            try:
+            try:  # with no busy wait (the connection's standing busy_timeout is 0)
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # the file is busy (another process writes)
                 return NOT_NOW
-            finally:
-                conn.execute(_BUSY_WAIT)
             result = _finish(conn, fn)
             self._wrote()
             return result
