@@ -72,6 +72,9 @@ class LimitSettings:
     # rpm / tpm for keys that have none of their own (None: such keys are unlimited)
     default_rpm: int | None = field(default=None, validator=_default_limit)
     default_tpm: int | None = field(default=None, validator=_default_limit)
+    # on Postgres, budgets served from per-process slices (adapters/budget_slices.py);
+    # false: every grant and settle is a transaction on the shared rows
+    budget_slices: bool = True
     max_body_bytes: int = 4 * 1024 * 1024
     keepalive_seconds: float = 15.0
     # slow clients and body memory (server/bodylimit.py, server/serve.py)
@@ -534,6 +537,7 @@ def load_settings(
             limits=LimitSettings(
                 default_rpm=limits.get("default_rpm"),
                 default_tpm=limits.get("default_tpm"),
+                budget_slices=_flag(limits, "budget_slices", True, env, "UMG_BUDGET_SLICES"),
                 max_body_bytes=int(limits.get("max_body_bytes", 4 * 1024 * 1024)),
                 keepalive_seconds=float(limits.get("keepalive_seconds", 15.0)),
                 header_timeout_seconds=float(

@@ -613,7 +613,8 @@ class Run:
                 self.stopwatch.ended = ended = d.clock.now()
                 exe.overhead_ms = self.stopwatch.overhead_ms(ended)
                 row = ledger_row(exe, new_id("use"), d.clock.wall(), ended, self._client_id())
-                await d.storage.insert_usage(row)
+                # alone: no other run is open, so no batch could form (group_commit.py)
+                await d.storage.insert_usage(row, alone=len(d.runs) <= 1)
             except d.storage.errors as err:  # away, or the row refused: logged for re-entry
                 d.runs.discard(self)
                 why = "database unreachable" if isinstance(err, StorageUnavailable) else "refused"

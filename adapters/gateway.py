@@ -36,6 +36,7 @@ class Gateway:
         timeouts: Timeouts | None = None,
         default_rpm: int | None = None,
         default_tpm: int | None = None,
+        budget_slices: bool = True,
         runs: RunRegistry | None = None,
         observer: Observer | None = None,
     ) -> None:
@@ -47,7 +48,8 @@ class Gateway:
         if observer is not None:
             self.health.observer = observer  # breaker transitions
         # the defaults apply to keys without an rpm / tpm of their own ([limits] in config)
-        self.limits = Limits(storage, clock, default_rpm=default_rpm, default_tpm=default_tpm)
+        self.limits = Limits(storage, clock, default_rpm=default_rpm, default_tpm=default_tpm,
+                             budget_slices=budget_slices)
         self.driver = Driver(
             storage=storage,
             catalog=catalog,

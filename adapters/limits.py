@@ -15,8 +15,11 @@ reserved stays within each limit across processes.
 On storage shared by many processes (`Storage.shared`: Postgres) rate admissions are
 served from slices of the shared buckets that this process leases (`adapters/leases.py`,
 sized by `core.lease`), so a busy key costs a transaction per slice, not per request;
-the shared row stays the arbiter, so admitted <= limit holds exactly. On SQLite the
-state is already in this process's memory, so every admission is direct.
+the shared row stays the arbiter, so admitted <= limit holds exactly. Budgets are served
+the same way from slices of the shared budget rows (`adapters/budget_slices.py`): a
+grant and its settle cost no transaction while the slice fits, and as a budget runs low
+grants reserve per request in the rows again. On SQLite the state is already in this
+process's memory, so every admission, grant and settle is direct.
 
 A settle or release that fails on the storage's own error (the database unreachable)
 is raised to the run as before, and also kept (`unsettled`, by reservation id): a
@@ -38,12 +41,13 @@ from typing import Any
 import trio
 from attrs import frozen
 
+from adapters.budget_slices import BudgetSlices, stored_state
 from adapters.budgets import BudgetBook, Covering
 from adapters.clock import Clock
 from adapters.leases import RateSlices
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
-from core import budget, grants, ratelimit
+from core import budget, budget_lease, grants, ratelimit
 from core.errors import RateLimited
 
 log = logging.getLogger("umg.budgets")
@@ -65,7 +69,9 @@ def _rate_scope(key: KeyRecord) -> str:
 
 
 class Limits:
-    """`default_rpm` / `default_tpm` apply to keys that have no rpm / tpm of their own."""
+    """`default_rpm` / `default_tpm` apply to keys that have no rpm / tpm of their own;
+    `budget_slices` False: budgets on shared storage without slices (a transaction per
+    grant and per settle, so a budgeted request fails closed when the database is away)."""
 
     def __init__(
         self,
@@ -74,12 +80,14 @@ class Limits:
         *,
         default_rpm: int | None = None,
         default_tpm: int | None = None,
+        budget_slices: bool = True,
     ) -> None:
         self._storage = storage
         self._clock = clock
         self._default_rpm = default_rpm
         self._default_tpm = default_tpm
         self._slices = RateSlices(storage, clock) if storage.shared else None
+        self.budget_slices = BudgetSlices(storage, clock) if storage.shared and budget_slices else None
         self.budgets = BudgetBook(storage, clock)
         # reservation id -> (grant, actual cost; None: release) whose close failed
         self.unsettled: dict[str, tuple[Grant, Decimal | None]] = {}
@@ -173,6 +181,8 @@ class Limits:
         covers = await self.budgets.covering(key)
         if not covers:
             decision, _ = grants.grant(ask, None)
+        elif self.budget_slices is not None:
+            decision = await self.budget_slices.grant(covers, ask)
         else:
             scopes = tuple(c.scope for c in covers)
 
@@ -180,7 +190,7 @@ class Limits:
                 states: dict[str, dict[str, Any] | None],
             ) -> tuple[grants.Decision, dict[str, dict[str, Any]]]:
                 now = tuple(
-                    grants.Cover(c.kind, c.label, _state(states[c.scope], c.limit)) for c in covers
+                    grants.Cover(c.kind, c.label, stored_state(states[c.scope], c.limit)) for c in covers
                 )
                 decision, after = grants.grant_all(ask, now)
                 return decision, {s: a.to_dict() for s, a in zip(scopes, after, strict=True)}
@@ -222,6 +232,11 @@ class Limits:
             await self._close(grant, lambda states: grants.settle_all(states, rid, actual))
 
     async def _closing(self, grant: Grant, rid: str, actual: Decimal | None) -> None:
+        if self.budget_slices is not None and grant.scopes:
+            rest = await self.budget_slices.close_locally(grant.scopes, rid, actual)
+            if not rest:
+                return
+            grant = Grant(grant.max_output_tokens, grant.reserved, rest)
         try:
             await self._close_rid(grant, rid, actual)
         except self._storage.errors:
@@ -257,6 +272,11 @@ class Limits:
         finally:
             self._reconciling = False
 
+    async def aclose(self) -> None:
+        """Give back what this process holds of shared budgets (at shutdown)."""
+        if self.budget_slices is not None:
+            await self.budget_slices.aclose()
+
     async def key_budget(self, key: KeyRecord) -> budget.BudgetState | None:
         return (await self.key_budgets([key]))[key.id]
 
@@ -274,7 +294,8 @@ class Limits:
                 continue
             state = states.get(scope)
             out[key.id] = (
-                budget.BudgetState.from_dict(state) if state else budget.BudgetState(limit=key.budget_usd)
+                budget_lease.sweep(budget.BudgetState.from_dict(state), self._clock.epoch())
+                if state else budget.BudgetState(limit=key.budget_usd)
             )
         return out
 
@@ -282,11 +303,5 @@ class Limits:
         """Every budget that covers `key`, with its current period's state (for reports)."""
         covers = await self.budgets.covering(key)
         states = await self._storage.read_states([c.scope for c in covers]) if covers else {}
-        return [(c, _state(states[c.scope], c.limit)) for c in covers]
-
-
-def _state(stored: dict[str, Any] | None, limit: Decimal) -> budget.BudgetState:
-    """A budget's stored state under its configured limit (fresh when never written)."""
-    if not stored:
-        return budget.BudgetState(limit=limit)
-    return budget.with_limit(budget.BudgetState.from_dict(stored), limit)
+        epoch = self._clock.epoch()
+        return [(c, budget_lease.sweep(stored_state(states[c.scope], c.limit), epoch)) for c in covers]

@@ -241,7 +241,8 @@ def _variant_env(variant: str) -> dict[str, str]:
 
 
 def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | None,
-           pg_url: str | None, compare: Path | None, path: str) -> tuple[Target, ExitStack]:
+           pg_url: str | None, compare: Path | None, path: str,
+           budget_usd: str | None = None) -> tuple[Target, ExitStack]:
     stack = ExitStack()
     try:
         if name == "direct":
@@ -249,13 +250,16 @@ def _start(name: str, tmp: Path, provider: str, provider_pid: int, cpu: str | No
         elif name in PG_TARGETS:  # two processes on one database; before-pg from --compare
             assert pg_url is not None and (compare is not None or name == "ours-pg")
             target = targets.ours(stack, tmp, provider, cpu, processes=2, database_url=pg_url, name=name,
-                                  path=path, source=compare if name == "before-pg" and compare else targets.ROOT)
+                                  path=path, source=compare if name == "before-pg" and compare else targets.ROOT,
+                                  budget_usd=budget_usd)
         elif name.startswith("before"):  # the --compare checkout, as ours or one of its variants
             assert compare is not None
             target = targets.ours(stack, tmp, provider, cpu, name=name, source=compare, path=path,
-                                  extra_env=_variant_env("ours" + name.removeprefix("before")))
+                                  extra_env=_variant_env("ours" + name.removeprefix("before")),
+                                  budget_usd=budget_usd)
         elif name in ("ours", *TRACED, *targets.TELEMETRY_ENV):
-            target = targets.ours(stack, tmp, provider, cpu, name=name, path=path, extra_env=_variant_env(name))
+            target = targets.ours(stack, tmp, provider, cpu, name=name, path=path, extra_env=_variant_env(name),
+                                  budget_usd=budget_usd)
         elif name in ("floor-hello", "floor-proxy"):
             target = targets.floor(stack, tmp, provider, cpu, name.removeprefix("floor-"))
         elif name == "portkey":
@@ -376,6 +380,8 @@ def main() -> None:
     parser.add_argument("--surface", choices=sorted(SURFACES), default="chat",
                         help="the route this gateway is loaded on (responses: /v1/responses,"
                         " stored streams; the direct baseline stays chat)")
+    parser.add_argument("--budget-usd", help="give the key of ours / before targets this budget (USD"
+                        " per month): a budgeted key's cost, e.g. 1000000 to stay far from its limit")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--profile", type=Path, help="record py-spy samples of a gateway during a scenario here")
     parser.add_argument("--profile-target", default="ours",
@@ -415,7 +421,7 @@ def main() -> None:
         started: dict[str, Target] = {}
         with ThreadPoolExecutor(len(names) or 1) as pool:  # LiteLLM alone takes ~30 s to start
             futures = {n: pool.submit(_start, n, tmp, provider, provider_pid, gateway_cpu, pg_urls.get(n),
-                                       args.compare, SURFACES[args.surface]) for n in names}
+                                       args.compare, SURFACES[args.surface], args.budget_usd) for n in names}
             for n, future in futures.items():
                 try:
                     target, own = future.result()

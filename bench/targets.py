@@ -24,7 +24,8 @@ OpenAI chat request; a `Target` says where and with which headers.
   issue 10's bar: tracing and metrics on against both off, the request log as in both.
 - ours-pg: two `umg serve` processes on one Postgres database, the same key, both pinned
   to the gateway core; load is split evenly between them. before-pg: the same from the
-  `--compare` checkout, on a database of its own.
+  `--compare` checkout, on a database of its own. With `--budget-usd X` the key of every
+  ours / before target has a budget of X USD (far from its limit: what a budget costs).
 - floor-hello, floor-proxy: not gateways: a bare ASGI app on Hypercorn as `umg serve`
   runs it, answering at once (hello) or passing the body to the fake provider through
   the gateway's upstream client (proxy); the floor under `ours` (`bench/floor.py`).
@@ -140,10 +141,11 @@ def _umg() -> list[str]:
     return [sys.executable, "-m", "server.cli"]
 
 
-def _create_key(env: dict[str, str], source: Path) -> str:
+def _create_key(env: dict[str, str], source: Path, budget_usd: str | None = None) -> str:
+    budget = [] if budget_usd is None else ["--budget-usd", budget_usd]
     done = subprocess.run(
         [*_umg(), "keys", "create", "--tenant", "bench", "--project", "bench", "--name", "bench",
-         "--rpm", "1000000000", "--tpm", "1000000000000", "--json"],
+         "--rpm", "1000000000", "--tpm", "1000000000000", *budget, "--json"],
         env=env, capture_output=True, text=True, check=True, cwd=source,
     )
     return str(json.loads(done.stdout)["key"])
@@ -175,13 +177,15 @@ def _ours_version(source: Path) -> str:
 
 def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, processes: int = 1,
          database_url: str | None = None, name: str = "ours", source: Path = ROOT,
-         path: str = "/v1/chat/completions", extra_env: dict[str, str] | None = None) -> Target:
+         path: str = "/v1/chat/completions", extra_env: dict[str, str] | None = None,
+         budget_usd: str | None = None) -> Target:
     """`umg serve` from `source` (this checkout, or another one given to `--compare`: its
     packages come first on PYTHONPATH, this venv's dependencies serve both); `path` is
-    the route the load goes to (`/v1/responses` with `--surface responses`)."""
+    the route the load goes to (`/v1/responses` with `--surface responses`); `budget_usd`:
+    the key has that budget (per month), else none."""
     url = database_url or f"sqlite:///{tmp}/{name}.db"
     env = {**_ours_env(provider, url, source, extra_env or {}), **TELEMETRY_ENV.get(name, {})}
-    key = _create_key(env, source)  # before serving: no development key is minted
+    key = _create_key(env, source, budget_usd)  # before serving: no development key is minted
     procs, urls = [], []
     for i in range(processes):
         port = free_port()

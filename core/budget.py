@@ -4,8 +4,9 @@ Owns: whether a request may spend money from a budget, and the ledger of what is
 and what is held. Money is `Decimal`, exact; no float ever touches it.
 
 Rules:
-- `BudgetState(limit, spent, reservations, closed)`: `reserved` is the sum of open
-  reservations, `available = max(0, limit - spent - reserved)`.
+- `BudgetState(limit, spent, reservations, closed, leases)`: `reserved` is what is held:
+  the sum of open reservations and of the leases processes hold (`core.budget_lease`),
+  `available = max(0, limit - spent - reserved)`.
 - `reserve(state, rid, amount)` grants iff `0 <= amount <= available`, so spent plus
   reserved never exceeds the limit through reservations. Per reservation id (rid):
 
@@ -25,8 +26,8 @@ Rules:
   arithmetic on the Decimals' exact ratios). Free output fits `UNBOUNDED_TOKENS`.
 - Period budgets live under `period_key(scope, period, at)`: "key:abc:2026-11" (month),
   "key:abc:2026-11-05" (day), "key:abc:total"; `at` must be timezone-aware (read in UTC).
-- `to_dict` / `from_dict` round-trip exactly (Decimals as strings); bad data is a
-  `ValueError`.
+- `to_dict` / `from_dict` round-trip exactly (Decimals as strings; "leases" only when
+  there are some); bad data is a `ValueError`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ def _check_reservations(
         _money(f"reservation {rid!r}", amount)
 
 
+def _check_leases(
+    instance: object, attribute: object, value: tuple[tuple[str, Decimal, float], ...]
+) -> None:
+    del instance, attribute
+    ids = [lid for lid, _, _ in value]
+    if len(set(ids)) != len(ids):
+        raise ValueError("lease ids must be unique")
+    for lid, amount, expires in value:
+        _money(f"lease {lid!r}", amount)
+        if not isinstance(expires, float | int) or expires != expires:
+            raise ValueError(f"lease {lid!r}: expires must be a number, not {expires!r}")
+
+
 @frozen
 class BudgetState:
     limit: Decimal = field(validator=_check_money)
@@ -79,11 +93,17 @@ class BudgetState:
     reservations: tuple[tuple[str, Decimal], ...] = field(
         default=(), validator=_check_reservations
     )
-    closed: tuple[str, ...] = ()  # the last CLOSED_MEMORY settled or released rids
+    closed: tuple[str, ...] = ()  # the last CLOSED_MEMORY settled or released rids (and leases)
+    # (lease id, amount, expires in epoch seconds): what processes hold (core.budget_lease)
+    leases: tuple[tuple[str, Decimal, float], ...] = field(default=(), validator=_check_leases)
+
+    @property
+    def leased(self) -> Decimal:
+        return sum((amount for _, amount, _ in self.leases), Decimal(0))
 
     @property
     def reserved(self) -> Decimal:
-        return sum((amount for _, amount in self.reservations), Decimal(0))
+        return sum((amount for _, amount in self.reservations), Decimal(0)) + self.leased
 
     @property
     def available(self) -> Decimal:
@@ -93,12 +113,15 @@ class BudgetState:
         return next((amount for r, amount in self.reservations if r == rid), None)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "limit": str(self.limit),
             "spent": str(self.spent),
             "reservations": [[rid, str(amount)] for rid, amount in self.reservations],
             "closed": list(self.closed),
         }
+        if self.leases:
+            out["leases"] = [[lid, str(amount), expires] for lid, amount, expires in self.leases]
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> BudgetState:
@@ -119,7 +142,22 @@ class BudgetState:
             spent=_parse_decimal("spent", d.get("spent", "0")),
             reservations=tuple(pairs),
             closed=tuple(closed)[-CLOSED_MEMORY:],
+            leases=_parse_leases(d.get("leases", [])),
         )
+
+
+def _parse_leases(leases: object) -> tuple[tuple[str, Decimal, float], ...]:
+    if not isinstance(leases, list):
+        raise ValueError("budget state: leases must be a list")
+    out: list[tuple[str, Decimal, float]] = []
+    for item in leases:
+        if not (
+            isinstance(item, list | tuple) and len(item) == 3 and isinstance(item[0], str)
+            and isinstance(item[2], float | int) and not isinstance(item[2], bool)
+        ):
+            raise ValueError(f"budget state: bad lease {item!r}")
+        out.append((item[0], _parse_decimal("lease", item[1]), float(item[2])))
+    return tuple(out)
 
 
 def _parse_decimal(name: str, value: object) -> Decimal:

@@ -49,6 +49,7 @@ from server.bodylimit import BODY
 from server.errors import error_body, error_headers, internal_error
 from server.http import to_json
 from server.hypercorn_tasks import DEPARTURES, Departures
+from server.keepalive import KeepAliveTicker
 from server.pipeline import WATCH, BodyTimeout, Incoming, Streamed, Whole
 from server.requestid import CLIENT_REQUEST_ID, REQUEST_ID
 from server.services import Services
@@ -128,6 +129,7 @@ class HotRoutes:
         self.services = services
         self.routes = routes
         self.body_timeout = body_timeout
+        self.keepalives = KeepAliveTicker()  # SSE keep-alives of its streams (server/keepalive.py)
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
@@ -225,6 +227,7 @@ class HotRoutes:
                 send,
                 answer,
                 keepalive=self.services.settings.limits.keepalive_seconds,
+                ticker=self.keepalives,
                 departure=departure,
                 detached=self.services.detached,
                 tail=tail,

@@ -73,6 +73,10 @@ class Services:
         if self.jobs is not None and self.jobs.deliverer.http is not None:
             await self.jobs.deliverer.http.aclose()
         await self.stream_log.close()
+        try:
+            await self.gateway.limits.aclose()  # budget slices given back
+        except self.storage.errors as err:
+            log.warning("budget slices not given back at shutdown: %s: %s", type(err).__name__, err)
         await self.storage.close()
 
 
@@ -137,6 +141,7 @@ async def build_services(settings: Settings) -> Services:
         timeouts=settings.timeouts,
         default_rpm=settings.limits.default_rpm,
         default_tpm=settings.limits.default_tpm,
+        budget_slices=settings.limits.budget_slices,
         observer=observer,
     )
     if settings.mock_mode:

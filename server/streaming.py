@@ -7,8 +7,11 @@ surface's framer and sent as it is emitted, from the driver's own task (no queue
 extra task per chunk); the pieces one upstream read completed come together (`Pieces`)
 and go out in one send. The last frame (after `Done` or `RunFailed`) ends the body.
 - A stream with nothing to send for `keepalive` seconds gets an SSE comment: a timer
-  task sends it, and never after the last frame (the flag is checked and the send made
-  without a checkpoint in between, and the last frame sets it before its send).
+  task in the stream's nursery sends it, started by the process's `KeepAliveTicker`
+  (server/keepalive.py) only once the stream has been that long silent (most streams
+  never are: no task per stream), and never after the last frame (the flag is checked
+  and the send made without a checkpoint in between, and the last frame sets it before
+  its send).
 - The client going away cancels the request (`server/hot.py`), so the driver sees it as
   client gone (upstream closed, usage settled, ledger row) -- unless the answer is
   recorded (`Streamed.recorder`) and `Detached` has room: then the run goes on to its
@@ -32,6 +35,7 @@ from adapters.events import Done, RunEvent, RunFailed
 from adapters.runs import Detached
 from core.errors import ClientClosed
 from server.hypercorn_patch import HEAD_WITH_BODY
+from server.keepalive import KeepAliveTicker
 from server.pipeline import Streamed, frame
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -71,6 +75,7 @@ async def send_stream(
     answer: Streamed,
     *,
     keepalive: float,
+    ticker: KeepAliveTicker,
     departure: Departure | None = None,
     detached: Detached | None = None,
     tail: tuple[tuple[bytes, bytes], ...] = (),
@@ -79,7 +84,7 @@ async def send_stream(
     run, framer = answer.run, answer.framer
     exe = run.exe
     extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
-    state = {"last": trio.current_time(), "finished": False, "gone": False}
+    state = {"finished": False, "gone": False}
 
     def keep() -> bool:
         if detached is None or not detached.adopt():
@@ -90,21 +95,21 @@ async def send_stream(
     if answer.recorder is not None and departure is not None:
         departure.keep = keep
 
-    async def keepalives() -> None:
+    async def keepalives() -> None:  # started once the stream was `keepalive` s silent
         while True:
-            await trio.sleep_until(state["last"] + keepalive)
             if state["finished"] or state["gone"]:
                 return
-            if trio.current_time() >= state["last"] + keepalive:
-                state["last"] = trio.current_time()
+            if trio.current_time() >= watch.last + keepalive:
+                watch.last = trio.current_time()
                 await send({"type": "http.response.body", "body": framer.keepalive, "more_body": True})
+            await trio.sleep_until(watch.last + keepalive)
 
     async def emit(event: RunEvent) -> None:
         chunk = frame(framer, exe, event)
         final = isinstance(event, Done | RunFailed)
         if not chunk and not final:
             return
-        state["last"] = trio.current_time()
+        watch.last = trio.current_time()
         state["finished"] = final
         if final and departure is not None:
             departure.last()
@@ -117,8 +122,11 @@ async def send_stream(
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*SSE_HEADERS, *extra, SSE_TYPE, *tail], HEAD_WITH_BODY: True})
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(keepalives)
-            await run.drive(emit, together=True)
+            watch = ticker.watch(keepalive, lambda: nursery.start_soon(keepalives))
+            try:
+                await run.drive(emit, together=True)
+            finally:
+                ticker.end(watch)
             nursery.cancel_scope.cancel()
         if not state["finished"] and not state["gone"]:  # the driver always ends with Done
             state["finished"] = True  # or RunFailed; be sure

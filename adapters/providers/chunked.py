@@ -2,7 +2,7 @@
 
 Owns: the three ways a response body is delimited (RFC 9112 section 6.3) and decoding
 each incrementally: the chunked transfer coding, a `content-length`, or the connection's
-end. The pooled client (`http11.py`) parses the response head with h11 and feeds the
+end. The pooled client (`http11.py`) parses the response head (`head.py`, or h11) and feeds the
 bytes after it here; h11's per-event machinery (an event object, its state machine and a
 copy per chunk) is what a relayed stream paid per chunk before.
 

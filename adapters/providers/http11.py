@@ -35,11 +35,14 @@ Rules:
   the kernel takes it all (`send_all`, with its deadline, sends what it does not take and
   reports errors). TLS always goes through `send_all`. Reads on plain TCP are `os.read`
   on the non-blocking socket, with Trio asked only to wait until it is readable.
-- h11 encodes the request and parses the response head, and is fed nothing past it: the
-  body is decoded by `chunked.py` (chunked, `content-length`, or until close), incrementally,
-  each read's bytes handed over as they arrive. A connection is reused when h11 saw
-  neither side ask to close and nothing followed the body's end; it gets a fresh h11
-  state for its next request.
+- Heads: a plain request head (`Plain`) is written and a plain response head parsed by
+  `head.py`, with no `h11.Connection` for the exchange; any other request (an
+  `h11.Request`), or a response head `head.py` does not take (1xx, HTTP/1.0, folded or
+  malformed lines, unusual framing), goes through an `h11.Connection` made for that
+  exchange, which is fed the request and the heads and nothing past them. The body is
+  decoded by `chunked.py` (chunked, `content-length`, or until close), incrementally,
+  each read's bytes handed over as they arrive. A connection is reused when neither side
+  asked to close and nothing followed the body's end.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ import h11
 import trio
 from attrs import frozen
 
-from adapters.providers import chunked
+from adapters.providers import chunked, head
 
 RECEIVE_BYTES = 65536
 HEAD_LIMIT = 64 * 1024  # a response head (status line and headers) longer than this is refused
@@ -77,6 +80,19 @@ class PoolLimits:
     # reopened one connection per 5 requests); a burst's surplus is closed on return
     max_idle: int = 256
     keepalive_expiry: float = 30.0  # seconds an idle connection is kept
+
+
+@frozen
+class Plain:
+    """A POST request head that `head.py` encoded (`wire`); `target` and `fields` are kept
+    for the exchange's h11 fallback, should the response head not be plain."""
+
+    wire: bytes
+    target: bytes
+    fields: list[tuple[bytes, bytes]]
+
+    def as_h11(self) -> h11.Request:
+        return h11.Request(method=b"POST", target=self.target, headers=self.fields)
 
 
 @frozen
@@ -253,14 +269,13 @@ class ReadTimer:
 
 
 class _Connection:
-    __slots__ = ("armed", "drained", "h11", "idle_since", "overdue", "sock", "stream", "tcp",
+    __slots__ = ("armed", "drained", "idle_since", "overdue", "sock", "stream", "tcp",
                  "timer", "unyielded")
 
     def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream, timer: ReadTimer) -> None:
         self.stream = stream  # `tcp` itself, or TLS over it
         self.tcp = tcp
         self.sock = tcp.socket
-        self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         self.unyielded = 0  # reads in a row that found bytes waiting (see `receive`)
         self.drained = True  # the last read took all there was (see `receive`)
@@ -357,7 +372,8 @@ def _head_end(buf: bytes) -> int:
 
 @frozen
 class _Head:
-    response: h11.Response
+    status: int
+    headers: list[tuple[bytes, bytes]]  # names lower-cased, as h11 gives them
     rest: bytes  # the bytes after the head: the start of the body
     keep: bool  # both sides allow the connection to be reused
 
@@ -378,15 +394,14 @@ class Exchange:
     def __init__(
         self, pool: ConnectionPool, home: _OriginPool, conn: _Connection, head: _Head
     ) -> None:
-        response = head.response
         self._pool = pool
         self._home: _OriginPool | None = home
         self._conn: _Connection | None = conn
         self._pending = head.rest  # body bytes that came with the head
         self._keep = head.keep
-        self._body = chunked.reader_for(response.status_code, list(response.headers))
-        self.status = response.status_code
-        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}
+        self._body = chunked.reader_for(head.status, head.headers)
+        self.status = head.status
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in head.headers}
 
     async def receive(self, by: float, what: str) -> bytes:
         """The next piece of the body, b"" at its end; waits until `by` at most."""
@@ -428,7 +443,6 @@ class Exchange:
         self._conn = None
         home = self._home
         if reuse and home is not None:
-            conn.h11 = h11.Connection(h11.CLIENT)  # the next request's cycle
             self._pool.check_in(home, conn)
         else:
             conn.close()
@@ -466,7 +480,7 @@ class ConnectionPool:
         return self._ssl_context
 
     async def open(
-        self, target: Target, head: h11.Request, body: bytes, *,
+        self, target: Target, head: Plain | h11.Request, body: bytes, *,
         connect: float, first_byte: float, deadline: float,
     ) -> Exchange:
         """Send one request and wait for its response head (see the module rules)."""
@@ -551,7 +565,7 @@ class ConnectionPool:
             raise
 
     async def _send(
-        self, conn: _Connection, head: h11.Request, body: bytes, first_byte: float, deadline: float
+        self, conn: _Connection, head: Plain | h11.Request, body: bytes, first_byte: float, deadline: float
     ) -> _Head:
         """Send the request and read the response head; closes `conn` on any failure."""
         try:
@@ -561,18 +575,14 @@ class ConnectionPool:
             raise
 
     async def _exchange_head(
-        self, conn: _Connection, head: h11.Request, body: bytes, first_byte: float, deadline: float
+        self, conn: _Connection, request: Plain | h11.Request, body: bytes, first_byte: float, deadline: float
     ) -> _Head:
-        state = conn.h11
-        try:
-            data = state.send(head) or b""
-            if body:
-                data += state.send(h11.Data(data=body)) or b""
-            data += state.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError:  # its text would quote the header: never passed on
-            raise RequestRejected(
-                "encoding the request", "the request is not valid HTTP/1.1"
-            ) from None
+        state: h11.Connection | None = None
+        if isinstance(request, Plain):
+            data = request.wire + body
+        else:
+            state = h11.Connection(h11.CLIENT)
+            data = _h11_request(state, request, body)
         by = min(deadline, trio.current_time() + first_byte)
         sent = conn.send_now(data)
         try:
@@ -583,8 +593,8 @@ class ConnectionPool:
             raise ResponseTimedOut("sending the request", "timed out") from None
         except _NET_ERRORS as exc:
             raise _Stale(SendFailed("sending the request", _describe(exc))) from None
-        # h11 parses the head (or heads: 1xx come first) and is fed nothing else: the
-        # body that follows is `chunked`'s
+        # `head.py` parses a plain head, else h11 the head (or heads: 1xx come first),
+        # fed nothing else: the body that follows is `chunked`'s
         what = "waiting for the response headers"
         buf = b""
         received = False
@@ -609,6 +619,14 @@ class ConnectionPool:
                 received = True
                 buf += got
                 continue
+            if state is None:
+                plain = head.parse_response(buf[:end])
+                if plain is not None:
+                    status, headers, keep = plain
+                    return _Head(status, headers, buf[end:], keep)
+                assert isinstance(request, Plain)
+                state = h11.Connection(h11.CLIENT)  # not plain: h11 decides, as it did
+                _h11_request(state, request.as_h11(), body)
             state.receive_data(buf[:end])
             buf = buf[end:]
             try:
@@ -617,7 +635,8 @@ class ConnectionPool:
                 raise ResponseCut(what, f"the server broke HTTP/1.1 ({exc})") from None
             if isinstance(event, h11.Response):
                 # h11 has turned our side to MUST_CLOSE if either side asked to close
-                return _Head(event, buf, keep=state.our_state is h11.DONE)
+                return _Head(event.status_code, list(event.headers), buf,
+                             keep=state.our_state is h11.DONE)
             # an InformationalResponse (1xx) is skipped: the next head follows
 
     async def aclose(self) -> None:
@@ -626,3 +645,16 @@ class ConnectionPool:
         for home in self._origins.values():
             while home.idle:
                 home.idle.popleft().close()
+
+
+def _h11_request(state: h11.Connection, request: h11.Request, body: bytes) -> bytes:
+    """`request` and `body` sent through `state`: the bytes to write."""
+    try:
+        data = state.send(request) or b""
+        if body:
+            data += state.send(h11.Data(data=body)) or b""
+        return data + (state.send(h11.EndOfMessage()) or b"")
+    except h11.LocalProtocolError:  # its text would quote the header: never passed on
+        raise RequestRejected(
+            "encoding the request", "the request is not valid HTTP/1.1"
+        ) from None

@@ -39,9 +39,11 @@ from attrs import define
 
 from adapters.providers.base import ProviderError, Timeouts
 from adapters.providers.failures import transport_error
+from adapters.providers.head import encode_request
 from adapters.providers.http11 import (
     ConnectionPool,
     Exchange,
+    Plain,
     PoolLimits,
     RequestRejected,
     Target,
@@ -167,7 +169,9 @@ class H11Transport:
         ]
         fields.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
         try:
-            head = h11.Request(method=b"POST", target=target.path, headers=fields)
+            wire = encode_request(target.path, fields)
+            head = (Plain(wire, target.path, fields) if wire is not None
+                    else h11.Request(method=b"POST", target=target.path, headers=fields))
             return await self._pool.open(
                 target, head, payload, connect=timeouts.connect,
                 first_byte=timeouts.first_byte, deadline=deadline,

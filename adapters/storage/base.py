@@ -299,8 +299,10 @@ class Storage(Protocol):
         """Set the given `KEY_MUTABLE` columns of one key; the key as it now is, or None."""
 
     # -- usage ledger ----------------------------------------------------------------
-    async def insert_usage(self, rec: UsageRecord) -> bool:
-        """Write one ledger row; False (and no change) if `request_id` is already there."""
+    async def insert_usage(self, rec: UsageRecord, *, alone: bool = False) -> bool:
+        """Write one ledger row; False (and no change) if `request_id` is already there.
+        `alone`: the caller knows no other request is in flight (so no batch could form);
+        a backend may then commit the row in the caller's task instead of its writer's."""
 
     async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
         """The tenant's rows with `start <= at < end`, in time order."""

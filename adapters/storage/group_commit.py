@@ -13,6 +13,12 @@ Rules:
 - Group commit: while one batch commits, new rows wait in the queue; the next batch
   takes all of them (at most `max_batch`). One row alone is committed at once, so a
   lone request waits no longer than one transaction.
+- A row its caller says comes alone (`submit(row, alone=True)`: no other request is in
+  flight, so no batch could form) is committed in the caller's own task, when the
+  backend can do it without waiting (`commit_now` answers, not None) and the writer is
+  idle with nothing queued: no trip to the writer task and back (two scheduler steps).
+  It is the same transaction, with the dirty state, the same answers and errors; when
+  `commit_now` cannot (a busy file, a busy connection), the row goes to the writer.
 - Bounded: at most `capacity` rows are queued or being committed. A caller beyond that
   waits for room (backpressure); no row is ever dropped. A caller cancelled while it
   waits for its commit does not withdraw its row: it is still written.
@@ -44,6 +50,10 @@ Row = tuple[Any, ...]
 # row alone); it also writes the dirty state it takes itself
 Answer = bool | BaseException
 Commit = Callable[[Sequence[Row]], Awaitable[Sequence[Answer]]]
+# commit_now(row) -> a lone row's answer, committed now on the calling thread without
+# any wait (it may raise the backend's error), or None when that cannot be done (then
+# nothing was written)
+CommitNow = Callable[[Row], Answer | None]
 
 
 def as_driver_error(err: Exception, driver: type[Exception], not_storable: type[Exception]) -> Exception:
@@ -102,8 +112,11 @@ class GroupCommit:
         capacity: int = 4096,
         max_batch: int = 512,
         flush_seconds: float = 0.5,
+        commit_now: CommitNow | None = None,
     ) -> None:
         self._commit = commit
+        self._commit_now = commit_now
+        self._writing = False  # the writer task is in a commit
         self._errors = errors
         self._room = trio.Semaphore(capacity)
         self.capacity = capacity
@@ -112,6 +125,7 @@ class GroupCommit:
         self._queue: deque[_Pending] = deque()
         self._wake = trio.Event()
         self._deadline: float | None = None  # when dirty state must be committed by
+        self._asleep: trio.CancelScope | None = None  # the idle writer's wait, while it waits
         self._started = False
         self._closing = False
         self._stopped = trio.Event()
@@ -132,9 +146,15 @@ class GroupCommit:
             self._started = True
             trio.lowlevel.spawn_system_task(self._run, name="umg-storage-writer")
 
-    async def submit(self, row: Row) -> bool:
+    async def submit(self, row: Row, *, alone: bool = False) -> bool:
         if self._closing:
             raise RuntimeError("storage is closed")
+        if alone and self._commit_now is not None and not self._queue and not self._writing:
+            answer = self._now(row)
+            if answer is not None:
+                if isinstance(answer, BaseException):
+                    raise answer
+                return answer
         try:
             self._room.acquire_nowait()  # room (the usual case): no trip through the scheduler
         except trio.WouldBlock:
@@ -151,12 +171,40 @@ class GroupCommit:
             raise pending.error
         return pending.inserted
 
+    def _now(self, row: Row) -> Answer | None:
+        """`row` committed in the caller's task (see the rules), or None: not done."""
+        assert self._commit_now is not None
+        deadline = self._deadline
+        self._set_deadline(None)  # the commit takes the dirty state
+        try:
+            answer = self._commit_now(row)
+        except self._errors as err:
+            self.batches += 1
+            log.error("storage writer: a commit of 1 row failed: %s", err)
+            self._set_deadline(trio.current_time() + self.flush_seconds)  # the state, again
+            return err
+        if answer is None:
+            if self._deadline is None:  # not set meanwhile
+                self._set_deadline(deadline)
+            return None
+        self.batches += 1
+        return answer
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        """When the dirty state must be committed by. An idle writer's wait is moved to it
+        without waking the writer (one scheduler step less per request); a writer that
+        is not waiting is woken, and looks."""
+        self._deadline = deadline
+        if self._asleep is not None:
+            self._asleep.deadline = math.inf if deadline is None else deadline
+        elif deadline is not None:
+            self._start()
+            self._wake.set()
+
     def poke(self) -> None:
         """State became dirty: make sure it is committed within `flush_seconds`."""
         if self._deadline is None and not self._closing:
-            self._deadline = trio.current_time() + self.flush_seconds
-            self._start()
-            self._wake.set()
+            self._set_deadline(trio.current_time() + self.flush_seconds)
 
     async def close(self) -> None:
         self._closing = True
@@ -178,8 +226,12 @@ class GroupCommit:
                     if self._closing:
                         return
                     self._wake = trio.Event()
-                    with trio.move_on_at(self._deadline if self._deadline is not None else math.inf):
-                        await self._wake.wait()
+                    with trio.move_on_at(self._deadline if self._deadline is not None else math.inf) as asleep:
+                        self._asleep = asleep
+                        try:
+                            await self._wake.wait()
+                        finally:
+                            self._asleep = None
                     continue
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
                 await self._write(batch)
@@ -189,6 +241,7 @@ class GroupCommit:
     async def _write(self, batch: list[_Pending]) -> None:
         self._deadline = None  # the commit takes the dirty state with it
         self.batches += 1
+        self._writing = True
         try:
             results = await self._commit([p.row for p in batch])
         except self._errors as err:
@@ -204,6 +257,7 @@ class GroupCommit:
                 else:
                     p.inserted = answer
         finally:
+            self._writing = False
             for p in batch:
                 p.done.set()
                 self._room.release()

@@ -468,8 +468,9 @@ class PostgresStorage(LedgerReads):
 
     # -- usage ledger ----------------------------------------------------------------
 
-    async def insert_usage(self, rec: UsageRecord) -> bool:
-        """Queued for the writer (`group_commit.py`); returns once its batch committed."""
+    async def insert_usage(self, rec: UsageRecord, *, alone: bool = False) -> bool:
+        """Queued for the writer (`group_commit.py`); returns once its batch committed.
+        (`alone` changes nothing here: a commit always waits for the server.)"""
         return await self.writer.submit((codec.postgres_row(rec), rec))
 
     async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool | BaseException]:

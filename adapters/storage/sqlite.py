@@ -9,7 +9,8 @@ memory (`memstate.py`), and ledger rows go through one writer with group commit
 
 Rules:
 - WAL journal, `synchronous=NORMAL` (a power cut may lose the last commits, never
-  corrupts; a crash of the process loses nothing committed), `busy_timeout` 10 s.
+  corrupts; a crash of the process loses nothing committed), `busy_timeout` 10 s for
+  what runs in a worker thread, 0 (the connection's standing value) on the Trio thread.
   `:memory:` databases live as long as the Storage.
 - The writer's batch (ledger rows and dirty state) commits on the Trio thread, without
   a thread hop, when it can do so without waiting: the connection is free, the batch
@@ -17,7 +18,10 @@ Rules:
   most of them to a worker thread), and no other process holds the write lock (tried
   with no busy wait). In WAL mode with `synchronous=NORMAL` such a commit writes to the WAL and
   does not sync. Anything else (a busy file, a busy connection, a large batch) commits
-  in a worker thread as before. Checkpoints (where the syncs are) never run inside a
+  in a worker thread as before. A row that comes alone (`insert_usage(alone=True)`: the
+  driver's only open run) is that same transaction in its caller's task, when it can be
+  made without waiting (`_commit_now`), without the trip to the writer task and back.
+  Checkpoints (where the syncs are) never run inside a
   commit (`wal_autocheckpoint` is off on this connection): every 100 write
   transactions a PASSIVE checkpoint runs in a worker thread.
 - Writes run in `BEGIN IMMEDIATE` transactions: the write lock is taken up front, so a
@@ -124,6 +128,13 @@ _SELECT_COST = rollup.select_cost(rollup.HOURLY, rollup.KEY_COLUMNS)
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
 _READ_STATE = "SELECT data FROM state WHERE scope = ?"
+
+
+class _NotNow:
+    """What `SQLiteStorage._tx_now` answers when it cannot commit without waiting."""
+
+
+NOT_NOW = _NotNow()
 _HERE_ROWS = 128  # a larger batch commits in a worker thread (see SQLiteStorage._tx_here)
 _CHECKPOINT_EVERY = 100  # write transactions between WAL checkpoints (about 1,000 pages)
 _UPSERT_STATE = (
@@ -174,6 +185,17 @@ def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
     """Run `fn` in a BEGIN IMMEDIATE transaction (runs in the worker thread)."""
     conn.execute("BEGIN IMMEDIATE")
     return _finish(conn, fn)
+
+
+def _waiting(fn: Callable[[Conn], T], conn: Conn) -> T:
+    """`fn(conn)` with the busy wait (in a worker thread, which may wait up to
+    `busy_timeout` for another process's write lock); the connection's standing timeout
+    is 0, for the commits on the Trio thread."""
+    conn.execute(_BUSY_WAIT)
+    try:
+        return fn(conn)
+    finally:
+        conn.execute(_BUSY_NOW)
 
 
 def _finish(conn: Conn, fn: Callable[[Conn], T]) -> T:
@@ -227,7 +249,8 @@ class SQLiteStorage(LedgerReads):
             for wide in rollup_wide.TABLES
         )
         self.writer = GroupCommit(
-            self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds
+            self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds,
+            commit_now=self._commit_now,
         )
 
     # -- plumbing ----------------------------------------------------------------------
@@ -243,6 +266,7 @@ class SQLiteStorage(LedgerReads):
         conn.execute("PRAGMA synchronous = NORMAL")
         # checkpoints (the fsyncs) never run inside a commit: `_wrote` asks for them
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(_BUSY_NOW)  # the Trio thread's commits never wait; `_waiting` does
         return conn
 
     async def _run(self, fn: Callable[[Conn], T]) -> T:
@@ -251,7 +275,7 @@ class SQLiteStorage(LedgerReads):
                 raise RuntimeError("storage is closed")
             if self._conn is None:
                 self._conn = await trio.to_thread.run_sync(self._connect)
-            return await trio.to_thread.run_sync(fn, self._conn)
+            return await trio.to_thread.run_sync(_waiting, fn, self._conn)
 
     async def _tx(self, fn: Callable[[Conn], T]) -> T:
         try:
@@ -264,27 +288,28 @@ class SQLiteStorage(LedgerReads):
         (the writer's batch; see the module rules): the connection is open and free, the
         batch is small, and no other process holds the write lock (`BEGIN IMMEDIATE`
         with no busy wait). Otherwise `_tx`, in a worker thread, as any transaction."""
+        done = self._tx_now(fn, rows)
+        if isinstance(done, _NotNow):
+            return await self._tx(fn)  # waits for the other process in a worker thread
+        return done
+
+    def _tx_now(self, fn: Callable[[Conn], T], rows: int) -> T | _NotNow:
+        """`_tx_here`'s commit on the Trio thread, or `NOT_NOW` (nothing done) when it
+        would have to wait."""
         conn = self._conn
         if conn is None or self._closed or self._lock.locked() or rows > _HERE_ROWS:
-            return await self._tx(fn)
+            return NOT_NOW
         self._lock.acquire_nowait()
         try:
-            conn.execute(_BUSY_NOW)
-            try:
+            try:  # with no busy wait (the connection's standing busy_timeout is 0)
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # the file is busy (another process writes)
-                began = False
-            else:
-                began = True
-            finally:
-                conn.execute(_BUSY_WAIT)
-            if began:
-                result = _finish(conn, fn)
-                self._wrote()
-                return result
+                return NOT_NOW
+            result = _finish(conn, fn)
+            self._wrote()
+            return result
         finally:
             self._lock.release()
-        return await self._tx(fn)  # waits for the other process in a worker thread
 
     def _wrote(self) -> None:
         """Count a write transaction; every `_CHECKPOINT_EVERY`, a PASSIVE checkpoint of
@@ -424,8 +449,8 @@ class SQLiteStorage(LedgerReads):
 
     # -- usage ledger ----------------------------------------------------------------
 
-    async def insert_usage(self, rec: UsageRecord) -> bool:
-        return await self.writer.submit((codec.sqlite_row(rec), rec))
+    async def insert_usage(self, rec: UsageRecord, *, alone: bool = False) -> bool:
+        return await self.writer.submit((codec.sqlite_row(rec), rec), alone=alone)
 
     async def _commit(self, rows: Sequence[tuple[Any, ...]]) -> list[bool | BaseException]:
         """The writer's commit: the batch in one transaction (`_commit_batch`). When it is
@@ -444,6 +469,38 @@ class SQLiteStorage(LedgerReads):
         """The writer's batch: `rows` (each a (row, record) pair), what the inserted ones
         add to the hourly, daily and all-tenant rollups, and every changed state scope,
         one transaction."""
+        apply, states, unstorable = self._batch(rows)
+        try:
+            results = await self._tx_here(apply, len(rows))
+        except BaseException:
+            self._states.mark_dirty([scope for scope, _ in states])
+            raise
+        self._batch_ended(unstorable)
+        return results
+
+    def _commit_now(self, row: tuple[Any, ...]) -> bool | BaseException | None:
+        """A lone row's batch committed in the caller's task (`GroupCommit`'s
+        `commit_now`): its answer, or None when it would have to wait (nothing done).
+        A row refused for what it holds raises its caller's error, as `_commit` does."""
+        apply, states, unstorable = self._batch([row])
+        try:
+            done = self._tx_now(apply, 1)
+        except BaseException as err:
+            self._states.mark_dirty([scope for scope, _ in states])
+            if isinstance(err, _ROW_REFUSED):
+                raise self._refused_row(err)  # noqa: B904  (the same error, or one whose cause is set)
+            raise
+        if isinstance(done, _NotNow):
+            self._states.mark_dirty([scope for scope, _ in states])
+            return None
+        self._batch_ended(unstorable)
+        return done[0]
+
+    def _batch(self, rows: Sequence[tuple[Any, ...]]) -> tuple[
+        Callable[[Conn], list[bool]], list[tuple[str, State | None]], list[tuple[str, Exception]]
+    ]:
+        """A batch's transaction (`apply`), the dirty state it takes, and where it lists
+        the scopes it could not store."""
         states = self._states.take_dirty()
         unstorable: list[tuple[str, Exception]] = []
 
@@ -475,16 +532,13 @@ class SQLiteStorage(LedgerReads):
                 c.execute(_UPSERT_STATE, (scope, text))
             return inserted
 
-        try:
-            results = await self._tx_here(apply, len(rows))
-        except BaseException:
-            self._states.mark_dirty([scope for scope, _ in states])
-            raise
+        return apply, states, unstorable
+
+    def _batch_ended(self, unstorable: list[tuple[str, Exception]]) -> None:
         for scope, err in unstorable:
             log.error("state %r cannot be stored as JSON (%s): its change is discarded", scope, err)
             self._states.drop(scope)
         self._states.evict()
-        return results
 
     async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
         sql = (

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import h11
 import pytest
 import trio
 
@@ -419,6 +420,61 @@ async def test_garbage_instead_of_http_is_stream_cut() -> None:
         err = await failure(lambda: post(transport, url))
         await transport.aclose()
     assert err.kind is FailureKind.STREAM_CUT and "response headers" in err.message
+
+
+def h11_refusal(raw: bytes) -> str:
+    """What h11 says of a response head it refuses (the pooled client passes it on)."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=b"POST", target=b"/x", headers=[(b"host", b"h"), (b"content-length", b"0")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(raw)
+    with pytest.raises(h11.RemoteProtocolError) as info:
+        conn.next_event()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+    b"HTTP/1.1 2x0 OK\r\n\r\n",
+])
+async def test_a_malformed_response_head_fails_as_h11_refuses_it(raw: bytes) -> None:
+    async with raw_server([raw + b"<close>"]) as (url, _):
+        transport = H11Transport()
+        err = await failure(lambda: post(transport, url))
+        await transport.aclose()
+    assert err.kind is FailureKind.STREAM_CUT
+    assert f"waiting for the response headers: the server broke HTTP/1.1 ({h11_refusal(raw)})" in err.message
+
+
+async def test_a_connection_is_reused_only_when_neither_side_asked_to_close() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nX-Up: a\r\ncontent-length: 2\r\n\r\n{}",  # plain: kept
+        b"HTTP/1.1 200 OK\nX-Up: b\ncontent-length: 2\n\n{}",  # bare line feeds (h11): kept
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 2\r\n\r\n{}",  # closed
+        b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}",  # HTTP/1.0 (h11): closed
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",  # our side asks to close (h11)
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]",
+    ]
+    async with raw_server(answers) as (url, conns):
+        transport = H11Transport()
+        seen = [len(conns)]
+        first = await post(transport, url)
+        second = await post(transport, url)
+        seen.append(len(conns))
+        await post(transport, url)
+        await post(transport, url)
+        seen.append(len(conns))
+        closing = await transport.post_json(url, {**AUTH, "Connection": "close"}, CHAT, timeouts=FAST)
+        last = await post(transport, url)
+        seen.append(len(conns))
+        await transport.aclose()
+    assert first.headers["x-up"] == "a" and second.headers["x-up"] == "b"
+    assert closing.status == 200 and last.body == b"[]"
+    # one connection for the first two; the third's close and the HTTP/1.0 answer each
+    # end theirs; the request that asked to close ends its own
+    assert seen == [0, 1, 2, 4]
 
 
 # ---- TLS -----------------------------------------------------------------------------------

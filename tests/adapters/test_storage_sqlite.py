@@ -555,3 +555,92 @@ async def test_open_storage_memory_needs_no_lock(tmp_path: Path) -> None:
         assert await storage.read_state("rl:req:k") == {"count": 1}
     finally:
         await storage.close()
+
+
+class _WriterSteps(trio.abc.Instrument):
+    """Counts the steps of the ledger writer task."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == "umg-storage-writer":
+            self.steps += 1
+
+
+async def test_a_lone_row_commits_in_its_callers_task_with_the_state(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    steps = _WriterSteps()
+    try:
+        assert await storage.insert_usage(make_usage(0, T0))  # connects (through the writer)
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits for work
+        trio.lowlevel.add_instrument(steps)
+        # dirty: the idle writer's wait moves to the flush deadline without waking it
+        await storage.update_state("key:k1:total", _set({"spent": "0.25"}))
+        batches = storage.writer.batches
+        assert await storage.insert_usage(make_usage(1, T0), alone=True)
+        assert not await storage.insert_usage(make_usage(1, T0), alone=True)  # already there
+        await trio.testing.wait_all_tasks_blocked()
+        assert steps.steps == 0 and storage.writer.batches == batches + 2  # the writer never ran
+        assert await stored_state(db) == {"key:k1:total": {"spent": "0.25"}}  # committed with it
+        assert await storage.insert_usage(make_usage(2, T0))  # not alone: through the writer
+        assert steps.steps > 0
+        assert await storage.usage_count() == 3
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+        await storage.close()
+
+
+async def test_a_lone_row_the_file_would_make_wait_goes_to_the_writer(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    other = sqlite3.connect(db, isolation_level=None)  # as `umg keys ...` would
+    try:
+        assert await storage.insert_usage(make_usage(0, T0))  # connects
+        await storage.update_state("key:k1:total", _set({"spent": "0.5"}))
+        other.execute("BEGIN IMMEDIATE")  # it holds the write lock
+        done: list[bool] = []
+
+        async def record() -> None:
+            done.append(await storage.insert_usage(make_usage(1, T0), alone=True))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record)
+            for _ in range(10):  # the Trio thread goes on running meanwhile
+                await trio.sleep(0.01)
+            assert done == []
+            other.execute("COMMIT")
+        assert done == [True]
+        assert await stored_state(db) == {"key:k1:total": {"spent": "0.5"}}  # not lost on the way
+        assert await storage.usage_count() == 2
+    finally:
+        other.close()
+        await storage.close()
+
+
+async def test_a_lone_row_sqlite_refuses_raises_and_its_state_is_committed_later(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=0.05)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON usage WHEN NEW.model = 'refused'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    try:
+        assert await storage.insert_usage(make_usage(0, T0))  # connects
+        await storage.update_state("key:k1:total", _set({"spent": "0.75"}))
+        with pytest.raises(sqlite3.IntegrityError):
+            await storage.insert_usage(make_usage(1, T0, model="refused"), alone=True)
+        with pytest.raises(sqlite3.DataError):  # not an sqlite3 error at binding: wrapped
+            await storage.insert_usage(make_usage(2, T0, input_tokens=2**63), alone=True)
+        await trio.sleep(0.3)  # the writer's flush of the state the rollback took back
+        assert await stored_state(db) == {"key:k1:total": {"spent": "0.75"}}
+        assert await storage.insert_usage(make_usage(3, T0), alone=True)
+        assert await storage.usage_count() == 2
+    finally:
+        await storage.close()

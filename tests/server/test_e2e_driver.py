@@ -235,3 +235,35 @@ async def test_a_grant_the_database_refuses_at_admission_is_a_503_with_its_row(
     monkeypatch.undo()
     (row,) = [x for x in await rows_of(storage) if x.status != "ok"]
     assert (row.status, row.error_code, row.cost) == ("error", "storage_unavailable", 0), row
+
+
+async def test_a_run_says_its_ledger_row_comes_alone_only_when_no_other_run_is_open(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`insert_usage(alone=...)` (adapters/storage/group_commit.py): True when the run is
+    the only one open, so the row may be committed in its own task; False while another
+    run is open, so the rows can meet in one batch."""
+    driver = gateway.services.gateway.driver
+    storage = gateway.services.storage
+    plain = await gateway.new_key()
+    said: dict[str, bool] = {}
+    real = storage.insert_usage
+
+    async def recorded(rec: UsageRecord, *, alone: bool = False) -> bool:
+        said[rec.request_id] = alone
+        return await real(rec, alone=alone)
+
+    monkeypatch.setattr(storage, "insert_usage", recorded)
+
+    async def parse() -> GatewayRequest:
+        return GatewayRequest(model="mock-fast", messages=(Message("user", (TextPart("hi"),)),))
+
+    first = driver.run(Ingress("req_alone_1", "responses", parse, token=plain))
+    second = driver.run(Ingress("req_alone_2", "responses", parse, token=plain))
+    await first.open()
+    await second.open()
+    await first.collect()  # the second is still open
+    await second.collect()  # now alone
+    assert said == {"req_alone_1": False, "req_alone_2": True}
+    rows = {r.request_id: r.status for r in await rows_of(storage)}
+    assert rows["req_alone_1"] == rows["req_alone_2"] == "ok"

@@ -33,7 +33,9 @@ from tests.server.conftest import test_settings as settings_for
 
 pytestmark = pytest.mark.postgres
 
-ENV = {"MOCK_MODE": "true", "UMG_DB_POOL_TIMEOUT_SECONDS": "0.5"}
+# budgets without slices: every budgeted request needs the database (with slices, the
+# default, a grant within a slice's hold time needs none: tests/adapters/test_budget_slices.py)
+ENV = {"MOCK_MODE": "true", "UMG_DB_POOL_TIMEOUT_SECONDS": "0.5", "UMG_BUDGET_SLICES": "false"}
 CHAT = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
 
 

@@ -35,6 +35,7 @@ from core.model import (
     Usage,
     UsageReport,
 )
+from server.keepalive import KeepAliveTicker
 from server.pipeline import Streamed
 from server.routes.chat import ChatFramer
 from server.streaming import send_stream
@@ -169,7 +170,7 @@ async def test_the_sse_writer_sends_a_reads_pieces_in_one_message(gateway: Runni
         sent.append(message)
 
     with trio.fail_after(10):
-        await send_stream(send, Streamed(run, framer, {}), keepalive=60.0)
+        await send_stream(send, Streamed(run, framer, {}), keepalive=60.0, ticker=KeepAliveTicker())
     bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
     twin.start(run.exe)
     assert bodies[1] == twin.event(run.exe, A)
