@@ -516,7 +516,8 @@ CRASH = textwrap.dedent(
         await s.update_state("rl:req:k", put({"level": 1.0}))
         await trio.sleep(2.0)  # well past flush_seconds: committed by the timer
         await s.update_state("key:k:total", put({"spent": "0.5"}))  # settled ...
-        await s.insert_usage(make_usage(1, datetime.now(UTC)))  # ... then recorded
+        # ... then recorded (alone: in this task, as the driver's only open run does)
+        await s.insert_usage(make_usage(1, datetime.now(UTC)), alone=sys.argv[2] == "alone")
         await s.update_state("webhooks:secret:t", put({"secret": "whsec_1"}))
         await s.update_state("rl:tok:k", put({"level": 9.0}))  # may be lost
         print("recorded", flush=True)
@@ -527,12 +528,13 @@ CRASH = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("how", ["queued", "alone"])
 async def test_a_crash_keeps_every_recorded_row_and_the_budget_settled_before_it(
-    tmp_path: Path,
+    tmp_path: Path, how: str
 ) -> None:
     db = tmp_path / "g.db"
     done = await trio.run_process(
-        [sys.executable, "-c", CRASH, str(db)], cwd=ROOT, capture_stdout=True, check=False
+        [sys.executable, "-c", CRASH, str(db), how], cwd=ROOT, capture_stdout=True, check=False
     )
     assert done.returncode == 17 and done.stdout == b"recorded\n"
     storage = await opened(db, owner=True)  # the dead process's lock went with it
