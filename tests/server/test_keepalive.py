@@ -85,7 +85,7 @@ async def test_a_silent_stream_gets_keepalive_comments_through_send_stream(
         def fail(self, exe: object, error: object) -> None:
             raise AssertionError("not recorded")
 
-    class Run:
+    class SilentRun:
         exe = None
 
         async def drive(self, emit: Any, together: bool) -> None:
@@ -95,7 +95,7 @@ async def test_a_silent_stream_gets_keepalive_comments_through_send_stream(
             pass
 
     class Answer:
-        run, framer, headers, recorder = Run(), Framer(), {}, None
+        run, framer, headers, recorder = SilentRun(), Framer(), {}, None
 
     await send_stream(send, Answer(), keepalive=10, ticker=KeepAliveTicker())  # type: ignore[arg-type]
     assert sent[:-1] == [(10, Framer.keepalive), (20, Framer.keepalive), (30, Framer.keepalive)]
