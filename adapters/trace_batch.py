@@ -12,8 +12,11 @@ batch for up to its timeout), a full queue logs a warning record per dropped spa
 
 Rules:
 - `on_end` runs on the Trio thread (where the gateway ends its spans): a span not sampled
-  is ignored; one arriving while `max_queue_size` spans wait is dropped and counted
-  (`dropped`), nothing logged; otherwise it is appended to a plain list, no lock.
+  is ignored; one arriving while `max_queue_size` spans wait, or while the exporter is
+  a `Backoff` in a pause (adapters/trace_export.py: the collector cannot be reached), is
+  dropped and counted (`dropped`), nothing logged; otherwise it is appended to a plain
+  list, no lock. So while the collector is down, spans are not kept for their batch to
+  be handed to a worker thread and dropped there: the Trio thread only checks the clock.
 - The gateway's own spans wait as what they are (`on_end_record`: the ended
   `SpanRecord`, adapters/trace_records.py) and become the SDK's `ReadableSpan` only in
   the export, in the worker thread, through `build` (set by the `Tracing` that adopts
@@ -50,6 +53,7 @@ import trio
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from adapters.trace_export import Backoff
 from adapters.trace_records import SpanRecord
 
 Waiting = ReadableSpan | SpanRecord
@@ -71,10 +75,11 @@ class TrioBatch(SpanProcessor):
     def __init__(self, exporter: SpanExporter, schedule: BatchSchedule | None = None) -> None:
         self.exporter = exporter
         self.schedule = schedule or BatchSchedule()
-        self.dropped = 0  # spans refused: the queue was full, or after shutdown
+        self.dropped = 0  # spans refused: the queue was full, the exporter paused, or after shutdown
         self.failed = 0  # batches whose export raised
         self.build: Build | None = None  # a record's ReadableSpan (set by the Tracing that adopts this)
         self._waiting: list[Waiting] = []
+        self._paused = exporter.paused if isinstance(exporter, Backoff) else None  # its pause drops
         self._exporting = False  # a system task is handing batches over
         self._timer_run: trio.lowlevel.TrioToken | None = None  # the run the timer lives in
         self._closed = False
@@ -94,7 +99,8 @@ class TrioBatch(SpanProcessor):
 
     def _wait(self, span: Waiting) -> None:
         waiting = self._waiting
-        if self._closed or len(waiting) >= self.schedule.max_queue_size:
+        paused = self._paused
+        if self._closed or len(waiting) >= self.schedule.max_queue_size or (paused is not None and paused()):
             self.dropped += 1
             return
         waiting.append(span)

@@ -8,7 +8,9 @@ round of retries per batch for as long as it is down. `Backoff` drops the batche
 come within a pause after a failed export, without encoding them: the pause starts at
 `first` seconds and doubles with each failure, up to `most`; one export that succeeds
 ends it. Spans dropped so are counted (`dropped`); the inner exporter has already
-logged why the export failed.
+logged why the export failed. `paused()` says whether a pause is under way, so the
+batch in front (adapters/trace_batch.py) drops a span ending then at once instead of
+keeping it until its batch reaches this exporter only to be dropped here.
 
 It runs in the batch processor's worker thread: its time is `adapters.clock.monotonic`.
 """
@@ -36,8 +38,12 @@ class Backoff(SpanExporter):
         self._pause = 0.0
         self._resume_at = 0.0
 
+    def paused(self) -> bool:
+        """Whether an export now would be dropped (read from the Trio thread as well)."""
+        return bool(self._pause) and self._now() < self._resume_at
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._pause and self._now() < self._resume_at:
+        if self.paused():
             self.dropped += len(spans)
             return SpanExportResult.FAILURE
         result = self.inner.export(spans)

@@ -132,8 +132,8 @@ async def test_an_exporter_that_raises_is_logged_and_counted_and_the_run_goes_on
 
 async def test_an_unreachable_collector_gets_one_batch_from_a_worker_thread() -> None:
     """As the gateway sets it up (Backoff in front of OTLP): the first full batch fails in
-    a worker thread, the next ones are dropped by Backoff unencoded; the Trio thread only
-    appended."""
+    a worker thread; the spans that end during the pause that follows are dropped as they
+    end, never kept nor handed to a thread (the Trio thread only appended the first)."""
     (wrapped,) = exporters(TracingSettings(exporters=("otlp",), endpoint="http://127.0.0.1:9/v1/traces"))
     assert isinstance(wrapped, Backoff)
     url = f"http://127.0.0.1:{unused_port()}/v1/traces"
@@ -142,10 +142,11 @@ async def test_an_unreachable_collector_gets_one_batch_from_a_worker_thread() ->
     batch = TrioBatch(backoff, BatchSchedule(schedule_delay=3600, max_queue_size=2048, max_export_batch_size=512))
     tracing = Tracing([batch])
     end_spans(tracing, [f"s{n}" for n in range(512)])
-    await until(spy.returned.is_set)  # the first batch failed: nobody listens
+    await until(backoff.paused)  # the first batch failed: nobody listens
     end_spans(tracing, [f"t{n}" for n in range(1024)])
-    await until(lambda: backoff.dropped == 1024)  # two more batches, dropped unencoded
-    assert spy.batches == 1 and batch.dropped == 0
+    assert batch.dropped == 1024 and backoff.dropped == 0  # dropped as they ended
+    await trio.sleep(0.05)
+    assert spy.batches == 1 and backoff.dropped == 0  # nothing more went to the thread
     assert spy.threads and threading.get_ident() not in spy.threads
     await tracing.aclose()
 
@@ -204,10 +205,30 @@ async def test_a_batch_dropped_by_backoff_during_its_pause_is_never_built() -> N
     tracing = Tracing([batch])
     built = counting_builds(tracing, batch)
     end_spans(tracing, [f"s{n}" for n in range(4)])
-    await until(lambda: len(failing.spans) == 4)  # the first batch was read (built) and failed
+    await until(backoff.paused)  # the first batch was read (built) and failed
     end_spans(tracing, [f"t{n}" for n in range(8)])
-    await until(lambda: backoff.dropped == 8)
+    assert batch.dropped == 8  # during the pause: dropped as they end
+    await trio.sleep(0.05)
     assert len(built) == 4 and len(failing.spans) == 4
+    await tracing.aclose()
+
+
+async def test_spans_wait_for_their_batch_again_once_the_pause_is_over() -> None:
+    now = [0.0]
+    kept = Keeping(SpanExportResult.FAILURE)
+    backoff = Backoff(kept, first=10, now=lambda: now[0])
+    batch = TrioBatch(backoff, BatchSchedule(schedule_delay=3600, max_queue_size=100, max_export_batch_size=4))
+    tracing = Tracing([batch])
+    end_spans(tracing, [f"s{n}" for n in range(4)])
+    await until(backoff.paused)
+    end_spans(tracing, ["dropped"])
+    assert batch.dropped == 1
+    now[0] = 11.0  # the pause is over: the next batch goes to the collector again
+    kept.result = SpanExportResult.SUCCESS
+    end_spans(tracing, [f"t{n}" for n in range(4)])
+    await until(lambda: len(kept.spans) == 8)
+    assert [s.name for s in kept.spans[4:]] == ["t0", "t1", "t2", "t3"] and not backoff.paused()
+    assert batch.dropped == 1 and backoff.dropped == 0
     await tracing.aclose()
 
 
