@@ -28,7 +28,8 @@ every `RECONCILE_SECONDS`, doubling up to `RECONCILE_MAX_SECONDS`, until each is
 closed, so a reservation held by an outage is settled (with the real cost) or
 released when the database is back. Trying again is harmless: `core.budget` closes a
 reservation once per rid. Known gap: the pending list lives in the process, so a
-process that dies during the outage leaves its reservations held (they never expire).
+process that dies during the outage leaves its reservations held in the row (they never
+expire). What it held in budget slices is freed when their lease expires (30 s).
 """
 
 from __future__ import annotations

@@ -113,6 +113,15 @@ def test_bad_default_limits_are_config_errors(tmp_path: Path, value: str) -> Non
             load_settings({"UMG_CONFIG": cfg})
 
 
+def test_budget_slices_are_on_by_default_and_the_environment_wins(tmp_path: Path) -> None:
+    assert load_settings({}).limits.budget_slices is True
+    cfg = config(tmp_path, "[limits]\nbudget_slices = false\n")
+    assert load_settings({"UMG_CONFIG": cfg}).limits.budget_slices is False
+    assert load_settings({"UMG_CONFIG": cfg, "UMG_BUDGET_SLICES": "true"}).limits.budget_slices is True
+    with pytest.raises(ConfigError, match="budget_slices must be true or false"):
+        load_settings({"UMG_CONFIG": config(tmp_path, '[limits]\nbudget_slices = "no"\n')})
+
+
 # -- a refused request costs nothing in the other bucket -------------------------------------
 
 

@@ -58,15 +58,22 @@ def budget_row(conn: psycopg.Connection[Any]) -> tuple[Decimal, Decimal, Decimal
 
 
 def commits(conn: psycopg.Connection[Any]) -> int:
-    """Transactions committed in this database so far, once the statistics caught up
-    (a backend reports its own within a second of going idle)."""
-    time.sleep(2.0)
-    conn.execute("SELECT pg_stat_clear_snapshot()")
-    row = conn.execute(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    """Transactions committed in this database so far, once the statistics caught up: a
+    backend reports its own within about a second of going idle (later when the stats
+    are contended), so read until two readings a second apart agree (at most 10 s; the
+    job workers' polls, every 5 s, may move it meanwhile)."""
+    last = -1
+    for _ in range(10):
+        time.sleep(1.0)
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        assert row is not None
+        if int(row[0]) == last:
+            break
+        last = int(row[0])
+    return last
 
 
 def ledger(conn: psycopg.Connection[Any]) -> tuple[Decimal, int]:
