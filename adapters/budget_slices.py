@@ -114,6 +114,12 @@ class BudgetSlices:
         s = self._slices.get(scope)
         return None if s is None else (s.amount, s.charged)
 
+    def seen(self, scope: str, state: budget.BudgetState) -> budget.BudgetState:
+        """`scope`'s stored `state` with what this process charged in its slice and has
+        not given back yet (`core.budget_lease.seen`): its own spend shows at once."""
+        s = self._slices.get(scope)
+        return state if s is None else budget_lease.seen(state, s.lease_id, s.charged)
+
     # -- grants -------------------------------------------------------------------------
 
     async def grant(

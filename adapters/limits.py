@@ -294,10 +294,10 @@ class Limits:
                 out[key.id] = None
                 continue
             state = states.get(scope)
-            out[key.id] = (
+            out[key.id] = self._seen(scope, (
                 budget_lease.sweep(budget.BudgetState.from_dict(state), self._clock.epoch())
                 if state else budget.BudgetState(limit=key.budget_usd)
-            )
+            ))
         return out
 
     async def covering_now(self, key: KeyRecord) -> list[tuple[Covering, budget.BudgetState]]:
@@ -305,4 +305,11 @@ class Limits:
         covers = await self.budgets.covering(key)
         states = await self._storage.read_states([c.scope for c in covers]) if covers else {}
         epoch = self._clock.epoch()
-        return [(c, budget_lease.sweep(stored_state(states[c.scope], c.limit), epoch)) for c in covers]
+        return [(c, self._seen(c.scope, budget_lease.sweep(stored_state(states[c.scope], c.limit), epoch)))
+                for c in covers]
+
+    def _seen(self, scope: str, state: budget.BudgetState) -> budget.BudgetState:
+        """A budget's state as this process reports it: with what it charged in its own
+        slice and has not given back yet (so its own requests' spend shows at once; other
+        processes' within their give-back bound)."""
+        return state if self.budget_slices is None else self.budget_slices.seen(scope, state)

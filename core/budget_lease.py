@@ -21,6 +21,10 @@ Rules:
 - `hold(state, lease_id, amount, expires)` records a lease of `amount` (none when 0).
   `room(state, keep) = available - keep`: what a new lease may take on top of `keep`
   (the open reservations a renewal carries into its new lease).
+- `seen(state, lease_id, charged)`: the row as the process holding `lease_id` reports it
+  (its spend views) before giving the lease back: `charged` already in `spent`, the
+  lease holding the rest (never below 0), so spent + reserved is what the row says
+  when the charge fits the lease. A lease the row no longer has changes nothing.
 - So, with leases taken only from `room` and no process outliving its lease, every
   moment has spent + reserved (reservations and leases) <= limit, and the slices of all
   processes sum to no more than the budget had.
@@ -59,6 +63,23 @@ def give_back(state: BudgetState, lease_id: str, charged: Decimal, now: float) -
         spent=state.spent + charged,
         leases=tuple(lease for lease in state.leases if lease[0] != lease_id),
         closed=(*state.closed, lease_id)[-CLOSED_MEMORY:],
+    )
+
+
+def seen(state: BudgetState, lease_id: str, charged: Decimal) -> BudgetState:
+    """`state` with what the holder of `lease_id` charged and has not given back yet."""
+    if charged < 0:
+        raise ValueError(f"charged must be >= 0, not {charged}")
+    held = lease(state, lease_id)
+    if held is None or not charged:
+        return state
+    return evolve(
+        state,
+        spent=state.spent + charged,
+        leases=tuple(
+            (lid, max(Decimal(0), amount - charged) if lid == lease_id else amount, expires)
+            for lid, amount, expires in state.leases
+        ),
     )
 
 

@@ -150,3 +150,25 @@ def test_spent_and_held_never_exceed_the_limit_under_any_interleaving(
             row = budget_lease.give_back(row, me.lease, me.charged, now)
     assert row.spent == charged - lost  # charged once each, none made up
     assert row.spent <= row.limit
+
+
+@given(
+    amount=st.decimals(min_value=Decimal("0.01"), max_value=Decimal("0.5"), places=4),
+    charged=st.decimals(min_value=Decimal(0), max_value=Decimal("0.6"), places=4),
+    spent=st.decimals(min_value=Decimal(0), max_value=Decimal("0.4"), places=4),
+)
+def test_a_holders_view_shows_its_charges_as_spent_and_never_more_held(
+    amount: Decimal, charged: Decimal, spent: Decimal
+) -> None:
+    """What the holder of a lease reports (`seen`): its charges not yet given back are in
+    spent; while they fit the lease, spent + reserved is what the row holds; the view is
+    what giving the lease back would make spent; another lease id changes nothing."""
+    row = budget_lease.hold(budget.BudgetState(limit=LIMIT, spent=spent), "l1", amount, 100.0)
+    view = budget_lease.seen(row, "l1", charged)
+    assert view.spent == row.spent + charged == budget_lease.give_back(row, "l1", charged, 50.0).spent
+    assert view.leased == max(Decimal(0), amount - charged)
+    if charged <= amount:
+        assert view.spent + view.reserved == row.spent + row.reserved
+    assert budget_lease.seen(row, "l2", charged) == row
+    with pytest.raises(ValueError):
+        budget_lease.seen(row, "l1", Decimal("-0.1"))
