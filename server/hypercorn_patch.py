@@ -39,13 +39,15 @@ hazard measured in this gateway (docs/performance.md); nothing else in Hypercorn
    sending a body, trailers, an empty last part) goes Hypercorn's way. Every part is
    still written when the app sends it: streams stay incremental, in order.
 
-5. A well-formed sized response head written by us (`server/response_head.py`): a head
-   with one `content-length` and nothing unusual, on a kept-alive HTTP/1.1 connection,
-   is checked once and written as h11 writes it, skipping Hypercorn's h11 event and
-   h11's two passes of header checks; h11's connection is moved on to the body as its
-   own `send` moves it. It is held as rule 3 holds a sized head. Every other head (1xx,
-   HEAD, HTTP/1.0, chunked, `connection: close`, the last request Hypercorn keeps a
-   connection for, odd bytes) goes h11's way.
+5. A well-formed response head written by us (`server/response_head.py`): a head with
+   at most one `content-length` and nothing unusual, on a kept-alive HTTP/1.1
+   connection, is checked once and written as h11 writes it (with h11's
+   `Transfer-Encoding: chunked` when it has no length), skipping Hypercorn's h11 event
+   and h11's two passes of header checks; h11's connection is moved on to the body as
+   its own `send` moves it. It is held or sent as rule 3 says, and a chunked one's
+   parts are framed by rule 4. Every other head (1xx, HEAD, HTTP/1.0, an app's own
+   framing headers, `connection: close`, the last request Hypercorn keeps a connection
+   for, odd bytes) goes h11's way.
 
 Hypercorn looks these classes up by their module-level names when a connection or a
 request starts (`hypercorn.trio.run.TCPServer`, `hypercorn.protocol.H11Protocol`,
@@ -118,10 +120,13 @@ class DirectSendTCPServer(GuardedTCPServer):
 # ---- 3 and 4: the HTTP/1.1 protocol and its stream ----------------------------------------
 
 
+def _vouched(start: dict[str, Any] | None) -> bool:
+    """The app said its first body bytes follow its head at once (`HEAD_WITH_BODY`)."""
+    return start is not None and start.get(HEAD_WITH_BODY) is True
+
+
 def _held(event: h11.Response, start: dict[str, Any] | None) -> bool:
-    if start is not None and start.get(HEAD_WITH_BODY) is True:
-        return True
-    return any(name == b"content-length" for name, _ in event.headers)
+    return _vouched(start) or any(name == b"content-length" for name, _ in event.headers)
 
 
 class FramingHTTPStream(HTTPStream):
@@ -210,7 +215,7 @@ class CoalescingH11Protocol(H11Protocol):
         await super().stream_send(event)
 
     async def _send_direct_head(self, event: Response) -> bool:
-        """A well-formed sized head written by us (rule 5); False: h11's way."""
+        """A well-formed head written by us (rule 5); False: h11's way."""
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             return False  # Hypercorn adds `connection: close`: h11's way
         connection = self.connection
@@ -220,9 +225,16 @@ class CoalescingH11Protocol(H11Protocol):
         data = direct_head(connection, event.status_code, headers)
         if data is None:
             return False
+        sized = any(name == b"content-length" for name, _ in headers)
+        stream = self.stream
+        if not sized and isinstance(stream, FramingHTTPStream):  # chunked (never HEAD here)
+            stream.framer = self  # rule 4
         if self._held_bytes:  # cannot happen before a head; kept in order all the same
             data, self._held_bytes = self._held_bytes + data, b""
-        self._held_bytes = data  # sized: its body follows at once (rule 3)
+        if sized or _vouched(self._start_message()):
+            self._held_bytes = data  # its body follows at once (rule 3)
+        else:
+            await self.send(RawData(data=data))
         return True
 
 

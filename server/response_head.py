@@ -1,15 +1,16 @@
 """A well-formed HTTP/1.1 response head, written here instead of through h11's checks.
 
 Owns: `direct_head(connection, status, headers)`: for the heads this gateway's own
-answers have (status 200..999 but not 204 or 304, lowercase header names, one
+answers have (status 200..999 but not 204 or 304, lowercase header names, at most one
 `content-length`, no framing or connection headers of the app's, an HTTP/1.1 client
 that asked with a method other than HEAD or CONNECT, a connection kept alive) it checks
 each name and value once against the rules h11 applies (RFC 9110's token and field
 value), writes the bytes h11 writes for that head (`HTTP/1.1 <status> \\r\\n`, each
-header as given, the blank line) and moves h11's connection to sending the body, with
-the body's length, as `h11.Connection.send` does. For anything else it returns None
-and the caller sends the head through h11 as before, so h11 still owns every unusual
-case (HEAD, HTTP/1.0, chunked bodies, `connection: close`, upgrades, odd bytes).
+header as given, then for a head without a length h11's `Transfer-Encoding: chunked`,
+the blank line) and moves h11's connection to sending the body, sized or chunked, as
+`h11.Connection.send` does. For anything else it returns None and the caller sends the
+head through h11 as before, so h11 still owns every unusual case (HEAD, HTTP/1.0, an
+app's own framing headers, `connection: close`, upgrades, odd bytes).
 
 Why: h11 checks each header twice for a head (`h11.Response` and again in `send`'s
 clean-up, with regular expressions per header) and Hypercorn builds two event objects:
@@ -36,6 +37,8 @@ _VALUES = re.compile(_VALUE + rb"(?:\n" + _VALUE + rb")*")
 _LENGTH = re.compile(rb"[0-9]{1,20}")
 _UNUSUAL = frozenset({b"transfer-encoding", b"connection", b"host", b"upgrade"})
 _BODYLESS = frozenset({204, 304})
+_CHUNKED = (b"transfer-encoding", b"chunked")
+_CHUNKED_END = b"Transfer-Encoding: chunked\r\n\r\n"  # what h11 adds to a head without a length
 
 
 def direct_head(connection: h11.Connection, status: int, headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -60,8 +63,8 @@ def direct_head(connection: h11.Connection, status: int, headers: list[tuple[byt
         return None
     lengths = [value for name, value in headers if name == b"content-length"]
     if (
-        len(lengths) != 1
-        or _LENGTH.fullmatch(lengths[0]) is None
+        len(lengths) > 1
+        or (lengths and _LENGTH.fullmatch(lengths[0]) is None)
         or not _UNUSUAL.isdisjoint([name for name, _ in headers])
         # one check of all names and one of all values; the counts rule out a newline
         # inside a name or value passing as two of them
@@ -72,10 +75,11 @@ def direct_head(connection: h11.Connection, status: int, headers: list[tuple[byt
     ):
         return None
     # h11's state step reads only the framing and `connection` headers of the event:
-    # given the one `content-length` (the head has no other framing or connection
-    # header), it moves on exactly as for the whole head, without scanning the rest.
+    # given the one framing header (the head has no other, nor a connection header), it
+    # moves on exactly as for the whole head, without scanning the rest.
+    framing = (b"content-length", lengths[0]) if lengths else _CHUNKED
     event = h11.Response(
-        headers=Headers([(b"content-length", b"content-length", lengths[0])]),
+        headers=Headers([(framing[0], framing[0], framing[1])]),
         status_code=status,
         _parsed=True,
     )
@@ -86,5 +90,5 @@ def direct_head(connection: h11.Connection, status: int, headers: list[tuple[byt
         raise
     lines = [b"HTTP/1.1 %d \r\n" % status]
     lines.extend([b"%s: %s\r\n" % pair for pair in headers])
-    lines.append(b"\r\n")
+    lines.append(b"\r\n" if lengths else _CHUNKED_END)
     return b"".join(lines)

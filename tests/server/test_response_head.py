@@ -5,7 +5,8 @@ Generated requests (method, HTTP version, `connection` header) and app start mes
 (status, headers both well formed and odd, sized or not) go through Hypercorn's own
 protocol and stream classes and through ours; what is written (or the error raised) must
 match byte for byte, the `date` header aside, and so must h11's states after the body.
-A sized head of the gateway's kind must not pass through `h11.Connection.send`.
+A head of the gateway's kind (sized, or a stream's) must not pass through
+`h11.Connection.send`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from hypercorn.typing import ConnectionState
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.hypercorn_patch import CoalescingH11Protocol, FramingHTTPStream
+from server.hypercorn_patch import HEAD_WITH_BODY, CoalescingH11Protocol, FramingHTTPStream
 from server.response_head import direct_head
 from tests.server.conftest import Running
 
@@ -62,7 +63,7 @@ requests = st.sampled_from([
 
 
 async def _write(protocol_class: type[H11Protocol], stream_class: type[HTTPStream], request: bytes,
-                 start: dict[str, Any], body: bytes) -> tuple[object, ...]:
+                 start: dict[str, Any], body: bytes | list[bytes]) -> tuple[object, ...]:
     """What one protocol and stream class write for a request and the app's start and
     body, with h11's states after; or the error's type where one is raised."""
     sent: list[bytes] = []
@@ -87,7 +88,10 @@ async def _write(protocol_class: type[H11Protocol], stream_class: type[HTTPStrea
     proto.stream = stream
     try:
         await stream.app_send(start)  # type: ignore[arg-type]
-        await stream.app_send({"type": "http.response.body", "body": body, "more_body": False})
+        *more, last = [body] if isinstance(body, bytes) else body
+        for part in more:
+            await stream.app_send({"type": "http.response.body", "body": part, "more_body": True})
+        await stream.app_send({"type": "http.response.body", "body": last, "more_body": False})
     except Exception as error:  # noqa: BLE001  (compared with the other run's, below)
         conn = proto.connection
         assert isinstance(conn, h11.Connection)
@@ -98,7 +102,8 @@ async def _write(protocol_class: type[H11Protocol], stream_class: type[HTTPStrea
     return ("wrote", written, conn.our_state, conn.their_state)
 
 
-def _both(request: bytes, start: dict[str, Any], body: bytes) -> tuple[tuple[object, ...], tuple[object, ...]]:
+def _both(request: bytes, start: dict[str, Any], body: bytes | list[bytes]
+          ) -> tuple[tuple[object, ...], tuple[object, ...]]:
     async def run() -> tuple[tuple[object, ...], tuple[object, ...]]:
         theirs = await _write(H11Protocol, HTTPStream, request, start, body)
         ours = await _write(CoalescingH11Protocol, FramingHTTPStream, request, start, body)
@@ -109,13 +114,15 @@ def _both(request: bytes, start: dict[str, Any], body: bytes) -> tuple[tuple[obj
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=requests, status=statuses, headers=header_lists, sized=st.booleans(),
-       body=st.sampled_from([b"", b"{}", b'{"id":"x"}']))
+       vouched=st.booleans(),
+       body=st.lists(st.sampled_from([b"", b"{}", b'{"id":"x"}', b"data: 1\n\n"]), min_size=1, max_size=3))
 def test_our_head_is_the_bytes_hypercorn_and_h11_write(
-    request: bytes, status: int, headers: list[tuple[bytes, bytes]], sized: bool, body: bytes
+    request: bytes, status: int, headers: list[tuple[bytes, bytes]], sized: bool, vouched: bool,
+    body: list[bytes],
 ) -> None:
     if sized:
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-    start = {"type": "http.response.start", "status": status, "headers": headers}
+        headers = [*headers, (b"content-length", str(len(b"".join(body))).encode())]
+    start = {"type": "http.response.start", "status": status, "headers": headers, HEAD_WITH_BODY: vouched}
     theirs, ours = _both(request, start, body)
     assert ours == theirs
 
@@ -165,6 +172,14 @@ def test_a_sized_head_of_ours_is_written_without_h11s_send(monkeypatch: pytest.M
     assert got[2] is h11.IDLE  # h11 ended the message and the connection is ready for the next
 
 
+def test_a_head_without_a_length_is_chunked_as_h11_chunks_it() -> None:
+    conn = _connection()
+    data = direct_head(conn, 200, [(b"content-type", b"text/event-stream")])
+    assert data == b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert conn.send(h11.Data(data=b"abc")) == b"3\r\nabc\r\n"
+    assert conn.send(h11.EndOfMessage()) == b"0\r\n\r\n"
+
+
 def test_the_body_length_is_h11s_to_enforce_after_our_head() -> None:
     conn = _connection()
     data = direct_head(conn, 200, [(b"content-length", b"2")])
@@ -181,7 +196,7 @@ def test_the_body_length_is_h11s_to_enforce_after_our_head() -> None:
         (b"GET /x HTTP/1.0\r\n\r\n", 200, [(b"content-length", b"2")]),
         (b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n", 200, [(b"content-length", b"2")]),
         (b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n", 204, [(b"content-length", b"0")]),
-        (b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n", 200, [(b"content-type", b"text/event-stream")]),
+        (b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n", 200, [(b"transfer-encoding", b"chunked")]),
         (b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n", 200, [(b"Content-Length", b"2")]),
         (b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n", 200, [(b"content-length", b"2"), (b"x", b"a\r\nb")]),
     ],
@@ -210,6 +225,9 @@ async def test_the_served_gateways_json_answers_take_our_head(
         ok = await client.post("/v1/chat/completions", json=body)
         refused = await client.post("/v1/chat/completions", json={"model": "no-such-model", "messages": []})
         again = await client.post("/v1/chat/completions", json=body)  # the same kept-alive connection
+        async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+            streamed = b"".join([part async for part in s.aiter_bytes()])
     assert ok.status_code == 200 and again.status_code == 200 and refused.status_code >= 400
     assert ok.json()["object"] == "chat.completion"
-    assert heads == []  # none of the three heads went through h11
+    assert streamed.rstrip().endswith(b"data: [DONE]")
+    assert heads == []  # none of the four heads (a stream's among them) went through h11
