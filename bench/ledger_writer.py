@@ -52,7 +52,7 @@ async def main(rounds: int, rows: int, leave_out: str = "wide") -> None:
             await storage.insert_usage(row(n))
             n += 1
         every, fewer = ("every rollup", "009 alone") if leave_out == "wide" else ("every rollup", "without 014")
-        less = () if leave_out == "wide" else tuple(u for u in full if u[0].wide.table != "usage_hourly_model")
+        less = () if leave_out == "wide" else tuple(u for u in full if u.wide.table != "usage_hourly_model")
         cpu: dict[str, list[float]] = {every: [], fewer: []}
         try:
             for r in range(rounds):

@@ -39,6 +39,16 @@ hazard measured in this gateway (docs/performance.md); nothing else in Hypercorn
    sending a body, trailers, an empty last part) goes Hypercorn's way. Every part is
    still written when the app sends it: streams stay incremental, in order.
 
+5. A well-formed response head written by us (`server/response_head.py`): a head with
+   at most one `content-length` and nothing unusual, on a kept-alive HTTP/1.1
+   connection, is checked once and written as h11 writes it (with h11's
+   `Transfer-Encoding: chunked` when it has no length), skipping Hypercorn's h11 event
+   and h11's two passes of header checks; h11's connection is moved on to the body as
+   its own `send` moves it. It is held or sent as rule 3 says, and a chunked one's
+   parts are framed by rule 4. Every other head (1xx, HEAD, HTTP/1.0, an app's own
+   framing headers, `connection: close`, the last request Hypercorn keeps a connection
+   for, odd bytes) goes h11's way.
+
 Hypercorn looks these classes up by their module-level names when a connection or a
 request starts (`hypercorn.trio.run.TCPServer`, `hypercorn.protocol.H11Protocol`,
 `hypercorn.protocol.h11.HTTPStream`); `install()` replaces those three names for the
@@ -60,11 +70,13 @@ import hypercorn.trio.run as hypercorn_run
 import trio
 from hypercorn.events import Closed, RawData
 from hypercorn.events import Event as ConnectionEvent
-from hypercorn.protocol.events import Data, Event, StreamClosed
+from hypercorn.protocol.events import Data, Event, Response, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import ASGISendEvent, H11SendableEvent
+
+from server.response_head import direct_head
 
 log = logging.getLogger("umg.server")
 
@@ -108,10 +120,13 @@ class DirectSendTCPServer(GuardedTCPServer):
 # ---- 3 and 4: the HTTP/1.1 protocol and its stream ----------------------------------------
 
 
+def _vouched(start: dict[str, Any] | None) -> bool:
+    """The app said its first body bytes follow its head at once (`HEAD_WITH_BODY`)."""
+    return start is not None and start.get(HEAD_WITH_BODY) is True
+
+
 def _held(event: h11.Response, start: dict[str, Any] | None) -> bool:
-    if start is not None and start.get(HEAD_WITH_BODY) is True:
-        return True
-    return any(name == b"content-length" for name, _ in event.headers)
+    return _vouched(start) or any(name == b"content-length" for name, _ in event.headers)
 
 
 class FramingHTTPStream(HTTPStream):
@@ -195,7 +210,32 @@ class CoalescingH11Protocol(H11Protocol):
     async def stream_send(self, event: Event) -> None:
         if isinstance(event, Data | StreamClosed):  # raw data or the end: held bytes first
             await self._flush()
+        elif type(event) is Response and event.status_code >= 200 and await self._send_direct_head(event):
+            return
         await super().stream_send(event)
+
+    async def _send_direct_head(self, event: Response) -> bool:
+        """A well-formed head written by us (rule 5); False: h11's way."""
+        if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+            return False  # Hypercorn adds `connection: close`: h11's way
+        connection = self.connection
+        if not isinstance(connection, h11.Connection):
+            return False
+        headers = [*event.headers, *self.config.response_headers("h11")]
+        data = direct_head(connection, event.status_code, headers)
+        if data is None:
+            return False
+        sized = any(name == b"content-length" for name, _ in headers)
+        stream = self.stream
+        if not sized and isinstance(stream, FramingHTTPStream):  # chunked (never HEAD here)
+            stream.framer = self  # rule 4
+        if self._held_bytes:  # cannot happen before a head; kept in order all the same
+            data, self._held_bytes = self._held_bytes + data, b""
+        if sized or _vouched(self._start_message()):
+            self._held_bytes = data  # its body follows at once (rule 3)
+        else:
+            await self.send(RawData(data=data))
+        return True
 
 
 def install() -> None:

@@ -153,7 +153,7 @@ def _insert_usage(n: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _upsert_hourly(n: int) -> str:
-    return rollup.upsert_hourly("%s", cost_added_by_caller=False, rows=n)
+    return rollup.upsert_hourly("%s", text_money=False, rows=n)
 
 
 @functools.lru_cache(maxsize=64)

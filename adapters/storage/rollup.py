@@ -20,8 +20,9 @@ Rules:
   of the rows that have them (sums and counts). Cost is exact and never overflows: on
   Postgres an unbounded NUMERIC added in SQL; on SQLite text with exactly 10 places,
   like the ledger's (read with the same exact integer sum, `ledger.py`), added in Python
-  (`add_costs`: the writer reads the hour's cost in its transaction; SQL on SQLite has
-  no exact decimal addition).
+  inside the upsert (`MONEY_ADD`, a function the writer's connection registers: SQL on
+  SQLite has no exact decimal addition), so each table takes one statement, not a read
+  of the row's cost and then a write.
 - `usage_hourly_nokey_bins` counts rows per (metric, `core.percentiles` bin), for the
   latency and TTFT percentiles.
 - A row is added once: only rows whose INSERT inserted them (a retried `request_id`
@@ -33,7 +34,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Any
@@ -94,15 +95,16 @@ def contributions(
 
 
 def upsert_sql(
-    table: str, keys: Sequence[str], measures: Sequence[str], mark: str, replaced: Sequence[str] = (),
+    table: str, keys: Sequence[str], measures: Sequence[str], mark: str, *, text_money: bool = False,
     rows: int = 1,
 ) -> str:
-    """Insert, or add the measures to the row of that key (`replaced` ones are set: their
-    new value was added up by the caller); `rows` rows of distinct keys in one statement
+    """Insert, or add the measures to the row of that key (`text_money`: SQLite's cost
+    text, added by `MONEY_ADD`); `rows` rows of distinct keys in one statement
     (Postgres upserts them in the order given)."""
     cols = (*keys, *measures)
     adds = ", ".join(
-        f"{m} = excluded.{m}" if m in replaced else f"{m} = {table}.{m} + excluded.{m}"
+        f"{m} = {MONEY_ADD}({table}.{m}, excluded.{m})" if text_money and m == "cost"
+        else f"{m} = {table}.{m} + excluded.{m}"
         for m in measures
     )
     values = ", ".join([f"({', '.join([mark] * len(cols))})"] * rows)
@@ -112,9 +114,8 @@ def upsert_sql(
     )
 
 
-def upsert_hourly(mark: str, *, cost_added_by_caller: bool, rows: int = 1) -> str:
-    replaced = ("cost",) if cost_added_by_caller else ()
-    return upsert_sql(HOURLY, KEY_COLUMNS, MEASURES, mark, replaced, rows)
+def upsert_hourly(mark: str, *, text_money: bool, rows: int = 1) -> str:
+    return upsert_sql(HOURLY, KEY_COLUMNS, MEASURES, mark, text_money=text_money, rows=rows)
 
 
 def upsert_bins(mark: str, rows: int = 1) -> str:
@@ -126,25 +127,21 @@ def money_text(value: Decimal) -> str:
     return f"{WIDE_CONTEXT.quantize(value, _PLACES):f}"
 
 
-def select_cost(table: str, keys: Sequence[str]) -> str:
-    """SQLite's: the cost a row of `table` holds, to add to (`add_costs`)."""
-    return f"SELECT cost FROM {table} WHERE " + " AND ".join(f"{c} = ?" for c in keys)
+MONEY_ADD = "umg_money_add"  # the SQL name of `money_add` on SQLite's writer connection
 
 
-def add_costs(
-    rows: list[tuple[Any, ...]], held: Callable[[tuple[Any, ...]], str | None],
-    keys: int = len(KEY_COLUMNS),
-) -> list[tuple[Any, ...]]:  # fmt: skip
-    """SQLite's rollup rows (`keys` key columns, then `MEASURES`...) with their cost
-    replaced by the row's new total as text: what the row already holds (`held(key)`,
-    None for a new row) plus what is added."""
+def money_add(held: object, added: object) -> str:
+    """`MONEY_ADD(row.cost, excluded.cost)`: the cost a rollup row holds plus what is
+    added, exactly, as SQLite keeps it (`money_text`)."""
+    return money_text(WIDE_CONTEXT.add(Decimal(str(held)), Decimal(str(added))))
+
+
+def money_texts(rows: list[tuple[Any, ...]], keys: int = len(KEY_COLUMNS)) -> list[tuple[Any, ...]]:
+    """SQLite's rollup rows (`keys` key columns, then `MEASURES`...) with their cost as
+    text (`money_text`): the value a new row takes, and what `MONEY_ADD` adds to a row
+    that exists."""
     at = keys + MEASURES.index("cost")
-    out = []
-    for row in rows:
-        before = held(row[:keys])
-        total = row[at] if before is None else WIDE_CONTEXT.add(Decimal(before), row[at])
-        out.append((*row[:at], money_text(total), *row[at + 1 :]))
-    return out
+    return [(*row[:at], money_text(row[at]), *row[at + 1 :]) for row in rows]
 
 
 MIGRATION = "_usage_hourly_nokey.sql"  # the migration that creates and fills the rollup

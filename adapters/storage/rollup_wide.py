@@ -17,8 +17,8 @@ Rules:
   one row of each table (one upsert), and a histogram read sums columns of few rows
   instead of a row per bin.
 - Cost is exact and never overflows, as in `rollup.py`: Postgres NUMERIC added in SQL;
-  SQLite text with exactly 10 places, added in Python (`rollup.add_costs`, the row's
-  cost read in the writer's transaction: `select_cost`).
+  SQLite text with exactly 10 places, added in Python inside the upsert
+  (`rollup.MONEY_ADD`).
 - Rows of one batch with the same key are added up first (`sums`, each record's share
   worked out once for both tables): one upsert per key; the backends run them in sorted
   key order (Postgres: several writers cannot deadlock). SQLite's upsert names only the
@@ -116,11 +116,10 @@ def sums(records: Iterable[UsageRecord]) -> dict[Wide, dict[Key, Sums]]:
     return out
 
 
-def upsert(wide: Wide, mark: str, *, cost_added_by_caller: bool, rows: int = 1) -> str:
+def upsert(wide: Wide, mark: str, *, text_money: bool, rows: int = 1) -> str:
     """Insert a row of every measure, or add them to the row of its key (`rows` rows of
     distinct keys in one statement)."""
-    replaced = ("cost",) if cost_added_by_caller else ()
-    return rollup.upsert_sql(wide.table, wide.keys, MEASURES, mark, replaced, rows)
+    return rollup.upsert_sql(wide.table, wide.keys, MEASURES, mark, text_money=text_money, rows=rows)
 
 
 SPARSE_SETS = 48  # sets of bin columns with SQL of their own, per table
@@ -138,17 +137,18 @@ class SparseUpserts:
     many sets a long-running writer meets (a batch's rows of one key add up to any
     number of bins; each wide statement SQLite prepares holds tens of KB)."""
 
-    def __init__(self, wide: Wide, mark: str, *, cost_added_by_caller: bool) -> None:
+    def __init__(self, wide: Wide, mark: str, *, text_money: bool) -> None:
         self.wide = wide
         self._mark = mark
-        self._replaced = ("cost",) if cost_added_by_caller else ()
+        self._text_money = text_money
         self._sql: dict[tuple[int, ...], str] = {}
 
     def sql(self, used: tuple[int, ...]) -> str:
         found = self._sql.get(used)
         if found is None:
             measures = (*rollup.MEASURES, *(BIN_COLUMNS[b] for b in used))
-            found = rollup.upsert_sql(self.wide.table, self.wide.keys, measures, self._mark, self._replaced)
+            found = rollup.upsert_sql(self.wide.table, self.wide.keys, measures, self._mark,
+                                     text_money=self._text_money)
             self._sql[used] = found
         return found
 
@@ -173,7 +173,3 @@ def union_rows(added: dict[Key, Sums]) -> tuple[tuple[int, ...], list[tuple[Any,
     used = tuple(sorted({b for _, counts in added.values() for b in counts}))
     return used, [(*key, *total, *(counts.get(b, 0) for b in used))
                   for key, (total, counts) in sorted(added.items())]
-
-
-def select_cost(wide: Wide) -> str:
-    return rollup.select_cost(wide.table, wide.keys)

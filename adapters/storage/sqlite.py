@@ -121,10 +121,9 @@ _INSERT_USAGE = (
     f"INSERT INTO usage ({_USAGE_COLS}) VALUES ({', '.join('?' * len(codec.columns(UsageRecord)))})"
     " ON CONFLICT DO NOTHING"
 )
-_UPSERT_HOURLY = rollup.upsert_hourly("?", cost_added_by_caller=True)
+_UPSERT_HOURLY = rollup.upsert_hourly("?", text_money=True)
 _UPSERT_BINS = rollup.upsert_bins("?")
 
-_SELECT_COST = rollup.select_cost(rollup.HOURLY, rollup.KEY_COLUMNS)
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
 _READ_STATE = "SELECT data FROM state WHERE scope = ?"
@@ -242,11 +241,10 @@ class SQLiteStorage(LedgerReads):
         self._through = trio.Lock()  # write-through scopes, one at a time
         self._writes = 0  # write transactions so far (for the checkpoints)
         self._checkpointing = False
-        # the daily and all-tenant rollups' upserts (their SQL kept per set of bin columns)
-        # and the read of a row's cost; `()` writes the 009 rollup alone (bench/ledger_writer.py)
-        self._wide_upserts: tuple[tuple[rollup_wide.SparseUpserts, str], ...] = tuple(
-            (rollup_wide.SparseUpserts(wide, "?", cost_added_by_caller=True), rollup_wide.select_cost(wide))
-            for wide in rollup_wide.TABLES
+        # the daily and all-tenant rollups' upserts (their SQL kept per set of bin columns);
+        # `()` writes the 009 rollup alone (bench/ledger_writer.py)
+        self._wide_upserts: tuple[rollup_wide.SparseUpserts, ...] = tuple(
+            rollup_wide.SparseUpserts(wide, "?", text_money=True) for wide in rollup_wide.TABLES
         )
         self.writer = GroupCommit(
             self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds,
@@ -261,6 +259,8 @@ class SQLiteStorage(LedgerReads):
         # prepared statements, and no more (each wide one holds tens of KB)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                cached_statements=256)  # fmt: skip
+        # the rollups' exact addition of costs kept as text (rollup.py's rules)
+        conn.create_function(rollup.MONEY_ADD, 2, rollup.money_add, deterministic=True)
         conn.execute(_BUSY_WAIT)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -508,21 +508,14 @@ class SQLiteStorage(LedgerReads):
             inserted = [c.execute(_INSERT_USAGE, row).rowcount == 1 for row, _ in rows]
             new = [rec for (_, rec), added in zip(rows, inserted, strict=True) if added]
             hourly, bins = rollup.contributions(new)
-
-            def held(select: str) -> Callable[[tuple[Any, ...]], str | None]:
-                def cost(key: tuple[Any, ...]) -> str | None:
-                    found = c.execute(select, key).fetchone()
-                    return None if found is None else str(found[0])
-
-                return cost
-
-            c.executemany(_UPSERT_HOURLY, rollup.add_costs(hourly, held(_SELECT_COST)))
+            # one statement per rollup table: a row's cost is added in the upsert (MONEY_ADD)
+            c.executemany(_UPSERT_HOURLY, rollup.money_texts(hourly))
             c.executemany(_UPSERT_BINS, bins)
             wide_sums = rollup_wide.sums(new) if new else {}
-            for upserts, select in self._wide_upserts if new else ():
+            for upserts in self._wide_upserts if new else ():
                 wide = upserts.wide
                 for sql, adds in upserts.of(wide_sums[wide]):
-                    c.executemany(sql, rollup.add_costs(adds, held(select), len(wide.keys)))
+                    c.executemany(sql, rollup.money_texts(adds, len(wide.keys)))
             for scope, value in states:
                 try:
                     text = codec.dumps(value)

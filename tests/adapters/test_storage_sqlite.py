@@ -646,3 +646,30 @@ async def test_a_lone_row_sqlite_refuses_raises_and_its_state_is_committed_later
         assert await storage.usage_count() == 2
     finally:
         await storage.close()
+
+
+async def test_a_lone_row_takes_one_statement_per_rollup_table_and_adds_its_cost_exactly(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    try:
+        assert await storage.insert_usage(make_usage(0, T0, cost=Decimal("0.1000000001")))
+        conn = storage._conn
+        assert conn is not None
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        try:  # the same rollup rows as row 0's: each upsert adds to a row that exists
+            assert await storage.insert_usage(make_usage(1, T0, cost=Decimal("0.2000000002")), alone=True)
+        finally:
+            conn.set_trace_callback(None)
+        tables = [s.split()[2] if s.startswith("INSERT") else s.split()[0] for s in seen]
+        # no read of a row's cost before its write: the row, then one upsert per rollup table
+        assert tables == ["BEGIN", "usage", "usage_hourly_nokey", "usage_hourly_nokey_bins",
+                          "usage_daily", "usage_hourly_all", "usage_hourly_model", "COMMIT"], seen
+        costs = await storage._run(lambda c: [c.execute(f"SELECT cost FROM {t}").fetchall() for t in
+                                              ("usage_hourly_nokey", "usage_daily", "usage_hourly_all",
+                                               "usage_hourly_model")])
+        assert costs == [[("0.3000000003",)]] * 4
+    finally:
+        await storage.close()

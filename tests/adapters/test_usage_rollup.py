@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import pytest
@@ -434,7 +434,7 @@ async def test_bin_sets_beyond_the_sparse_limit_are_written_whole_and_add_up_the
     recs = some_rows(T0) + some_rows(T0 + timedelta(hours=7), 40)
     for rec in recs:
         await storage.insert_usage(rec)
-    for upserts, _ in getattr(storage, "_wide_upserts", ()):
+    for upserts in getattr(storage, "_wide_upserts", ()):
         assert len(upserts._sql) <= 3  # two sparse sets and EVERY_BIN
     written = await rollup_tables(storage)
     backend = "sqlite" if storage.dialect is ledger.SQLITE else "postgres"  # type: ignore[attr-defined]
@@ -448,3 +448,20 @@ async def test_bin_sets_beyond_the_sparse_limit_are_written_whole_and_add_up_the
 
     await storage._run(rebuild)  # type: ignore[attr-defined]
     assert (await rollup_tables(storage))[table] == written[table]
+
+
+money = st.decimals(min_value=0, max_value=Decimal(10) ** 30, places=10, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(held=money, added=st.lists(money, min_size=1, max_size=5))
+def test_sqlites_money_add_is_exact_as_text(held: Decimal, added: list[Decimal]) -> None:
+    """What SQLite's rollup upserts add a cost with (`rollup.MONEY_ADD`): text with exactly
+    10 places, never rounded, whatever it was added to."""
+    text = rollup.money_text(held)
+    for a in added:
+        text = rollup.money_add(text, rollup.money_text(a))
+    exact = held
+    for a in added:
+        exact = exact.fma(1, a, Context(prec=100))  # no rounding at 100 digits
+    assert text == f"{exact:.10f}" and Decimal(text) == exact
