@@ -21,7 +21,12 @@ its tasks is counted). For each concurrency it prints, per request:
 These are counts, so they hold on a loaded machine; the CPU they cost is for
 `bench.run` to measure.
 
-`python -m bench.steps [--requests 500] [--concurrency 1,16,64]`
+With `--kind stream` (20 chunks, 5 ms apart) or `--kind slow` (the `slow` scenario's
+stream: 2 s to the first chunk, then 20 chunks 50 ms apart; `--requests` streams started
+at once, each on its own connection, `--concurrency` ignored) the request is a stream,
+and each row also gives the steps per relayed chunk.
+
+`python -m bench.steps [--requests 500] [--concurrency 1,16,64] [--kind json|stream|slow]`
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from adapters.admin import create_key
 from adapters.config import load_settings
 from adapters.providers import http11
 from bench.loadgen import run_load
+from bench.run import SLOW_DIRECTIVE, STREAM_DIRECTIVE
 from bench.run import body as request_body
+from bench.streams import run_streams
 from bench.targets import PROVIDER_KEY, start_provider
 from server.gc_policy import tune_for_serving
 from server.serve import serve
@@ -129,7 +136,11 @@ class Calls:
             self.gc_seconds += took
 
 
-async def measure(provider: str, requests: int, levels: list[int], db: str, calls: Calls) -> list[dict[str, object]]:
+CHUNKS = 20  # the streams' chunks (both directives)
+
+
+async def measure(provider: str, requests: int, levels: list[int], db: str, calls: Calls,
+                  kind: str = "json") -> list[dict[str, object]]:
     env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning",
            "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"}
     settings = load_settings({**{k: v for k, v in os.environ.items() if not k.startswith(("UMG_", "OPENAI_"))}, **env})
@@ -141,7 +152,8 @@ async def measure(provider: str, requests: int, levels: list[int], db: str, call
     counting = Counting()
     trio.lowlevel.add_instrument(counting)
     stop = trio.Event()
-    body = request_body(stream=False)
+    directive = {"json": "", "stream": STREAM_DIRECTIVE, "slow": SLOW_DIRECTIVE}[kind]
+    body = request_body(stream=kind != "json", directive=directive)
     results: list[dict[str, object]] = []
     async with trio.open_nursery() as nursery:
         url = await nursery.start(lambda task_status: serve(
@@ -152,10 +164,13 @@ async def measure(provider: str, requests: int, levels: list[int], db: str, call
         def load(n: int, c: int) -> tuple[int, float]:
             """Errors, and the CPU seconds this (the client's) thread used."""
             started = time.thread_time()
+            if kind == "slow":
+                streamed = trio.run(lambda: run_streams(target, body, headers, count=n, deadline=60.0))
+                return streamed.errors, time.thread_time() - started
             timings = trio.run(lambda: run_load(target, body, headers, requests=n, concurrency=c))
             return timings.errors, time.thread_time() - started
 
-        await trio.to_thread.run_sync(load, 50, 4)  # warm up: imports, caches, connections
+        await trio.to_thread.run_sync(load, 8 if kind == "slow" else 50, 4)  # warm up: imports, caches, connections
         for level in levels:
             writer = services.storage.writer  # type: ignore[attr-defined]
             batches = writer.batches
@@ -171,9 +186,12 @@ async def measure(provider: str, requests: int, levels: list[int], db: str, call
             counting.on = calls.on = False
             transactions = writer.batches - batches
             steps = {part: round(n / requests, 2) for part, n in sorted(counting.steps.items())}
+            total_steps = sum(counting.steps.values())
             results.append({
-                "concurrency": level, "requests": requests, "errors": errors,
-                "task steps per request": round(sum(counting.steps.values()) / requests, 2),
+                "kind": kind, "concurrency": requests if kind == "slow" else level,
+                "requests": requests, "errors": errors,
+                "task steps per request": round(total_steps / requests, 2),
+                **({"task steps per chunk": round(total_steps / requests / CHUNKS, 2)} if kind != "json" else {}),
                 "by task": steps, "tasks spawned per request": round(counting.spawned / requests, 2),
                 "ledger transactions": transactions,
                 "rows per transaction": round(requests / transactions, 2) if transactions else None,
@@ -190,13 +208,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--kind", choices=("json", "stream", "slow"), default="json")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [int(c) for c in args.concurrency.split(",")] if args.kind != "slow" else [1]
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         provider, _ = start_provider(stack, Path(tmp))
         calls = Calls()
         calls.install(stack)
-        for row in trio.run(measure, provider, args.requests, levels, str(Path(tmp) / "steps.db"), calls):
+        for row in trio.run(measure, provider, args.requests, levels, str(Path(tmp) / "steps.db"), calls,
+                            args.kind):
             print(json.dumps(row))
 
 
