@@ -3,7 +3,8 @@ during the outage is charged to the budget row once the database is back, exactl
 
 The database goes away in the two ways of test_e2e_postgres_down.py (the gateway's TCP
 relay shut; or every connection terminated while the database refuses new ones) for
-2.5 s, while four clients (two streaming) keep asking with a budgeted key. The test reads
+2.5 s, while four clients (two streaming) keep asking with a budgeted key (and a tenant
+budget), and a slow stream granted before the outage is settled during it. The test reads
 the budget row straight from the database (not through the relay) all along. During the
 outage a request is either answered (granted and settled in this process's slice, within
 its 1 s hold; its ledger row cannot be written and is logged) or refused with 503
@@ -39,7 +40,8 @@ from tests.server.test_e2e_postgres_down import Relay, admin, ask, assert_503, r
 pytestmark = pytest.mark.postgres
 
 ENV = {"MOCK_MODE": "true", "UMG_DB_POOL_TIMEOUT_SECONDS": "0.5"}  # slices on: the default
-LIMIT = Decimal(1)
+LIMIT = Decimal(1)  # the key's
+TENANT_LIMIT = Decimal(2)
 OUTAGE_SECONDS = 2.5  # past the slice's hold and the key cache: both kinds of answer
 CLIENTS = 4
 
@@ -55,11 +57,6 @@ def budget_rows(conn: psycopg.Connection[Any]) -> dict[str, tuple[Decimal, Decim
         leased = sum((Decimal(a) for _, a, _ in leases), Decimal(0))
         out[scope] = (Decimal(data["spent"]), reserved, leased, len(leases))
     return out
-
-
-def only_row(rows: dict[str, tuple[Decimal, Decimal, Decimal, int]]) -> tuple[Decimal, Decimal, Decimal, int]:
-    (row,) = rows.values()  # the key's own budget: the only one
-    return row
 
 
 def written(conn: psycopg.Connection[Any]) -> set[str]:
@@ -98,12 +95,14 @@ async def test_what_a_slice_served_during_an_outage_reaches_the_row_when_the_dat
 ) -> None:
     url = urlsplit(postgres_url)
     via = url._replace(netloc=f"{url.username}@127.0.0.1:{relay.port}") if how == "relay" else url
-    settings = settings_for(tmp_path, DATABASE_URL=via.geturl(), **ENV)
+    cfg = tmp_path / "umg.toml"  # a tenant budget too: a grant and a give-back cover two rows
+    cfg.write_text(f'[[budgets]]\ntenant = "t1"\nlimit_usd = "{TENANT_LIMIT}"\nperiod = "total"\n')
+    settings = settings_for(tmp_path, DATABASE_URL=via.geturl(), UMG_CONFIG=str(cfg), **ENV)
     outage = Outage(how, url.path.lstrip("/"), relay, nursery)
     answered: dict[str, Decimal] = {}  # request id -> cost, every 200
     in_outage: list[str] = []  # request ids answered while the database was away
     statuses: list[int] = []
-    seen: list[tuple[Decimal, Decimal, Decimal, int]] = []
+    seen: list[tuple[str, tuple[Decimal, Decimal, Decimal, int]]] = []
     watching = True
 
     async def one(client: httpx.AsyncClient, stream: bool = False) -> tuple[int, str | None]:
@@ -130,7 +129,7 @@ async def test_what_a_slice_served_during_an_outage_reaches_the_row_when_the_dat
                 with psycopg.connect(postgres_url, autocommit=True) as conn:
                     while watching:
                         rows = await trio.to_thread.run_sync(budget_rows, conn)
-                        seen.extend(rows.values())
+                        seen.extend(rows.items())
                         await trio.sleep(0.02)
             except psycopg.OperationalError:
                 await trio.sleep(0.05)
@@ -148,8 +147,24 @@ async def test_what_a_slice_served_during_an_outage_reaches_the_row_when_the_dat
                         assert (await one(client))[0] == 200
                     assert slices.leases < 5  # served from a slice, not a row per request
 
-                    await outage.down()
-                    ends = trio.current_time() + OUTAGE_SECONDS
+                    first_chunk = trio.Event()
+
+                    async def slow() -> None:
+                        """Granted before the outage, settled during it (in the slice)."""
+                        body = ask(stream=True, metadata={"mock_scenario": "chunk_delay_ms=150"})
+                        async with client.stream("POST", "/v1/responses", json=body) as r:
+                            assert r.status_code == 200
+                            events = []
+                            async for line in r.aiter_lines():
+                                if line.startswith("data: {"):
+                                    events.append(json.loads(line[6:]))
+                                    first_chunk.set()
+                        assert events[-1]["type"] == "response.completed", events[-1]
+                        info = events[-1]["response"]["gateway"]
+                        answered[info["request_id"]] = Decimal(info["cost_usd"])
+                        in_outage.append(info["request_id"])
+
+                    ends = trio.current_time() + 3600.0  # set when the database goes
 
                     async def keep_asking(stream: bool) -> None:
                         while trio.current_time() < ends:
@@ -160,6 +175,10 @@ async def test_what_a_slice_served_during_an_outage_reaches_the_row_when_the_dat
                             await trio.sleep(0.01)
 
                     async with trio.open_nursery() as askers:
+                        askers.start_soon(slow)
+                        await first_chunk.wait()
+                        await outage.down()  # the slow stream's first chunk is out
+                        ends = trio.current_time() + OUTAGE_SECONDS
                         for i in range(CLIENTS):
                             askers.start_soon(keep_asking, i % 2 == 1)  # half of them streams
                     assert (await client.get("/healthz")).status_code == 200  # the process is fine
@@ -171,10 +190,13 @@ async def test_what_a_slice_served_during_an_outage_reaches_the_row_when_the_dat
                     with psycopg.connect(postgres_url, autocommit=True) as conn:
                         # the give-back task moves the slice's charges (every 1 s; 2 s at most)
                         with trio.move_on_after(5):
-                            while (row := only_row(await trio.to_thread.run_sync(budget_rows, conn)))[0] != expected:
-                                assert row[0] < expected, (row, expected)
+                            while True:
+                                rows = await trio.to_thread.run_sync(budget_rows, conn)
+                                if all(r[0] == expected for r in rows.values()):
+                                    break
+                                assert all(r[0] <= expected for r in rows.values()), (rows, expected)
                                 await trio.sleep(0.1)
-                    assert row[0] == expected, (row, expected, len(in_outage))
+                    assert [r[0] for r in rows.values()] == [expected] * 2, (rows, expected, len(in_outage))
                 gw.stop.set()
             watching = False
 
@@ -183,10 +205,11 @@ async def test_what_a_slice_served_during_an_outage_reaches_the_row_when_the_dat
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         rows = budget_rows(conn)
         rows_in = written(conn)
-    assert list(rows.values()) == [(expected, Decimal(0), Decimal(0), 0)]  # exact; no lease left
+    assert list(rows.values()) == [(expected, Decimal(0), Decimal(0), 0)] * 2  # exact; no lease left
     assert len(seen) > 10
-    for spent, reserved, leased, _ in seen:
-        assert spent + reserved + leased <= LIMIT, (spent, reserved, leased)
+    for scope, (spent, reserved, leased, _) in seen:
+        limit = TENANT_LIMIT if scope.startswith("budget:tenant:") else LIMIT
+        assert spent + reserved + leased <= limit, (scope, spent, reserved, leased)
     lost = set(in_outage) - rows_in  # answered, ledger row not written: each one logged
     logged = [r.getMessage() for r in caplog.records if "ledger row not written" in r.getMessage()]
     for rid in lost:
