@@ -211,9 +211,10 @@ async def test_a_write_to_a_connection_the_peer_closed_tells_the_protocol() -> N
 # ---- a chunked body framed by us (rule 4) -------------------------------------------------
 
 
-async def _written(protocol_class: type[H11Protocol], stream_class: type[HTTPStream],
-                   request: bytes, messages: list[dict[str, Any]]) -> list[bytes]:
-    """What a protocol and stream class write for one request and the app's messages."""
+def served_stream(protocol_class: type[H11Protocol], stream_class: type[HTTPStream],
+                  request: bytes) -> tuple[H11Protocol, HTTPStream, list[bytes]]:
+    """A protocol and stream of these classes that have read `request`, as Hypercorn
+    serves it, with no app; and the list every byte they write is appended to."""
     sent: list[bytes] = []
 
     async def send(event: Any) -> None:
@@ -234,6 +235,13 @@ async def _written(protocol_class: type[H11Protocol], stream_class: type[HTTPStr
     stream.start_time = 0.0
     stream.app_put = None  # type: ignore[assignment]  # no app: nothing to tell it
     proto.stream = stream
+    return proto, stream, sent
+
+
+async def _written(protocol_class: type[H11Protocol], stream_class: type[HTTPStream],
+                   request: bytes, messages: list[dict[str, Any]]) -> list[bytes]:
+    """What a protocol and stream class write for one request and the app's messages."""
+    _, stream, sent = served_stream(protocol_class, stream_class, request)
     for message in messages:
         await stream.app_send(message)  # type: ignore[arg-type]
     return sent

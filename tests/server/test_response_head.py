@@ -17,19 +17,15 @@ from typing import Any
 import h11
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
-from hypercorn.trio.task_group import TaskGroup
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.hypercorn_patch import HEAD_WITH_BODY, CoalescingH11Protocol, FramingHTTPStream
 from server.response_head import direct_head
 from tests.server.conftest import Running
+from tests.server.test_hypercorn_patch import served_stream
 
 _GATEWAY_HEADERS = [
     (b"content-type", b"application/json"),
@@ -66,26 +62,7 @@ async def _write(protocol_class: type[H11Protocol], stream_class: type[HTTPStrea
                  start: dict[str, Any], body: bytes | list[bytes]) -> tuple[object, ...]:
     """What one protocol and stream class write for a request and the app's start and
     body, with h11's states after; or the error's type where one is raised."""
-    sent: list[bytes] = []
-
-    async def send(event: Any) -> None:
-        if isinstance(event, RawData):
-            sent.append(bytes(event.data))
-
-    proto = protocol_class(
-        None, Config(), WorkerContext(None), TaskGroup(), ConnectionState({}),  # type: ignore[arg-type]
-        False, None, None, send,
-    )
-    proto.connection.receive_data(request)
-    got = proto.connection.next_event()
-    assert isinstance(got, h11.Request)
-    proto.connection.next_event()
-    stream = stream_class(None, Config(), WorkerContext(None), TaskGroup(), False,  # type: ignore[arg-type]
-                          None, None, proto.stream_send, 1)
-    stream.scope = {"method": got.method.decode(), "http_version": got.http_version.decode()}  # type: ignore[typeddict-item]
-    stream.start_time = 0.0
-    stream.app_put = None  # type: ignore[assignment]
-    proto.stream = stream
+    proto, stream, sent = served_stream(protocol_class, stream_class, request)
     try:
         await stream.app_send(start)  # type: ignore[arg-type]
         *more, last = [body] if isinstance(body, bytes) else body
