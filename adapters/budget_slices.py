@@ -48,13 +48,13 @@ from attrs import define, evolve, field
 
 from adapters.budgets import Covering
 from adapters.clock import Clock
+from adapters.leases import HOLD_SECONDS
 from adapters.storage.base import StatesFn, Storage
 from core import budget, budget_lease, grants
 from core.billing import worst_case_cost
 from core.lease import LeasePolicy
 
 log = logging.getLogger("umg.budgets")
-HOLD_SECONDS = 1.0
 LEASE_SECONDS = 30.0
 T = TypeVar("T")
 

@@ -28,12 +28,13 @@ import re
 import h11
 from h11._headers import Headers
 
-# RFC 9110 token, lowercase only (what the gateway's own names are), and field value
-# (no NUL, no CR/LF, no leading or trailing whitespace), as h11's expressions say them.
+from adapters.providers.head import FIELD_VALUE
+
+# RFC 9110 token, lowercase only (what the gateway's own names are); field values are
+# checked with h11's expression (no NUL, no CR/LF, no leading or trailing whitespace).
 _NAME = rb"[-!#$%&'*+.^_`|~0-9a-z]+"
-_VALUE = rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?"
 _NAMES = re.compile(_NAME + rb"(?:\n" + _NAME + rb")*")  # names joined by newlines
-_VALUES = re.compile(_VALUE + rb"(?:\n" + _VALUE + rb")*")
+_VALUES = re.compile(FIELD_VALUE + rb"(?:\n" + FIELD_VALUE + rb")*")
 _LENGTH = re.compile(rb"[0-9]{1,20}")
 _UNUSUAL = frozenset({b"transfer-encoding", b"connection", b"host", b"upgrade"})
 _BODYLESS = frozenset({204, 304})

@@ -25,11 +25,11 @@ from __future__ import annotations
 import re
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_VALUE = rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?"  # h11's field-value: no NUL, no CR/LF
+FIELD_VALUE = rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?"  # h11's field-value: no NUL, no CR/LF
 _NAME_RE = re.compile(_TOKEN)
-_VALUE_RE = re.compile(_VALUE)
+_VALUE_RE = re.compile(FIELD_VALUE)
 _TARGET_RE = re.compile(rb"[\x21-\x7e]+")
-_FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")[ \t]*")
+_FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + FIELD_VALUE + rb")[ \t]*")
 _STATUS_RE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: [^\x00\n\r\x0b\x0c]*)?")
 _UNPLAIN_REQUEST = frozenset({b"connection", b"upgrade", b"transfer-encoding", b"expect"})
 _LENGTH_DIGITS = 20  # h11 refuses a longer content-length
