@@ -6,16 +6,17 @@ request while the budget is far from its limit.
 Two real OS processes share a fresh database. A tenant budget (config file) is large
 enough for slices: 64 streams a wave, half to each process, until a whole wave is
 refused. A watcher reads the row straight from the database all along: spent plus what
-is held (reservations and leases) never exceeds the limit. Transactions are counted by
-the database itself (`pg_stat_database.xact_commit` of the test's database): a wave on
-the budgeted tenant, far from its limit, costs about what the same wave costs a tenant
-with no budget (without slices it would be two more per request: grant and settle).
+is held (reservations and leases) never exceeds the limit. The budget row's writes are
+counted by the database itself (a trigger the test adds on the `state` table): a wave on
+the budgeted tenant, far from its limit, writes the row far less than once a request
+(without slices it would be twice a request: grant and settle). Counting the row's own
+writes, rather than all the database's transactions, leaves out the job pollers and the
+ledger batches, whose number moves with the machine's load.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -57,23 +58,21 @@ def budget_row(conn: psycopg.Connection[Any]) -> tuple[Decimal, Decimal, Decimal
     return Decimal(data["spent"]), reserved, leased, len(leases)
 
 
-def commits(conn: psycopg.Connection[Any]) -> int:
-    """Transactions committed in this database so far, once the statistics caught up: a
-    backend reports its own within about a second of going idle (later when the stats
-    are contended), so read until two readings a second apart agree (at most 10 s; the
-    job workers' polls, every 5 s, may move it meanwhile)."""
-    last = -1
-    for _ in range(10):
-        time.sleep(1.0)
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-        assert row is not None
-        if int(row[0]) == last:
-            break
-        last = int(row[0])
-    return last
+COUNT_WRITES = f"""
+CREATE TABLE budget_writes (n BIGINT NOT NULL);
+INSERT INTO budget_writes VALUES (0);
+CREATE FUNCTION count_budget_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE budget_writes SET n = n + 1; RETURN NULL; END $$;
+CREATE TRIGGER budget_writes AFTER INSERT OR UPDATE ON state
+FOR EACH ROW WHEN (NEW.scope = '{SCOPE}') EXECUTE FUNCTION count_budget_write();
+"""
+
+
+def budget_writes(conn: psycopg.Connection[Any]) -> int:
+    """How many times the tenant's budget row was written since COUNT_WRITES ran."""
+    row = conn.execute("SELECT n FROM budget_writes").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def ledger(conn: psycopg.Connection[Any]) -> tuple[Decimal, int]:
@@ -82,7 +81,7 @@ def ledger(conn: psycopg.Connection[Any]) -> tuple[Decimal, int]:
     return Decimal(row[0]), int(row[1])
 
 
-async def test_two_processes_run_a_sliced_budget_down_exactly_without_a_transaction_per_request(
+async def test_two_processes_run_a_sliced_budget_down_exactly_without_a_write_per_request(
     postgres_url: str, tmp_path: Path,  # noqa: F811
 ) -> None:
     cfg = tmp_path / "umg.toml"
@@ -110,22 +109,22 @@ async def test_two_processes_run_a_sliced_budget_down_exactly_without_a_transact
 
             conn = psycopg.connect(postgres_url, autocommit=True)
             try:
-                # transactions per request: a tenant with no budget, then the budgeted
-                # one far from its limit (both waves warm: keys and definitions cached)
+                conn.execute(COUNT_WRITES)  # the gateways made the table at start
+                # the budget row's writes in a wave far from the limit (warm: keys and
+                # definitions cached by a wave of each tenant before it)
                 await wave(free)
                 await wave(budgeted)
                 spent_before = budget_row(conn)
                 assert spent_before is not None and spent_before[0] < LIMIT / 4
-                base = await trio.to_thread.run_sync(commits, conn)
-                assert {code for code, _ in await wave(free)} == {200}
-                mid = await trio.to_thread.run_sync(commits, conn)
+                base = budget_writes(conn)
                 assert {code for code, _ in await wave(budgeted)} == {200}
-                after = await trio.to_thread.run_sync(commits, conn)
-                unbudgeted, budget_wave = (mid - base) / WAVE, (after - mid) / WAVE
+                await trio.sleep(2.5)  # the wave's charges reach the row within 2 s
+                writes = budget_writes(conn) - base
                 far = budget_row(conn)
                 assert far is not None and far[0] + far[1] + far[2] < LIMIT / 2  # still far
-                # the budget's own work: well under one transaction per request
-                assert budget_wave - unbudgeted < 0.5, (unbudgeted, budget_wave)
+                # slices: the row is leased, renewed and charged now and then, well under
+                # once a request (without them: grant and settle, twice a request)
+                assert 0 < writes < WAVE / 2, writes
 
                 running = True
 
