@@ -29,9 +29,11 @@ Rules:
   lease ends, whatever its outcome (the leaser sets it in a `finally`, and its
   transaction is shielded), so cancelling the leaser strands no waiter; a waiter's own
   cancellation only stops its wait.
-- Near the limit (the scope's last lease held no slice: `k` was 1 or it was refused)
-  misses do not wait: each takes per request at once, concurrently, as without
-  single-flight, so per-request takes never queue behind each other in the process. A
+- Near the limit (the scope's last lease held no slice: `k` was 1 or it was refused,
+  less than `hold_seconds` ago) misses do not wait: each takes per request at once,
+  concurrently, as without single-flight, so per-request takes never queue behind each
+  other in the process (after `hold_seconds` without such a lease, misses wait again:
+  a row that refilled meanwhile is not leased once per waiting request). A
   lease that ended without a slice (refused, per request, or failed) also sends its
   waiters to lease at once rather than one after another.
 - A lease interrupted by cancellation is shielded (it is one short transaction).
@@ -88,7 +90,8 @@ class RateSlices:
         self._hold = hold_seconds
         self._slices: dict[str, _Slice] = {}
         self._flights: dict[str, _Flight] = {}  # scope -> the lease in flight here
-        self._per_request: set[str] = set()  # scopes whose last lease held no slice
+        # scope -> until when (Clock.now()) its misses lease at once: its last lease held no slice
+        self._per_request: dict[str, float] = {}
         self.leases = 0  # transactions made (for tests and benchmarks)
 
     async def take(
@@ -97,7 +100,7 @@ class RateSlices:
         local = self._local(scope, needs)
         if local is not None:
             return local
-        while scope not in self._per_request and (flight := self._flights.get(scope)) is not None:
+        while self._waits(scope) and (flight := self._flights.get(scope)) is not None:
             await flight.done.wait()
             local = self._local(scope, needs)
             if local is not None:
@@ -117,14 +120,24 @@ class RateSlices:
                 mine.done.set()
         if fresh is not None:
             self._keep(scope, fresh)
-            self._per_request.discard(scope)
+            self._per_request.pop(scope, None)
         else:
-            self._per_request.add(scope)
+            self._per_request[scope] = self._clock.now() + self._hold
         if isinstance(admission, ratelimit.Refusal):
             # the row is empty, but leases of this process's other requests made while
             # this one waited may hold room for it: never refuse what is held here
             return self._local(scope, needs) or admission
         return admission
+
+    def _waits(self, scope: str) -> bool:
+        """Whether a miss on `scope` waits for a lease in flight (not near the limit)."""
+        until = self._per_request.get(scope)
+        if until is None:
+            return True
+        if self._clock.now() < until:
+            return False
+        del self._per_request[scope]
+        return True
 
     def _local(self, scope: str, needs: tuple[ratelimit.Need, ...]) -> ratelimit.Admitted | None:
         held = self._slices.get(scope)

@@ -294,3 +294,23 @@ async def test_near_the_limit_misses_take_per_request_without_waiting(
     assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 7
     assert sum(isinstance(a, ratelimit.Refusal) for a in answers) == 2
     assert slices.leases == 10 and row.level() == 0.0
+
+
+async def test_after_a_hold_time_without_per_request_takes_misses_wait_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    row = _Row()
+    slices = _slices(row)
+    assert isinstance(await slices.take(SCOPE, rpm(8), NOW), ratelimit.Admitted)  # no slice
+    row.states.clear()  # as if the row had refilled, now under a larger limit
+    mock_clock.jump(HOLD_SECONDS)
+    answers: list[Any] = []
+
+    async def one() -> None:
+        answers.append(await slices.take(SCOPE, rpm(1000), NOW))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(one)
+    assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 20
+    assert slices.leases == 2 and row.level() == 1000 - 125
