@@ -22,6 +22,20 @@ Rules:
   the process holds one (a debt is given back with it), else to the shared row.
 - Headers on a local admission: the shared level as of the lease plus what is left in
   the slice (refill since the lease is not counted; the shared row is authoritative).
+- Single-flight: a miss while a lease of the same scope is in flight in this process
+  waits for it and tries the slice again; it leases itself only when that lease did
+  not cover it (then again behind the next one in flight, if any, else as the next).
+  So a burst of first requests makes one lease, not one each. Waiting ends when the
+  lease ends, whatever its outcome (the leaser sets it in a `finally`, and its
+  transaction is shielded), so cancelling the leaser strands no waiter; a waiter's own
+  cancellation only stops its wait.
+- Near the limit (the scope's last lease held no slice: `k` was 1 or it was refused,
+  less than `hold_seconds` ago) misses do not wait: each takes per request at once,
+  concurrently, as without single-flight, so per-request takes never queue behind each
+  other in the process (after `hold_seconds` without such a lease, misses wait again:
+  a row that refilled meanwhile is not leased once per waiting request). A
+  lease that ended without a slice (refused, per request, or failed) also sends its
+  waiters to lease at once rather than one after another.
 - A lease interrupted by cancellation is shielded (it is one short transaction).
 """
 
@@ -48,6 +62,12 @@ class _Slice:
     expires: float  # Clock.now()
 
 
+@define
+class _Flight:
+    done: trio.Event
+    sliced: bool = False  # it ended holding a slice: a waiter not covered waits again
+
+
 def _spec(need: ratelimit.Need) -> ratelimit.BucketSpec:
     return ratelimit.BucketSpec.per_minute(need.per_minute)
 
@@ -69,6 +89,9 @@ class RateSlices:
         self._policy = policy or LeasePolicy()
         self._hold = hold_seconds
         self._slices: dict[str, _Slice] = {}
+        self._flights: dict[str, _Flight] = {}  # scope -> the lease in flight here
+        # scope -> until when (Clock.now()) its misses lease at once: its last lease held no slice
+        self._per_request: dict[str, float] = {}
         self.leases = 0  # transactions made (for tests and benchmarks)
 
     async def take(
@@ -77,16 +100,44 @@ class RateSlices:
         local = self._local(scope, needs)
         if local is not None:
             return local
-        old = self._slices.pop(scope, None)  # given back by this lease, by no other
-        with trio.CancelScope(shield=True):
-            admission, fresh = await self._lease(scope, needs, now, old)
+        while self._waits(scope) and (flight := self._flights.get(scope)) is not None:
+            await flight.done.wait()
+            local = self._local(scope, needs)
+            if local is not None:
+                return local
+            if not flight.sliced:
+                break
+        mine = None if scope in self._flights else self._flights.setdefault(scope, _Flight(trio.Event()))
+        fresh: _Slice | None = None
+        try:
+            old = self._slices.pop(scope, None)  # given back by this lease, by no other
+            with trio.CancelScope(shield=True):
+                admission, fresh = await self._lease(scope, needs, now, old)
+        finally:
+            if mine is not None:
+                mine.sliced = fresh is not None
+                del self._flights[scope]
+                mine.done.set()
         if fresh is not None:
             self._keep(scope, fresh)
+            self._per_request.pop(scope, None)
+        else:
+            self._per_request[scope] = self._clock.now() + self._hold
         if isinstance(admission, ratelimit.Refusal):
             # the row is empty, but leases of this process's other requests made while
             # this one waited may hold room for it: never refuse what is held here
             return self._local(scope, needs) or admission
         return admission
+
+    def _waits(self, scope: str) -> bool:
+        """Whether a miss on `scope` waits for a lease in flight (not near the limit)."""
+        until = self._per_request.get(scope)
+        if until is None:
+            return True
+        if self._clock.now() < until:
+            return False
+        del self._per_request[scope]
+        return True
 
     def _local(self, scope: str, needs: tuple[ratelimit.Need, ...]) -> ratelimit.Admitted | None:
         held = self._slices.get(scope)

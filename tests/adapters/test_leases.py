@@ -7,7 +7,7 @@ epoch `now` given to `take` is fixed, so no bucket refills during a test; Trio's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -129,3 +129,188 @@ async def test_a_refusal_after_slices_is_the_shared_rows_refusal(
     assert isinstance(refused, ratelimit.Refusal)
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert refused.retry_after > 0
+
+
+class _Row:
+    """The shared rows in memory, with a gate every lease waits at (to hold leases in
+    flight) and a count of the leases in flight at once. `fail` leases raise instead."""
+
+    errors = (OSError,)
+
+    def __init__(self) -> None:
+        self.states: dict[str, Any] = {}
+        self.gate = trio.Event()
+        self.gate.set()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.fail = 0
+
+    async def update_state(self, scope: str, fn: Any) -> Any:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.gate.wait()
+            await trio.lowlevel.checkpoint()
+            if self.fail:
+                self.fail -= 1
+                raise OSError("the database is gone")
+            result, self.states[scope] = fn(self.states.get(scope))
+            return result
+        finally:
+            self.in_flight -= 1
+
+    def level(self, kind: str = "requests") -> float:
+        return ratelimit.buckets_from_dict(self.states[SCOPE])[kind].level
+
+
+def _slices(row: _Row) -> RateSlices:
+    return RateSlices(cast(Storage, row), Clock())
+
+
+async def test_a_burst_of_first_requests_makes_one_lease(
+    storage: Storage, mock_clock: trio.testing.MockClock
+) -> None:
+    del mock_clock
+    slices = RateSlices(storage, Clock())
+    answers: list[Any] = []
+
+    async def one() -> None:
+        answers.append(await slices.take(SCOPE, rpm(10_000), NOW))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(one)
+    assert all(isinstance(a, ratelimit.Admitted) for a in answers) and len(answers) == 50
+    # the first miss leased 1,024 (the cap); the other 49 waited for it and were served
+    # from its slice instead of each making a lease of its own
+    assert slices.leases == 1
+    assert await level(storage) == 10_000 - 1024
+    assert slices.held(SCOPE, "requests") == 1024 - 50
+
+
+async def test_a_burst_larger_than_a_slice_leases_one_slice_at_a_time_and_stays_exact(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    del mock_clock
+    row = _Row()
+    slices = _slices(row)
+    answers: list[Any] = []
+
+    async def one() -> None:
+        answers.append(await slices.take(SCOPE, rpm(200), NOW))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(100):
+            nursery.start_soon(one)
+    assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 100
+    # slices of 25, 21, 19, 16, 14, 13 (1/8 of what is left each) cover 100 in 6 leases:
+    # the misses of each round wait for the next lease rather than each taking one
+    assert row.most_in_flight == 1
+    assert slices.leases == 6 and row.level() == 200 - 108
+    assert 100 + slices.held(SCOPE, "requests") + row.level() == 200.0
+
+
+async def test_cancelling_the_leaser_strands_none_of_its_waiters(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    del mock_clock
+    row = _Row()
+    row.gate = trio.Event()  # the first lease stays in flight until the gate opens
+    slices = _slices(row)
+    answers: list[Any] = []
+
+    async def one() -> None:
+        answers.append(await slices.take(SCOPE, rpm(1000), NOW))
+
+    async with trio.open_nursery() as nursery:
+        leaser = trio.CancelScope()
+
+        async def lease_then_be_cancelled() -> None:
+            with leaser:
+                await slices.take(SCOPE, rpm(1000), NOW)
+                await trio.sleep_forever()
+
+        nursery.start_soon(lease_then_be_cancelled)
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(5):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        leaser.cancel()  # the lease is shielded: it still ends, and wakes the waiters
+        await trio.testing.wait_all_tasks_blocked()
+        row.gate.set()
+    assert len(answers) == 5 and all(isinstance(a, ratelimit.Admitted) for a in answers)
+    assert slices.leases == 1 and row.level() == 1000 - 125
+
+
+async def test_a_failed_lease_sends_its_waiters_to_lease_at_once(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    del mock_clock
+    row = _Row()
+    row.gate = trio.Event()
+    row.fail = 1
+    slices = _slices(row)
+    answers: list[Any] = []
+
+    async def one() -> None:
+        try:
+            answers.append(await slices.take(SCOPE, rpm(1000), NOW))
+        except OSError as err:
+            answers.append(err)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        in_flight = row.in_flight
+        row.gate.set()
+    assert in_flight == 1  # one lease in flight, five waiting for it
+    assert sum(isinstance(a, OSError) for a in answers) == 1
+    assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 5
+    # the five did not queue one behind another after the failure: they leased together
+    assert row.most_in_flight == 5
+
+
+async def test_near_the_limit_misses_take_per_request_without_waiting(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    del mock_clock
+    row = _Row()
+    slices = _slices(row)
+    assert isinstance(await slices.take(SCOPE, rpm(8), NOW), ratelimit.Admitted)  # no slice
+    row.gate = trio.Event()
+    answers: list[Any] = []
+
+    async def one() -> None:
+        answers.append(await slices.take(SCOPE, rpm(8), NOW))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(9):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        in_flight = row.in_flight
+        row.gate.set()
+    assert in_flight == 9  # each a per-request take at once, none queued behind another
+    assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 7
+    assert sum(isinstance(a, ratelimit.Refusal) for a in answers) == 2
+    assert slices.leases == 10 and row.level() == 0.0
+
+
+async def test_after_a_hold_time_without_per_request_takes_misses_wait_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    row = _Row()
+    slices = _slices(row)
+    assert isinstance(await slices.take(SCOPE, rpm(8), NOW), ratelimit.Admitted)  # no slice
+    row.states.clear()  # as if the row had refilled, now under a larger limit
+    mock_clock.jump(HOLD_SECONDS)
+    answers: list[Any] = []
+
+    async def one() -> None:
+        answers.append(await slices.take(SCOPE, rpm(1000), NOW))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(one)
+    assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 20
+    assert slices.leases == 2 and row.level() == 1000 - 125
