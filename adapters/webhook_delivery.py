@@ -22,6 +22,11 @@ something, and by Postgres NOTIFY from other processes; and due at the `next_at`
 retry this process scheduled) or `poll_seconds`, whichever comes first. A worker survives whatever one delivery raises (`Cancelled` aside): it is
 logged, and the delivery is left to its lease expiry.
 
+httpx is imported when the first delivery is attempted, not with this module: the serving
+process imports this module at startup, and httpx brings its command line's libraries
+(rich, pygments, click) and httpcore, ~5.7 MB of RSS a gateway that sends no webhook does
+not need (`new_client` is what the server gives; docs/performance.md).
+
 Secrets: each tenant's `whsec_...` secret is created on first use and kept in storage
 (it must be readable to sign); it is never logged, and error messages never carry it.
 """
@@ -33,9 +38,8 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 from attrs import evolve
 
@@ -48,11 +52,14 @@ from adapters.storage.records import DeliveryRecord, JobRecord
 from adapters.wakeup import Wakeup
 from core import outbox, webhook_targets, webhooks
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger("umg.webhooks")
 
 Renderer = Callable[[JobRecord], dict[str, Any]]
 Resolver = Callable[[str, int], Awaitable[list[webhook_targets.Address]]]
-Pinned = tuple[httpx.URL, dict[str, str], dict[str, str]]
+Pinned = tuple["httpx.URL", dict[str, str], dict[str, str]]
 REQUEST_TIMEOUT = 15.0
 
 
@@ -68,12 +75,21 @@ def pinned(
     """The request URL, extra headers and extensions that send `url` to `address` (the
     checked one) while naming the original host in `Host` and the TLS SNI/certificate
     check; with no address (an allowlisted host), `url` as it is."""
+    import httpx  # not at startup (the module docstring)
+
     original = httpx.URL(url)
     if address is None:
         return original, {}, {}
     headers = {"host": original.netloc.decode("ascii")}
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     return original.copy_with(host=str(address)), headers, extensions
+
+
+def new_client() -> httpx.AsyncClient:
+    """The deliveries' HTTP client, made (and httpx imported) when the first is sent."""
+    import httpx  # not at startup (the module docstring)
+
+    return httpx.AsyncClient()
 
 
 async def tenant_secret(storage: Storage, tenant: str) -> str:
@@ -87,7 +103,7 @@ class Deliverer:
         self,
         storage: Storage,
         clock: Clock,
-        http: httpx.AsyncClient | None,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient] | None,
         *,
         render: Renderer,
         policy: outbox.DeliveryPolicy | None = None,
@@ -97,7 +113,9 @@ class Deliverer:
     ) -> None:
         self.storage = storage
         self.clock = clock
-        self.http = http
+        # the client, or how to make it when the first delivery is attempted
+        self.http: httpx.AsyncClient | None = None if callable(http) else http
+        self._make_http = http if callable(http) else None
         self.render = render
         self.policy = policy or outbox.DeliveryPolicy()
         self.targets = targets or webhook_targets.TargetPolicy()
@@ -201,6 +219,10 @@ class Deliverer:
             return outbox.Failed(worker, f"resolution failed ({type(err).__name__})"), None
         if isinstance(checked, str):
             return outbox.Refused(worker, checked), None
+        import httpx  # not at startup (the module docstring); a dict look-up from then on
+
+        if self.http is None and self._make_http is not None:
+            self.http = self._make_http()
         if self.http is None:
             return outbox.Failed(worker, "no HTTP client"), None
         headers = webhooks.headers(await self.secret(rec.tenant), rec.id, int(self.clock.epoch()), body)

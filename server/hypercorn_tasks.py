@@ -14,6 +14,15 @@ without a task of its own waiting for `http.disconnect` (`install()`, which
   terminating (shutdown) while the connection is idle, the connection is closed. A
   connection that is busy when the worker terminates is left to the protocol, which
   closes it after its answer, as Hypercorn's does (`H11Protocol._maybe_recycle`).
+  When the connection stops reading (its client closed it, or reading failed) the
+  timer ends at once (`IdleTimer.end`): the connection's task group then has nothing
+  left to wait for, and Hypercorn closes the socket. Without that, a connection whose
+  client closed it while it was busy (a stream's last bytes written straight to the
+  socket, the client gone before the app's end was handled) kept its timer waiting
+  with no deadline, its task, protocol, h11 state and buffers (about 70 objects) kept
+  until shutdown; and one whose client closed it while idle stayed in CLOSE-WAIT for
+  the whole `keep_alive_timeout` (75 s by default). RSS grew by ~15 MB per 1,000 slow
+  streams, round after round (docs/performance.md).
 - **The disconnect watch.** Hypercorn tells an app that its client went away only by
   putting `http.disconnect` in the request's receive channel, so an app that must stop
   when the client leaves needs a task blocked in `receive()` (the hot routes had one
@@ -105,9 +114,12 @@ class IdleTimer:
         self._scope = trio.CancelScope()
         self._idle = False
         self._running = False
+        self._ended = False
 
     async def restart(self, task_group: Any, action: object) -> None:
         """The connection is idle (Hypercorn's `action`, its own watcher, is not used)."""
+        if self._ended:
+            return  # it is closing: nothing to time
         self._idle = True
         self._scope.deadline = trio.current_time() + self._server.config.keep_alive_timeout
         if not self._running:
@@ -119,12 +131,21 @@ class IdleTimer:
         self._idle = False
         self._scope.deadline = math.inf
 
+    def end(self) -> None:
+        """The connection stopped reading: the timer task ends now and is not started again
+        (Hypercorn's reader has told the protocol already; `TCPServer.run` closes the socket
+        once the connection's tasks are done)."""
+        self._ended = True
+        self._scope.cancel()
+
     async def _watch(self) -> None:
         try:
             with self._scope:
                 await self._server.context.terminated.wait()
                 if not self._idle:
                     return  # busy: the protocol closes the connection after its answer
+            if self._ended:
+                return
             with trio.CancelScope(shield=True):
                 await self._server._initiate_server_close()
         finally:
@@ -137,7 +158,14 @@ class OneIdleTimer(TCPServer):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.idle_task = IdleTimer(self)  # type: ignore[assignment]
+        self._idle_timer = IdleTimer(self)
+        self.idle_task = self._idle_timer  # type: ignore[assignment]
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            self._idle_timer.end()  # no request can come any more: no keep-alive to time
 
 
 def install() -> None:

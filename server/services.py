@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import httpx
 from attrs import define
 
 from adapters.budgets import budget_record
@@ -35,7 +34,7 @@ from adapters.storage import open_storage
 from adapters.storage.base import Storage
 from adapters.stream_log import StreamLog
 from adapters.trace_spans import TraceObserver
-from adapters.webhook_delivery import Deliverer
+from adapters.webhook_delivery import Deliverer, new_client
 from core import jobs as lifecycle
 from core import outbox, webhook_targets
 from core.catalog import Catalog, restrict_to_providers
@@ -155,7 +154,7 @@ async def build_services(settings: Settings) -> Services:
     deliverer = Deliverer(
         storage,
         clock,
-        httpx.AsyncClient(),
+        new_client,
         render=render_job,
         policy=outbox.DeliveryPolicy(
             lease_seconds=settings.webhooks.lease_seconds,

@@ -7,6 +7,9 @@ that goes away heard without a task waiting for `http.disconnect`.
   watcher) per request.
 - A client that closes its connection while a whole (non-streamed) answer is being
   computed cancels the request: the ledger row says `client_closed`.
+- A connection whose client closes it ends at once, whether its client left while the
+  connection was idle or before its stream's end was handled: its task (and with it its
+  protocol, h11 state and buffers) is gone long before the keep-alive timeout.
 - `Departures`: a callback armed after the client left is called at once, a disarmed one
   never, and each at most once.
 """
@@ -30,6 +33,9 @@ from tests.server.test_e2e_slow_clients import read_response, response_of
 
 TIMEOUT = 1.0
 BODY = json.dumps({"model": "mock-fast", "input": "hi"}).encode()
+STREAM_BODY = json.dumps({"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}],
+                          "stream": True}).encode()
+LONG_TIMEOUT = 60.0  # far longer than a connection whose client left may linger
 
 
 @pytest.fixture
@@ -48,6 +54,32 @@ class Spawned(trio.abc.Instrument):
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         self.names[task.name.rsplit(".", 1)[-1]] += 1
+
+
+@pytest.fixture
+async def long_keepalive(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    settings = server_conftest.test_settings(tmp_path, UMG_HEADER_TIMEOUT_SECONDS=str(LONG_TIMEOUT))
+    running = await start_gateway(nursery, settings)
+    yield running
+    running.stop.set()
+
+
+class Connections(trio.abc.Instrument):
+    """The server's connection tasks (`trio.serve_listeners`' handlers) alive, and the most
+    at once, while it is attached."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.most = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._run_handler"):
+            self.live += 1
+            self.most = max(self.most, self.live)
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._run_handler"):
+            self.live -= 1
 
 
 def ask(key: str, extra: str = "") -> bytes:
@@ -98,6 +130,43 @@ async def test_a_client_gone_during_a_whole_answer_cancels_it(gateway: Running) 
     [row] = rows
     assert (row.status, row.error_code) == ("client_closed", "client_closed_request")
     assert spawned.names["_receive"] == 0  # heard without a watcher task
+
+
+async def test_a_connection_whose_client_closed_it_ends_at_once(long_keepalive: Running) -> None:
+    host, port = host_port(long_keepalive.url)
+    stream_ask = request_head("/v1/chat/completions", long_keepalive.key,
+                              f"content-length: {len(STREAM_BODY)}\r\n") + STREAM_BODY
+    connections = Connections()
+    trio.lowlevel.add_instrument(connections)
+    try:
+        async def one(streamed: bool) -> None:
+            async with await trio.open_tcp_stream(host, port) as stream:
+                if streamed:  # read to the chunked body's end, close at once (as bench/streams.py)
+                    await stream.send_all(stream_ask)
+                    data = b""
+                    with trio.fail_after(30):
+                        while not data.endswith(b"\r\n0\r\n\r\n"):
+                            chunk = await stream.receive_some(65536)
+                            assert chunk, data
+                            data += chunk
+                    assert data.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in data, data[:300]
+                else:  # a whole answer, then the connection is idle when the client leaves
+                    await stream.send_all(ask(long_keepalive.key))
+                    assert response_of(await read_response(stream))[0] == 200
+
+        async with trio.open_nursery() as clients:
+            for n in range(20):
+                clients.start_soon(one, n % 2 == 0)
+        left = trio.current_time()
+        with trio.move_on_after(5):
+            while connections.live:
+                await trio.sleep(0.02)
+        waited = trio.current_time() - left
+    finally:
+        trio.lowlevel.remove_instrument(connections)
+    assert connections.most >= 10  # the instrument saw the connections
+    # none waits for the keep-alive timeout (60 s), nor for ever (a stream's timer had no deadline)
+    assert connections.live == 0 and waited < 5, (connections.live, waited)
 
 
 def test_departures_tell_once_at_once_and_never_when_disarmed() -> None:
