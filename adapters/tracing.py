@@ -171,6 +171,17 @@ class Tracing:
             for processor in self._others:
                 processor.on_end(span)
 
+    def end_all(self, records: Sequence[SpanRecord]) -> None:
+        """Hand over the ended, recorded spans of one run at once (they share its sampling
+        decision): one call per `TrioBatch`, the SDK's span to any other processor."""
+        for batch in self._batches:
+            batch.on_end_records(records)
+        if self._others:
+            for record in records:
+                span = self.readable(record)
+                for processor in self._others:
+                    processor.on_end(span)
+
     def readable(self, record: SpanRecord) -> ReadableSpan:
         """An ended record as the SDK's `ReadableSpan` (in any thread: it is not changed
         once ended)."""
