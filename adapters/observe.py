@@ -7,7 +7,9 @@ Owns: the observer contract, its event records, and the fan-out to several obser
 Contract (what an observer can rely on):
 - `Driver(observer=...)` (through `Gateway(observer=...)`) takes one `Observer` or None.
   `fan_out(*observers)` makes one of several (None when there is none), so logs, metrics
-  and tracing can all be attached. With None the driver only tests `is not None` at each
+  and tracing can all be attached. A run watched by several is told through one watch
+  whose class is made once per combination of their types: each hook calls only the
+  watches whose class overrides it, in the observers' order (no loop, no no-op call). With None the driver only tests `is not None` at each
   point: no record is built, no clock is read for it.
 - Per request: `Observer.run_opened(RunOpened)` once the caller is authenticated and the
   body was read (also when the body was refused: `model` is then ""), and returns a

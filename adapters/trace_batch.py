@@ -17,6 +17,9 @@ Rules:
   dropped and counted (`dropped`), nothing logged; otherwise it is appended to a plain
   list, no lock. So while the collector is down, spans are not kept for their batch to
   be handed to a worker thread and dropped there: the Trio thread only checks the clock.
+- A run's spans come together (`on_end_records`: adapters/trace_spans.py hands them over
+  at the run's end): one check and one `extend`; what does not fit in the queue is
+  dropped and counted.
 - The gateway's own spans wait as what they are (`on_end_record`: the ended
   `SpanRecord`, adapters/trace_records.py) and become the SDK's `ReadableSpan` only in
   the export, in the worker thread, through `build` (set by the `Tracing` that adopts

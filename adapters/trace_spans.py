@@ -37,8 +37,20 @@ Attributes (request span / attempt span):
   body, and no key: records carry only the key prefix (adapters/observe.py), and every
   message is redacted of anything key-shaped (adapters/telemetry.py) on the way in.
 
-A span that is not being recorded (sampled out) gets no attributes built for it. The
-run's `trace_id` and `span_id` go into `RunOpened.tags`, so the request log names them.
+When things happen (the fewer steps on the request path the better: over HTTP each
+one has cost several times what it costs timed alone, docs/observability.md):
+- `run_opened`: the sampling decision and the ids, once. The run's `trace_id` and
+  `span_id` go into `RunOpened.tags`, so the request log names them.
+- A run sampled out (`Unsampled`): after that only each attempt's `traceparent` (a fresh
+  span id under the run's, flags not sampled, carried for the call and dropped at its end);
+  no attribute, no record kept, nothing handed over.
+- A recorded run (`RunSpans`): during the run each hook only keeps the driver's event
+  (and `attempt_started` makes the attempt's record, whose ids its call carries); at
+  `run_finished` every attribute of every span is built from those events and the spans
+  are ended with the times the events carry and handed to the batch in one call
+  (adapters/tracing.py's `end_all`). So an attempt's span leaves with its run's, and a
+  run whose `run_finished` never comes (its ledger row could not be written: the driver
+  tells no end) leaves no span.
 
 The spans are adapters/trace_records.py's records, started, carried into the provider
 call and ended through `Tracing` (adapters/tracing.py). Their times are the driver's

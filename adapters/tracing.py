@@ -25,8 +25,9 @@ Rules:
   collector cannot be reached, batches are dropped without being encoded.
 - The gateway's spans are `SpanRecord`s (adapters/trace_records.py), not SDK spans:
   `start` makes the sampling decision once per run with the provider's sampler
-  (OTEL_TRACES_SAMPLER), ids come from the provider's id generator, and `end` builds
-  the SDK's `ReadableSpan` and gives it to each processor's `on_end` (processors get no
+  (OTEL_TRACES_SAMPLER), ids come from the provider's id generator, and `end` (one
+  span) or `end_all` (a run's spans at once) hands the records to each `TrioBatch` and
+  the SDK's `ReadableSpan` to any other processor's `on_end` (processors get no
   `on_start`: the span is handed over once it has ended). A span not recorded is
   never built. The SDK's `tracer` is still there for code that wants SDK spans.
 - The span being called is carried in a context variable of this `Tracing` (`carry`,
