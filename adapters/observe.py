@@ -339,8 +339,13 @@ class _Observers(Observer):
 
 
 def fan_out(*observers: Observer | None) -> Observer | None:
-    """One observer telling each of `observers` (None ones skipped); None if none is left."""
-    present = tuple(o for o in observers if o is not None)
+    """One observer telling each of `observers` (None ones skipped); None if none is left.
+    A fan-out among them is taken apart (its observers told in its place, in its order),
+    so a run's hooks go through one fused watch, not one inside another."""
+    present = tuple(
+        inner for o in observers if o is not None
+        for inner in (o.observers if isinstance(o, _Observers) else (o,))
+    )
     if not present:
         return None
     return present[0] if len(present) == 1 else _Observers(present)

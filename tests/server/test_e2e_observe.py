@@ -325,6 +325,10 @@ def test_fan_out_calls_each_hook_only_on_the_watches_that_override_it_in_order()
             ("ends", "run_finished"), ("starts", "run_finished"),
         ]
         assert recorder.calls == [("opened", opened), *[(h.replace("run_", ""), h) for h in hooks]]
+    nested = fan_out(fan_out(Giving(Ends), Giving(Starts)), Giving(Nothing))
+    assert nested is not None
+    watch = nested.run_opened(opened)
+    assert [type(w) for w in watch.watches] == [Ends, Starts, Nothing]  # type: ignore[union-attr]
     alone = fan_out(Giving(None), Giving(Starts))
     assert alone is not None and type(alone.run_opened(opened)) is Starts  # one watch: itself
 
