@@ -7,7 +7,9 @@ Owns: the observer contract, its event records, and the fan-out to several obser
 Contract (what an observer can rely on):
 - `Driver(observer=...)` (through `Gateway(observer=...)`) takes one `Observer` or None.
   `fan_out(*observers)` makes one of several (None when there is none), so logs, metrics
-  and tracing can all be attached. With None the driver only tests `is not None` at each
+  and tracing can all be attached. A run watched by several is told through one watch
+  whose class is made once per combination of their types: each hook calls only the
+  watches whose class overrides it, in the observers' order (no loop, no no-op call). With None the driver only tests `is not None` at each
   point: no record is built, no clock is read for it.
 - Per request: `Observer.run_opened(RunOpened)` once the caller is authenticated and the
   body was read (also when the body was refused: `model` is then ""), and returns a
@@ -56,9 +58,9 @@ only what it uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, cast
 
 from attrs import field, frozen
 
@@ -247,40 +249,73 @@ class Observer:
         return None
 
 
+HOOKS = ("attempt_started", "first_chunk", "metered", "attempt_ended", "run_finished")
+Hook = Callable[[RunWatch, Any], None]
+
+
+def _calls(hook: str, types: tuple[type[RunWatch], ...]) -> Hook:
+    """`hook` of a run watched by watches of `types`: calling only the ones that override it."""
+    own = [(i, getattr(t, hook)) for i, t in enumerate(types) if getattr(t, hook) is not getattr(RunWatch, hook)]
+    if not own:
+        return cast(Hook, getattr(RunWatch, hook))
+    if len(own) == 1:
+        ((at, only),) = own
+
+        def one(self: RunWatch, event: Any) -> None:
+            only(cast(_Watches, self).watches[at], event)
+
+        return one
+    if len(own) == 2:
+        (at1, first), (at2, second) = own
+
+        def two(self: RunWatch, event: Any) -> None:
+            watches = cast(_Watches, self).watches
+            first(watches[at1], event)
+            second(watches[at2], event)
+
+        return two
+
+    def each(self: RunWatch, event: Any) -> None:
+        watches = cast(_Watches, self).watches
+        for at, call in own:
+            call(watches[at], event)
+
+    return each
+
+
 class _Watches(RunWatch):
+    """Several watches of one run, as one. Its class is made per combination of the
+    watches' types (`fused`): each hook calls only the watches that override it, so a
+    watch's no-op methods cost nothing and there is no loop per hook."""
+
     def __init__(self, watches: tuple[RunWatch, ...]) -> None:
         self.watches = watches
 
-    def attempt_started(self, event: AttemptStarted) -> None:
-        for watch in self.watches:
-            watch.attempt_started(event)
 
-    def first_chunk(self, event: FirstChunk) -> None:
-        for watch in self.watches:
-            watch.first_chunk(event)
-
-    def metered(self, event: Metered) -> None:
-        for watch in self.watches:
-            watch.metered(event)
-
-    def attempt_ended(self, event: AttemptEnded) -> None:
-        for watch in self.watches:
-            watch.attempt_ended(event)
-
-    def run_finished(self, event: RunFinished) -> None:
-        for watch in self.watches:
-            watch.run_finished(event)
+def fused(types: tuple[type[RunWatch], ...]) -> type[_Watches]:
+    """The `_Watches` class for watches of `types`, in that order."""
+    made = type("_Watches_" + "_".join(t.__name__ for t in types), (_Watches,), {
+        hook: _calls(hook, types) for hook in HOOKS
+    })
+    return cast(type[_Watches], made)
 
 
 class _Observers(Observer):
     def __init__(self, observers: tuple[Observer, ...]) -> None:
         self.observers = observers
+        # the fused class per combination of watch types (a handful: each observer gives
+        # one type of watch, or one of two, or none)
+        self._fused: dict[tuple[type[RunWatch], ...], type[_Watches]] = {}
 
     def run_opened(self, event: RunOpened) -> RunWatch | None:
         watches = tuple(w for o in self.observers if (w := o.run_opened(event)) is not None)
-        if not watches:
-            return None
-        return watches[0] if len(watches) == 1 else _Watches(watches)
+        if len(watches) <= 1:
+            return watches[0] if watches else None
+        types = tuple(type(w) for w in watches)
+        made = self._fused.get(types)
+        if made is None:
+            made = self._fused[types] = fused(types)
+        return made(watches)
 
     def refused(self, event: Refused) -> None:
         for observer in self.observers:
@@ -304,8 +339,13 @@ class _Observers(Observer):
 
 
 def fan_out(*observers: Observer | None) -> Observer | None:
-    """One observer telling each of `observers` (None ones skipped); None if none is left."""
-    present = tuple(o for o in observers if o is not None)
+    """One observer telling each of `observers` (None ones skipped); None if none is left.
+    A fan-out among them is taken apart (its observers told in its place, in its order),
+    so a run's hooks go through one fused watch, not one inside another."""
+    present = tuple(
+        inner for o in observers if o is not None
+        for inner in (o.observers if isinstance(o, _Observers) else (o,))
+    )
     if not present:
         return None
     return present[0] if len(present) == 1 else _Observers(present)

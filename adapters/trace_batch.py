@@ -17,6 +17,9 @@ Rules:
   dropped and counted (`dropped`), nothing logged; otherwise it is appended to a plain
   list, no lock. So while the collector is down, spans are not kept for their batch to
   be handed to a worker thread and dropped there: the Trio thread only checks the clock.
+- A run's spans come together (`on_end_records`: adapters/trace_spans.py hands them over
+  at the run's end): one check and one `extend`; what does not fit in the queue is
+  dropped and counted.
 - The gateway's own spans wait as what they are (`on_end_record`: the ended
   `SpanRecord`, adapters/trace_records.py) and become the SDK's `ReadableSpan` only in
   the export, in the worker thread, through `build` (set by the `Tracing` that adopts
@@ -90,20 +93,29 @@ class TrioBatch(SpanProcessor):
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
-        self._wait(span)
+        self._wait((span,))
 
     def on_end_record(self, record: SpanRecord) -> None:
         """An ended gateway span, built into the SDK's span only at its export."""
         if record.flags & 1:  # W3C sampled
-            self._wait(record)
+            self._wait((record,))
 
-    def _wait(self, span: Waiting) -> None:
+    def on_end_records(self, records: Sequence[SpanRecord]) -> None:
+        """The ended spans of one run (they share its sampling decision), taken at once."""
+        if records and records[0].flags & 1:  # W3C sampled
+            self._wait(records)
+
+    def _wait(self, spans: Sequence[Waiting]) -> None:
         waiting = self._waiting
         paused = self._paused
-        if self._closed or len(waiting) >= self.schedule.max_queue_size or (paused is not None and paused()):
-            self.dropped += 1
+        room = self.schedule.max_queue_size - len(waiting)
+        if self._closed or room <= 0 or (paused is not None and paused()):
+            self.dropped += len(spans)
             return
-        waiting.append(span)
+        if len(spans) > room:
+            self.dropped += len(spans) - room
+            spans = spans[:room]
+        waiting.extend(spans)
         if len(waiting) >= self.schedule.max_export_batch_size and not self._exporting:
             self._start(hand_over=True)
         elif self._timer_run is None:

@@ -37,8 +37,20 @@ Attributes (request span / attempt span):
   body, and no key: records carry only the key prefix (adapters/observe.py), and every
   message is redacted of anything key-shaped (adapters/telemetry.py) on the way in.
 
-A span that is not being recorded (sampled out) gets no attributes built for it. The
-run's `trace_id` and `span_id` go into `RunOpened.tags`, so the request log names them.
+When things happen (the fewer steps on the request path the better: over HTTP each
+one has cost several times what it costs timed alone, docs/observability.md):
+- `run_opened`: the sampling decision and the ids, once. The run's `trace_id` and
+  `span_id` go into `RunOpened.tags`, so the request log names them.
+- A run sampled out (`Unsampled`): after that only each attempt's `traceparent` (a fresh
+  span id under the run's, flags not sampled, carried for the call and dropped at its end);
+  no attribute, no record kept, nothing handed over.
+- A recorded run (`RunSpans`): during the run each hook only keeps the driver's event
+  (and `attempt_started` makes the attempt's record, whose ids its call carries); at
+  `run_finished` every attribute of every span is built from those events and the spans
+  are ended with the times the events carry and handed to the batch in one call
+  (adapters/tracing.py's `end_all`). So an attempt's span leaves with its run's, and a
+  run whose `run_finished` never comes (its ledger row could not be written: the driver
+  tells no end) leaves no span.
 
 The spans are adapters/trace_records.py's records, started, carried into the provider
 call and ended through `Tracing` (adapters/tracing.py). Their times are the driver's
@@ -50,7 +62,7 @@ gateway nothing to import (its types come from adapters/tracing.py only for chec
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import Token
 from typing import TYPE_CHECKING
@@ -149,86 +161,123 @@ def content_attributes(event: RunOpened) -> Attributes:
     return {"gen_ai.input.messages": json.dumps(messages)}
 
 
-class RunSpans(RunWatch):
-    """One run's spans (see the module docstring): its span, and the attempt in progress."""
+class _Attempt:
+    """What one attempt's span is made of, kept as the driver tells it: its record (made
+    at the start, for the call's `traceparent`) and the driver's own events."""
 
-    def __init__(self, observer: TraceObserver, event: RunOpened) -> None:
-        tracing = self._tracing = observer.tracing
-        self._ns = observer.ns
-        job = event.endpoint == JOB_ENDPOINT
-        name = f"{'job.run' if job else event.endpoint} {event.model}".rstrip()
-        headers = event.trace_headers or None
-        self.span = tracing.start(
-            name, "consumer" if job else "server", self._ns(event.at),
-            parent=None if job else headers, linked=headers if job else None,
-        )
-        event.tags["trace_id"] = self.span.trace_hex  # for the request log line
-        event.tags["span_id"] = self.span.span_hex
-        if self.span.recording:
-            self.span.attributes.update(opened_attributes(event))
-            if tracing.capture_content:
-                self.span.attributes.update(content_attributes(event))
-        self._attempt: SpanRecord | None = None
-        self._attempt_at = 0.0
+    __slots__ = ("span", "started", "first_at", "metered", "ended", "after_first_chunk")
+
+    def __init__(self, span: SpanRecord, started: AttemptStarted) -> None:
+        self.span = span
+        self.started = started
+        self.first_at: float | None = None  # the run's first chunk came in this attempt
+        self.metered: Metered | None = None
+        self.ended: AttemptEnded | None = None
+        self.after_first_chunk = False
+
+    def finish(self, ns: Callable[[float], int]) -> SpanRecord:
+        """The attempt's span with every attribute, ended (it was told `attempt_ended`)."""
+        span, started, ended = self.span, self.started, self.ended
+        assert ended is not None, "built only once the attempt ended"
+        found = span.attributes = attempt_attributes(started)
+        if self.first_at is not None:
+            found["gen_ai.response.time_to_first_chunk"] = self.first_at - started.at
+        metered = self.metered
+        if metered is not None:
+            found["gen_ai.usage.input_tokens"] = metered.usage.total_input_tokens
+            found["gen_ai.usage.output_tokens"] = metered.usage.output_tokens
+            found["umg.cost_usd"] = format_usd(metered.cost)
+        if ended.response_model:
+            found["gen_ai.response.model"] = ended.response_model
+        if ended.finish_reason:
+            found["gen_ai.response.finish_reasons"] = (ended.finish_reason,)
+        if not ended.ok:
+            kind = ended.failure.value if ended.failure is not None else "canceled"
+            found["umg.failure_reason"] = kind
+            found["umg.next"] = ended.next
+            found["umg.fell_back"] = ended.fell_back
+            found["umg.after_first_chunk"] = self.after_first_chunk
+            _fail(span, found, kind, ended.message)
+        span.end_ns = ns(ended.at)
+        return span
+
+
+class Unsampled(RunWatch):
+    """A run whose spans are not recorded: only each attempt's `traceparent` goes out
+    (the caller's trace continues upstream), nothing is kept."""
+
+    def __init__(self, tracing: Tracing, span: SpanRecord) -> None:
+        self._tracing = tracing
+        self.span = span
         self._token: Token[SpanRecord | None] | None = None
-        self._fell_back = False
-        self._first_chunk = False
 
     def attempt_started(self, event: AttemptStarted) -> None:
-        span = self._tracing.child(self.span, f"{OPERATION} {event.upstream_model}", "client", self._ns(event.at))
-        if span.recording:
-            span.attributes = attempt_attributes(event)
-        self._attempt, self._attempt_at = span, event.at
-        self._token = self._tracing.carry(span)  # its traceparent goes out with the call
-
-    def first_chunk(self, event: FirstChunk) -> None:
-        self._first_chunk = True
-        if self.span.recording:
-            self.span.attributes["gen_ai.response.time_to_first_chunk"] = event.ttft
-        if self._attempt is not None and self._attempt.recording:
-            self._attempt.attributes["gen_ai.response.time_to_first_chunk"] = event.at - self._attempt_at
-
-    def metered(self, event: Metered) -> None:
-        if self._attempt is None or not self._attempt.recording:
-            return
-        found, usage = self._attempt.attributes, event.usage
-        found["gen_ai.usage.input_tokens"] = usage.total_input_tokens
-        found["gen_ai.usage.output_tokens"] = usage.output_tokens
-        found["umg.cost_usd"] = format_usd(event.cost)
+        self._token = self._tracing.carry(self._tracing.child(self.span, "", "client", 0))
 
     def attempt_ended(self, event: AttemptEnded) -> None:
-        span, self._attempt = self._attempt, None
         if self._token is not None:
             self._tracing.uncarry(self._token)
             self._token = None
-        self._fell_back = self._fell_back or event.fell_back
-        if span is None:
-            return
-        if span.recording:
-            found = span.attributes
-            if event.response_model:
-                found["gen_ai.response.model"] = event.response_model
-            if event.finish_reason:
-                found["gen_ai.response.finish_reasons"] = (event.finish_reason,)
-            if not event.ok:
-                kind = event.failure.value if event.failure is not None else "canceled"
-                found["umg.failure_reason"] = kind
-                found["umg.next"] = event.next
-                found["umg.fell_back"] = event.fell_back
-                found["umg.after_first_chunk"] = self._first_chunk
-                _fail(span, found, kind, event.message)
-        self._tracing.end(span, self._ns(event.at))
+
+
+class RunSpans(RunWatch):
+    """One recorded run (see the module docstring): during the run only what the spans
+    will say is kept (the driver's events as they are) and each attempt's record is made
+    for its `traceparent`; the spans' attributes are built, and every span of the run is
+    handed to the batch in one call, when the run finishes."""
+
+    def __init__(self, observer: TraceObserver, event: RunOpened, span: SpanRecord) -> None:
+        self._observer = observer
+        self.opened = event
+        self.span = span
+        self._attempts: list[_Attempt] = []
+        self._attempt: _Attempt | None = None  # the one in progress
+        self._token: Token[SpanRecord | None] | None = None
+        self._ttft: float | None = None
+
+    def attempt_started(self, event: AttemptStarted) -> None:
+        tracing = self._observer.tracing
+        span = tracing.child(self.span, f"{OPERATION} {event.upstream_model}", "client", self._observer.ns(event.at))
+        self._attempt = attempt = _Attempt(span, event)
+        self._attempts.append(attempt)
+        self._token = tracing.carry(span)  # its traceparent goes out with the call
+
+    def first_chunk(self, event: FirstChunk) -> None:
+        self._ttft = event.ttft
+        if self._attempt is not None:
+            self._attempt.first_at = event.at
+
+    def metered(self, event: Metered) -> None:
+        if self._attempt is not None:
+            self._attempt.metered = event
+
+    def attempt_ended(self, event: AttemptEnded) -> None:
+        attempt, self._attempt = self._attempt, None
+        if self._token is not None:
+            self._observer.tracing.uncarry(self._token)
+            self._token = None
+        if attempt is not None:
+            attempt.ended = event
+            attempt.after_first_chunk = self._ttft is not None
 
     def run_finished(self, event: RunFinished) -> None:
-        span = self.span
-        if span.recording:
-            found = span.attributes
-            finished_attributes(event, found)
-            found["umg.fell_back"] = self._fell_back
-            if event.error is not None:
-                found["umg.after_first_chunk"] = self._first_chunk
-                _fail(span, found, _error_type(event.error), event.error.message)
-        self._tracing.end(span, self._ns(event.at))
+        observer, span, opened = self._observer, self.span, self.opened
+        ns = observer.ns
+        ended = [a.finish(ns) for a in self._attempts if a.ended is not None]
+        found = span.attributes
+        found.update(opened_attributes(opened))
+        if observer.tracing.capture_content:
+            found.update(content_attributes(opened))
+        if self._ttft is not None:
+            found["gen_ai.response.time_to_first_chunk"] = self._ttft
+        finished_attributes(event, found)
+        found["umg.fell_back"] = any(a.ended is not None and a.ended.fell_back for a in self._attempts)
+        if event.error is not None:
+            found["umg.after_first_chunk"] = self._ttft is not None
+            _fail(span, found, _error_type(event.error), event.error.message)
+        span.end_ns = ns(event.at)
+        ended.append(span)
+        observer.tracing.end_all(ended)
 
 
 def _error_type(error: GatewayError) -> str:
@@ -252,7 +301,19 @@ class TraceObserver(Observer):
         return epoch_ns(self.clock, at)
 
     def run_opened(self, event: RunOpened) -> RunWatch:
-        return RunSpans(self, event)
+        """The run's sampling decision and ids, made now, once; what else it costs is
+        `RunSpans`'s (recorded) or `Unsampled`'s (only the `traceparent` of each call)."""
+        tracing = self.tracing
+        job = event.endpoint == JOB_ENDPOINT
+        name = f"{'job.run' if job else event.endpoint} {event.model}".rstrip()
+        headers = event.trace_headers or None
+        span = tracing.start(
+            name, "consumer" if job else "server", self.ns(event.at),
+            parent=None if job else headers, linked=headers if job else None,
+        )
+        event.tags["trace_id"] = span.trace_hex  # for the request log line
+        event.tags["span_id"] = span.span_hex
+        return RunSpans(self, event, span) if span.recording else Unsampled(tracing, span)
 
     def replayed(self, event: Replayed) -> None:
         """A SERVER span `{endpoint} replay` (continuing the caller's trace) for an answer
@@ -317,4 +378,4 @@ def job_creation(
         tracing.end(span, epoch_ns(clock, clock.now()))
 
 
-__all__ = ["JobCreation", "RunSpans", "TraceObserver", "epoch_ns", "job_creation"]
+__all__ = ["JobCreation", "RunSpans", "TraceObserver", "Unsampled", "epoch_ns", "job_creation"]

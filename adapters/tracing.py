@@ -25,8 +25,11 @@ Rules:
   collector cannot be reached, batches are dropped without being encoded.
 - The gateway's spans are `SpanRecord`s (adapters/trace_records.py), not SDK spans:
   `start` makes the sampling decision once per run with the provider's sampler
-  (OTEL_TRACES_SAMPLER), ids come from the provider's id generator, and `end` builds
-  the SDK's `ReadableSpan` and gives it to each processor's `on_end` (processors get no
+  (OTEL_TRACES_SAMPLER; a run continuing no trace is a root: the sampler is not shown
+  OpenTelemetry's current span, and one that decides every root alike, as the default
+  `parentbased_always_on` does, is asked once when the `Tracing` is made), ids come from the provider's id generator, and `end` (one
+  span) or `end_all` (a run's spans at once) hands the records to each `TrioBatch` and
+  the SDK's `ReadableSpan` to any other processor's `on_end` (processors get no
   `on_start`: the span is handed over once it has ended). A span not recorded is
   never built. The SDK's `tracer` is still there for code that wants SDK spans.
 - The span being called is carried in a context variable of this `Tracing` (`carry`,
@@ -54,9 +57,15 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    Decision,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, TraceFlags, Tracer
+from opentelemetry.trace import Link, SpanKind, TraceFlags, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.config import TracingSettings
@@ -65,6 +74,9 @@ from adapters.trace_export import Backoff
 from adapters.trace_records import KINDS, NO_STATE, Kind, SpanRecord
 
 SERVICE = "unified-model-gateway"
+# the SDK's samplers whose decision for a root (no parent) is the same for every trace
+FIXED_ROOT = (ALWAYS_ON, ALWAYS_OFF, DEFAULT_ON, DEFAULT_OFF)
+ROOT = Context()  # what the sampler is asked with for a run that continues no trace
 SAMPLED = frozenset({Decision.RECORD_AND_SAMPLE})
 RECORDING = frozenset({Decision.RECORD_ONLY, Decision.RECORD_AND_SAMPLE})
 INSTRUMENTATION = "umg"
@@ -110,6 +122,14 @@ class Tracing:
         self._others = tuple(p for p in processors if not isinstance(p, TrioBatch))  # the SDK's span
         self._sampler = self.provider.sampler
         self._ids = self.provider.id_generator
+        self._random_ids = self._ids.is_trace_id_random()  # the generator's, not per id
+        # a run without a remote parent is a root, asked with no context: a sampler that
+        # decides every root alike (always_on / always_off, alone or parent-based, the
+        # default being parentbased_always_on) is asked once, here, not on every request
+        self._root_decision = (
+            self._sampler.should_sample(ROOT, 0, "", SpanKind.SERVER)
+            if any(self._sampler is fixed for fixed in FIXED_ROOT) else None
+        )
         self._resource = self.provider.resource
         self._scope = InstrumentationScope(INSTRUMENTATION)
         self._limits = SpanLimits()  # from OTEL_*_LIMIT, as the provider's own
@@ -141,9 +161,13 @@ class Tracing:
             remote = None
         trace_id = remote.trace_id if remote is not None else self._ids.generate_trace_id()
         links = self._links(linked) if linked else ()
-        decision = self._sampler.should_sample(context, trace_id, name, KINDS[kind], None, links)
+        decision = self._root_decision if remote is None else None
+        if decision is None:
+            decision = self._sampler.should_sample(
+                context if remote is not None else ROOT, trace_id, name, KINDS[kind], None, links
+            )
         flags = TraceFlags.SAMPLED if decision.decision in SAMPLED else TraceFlags.DEFAULT
-        random = remote.trace_flags.random_trace_id if remote is not None else self._ids.is_trace_id_random()
+        random = remote.trace_flags.random_trace_id if remote is not None else self._random_ids
         if random:
             flags |= TraceFlags.RANDOM_TRACE_ID
         record = SpanRecord(
@@ -170,6 +194,17 @@ class Tracing:
             span = self.readable(record)
             for processor in self._others:
                 processor.on_end(span)
+
+    def end_all(self, records: Sequence[SpanRecord]) -> None:
+        """Hand over the ended, recorded spans of one run at once (they share its sampling
+        decision): one call per `TrioBatch`, the SDK's span to any other processor."""
+        for batch in self._batches:
+            batch.on_end_records(records)
+        if self._others:
+            for record in records:
+                span = self.readable(record)
+                for processor in self._others:
+                    processor.on_end(span)
 
     def readable(self, record: SpanRecord) -> ReadableSpan:
         """An ended record as the SDK's `ReadableSpan` (in any thread: it is not changed

@@ -10,8 +10,12 @@ whose exporter takes everything: every span built and handed over), `unreachable
 `Backoff`, as `serve` sets it up and `bench/run.py`'s `ours-traced` runs it),
 `sdk-batch` and `sdk-unreachable` (the same two with the SDK's `BatchSpanProcessor`),
 `unreachable-raw` (the SDK's processor without `Backoff`: every batch encoded and
-retried). Each run also makes the attempt's outgoing `traceparent`, as a provider call
-does.
+retried), `sampled-out` (as `unreachable`, with `OTEL_TRACES_SAMPLER=always_off`: only
+the decision, the ids and the `traceparent`). And the observers together as `serve`
+attaches them (one `fan_out`, the request log formatted and written to the null device):
+`log-metrics` (tracing off: what `ours-log` plus metrics runs) and `served` (the three:
+`ours-logtm`); `served` minus `log-metrics` is tracing's share there. Each run also makes
+the attempt's outgoing `traceparent`, as a provider call does.
 
     python -m bench.tracing_cost [--runs 5000] [--rounds 5]
 """
@@ -19,6 +23,8 @@ does.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import socket
 import statistics
 import time
@@ -33,16 +39,20 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from adapters.clock import Clock
 from adapters.config import TracingSettings
+from adapters.metrics import Metrics
 from adapters.observe import (
     AttemptEnded,
     AttemptStarted,
     FirstChunk,
     Metered,
+    Observer,
     RunFinished,
     RunOpened,
+    fan_out,
 )
+from adapters.request_log import RequestLog
 from adapters.storage.records import UsageRecord
-from adapters.telemetry import configure_logging
+from adapters.telemetry import JsonFormatter, configure_logging
 from adapters.trace_batch import TrioBatch
 from adapters.trace_spans import TraceObserver
 from adapters.tracing import Tracing, exporters
@@ -89,19 +99,37 @@ ROW = UsageRecord(
 )
 
 
-def one_run(observer: TraceObserver) -> None:
+def one_run(observer: Observer, tracing: Tracing | None) -> None:
     watch = observer.run_opened(RunOpened(
         "req_1", "req_1", "chat.completions", "abcd", "k1", "t1", "p1", "gpt-4.1", False, "cost",
         {}, 0.0,
     ))
+    assert watch is not None
     watch.attempt_started(AttemptStarted(1, "openai/gpt-4.1", "openai", "gpt-4.1", "api.openai.com", 443, 0.0))
-    observer.tracing.outgoing()  # the provider call's traceparent
+    if tracing is not None:
+        tracing.outgoing()  # the provider call's traceparent
     watch.first_chunk(FirstChunk(1, 0.01, 0.01))
     watch.metered(Metered(1, Usage(500, 20), Decimal("0.00116")))
     watch.attempt_ended(AttemptEnded(
         1, "openai/gpt-4.1", "openai", True, None, None, "answered", 0.02, "gpt-4.1", "stop"
     ))
     watch.run_finished(RunFinished(ROW, "cost", "stop", None, "gpt-4.1", 1.0, 0.001, 0.02))
+
+
+def traced(setup: str) -> Tracing:
+    """The tracing of `setup` (`sampled-out`: its sampler drops every run, read by the SDK
+    from the variable as `serve` would; `served`: as `unreachable`)."""
+    if setup != "sampled-out":
+        return Tracing(processors("unreachable" if setup == "served" else setup))
+    before = os.environ.get("OTEL_TRACES_SAMPLER")
+    os.environ["OTEL_TRACES_SAMPLER"] = "always_off"
+    try:
+        return Tracing(processors("unreachable"))
+    finally:
+        if before is None:
+            del os.environ["OTEL_TRACES_SAMPLER"]
+        else:
+            os.environ["OTEL_TRACES_SAMPLER"] = before
 
 
 def main() -> None:
@@ -114,15 +142,32 @@ async def measure() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     configure_logging("warning")  # as `umg serve` does: the per-span queue-full warning is off
-    setups = ("bare", "batch", "unreachable", "sdk-batch", "sdk-unreachable", "unreachable-raw")
+    null = logging.StreamHandler(open(os.devnull, "w"))  # kept open for the run
+    null.setFormatter(JsonFormatter())
+    requests = logging.getLogger("umg.request")  # the request log's lines, formatted, to nowhere
+    requests.handlers[:], requests.propagate = [null], False
+    requests.setLevel(logging.INFO)
+    setups = ("bare", "batch", "unreachable", "sdk-batch", "sdk-unreachable", "unreachable-raw",
+              "sampled-out", "log-metrics", "served")
     clock = Clock()
-    observers = {s: TraceObserver(Tracing(processors(s)), clock) for s in setups}
+    observers: dict[str, tuple[Observer, Tracing | None]] = {}
+    for setup in setups:
+        tracing = None if setup == "log-metrics" else traced(setup)
+        tracer = TraceObserver(tracing, clock) if tracing is not None else None
+        if setup in ("log-metrics", "served"):
+            both = fan_out(RequestLog(), Metrics(["gpt-4.1"]), tracer)
+            assert both is not None
+            observers[setup] = (both, tracing)
+        else:
+            assert tracer is not None
+            observers[setup] = (tracer, tracing)
     samples: dict[str, list[float]] = {s: [] for s in setups}
     for _ in range(args.rounds):
         for setup in setups:
+            observer, tracing = observers[setup]
             started = time.process_time()
             for n in range(args.runs):
-                one_run(observers[setup])
+                one_run(observer, tracing)
                 if n % 64 == 63:
                     await trio.sleep(0)  # as between requests: TrioBatch's tasks may run
             samples[setup].append((time.process_time() - started) / args.runs * 1e6)

@@ -95,6 +95,26 @@ async def test_a_full_queue_drops_and_counts_while_an_export_is_stuck() -> None:
     assert batch.dropped == 16
 
 
+async def test_a_runs_spans_are_taken_at_once_and_what_does_not_fit_is_dropped() -> None:
+    exporter = Recording()
+    exporter.gate.clear()
+    batch = TrioBatch(exporter, BatchSchedule(schedule_delay=3600, max_queue_size=5, max_export_batch_size=100))
+    tracing = Tracing([batch])
+    run = tracing.start("run", "server", 1)
+    spans = [tracing.child(run, f"attempt {n}", "client", 2) for n in range(3)] + [run]
+    tracing.end_all(spans)
+    assert batch.dropped == 0
+    more = tracing.start("next", "server", 3)
+    tracing.end_all([tracing.child(more, "a", "client", 4), tracing.child(more, "b", "client", 4), more])
+    assert batch.dropped == 2  # one fitted (five may wait)
+    out = tracing.start("out", "server", 5)
+    tracing.end_all([out])
+    assert batch.dropped == 3  # the queue is full
+    exporter.gate.set()
+    await tracing.aclose()
+    assert exporter.names() == ["attempt 0", "attempt 1", "attempt 2", "run", "a"]
+
+
 async def test_the_timer_hands_over_a_short_batch_after_the_schedule_delay(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -259,6 +259,52 @@ def test_a_run_is_sampled_once_and_its_spans_share_the_decision(monkeypatch: pyt
     }
 
 
+@pytest.mark.parametrize(
+    ("sampler", "root", "under_sampled", "under_not_sampled"),
+    [
+        ("parentbased_always_on", True, True, False),  # the default
+        ("parentbased_always_off", False, True, False),
+        ("always_on", True, True, True),
+        ("always_off", False, False, False),
+    ],
+)
+def test_a_sampler_deciding_every_root_alike_is_asked_once_and_a_callers_flag_still_counts(
+    monkeypatch: pytest.MonkeyPatch, sampler: str, root: bool, under_sampled: bool, under_not_sampled: bool,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    tracing = Tracing([])
+    asked: list[object] = []
+    real = tracing.provider.sampler.should_sample
+
+    def counting(*args: object, **kwargs: object) -> object:
+        asked.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tracing._sampler, "should_sample", counting)
+    assert all(tracing.start("run", "server", n).recording is root for n in range(5))
+    assert asked == []  # decided when the Tracing was made
+    sampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    not_sampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+    assert tracing.start("run", "server", 1, parent=sampled).recording is under_sampled
+    assert tracing.start("run", "server", 1, parent=not_sampled).recording is under_not_sampled
+    assert len(asked) == 2  # a remote parent: the sampler is asked
+
+
+def test_a_ratio_sampler_is_asked_for_every_root_with_no_current_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")  # every root dropped...
+    tracing = Tracing([])
+    current = trace.NonRecordingSpan(trace.SpanContext(7, 9, False, trace.TraceFlags(trace.TraceFlags.SAMPLED)))
+    token = otel_context.attach(trace.set_span_in_context(current))  # ...even under a sampled current span
+    try:
+        runs = [tracing.start("run", "server", n) for n in range(5)]
+    finally:
+        otel_context.detach(token)
+    assert not any(r.recording for r in runs)
+    assert all(r.trace_id != 7 for r in runs)  # a run is a root of its own trace
+    assert len({r.trace_id for r in runs}) == 5
+
+
 def test_the_sdk_span_limits_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")

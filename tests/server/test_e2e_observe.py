@@ -281,6 +281,58 @@ def test_fan_out_skips_none_and_tells_each_observer() -> None:
     assert a.calls == b.calls == [("breaker", change)]
 
 
+def test_fan_out_calls_each_hook_only_on_the_watches_that_override_it_in_order() -> None:
+    calls: list[tuple[str, str]] = []
+
+    class Ends(RunWatch):
+        def attempt_ended(self, event: AttemptEnded) -> None:
+            calls.append(("ends", "attempt_ended"))
+
+        def run_finished(self, event: RunFinished) -> None:
+            calls.append(("ends", "run_finished"))
+
+    class Starts(RunWatch):
+        def attempt_started(self, event: AttemptStarted) -> None:
+            calls.append(("starts", "attempt_started"))
+
+        def run_finished(self, event: RunFinished) -> None:
+            calls.append(("starts", "run_finished"))
+
+    class Nothing(RunWatch):
+        pass
+
+    class Giving(Observer):
+        def __init__(self, watch: type[RunWatch] | None) -> None:
+            self.watch = watch
+
+        def run_opened(self, event: RunOpened) -> RunWatch | None:
+            return self.watch() if self.watch is not None else None
+
+    recorder = Recorder()
+    observer = fan_out(Giving(Ends), Giving(None), Giving(Nothing), Giving(Starts), recorder)
+    assert observer is not None
+    opened = RunOpened("r", "r", "responses", "p", "k", "t", "p", "m", False, "cost", {}, 0.0)
+    hooks = ("attempt_started", "first_chunk", "metered", "attempt_ended", "run_finished")
+    for _ in range(2):  # the second run's watches come in the same (cached) combination
+        calls.clear()
+        recorder.calls.clear()
+        watch = observer.run_opened(opened)
+        assert watch is not None
+        for hook in hooks:
+            getattr(watch, hook)(hook)
+        assert calls == [
+            ("starts", "attempt_started"), ("ends", "attempt_ended"),
+            ("ends", "run_finished"), ("starts", "run_finished"),
+        ]
+        assert recorder.calls == [("opened", opened), *[(h.replace("run_", ""), h) for h in hooks]]
+    nested = fan_out(fan_out(Giving(Ends), Giving(Starts)), Giving(Nothing))
+    assert nested is not None
+    watch = nested.run_opened(opened)
+    assert [type(w) for w in watch.watches] == [Ends, Starts, Nothing]  # type: ignore[union-attr]
+    alone = fan_out(Giving(None), Giving(Starts))
+    assert alone is not None and type(alone.run_opened(opened)) is Starts  # one watch: itself
+
+
 async def test_a_bad_body_is_told_as_opened_and_finished(gateway: Running) -> None:
     recorder = Recorder()
     attach(gateway.services, recorder)
