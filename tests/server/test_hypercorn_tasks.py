@@ -10,6 +10,9 @@ that goes away heard without a task waiting for `http.disconnect`.
 - A connection whose client closes it ends at once, whether its client left while the
   connection was idle or before its stream's end was handled: its task (and with it its
   protocol, h11 state and buffers) is gone long before the keep-alive timeout.
+- A request's receive channel: a message put while there is room, or received while one
+  is queued, costs no schedule point (neither task is rescheduled); a full queue makes
+  the put wait for the app, as Hypercorn's channel does.
 - `Departures`: a callback armed after the client left is called at once, a disarmed one
   never, and each at most once.
 """
@@ -21,11 +24,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
+from hypercorn.config import Config
 
-from server.hypercorn_tasks import Departures
+from server.hypercorn_tasks import DEPARTURES, Departures, DeparturesTaskGroup
 from tests.server import conftest as server_conftest
 from tests.server.conftest import Running, start_gateway
 from tests.server.test_e2e_bad_input import host_port, read_until_closed, request_head
@@ -187,3 +193,91 @@ def test_departures_tell_once_at_once_and_never_when_disarmed() -> None:
     disarmed.disarm()
     disarmed.leave()
     assert told == ["armed", "late"] and disarmed.gone
+
+
+
+class Steps(trio.abc.Instrument):
+    """How many times each task was resumed while it is attached."""
+
+    def __init__(self) -> None:
+        self.of: Counter[trio.lowlevel.Task] = Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.of[task] += 1
+
+
+class App:
+    """An ASGI app that receives `wanted` messages (its task kept in `task`), once `gate`
+    is set."""
+
+    def __init__(self, wanted: int, *, gate: bool = True) -> None:
+        self.wanted = wanted
+        self.gate = trio.Event()
+        if gate:
+            self.gate.set()
+        self.got: list[dict[str, Any]] = []
+        self.scope: dict[str, Any] = {}
+        self.task: trio.lowlevel.Task | None = None
+        self.done = trio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, *_: Any) -> None:
+        self.scope, self.task = scope, trio.lowlevel.current_task()
+        if not self.gate.is_set():  # (a set Event's wait is a schedule point of its own)
+            await self.gate.wait()
+        for _ in range(self.wanted):
+            self.got.append(await receive())
+        self.done.set()
+
+
+async def _nothing(_: object) -> None:
+    return None
+
+
+BODY_PART = {"type": "http.request", "body": b"x", "more_body": True}
+BODY_END = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def test_a_queued_message_is_put_and_received_without_a_schedule_point() -> None:
+    config = Config()
+    app = App(wanted=3)
+    steps = Steps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        async with DeparturesTaskGroup() as group:
+            put = await group.spawn_app(app, config, {"type": "http"}, _nothing)  # type: ignore[arg-type]
+            me = trio.lowlevel.current_task()
+            before = steps.of[me]
+            await put(BODY_PART)  # room in the queue: this task is not rescheduled
+            await put(BODY_END)
+            assert steps.of[me] == before
+            await trio.testing.wait_all_tasks_blocked()
+            # one step: the app started, took both queued messages, and now waits for a third
+            assert app.task is not None and steps.of[app.task] == 1
+            assert app.got == [BODY_PART, BODY_END]
+            departures = app.scope[DEPARTURES]
+            assert not departures.gone
+            await put({"type": "http.disconnect"})
+            assert departures.gone  # told before the message is queued, as before
+            with trio.fail_after(5):
+                await app.done.wait()
+            assert app.got[-1] == {"type": "http.disconnect"} and steps.of[app.task] == 2
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+
+
+async def test_a_full_queue_makes_the_put_wait_for_the_app() -> None:
+    config = Config()
+    config.max_app_queue_size = 1
+    app = App(wanted=3, gate=False)
+    async with DeparturesTaskGroup() as group:
+        put = await group.spawn_app(app, config, {"type": "http"}, _nothing)  # type: ignore[arg-type]
+        await put(BODY_PART)  # fits
+        with trio.move_on_after(0.2) as waited:  # the app takes nothing yet: no room
+            await put(BODY_PART)
+        assert waited.cancelled_caught and app.got == []
+        app.gate.set()
+        with trio.fail_after(5):
+            await put(BODY_PART)  # room once the app took the first
+            await put(BODY_END)
+            await app.done.wait()
+    assert app.got == [BODY_PART, BODY_PART, BODY_END]
