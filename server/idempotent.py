@@ -18,9 +18,12 @@ A POST with the header on one of `paths`:
    answer, which is kept with it. Another body is a 422, a request still running a 409
    with `Retry-After`, a database that cannot be asked a 503;
 3. the route runs with a recording `send`, and with `scope[WATCH]` set so the driver
-   reports the run's record (what it cost, how it ended). When it is over, the key is
-   finished: kept (`core.idempotency.keeps`: answered whole, and billed or a success)
-   or released. SSE keep-alive comments are not recorded (their timing is not the
+   reports the run's record (what it cost, how it ended). The key is finished: kept
+   (`core.idempotency.keeps`: answered whole, and billed or a success) just before the
+   answer's last message goes out, as the ledger row is committed before it, so a retry
+   sent the moment the answer arrives is replayed, not refused as still running (a
+   client that leaves during that last send finds the answer kept); released when the
+   run is over without such an answer. SSE keep-alive comments are not recorded (their timing is not the
    answer's).
 Without the header the cost is a path lookup and a scan of the request's headers.
 """
@@ -80,15 +83,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class _Recorder:
-    """A `send` that passes every message on and keeps what makes the answer."""
+    """A `send` that passes every message on and keeps what makes the answer. Before the
+    answer's last message goes out it calls `before_last` (see `Idempotent._run`)."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, before_last: Callable[[], Awaitable[None]]) -> None:
         self._send = send
+        self._before_last = before_last
         self.status = 500
         self.headers: list[tuple[str, str]] = []
         self.chunks: list[bytes] = []
         self.started = False
-        self.complete = False
+        self.complete = False  # the answer's last message was given to `send`
         self._sse = False
 
     async def send(self, message: Message) -> None:
@@ -99,13 +104,18 @@ class _Recorder:
             self._sse = any(n.lower() == "content-type" and v.startswith("text/event-stream")
                             for n, v in self.headers)
             self.started = True
+        if kind != "http.response.body":
+            await self._send(message)
+            return
+        chunk = bytes(message.get("body", b""))
+        if chunk and not (self._sse and chunk.startswith(b":")):
+            self.chunks.append(chunk)
+        if message.get("more_body", False):
+            await self._send(message)
+            return
+        self.complete = True
+        await self._before_last()
         await self._send(message)
-        if kind == "http.response.body":
-            chunk = bytes(message.get("body", b""))
-            if chunk and not (self._sse and chunk.startswith(b":")):
-                self.chunks.append(chunk)
-            if not message.get("more_body", False):
-                self.complete = True
 
     def answer(self, request_id: str | None) -> idem.Answer:
         return idem.Answer(self.status, tuple(self.headers), tuple(self.chunks), request_id)
@@ -212,13 +222,29 @@ class IdempotentRoutes:
         ))  # fmt: skip
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, claim: Claim) -> None:
-        recorder = _Recorder(send)
         runs: list[Execution] = []
+        finished = False
+
+        def keep() -> bool:
+            billed = any(exe.cost > Decimal(0) for exe in runs)
+            failed = any(exe.outcome is not None and exe.outcome.status != "ok" for exe in runs)
+            return idem.keeps(recorder.status, recorder.complete, billed, failed)
+
+        async def finish(kept: bool) -> None:
+            nonlocal finished
+            finished = True
+            with trio.CancelScope(shield=True):
+                await self.keys.finish(claim, recorder.answer(scope.get(REQUEST_ID)), kept)
+
+        async def before_last() -> None:
+            # kept before the answer's last byte, as its ledger row is: a retry sent the
+            # moment the answer arrives is replayed, not refused as still running
+            if keep():
+                await finish(True)
+
+        recorder = _Recorder(send, before_last)
         try:
             await self.app({**scope, WATCH: runs.append}, receive, recorder.send)
         finally:
-            billed = any(exe.cost > Decimal(0) for exe in runs)
-            failed = any(exe.outcome is not None and exe.outcome.status != "ok" for exe in runs)
-            keep = idem.keeps(recorder.status, recorder.complete, billed, failed)
-            with trio.CancelScope(shield=True):
-                await self.keys.finish(claim, recorder.answer(scope.get(REQUEST_ID)), keep)
+            if not finished:
+                await finish(keep())

@@ -16,6 +16,7 @@ import httpx
 import openai
 import trio
 
+from adapters.idempotency import IdempotencyKeys
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
 
@@ -258,3 +259,22 @@ async def test_a_stream_the_client_left_is_released_so_the_retry_runs(gateway: R
     assert b"response.completed" in again.content
     statuses = sorted(r.status for r in await rows(gateway))
     assert statuses == ["client_closed", "ok"]
+
+
+async def test_an_answer_is_kept_before_its_last_byte(gateway: Running, monkeypatch: Any) -> None:
+    """So a retry sent the moment the answer has arrived is replayed, not a 409 (the
+    OpenAI SDK test above lost that race now and then when the key was finished after)."""
+    order: list[str] = []
+    finish = IdempotencyKeys.finish
+
+    async def noted(self: IdempotencyKeys, claim: Any, answer: Any, keep: bool) -> None:
+        await finish(self, claim, answer, keep)
+        order.append(f"finished keep={keep}")
+
+    monkeypatch.setattr(IdempotencyKeys, "finish", noted)
+    async with gateway.client() as client:
+        first = await client.post(CHAT, json=chat(), headers={"idempotency-key": "before-last"})
+        order.append("answer received")
+        again = await client.post(CHAT, json=chat(), headers={"idempotency-key": "before-last"})
+    assert order == ["finished keep=True", "answer received"]
+    assert again.headers["idempotent-replayed"] == "true" and again.content == first.content
