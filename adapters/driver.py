@@ -117,6 +117,12 @@ from core.tokens import estimate_request_tokens
 ledger_log = logging.getLogger("umg.ledger")
 
 
+# what `_relay` tells apart per event, as tuples (`A | B` in `isinstance` builds a union
+# object at every call)
+_PIECES = (TextDelta, ToolCallDelta)
+_NOTES = (UsageReport, Upstream)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -477,7 +483,7 @@ class Run:
         first content (a piece or the end); where that is (len(read): none)."""
         for i in range(at, len(read)):
             item = read[i]
-            if not isinstance(item, UsageReport | Upstream):
+            if not isinstance(item, _NOTES):
                 return i
             self._note(item)
         return len(read)
@@ -494,18 +500,19 @@ class Run:
         end or the first piece over the cap (not emitted); the finish reason if either."""
         pieces: list[TextDelta | ToolCallDelta] = []
         end: FinishReason | None = None
+        observe, over_cap = metering.observe, metering.over_cap  # once per read, not per piece
         for i in range(at, len(read)):
             item = read[i]
-            if isinstance(item, TextDelta | ToolCallDelta):
-                self._meter = meter = metering.observe(self._meter, item)
-                if metering.over_cap(meter):
+            if isinstance(item, _PIECES):
+                self._meter = meter = observe(self._meter, item)
+                if over_cap(meter):
                     end = "length"
                     break
                 pieces.append(item)
             elif isinstance(item, StreamEnd):
                 end = item.finish_reason
                 break
-            elif isinstance(item, UsageReport | Upstream):
+            elif isinstance(item, _NOTES):
                 self._note(item)
         if len(pieces) == 1:
             await emit(pieces[0])

@@ -24,14 +24,13 @@ Rules:
 
 from __future__ import annotations
 
-from attrs import frozen
+from typing import NamedTuple
 
 from core.model import StreamEvent, TextDelta, ToolCallDelta, Usage, UsageReport
 from core.tokens import estimate_text_tokens
 
 
-@frozen
-class _Text:
+class _Text(NamedTuple):
     """The streamed text as a persistent list (append is O(1); joined once, at the end)."""
 
     before: _Text | None
@@ -46,8 +45,10 @@ def _joined(text: _Text | None) -> str:
     return "".join(reversed(parts))
 
 
-@frozen
-class Meter:
+class Meter(NamedTuple):
+    """Immutable, made anew per streamed piece: a named tuple, whose constructor costs a
+    third of a frozen attrs class's (3.4 -> 0.9 us per `observe` of a text piece)."""
+
     input_estimate: int
     cap: int | None = None
     whole: bool = False
@@ -57,7 +58,7 @@ class Meter:
 
 
 def observe(meter: Meter, event: StreamEvent) -> Meter:
-    # called once per streamed piece: the constructor directly, not `evolve` (3x dearer)
+    # called once per streamed piece: the constructor directly, not `_replace` (dearer)
     m = meter
     if isinstance(event, TextDelta):
         return Meter(m.input_estimate, m.cap, m.whole, m.reported, m.pieces + 1, _Text(m.text, event.text))

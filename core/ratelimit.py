@@ -97,6 +97,9 @@ class Bucket:
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> Bucket:
         """Parse a stored state; a missing or non-numeric field is a `ValueError`."""
+        level, updated_at = d.get("level"), d.get("updated_at")
+        if type(level) is float and type(updated_at) is float:
+            return cls(level=level, updated_at=updated_at)  # as stored: checked by the fields
         values: list[float] = []
         for name in ("level", "updated_at"):
             value = d.get(name)
@@ -127,14 +130,19 @@ def never_fits(spec: BucketSpec, amount: float) -> bool:
     return amount > spec.capacity
 
 
+def _level_at(spec: BucketSpec, bucket: Bucket | None, now: float) -> tuple[float, float]:
+    """The refill rule's arithmetic: the bucket's level and `updated_at` at `now`."""
+    if bucket is None:
+        return spec.capacity, now
+    elapsed = max(0.0, now - bucket.updated_at)
+    return min(spec.capacity, bucket.level + elapsed * spec.per_second), max(bucket.updated_at, now)
+
+
 def refill(spec: BucketSpec, bucket: Bucket | None, now: float) -> Bucket:
     """The bucket brought up to `now` (full when there is no bucket yet)."""
     _finite("now", now)
-    if bucket is None:
-        return Bucket(level=spec.capacity, updated_at=now)
-    elapsed = max(0.0, now - bucket.updated_at)
-    level = min(spec.capacity, bucket.level + elapsed * spec.per_second)
-    return Bucket(level=level, updated_at=max(bucket.updated_at, now))
+    level, updated_at = _level_at(spec, bucket, now)
+    return Bucket(level=level, updated_at=updated_at)
 
 
 def _seconds_until(spec: BucketSpec, level: float, target: float) -> float:
@@ -148,15 +156,16 @@ def take(
     _finite("amount", amount)
     if amount < 0:
         raise ValueError(f"amount must be >= 0, not {amount!r}")
-    current = refill(spec, bucket, now)
-    if current.level >= amount:
-        after = Bucket(level=current.level - amount, updated_at=current.updated_at)
-        return Allowed(after.level, _seconds_until(spec, after.level, spec.capacity)), after
-    wait = _seconds_until(spec, current.level, amount)
+    _finite("now", now)
+    level, updated_at = _level_at(spec, bucket, now)
+    if level >= amount:
+        left = level - amount
+        return Allowed(left, _seconds_until(spec, left, spec.capacity)), Bucket(left, updated_at)
+    wait = _seconds_until(spec, level, amount)
     # a denial always waits: a float wait that underflowed to 0 becomes the smallest one
     retry = math.inf if never_fits(spec, amount) else max(wait, math.ulp(0.0))
-    reset = _seconds_until(spec, current.level, spec.capacity)
-    return Denied(retry_after=retry, remaining=current.level, reset_after=reset), current
+    reset = _seconds_until(spec, level, spec.capacity)
+    return Denied(retry_after=retry, remaining=level, reset_after=reset), Bucket(level, updated_at)
 
 
 def adjust(spec: BucketSpec, bucket: Bucket | None, delta: float, now: float) -> Bucket:
@@ -166,9 +175,9 @@ def adjust(spec: BucketSpec, bucket: Bucket | None, delta: float, now: float) ->
     requests wait out. No bucket yet means a full one.
     """
     _finite("delta", delta)
-    current = refill(spec, bucket, now)
-    level = min(spec.capacity, current.level - delta)
-    return Bucket(level=level, updated_at=current.updated_at)
+    _finite("now", now)
+    level, updated_at = _level_at(spec, bucket, now)
+    return Bucket(level=min(spec.capacity, level - delta), updated_at=updated_at)
 
 
 # ---- header values ----------------------------------------------------------------------
@@ -202,13 +211,16 @@ def format_duration(seconds: float) -> str:
 
 def headers(kind: Kind, spec: BucketSpec, decision: Decision) -> dict[str, str]:
     """`x-ratelimit-limit-<kind>`, `-remaining-<kind>` and `-reset-<kind>` for a decision."""
+    return _headers(kind, spec, decision.remaining, decision.reset_after)
+
+
+def _headers(kind: Kind, spec: BucketSpec, remaining: float, reset_after: float) -> dict[str, str]:
     if kind not in ("requests", "tokens"):
         raise ValueError(f"kind must be 'requests' or 'tokens', not {kind!r}")
-    remaining = max(0, math.floor(decision.remaining + _NOISE))
     return {
         f"x-ratelimit-limit-{kind}": _number(spec.capacity),
-        f"x-ratelimit-remaining-{kind}": str(remaining),
-        f"x-ratelimit-reset-{kind}": format_duration(decision.reset_after),
+        f"x-ratelimit-remaining-{kind}": str(max(0, math.floor(remaining + _NOISE))),
+        f"x-ratelimit-reset-{kind}": format_duration(reset_after),
     }
 
 
@@ -274,30 +286,35 @@ def buckets_to_dict(buckets: Buckets) -> dict[str, dict[str, float]]:
 def take_all(
     needs: tuple[Need, ...], buckets: Buckets, now: float
 ) -> tuple[Admission, dict[str, Bucket]]:
-    """Take every need from its bucket, or none of them (see the module rules)."""
+    """Take every need from its bucket, or none of them (see the module rules).
+
+    Each bucket is brought up to `now` once and one `Bucket` is made per need: the
+    result is what `take` on each need, then `refill` on each when one refused, gives
+    (`tests/core/test_ratelimit_all.py` checks it against that composition)."""
     specs = [BucketSpec.per_minute(need.per_minute) for need in needs]
     for need, spec in zip(needs, specs, strict=True):
         if never_fits(spec, need.amount):
             return TooLarge(need.kind, need.per_minute, need.amount), dict(buckets)
-    decisions: list[tuple[Need, BucketSpec, Decision, Bucket]] = []
-    refused: tuple[Need, Denied] | None = None
+    levels: list[tuple[float, float]] = []
+    refused: tuple[Need, float] | None = None  # the first need refused, and its retry-after
     for need, spec in zip(needs, specs, strict=True):
-        decision, after = take(spec, buckets.get(need.kind), need.amount, now)
-        decisions.append((need, spec, decision, after))
-        if isinstance(decision, Denied) and refused is None:
-            refused = (need, decision)
+        _finite("amount", need.amount)
+        if need.amount < 0:
+            raise ValueError(f"amount must be >= 0, not {need.amount!r}")
+        _finite("now", now)
+        level, updated_at = _level_at(spec, buckets.get(need.kind), now)
+        levels.append((level, updated_at))
+        if refused is None and level < need.amount:
+            # finite (`never_fits` refused above); a wait that underflowed to 0 is the smallest one
+            refused = (need, max(_seconds_until(spec, level, need.amount), math.ulp(0.0)))
     new = dict(buckets)
     said: dict[str, str] = {}
-    for need, spec, decision, after in decisions:
+    for need, spec, (level, updated_at) in zip(needs, specs, levels, strict=True):
         if refused is None:
-            new[need.kind] = after
-            said.update(headers(need.kind, spec, decision))
-        else:
-            current = refill(spec, buckets.get(need.kind), now)
-            new[need.kind] = current
-            reset = _seconds_until(spec, current.level, spec.capacity)
-            said.update(headers(need.kind, spec, Allowed(current.level, reset)))
+            level -= need.amount
+        new[need.kind] = Bucket(level, updated_at)
+        said.update(_headers(need.kind, spec, level, _seconds_until(spec, level, spec.capacity)))
     if refused is not None:
-        need, denied = refused
-        return Refusal(need.kind, need.per_minute, denied.retry_after, said), new
+        need, retry_after = refused
+        return Refusal(need.kind, need.per_minute, retry_after, said), new
     return Admitted(said), new

@@ -188,7 +188,7 @@ def with_scenario_header(request: GatewayRequest, headers: Mapping[str, str]) ->
 
 def frame(framer: StreamFramer, exe: Execution, event: RunEvent) -> bytes:
     """One driver event as `framer`'s bytes."""
-    if isinstance(event, TextDelta | ToolCallDelta):
+    if type(event) is TextDelta or type(event) is ToolCallDelta:  # nearly every event
         return framer.event(exe, event)
     if isinstance(event, Pieces):  # one upstream read's pieces: their frames, in one write
         return b"".join([framer.event(exe, item) for item in event.items])

@@ -68,6 +68,7 @@ class Departure:
 # In Quart's order: these, the answer's headers, then the type.
 SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
+_FINAL = (Done, RunFailed)  # the events after which nothing is sent
 
 
 async def send_stream(
@@ -106,7 +107,7 @@ async def send_stream(
 
     async def emit(event: RunEvent) -> None:
         chunk = frame(framer, exe, event)
-        final = isinstance(event, Done | RunFailed)
+        final = isinstance(event, _FINAL)
         if not chunk and not final:
             return
         watch.last = trio.current_time()

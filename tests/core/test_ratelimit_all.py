@@ -58,3 +58,31 @@ def test_a_tokens_refusal_leaves_the_request_count_alone() -> None:
     assert after["requests"].level == 10.0
     assert admission.headers["x-ratelimit-remaining-requests"] == "10"
     assert admission.headers["x-ratelimit-remaining-tokens"] == "50"
+
+
+def _take_all_by_parts(
+    asked: tuple[Need, ...], buckets: dict[str, Bucket], now: float
+) -> tuple[ratelimit.Admission, dict[str, Bucket]]:
+    """The rules spelled out with `take`, `refill` and `headers` one need at a time."""
+    specs = [ratelimit.BucketSpec.per_minute(n.per_minute) for n in asked]
+    for n, spec in zip(asked, specs, strict=True):
+        if ratelimit.never_fits(spec, n.amount):
+            return ratelimit.TooLarge(n.kind, n.per_minute, n.amount), dict(buckets)
+    taken = [ratelimit.take(spec, buckets.get(n.kind), n.amount, now) for n, spec in zip(asked, specs, strict=True)]
+    denied = [(n, d) for n, (d, _) in zip(asked, taken, strict=True) if isinstance(d, ratelimit.Denied)]
+    new, said = dict(buckets), {}
+    for n, spec, (decision, after) in zip(asked, specs, taken, strict=True):
+        if denied:
+            after = ratelimit.refill(spec, buckets.get(n.kind), now)
+            decision = ratelimit.Allowed(after.level, max(0.0, (spec.capacity - after.level) / spec.per_second))
+        new[n.kind] = after
+        said.update(ratelimit.headers(n.kind, spec, decision))
+    if denied:
+        n, d = denied[0]
+        return ratelimit.Refusal(n.kind, n.per_minute, d.retry_after, said), new
+    return ratelimit.Admitted(said), new
+
+
+@given(needs, states, nows)
+def test_take_all_is_take_on_each_need(asked: tuple[Need, ...], buckets: dict[str, Bucket], now: float) -> None:
+    assert ratelimit.take_all(asked, buckets, now) == _take_all_by_parts(asked, buckets, now)
