@@ -9,8 +9,10 @@ Rules:
   revoke that raised may still have committed): the next lookup reads the row.
 - A key whose id or prefix is taken raises `core.errors.Conflict` (the backend names
   the driver's duplicate error in its dialect).
-- `key_by_prefix`, the one lookup on the request path, stays the backend's own method
-  (a cache hit makes no call into this module); a miss reads through `by_prefix`.
+- `key_by_prefix`, the one lookup on the request path, asks the cache first (a hit
+  makes no call into `KeyQueries`); a miss reads through `by_prefix`.
+
+`KeyMethods` is the backends' `Storage` key methods over their `KeyQueries`.
 """
 
 from __future__ import annotations
@@ -122,3 +124,32 @@ class KeyQueries:
         record = self._d.record(KeyRecord, row)
         self._cache.forget(record.prefix)  # a changed limit applies to the next request
         return record
+
+
+class KeyMethods:
+    """The `Storage` key methods, for a backend that sets `keys` (its cache) and
+    `_key_rows` (its `KeyQueries`)."""
+
+    keys: KeyCache
+    _key_rows: KeyQueries
+
+    async def insert_key(self, rec: KeyRecord) -> None:
+        await self._key_rows.insert(rec)
+
+    async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
+        return await self.keys.lookup(prefix, lambda: self._key_rows.by_prefix(prefix))
+
+    async def key_by_id(self, key_id: str) -> KeyRecord | None:
+        return await self._key_rows.by_id(key_id)
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        return await self._key_rows.list(tenant)
+
+    async def revoke_key(self, id_or_prefix: str, at: datetime) -> KeyRecord | None:
+        return await self._key_rows.revoke(id_or_prefix, at)
+
+    async def count_keys(self) -> int:
+        return await self._key_rows.count()
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        return await self._key_rows.update(key_id, changes)

@@ -45,7 +45,7 @@ from adapters.storage.base import (
     job_list_query,
 )
 from adapters.storage.idem_rows import StepFn
-from adapters.storage.key_rows import KeyDialect, KeyQueries
+from adapters.storage.key_rows import KeyDialect, KeyMethods, KeyQueries
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import SQLITE, Query
 from adapters.storage.migrations import migrations
@@ -94,7 +94,7 @@ def _write_job(c: Conn, old: JobRecord, new: JobRecord) -> None:
         job_events_sql.record(c, "?", old, new)
 
 
-class SQLiteStorage(SQLiteState, LedgerReads):
+class SQLiteStorage(SQLiteState, KeyMethods, LedgerReads):
     """`owner=True`: take the state at `migrate` (a serving process, so a second one on the
     same file fails at start, not at its first limited request)."""
 
@@ -155,30 +155,7 @@ class SQLiteStorage(SQLiteState, LedgerReads):
             log.warning("sqlite health check failed: %s", err)
             return False
 
-    # -- keys (key_rows.py) -------------------------------------------------------------
-
-    async def insert_key(self, rec: KeyRecord) -> None:
-        await self._key_rows.insert(rec)
-
-    async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
-        return await self.keys.lookup(prefix, lambda: self._key_rows.by_prefix(prefix))
-
-    async def key_by_id(self, key_id: str) -> KeyRecord | None:
-        return await self._key_rows.by_id(key_id)
-
-    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
-        return await self._key_rows.list(tenant)
-
-    async def revoke_key(self, id_or_prefix: str, at: datetime) -> KeyRecord | None:
-        return await self._key_rows.revoke(id_or_prefix, at)
-
-    async def count_keys(self) -> int:
-        return await self._key_rows.count()
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
-        return await self._key_rows.update(key_id, changes)
-
-    # -- usage ledger (the writer: sqlite_writer.py) -------------------------------------
+    # -- usage ledger (its writer: sqlite_writer.py) ------------------------------------
 
     async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
         sql = (
