@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from adapters.clock import Clock
-from adapters.config import TracingSettings
+from adapters.config.tracing import TracingSettings
 from adapters.observe import (
     AttemptEnded,
     AttemptStarted,
