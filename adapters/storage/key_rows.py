@@ -36,22 +36,19 @@ _COLS = ", ".join(codec.columns(KeyRecord))
 
 @frozen
 class KeyDialect:
-    mark: str  # "?" or "%s"
+    rows: codec.RowCodec  # the backend's placeholder and row codec
     values: str  # the placeholders of one whole row, for the INSERT
-    row: Callable[[KeyRecord], tuple[Any, ...]]  # a record as bound values
-    record: Callable[[type[KeyRecord], tuple[Any, ...]], KeyRecord]  # a fetched row back
-    value: Callable[[str, Any], Any]  # one column's value as bound
-    when: Callable[[datetime], Any]  # a datetime as bound
     duplicate: tuple[type[Exception], ...]  # what the driver raises for a taken id or prefix
 
 
 class KeyQueries:
     def __init__(self, dialect: KeyDialect, *, read: Run, write: Run, cache: KeyCache) -> None:
-        self._d = dialect
+        self._d = dialect.rows
+        self._duplicate = dialect.duplicate
         self._read = read
         self._write = write
         self._cache = cache
-        m = dialect.mark
+        m = dialect.rows.mark
         self._insert = f"INSERT INTO keys ({_COLS}) VALUES ({dialect.values})"
         self._revoke = (
             f"UPDATE keys SET revoked_at = {m}"
@@ -64,7 +61,7 @@ class KeyQueries:
         row = self._d.row(rec)
         try:
             await self._write(lambda c: c.execute(self._insert, row))
-        except self._d.duplicate as err:
+        except self._duplicate as err:
             raise Conflict("A key with this id or prefix already exists") from err
         finally:
             self._cache.forget(rec.prefix)
@@ -100,7 +97,7 @@ class KeyQueries:
             self._cache.forget(id_or_prefix)
         if row is None:
             return None
-        record = self._d.record(KeyRecord, row)
+        record: KeyRecord = self._d.record(KeyRecord, row)
         self._cache.forget(record.prefix)
         return record
 
@@ -121,7 +118,7 @@ class KeyQueries:
         row = await self._write(apply)
         if row is None:
             return None
-        record = self._d.record(KeyRecord, row)
+        record: KeyRecord = self._d.record(KeyRecord, row)
         self._cache.forget(record.prefix)  # a changed limit applies to the next request
         return record
 

@@ -22,9 +22,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -32,34 +30,28 @@ from psycopg import errors as pg_errors
 from adapters.clock import Clock
 from adapters.storage import codec, idem_rows, pg_state, sources
 from adapters.storage import prune as prune_sql
-from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
-    JOB_COUNTS,
     DeliveryFn,
     JobFn,
     LedgerReads,
     State,
     StateFn,
     StatesFn,
-    budget_list_sql,
-    budget_upsert_sql,
 )
-from adapters.storage.idem_rows import StepFn
 from adapters.storage.key_rows import KeyDialect, KeyMethods, KeyQueries
 from adapters.storage.keycache import KeyCache
-from adapters.storage.ledger import POSTGRES, Query
+from adapters.storage.ledger import POSTGRES
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_jobs import JobQueries
-from adapters.storage.pg_pool import POOL_TIMEOUT_SECONDS, Conn
+from adapters.storage.pg_pool import POOL_TIMEOUT_SECONDS, Conn, PostgresConnection
 from adapters.storage.pg_writer import PostgresWriter, marks
 from adapters.storage.records import (
-    BudgetRecord,
     DeliveryRecord,
     JobRecord,
     KeyRecord,
     UsageRecord,
 )
-from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
+from adapters.storage.shared_tables import SharedTables
 from core import jobs as lifecycle
 from core import outbox
 from core.errors import StorageUnavailable
@@ -70,14 +62,17 @@ log = logging.getLogger("umg.storage")
 
 _USAGE_COLS = ", ".join(codec.columns(UsageRecord))
 _MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
-KEYS = KeyDialect(
-    mark="%s", values=marks(codec.columns(KeyRecord)), row=codec.postgres_row,
-    record=codec.from_postgres_row, value=codec.to_postgres, when=codec.utc,
-    duplicate=(pg_errors.UniqueViolation,),
-)
+KEYS = KeyDialect(codec.POSTGRES, marks(codec.columns(KeyRecord)), (pg_errors.UniqueViolation,))
 
 
-class PostgresStorage(PostgresWriter, KeyMethods, LedgerReads):
+class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
+    """The ledger writer is `pg_writer.py`'s, keys are `key_rows.py`'s, usage reads,
+    budgets, idempotency keys and stream events `shared_tables.py`'s."""
+
+    _rows = codec.POSTGRES
+    _idem = idem_rows.POSTGRES
+    _tx = PostgresConnection._run  # every Postgres call is one transaction
+
     def __init__(
         self,
         url: str,
@@ -132,31 +127,6 @@ class PostgresStorage(PostgresWriter, KeyMethods, LedgerReads):
             log.warning("postgres health check failed: %s", err)
             return False
 
-    # -- usage ledger (its writer: pg_writer.py) ----------------------------------------
-
-    async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
-        sql = (
-            f"SELECT {_USAGE_COLS} FROM usage WHERE tenant = %s AND at >= %s AND at < %s"
-            " ORDER BY at, id"
-        )
-        args = (tenant, codec.utc(start), codec.utc(end))
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [codec.from_postgres_row(UsageRecord, r) for r in rows]
-
-    async def usage_count(self) -> int:
-        return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))  # type: ignore[index]
-
-    async def job_counts(self) -> dict[str, int]:
-        rows = await self._run(lambda c: c.execute(JOB_COUNTS).fetchall())
-        return {str(status): int(n) for status, n in rows}
-
-    async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
-        sql, args = query
-        return await self._run(lambda c: c.execute(sql, args).fetchall())
-
-    def _usage_record(self, row: tuple[Any, ...]) -> UsageRecord:
-        return codec.from_postgres_row(UsageRecord, row)
-
     # -- generic atomic state (pg_state.py) ---------------------------------------------
 
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:
@@ -170,21 +140,6 @@ class PostgresStorage(PostgresWriter, KeyMethods, LedgerReads):
 
     async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
         return await self._run(lambda c: pg_state.update_many(c, scopes, fn))
-
-    # -- project and tenant budgets ----------------------------------------------------
-
-    async def put_budget(self, rec: BudgetRecord) -> None:
-        row = codec.postgres_row(rec)
-        await self._run(lambda c: c.execute(budget_upsert_sql("%s"), row))
-
-    async def delete_budget(self, tenant: str, project: str) -> bool:
-        sql = "DELETE FROM budgets WHERE tenant = %s AND project = %s"
-        return bool(await self._run(lambda c: c.execute(sql, (tenant, project)).rowcount))
-
-    async def list_budgets(self, tenant: str | None = None) -> list[BudgetRecord]:
-        sql, args = budget_list_sql("%s", tenant)
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [codec.from_postgres_row(BudgetRecord, r) for r in rows]
 
     # -- jobs (queries in pg_jobs.py) ----------------------------------------------------
 
@@ -227,24 +182,6 @@ class PostgresStorage(PostgresWriter, KeyMethods, LedgerReads):
 
     async def webhook_secret(self, tenant: str, fresh: str) -> str:
         return await self.jobs.webhook_secret(tenant, fresh)
-
-    # -- idempotency keys (idem_rows.py) ------------------------------------------------
-
-    async def idempotency_step(self, tenant: str, key: str, fn: StepFn[T]) -> T:
-        return await self._run(lambda c: idem_rows.step_in(c, idem_rows.POSTGRES, tenant, key, fn))
-
-    # -- stored response events (adapters/storage/streams.py) --------------------------
-
-    async def stream_write(self, writes: Sequence[StreamWrite]) -> None:
-        await self._run(lambda c: stream_sql.write(c, "%s", writes))
-
-    async def stream_read(
-        self, tenant: str, stream_id: str, after: int
-    ) -> tuple[StreamHead | None, list[StoredEvent]]:
-        return await self._run(lambda c: stream_sql.read(c, "%s", tenant, stream_id, after))
-
-    async def stream_prune(self, now: float) -> int:
-        return await self._run(lambda c: stream_sql.prune(c, "%s", now))
 
     # -- retention (adapters/storage/prune.py) -----------------------------------------
 

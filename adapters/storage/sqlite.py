@@ -23,42 +23,34 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
 from adapters.storage import codec, idem_rows, job_events_sql, outbox_sql, sources
 from adapters.storage import prune as prune_sql
-from adapters.storage import streams as stream_sql
 from adapters.storage.base import (
-    JOB_COUNTS,
     DeliveryFn,
     JobFn,
     LedgerReads,
-    budget_list_sql,
-    budget_upsert_sql,
     claim_record,
     claimable_where,
     heartbeat_fn,
     job_list_query,
 )
-from adapters.storage.idem_rows import StepFn
 from adapters.storage.key_rows import KeyDialect, KeyMethods, KeyQueries
 from adapters.storage.keycache import KeyCache
-from adapters.storage.ledger import SQLITE, Query
+from adapters.storage.ledger import SQLITE
 from adapters.storage.migrations import migrations
 from adapters.storage.records import (
-    BudgetRecord,
     DeliveryRecord,
     JobRecord,
     KeyRecord,
     UsageRecord,
 )
+from adapters.storage.shared_tables import SharedTables
 from adapters.storage.sqlite_conn import Conn
 from adapters.storage.sqlite_state import SQLiteState
-from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import jobs as lifecycle
 from core import outbox
 from core.errors import Conflict
@@ -71,11 +63,7 @@ _USAGE_COLS = ", ".join(codec.columns(UsageRecord))
 _JOB_COLS = ", ".join(codec.columns(JobRecord))
 _JOB_MUTABLE = [c for c in codec.columns(JobRecord) if c not in ("id", "tenant", "key_id")]
 _NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"  # same shape as codec.iso
-KEYS = KeyDialect(
-    mark="?", values=", ".join("?" * len(codec.columns(KeyRecord))), row=codec.sqlite_row,
-    record=codec.from_sqlite_row, value=codec.to_sqlite, when=codec.iso,
-    duplicate=(sqlite3.IntegrityError,),
-)
+KEYS = KeyDialect(codec.SQLITE, ", ".join("?" * len(codec.columns(KeyRecord))), (sqlite3.IntegrityError,))
 
 
 def _marks(n: int) -> str:
@@ -94,9 +82,14 @@ def _write_job(c: Conn, old: JobRecord, new: JobRecord) -> None:
         job_events_sql.record(c, "?", old, new)
 
 
-class SQLiteStorage(SQLiteState, KeyMethods, LedgerReads):
+class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
     """`owner=True`: take the state at `migrate` (a serving process, so a second one on the
-    same file fails at start, not at its first limited request)."""
+    same file fails at start, not at its first limited request). The ledger writer is
+    `sqlite_writer.py`'s, keys are `key_rows.py`'s, usage reads, budgets, idempotency
+    keys and stream events `shared_tables.py`'s."""
+
+    _rows = codec.SQLITE
+    _idem = idem_rows.SQLITE
 
     def __init__(
         self,
@@ -154,46 +147,6 @@ class SQLiteStorage(SQLiteState, KeyMethods, LedgerReads):
         except sqlite3.Error as err:
             log.warning("sqlite health check failed: %s", err)
             return False
-
-    # -- usage ledger (its writer: sqlite_writer.py) ------------------------------------
-
-    async def usage_rows(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
-        sql = (
-            f"SELECT {_USAGE_COLS} FROM usage WHERE tenant = ? AND at >= ? AND at < ?"
-            " ORDER BY at, id"
-        )
-        args = (tenant, codec.iso(start), codec.iso(end))
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [codec.from_sqlite_row(UsageRecord, r) for r in rows]
-
-    async def usage_count(self) -> int:
-        return int(await self._run(lambda c: c.execute("SELECT count(*) FROM usage").fetchone()[0]))
-
-    async def job_counts(self) -> dict[str, int]:
-        rows = await self._run(lambda c: c.execute(JOB_COUNTS).fetchall())
-        return {str(status): int(n) for status, n in rows}
-
-    async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
-        sql, args = query
-        return await self._run(lambda c: c.execute(sql, args).fetchall())
-
-    def _usage_record(self, row: tuple[Any, ...]) -> UsageRecord:
-        return codec.from_sqlite_row(UsageRecord, row)
-
-    # -- project and tenant budgets ----------------------------------------------------
-
-    async def put_budget(self, rec: BudgetRecord) -> None:
-        row = codec.sqlite_row(rec)
-        await self._tx(lambda c: c.execute(budget_upsert_sql("?"), row))
-
-    async def delete_budget(self, tenant: str, project: str) -> bool:
-        sql = "DELETE FROM budgets WHERE tenant = ? AND project = ?"
-        return bool(await self._tx(lambda c: c.execute(sql, (tenant, project)).rowcount))
-
-    async def list_budgets(self, tenant: str | None = None) -> list[BudgetRecord]:
-        sql, args = budget_list_sql("?", tenant)
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        return [codec.from_sqlite_row(BudgetRecord, r) for r in rows]
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -275,24 +228,6 @@ class SQLiteStorage(SQLiteState, KeyMethods, LedgerReads):
 
     async def deliveries_of_job(self, job_id: str) -> list[DeliveryRecord]:
         return await self._run(lambda c: outbox_sql.of_job(c, outbox_sql.SQLITE, job_id))
-
-    # -- idempotency keys (idem_rows.py) ------------------------------------------------
-
-    async def idempotency_step(self, tenant: str, key: str, fn: StepFn[T]) -> T:
-        return await self._tx(lambda c: idem_rows.step_in(c, idem_rows.SQLITE, tenant, key, fn))
-
-    # -- stored response events (adapters/storage/streams.py) --------------------------
-
-    async def stream_write(self, writes: Sequence[StreamWrite]) -> None:
-        await self._tx(lambda c: stream_sql.write(c, "?", writes))
-
-    async def stream_read(
-        self, tenant: str, stream_id: str, after: int
-    ) -> tuple[StreamHead | None, list[StoredEvent]]:
-        return await self._run(lambda c: stream_sql.read(c, "?", tenant, stream_id, after))
-
-    async def stream_prune(self, now: float) -> int:
-        return await self._tx(lambda c: stream_sql.prune(c, "?", now))
 
     # -- retention (adapters/storage/prune.py) -----------------------------------------
 
