@@ -49,7 +49,6 @@ from adapters.storage.records import (
     DeliveryRecord,
     JobRecord,
     KeyRecord,
-    UsageRecord,
 )
 from adapters.storage.shared_tables import SharedTables
 from core import jobs as lifecycle
@@ -60,7 +59,6 @@ from core.retention import STORES, Cutoffs
 T = TypeVar("T")
 log = logging.getLogger("umg.storage")
 
-_USAGE_COLS = ", ".join(codec.columns(UsageRecord))
 _MIGRATION_LOCK = 0x756D67  # pg_advisory_xact_lock id: "umg"
 KEYS = KeyDialect(codec.POSTGRES, marks(codec.columns(KeyRecord)), (pg_errors.UniqueViolation,))
 

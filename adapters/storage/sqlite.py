@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import TypeVar
 
 import trio
 
@@ -46,7 +45,6 @@ from adapters.storage.records import (
     DeliveryRecord,
     JobRecord,
     KeyRecord,
-    UsageRecord,
 )
 from adapters.storage.shared_tables import SharedTables
 from adapters.storage.sqlite_conn import Conn
@@ -56,10 +54,8 @@ from core import outbox
 from core.errors import Conflict
 from core.retention import STORES, Cutoffs
 
-T = TypeVar("T")
 log = logging.getLogger("umg.storage")
 
-_USAGE_COLS = ", ".join(codec.columns(UsageRecord))
 _JOB_COLS = ", ".join(codec.columns(JobRecord))
 _JOB_MUTABLE = [c for c in codec.columns(JobRecord) if c not in ("id", "tenant", "key_id")]
 _NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"  # same shape as codec.iso
