@@ -68,7 +68,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, TraceFlags, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from adapters.config import TracingSettings
+from adapters.config.tracing import TracingSettings
 from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
 from adapters.trace_records import KINDS, NO_STATE, Kind, SpanRecord

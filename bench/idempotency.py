@@ -24,7 +24,7 @@ import trio
 
 from adapters.admin import create_key
 from adapters.clock import Clock
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from adapters.idempotency import IdempotencyKeys
 from server.idempotent import IdempotentRoutes
 from server.services import build_services

@@ -49,7 +49,7 @@ def observer_for(mode: str) -> Any:
         import logging
         import os
 
-        from adapters.config import Settings
+        from adapters.config.settings import Settings
         from adapters.telemetry import JsonFormatter
         from server.services import observers
 
@@ -96,7 +96,7 @@ async def measure(modes: list[str], requests: int, rounds: int) -> dict[str, lis
 
 
 def _catalog() -> Any:
-    from adapters.config import Settings
+    from adapters.config.settings import Settings
 
     return Settings().catalog()
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 from adapters.admin import create_key
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from adapters.providers import http11
 from bench import wrk
 from bench.run import body as request_body

@@ -44,7 +44,7 @@ from pathlib import Path
 import trio
 
 from adapters.admin import create_key
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from adapters.providers import http11
 from bench.loadgen import run_load
 from bench.run import SLOW_DIRECTIVE, STREAM_DIRECTIVE

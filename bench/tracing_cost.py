@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from adapters.clock import Clock
-from adapters.config import TracingSettings
+from adapters.config.tracing import TracingSettings
 from adapters.metrics import Metrics
 from adapters.observe import (
     AttemptEnded,

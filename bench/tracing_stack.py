@@ -38,7 +38,8 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from adapters.admin import create_key
-from adapters.config import TracingSettings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.tracing import TracingSettings
 from adapters.observe import Observer, RunOpened, RunWatch
 from adapters.trace_batch import TrioBatch
 from adapters.tracing import Tracing, exporters

@@ -25,7 +25,8 @@ from typing import Protocol
 
 import attrs
 
-from adapters.config import Settings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.settings import Settings
 from adapters.storage import SQLITE_PREFIX, open_storage
 from adapters.telemetry import configure_logging
 from server.commands import budgets, keys, prune, serve, webhooks, worker

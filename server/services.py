@@ -16,7 +16,8 @@ from attrs import define
 
 from adapters.budgets import budget_record
 from adapters.clock import Clock
-from adapters.config import Settings, how_to_add_providers
+from adapters.config.providers import how_to_add_providers
+from adapters.config.settings import Settings
 from adapters.gateway import Gateway
 from adapters.health_book import HealthBook
 from adapters.jobs import JobService

@@ -42,7 +42,7 @@ import httpx
 import trio
 from attrs import define, field
 
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from adapters.storage.records import UsageRecord
 from core.catalog import Catalog, Price
 from tests.fakes import Chaos, running_fake_provider

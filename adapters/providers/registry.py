@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from adapters.config import ConfigError, ProviderSettings
+from adapters.config.providers import ProviderSettings
+from adapters.config.values import ConfigError
 from adapters.providers.base import Provider
 from adapters.providers.http_provider import (
     ANTHROPIC,

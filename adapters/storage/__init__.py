@@ -22,7 +22,7 @@ SQLITE_PREFIX = "sqlite:///"
 
 def open_storage(url: str, *, owner: bool = False, pool_timeout: float | None = None) -> Storage:
     """`pool_timeout` (Postgres): seconds to wait for a connection before the database
-    counts as unreachable (default `postgres.POOL_TIMEOUT_SECONDS`)."""
+    counts as unreachable (default `pg_pool.POOL_TIMEOUT_SECONDS`)."""
     if url.startswith(SQLITE_PREFIX):
         from adapters.storage.sqlite import SQLiteStorage
 
@@ -31,7 +31,8 @@ def open_storage(url: str, *, owner: bool = False, pool_timeout: float | None = 
             raise ValueError("sqlite URL needs a path: sqlite:///gateway.db or sqlite:///:memory:")
         return SQLiteStorage(path, owner=owner)
     if url.startswith(("postgresql://", "postgres://")):
-        from adapters.storage.postgres import POOL_TIMEOUT_SECONDS, PostgresStorage
+        from adapters.storage.pg_pool import POOL_TIMEOUT_SECONDS
+        from adapters.storage.postgres import PostgresStorage
 
         return PostgresStorage(url, pool_timeout=pool_timeout or POOL_TIMEOUT_SECONDS)
     scheme = url.split(":", 1)[0] if ":" in url else url

@@ -176,3 +176,21 @@ def postgres_row(rec: Record) -> tuple[Any, ...]:
 
 def from_postgres_row(cls: type[R], row: tuple[Any, ...]) -> R:
     return cls(*(from_postgres(n, v) for n, v in zip(columns(cls), row, strict=True)))
+
+
+# ---- each backend's way with rows, for the SQL both write the same way -----------------
+
+
+@attrs.frozen
+class RowCodec:
+    """One backend's placeholder and codec functions (`key_rows.py`, `shared_tables.py`)."""
+
+    mark: str  # "?" or "%s"
+    row: Callable[[Any], tuple[Any, ...]]  # a record as bound values
+    record: Callable[[type[Any], tuple[Any, ...]], Any]  # a fetched row as a record of a class
+    value: Callable[[str, Any], Any]  # one column's value as bound
+    when: Callable[[datetime], Any]  # a datetime as bound
+
+
+SQLITE = RowCodec("?", sqlite_row, from_sqlite_row, to_sqlite, iso)
+POSTGRES = RowCodec("%s", postgres_row, from_postgres_row, to_postgres, utc)

@@ -16,7 +16,7 @@ import trio
 
 from adapters.budgets import budget_record
 from adapters.clock import Clock
-from adapters.config import Settings
+from adapters.config.settings import Settings
 from adapters.storage.records import BudgetRecord
 from server.commands.common import Subcommands, budget, opened, print_list
 

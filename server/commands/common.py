@@ -16,7 +16,9 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import TypeAlias, TypeVar
 
-from adapters.config import ConfigError, Settings, parse_budget
+from adapters.config.budgets import parse_budget
+from adapters.config.settings import Settings
+from adapters.config.values import ConfigError
 from adapters.storage import open_storage
 from adapters.storage.base import Storage
 

@@ -17,7 +17,7 @@ import trio
 from adapters import keys
 from adapters.admin import create_key
 from adapters.clock import Clock
-from adapters.config import Settings
+from adapters.config.settings import Settings
 from adapters.storage.records import KeyRecord
 from server.commands.common import Subcommands, budget, opened, positive_int, print_list
 

@@ -13,7 +13,7 @@ import json
 import trio
 
 from adapters.clock import Clock
-from adapters.config import Settings
+from adapters.config.settings import Settings
 from adapters.retention import prune_once
 from server.commands.common import Subcommands, opened
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from adapters.admin import create_key
-from adapters.config import LOG_LEVELS, Settings
+from adapters.config.settings import LOG_LEVELS, Settings
 from server.commands.common import Subcommands, port, seconds
 
 if TYPE_CHECKING:

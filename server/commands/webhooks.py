@@ -10,7 +10,7 @@ import argparse
 
 import trio
 
-from adapters.config import Settings
+from adapters.config.settings import Settings
 from adapters.webhook_delivery import tenant_secret
 from server.commands.common import Subcommands, opened
 

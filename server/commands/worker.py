@@ -13,7 +13,7 @@ import argparse
 
 import trio
 
-from adapters.config import Settings
+from adapters.config.settings import Settings
 from server.commands.common import Subcommands
 
 

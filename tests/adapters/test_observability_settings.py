@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.config import ConfigError, MetricsSettings, Settings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.metrics import MetricsSettings
+from adapters.config.settings import Settings
+from adapters.config.values import ConfigError
 from server.cli import _parser, _with_limit_flags
 
 

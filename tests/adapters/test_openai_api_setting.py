@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.config import ConfigError, ProviderSettings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.providers import ProviderSettings
+from adapters.config.values import ConfigError
 from adapters.providers.http_provider import OPENAI_CHAT, OPENAI_RESPONSES, Dialect, HttpProvider
 from adapters.providers.registry import real_providers
 from adapters.providers.transport import H11Transport

@@ -1,5 +1,5 @@
 """Postgres transactions rolled back for a deadlock or a serialization failure
-(adapters/storage/postgres.py, `_run`): they did nothing, so they are run again, a few
+(adapters/storage/pg_pool.py, `_run`): they did nothing, so they are run again, a few
 times; a transaction rolled back every time fails with `StorageContention` (a 503
 `storage_contention`), never the "connection failed" of an unreachable database.
 
@@ -21,7 +21,8 @@ import pytest
 import trio
 from psycopg import sql
 
-from adapters.storage.postgres import RERUN_PAUSES, PostgresStorage
+from adapters.storage.pg_pool import RERUN_PAUSES
+from adapters.storage.postgres import PostgresStorage
 from core.errors import StorageContention, StorageUnavailable
 from tests.adapters.test_storage import T0, make_usage
 

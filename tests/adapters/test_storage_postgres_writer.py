@@ -1,4 +1,4 @@
-"""Postgres's ledger writer (adapters/storage/postgres.py, `_commit`): rows from many
+"""Postgres's ledger writer (adapters/storage/pg_writer.py, `_commit`): rows from many
 requests share one transaction and one multi-row INSERT, each caller still learns whether
 ITS row was inserted, the hourly rollup stays equal to the ledger, and two processes'
 writers (two storages on one database) never deadlock on the rollup rows they share."""
@@ -245,7 +245,7 @@ async def test_a_row_the_rollup_add_raises_on_fails_alone_and_the_writer_keeps_r
     before anything is sent: that row's caller gets a psycopg DataError whose cause is
     the error, the other rows of its batch are committed, and the writer keeps taking
     rows. (Before, the error escaped the writer task and took the process down.)"""
-    from adapters.storage import postgres, rollup
+    from adapters.storage import pg_writer, rollup
 
     contributions = rollup.contributions
 
@@ -259,7 +259,7 @@ async def test_a_row_the_rollup_add_raises_on_fails_alone_and_the_writer_keeps_r
     try:
         answers = await two_batches(storage, 6, psycopg.Error)
         refused = answers.pop(3)
-        assert isinstance(refused, postgres.RowNotStorable) and isinstance(refused, psycopg.DataError)
+        assert isinstance(refused, pg_writer.RowNotStorable) and isinstance(refused, psycopg.DataError)
         assert isinstance(refused.__cause__, ArithmeticError)
         assert answers == {n: True for n in range(6) if n != 3}
         assert await storage.insert_usage(make_usage(9, T0)) is True  # the writer still runs

@@ -18,7 +18,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from adapters.config import ConfigError, TracingSettings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.tracing import TracingSettings
+from adapters.config.values import ConfigError
 from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
 from adapters.trace_records import SpanRecord

@@ -37,7 +37,9 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from adapters.config import ConfigError, TracingSettings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.tracing import TracingSettings
+from adapters.config.values import ConfigError
 from adapters.trace_export import Backoff
 from adapters.tracing import Tracing, exporters
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.config import ConfigError, WebhookSettings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.values import ConfigError
+from adapters.config.webhooks import WebhookSettings
 
 
 def settings_with(tmp_path: Path, table: str, **env: str) -> WebhookSettings:

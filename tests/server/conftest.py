@@ -19,7 +19,8 @@ import trio
 from attrs import define
 
 from adapters.admin import create_key
-from adapters.config import Settings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.settings import Settings
 from server.serve import serve
 from server.services import Services, build_services
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from tests.fakes import FakeProvider
 from tests.server.conftest import Running, start_gateway
 

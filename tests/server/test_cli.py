@@ -16,7 +16,10 @@ import attrs
 import pytest
 import trio
 
-from adapters.config import JobSettings, LimitSettings, Settings, load_settings
+from adapters.config.jobs import JobSettings
+from adapters.config.limits import LimitSettings
+from adapters.config.loader import load_settings
+from adapters.config.settings import Settings
 from adapters.providers.base import Timeouts
 from adapters.providers.transport import H11Transport
 from adapters.storage.keycache import KEY_CACHE_SECONDS
@@ -368,7 +371,7 @@ async def test_documented_example_config_loads(tmp_path: Path) -> None:
 
 def test_doc_names_every_environment_variable_and_flag() -> None:
     doc = DOC.read_text()
-    source = (ROOT / "adapters" / "config.py").read_text()
+    source = "\n".join(p.read_text() for p in sorted((ROOT / "adapters" / "config").glob("*.py")))
     env_names = set(re.findall(r'"([A-Z][A-Z0-9]*_[A-Z0-9_]+|PORT|HOST)"', source))
     assert {"DATABASE_URL", "PORT", "HOST", "MOCK_MODE", "UMG_CONFIG", "LOG_LEVEL"} <= env_names
     for name in env_names:
@@ -386,7 +389,7 @@ def test_doc_names_every_environment_variable_and_flag() -> None:
 
 
 def test_the_startup_banner_names_the_live_providers_and_ends_with_the_key() -> None:
-    from adapters.config import load_settings
+    from adapters.config.loader import load_settings
     from server.commands.serve import startup_banner
 
     live = load_settings({"OPENAI_API_KEY": "sk-a-secret-1234", "ANTHROPIC_API_KEY": "sk-b-5678"})

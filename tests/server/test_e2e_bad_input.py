@@ -23,7 +23,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.config import LimitSettings
+from adapters.config.limits import LimitSettings
 from tests.server import conftest as gw
 from tests.server.conftest import Running, start_gateway
 

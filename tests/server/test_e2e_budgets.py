@@ -20,7 +20,7 @@ import trio
 
 from adapters import keys
 from adapters.budgets import budget_record
-from adapters.config import ConfigError
+from adapters.config.values import ConfigError
 from adapters.storage.records import KeyRecord
 from server.cli import main
 from tests.server.conftest import Running, start_gateway

@@ -19,7 +19,8 @@ import httpx
 import pytest
 import trio
 
-from adapters.config import ConfigError, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.values import ConfigError
 from tests.server.conftest import Running, start_gateway
 from tests.server.conftest import test_settings as settings_for
 

@@ -24,7 +24,7 @@ import pytest
 import trio
 from attrs import evolve
 
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from adapters.providers.base import Provider, Timeouts
 from adapters.storage.records import UsageRecord
 from core.billing import cost

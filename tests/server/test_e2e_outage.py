@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from tests.fakes import FakeProvider, Fault, running_fake_provider
 from tests.server.conftest import Running, start_gateway
 from tests.server.live import PROVIDER_KEYS

@@ -1,5 +1,5 @@
 """End to end on Postgres: a transaction the database keeps rolling back for a deadlock
-(adapters/storage/postgres.py reruns it three times) is answered `503
+(adapters/storage/pg_pool.py reruns it three times) is answered `503
 storage_contention` with `Retry-After`, in the OpenAI error shape, and the refused
 request still has its one ledger row. Once the contention is gone the next request
 goes through: the breaker of an unreachable database was never opened.

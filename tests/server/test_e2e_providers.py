@@ -29,7 +29,7 @@ import pytest
 import trio
 from attrs import define
 
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from adapters.storage.records import UsageRecord
 from adapters.telemetry import JsonFormatter
 from server.services import serving_catalog

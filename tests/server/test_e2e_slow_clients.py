@@ -247,7 +247,8 @@ async def test_a_stream_longer_than_the_header_timeout_is_not_cut(gateway: Runni
 
 
 def test_the_limits_come_from_file_environment_and_flags(tmp_path: Path) -> None:
-    from adapters.config import ConfigError, load_settings
+    from adapters.config.loader import load_settings
+    from adapters.config.values import ConfigError
     from server.cli import _parser, _with_limit_flags
 
     cfg = tmp_path / "umg.toml"

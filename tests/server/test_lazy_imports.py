@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import sys, trio
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from server.app import create_app
 from server.services import build_services
 import server.cli, server.serve
@@ -34,7 +34,7 @@ def test_serving_on_sqlite_never_imports_psycopg() -> None:
 
 TRACING_PROBE = """
 import sys, trio
-from adapters.config import load_settings
+from adapters.config.loader import load_settings
 from server.app import create_app
 from server.services import build_services
 import server.cli, server.serve

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from adapters.config import ConfigError, ProviderSettings, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.providers import ProviderSettings
+from adapters.config.values import ConfigError
 from adapters.providers.http_provider import (
     ANTHROPIC,
     OPENAI_CHAT,

@@ -26,7 +26,8 @@ import trio
 import trio.testing
 
 from adapters.clock import Clock
-from adapters.config import ConfigError, load_settings
+from adapters.config.loader import load_settings
+from adapters.config.values import ConfigError
 from adapters.retention import LEASE_SCOPE, prune_once, run_periodic
 from adapters.storage import open_storage
 from adapters.storage.records import UsageRecord
