@@ -284,6 +284,7 @@ async def test_a_reservation_whose_settle_met_the_outage_is_settled_when_the_dat
     via = urlsplit(postgres_url)._replace(netloc=f"{urlsplit(postgres_url).username}@127.0.0.1:{relay.port}")
     gw = await start_gateway(nursery, settings_for(tmp_path, DATABASE_URL=via.geturl(), **ENV))
     key = await gw.new_key(budget_usd=Decimal(1))
+    await until_ok(gw, key)  # the pool has its connections (a loaded machine may need >0.5 s)
     body = {**CHAT, "stream": True, "metadata": {"mock_scenario": "chunk_delay_ms=150"}}
     async with gw.client(key=key) as client, client.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200
