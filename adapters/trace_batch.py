@@ -3,7 +3,7 @@ only appends, a worker thread exports a whole batch at once.
 
 Owns: `TrioBatch`, the span processor in front of each exporter (adapters/tracing.py),
 and `BatchSchedule`, its sizes and delay (the standard `OTEL_BSP_*` variables,
-read by adapters/config.py).
+read by adapters/config/tracing.py).
 
 Why not the SDK's `BatchSpanProcessor`: per span it takes a deque, checks the process id
 and an event, and its own thread wakes for every batch and for every schedule delay;
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BatchSchedule:
-    """Sizes and delay (adapters/config.py reads them from OTEL_BSP_*; the SDK's defaults)."""
+    """Sizes and delay (adapters/config/tracing.py reads them from OTEL_BSP_*; the SDK's defaults)."""
 
     schedule_delay: float = 5.0  # seconds between the timer's hand-overs
     max_queue_size: int = 2048

@@ -12,7 +12,7 @@ This module (and with it the SDK) is imported only when tracing is configured
 (server/services.py): a gateway with tracing off never loads `opentelemetry`.
 
 Rules:
-- Exporters come from `TracingSettings` (adapters/config.py reads the standard `OTEL_*`
+- Exporters come from `TracingSettings` (adapters/config/tracing.py reads the standard `OTEL_*`
   variables): OTLP over HTTP to `endpoint`, and/or the console (one JSON object per
   span per line on stdout, for development); with neither there is no `Tracing` at all (None),
   so the driver and the provider calls pay nothing.

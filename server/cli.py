@@ -3,7 +3,7 @@ delete`, `webhooks secret`, `prune`.
 
 Owns: the command line's frame: the options every command takes (`--config`,
 `--database-url`, before or after the subcommand), settings from
-`adapters.config.load_settings` (file < environment < flags, `serve`'s limit and log
+`adapters.config.loader.load_settings` (file < environment < flags, `serve`'s limit and log
 flags last), logging, and the dispatch to the command groups (server/commands/, one
 module each, which own their flags and what they do).
 

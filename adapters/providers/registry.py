@@ -1,7 +1,7 @@
 """Which adapter serves each provider label, built from settings.
 
 Owns: turning `ProviderSettings` (config file + the ecosystem's environment variables,
-see adapters/config.py) into provider adapters that share one pooled transport.
+see adapters/config/providers.py) into provider adapters that share one pooled transport.
 
 Rules:
 - Every configured provider is an `HttpProvider` speaking the dialect of its kind

@@ -1,4 +1,4 @@
-"""Tracing's setup (adapters/tracing.py, `[tracing]` in adapters/config.py) on its own.
+"""Tracing's setup (adapters/tracing.py, `[tracing]` in adapters/config/tracing.py) on its own.
 
 - Which exporters the standard `OTEL_*` variables and `[tracing]` choose, and that none is
   the default (then there is no `Tracing`, so nothing is paid for it).
