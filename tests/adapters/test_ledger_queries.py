@@ -267,12 +267,14 @@ def _check_postgres(pg: psycopg.Connection[Any]) -> set[str]:
     return read
 
 
-# Indexes without which the check fails: on SQLite every one the reads need; on Postgres
-# the ledger's (for a rollup it may take the primary key instead, also a range).
+# Indexes without which the check fails: on SQLite every secondary index of the ledger
+# and of the rollups (none is redundant: each is the only one some read can range over);
+# on Postgres the ledger's (for a rollup it may take the primary key instead, also a
+# range; the covering tenant indexes are checked by the index-only test below).
 NEEDED = {
-    "sqlite": ("usage_key_at", "usage_tenant_at_id", "usage_daily_key", "usage_daily_tenant",
-               "usage_hourly_nokey_tenant"),
-    "postgres": ("usage_key_at", "usage_tenant_at_id"),
+    "sqlite": ("usage_at", "usage_key_at", "usage_tenant_at_id", "usage_daily_key", "usage_daily_tenant",
+               "usage_hourly_nokey_tenant", "usage_hourly_nokey_bins_tenant"),
+    "postgres": ("usage_at", "usage_key_at", "usage_tenant_at_id"),
 }  # fmt: skip
 
 

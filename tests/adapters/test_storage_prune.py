@@ -13,6 +13,8 @@
   scopes stay; on SQLite the owner's memory forgets a pruned period.
 - Batches: a prune in batches of 3 deletes everything it may, each batch at most 3 rows
   a table; `prunable` counts what a prune would delete and deletes nothing.
+- Migration 015: the idempotency prune never reads 004's `idempotency_keys_expires`;
+  015 drops it on a database 014 left, and keys are pruned as before.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.retention import prune_once
-from adapters.storage import open_storage
+from adapters.storage import ledger, open_storage, prune
 from adapters.storage.base import Storage
 from adapters.storage.ledger import LedgerFilter, SeriesRow
+from adapters.storage.migrations import migrations
 from adapters.storage.records import UsageRecord
 from adapters.storage.streams import StoredEvent, StreamHead, StreamWrite
 from core import idempotency, retention
@@ -315,3 +319,62 @@ async def test_zero_days_keeps_everything(storage: Storage) -> None:
     counts = await prune_all(storage, forever)
     assert counts["ledger"] == counts["rollup"] == 0
     assert await storage.usage_count() == 1
+
+
+# -- migration 015: the idempotency keys' unused index --------------------------------------
+
+
+def _idempotency_plan(c: Any, flavor: prune.Flavor) -> str:
+    """The plan of the idempotency prune's batch SELECT, as text (Postgres with sequential
+    scans priced out, so an index that fits would be taken whatever the table's size)."""
+    (target,) = prune.targets("idempotency")
+    select = f"SELECT tenant, key FROM idempotency_keys WHERE {prune._cond(target, flavor)} LIMIT {flavor.mark}"
+    args = (NOW, NOW, 10)
+    if flavor is prune.SQLITE:
+        return " | ".join(str(r[-1]) for r in c.execute(f"EXPLAIN QUERY PLAN {select}", args))
+    c.execute("SET LOCAL enable_seqscan = off")
+    return " | ".join(str(r[0]) for r in c.execute(f"EXPLAIN {select}", args))
+
+
+async def test_migration_015_drops_the_expires_index_no_query_reads(storage: Storage) -> None:
+    """On a database as 014 left it, the idempotency prune's plan does not read 004's
+    `idempotency_keys_expires` (an OR is read through indexes only when each branch has
+    one: with an index on `locked_until` too, the same check sees it read); migrate then
+    applies 015 alone, which drops it, and the keys are kept and pruned as before."""
+    sqlite = storage.dialect is ledger.SQLITE  # type: ignore[attr-defined]
+    flavor = prune.SQLITE if sqlite else prune.POSTGRES
+    (m004,) = [m for m in migrations("sqlite" if sqlite else "postgres") if m.version == 4]
+    (create,) = [s for s in m004.statements() if s.startswith("CREATE INDEX idempotency_keys_expires")]
+    listed = ("SELECT name FROM sqlite_master WHERE type = 'index'" if sqlite
+              else "SELECT indexname FROM pg_indexes WHERE tablename = 'idempotency_keys'")  # fmt: skip
+
+    def before_015(c: Any) -> None:
+        c.execute("DELETE FROM schema_version WHERE version = 15")
+        c.execute(create)
+
+    await storage._run(before_015)  # type: ignore[attr-defined]
+    records = {"expired": Record("f", "done", "o", NOW - 100, NOW - 1, ANSWER),
+               "kept": Record("f", "done", "o", NOW - 100, NOW + 1, ANSWER),
+               "long_lapsed": Record("f", "running", "o", NOW - TTL - 1)}  # fmt: skip
+    for key, record in records.items():
+        await _put(storage, key, record)
+    assert "idempotency_keys_expires" not in await storage._run(  # type: ignore[attr-defined]
+        lambda c: _idempotency_plan(c, flavor))
+
+    def with_locked_until_indexed(c: Any) -> str:  # the check can see the index read
+        c.execute("CREATE INDEX idempotency_keys_locked ON idempotency_keys (locked_until)")
+        try:
+            return _idempotency_plan(c, flavor)
+        finally:
+            c.execute("DROP INDEX idempotency_keys_locked")
+
+    assert "idempotency_keys_expires" in await storage._run(with_locked_until_indexed)  # type: ignore[attr-defined]
+    await storage.migrate()
+    indexes = {str(r[0]) for r in await storage._fetch((listed, []))}  # type: ignore[attr-defined]
+    assert "idempotency_keys_expires" not in indexes
+    assert any(name.startswith(("sqlite_autoindex_idempotency_keys", "idempotency_keys_pkey")) for name in indexes)
+    versions = await storage._fetch(("SELECT version FROM schema_version WHERE version = 15", []))  # type: ignore[attr-defined]
+    assert versions == [(15,)]
+    assert (await prune_all(storage))["idempotency"] == 2
+    assert await _get(storage, "kept") == records["kept"]
+    assert await _get(storage, "expired") is None
