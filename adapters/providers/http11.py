@@ -209,7 +209,7 @@ async def _connect(sock: socket.socket, address: object) -> None:
     """Connect the non-blocking `sock`, asking Trio to wait only if the handshake is still
     going when `connect` returns. On loopback (a provider beside the gateway) it has
     always finished by then; Trio's own `connect` waits for the socket to turn writable
-    all the same: a trip through the scheduler and an epoll registration, about 60 us of
+    all the same: a trip through the scheduler and an epoll registration, about 55 us of
     a new connection's 100 (docs/performance.md, branch `admit`)."""
     err = sock.connect_ex(address)  # type: ignore[arg-type]
     if err == errno.EINPROGRESS:
