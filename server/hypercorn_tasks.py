@@ -1,5 +1,5 @@
 """Two per-request tasks taken out of Hypercorn's connection: the idle timer and the
-disconnect watch.
+disconnect watch; and the connection's reads without a cancel scope each.
 
 Owns: the connection's keep-alive timer, and how an app hears that its client went away
 without a task of its own waiting for `http.disconnect` (`install()`, which
@@ -32,6 +32,11 @@ without a task of its own waiting for `http.disconnect` (`install()`, which
   `receive()`. Hypercorn puts `http.disconnect` also when the answer is complete (the
   stream closes, the connection is kept alive), so an app disarms it before its last
   send. The message still goes into the channel, so any app that receives sees it.
+- **No cancel scope per read.** Hypercorn's reader bounds every read by `read_timeout`
+  in a `trio.fail_after`, a cancel scope entered and left per read even with no
+  timeout (about 9 us); with none set (as `umg serve` runs it: it would cut SSE answers
+  being written) the connection here reads without one, and does what Hypercorn's
+  reader does with what it reads. A configured `read_timeout` goes through Hypercorn's.
 - **No schedule point for a message already there.** The request's receive channel is
   Hypercorn's (a memory channel of `max_app_queue_size`, the app run by Hypercorn's own
   task wrapper), but a put into it while it has room, and the app's `receive()` of a
@@ -56,6 +61,7 @@ import hypercorn.trio.run as hypercorn_run
 import hypercorn.trio.tcp_server as hypercorn_tcp
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.task_group import _handle as hypercorn_handle
 from hypercorn.trio.tcp_server import TCPServer
@@ -185,9 +191,25 @@ class OneIdleTimer(TCPServer):
 
     async def _read_data(self) -> None:
         try:
-            await super()._read_data()
+            if self.config.read_timeout is None:
+                await self._read_untimed()
+            else:
+                await super()._read_data()
         finally:
             self._idle_timer.end()  # no request can come any more: no keep-alive to time
+
+    async def _read_untimed(self) -> None:
+        """What Hypercorn's reader does when there is no `read_timeout` (as `umg serve`
+        runs it), without entering a cancel scope with no deadline around every read."""
+        while True:
+            try:
+                data = await self.stream.receive_some(hypercorn_tcp.MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if not data:
+                break
+        await self.protocol.handle(Closed())
 
 
 def install() -> None:

@@ -1,7 +1,8 @@
 """The h11 + trio transport (adapters/providers/transport.py over http11.py) against real
 local servers: the fake provider (keep-alive, faults, TLS) and tiny raw servers for
 body framings. Pool reuse and bound, stale connections, cancellation, timeouts, cuts,
-TLS verification, and that no failure message carries the key or an auth header."""
+TLS verification, that no failure message carries the key or an auth header, and that a
+loopback connect already made in `connect` does not wait on the scheduler."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import h11
 import pytest
 import trio
 
+from adapters.providers import http11
 from adapters.providers.base import ProviderError, Timeouts
 from adapters.providers.http11 import PoolLimits
 from adapters.providers.transport import H11Transport, HttpResponse
@@ -236,6 +238,37 @@ async def test_an_address_is_connected_directly_and_a_name_through_resolution() 
             err = await failure(partial(post, transport, url))
             assert err.kind is FailureKind.CONNECT and "connecting" in err.message, url
         await transport.aclose()
+
+
+class Resumed(trio.abc.Instrument):
+    """How often `task` was resumed (each resume follows a trip through the scheduler)."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_a_loopback_connect_that_is_done_at_once_does_not_wait_on_the_scheduler() -> None:
+    with socket.socket() as s:  # listening, never accepting: the kernel finishes the handshake
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        port = s.getsockname()[1]
+        resumed = Resumed(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(resumed)
+        try:
+            stream = await http11._open_tcp("127.0.0.1", port)
+        finally:
+            trio.lowlevel.remove_instrument(resumed)
+        try:
+            assert resumed.steps == 0
+            assert stream.socket.getpeername() == ("127.0.0.1", port)
+            assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # as open_tcp_stream's
+        finally:
+            await stream.aclose()
 
 
 async def test_connect_timeout_is_connect_error() -> None:
