@@ -44,12 +44,18 @@ STREAM_BODY = json.dumps({"model": "mock-fast", "messages": [{"role": "user", "c
 LONG_TIMEOUT = 60.0  # far longer than a connection whose client left may linger
 
 
-@pytest.fixture
-async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
-    settings = server_conftest.test_settings(tmp_path, UMG_HEADER_TIMEOUT_SECONDS=str(TIMEOUT))
+async def _serving(nursery: trio.Nursery, tmp_path: Path, timeout: float) -> AsyncIterator[Running]:
+    """A gateway whose header (and keep-alive) timeout is `timeout` seconds."""
+    settings = server_conftest.test_settings(tmp_path, UMG_HEADER_TIMEOUT_SECONDS=str(timeout))
     running = await start_gateway(nursery, settings)
     yield running
     running.stop.set()
+
+
+@pytest.fixture
+async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    async for running in _serving(nursery, tmp_path, TIMEOUT):
+        yield running
 
 
 class Spawned(trio.abc.Instrument):
@@ -64,10 +70,8 @@ class Spawned(trio.abc.Instrument):
 
 @pytest.fixture
 async def long_keepalive(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
-    settings = server_conftest.test_settings(tmp_path, UMG_HEADER_TIMEOUT_SECONDS=str(LONG_TIMEOUT))
-    running = await start_gateway(nursery, settings)
-    yield running
-    running.stop.set()
+    async for running in _serving(nursery, tmp_path, LONG_TIMEOUT):
+        yield running
 
 
 class Connections(trio.abc.Instrument):
