@@ -107,7 +107,9 @@ class RateSlices:
                 return local
             if not flight.sliced:
                 break
-        mine = None if scope in self._flights else self._flights.setdefault(scope, _Flight(trio.Event()))
+        mine = None  # the flight this take leads, if none is in flight already
+        if scope not in self._flights:
+            mine = self._flights[scope] = _Flight(trio.Event())
         fresh: _Slice | None = None
         try:
             old = self._slices.pop(scope, None)  # given back by this lease, by no other

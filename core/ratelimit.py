@@ -52,6 +52,13 @@ _NOISE = 1e-9
 Kind = Literal["requests", "tokens"]
 
 
+def _check_amount(amount: float) -> None:
+    """A take's amount: a finite number, not negative."""
+    _finite("amount", amount)
+    if amount < 0:
+        raise ValueError(f"amount must be >= 0, not {amount!r}")
+
+
 def _finite(name: str, value: float) -> None:
     kind = type(value)
     if (kind is float and value - value == 0.0) or kind is int:
@@ -153,9 +160,7 @@ def take(
     spec: BucketSpec, bucket: Bucket | None, amount: float, now: float
 ) -> tuple[Decision, Bucket]:
     """Spend `amount` from the bucket if it holds that much now; else say how long to wait."""
-    _finite("amount", amount)
-    if amount < 0:
-        raise ValueError(f"amount must be >= 0, not {amount!r}")
+    _check_amount(amount)
     _finite("now", now)
     level, updated_at = _level_at(spec, bucket, now)
     if level >= amount:
@@ -297,11 +302,9 @@ def take_all(
             return TooLarge(need.kind, need.per_minute, need.amount), dict(buckets)
     levels: list[tuple[float, float]] = []
     refused: tuple[Need, float] | None = None  # the first need refused, and its retry-after
+    _finite("now", now)
     for need, spec in zip(needs, specs, strict=True):
-        _finite("amount", need.amount)
-        if need.amount < 0:
-            raise ValueError(f"amount must be >= 0, not {need.amount!r}")
-        _finite("now", now)
+        _check_amount(need.amount)
         level, updated_at = _level_at(spec, buckets.get(need.kind), now)
         levels.append((level, updated_at))
         if refused is None and level < need.amount:
