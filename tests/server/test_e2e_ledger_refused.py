@@ -1,4 +1,4 @@
-"""A ledger row the database refuses (adapters/driver.py, `_end`), on SQLite and on
+"""A ledger row the database refuses (adapters/run_end.py, `end`), on SQLite and on
 Postgres: the client still gets its answer (the model call happened; a 500 would invite
 a retry that runs and bills it again), and the row is logged on `umg.ledger` at error
 level with what an operator needs to enter it again; other requests' rows are written.
