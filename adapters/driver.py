@@ -6,10 +6,11 @@ checks, the first budget grant), the attempt loop, settling, exactly one ledger 
 the final status (`core.outcome`). Surfaces only frame the neutral events it emits; it
 knows nothing of Quart, HTTP or wire formats, so it can be called from any ASGI layer.
 This module is what a surface calls (`Driver`, `Run`, and `Ingress` / `new_id` /
-`ChecksRequests` from adapters/ingress.py); `Run` is the thin owner of one run's state
-(adapters/run_state.py), and each decision of the run is a module of functions over it:
-admission (run_admission.py), the attempt loop (run_attempts.py), the relay of upstream
-reads (run_relay.py), the grants (run_grants.py) and the end (run_end.py).
+`ChecksRequests` from adapters/ingress.py); `Run` is one run's state
+(adapters/run_state.py) with the API below, and each decision of the run is a module of
+functions over that state: admission (run_admission.py), the attempt loop
+(run_attempts.py), the relay of upstream reads (run_relay.py), the grants
+(run_grants.py) and the end (run_end.py).
 
 API:
 
@@ -71,8 +72,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import trio
-
 from adapters import keys
 from adapters.clock import Clock
 from adapters.events import STARTED, Collector, Done, Emit, Metered, RunFailed
@@ -88,12 +87,11 @@ from adapters.run_end import end, halted, stopped
 from adapters.run_grants import refused_by_storage
 from adapters.run_state import RunState
 from adapters.runs import RunRegistry
-from adapters.stopwatch import Stopwatch
 from adapters.storage.base import Storage
 from adapters.storage.records import KeyRecord
 from core import attempts
 from core.catalog import Catalog
-from core.errors import AuthenticationFailed, GatewayError, StorageUnavailable
+from core.errors import AuthenticationFailed, StorageUnavailable
 from core.model import Completion
 from core.outcome import Failed, Happened
 
@@ -165,79 +163,60 @@ class Driver:
         return Run(self, ingress)
 
 
-class Run:
-    """One request's run (see the module docstring for the API and the rules): the thin
-    owner of its state, which the run's modules act on."""
+class Run(RunState):
+    """One request's run (see the module docstring for the API and the rules): its state
+    (adapters/run_state.py) with the methods a surface calls, each a few lines handing
+    the state to the module that owns the decision."""
 
-    def __init__(self, driver: Driver, ingress: Ingress) -> None:
-        self._state = RunState(driver, ingress, self)
-        self.ingress = ingress
-        self.request_id = ingress.request_id
-        self._scope = trio.CancelScope()  # cancelled by `cancel(reason)`
+    __slots__ = ()
 
     @property
     def execution(self) -> Execution | None:
         """The request's record; None until the body was parsed."""
-        return self._state.exe_or_none
-
-    @property
-    def exe(self) -> Execution:
-        exe = self._state.exe_or_none
-        assert exe is not None, "the run is not open"
-        return exe
-
-    @property
-    def stopwatch(self) -> Stopwatch:
-        return self._state.stopwatch
+        return self.exe_or_none
 
     def overhead_ms(self) -> float:
         """The gateway's time on this request so far (or until its row), in ms."""
-        return self._state.stopwatch.overhead_ms(self._state.driver.clock.now())
+        return self.stopwatch.overhead_ms(self.driver.clock.now())
 
-    async def open(self) -> Execution:
-        """Authenticate, parse and admit (adapters/run_admission.py); raises GatewayError."""
-        return await open_run(self._state)
-
-    def cancel(self, reason: GatewayError) -> None:
-        if self._state.cut is None:
-            self._state.cut = reason
-        self._scope.cancel()
+    # authenticate, parse and admit; raises GatewayError (adapters/run_admission.py).
+    # The function itself, not a method calling it: no call more per request
+    open = open_run
 
     async def collect(self) -> Completion:
         collector = Collector()
         await self.drive(collector)
-        return collector.completion(self._state.exe)
+        return collector.completion(self.exe)
 
     async def drive(self, emit: Emit, *, together: bool = False) -> None:
         """`together`: the pieces one upstream read completed come as one `Pieces`."""
-        state = self._state
         happened: Happened | None = None
-        state.together = together
+        self.together = together
         try:
-            with self._scope:
+            with self.scope:
                 await emit(STARTED)
                 try:
-                    happened = await loop(state, emit)
+                    happened = await loop(self, emit)
                 except StorageUnavailable as err:  # a grant or settle could not be made
-                    happened = halted(state, err)
-                except state.driver.storage.errors as err:  # the database refused one (SQLite)
-                    happened = halted(state, refused_by_storage(state, err))
+                    happened = halted(self, err)
+                except self.driver.storage.errors as err:  # the database refused one (SQLite)
+                    happened = halted(self, refused_by_storage(self, err))
             if happened is None:
-                happened = stopped(state, outside=False)
+                happened = stopped(self, outside=False)
         except BaseException:
-            await end(state, happened or stopped(state, outside=True))
+            await end(self, happened or stopped(self, outside=True))
             raise
-        await end(state, happened)
+        await end(self, happened)
         if isinstance(happened, Failed):
             await emit(RunFailed(happened.error))
         else:
-            await emit(Metered(state.exe.answer_usage))
-            await emit(Done(state.exe.finish_reason))
+            await emit(Metered(self.exe.answer_usage))
+            await emit(Done(self.exe.finish_reason))
 
     async def close(self) -> None:
         """Record the row if it was not yet (a run opened but never driven)."""
-        if self._state.exe_or_none is not None:
-            await end(self._state, stopped(self._state, outside=True))
+        if self.exe_or_none is not None:
+            await end(self, stopped(self, outside=True))
 
 
 __all__ = ["ChecksRequests", "Driver", "Ingress", "Run", "new_id"]

@@ -46,7 +46,7 @@ async def open_run(state: RunState) -> Execution:
     state.exe_or_none = exe = Execution(state.request_id, key, request, ingress.endpoint, started)
     _watch_opened(state, exe)
     if ingress.tracked:
-        d.runs.add(state.run)
+        d.runs.add(state)
     try:
         await _admit(state, exe)
     except GatewayError as err:

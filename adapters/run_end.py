@@ -69,7 +69,7 @@ async def end(state: RunState, happened: Happened) -> None:
             # alone: no other run is open, so no batch could form (group_commit.py)
             await d.storage.insert_usage(row, alone=len(d.runs) <= 1)
         except d.storage.errors as err:  # away, or the row refused: logged for re-entry
-            d.runs.discard(state.run)
+            d.runs.discard(state)
             why = "database unreachable" if isinstance(err, StorageUnavailable) else "refused"
             ledger_log.error(
                 "ledger row not written (%s): request_id=%s tenant=%s key_id=%s cost_usd=%s"
@@ -91,7 +91,7 @@ async def end(state: RunState, happened: Happened) -> None:
                 " (database unreachable): %s", exe.request_id, err,
             )
         finally:
-            d.runs.discard(state.run)
+            d.runs.discard(state)
 
 
 def _client_id(state: RunState) -> str | None:

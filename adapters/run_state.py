@@ -3,22 +3,25 @@
 Owns: `RunState`, the mutable state of one run: its record (`Execution`), the attempt
 machine's pending actions, the open grant, the meter of the attempt under way, the
 observers, the cut reason, whether the row is written. `adapters/driver.py`'s `Run` is
-its thin owner; the run's decisions are functions over it, one module each:
+this state with the API a surface calls (a subclass adding methods only, so a run is one
+object and one `__init__`); the run's decisions are functions over it, one module each:
 admission (adapters/run_admission.py), the attempt loop (adapters/run_attempts.py),
 the relay of upstream reads (adapters/run_relay.py), the grants (adapters/run_grants.py)
-and the end (adapters/run_end.py). Also owns `step`: the only place the run's
-`core.attempts` machine advances.
+and the end (adapters/run_end.py). Also owns `cancel` (the cut: its reason kept, the
+run's scope cancelled) and `step`: the only place the run's `core.attempts` machine
+advances.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 from adapters.execution import Execution
 from adapters.ingress import Ingress
 from adapters.limits import Grant
 from adapters.observe import RunWatch
-from adapters.runs import Cuttable
 from adapters.stopwatch import Stopwatch
 from core import attempts, metering
 from core.errors import GatewayError
@@ -28,8 +31,7 @@ if TYPE_CHECKING:
 
 
 class RunState:
-    """One run's state (see the module docstring); `run` is its owner, as the shutdown
-    registry holds it."""
+    """One run's state (see the module docstring)."""
 
     __slots__ = (
         "actions",
@@ -42,20 +44,20 @@ class RunState:
         "meter",
         "recorded",
         "request_id",
-        "run",
+        "scope",
         "stopwatch",
         "together",
         "watch",
         "watched",
     )
 
-    def __init__(self, driver: Driver, ingress: Ingress, run: Cuttable) -> None:
+    def __init__(self, driver: Driver, ingress: Ingress) -> None:
         self.driver = driver
         self.ingress = ingress
-        self.run = run
         self.request_id = ingress.request_id
         self.exe_or_none: Execution | None = None  # None until the body was parsed
-        self.cut: GatewayError | None = None  # the reason of `Run.cancel`
+        self.scope = trio.CancelScope()  # cancelled by `cancel(reason)`
+        self.cut: GatewayError | None = None  # the reason of `cancel`
         self.actions: tuple[attempts.Action, ...] = ()  # the machine's first actions
         self.grant: Grant | None = None  # the open grant of the attempt under way
         self.grant_attempt = 0
@@ -70,6 +72,12 @@ class RunState:
     def exe(self) -> Execution:
         assert self.exe_or_none is not None, "the run is not open"
         return self.exe_or_none
+
+    def cancel(self, reason: GatewayError) -> None:
+        """End the run with `reason` (the first reason given stays)."""
+        if self.cut is None:
+            self.cut = reason
+        self.scope.cancel()
 
 
 def step(state: RunState, event: attempts.Event) -> tuple[attempts.Action, ...]:
