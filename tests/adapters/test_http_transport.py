@@ -16,7 +16,7 @@ import h11
 import pytest
 import trio
 
-from adapters.providers import http11
+from adapters.providers import tcp_connect
 from adapters.providers.base import ProviderError, Timeouts
 from adapters.providers.http11 import PoolLimits
 from adapters.providers.transport import H11Transport, HttpResponse
@@ -260,7 +260,7 @@ async def test_a_loopback_connect_that_is_done_at_once_does_not_wait_on_the_sche
         resumed = Resumed(trio.lowlevel.current_task())
         trio.lowlevel.add_instrument(resumed)
         try:
-            stream = await http11._open_tcp("127.0.0.1", port)
+            stream = await tcp_connect.open_tcp("127.0.0.1", port)
         finally:
             trio.lowlevel.remove_instrument(resumed)
         try:

@@ -1,4 +1,4 @@
-"""The pool's read timer (adapters/providers/http11.ReadTimer): a waiting read on plain
+"""The pool's read timer (adapters/providers/read_timer.py): a waiting read on plain
 TCP is bounded by its deadline without a cancel scope of its own.
 
 - A read still waiting at its deadline raises `trio.TooSlowError`; another read waiting
@@ -15,13 +15,14 @@ from __future__ import annotations
 import pytest
 import trio
 
-from adapters.providers.http11 import ReadTimer, _Connection
+from adapters.providers.read_timer import ReadTimer
+from adapters.providers.upstream_connection import Connection
 
 
-def pair(timer: ReadTimer) -> tuple[_Connection, trio.SocketStream]:
+def pair(timer: ReadTimer) -> tuple[Connection, trio.SocketStream]:
     ours, theirs = trio.socket.socketpair()
     tcp = trio.SocketStream(ours)
-    return _Connection(tcp, tcp, timer), trio.SocketStream(theirs)
+    return Connection(tcp, tcp, timer), trio.SocketStream(theirs)
 
 
 async def test_a_read_waiting_at_its_deadline_times_out_and_the_others_wait_on(
@@ -67,7 +68,7 @@ async def test_an_earlier_deadline_armed_while_the_timer_sleeps_fires_on_time(
     ended: dict[str, float] = {}
     start = trio.current_time()
 
-    async def wait(name: str, conn: _Connection, after: float) -> None:
+    async def wait(name: str, conn: Connection, after: float) -> None:
         with pytest.raises(trio.TooSlowError):
             await conn.receive(start + after)
         ended[name] = trio.current_time() - start
