@@ -96,6 +96,9 @@ class PoolLimits:
 
 
 class OriginPool:
+    """One origin's share of the pool: its slots (the bound) and its idle connections,
+    the most recently used last."""
+
     __slots__ = ("idle", "slots")
 
     def __init__(self, limits: PoolLimits) -> None:
