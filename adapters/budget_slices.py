@@ -141,7 +141,7 @@ class BudgetSlices:
         self._storage = storage
         self._clock = clock
         self._policy = policy or LeasePolicy()
-        self._hold = hold_seconds
+        self.hold_seconds = hold_seconds  # how long a slice grants (read at each use)
         self._lease_seconds = lease_seconds
         self._process = secrets.token_hex(6)
         self._made = 0
@@ -253,11 +253,11 @@ class BudgetSlices:
             if s is not None:
                 s.lease_id, s.charged, s.limit = lease_id, Decimal(0), cover.limit
                 s.amount = s.open.total + fresh
-                s.expires = now + self._hold
+                s.expires = now + self.hold_seconds
                 if not s.open and fresh == 0:
                     del self._slices[cover.scope]
             elif fresh > 0:
-                self._slices[cover.scope] = _Slice(cover.scope, lease_id, fresh, cover.limit, now + self._hold)
+                self._slices[cover.scope] = _Slice(cover.scope, lease_id, fresh, cover.limit, now + self.hold_seconds)
         if self._slices and not self._flushing and not self._closed:
             self._flushing = True
             trio.lowlevel.spawn_system_task(self._flush_loop, name="umg-budget-slices")
@@ -353,7 +353,7 @@ class BudgetSlices:
         for s in slices:
             s.lease_id, s.charged = lease_id, Decimal(0)
             s.amount = s.open.total
-            s.expires = now + self._hold
+            s.expires = now + self.hold_seconds
             if final or not s.open:
                 if self._slices.get(s.scope) is s:
                     del self._slices[s.scope]
@@ -361,12 +361,12 @@ class BudgetSlices:
     async def _flush_loop(self) -> None:
         try:
             while self._slices and not self._closed:
-                await trio.sleep(self._hold)
+                await trio.sleep(self.hold_seconds)
                 try:
                     await self.flush()
                 except self._storage.errors as err:
                     log.warning("budget slices not given back (tried again in %s s): %s: %s",
-                                self._hold, type(err).__name__, err)
+                                self.hold_seconds, type(err).__name__, err)
         finally:
             self._flushing = False
 
