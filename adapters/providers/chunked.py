@@ -62,6 +62,14 @@ class Chunked:
         if self.done:
             self.extra = self.extra or bool(data)
             return b""
+        if self._state == _SIZE and not self._buf:  # the usual read of a stream: one whole chunk
+            eol = data.find(b"\r\n", 0, 64)
+            if eol > 0:
+                match = _SIZE_LINE.fullmatch(data, 0, eol)
+                if match is not None:
+                    end = eol + 2 + int(match.group(1), 16)
+                    if end > eol + 2 and len(data) == end + 2 and data.endswith(b"\r\n"):
+                        return data[eol + 2 : end]
         buf = self._buf + data if self._buf else data
         self._buf = b""
         size = len(buf)
