@@ -36,6 +36,7 @@ import trio
 from adapters.events import Done, RunEvent, RunFailed
 from adapters.runs import Detached
 from core.errors import ClientClosed
+from core.model import TextDelta
 from server.hypercorn_patch import HEAD_WITH_BODY, body_part_sender
 from server.keepalive import KeepAliveTicker
 from server.pipeline import Streamed, frame
@@ -109,6 +110,18 @@ async def send_stream(
             await trio.sleep_until(watch.last + keepalive)
 
     async def emit(event: RunEvent) -> None:
+        if type(event) is TextDelta:  # nearly every event (`frame`'s first case), never the last
+            chunk = framer.event(exe, event)
+            if not chunk:
+                return
+            watch.last = trio.current_time()
+            if state["gone"]:
+                return
+            if part is not None:
+                await part(chunk)
+            else:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            return
         chunk = frame(framer, exe, event)
         final = isinstance(event, _FINAL)
         if not chunk and not final:
