@@ -37,7 +37,12 @@ hazard measured in this gateway (docs/performance.md); nothing else in Hypercorn
    terminator (`0\\r\\n\\r\\n`), which h11 still writes, so its state reaches DONE and
    the connection is kept alive as before. Anything else (a body part while h11 is not
    sending a body, trailers, an empty last part) goes Hypercorn's way. Every part is
-   still written when the app sends it: streams stay incremental, in order.
+   still written when the app sends it: streams stay incremental, in order. A part goes
+   to the connection's `write_now` (rule 2's write, without a `RawData` event) when the
+   connection is a `DirectSendTCPServer`; what the kernel does not take goes through
+   `protocol_send`. An app holding the stream's own `app_send` may send a `more_body`
+   part without its message (`body_part_sender`: `send_part`, the same checks and the
+   same way out; the SSE writer's per-chunk sends).
 
 5. A well-formed response head written by us (`server/response_head.py`): a head with
    at most one `content-length` and nothing unusual, on a kept-alive HTTP/1.1
@@ -61,6 +66,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
@@ -102,18 +108,26 @@ class GuardedTCPServer(TCPServer):
 class DirectSendTCPServer(GuardedTCPServer):
     """Hypercorn's connection, writing straight to the socket when it can (rule 2)."""
 
+    def write_now(self, data: bytes) -> int:
+        """What the kernel takes of `data` at once, written (0: all of it goes Hypercorn's
+        way: the send side is busy, TLS, a shut or closed socket, a full buffer, an error)."""
+        if self.send_lock.locked():
+            return 0
+        stream = self.stream
+        if not isinstance(stream, trio.SocketStream) or stream.socket.did_shutdown_SHUT_WR:
+            return 0
+        fd = stream.socket.fileno()
+        try:
+            return os.write(fd, data) if fd >= 0 else 0
+        except OSError:  # a full buffer, or an error the ordinary way reports
+            return 0
+
     async def protocol_send(self, event: ConnectionEvent) -> None:
-        if isinstance(event, RawData) and event.data and not self.send_lock.locked():
-            stream = self.stream
-            if isinstance(stream, trio.SocketStream) and not stream.socket.did_shutdown_SHUT_WR:
-                fd = stream.socket.fileno()
-                try:
-                    sent = os.write(fd, event.data) if fd >= 0 else 0
-                except OSError:  # a full buffer, or an error the ordinary way reports
-                    sent = 0
-                if sent == len(event.data):
-                    return
-                event = RawData(data=event.data[sent:])
+        if isinstance(event, RawData) and event.data:
+            sent = self.write_now(event.data)
+            if sent == len(event.data):
+                return
+            event = RawData(data=event.data[sent:])
         await super().protocol_send(event)
 
 
@@ -133,6 +147,17 @@ class FramingHTTPStream(HTTPStream):
     """Hypercorn's HTTP stream, handing a chunked body's parts to the protocol (rule 4)."""
 
     framer: CoalescingH11Protocol | None = None  # set once a chunked head is written
+
+    async def send_part(self, body: bytes) -> None:
+        """`app_send` of `{"type": "http.response.body", "body": body, "more_body": True}`,
+        without the message: straight to `write_part` when `app_send` would go there (the
+        SSE writer's per-chunk send, `body_part_sender`)."""
+        framer = self.framer
+        if framer is not None and self.state is ASGIHTTPState.RESPONSE and framer.sending_body():
+            if body:
+                await framer.write_part(body)
+            return
+        await self.app_send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def app_send(self, message: ASGISendEvent | None) -> None:
         framer = self.framer
@@ -159,6 +184,8 @@ class CoalescingH11Protocol(H11Protocol):
     framing (rules 3 and 4)."""
 
     _held_bytes = b""  # a held response head and/or a last body part, not yet sent
+    _direct: DirectSendTCPServer | None = None  # the connection `write_part` writes through
+    _looked = False  # `_direct` was looked up (the connection's `send` never changes)
 
     def _start_message(self) -> dict[str, Any] | None:
         stream = self.stream
@@ -169,10 +196,22 @@ class CoalescingH11Protocol(H11Protocol):
         return isinstance(self.connection, h11.Connection) and self.connection.our_state is h11.SEND_BODY
 
     async def write_part(self, body: bytes) -> None:
-        """One body part, framed as h11's chunked writer frames it, written now."""
+        """One body part, framed as h11's chunked writer frames it, written now: straight
+        to the socket when the connection is a `DirectSendTCPServer` and the kernel takes it
+        all (rule 2 without its event), else through the connection's `protocol_send`."""
         data = b"%x\r\n%b\r\n" % (len(body), body)
         if self._held_bytes:
             data, self._held_bytes = self._held_bytes + data, b""
+        if not self._looked:
+            server = getattr(self.send, "__self__", None)
+            self._direct = server if isinstance(server, DirectSendTCPServer) else None
+            self._looked = True
+        direct = self._direct
+        if direct is not None:
+            sent = direct.write_now(data)
+            if sent == len(data):
+                return
+            data = data[sent:]
         await self.send(RawData(data=data))
 
     def hold_part(self, body: bytes) -> None:
@@ -236,6 +275,16 @@ class CoalescingH11Protocol(H11Protocol):
         else:
             await self.send(RawData(data=data))
         return True
+
+
+def body_part_sender(send: Any) -> Callable[[bytes], Awaitable[None]] | None:
+    """For an ASGI `send` that is a `FramingHTTPStream`'s own `app_send` (the hot routes'
+    streams), its `send_part`: a `more_body` body part sent without the message dict and
+    `app_send`'s dispatch. None for any other `send` (a middleware's): send messages."""
+    stream = getattr(send, "__self__", None)
+    if isinstance(stream, FramingHTTPStream) and getattr(send, "__func__", None) is FramingHTTPStream.app_send:
+        return stream.send_part
+    return None
 
 
 def install() -> None:

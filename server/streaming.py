@@ -5,7 +5,9 @@ Owns: writing a `Streamed` answer (`server/pipeline.py`): the response head
 and the answer's headers, the rate headers), then each driver event framed by the
 surface's framer and sent as it is emitted, from the driver's own task (no queue, no
 extra task per chunk); the pieces one upstream read completed come together (`Pieces`)
-and go out in one send. The last frame (after `Done` or `RunFailed`) ends the body.
+and go out in one send. When `send` is Hypercorn's own (`FramingHTTPStream.app_send`,
+the hot routes), a body part before the last goes through its `send_part`, the same
+send without the ASGI message (`server/hypercorn_patch.py`). The last frame (after `Done` or `RunFailed`) ends the body.
 - A stream with nothing to send for `keepalive` seconds gets an SSE comment: a timer
   task in the stream's nursery sends it, started by the process's `KeepAliveTicker`
   (server/keepalive.py) only once the stream has been that long silent (most streams
@@ -34,7 +36,8 @@ import trio
 from adapters.events import Done, RunEvent, RunFailed
 from adapters.runs import Detached
 from core.errors import ClientClosed
-from server.hypercorn_patch import HEAD_WITH_BODY
+from core.model import TextDelta
+from server.hypercorn_patch import HEAD_WITH_BODY, body_part_sender
 from server.keepalive import KeepAliveTicker
 from server.pipeline import Streamed, frame
 
@@ -86,6 +89,7 @@ async def send_stream(
     exe = run.exe
     extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
     state = {"finished": False, "gone": False}
+    part = body_part_sender(send)
 
     def keep() -> bool:
         if detached is None or not detached.adopt():
@@ -106,6 +110,18 @@ async def send_stream(
             await trio.sleep_until(watch.last + keepalive)
 
     async def emit(event: RunEvent) -> None:
+        if type(event) is TextDelta:  # nearly every event (`frame`'s first case), never the last
+            chunk = framer.event(exe, event)
+            if not chunk:
+                return
+            watch.last = trio.current_time()
+            if state["gone"]:
+                return
+            if part is not None:
+                await part(chunk)
+            else:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            return
         chunk = frame(framer, exe, event)
         final = isinstance(event, _FINAL)
         if not chunk and not final:
@@ -114,7 +130,11 @@ async def send_stream(
         state["finished"] = final
         if final and departure is not None:
             departure.last()
-        if not state["gone"]:
+        if state["gone"]:
+            return
+        if part is not None and not final:
+            await part(chunk)  # `send` of the same message, without it (hypercorn_patch.py)
+        else:
             await send({"type": "http.response.body", "body": chunk, "more_body": not final})
 
     try:

@@ -17,6 +17,9 @@ Rules:
   else is a `BodyError` naming what was wrong, as h11 rejects it. A size line or
   trailer line longer than `LINE_LIMIT` is refused rather than buffered without bound.
 - `BodyError` texts quote at most a few bytes of the server's framing, never the body.
+- A read that starts at a chunk's size line (a stream's usual read: one or several
+  whole chunks) is taken chunk by chunk without the state loop, which goes on from the
+  first chunk that is not whole there (the last one, one cut by the read, or a refusal).
 - No I/O: the caller reads the socket and maps `BodyError` to its failure.
 """
 
@@ -62,11 +65,35 @@ class Chunked:
         if self.done:
             self.extra = self.extra or bool(data)
             return b""
-        buf = self._buf + data if self._buf else data
-        self._buf = b""
-        size = len(buf)
-        pos = 0
         out: list[bytes] = []
+        pos = 0
+        if self._state == _SIZE and not self._buf:
+            buf = data
+            size = len(buf)
+            # a stream's usual read: whole chunks (a size line, the data, CRLF), taken
+            # without the state loop, which goes on from the first that is not whole
+            while True:
+                eol = buf.find(b"\r\n", pos, pos + 64)
+                match = _SIZE_LINE.fullmatch(buf, pos, eol) if eol > pos else None
+                if match is None:
+                    break
+                start = eol + 2
+                end = start + int(match.group(1), 16)
+                if end == start:
+                    break  # the last chunk: its trailers are the state loop's
+                if end + 2 > size:  # this chunk goes on in the next read: its data from here
+                    self._left, self._state, pos = end - start, _DATA, start
+                    break
+                if buf[end] != 13 or buf[end + 1] != 10:
+                    break  # refused by the state loop
+                out.append(buf[start:end])
+                pos = end + 2
+                if pos == size:
+                    return out[0] if len(out) == 1 else b"".join(out)
+        else:
+            buf = self._buf + data if self._buf else data
+            size = len(buf)
+        self._buf = b""
         state = self._state
         while pos < size:
             if state == _DATA:

@@ -76,6 +76,16 @@ def test_the_decoder_agrees_with_h11(pieces: list[bytes]) -> None:
     assert decode(Chunked(), [wire]) == theirs
 
 
+@given(pieces=st.lists(st.binary(min_size=1, max_size=300), max_size=8), ext=st.booleans())
+def test_a_read_per_chunk_gives_that_chunks_bytes(pieces: list[bytes], ext: bool) -> None:
+    # a stream's usual read (one whole chunk: the decoder's shortcut), then the end
+    reader = Chunked()
+    for piece in pieces:
+        assert reader.feed(encode_chunked([piece], ext=ext)[:-5]) == piece
+        assert not reader.done
+    assert reader.feed(b"0\r\n\r\n") == b"" and reader.done and not reader.extra
+
+
 def test_one_read_with_several_chunks_gives_them_joined() -> None:
     reader = Chunked()
     assert reader.feed(b"3\r\nabc\r\n2\r\nde\r\n") == b"abcde"
@@ -97,6 +107,7 @@ def test_bytes_after_the_end_are_seen() -> None:
         (b"\r\n", "illegal chunk header"),
         (b"123456789012345678901\r\n", "illegal chunk header"),  # 21 hex digits
         (b"2\r\nabX\r\n", "malformed chunk footer"),
+        (b"2\r\nabXY", "malformed chunk footer"),  # a whole chunk's length, but no CRLF after it
         (b"2\r\nab\n", "malformed chunk footer"),
         (b"3 ;x\r\n", "illegal chunk header"),  # space before the extension: h11 refuses it too
     ],

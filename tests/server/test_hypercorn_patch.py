@@ -27,6 +27,7 @@ from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
@@ -36,6 +37,7 @@ from server.hypercorn_patch import (
     CoalescingH11Protocol,
     DirectSendTCPServer,
     FramingHTTPStream,
+    body_part_sender,
 )
 from tests.server.conftest import Running
 
@@ -46,14 +48,22 @@ BODY = {"model": "mock-fast", "messages": [{"role": "user", "content": "hello"}]
 def sends(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, bytes]]]:
     """(connection id, bytes) of every write the server's connections make, in order."""
     seen: list[tuple[int, bytes]] = []
-    real = DirectSendTCPServer.protocol_send
+    direct = DirectSendTCPServer.write_now
+    hypercorns = TCPServer.protocol_send
 
-    async def recording(self: DirectSendTCPServer, event: Any) -> None:
+    def written_now(self: DirectSendTCPServer, data: bytes) -> int:  # what the kernel took
+        taken = direct(self, data)
+        if taken:
+            seen.append((id(self), bytes(data[:taken])))
+        return taken
+
+    async def sent_their_way(self: TCPServer, event: Any) -> None:  # the rest: Hypercorn's send_all
         if isinstance(event, RawData):
             seen.append((id(self), bytes(event.data)))
-        await real(self, event)
+        await hypercorns(self, event)
 
-    monkeypatch.setattr(DirectSendTCPServer, "protocol_send", recording)
+    monkeypatch.setattr(DirectSendTCPServer, "write_now", written_now)
+    monkeypatch.setattr(TCPServer, "protocol_send", sent_their_way)
     yield seen
 
 
@@ -291,6 +301,67 @@ async def test_every_part_is_written_when_sent_and_the_last_goes_with_the_termin
     ours = await _written(CoalescingH11Protocol, FramingHTTPStream, POST11, [SSE_START, *_parts(pieces)])
     assert ours[0].startswith(b"HTTP/1.1 200") and ours[0].endswith(b"c\r\ndata: open\n\n\r\n")
     assert ours[1:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 2\n\n\r\n", b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "start"),
+    [
+        (POST11, SSE_START),
+        (POST11, {**SSE_START, HEAD_WITH_BODY: False}),  # a head sent at once
+        (b"POST /x HTTP/1.0\r\ncontent-length: 0\r\n\r\n", SSE_START),  # not chunked: app_send's way
+        (b"HEAD /x HTTP/1.1\r\nhost: a\r\n\r\n", SSE_START),  # no body at all
+    ],
+)
+async def test_a_part_sent_without_its_message_writes_what_app_send_writes(
+    request_bytes: bytes, start: dict[str, Any]
+) -> None:
+    pieces = [b"data: 1\n\n", b"", b"data: 2\n\n" * 40, b"data: [DONE]\n\n"]
+    messages = [start, *_parts(pieces)]
+    theirs = await _written(CoalescingH11Protocol, FramingHTTPStream, request_bytes, messages)
+    _, stream, ours = served_stream(CoalescingH11Protocol, FramingHTTPStream, request_bytes)
+    part = body_part_sender(stream.app_send)
+    assert part is not None
+    await stream.app_send(start)  # type: ignore[arg-type]
+    for piece in pieces[:-1]:
+        await part(piece)
+    await stream.app_send(messages[-1])  # type: ignore[arg-type]
+    assert _undated(b"".join(ours)) == _undated(b"".join(theirs))
+    assert len(ours) == len(theirs) and all(ours)
+
+
+async def test_a_send_that_is_not_the_streams_own_gets_no_part_sender() -> None:
+    _, stream, _ = served_stream(CoalescingH11Protocol, FramingHTTPStream, POST11)
+
+    async def wrapped(message: Any) -> None:  # a middleware's send
+        await stream.app_send(message)
+
+    assert body_part_sender(stream.app_send) is not None
+    assert body_part_sender(wrapped) is None
+    _, theirs, _ = served_stream(H11Protocol, HTTPStream, POST11)
+    assert body_part_sender(theirs.app_send) is None  # Hypercorn's own stream: no send_part
+
+
+async def test_a_part_on_a_direct_connection_is_written_without_a_connection_event() -> None:
+    server, peer, told = _connection()
+    events: list[object] = []
+    real = server.protocol_send
+
+    async def counted(event: Any) -> None:
+        events.append(event)
+        await real(event)
+
+    proto = CoalescingH11Protocol(
+        None, Config(), WorkerContext(None), TaskGroup(), ConnectionState({}),  # type: ignore[arg-type]
+        False, None, None, server.protocol_send,
+    )
+    await proto.write_part(b"data: 1\n\n")
+    assert await peer.receive_some(100) == b"9\r\ndata: 1\n\n\r\n"
+    assert events == []  # straight to `write_now`: no RawData through protocol_send
+    proto.send = counted  # type: ignore[method-assign]  # any other connection: its protocol_send
+    proto._looked = False
+    await proto.write_part(b"data: 2\n\n")
+    assert await peer.receive_some(100) == b"9\r\ndata: 2\n\n\r\n"
+    assert [type(e) for e in events] == [RawData] and told.events == []
 
 
 async def test_a_stream_ends_in_one_send_with_its_terminator_and_the_connection_lives(
