@@ -5,7 +5,8 @@ tests for `MockClock` / `autojump_clock`); `wall()` is UTC wall time derived fro
 an offset fixed when the Clock is created, so wall time follows a mock clock too and
 never jumps with NTP adjustments during the process's life. `epoch_at(now)` is the wall
 time of an earlier `now()` reading. `monotonic()` is for code that runs outside Trio (a
-worker thread of a library, e.g. the span exporter's): the OS's monotonic clock.
+worker thread of a library, e.g. the span exporter's): the OS's monotonic clock;
+`epoch_seconds()` the OS's wall clock, for a log line's time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class Clock:
 
     def wall(self) -> datetime:
         return datetime.fromtimestamp(self.epoch(), tz=UTC)
+
+
+def epoch_seconds() -> float:
+    """Seconds since the Unix epoch from the OS, for code with no `Clock` at hand: a log
+    line's time (adapters/telemetry.py), as `logging` stamps its own records."""
+    return time.time()
 
 
 def monotonic() -> float:

@@ -32,7 +32,6 @@ from adapters.metric_families import CounterFamily, Families, GaugeFamily, Histo
 from adapters.observe import (
     AttemptEnded,
     BreakerChanged,
-    FirstChunk,
     JobRan,
     Observer,
     Refused,
@@ -151,39 +150,30 @@ class Metrics(Observer):
 
 
 class _Watch(RunWatch):
+    """One run's counts, all taken at its end: `RunFinished` carries its attempts and its
+    ttft, so no other hook is overridden (each one a run's observers are told costs a
+    step on the request path)."""
+
     def __init__(self, metrics: Metrics, opened: RunOpened) -> None:
         self.m = metrics
         self.opened = opened
-        self.model = metrics.model_label(opened.model)
-        self.ttft: float | None = None
-
-    def first_chunk(self, event: FirstChunk) -> None:
-        self.ttft = event.ttft
-
-    def attempt_ended(self, event: AttemptEnded) -> None:
-        m, provider = self.m, event.provider
-        outcome = "ok" if event.ok else (event.failure.value if event.failure else "cut")
-        m.attempts.inc((provider, outcome))
-        if event.failure is not None:
-            m.failures.inc((provider, event.failure.value))
-        if event.next == "retry":
-            m.retries.inc((provider,))
-        elif event.next == "fallback":
-            m.fallbacks.inc((provider,))
 
     def run_finished(self, event: RunFinished) -> None:
         m, row, surface = self.m, event.row, self.opened.endpoint
+        for attempt in event.attempts:
+            _count_attempt(m, attempt)
+        model = m.model_label(self.opened.model)
         provider = row.provider or "none"
         m.in_flight.inc(amount=-1.0)
         if self.opened.stream:
             m.in_flight_streams.inc(amount=-1.0)
-        m.requests.inc((surface, self.model, provider, row.status))
+        m.requests.inc((surface, model, provider, row.status))
         if row.status in REFUSALS:
             m.refusals.inc((row.status,))
         if row.latency_ms is not None:
             m.latency.observe((surface, provider), row.latency_ms / 1000)
-        if self.ttft is not None:
-            m.ttft.observe((surface, provider), self.ttft)
+        if event.ttft is not None:
+            m.ttft.observe((surface, provider), event.ttft)
         m.overhead.observe((surface,), event.overhead_ms / 1000)
         m.ledger_commit.observe((), event.ledger_seconds)
         for kind, count in (
@@ -192,6 +182,18 @@ class _Watch(RunWatch):
             ("output", row.output_tokens),
         ):
             if count:
-                m.tokens.inc((self.model, provider, kind), count)
+                m.tokens.inc((model, provider, kind), count)
         if row.cost:
-            m.cost.inc((self.model, provider, row.tenant, row.project), float(row.cost))
+            m.cost.inc((model, provider, row.tenant, row.project), float(row.cost))
+
+
+def _count_attempt(m: Metrics, event: AttemptEnded) -> None:
+    provider = event.provider
+    outcome = "ok" if event.ok else (event.failure.value if event.failure else "cut")
+    m.attempts.inc((provider, outcome))
+    if event.failure is not None:
+        m.failures.inc((provider, event.failure.value))
+    if event.next == "retry":
+        m.retries.inc((provider,))
+    elif event.next == "fallback":
+        m.fallbacks.inc((provider,))

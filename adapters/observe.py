@@ -28,7 +28,12 @@ Contract (what an observer can rely on):
                                            (the client left, a shutdown, a job's cancel:
                                            told just before run_finished)
       run_finished(RunFinished)            exactly once, after the ledger row is written
-                                           and before the client is sent the end
+                                           and before the client is sent the end; it
+                                           carries again what the run was told before:
+                                           every `AttemptEnded` (`attempts`, in order) and
+                                           the first chunk's `ttft`, so an observer that
+                                           only counts the run at its end overrides this
+                                           hook alone
   A run refused at admission (bad body, rate limit, budget, no route) has no attempt:
   run_opened, then run_finished. An unauthenticated request opens no run (no key, no
   row): it is told as `Observer.refused(Refused)`. An answer replayed from an
@@ -147,6 +152,8 @@ class RunFinished:
     overhead_ms: float  # time in the gateway, excluding the waits on providers
     ledger_seconds: float  # how long writing the ledger row took (its commit included)
     at: float
+    attempts: tuple[AttemptEnded, ...] = ()  # every attempt_ended of the run, in order
+    ttft: float | None = None  # the FirstChunk's ttft (None: no content came)
 
 
 @frozen

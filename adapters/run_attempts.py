@@ -48,7 +48,9 @@ async def loop(state: RunState, emit: Emit) -> Happened:
         assert event is not None, "the attempt machine produced no action to act on"
         actions = step(state, event)
         if state.watch is not None and state.watched is not None:
-            state.watch.attempt_ended(watching.attempt_ended(state.watched, event, actions, state.exe, state.driver.clock.now()))
+            ended = watching.attempt_ended(state.watched, event, actions, state.exe, state.driver.clock.now())
+            state.told_ends += (ended,)
+            state.watch.attempt_ended(ended)
             state.watched = None
 
 
@@ -83,7 +85,9 @@ async def _attempt(state: RunState, action: attempts.CallProvider, emit: Emit) -
             asked = step(state, attempts.FirstChunk())
             assert not asked, asked
             if state.watch is not None:
-                state.watch.first_chunk(watching.first_chunk(action, exe, d.clock.now()))
+                first = watching.first_chunk(action, exe, d.clock.now())
+                state.told_ttft = first.ttft
+                state.watch.first_chunk(first)
         while read is not None:
             end = await relay(state, read, at, emit)
             if end is not None:

@@ -105,8 +105,12 @@ def _watch_finished(state: RunState, row: UsageRecord, happened: Happened, ledge
     assert watch is not None
     now = state.driver.clock.now()
     if state.watched is not None:  # cut inside an attempt (client gone, shutdown)
-        watch.attempt_ended(watching.attempt_cut(state.watched, now))
+        cut = watching.attempt_cut(state.watched, now)
+        state.told_ends += (cut,)
+        watch.attempt_ended(cut)
         state.watched = None
     error = happened.error if isinstance(happened, Failed) else None
     overhead = state.stopwatch.overhead_ms(now)
-    watch.run_finished(watching.finished(state.exe, row, error, overhead, ledger_seconds, now))
+    watch.run_finished(watching.finished(
+        state.exe, row, error, overhead, ledger_seconds, now, state.told_ends, state.told_ttft
+    ))

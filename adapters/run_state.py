@@ -21,7 +21,7 @@ import trio
 from adapters.execution import Execution
 from adapters.ingress import Ingress
 from adapters.limits import Grant
-from adapters.observe import RunWatch
+from adapters.observe import AttemptEnded, RunWatch
 from adapters.stopwatch import Stopwatch
 from core import attempts, metering
 from core.errors import GatewayError
@@ -47,6 +47,8 @@ class RunState:
         "scope",
         "stopwatch",
         "together",
+        "told_ends",
+        "told_ttft",
         "watch",
         "watched",
     )
@@ -66,6 +68,8 @@ class RunState:
         self.stopwatch = ingress.stopwatch or Stopwatch(driver.clock.now())
         self.watch: RunWatch | None = None  # this run's observers (adapters/observe.py)
         self.watched: attempts.CallProvider | None = None  # the attempt they were told of
+        self.told_ends: tuple[AttemptEnded, ...] = ()  # each attempt_ended they were told
+        self.told_ttft: float | None = None  # the first_chunk's ttft they were told
         self.together = False  # drive(together=True): a read's pieces as one Pieces
 
     @property

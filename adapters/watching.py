@@ -134,7 +134,7 @@ def attempt_cut(action: attempts.CallProvider, now: float) -> AttemptEnded:
 
 def finished(
     exe: Execution, row: UsageRecord, error: GatewayError | None, overhead_ms: float,
-    ledger_seconds: float, now: float,
+    ledger_seconds: float, now: float, ended: tuple[AttemptEnded, ...], ttft: float | None,
 ) -> RunFinished:
     return RunFinished(
         row=row,
@@ -146,4 +146,6 @@ def finished(
         overhead_ms=overhead_ms,
         ledger_seconds=ledger_seconds,
         at=now,
+        attempts=ended,
+        ttft=ttft,
     )

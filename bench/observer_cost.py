@@ -147,8 +147,8 @@ def alone(count: int = 20000, rounds: int = 5) -> None:
         reasoning_tokens=0, cost=Decimal("0.0001"), price_version="v", status="ok", error_code=None,
         latency_ms=3, ttft_ms=None, attempts=1, stream=False,
     )
-    finished = RunFinished(row, "cost", "stop", None, None, 1.2, 0.001, 2.0)
     ended = AttemptEnded(1, "mock/mock-fast", "mock", True, None, None, "answered", 2.0)
+    finished = RunFinished(row, "cost", "stop", None, None, 1.2, 0.001, 2.0, attempts=(ended,))
     shipped = (("request log", RequestLog()), ("metrics", Metrics(_catalog().models)))
     samples: dict[str, list[float]] = {name: [] for name, _ in shipped}
     for _ in range(rounds):

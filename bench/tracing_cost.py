@@ -110,10 +110,9 @@ def one_run(observer: Observer, tracing: Tracing | None) -> None:
         tracing.outgoing()  # the provider call's traceparent
     watch.first_chunk(FirstChunk(1, 0.01, 0.01))
     watch.metered(Metered(1, Usage(500, 20), Decimal("0.00116")))
-    watch.attempt_ended(AttemptEnded(
-        1, "openai/gpt-4.1", "openai", True, None, None, "answered", 0.02, "gpt-4.1", "stop"
-    ))
-    watch.run_finished(RunFinished(ROW, "cost", "stop", None, "gpt-4.1", 1.0, 0.001, 0.02))
+    ended = AttemptEnded(1, "openai/gpt-4.1", "openai", True, None, None, "answered", 0.02, "gpt-4.1", "stop")
+    watch.attempt_ended(ended)
+    watch.run_finished(RunFinished(ROW, "cost", "stop", None, "gpt-4.1", 1.0, 0.001, 0.02, attempts=(ended,), ttft=0.01))
 
 
 def traced(setup: str) -> Tracing:

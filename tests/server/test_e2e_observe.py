@@ -170,6 +170,8 @@ async def test_a_stream_tells_its_first_chunk_and_carries_the_overhead_at_both_e
     assert first.ttft == pytest.approx(row.ttft_ms / 1000, abs=0.002)
     assert first.ttft >= 0.05
     (finished,) = recorder.of("finished")
+    assert finished.ttft == first.ttft  # told again at the end
+    assert finished.attempts == tuple(recorder.of("attempt_ended"))
     # the head is sent before the provider is called: only the admission's overhead
     assert float(r.headers["x-gateway-overhead-ms"]) <= finished.overhead_ms + 0.01
     # the provider's 50 ms are not the gateway's: arrival >= sent, the end <= finished.at
@@ -204,6 +206,9 @@ async def test_a_fallback_is_told_with_its_failure_kind_and_the_server_address(
     )
     assert (answered.ok, answered.next) == (True, "answered")
     (finished,) = recorder.of("finished")
+    assert finished.attempts == (failed, answered)  # every attempt's end, again, in order
+    (first_chunk,) = recorder.of("first_chunk")
+    assert finished.ttft == first_chunk.ttft  # a whole answer's: when it arrived
     assert finished.row == await only_row(gw)
     assert finished.row.attempts == 2
     gw.stop.set()
@@ -224,6 +229,7 @@ async def test_a_failed_run_is_told_with_its_error_and_a_circuit_that_opens(
     assert (ended.failure, ended.next) == (FailureKind.BAD_REQUEST, "gave_up")
     assert ended.message is not None and "no such parameter" in ended.message
     (finished,) = recorder.of("finished")
+    assert (finished.attempts, finished.ttft) == ((ended,), None)  # no content came
     assert finished.error is not None and finished.error.code == "upstream_rejected"
     assert (finished.row.status, finished.row.error_code) == ("error", "upstream_rejected")
     assert finished.finish_reason is None
@@ -252,6 +258,7 @@ async def test_a_client_that_leaves_mid_stream_ends_the_attempt_as_cut(gateway: 
     (ended,) = recorder.of("attempt_ended")
     assert (ended.ok, ended.next) == (False, "cut")
     (finished,) = recorder.of("finished")
+    assert finished.attempts == (ended,)
     assert finished.row.status == "client_closed"
     assert [r.request_id for r in await ledger(gateway)] == [finished.row.request_id]
 
