@@ -238,23 +238,23 @@ async def test_a_batch_failing_for_another_reason_fails_every_row_and_is_not_spl
         await storage.close()
 
 
-async def test_a_row_the_rollup_add_raises_on_fails_alone_and_the_writer_keeps_running(
+async def test_a_row_whose_parameters_raise_fails_alone_and_the_writer_keeps_running(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Adding one row's values to the rollups raises a Python error (not psycopg's),
-    before anything is sent: that row's caller gets a psycopg DataError whose cause is
-    the error, the other rows of its batch are committed, and the writer keeps taking
-    rows. (Before, the error escaped the writer task and took the process down.)"""
-    from adapters.storage import pg_writer, rollup
+    """Making one row's parameters raises a Python error (not psycopg's), before
+    anything is sent: that row's caller gets a psycopg DataError whose cause is the
+    error, the other rows of its batch are committed, and the writer keeps taking rows.
+    (Before, such an error escaped the writer task and took the process down.)"""
+    from adapters.storage import pg_writer
 
-    contributions = rollup.contributions
+    params = pg_writer._params
 
-    def refusing(records: Any) -> Any:
-        if any(r.id == "use_3" for r in records):
-            raise ArithmeticError("a sum the rollups cannot hold")
-        return contributions(records)
+    def refusing(rows: Any) -> Any:
+        if any(row[0] == "use_3" for row in rows):  # the id, the first column
+            raise ArithmeticError("a value the statement cannot take")
+        return params(rows)
 
-    monkeypatch.setattr(rollup, "contributions", refusing)
+    monkeypatch.setattr(pg_writer, "_params", refusing)
     storage = await opened(postgres_url)
     try:
         answers = await two_batches(storage, 6, psycopg.Error)
