@@ -268,3 +268,44 @@ async def test_a_row_whose_parameters_raise_fails_alone_and_the_writer_keeps_run
         }
     finally:
         await storage.close()
+
+
+async def test_a_batch_writes_the_ledger_then_each_rollup_in_turn_each_in_key_order(
+    postgres_url: str,
+) -> None:
+    """The batch is one statement whose parts Postgres may run in any order unless told:
+    each rollup's upsert waits for the one before, so a batch touches (and locks) the
+    ledger rows, then the hourly rollup, its bins, the daily, all-tenant and by-model
+    rollups, each table's rows in code-point key order (Python's `sorted`, as before),
+    on a first batch (inserts) and on a second (updates of the same rollup rows). A
+    BEFORE trigger on each table logs the rows in the order they are written. (Without
+    the gates Postgres ran the last rollup's upsert first.)"""
+    from adapters.storage import codec, pg_batch_sql
+
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("CREATE TABLE written (n serial PRIMARY KEY, tbl text, model text)")
+        conn.execute(
+            "CREATE FUNCTION log_written() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " INSERT INTO written (tbl, model) VALUES (TG_TABLE_NAME, NEW.model); RETURN NEW; END $$"
+        )
+    storage = await opened(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        for table in ("usage", *pg_batch_sql.TABLES):
+            conn.execute(f"CREATE TRIGGER log_{table} BEFORE INSERT OR UPDATE ON {table}"
+                         " FOR EACH ROW EXECUTE FUNCTION log_written()")  # fmt: skip
+    models = ["b", "B", "a", "A"]  # code-point order: A, B, a, b
+    try:
+        for round_ in range(2):
+            recs = [make_usage(10 * round_ + i, T0, model=m) for i, m in enumerate(models)]
+            answers = await storage._commit([(codec.postgres_row(r), r) for r in recs])
+            assert answers == [True] * 4
+            with psycopg.connect(postgres_url) as conn:
+                log = conn.execute("SELECT tbl, model FROM written ORDER BY n").fetchall()
+                conn.execute("DELETE FROM written")
+            # an upsert that updates fires BEFORE INSERT, then BEFORE UPDATE: once a row here
+            assert list(dict.fromkeys(log)) == [("usage", m) for m in models] + [
+                (table, m) for table in pg_batch_sql.TABLES for m in sorted(models)
+            ], round_
+        assert _rollup(postgres_url) == _ledger(postgres_url)
+    finally:
+        await storage.close()
