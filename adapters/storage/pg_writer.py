@@ -110,4 +110,4 @@ class PostgresWriter(PostgresConnection):
             inserted = {r[0] for r in c.execute(pg_batch_sql.batch(sum(firsts)), params).fetchall()}
             return [first and rec.id in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
 
-        return await self._run(apply)
+        return await self._run(apply, statement=True)  # one statement: its own transaction

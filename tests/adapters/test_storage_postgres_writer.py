@@ -309,3 +309,30 @@ async def test_a_batch_writes_the_ledger_then_each_rollup_in_turn_each_in_key_or
         assert _rollup(postgres_url) == _ledger(postgres_url)
     finally:
         await storage.close()
+
+
+async def test_a_batch_is_one_statement_in_its_own_transaction_without_begin_or_commit(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's one statement is sent in autocommit (Postgres makes it a transaction
+    by itself: two round trips fewer than BEGIN and COMMIT around it); the connection
+    goes back to the pool out of autocommit, so the next operation is a transaction
+    block again."""
+    storage = await opened(postgres_url, pool_size=1)
+    opened_blocks: list[bool] = []
+    transaction = psycopg.Connection.transaction
+
+    def spy(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+        opened_blocks.append(self.autocommit)
+        return transaction(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "transaction", spy)
+    try:
+        answers = await two_batches(storage, 5, psycopg.Error)
+        assert answers == {n: True for n in range(5)}
+        assert storage.writer.batches == 2 and opened_blocks == []
+        with storage._pool.connection() as conn:  # the pool's one connection
+            assert conn.autocommit is False  # given back as it came
+        assert _rollup(postgres_url) == _ledger(postgres_url)
+    finally:
+        await storage.close()
