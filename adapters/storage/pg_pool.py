@@ -1,8 +1,9 @@
 """Postgres connections: the pool, the thread hop, cancellation, reruns and the breaker.
 
 Owns: running every Postgres operation as one transaction on a pooled connection in a
-worker thread, and what happens when that cannot be done. psycopg's async API is
-asyncio-only, so the sync driver runs through `trio.to_thread.run_sync` with a
+worker thread (an operation of one statement, `_run(statement=True)`, as that
+statement's own transaction, without BEGIN and COMMIT), and what happens when that
+cannot be done. psycopg's async API is asyncio-only, so the sync driver runs through `trio.to_thread.run_sync` with a
 `CapacityLimiter` the size of the pool (a thread never waits for a connection the pool
 cannot give). The layers above (`pg_writer.py`, `postgres.py`) run everything through
 `_run`.
@@ -106,6 +107,18 @@ class _Slot:
         self._done.wait()
 
 
+def _autocommitted(conn: Conn, fn: Callable[[Conn], T]) -> T:
+    """`fn`'s one statement as its own transaction (Postgres commits it, or nothing of
+    it, by itself); the connection goes back to the pool as it came, out of autocommit
+    (a broken one is the pool's to discard)."""
+    conn.autocommit = True
+    try:
+        return fn(conn)
+    finally:
+        if not conn.broken:
+            conn.autocommit = False
+
+
 class PostgresConnection:
     def __init__(
         self, url: str, *, pool_size: int, pool_timeout: float, clock: Clock | None
@@ -123,7 +136,7 @@ class PostgresConnection:
         self._open_lock = threading.Lock()
         self.errors: tuple[type[Exception], ...] = (psycopg.Error, StorageUnavailable)
 
-    def _work(self, fn: Callable[[Conn], T], slot: _Slot) -> T:
+    def _work(self, fn: Callable[[Conn], T], slot: _Slot, alone: bool) -> T:
         try:
             slot.start()
             with self._open_lock:
@@ -135,6 +148,8 @@ class PostgresConnection:
             with self._pool.connection() as conn:
                 slot.attach(conn)
                 try:
+                    if alone:
+                        return _autocommitted(conn, fn)
                     with conn.transaction():
                         return fn(conn)
                 finally:
@@ -158,18 +173,20 @@ class PostgresConnection:
             )
         self._down_until = now + DOWN_SECONDS  # this caller probes; the others keep failing
 
-    async def _run(self, fn: Callable[[Conn], T]) -> T:
+    async def _run(self, fn: Callable[[Conn], T], *, statement: bool = False) -> T:
         """`fn` in one transaction; rerun (after a pause) when Postgres rolled it back
-        for a deadlock or a serialization failure, at most `len(RERUN_PAUSES)` times."""
+        for a deadlock or a serialization failure, at most `len(RERUN_PAUSES)` times.
+        `statement`: `fn` sends ONE statement, its own transaction (autocommit: no
+        BEGIN and COMMIT round trips)."""
         for pause in RERUN_PAUSES:
             try:
-                return await self._once(fn)
+                return await self._once(fn, statement)
             except _ROLLED_BACK as err:
                 log.info("postgres rolled a transaction back (%s); running it again in %g s",
                          err.sqlstate, pause)
             await trio.sleep(pause)
         try:
-            return await self._once(fn)
+            return await self._once(fn, statement)
         except _ROLLED_BACK as err:
             log.warning("postgres rolled a transaction back %d times in a row (%s); giving up",
                         len(RERUN_PAUSES) + 1, err.sqlstate)
@@ -178,12 +195,12 @@ class PostgresConnection:
                 retry_after=DOWN_SECONDS,
             ) from err
 
-    async def _once(self, fn: Callable[[Conn], T]) -> T:
+    async def _once(self, fn: Callable[[Conn], T], statement: bool) -> T:
         self._gate()
         slot = _Slot()
         try:
             result = await trio.to_thread.run_sync(
-                self._work, fn, slot, limiter=self._limiter, abandon_on_cancel=True
+                self._work, fn, slot, statement, limiter=self._limiter, abandon_on_cancel=True
             )
         except trio.Cancelled:
             with trio.CancelScope(shield=True):

@@ -5,21 +5,20 @@ batch is retried. `insert_usage` returns once the transaction holding its row ha
 committed (`alone` changes nothing here: a commit always waits for the server).
 
 Rules:
-- A batch is ONE multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING id` (so each
-  caller learns whether its own row went in; a later row of the batch with the id or
-  `request_id` of an earlier one is not sent and answers False) plus the rollup upserts
-  of the inserted rows (hourly, daily, all-tenant), in one transaction.
-- The rollup rows are upserted table by table in one order, each table's rows (one per
-  key, added up first) as ONE multi-row upsert in sorted key order, so the writers of
-  several processes, which share those rows, always lock them in the same order and
-  cannot deadlock. The wide tables' upserts name only the bin columns the batch adds
-  to. The upserts go out together in one pipeline (one round trip for all of them,
-  their errors raised as if each had been sent alone).
+- A batch is ONE statement (`pg_batch_sql.py`): the multi-row `INSERT ... ON CONFLICT DO
+  NOTHING RETURNING` of its rows and, in the same statement, each rollup's upsert
+  (hourly, daily, all-tenant, by model) worked out by Postgres from exactly the rows it
+  inserted, so a row adds to the rollups once. The gateway sends the rows' parameters
+  only. Each caller learns whether its own row went in; a later row of the batch with the
+  id or `request_id` of an earlier one is not sent and answers False.
+- The rollup rows are upserted table by table in one order, each table's rows in
+  ascending key order, so the writers of several processes, which share those rows,
+  always lock them in the same order and cannot deadlock (`pg_batch_sql.py` says how).
 - A batch refused for what a row holds (a value out of range, a constraint:
-  `psycopg.DataError`, `IntegrityError`; or a value the rollups cannot add,
-  `_ROW_REFUSED`) is committed again one row at a time, so only that row's caller gets
-  the error, always a psycopg error (`RowNotStorable` wraps any other), and the writer
-  keeps running; any other failed commit fails every row of its batch (each caller
+  `psycopg.DataError`, `IntegrityError`, a rollup's sum beyond BIGINT among them; or a
+  Python error making its parameters, `_ROW_REFUSED`) is committed again one row at a
+  time, so only that row's caller gets the error, always a psycopg error
+  (`RowNotStorable` wraps any other), and the writer keeps running; any other failed commit fails every row of its batch (each caller
   gets the error).
 - No state rides along (state is its own transaction on Postgres), so a batch without
   rows, the writer's retry after a failure, has nothing to do.
@@ -27,25 +26,22 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from adapters.clock import Clock
-from adapters.storage import codec, rollup, rollup_wide
+from adapters.storage import codec, pg_batch_sql
 from adapters.storage.group_commit import GroupCommit, as_driver_error, row_by_row_on_refusal
 from adapters.storage.pg_pool import Conn, PostgresConnection
 from adapters.storage.records import UsageRecord
 
-_USAGE_COLS = ", ".join(codec.columns(UsageRecord))
-
 # A ledger batch refused for the values of a row (not for the database being away or
-# busy): what the database answers (DataError, IntegrityError), or what adding a row's
-# values to the rollups raises before anything is sent (a TypeError, ValueError or
-# ArithmeticError). The batch is then committed row by row (`_commit`); the writer keeps
-# running.
+# busy): what the database answers (DataError, IntegrityError: a value out of range, a
+# constraint, a rollup's sum beyond BIGINT), or what making a row's parameters raises
+# before anything is sent (a TypeError, ValueError or ArithmeticError). The batch is then
+# committed row by row (`_commit`); the writer keeps running.
 _ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError, ArithmeticError, TypeError, ValueError)
 
 
@@ -59,41 +55,8 @@ def _refusal(err: Exception) -> Exception:
     return as_driver_error(err, psycopg.Error, RowNotStorable)
 
 
-def marks(cols: tuple[str, ...]) -> str:
-    """Placeholders for a row of `cols` (JSON columns cast to jsonb)."""
-    return ", ".join("%s::jsonb" if c in codec.JSON_FIELDS else "%s" for c in cols)
-
-
-_USAGE_MARKS = f"({marks(codec.columns(UsageRecord))})"
-
-
-def _insert_usage(n: int) -> str:
-    """`n` ledger rows in one statement; RETURNING the ids of those it inserted."""
-    values = ", ".join([_USAGE_MARKS] * n)
-    return f"INSERT INTO usage ({_USAGE_COLS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert_hourly(n: int) -> str:
-    return rollup.upsert_hourly("%s", text_money=False, rows=n)
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert_bins(n: int) -> str:
-    return rollup.upsert_bins("%s", rows=n)
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert_wide(wide: rollup_wide.Wide, used: tuple[int, ...], n: int) -> str:
-    """`n` rows of distinct keys in one upsert of `wide`, naming only the bin columns
-    `used` (the others keep their DEFAULT 0, or their value): a ledger row adds to at
-    most two of the 70, and the statement naming all of them is 7 KB of SQL that psycopg
-    parses again on every call (too long for its cache), with 89 parameters a row."""
-    measures = (*rollup.MEASURES, *(rollup_wide.BIN_COLUMNS[b] for b in used))
-    return rollup.upsert_sql(wide.table, wide.keys, measures, "%s", rows=n)
-
-
-def _flat(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+def _params(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The batch statement's parameters: each row's columns, row after row."""
     return [value for row in rows for value in row]
 
 
@@ -135,33 +98,16 @@ class PostgresWriter(PostgresConnection):
         return await row_by_row_on_refusal(self._commit_batch, rows, _ROW_REFUSED, _refusal, "postgres")
 
     async def _commit_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
-        """The writer's batch: the rows in ONE multi-row INSERT, what the inserted ones add
-        to the rollups (`rollup.py`, `rollup_wide.py`), one transaction. (No state rides along, so a
-        batch without rows, the writer's retry after a failure, has nothing to do.)"""
+        """The writer's batch: ONE statement (`pg_batch_sql.py`) inserting the rows and
+        adding the inserted ones to every rollup, one transaction. (No state rides along,
+        so a batch without rows, the writer's retry after a failure, has nothing to do.)"""
         if not rows:
             return []
         firsts = _firsts([rec for _, rec in rows])
-        fresh = [row for (row, _), first in zip(rows, firsts, strict=True) if first]
+        params = _params([row for (row, _), first in zip(rows, firsts, strict=True) if first])
 
         def apply(c: Conn) -> list[bool]:
-            inserted = {r[0] for r in c.execute(_insert_usage(len(fresh)), _flat(fresh)).fetchall()}
-            added = [first and rec.id in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
-            new = [rec for (_, rec), is_new in zip(rows, added, strict=True) if is_new]
-            hourly, bins = rollup.contributions(new)
-            # Sorted, table after table in one order: every writer locks rollup rows in
-            # the same order, so two processes' batches cannot deadlock. Each table's
-            # rows (one per key) are ONE multi-row upsert, which Postgres applies in the
-            # order given: one round trip per table, not one per row.
-            wide_sums = rollup_wide.sums(new)
-            with c.pipeline():  # the upserts sent together, their answers read once
-                for sql, adds in ((_upsert_hourly(len(hourly)), sorted(hourly)),
-                                  (_upsert_bins(len(bins)), sorted(bins))):
-                    if adds:
-                        c.execute(sql, _flat(adds))
-                for wide in rollup_wide.TABLES:
-                    used, adds = rollup_wide.union_rows(wide_sums[wide])  # in key order
-                    if adds:
-                        c.execute(_upsert_wide(wide, used, len(adds)), _flat(adds))
-            return added
+            inserted = {r[0] for r in c.execute(pg_batch_sql.batch(sum(firsts)), params).fetchall()}
+            return [first and rec.id in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
 
-        return await self._run(apply)
+        return await self._run(apply, statement=True)  # one statement: its own transaction

@@ -42,9 +42,10 @@ from adapters.storage.key_rows import KeyDialect, KeyMethods, KeyQueries
 from adapters.storage.keycache import KeyCache
 from adapters.storage.ledger import POSTGRES
 from adapters.storage.migrations import migrations
+from adapters.storage.pg_batch_sql import marks
 from adapters.storage.pg_jobs import JobQueries
 from adapters.storage.pg_pool import POOL_TIMEOUT_SECONDS, Conn, PostgresConnection
-from adapters.storage.pg_writer import PostgresWriter, marks
+from adapters.storage.pg_writer import PostgresWriter
 from adapters.storage.records import (
     DeliveryRecord,
     JobRecord,

@@ -2,9 +2,10 @@
 (migration 009; they replace migration 003's `usage_hourly` and `usage_hourly_bins`,
 which were keyed by `key_id` too and are dropped).
 
-Owns: what ledger rows add to the rollup and the upserts that add it (run by each
-backend in the transaction that inserts those rows); the SQLite writer's exact addition
-of costs, which the daily and all-tenant rollups (`rollup_wide.py`) share; and the list
+Owns: what ledger rows add to the rollup and the upserts that add it (run by SQLite's
+writer in the transaction that inserts those rows; Postgres's writer works the same
+sums out in SQL in the statement that inserts them, `pg_batch_sql.py`); the SQLite
+writer's exact addition of costs, which the daily and all-tenant rollups (`rollup_wide.py`) share; and the list
 of rollup migrations with their fills. Which reads it answers is `sources.py`'s.
 
 Rules:

@@ -3,8 +3,9 @@
 (migration 012, without tenant or key) and the hourly rollup by model
 `usage_hourly_model` (migration 014, without tenant, key or project).
 
-Owns: what ledger rows add to these two tables and the upserts that add it (run by each
-backend in the transaction that inserts those rows, next to `rollup.py`'s hourly ones).
+Owns: the tables' keys and measures; on SQLite, what ledger rows add to them and the
+upserts that add it (run in the transaction that inserts those rows, next to
+`rollup.py`'s hourly ones; Postgres works the same sums out in SQL, `pg_batch_sql.py`).
 Which reads they answer is `sources.py`'s.
 
 Rules:
@@ -20,12 +21,10 @@ Rules:
   SQLite text with exactly 10 places, added in Python inside the upsert
   (`rollup.MONEY_ADD`).
 - Rows of one batch with the same key are added up first (`sums`, each record's share
-  worked out once for both tables): one upsert per key; the backends run them in sorted
-  key order (Postgres: several writers cannot deadlock). SQLite's upsert names only the
-  bin columns it adds to (`SparseUpserts`; the others are DEFAULT 0); Postgres's writer
-  sends a batch's rows of a table as one multi-row upsert naming the bin columns any of
-  them adds to (`union_rows`), so its SQL stays short (the statement naming all 70 is
-  7 KB, parsed again by psycopg on every call).
+  worked out once for every table): one upsert per key, in sorted key order (as
+  Postgres's single statement does, so several writers cannot deadlock). SQLite's
+  upsert names only the bin columns it adds to (`SparseUpserts`; the others are
+  DEFAULT 0).
 """
 
 from __future__ import annotations
@@ -164,12 +163,3 @@ class SparseUpserts:
             groups.setdefault(used, []).append((*key, *total, *(counts.get(b, 0) for b in used)))
         return [(self.sql(used), rows) for used, rows in groups.items()]
 
-
-def union_rows(added: dict[Key, Sums]) -> tuple[tuple[int, ...], list[tuple[Any, ...]]]:
-    """What `sums` gives for one table as ONE multi-row upsert's rows, in key order: the
-    bin columns any of them adds to (sorted), and each row's key, measures before the
-    bins, then its counts in those bin columns (0 where it adds nothing). Postgres's
-    writer sends them so: one statement a table, its rows locked in key order."""
-    used = tuple(sorted({b for _, counts in added.values() for b in counts}))
-    return used, [(*key, *total, *(counts.get(b, 0) for b in used))
-                  for key, (total, counts) in sorted(added.items())]

@@ -238,23 +238,23 @@ async def test_a_batch_failing_for_another_reason_fails_every_row_and_is_not_spl
         await storage.close()
 
 
-async def test_a_row_the_rollup_add_raises_on_fails_alone_and_the_writer_keeps_running(
+async def test_a_row_whose_parameters_raise_fails_alone_and_the_writer_keeps_running(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Adding one row's values to the rollups raises a Python error (not psycopg's),
-    before anything is sent: that row's caller gets a psycopg DataError whose cause is
-    the error, the other rows of its batch are committed, and the writer keeps taking
-    rows. (Before, the error escaped the writer task and took the process down.)"""
-    from adapters.storage import pg_writer, rollup
+    """Making one row's parameters raises a Python error (not psycopg's), before
+    anything is sent: that row's caller gets a psycopg DataError whose cause is the
+    error, the other rows of its batch are committed, and the writer keeps taking rows.
+    (Before, such an error escaped the writer task and took the process down.)"""
+    from adapters.storage import pg_writer
 
-    contributions = rollup.contributions
+    params = pg_writer._params
 
-    def refusing(records: Any) -> Any:
-        if any(r.id == "use_3" for r in records):
-            raise ArithmeticError("a sum the rollups cannot hold")
-        return contributions(records)
+    def refusing(rows: Any) -> Any:
+        if any(row[0] == "use_3" for row in rows):  # the id, the first column
+            raise ArithmeticError("a value the statement cannot take")
+        return params(rows)
 
-    monkeypatch.setattr(rollup, "contributions", refusing)
+    monkeypatch.setattr(pg_writer, "_params", refusing)
     storage = await opened(postgres_url)
     try:
         answers = await two_batches(storage, 6, psycopg.Error)
@@ -266,5 +266,73 @@ async def test_a_row_the_rollup_add_raises_on_fails_alone_and_the_writer_keeps_r
         assert _rollup(postgres_url) == _ledger(postgres_url) == {
             ("t1", "gpt-4.1"): (6, Decimal("0.0000012345") * 6)
         }
+    finally:
+        await storage.close()
+
+
+async def test_a_batch_writes_the_ledger_then_each_rollup_in_turn_each_in_key_order(
+    postgres_url: str,
+) -> None:
+    """The batch is one statement whose parts Postgres may run in any order unless told:
+    each rollup's upsert waits for the one before, so a batch touches (and locks) the
+    ledger rows, then the hourly rollup, its bins, the daily, all-tenant and by-model
+    rollups, each table's rows in code-point key order (Python's `sorted`, as before),
+    on a first batch (inserts) and on a second (updates of the same rollup rows). A
+    BEFORE trigger on each table logs the rows in the order they are written. (Without
+    the gates Postgres ran the last rollup's upsert first.)"""
+    from adapters.storage import codec, pg_batch_sql
+
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("CREATE TABLE written (n serial PRIMARY KEY, tbl text, model text)")
+        conn.execute(
+            "CREATE FUNCTION log_written() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " INSERT INTO written (tbl, model) VALUES (TG_TABLE_NAME, NEW.model); RETURN NEW; END $$"
+        )
+    storage = await opened(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        for table in ("usage", *pg_batch_sql.TABLES):
+            conn.execute(f"CREATE TRIGGER log_{table} BEFORE INSERT OR UPDATE ON {table}"
+                         " FOR EACH ROW EXECUTE FUNCTION log_written()")  # fmt: skip
+    models = ["b", "B", "a", "A"]  # code-point order: A, B, a, b
+    try:
+        for round_ in range(2):
+            recs = [make_usage(10 * round_ + i, T0, model=m) for i, m in enumerate(models)]
+            answers = await storage._commit([(codec.postgres_row(r), r) for r in recs])
+            assert answers == [True] * 4
+            with psycopg.connect(postgres_url) as conn:
+                log = conn.execute("SELECT tbl, model FROM written ORDER BY n").fetchall()
+                conn.execute("DELETE FROM written")
+            # an upsert that updates fires BEFORE INSERT, then BEFORE UPDATE: once a row here
+            assert list(dict.fromkeys(log)) == [("usage", m) for m in models] + [
+                (table, m) for table in pg_batch_sql.TABLES for m in sorted(models)
+            ], round_
+        assert _rollup(postgres_url) == _ledger(postgres_url)
+    finally:
+        await storage.close()
+
+
+async def test_a_batch_is_one_statement_in_its_own_transaction_without_begin_or_commit(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's one statement is sent in autocommit (Postgres makes it a transaction
+    by itself: two round trips fewer than BEGIN and COMMIT around it); the connection
+    goes back to the pool out of autocommit, so the next operation is a transaction
+    block again."""
+    storage = await opened(postgres_url, pool_size=1)
+    opened_blocks: list[bool] = []
+    transaction = psycopg.Connection.transaction
+
+    def spy(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+        opened_blocks.append(self.autocommit)
+        return transaction(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "transaction", spy)
+    try:
+        answers = await two_batches(storage, 5, psycopg.Error)
+        assert answers == {n: True for n in range(5)}
+        assert storage.writer.batches == 2 and opened_blocks == []
+        with storage._pool.connection() as conn:  # the pool's one connection
+            assert conn.autocommit is False  # given back as it came
+        assert _rollup(postgres_url) == _ledger(postgres_url)
     finally:
         await storage.close()
