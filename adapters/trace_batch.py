@@ -171,8 +171,8 @@ class TrioBatch(SpanProcessor):
             try:
                 self.exporter.export(Built(batch, self.build))
             except Exception:  # logged, not swallowed: it must not end the Trio run
-                self.failed += 1
                 log.exception("span export raised; %d spans lost", len(batch))
+                self.failed += 1  # counted once told: whoever waits for the count sees the line
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export every waiting span now, in the caller's thread (not the Trio thread's
