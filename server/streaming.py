@@ -89,7 +89,12 @@ async def send_stream(
     exe = run.exe
     extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
     state = {"finished": False, "gone": False}
-    part = body_part_sender(send)
+    fast = body_part_sender(send)
+
+    async def as_message(chunk: bytes) -> None:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    part = fast or as_message  # a body part before the last, sent one way or the other
 
     def keep() -> bool:
         if detached is None or not detached.adopt():
@@ -115,12 +120,8 @@ async def send_stream(
             if not chunk:
                 return
             watch.last = trio.current_time()
-            if state["gone"]:
-                return
-            if part is not None:
+            if not state["gone"]:
                 await part(chunk)
-            else:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             return
         chunk = frame(framer, exe, event)
         final = isinstance(event, _FINAL)
@@ -132,10 +133,10 @@ async def send_stream(
             departure.last()
         if state["gone"]:
             return
-        if part is not None and not final:
-            await part(chunk)  # `send` of the same message, without it (hypercorn_patch.py)
+        if final:
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
         else:
-            await send({"type": "http.response.body", "body": chunk, "more_body": not final})
+            await part(chunk)
 
     try:
         # the opening frame follows at once (the driver emits `Started` first): the head
