@@ -136,7 +136,7 @@ class PostgresConnection:
         self._open_lock = threading.Lock()
         self.errors: tuple[type[Exception], ...] = (psycopg.Error, StorageUnavailable)
 
-    def _work(self, fn: Callable[[Conn], T], slot: _Slot, alone: bool) -> T:
+    def _work(self, fn: Callable[[Conn], T], slot: _Slot, statement: bool) -> T:
         try:
             slot.start()
             with self._open_lock:
@@ -148,7 +148,7 @@ class PostgresConnection:
             with self._pool.connection() as conn:
                 slot.attach(conn)
                 try:
-                    if alone:
+                    if statement:
                         return _autocommitted(conn, fn)
                     with conn.transaction():
                         return fn(conn)
