@@ -102,7 +102,9 @@ def _process(args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) 
             proc.wait()
 
 
-def _pinned(args: list[str], cpu: str | None) -> list[str]:
+def _pinned(args: list[str], cpu: str | None, wrap: tuple[str, ...] = ()) -> list[str]:
+    """`args` pinned to `cpu`, run under `wrap` (a command prefix, e.g. valgrind's) if any."""
+    args = [*wrap, *args]
     return ["taskset", "-c", cpu, *args] if cpu is not None else args
 
 
@@ -178,11 +180,12 @@ def _ours_version(source: Path) -> str:
 def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, processes: int = 1,
          database_url: str | None = None, name: str = "ours", source: Path = ROOT,
          path: str = "/v1/chat/completions", extra_env: dict[str, str] | None = None,
-         budget_usd: str | None = None) -> Target:
+         budget_usd: str | None = None, wrap: tuple[str, ...] = (), ready_timeout: float = 120.0) -> Target:
     """`umg serve` from `source` (this checkout, or another one given to `--compare`: its
     packages come first on PYTHONPATH, this venv's dependencies serve both); `path` is
     the route the load goes to (`/v1/responses` with `--surface responses`); `budget_usd`:
-    the key has that budget (per month), else none."""
+    the key has that budget (per month), else none; `wrap`: a command prefix each process
+    runs under (bench/instr_count.py's valgrind), `ready_timeout` the wait for it to answer."""
     url = database_url or f"sqlite:///{tmp}/{name}.db"
     env = {**_ours_env(provider, url, source, extra_env or {}), **TELEMETRY_ENV.get(name, {})}
     key = _create_key(env, source, budget_usd)  # before serving: no development key is minted
@@ -190,12 +193,12 @@ def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, process
     for i in range(processes):
         port = free_port()
         log = tmp / f"{name}-{i}.log"
-        args = _pinned([*_umg(), "serve", "--port", str(port)], cpu)
+        args = _pinned([*_umg(), "serve", "--port", str(port)], cpu, wrap)
         proc = stack.enter_context(_process(args, env, log, cwd=source))
         procs.append((proc, log, port))
         urls.append(f"http://127.0.0.1:{port}{path}")
     for proc, log, port in procs:
-        wait_ready(f"http://127.0.0.1:{port}/healthz", proc, log)
+        wait_ready(f"http://127.0.0.1:{port}/healthz", proc, log, ready_timeout)
     return Target(name, tuple(urls), {"Authorization": f"Bearer {key}"},
                   tuple(p.pid for p, _, _ in procs), _ours_version(source))
 
@@ -220,7 +223,8 @@ def _node_version() -> str:
     return found.stdout.strip()
 
 
-def floor(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, mode: str) -> Target:
+def floor(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, mode: str,
+          wrap: tuple[str, ...] = (), ready_timeout: float = 120.0) -> Target:
     """`bench/floor.py` (`hello` or `proxy`): Hypercorn as `umg serve` runs it, with no
     gateway behind it; beside `ours`, the floor under the gateway's CPU per request."""
     port = free_port()
@@ -228,9 +232,9 @@ def floor(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, mode: str
     log = tmp / f"{name}.log"
     env = _env({"PYTHONPATH": str(ROOT)})
     args = _pinned([sys.executable, "-m", "bench.floor", "--port", str(port), "--mode", mode,
-                    "--provider", provider], cpu)
+                    "--provider", provider], cpu, wrap)
     proc = stack.enter_context(_process(args, env, log))
-    wait_ready(f"http://127.0.0.1:{port}/", proc, log)
+    wait_ready(f"http://127.0.0.1:{port}/", proc, log, ready_timeout)
     return Target(name, (f"http://127.0.0.1:{port}/v1/chat/completions",),
                   {"Authorization": "Bearer unused"}, (proc.pid,), f"bare Hypercorn app ({mode}), bench/floor.py")
 

@@ -1,0 +1,131 @@
+"""Instructions per served request, counted by callgrind: a figure that does not move with
+the machine's noise.
+
+Owns: serving each named target as `bench.run` serves it (bench/targets.py: `ours`, its
+telemetry variants `ours-log`, `ours-logtm`, `ours-off`, `ours-obs`, and `floor-hello` /
+`floor-proxy`) under `valgrind --tool=callgrind --instr-atstart=no`, warming it with
+`--warmup` requests, turning instrumentation on (`callgrind_control -i on`) for exactly
+`--requests` requests at `--concurrency` from this process (the bench's own h11 client,
+pinned to the other core, not counted), then off, and dumping the counts. It prints the
+instructions (callgrind's `Ir`, every thread of the process: the export and SQLite worker
+threads too) per request per target, and the ratio of each to the first target; with
+`--top N` also the N functions with the most instructions of their own per request
+(callgrind_annotate's C-level view: the eval loop, allocation, dict and str work, SQLite,
+the kernel entry points callgrind sees).
+
+Why: this host has no hardware counters and its wall-clock rounds of one code spread by
+5 to 10 %; an instruction count of the same requests is the same from run to run (it is
+not time: cache misses and system time are not in it). Slow: a request costs about 50 to
+100 times its normal time under callgrind, so a few hundred requests per target.
+
+`python -m bench.instr_count [--targets ours-log,ours-logtm] [--scenario json|stream]
+[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--keep DIR]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import targets
+from bench.run import _variant_env, body, load
+
+SERVE_CPU = "0"
+READY_TIMEOUT = 900.0
+
+
+def _totals(out: Path) -> int:
+    """The `Ir` total of a callgrind dump (its `totals:` line)."""
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}")
+
+
+def _top(out: Path, count: int, requests: int) -> list[str]:
+    annotate = shutil.which("callgrind_annotate")
+    if annotate is None or count <= 0:
+        return []
+    done = subprocess.run([annotate, "--inclusive=no", "--threshold=100", str(out)],
+                          capture_output=True, text=True, check=False)
+    rows: list[str] = []
+    for line in done.stdout.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
+        if m is None:
+            continue
+        ir = int(m.group(1).replace(",", ""))
+        rows.append(f"{ir / requests:12,.0f}  {m.group(2):>5}%  {m.group(3)[:110]}")
+        if len(rows) >= count:
+            break
+    return rows
+
+
+def _start(stack: ExitStack, name: str, tmp: Path, provider: str, wrap: tuple[str, ...]) -> targets.Target:
+    if name.startswith("floor-"):
+        return targets.floor(stack, tmp, provider, SERVE_CPU, name.removeprefix("floor-"), wrap=wrap,
+                             ready_timeout=READY_TIMEOUT)
+    return targets.ours(stack, tmp, provider, SERVE_CPU, name=name, extra_env=_variant_env(name),
+                        wrap=wrap, ready_timeout=READY_TIMEOUT)
+
+
+def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Namespace) -> tuple[float, list[str]]:
+    out = tmp / f"{name}.callgrind"
+    wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
+    with ExitStack() as stack:
+        target = _start(stack, name, tmp, provider, wrap)
+        (pid,) = target.pids
+        load(target, payload, requests=args.warmup, concurrency=args.concurrency)
+        control = ["callgrind_control"]
+        subprocess.run([*control, "-i", "on", str(pid)], check=True, capture_output=True)
+        done = load(target, payload, requests=args.requests, concurrency=args.concurrency)
+        subprocess.run([*control, "-i", "off", str(pid)], check=True, capture_output=True)
+        subprocess.run([*control, "-d", str(pid)], check=True, capture_output=True)
+        if done.errors:
+            raise RuntimeError(f"{name}: {done.errors} of {args.requests} requests failed")
+    dumps = sorted(tmp.glob(f"{name}.callgrind*"), key=lambda p: p.stat().st_mtime)
+    total = sum(_totals(d) for d in dumps)
+    top = _top(max(dumps, key=_totals), args.top, args.requests)
+    return total / args.requests, top
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", default="ours-log,ours-logtm")
+    parser.add_argument("--scenario", choices=("json", "stream"), default="json")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--top", type=int, default=0, help="list the N costliest functions per target")
+    parser.add_argument("--keep", type=Path, help="write the dumps and logs here (kept) for callgrind_annotate")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed")
+    os.sched_setaffinity(0, {1})  # the client (this process) and the provider away from the served core
+    payload = body(args.scenario == "stream")
+    names = args.targets.split(",")
+    with ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = args.keep
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="umg-instr-")))
+        provider, _ = targets.start_provider(stack, tmp)
+        first: float | None = None
+        for n in names:
+            per, top = count(n, tmp, provider, payload, args)
+            first = per if first is None else first
+            print(f"{n:14} {args.scenario} c={args.concurrency}: {per:,.0f} instructions per request"
+                  f"  ({per / first:.3f}x {names[0]})", flush=True)
+            for row in top:
+                print("    " + row)
+
+
+if __name__ == "__main__":
+    main()
