@@ -27,13 +27,13 @@ provider key): they are redacted from every transport message.
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NamedTuple, Protocol
 
 import h11
+import msgspec
 import trio
 from attrs import define
 
@@ -93,8 +93,13 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
 def encode_json(body: object) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, in C: the bytes of `json.dumps(body, separators=(",", ":"),
+    ensure_ascii=False)` encoded, but for a float's exponent (`1e16`, not `1e+16`)."""
+    return _ENCODER.encode(body)
 
 
 class _Chunks:
