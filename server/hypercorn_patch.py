@@ -82,6 +82,7 @@ from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import ASGISendEvent, H11SendableEvent
 
+from adapters.clock import epoch_seconds
 from server.response_head import direct_head
 
 log = logging.getLogger("umg.server")
@@ -186,6 +187,18 @@ class CoalescingH11Protocol(H11Protocol):
     _held_bytes = b""  # a held response head and/or a last body part, not yet sent
     _direct: DirectSendTCPServer | None = None  # the connection `write_part` writes through
     _looked = False  # `_direct` was looked up (the connection's `send` never changes)
+    _headers_second = -1  # the wall-clock second `_headers` (Hypercorn's, with its `date`) is of
+    _headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def _response_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """Hypercorn's own response headers (`date`, `server`, ...), made once per second of
+        the connection's life: `date` has whole seconds, and formatting it costs a request
+        about 2.7 µs (rule 5's heads; h11's way still asks Hypercorn each time)."""
+        second = int(epoch_seconds())  # the OS's wall clock, which Hypercorn's `date` reads
+        if second != self._headers_second:
+            self._headers = tuple(self.config.response_headers("h11"))
+            self._headers_second = second
+        return self._headers
 
     def _start_message(self) -> dict[str, Any] | None:
         stream = self.stream
@@ -260,7 +273,7 @@ class CoalescingH11Protocol(H11Protocol):
         connection = self.connection
         if not isinstance(connection, h11.Connection):
             return False
-        headers = [*event.headers, *self.config.response_headers("h11")]
+        headers = [*event.headers, *self._response_headers()]
         data = direct_head(connection, event.status_code, headers)
         if data is None:
             return False
