@@ -82,20 +82,6 @@ class StreamResponse:
 
 
 class Transport(Protocol):
-    def _head(self, url: str, accept: bytes, headers: Mapping[str, str], target: Target,
-              fields: list[tuple[bytes, bytes]], length: bytes) -> bytes | None:
-        """`encode_request(target.path, fields)`, its checks made once per URL, accept and
-        headers: the head of a call with the same ones but another body differs only in
-        its last line, the `content-length` (digits, which `encode_request` accepts)."""
-        key = (url, accept, tuple(headers.items()))
-        before = self._heads.get(key)
-        if before is not None:
-            return before + b"content-length: " + length + b"\r\n\r\n"
-        wire = encode_request(target.path, fields)
-        if wire is not None and len(self._heads) < 1024:  # a few providers: never grows without bound
-            self._heads[key] = wire[: -len(b"content-length: \r\n\r\n") - len(length)]
-        return wire
-
     async def post_json(
         self, url: str, headers: Mapping[str, str], body: object, *, timeouts: Timeouts
     ) -> HttpResponse: ...
