@@ -52,7 +52,8 @@ hazard measured in this gateway (docs/performance.md); nothing else in Hypercorn
    its own `send` moves it. It is held or sent as rule 3 says, and a chunked one's
    parts are framed by rule 4. Every other head (1xx, HEAD, HTTP/1.0, an app's own
    framing headers, `connection: close`, the last request Hypercorn keeps a connection
-   for, odd bytes) goes h11's way.
+   for, odd bytes) goes h11's way. Hypercorn's own headers for it (`date`, `server`) are
+   asked of Hypercorn once per wall-clock second per connection, not formatted per head.
 
 Hypercorn looks these classes up by their module-level names when a connection or a
 request starts (`hypercorn.trio.run.TCPServer`, `hypercorn.protocol.H11Protocol`,
