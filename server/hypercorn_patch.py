@@ -84,7 +84,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import ASGISendEvent, H11SendableEvent
 
 from adapters.clock import epoch_seconds
-from server.response_head import direct_head
+from server.response_head import CheckedNames, direct_head
 
 log = logging.getLogger("umg.server")
 
@@ -190,6 +190,7 @@ class CoalescingH11Protocol(H11Protocol):
     _looked = False  # `_direct` was looked up (the connection's `send` never changes)
     _headers_second = -1  # the wall-clock second `_headers` (Hypercorn's, with its `date`) is of
     _headers: tuple[tuple[bytes, bytes], ...] = ()
+    _checked: CheckedNames | None = None  # the names of the last direct head (response_head.py)
 
     def _response_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """Hypercorn's own response headers (`date`, `server`, ...), made once per second of
@@ -275,7 +276,10 @@ class CoalescingH11Protocol(H11Protocol):
         if not isinstance(connection, h11.Connection):
             return False
         headers = [*event.headers, *self._response_headers()]
-        data = direct_head(connection, event.status_code, headers)
+        checked = self._checked
+        if checked is None:
+            checked = self._checked = CheckedNames()
+        data = direct_head(connection, event.status_code, headers, checked)
         if data is None:
             return False
         sized = any(name == b"content-length" for name, _ in headers)
