@@ -19,7 +19,10 @@ not time: cache misses and system time are not in it). Slow: a request costs abo
 100 times its normal time under callgrind, so a few hundred requests per target.
 
 `python -m bench.instr_count [--targets ours-log,ours-logtm] [--scenario json|stream]
-[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--keep DIR]`
+[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--keep DIR]
+[--compare DIR]`; with `--compare DIR` a target named `before` (or `before-<variant>`)
+is `ours` (or that variant) served from the checkout DIR (as `bench.run --compare`), with
+this checkout's interpreter: a commit's count against another's.
 """
 
 from __future__ import annotations
@@ -67,19 +70,26 @@ def _top(out: Path, count: int, requests: int) -> list[str]:
     return rows
 
 
-def _start(stack: ExitStack, name: str, tmp: Path, provider: str, wrap: tuple[str, ...]) -> targets.Target:
+def _start(stack: ExitStack, name: str, tmp: Path, provider: str, wrap: tuple[str, ...],
+           compare: Path | None) -> targets.Target:
     if name.startswith("floor-"):
         return targets.floor(stack, tmp, provider, SERVE_CPU, name.removeprefix("floor-"), wrap=wrap,
                              ready_timeout=READY_TIMEOUT)
-    return targets.ours(stack, tmp, provider, SERVE_CPU, name=name, extra_env=_variant_env(name),
-                        wrap=wrap, ready_timeout=READY_TIMEOUT)
+    source = targets.ROOT
+    variant = name
+    if name == "before" or name.startswith("before-"):
+        if compare is None:
+            raise SystemExit(f"{name}: needs --compare DIR")
+        source, variant = compare.resolve(), "ours" + name.removeprefix("before")
+    return targets.ours(stack, tmp, provider, SERVE_CPU, name=name, extra_env=_variant_env(variant),
+                        wrap=wrap, ready_timeout=READY_TIMEOUT, source=source)
 
 
 def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Namespace) -> tuple[float, list[str]]:
     out = tmp / f"{name}.callgrind"
     wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
     with ExitStack() as stack:
-        target = _start(stack, name, tmp, provider, wrap)
+        target = _start(stack, name, tmp, provider, wrap, args.compare)
         (pid,) = target.pids
         load(target, payload, requests=args.warmup, concurrency=args.concurrency)
         control = ["callgrind_control"]
@@ -103,6 +113,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--top", type=int, default=0, help="list the N costliest functions per target")
+    parser.add_argument("--compare", type=Path, help="the checkout the `before` targets are served from")
     parser.add_argument("--keep", type=Path, help="write the dumps and logs here (kept) for callgrind_annotate")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:

@@ -278,7 +278,7 @@ def buckets_from_dict(d: Mapping[str, object] | None) -> dict[str, Bucket]:
     """Parse a stored `{kind: bucket dict}` state (None: no bucket yet)."""
     out: dict[str, Bucket] = {}
     for kind, value in (d or {}).items():
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # a dict, as stored: no ABC check
             raise ValueError(f"bucket state for {kind!r} must be an object, not {value!r}")
         out[kind] = Bucket.from_dict(value)
     return out
@@ -288,6 +288,22 @@ def buckets_to_dict(buckets: Buckets) -> dict[str, dict[str, float]]:
     return {kind: bucket.to_dict() for kind, bucket in buckets.items()}
 
 
+def _rate(per_minute: int) -> tuple[float, float]:
+    """`BucketSpec.per_minute(per_minute)`'s capacity and refill, without the object (it
+    is made, and refuses as it does, only for a limit that is not finite and > 0)."""
+    capacity = float(per_minute)
+    if capacity > 0.0 and capacity - capacity == 0.0:
+        return capacity, per_minute / 60.0
+    spec = BucketSpec.per_minute(per_minute)  # raises the ValueError it raises
+    return spec.capacity, spec.per_second
+
+
+_HEADER_NAMES: Mapping[str, tuple[str, str, str]] = {
+    kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+    for kind in ("requests", "tokens")
+}
+
+
 def take_all(
     needs: tuple[Need, ...], buckets: Buckets, now: float
 ) -> tuple[Admission, dict[str, Bucket]]:
@@ -295,28 +311,42 @@ def take_all(
 
     Each bucket is brought up to `now` once and one `Bucket` is made per need: the
     result is what `take` on each need, then `refill` on each when one refused, gives
-    (`tests/core/test_ratelimit_all.py` checks it against that composition)."""
-    specs = [BucketSpec.per_minute(need.per_minute) for need in needs]
-    for need, spec in zip(needs, specs, strict=True):
-        if never_fits(spec, need.amount):
+    (`tests/core/test_ratelimit_all.py` checks it against that composition). The refill
+    and header arithmetic of `_level_at`, `_seconds_until` and `_headers` is written out
+    here, on each need's capacity and refill rate (no `BucketSpec` per need)."""
+    rates = [_rate(need.per_minute) for need in needs]
+    for need, (capacity, _) in zip(needs, rates, strict=True):
+        if need.amount > capacity:  # never_fits
             return TooLarge(need.kind, need.per_minute, need.amount), dict(buckets)
     levels: list[tuple[float, float]] = []
     refused: tuple[Need, float] | None = None  # the first need refused, and its retry-after
     _finite("now", now)
-    for need, spec in zip(needs, specs, strict=True):
+    for need, (capacity, per_second) in zip(needs, rates, strict=True):
         _check_amount(need.amount)
-        level, updated_at = _level_at(spec, buckets.get(need.kind), now)
+        bucket = buckets.get(need.kind)
+        if bucket is None:
+            level, updated_at = capacity, now
+        else:
+            elapsed = max(0.0, now - bucket.updated_at)
+            level = min(capacity, bucket.level + elapsed * per_second)
+            updated_at = max(bucket.updated_at, now)
         levels.append((level, updated_at))
         if refused is None and level < need.amount:
             # finite (`never_fits` refused above); a wait that underflowed to 0 is the smallest one
-            refused = (need, max(_seconds_until(spec, level, need.amount), math.ulp(0.0)))
+            refused = (need, max(max(0.0, (need.amount - level) / per_second), math.ulp(0.0)))
     new = dict(buckets)
     said: dict[str, str] = {}
-    for need, spec, (level, updated_at) in zip(needs, specs, levels, strict=True):
+    for need, (capacity, per_second), (level, updated_at) in zip(needs, rates, levels, strict=True):
         if refused is None:
             level -= need.amount
         new[need.kind] = Bucket(level, updated_at)
-        said.update(_headers(need.kind, spec, level, _seconds_until(spec, level, spec.capacity)))
+        names = _HEADER_NAMES.get(need.kind)
+        if names is None:
+            raise ValueError(f"kind must be 'requests' or 'tokens', not {need.kind!r}")
+        limit, remaining, reset = names
+        said[limit] = _number(capacity)
+        said[remaining] = str(max(0, math.floor(level + _NOISE)))
+        said[reset] = format_duration(max(0.0, (capacity - level) / per_second))
     if refused is not None:
         need, retry_after = refused
         return Refusal(need.kind, need.per_minute, retry_after, said), new

@@ -23,8 +23,9 @@ Decoding rules:
   carries the last id and retry seen so far (None until one is seen; `id:` with an empty
   value sets the id to "", which means "no id" to a reconnecting EventSource).
 - A piece that is exactly one `data: ...` line and its blank line, with nothing pending
-  (how providers send stream chunks), is dispatched without the line-by-line walk: the
-  same event, the same state after it.
+  (how providers send stream chunks), or several such events one after the other (a
+  read that found chunks waiting), is dispatched without the line-by-line walk: the
+  same events, the same state after them.
 - End of stream: per the spec an unterminated final event is NOT dispatched; `close()`
   returns [] and exists so callers have one place to say "the stream ended".
   `has_pending()` says whether an incomplete tail exists (a partial line, data lines
@@ -105,14 +106,17 @@ class SSEDecoder:
         if (  # the usual piece of a stream: one whole `data:` line and its blank line
             text.endswith("\n\n")
             and text.startswith("data: ")
-            and text.count("\n") == 2
             and "\r" not in text
             and not self._partial
             and not self._data
         ):
-            event = SSEEvent(text[6:-2], self._event or "message", self.last_event_id, self.retry)
-            self._event = ""
-            return [event]
+            if text.count("\n") == 2:
+                event = SSEEvent(text[6:-2], self._event or "message", self.last_event_id, self.retry)
+                self._event = ""
+                return [event]
+            whole = self._whole_data_events(text)
+            if whole is not None:
+                return whole
         self._skip_lf = text.endswith("\r")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -133,6 +137,18 @@ class SSEDecoder:
             else:
                 self._event = ""
         return events
+
+    def _whole_data_events(self, text: str) -> list[SSEEvent] | None:
+        """Several whole one-line `data:` events in one piece (a read that found chunks
+        waiting), each dispatched as the one-event piece is; None for anything else."""
+        parts = text[:-2].split("\n\n")
+        for part in parts:
+            if not part.startswith("data: ") or "\n" in part:
+                return None
+        first, rest = self._event or "message", "message"  # the type applies to the first
+        self._event = ""
+        last, retry = self.last_event_id, self.retry
+        return [SSEEvent(part[6:], rest if i else first, last, retry) for i, part in enumerate(parts)]
 
     def close(self) -> list[SSEEvent]:
         """End of stream: an unterminated event is dropped (spec), so this returns []."""

@@ -17,8 +17,9 @@ Every refusal is an `InvalidJSON` (400, code `invalid_json`) that says what is w
 where one field is at fault, names it in `param`.
 
 Speed: msgspec decodes in C; the checks that need a walk over the value (depth, NUL,
-duplicate keys) only run when a cheap scan of the bytes says they might fail. Duplicate
-keys: in valid JSON every `:` outside a string ends a key, and msgspec re-encodes strings
+duplicate keys) only run when a cheap scan of the bytes says they might fail: one
+`translate` pass keeps the `[`, `{` and `:` that the depth and key counts need, and the
+backslashes (with none, no escape needs looking for). Duplicate keys: in valid JSON every `:` outside a string ends a key, and msgspec re-encodes strings
 without escaping `:`, so the body holds a repeated key exactly when it has more `:` than
 the re-encoded value (unless it writes a colon as `\\u003a`: then the exact, slower
 stdlib scan decides). Figures: docs/performance.md, section "JSON".
@@ -40,6 +41,8 @@ MAX_DEPTH = 64
 _LOW_ESCAPE = b"\\u00"
 _NUL_ESCAPE = b"\\u0000"
 _COLON_ESCAPE = b"\\u003"
+# every byte but `[`, `{`, `:` and `\` (deleted by `bytes.translate`, which leaves those)
+_NOT_MARKS = bytes(b for b in range(256) if b not in b"[{:\\")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
@@ -70,12 +73,14 @@ def decode_object(raw: bytes) -> dict[str, Any]:
     value = _decode(raw)
     if not isinstance(value, dict):
         raise InvalidJSON("The request body must be a JSON object")
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+    marks = raw.translate(None, _NOT_MARKS)  # one scan keeps the few `[`, `{`, `:` and `\`
+    colons, backslashes = marks.count(b":"), marks.count(b"\\")
+    if len(marks) - colons - backslashes > MAX_DEPTH:
         _check_depth(value)
-    escaped = _LOW_ESCAPE in raw  # one scan for the two escapes below
+    escaped = backslashes > 0 and _LOW_ESCAPE in raw  # one scan for the two escapes below
     if escaped and _NUL_ESCAPE in raw:
         _check_no_nul(value)
-    if (escaped and _COLON_ESCAPE in raw) or raw.count(b":") != _ENCODER.encode(value).count(b":"):
+    if (escaped and _COLON_ESCAPE in raw) or colons != _ENCODER.encode(value).count(b":"):
         _check_no_duplicates(raw)
     return value
 

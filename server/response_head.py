@@ -42,9 +42,22 @@ _CHUNKED = (b"transfer-encoding", b"chunked")
 _CHUNKED_END = b"Transfer-Encoding: chunked\r\n\r\n"  # what h11 adds to a head without a length
 
 
-def direct_head(connection: h11.Connection, status: int, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+class CheckedNames:
+    """The header names (joined by newlines) of the last head `direct_head` wrote for one
+    connection: a connection's answers repeat their names, whose check is then skipped
+    (the values, which change, are checked every time)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names = b""
+
+
+def direct_head(connection: h11.Connection, status: int, headers: list[tuple[bytes, bytes]],
+                checked: CheckedNames | None = None) -> bytes | None:
     """The head's bytes, with h11's connection moved on as if it had sent them; None
-    when the head or the connection is one h11 should handle."""
+    when the head or the connection is one h11 should handle. With `checked`, names
+    the same as the last head's written are not checked again."""
     if (
         not 200 <= status < 1000
         or status in _BODYLESS
@@ -71,10 +84,12 @@ def direct_head(connection: h11.Connection, status: int, headers: list[tuple[byt
         # inside a name or value passing as two of them
         or names.count(b"\n") != len(headers) - 1
         or values.count(b"\n") != len(headers) - 1
-        or _NAMES.fullmatch(names) is None
+        or (names != (checked.names if checked is not None else None) and _NAMES.fullmatch(names) is None)
         or _VALUES.fullmatch(values) is None
     ):
         return None
+    if checked is not None:
+        checked.names = names
     # h11's state step reads only the framing and `connection` headers of the event:
     # given the one framing header (the head has no other, nor a connection header), it
     # moves on exactly as for the whole head, without scanning the rest.

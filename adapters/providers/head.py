@@ -26,8 +26,8 @@ import re
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 FIELD_VALUE = rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?"  # h11's field-value: no NUL, no CR/LF
-_NAME_RE = re.compile(_TOKEN)
-_VALUE_RE = re.compile(FIELD_VALUE)
+_NAMES_RE = re.compile(_TOKEN + rb"(?:\n" + _TOKEN + rb")*")  # names joined by newlines
+_VALUES_RE = re.compile(FIELD_VALUE + rb"(?:\n" + FIELD_VALUE + rb")*")  # values, likewise
 _TARGET_RE = re.compile(rb"[\x21-\x7e]+")
 _FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + FIELD_VALUE + rb")[ \t]*")
 _STATUS_RE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: [^\x00\n\r\x0b\x0c]*)?")
@@ -40,12 +40,25 @@ def encode_request(target: bytes, fields: list[tuple[bytes, bytes]]) -> bytes | 
     first, the others in order); None if not plain or not valid."""
     if not _TARGET_RE.fullmatch(target):
         return None
+    # one check of all names and one of all values, joined by newlines (which neither a
+    # name nor a value may hold: the counts rule out one inside a name or value passing
+    # as two of them), not two regular expressions per field
+    try:
+        names = b"\n".join([name for name, _ in fields])
+        values = b"\n".join([value for _, value in fields])
+    except TypeError:  # not bytes: h11 decides
+        return None
+    if (
+        names.count(b"\n") != len(fields) - 1
+        or values.count(b"\n") != len(fields) - 1
+        or _NAMES_RE.fullmatch(names) is None
+        or _VALUES_RE.fullmatch(values) is None
+    ):
+        return None
     lengths = hosts = 0
     host = b""
     lines: list[bytes] = []
     for name, value in fields:
-        if not _NAME_RE.fullmatch(name) or not _VALUE_RE.fullmatch(value):
-            return None
         lower = name.lower()
         if lower in _UNPLAIN_REQUEST:
             return None

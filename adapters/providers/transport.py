@@ -27,13 +27,13 @@ provider key): they are redacted from every transport message.
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NamedTuple, Protocol
 
 import h11
+import msgspec
 import trio
 from attrs import define
 
@@ -93,8 +93,13 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
 def encode_json(body: object) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, in C: the bytes of `json.dumps(body, separators=(",", ":"),
+    ensure_ascii=False)` encoded, but for a float's exponent (`1e16`, not `1e+16`)."""
+    return _ENCODER.encode(body)
 
 
 class _Chunks:
@@ -136,6 +141,8 @@ class H11Transport:
     ) -> None:
         self._pool = ConnectionPool(limits, ssl_context)
         self._targets: dict[str, Target] = {}
+        # a plain head without its content-length line, by URL, accept and headers (`_head`)
+        self._heads: dict[tuple[str, bytes, tuple[tuple[str, str], ...]], bytes] = {}
 
     @property
     def limits(self) -> PoolLimits:
@@ -160,16 +167,17 @@ class H11Transport:
     ) -> Exchange:
         target = self._target(url)
         payload = encode_json(body)
+        length = b"%d" % len(payload)
         fields = [
             (b"host", target.authority),
             (b"user-agent", USER_AGENT),
             (b"content-type", JSON),
             (b"accept", accept),
-            (b"content-length", b"%d" % len(payload)),
         ]
         fields.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
+        fields.append((b"content-length", length))  # last: a head of the same call differs only there
         try:
-            wire = encode_request(target.path, fields)
+            wire = self._head(url, accept, headers, target, fields, length)
             head = (Plain(wire, target.path, fields) if wire is not None
                     else h11.Request(method=b"POST", target=target.path, headers=fields))
             return await self._pool.open(
@@ -181,6 +189,20 @@ class H11Transport:
             raise transport_error(rejected) from None
         except TransportFailure as exc:
             raise transport_error(exc, secrets=tuple(headers.values())) from None
+
+    def _head(self, url: str, accept: bytes, headers: Mapping[str, str], target: Target,
+              fields: list[tuple[bytes, bytes]], length: bytes) -> bytes | None:
+        """`encode_request(target.path, fields)`, its checks made once per URL, accept and
+        headers: the head of a call with the same ones but another body differs only in
+        its last line, the `content-length` (digits, which `encode_request` accepts)."""
+        key = (url, accept, tuple(headers.items()))
+        before = self._heads.get(key)
+        if before is not None:
+            return before + b"content-length: " + length + b"\r\n\r\n"
+        wire = encode_request(target.path, fields)
+        if wire is not None and len(self._heads) < 1024:  # a few providers: never grows without bound
+            self._heads[key] = wire[: -len(b"content-length: \r\n\r\n") - len(length)]
+        return wire
 
     async def post_json(
         self, url: str, headers: Mapping[str, str], body: object, *, timeouts: Timeouts

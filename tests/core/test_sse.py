@@ -313,3 +313,21 @@ def test_a_whole_data_event_in_one_piece_keeps_the_state_before_it() -> None:
     assert decoder.feed(b"data: a") == [] and decoder.feed(b"data: b\n\n") == [SSEEvent(data="adata: b", id="7", retry=5)]
     assert decoder.feed(b"data: 1\n") == [] and decoder.feed(b"data: 2\n\n") == [SSEEvent(data="1\n2", id="7", retry=5)]
     assert decoder.feed(b"\r") == [] and decoder.feed(b"\ndata: z\n\n") == [SSEEvent(data="z", id="7", retry=5)]
+
+
+_data_events = st.lists(
+    st.one_of(
+        st.builds(lambda v: f"data: {v}\n\n", st.text(max_size=12).map(lambda s: re.sub(r"[\r\n]", "", s))),
+        st.sampled_from(["event: x\n", "id: 7\n", "retry: 5\n", ": c\n", "data:\n\n", "\n"]),
+    ),
+    max_size=12,
+)
+
+
+@given(pieces=st.lists(_data_events, max_size=6))
+def test_reads_of_whole_data_events_decode_as_byte_by_byte(pieces: list[list[str]]) -> None:
+    # a read holding several whole `data:` events takes the shortcut; the state it leaves
+    # (event type, id, retry) is what the line-by-line walk leaves
+    raw = ["".join(p).encode() for p in pieces]
+    joined = b"".join(raw)
+    assert _run(raw) == _run([joined[i:i + 1] for i in range(len(joined))])

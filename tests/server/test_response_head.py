@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.hypercorn_patch import HEAD_WITH_BODY, CoalescingH11Protocol, FramingHTTPStream
-from server.response_head import direct_head
+from server.response_head import CheckedNames, direct_head
 from tests.server.conftest import Running
 from tests.server.test_hypercorn_patch import served_stream
 
@@ -208,3 +208,14 @@ async def test_the_served_gateways_json_answers_take_our_head(
     assert ok.json()["object"] == "chat.completion"
     assert streamed.rstrip().endswith(b"data: [DONE]")
     assert heads == []  # none of the four heads (a stream's among them) went through h11
+
+
+def test_names_checked_once_per_connection_give_the_same_heads() -> None:
+    checked = CheckedNames()
+    heads = [[(b"content-type", b"application/json"), (b"content-length", b"2")],
+             [(b"content-type", b"application/json"), (b"content-length", b"3")],  # same names: not checked again
+             [(b"Content-Type", b"x"), (b"content-length", b"2")],  # a name of another head: checked, refused
+             [(b"content-type", b"bad\x00"), (b"content-length", b"2")]]  # known names, a value refused
+    for headers in heads:
+        assert direct_head(_connection(), 200, headers, checked) == direct_head(_connection(), 200, headers)
+    assert checked.names == b"content-type\ncontent-length"
