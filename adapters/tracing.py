@@ -21,8 +21,9 @@ Rules:
   export, in the worker thread); a full batch (or, on a timer, what
   waits) goes to the exporter in one worker-thread call, and a full queue drops spans,
   counted (OTEL_BSP_*). Any SDK `SpanProcessor` may be given instead (tests do).
-  An OTLP exporter is wrapped in `Backoff` (adapters/trace_export.py): while the
-  collector cannot be reached, batches are dropped without being encoded.
+  The OTLP exporter is the SDK's encoding with adapters/trace_otlp.py's encoder (the
+  same request, a fraction of the work), wrapped in `Backoff` (adapters/trace_export.py):
+  while the collector cannot be reached, batches are dropped without being encoded.
 - The gateway's spans are `SpanRecord`s (adapters/trace_records.py), not SDK spans:
   `start` makes the sampling decision once per run with the provider's sampler
   (OTEL_TRACES_SAMPLER; a run continuing no trace is a root: the sampler is not shown
@@ -53,7 +54,6 @@ from contextvars import ContextVar, Token
 import trio
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
@@ -71,6 +71,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from adapters.config.tracing import TracingSettings
 from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
+from adapters.trace_otlp import OtlpExporter
 from adapters.trace_records import KINDS, NO_STATE, Kind, SpanRecord
 
 SERVICE = "unified-model-gateway"
@@ -91,7 +92,7 @@ def exporters(settings: TracingSettings) -> list[SpanExporter]:
     """The span exporters `settings` asks for (empty: tracing is off)."""
     found: list[SpanExporter] = []
     if "otlp" in settings.exporters:
-        found.append(Backoff(OTLPSpanExporter(endpoint=settings.endpoint)))
+        found.append(Backoff(OtlpExporter(endpoint=settings.endpoint)))
     if "console" in settings.exporters:
         found.append(ConsoleSpanExporter(service_name=SERVICE, out=sys.stdout, formatter=one_line))
     return found
