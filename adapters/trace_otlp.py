@@ -50,7 +50,7 @@ KINDS = {  # Span.SpanKind's numbers
 }
 HAS_IS_REMOTE = 0x100  # SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 IS_REMOTE = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-CACHED = (str, bool, int, float)  # attribute values whose bytes a batch makes once
+CACHED = (str, bool, int, float)  # attribute values whose bytes a batch makes once (and tuples of str)
 FIXED64 = struct.Struct("<Q")
 DOUBLE = struct.Struct("<d")
 FIXED32 = struct.Struct("<I")
@@ -137,7 +137,7 @@ def _attributes(key: int, attributes: Mapping[str, object] | None, cache: Cache)
     found = []
     for name, value in attributes.items():
         kind = type(value)
-        if kind in CACHED:
+        if kind in CACHED or (kind is tuple and all(type(v) is str for v in value)):  # type: ignore[attr-defined]
             item = (name, kind, value)
             made = cache.get(item)
             if made is None:
