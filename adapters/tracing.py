@@ -63,6 +63,7 @@ from opentelemetry.sdk.trace.sampling import (
     DEFAULT_OFF,
     DEFAULT_ON,
     Decision,
+    SamplingResult,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, TraceFlags, Tracer
@@ -81,6 +82,11 @@ ROOT = Context()  # what the sampler is asked with for a run that continues no t
 SAMPLED = frozenset({Decision.RECORD_AND_SAMPLE})
 RECORDING = frozenset({Decision.RECORD_ONLY, Decision.RECORD_AND_SAMPLE})
 INSTRUMENTATION = "umg"
+
+
+def _says(result: SamplingResult) -> tuple[bool, bool]:
+    """Whether a sampling result samples the span, and whether it records it."""
+    return result.decision in SAMPLED, result.decision in RECORDING
 
 
 def one_line(span: ReadableSpan) -> str:
@@ -131,6 +137,7 @@ class Tracing:
             self._sampler.should_sample(ROOT, 0, "", SpanKind.SERVER)
             if any(self._sampler is fixed for fixed in FIXED_ROOT) else None
         )
+        self._root_says = _says(self._root_decision) if self._root_decision is not None else (False, False)
         self._resource = self.provider.resource
         self._scope = InstrumentationScope(INSTRUMENTATION)
         self._limits = SpanLimits()  # from OTEL_*_LIMIT, as the provider's own
@@ -167,13 +174,14 @@ class Tracing:
             decision = self._sampler.should_sample(
                 context if remote is not None else ROOT, trace_id, name, KINDS[kind], None, links
             )
-        flags = TraceFlags.SAMPLED if decision.decision in SAMPLED else TraceFlags.DEFAULT
+        sampled, recording = self._root_says if decision is self._root_decision else _says(decision)
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         random = remote.trace_flags.random_trace_id if remote is not None else self._random_ids
         if random:
             flags |= TraceFlags.RANDOM_TRACE_ID
         record = SpanRecord(
             name, kind, trace_id, self._ids.generate_span_id(), flags,
-            decision.trace_state or NO_STATE, decision.decision in RECORDING, remote, start_ns, links,
+            decision.trace_state or NO_STATE, recording, remote, start_ns, links,
         )
         if decision.attributes:
             record.attributes.update(decision.attributes)
