@@ -21,9 +21,10 @@ Rules:
   when there is one; proto3 defaults left out, a value's oneof always written. Fields
   come in field-number order. Spans keep their order; resources and scopes come in the
   order first seen, equal ones merged (as the SDK's dict does).
-- Attribute values: bool, str, int, float, bytes, None (an empty value), sequences
-  (arrays) and mappings (key-value lists), as the SDK's; a value of another type is
-  left out with a warning (the SDK logs it and leaves it out too).
+- Attribute values: bool, str, int (int64), float, bytes, None (an empty value),
+  sequences (arrays) and mappings (key-value lists), as the SDK's; a value of another
+  type, or an int past int64, is left out with a warning (the SDK logs it and leaves it
+  out too).
 - `OtlpExporter.export` does what the SDK exporter's own does (its size limit, its
   own metrics, its HTTP client with its retries) with these bytes; an SDK whose exporter
   is not built that way (another version) exports through its own `export`.
@@ -96,7 +97,9 @@ def _flags(context: SpanContext | None) -> int:
 
 
 def _valid(value: object) -> bool:
-    if value is None or isinstance(value, (bool, str, int, float, bytes)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63  # int64, as protobuf takes it (the SDK's encoder fails past it)
+    if value is None or isinstance(value, (bool, str, float, bytes)):
         return True
     if isinstance(value, Sequence):
         return all(_valid(v) for v in value)
@@ -137,7 +140,9 @@ def _attributes(key: int, attributes: Mapping[str, object] | None, cache: Cache)
     found = []
     for name, value in attributes.items():
         kind = type(value)
-        if kind in CACHED or (kind is tuple and all(type(v) is str for v in value)):  # type: ignore[attr-defined]
+        if kind is int and not -(2**63) <= value < 2**63:  # type: ignore[operator]
+            log.warning("span attribute %s left out of the export: an int past int64", name)
+        elif kind in CACHED or (kind is tuple and all(type(v) is str for v in value)):  # type: ignore[attr-defined]
             item = (name, kind, value)
             made = cache.get(item)
             if made is None:
