@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz fuzz-api soak bench bench-quick bench-rss bench-profile bench-tools clean node-deps
+.PHONY: run test lint typecheck pytest fuzz fuzz-api soak bench bench-quick bench-rss bench-profile bench-instr bench-tools clean node-deps
 
 # instructor (tests/clients) caps jiter below the version openai needs and works with it,
 # so it is installed on its own, without its dependencies (the rest are in dev).
@@ -107,6 +107,13 @@ bench-profile: $(STAMP)
 	mkdir -p data
 	$(BENCH) --targets ours --scenarios $(BENCH_PROFILE) --profile-scenario $(BENCH_PROFILE) --seconds 10 --profile data/bench-profile.txt $(BENCH_ARGS)
 	$(BIN)/python -m bench.profile data/bench-profile.txt
+
+# Instructions per served request under callgrind (bench/instr_count.py), a count the
+# host's noise does not move; INSTR_ARGS="--scenario stream --top 25" and so on.
+INSTR_TARGETS ?= floor-proxy,ours,ours-logtm
+INSTR_ARGS ?=
+bench-instr: $(STAMP)
+	$(BIN)/python -m bench.instr_count --targets $(INSTR_TARGETS) $(INSTR_ARGS)
 
 # The console's usage and requests queries on a 1,000,000-row ledger (ROWS=... to change).
 ROWS ?= 1000000
