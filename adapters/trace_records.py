@@ -56,13 +56,14 @@ class SpanRecord:
 
     __slots__ = (
         "name", "kind", "trace_id", "span_id", "flags", "trace_state", "recording",
-        "parent", "start_ns", "end_ns", "attributes", "failure", "links", "_context",
+        "parent", "start_ns", "end_ns", "attributes", "failure", "links", "_context", "_under",
+        "_trace_hex",
     )
 
     def __init__(
         self, name: str, kind: Kind, trace_id: int, span_id: int, flags: int,
         trace_state: TraceState, recording: bool, parent: SpanContext | None, start_ns: int,
-        links: Sequence[Link] = (),
+        links: Sequence[Link] = (), *, under: SpanRecord | None = None, trace_hex: str | None = None,
     ) -> None:
         self.name = name
         self.kind: Kind = kind
@@ -71,17 +72,23 @@ class SpanRecord:
         self.flags = flags  # W3C trace flags: sampled (and the random trace id bit)
         self.trace_state = trace_state
         self.recording = recording
-        self.parent = parent
+        self.parent = parent  # a remote parent's context (a span under a record: `under`)
         self.start_ns = start_ns
         self.end_ns = start_ns
         self.attributes: Attributes = {}
         self.failure: tuple[str, str] | None = None  # (type, message): status ERROR
         self.links = links
         self._context: SpanContext | None = None
+        self._under = under  # the record this span is under: its context is made at the end
+        self._trace_hex = trace_hex
 
     @property
     def trace_hex(self) -> str:
-        return f"{self.trace_id:032x}"
+        """The trace id in hex (made once per trace: the spans under this one share it)."""
+        found = self._trace_hex
+        if found is None:
+            found = self._trace_hex = f"{self.trace_id:032x}"
+        return found
 
     @property
     def span_hex(self) -> str:
@@ -89,7 +96,7 @@ class SpanRecord:
 
     def headers(self) -> dict[str, str]:
         """This span as W3C `traceparent` (and `tracestate`, when there is one)."""
-        found = {"traceparent": f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"}
+        found = {"traceparent": f"00-{self.trace_hex}-{self.span_id:016x}-{self.flags:02x}"}
         if self.trace_state:
             found["tracestate"] = self.trace_state.to_header()
         return found
@@ -103,10 +110,11 @@ class SpanRecord:
         return self._context
 
     def child(self, name: str, kind: Kind, span_id: int, start_ns: int) -> SpanRecord:
-        """A span under this one, sharing its trace and its sampling decision."""
+        """A span under this one, sharing its trace and its sampling decision (its parent's
+        SDK context is made when it is built, `readable`: off the Trio thread)."""
         return SpanRecord(
             name, kind, self.trace_id, span_id, self.flags, self.trace_state, self.recording,
-            self.context() if self.recording else None, start_ns,
+            None, start_ns, under=self, trace_hex=self.trace_hex,
         )
 
     def fail(self, kind: str, message: str) -> None:
@@ -123,7 +131,8 @@ class SpanRecord:
             event = {"exception.type": kind, "exception.message": message}
             events = (Event("exception", event, self.end_ns),)
         return ReadableSpan(
-            name=self.name, context=self.context(), parent=self.parent, resource=resource,
+            name=self.name, context=self.context(), resource=resource,
+            parent=self._under.context() if self._under is not None else self.parent,
             attributes=attributes, events=events, links=self.links, kind=KINDS[self.kind],
             status=status, start_time=self.start_ns, end_time=self.end_ns,
             instrumentation_scope=scope,

@@ -234,6 +234,7 @@ class RunSpans(RunWatch):
         self._attempt: _Attempt | None = None  # the one in progress
         self._token: Token[SpanRecord | None] | None = None
         self._ttft: float | None = None
+        self._fell_back = False  # whether an ended attempt fell back
 
     def attempt_started(self, event: AttemptStarted) -> None:
         tracing = self._observer.tracing
@@ -259,6 +260,7 @@ class RunSpans(RunWatch):
         if attempt is not None:
             attempt.ended = event
             attempt.after_first_chunk = self._ttft is not None
+            self._fell_back = self._fell_back or event.fell_back
 
     def run_finished(self, event: RunFinished) -> None:
         observer, span, opened = self._observer, self.span, self.opened
@@ -271,7 +273,7 @@ class RunSpans(RunWatch):
         if self._ttft is not None:
             found["gen_ai.response.time_to_first_chunk"] = self._ttft
         finished_attributes(event, found)
-        found["umg.fell_back"] = any(a.ended is not None and a.ended.fell_back for a in self._attempts)
+        found["umg.fell_back"] = self._fell_back
         if event.error is not None:
             found["umg.after_first_chunk"] = self._ttft is not None
             _fail(span, found, _error_type(event.error), event.error.message)
@@ -296,9 +298,11 @@ class TraceObserver(Observer):
     def __init__(self, tracing: Tracing, clock: Clock) -> None:
         self.tracing = tracing
         self.clock = clock
+        self._epoch_at = clock.epoch_at  # bound once: `ns` runs four times a run
 
     def ns(self, at: float) -> int:
-        return epoch_ns(self.clock, at)
+        """The clock reading `at` as Unix epoch nanoseconds (as `epoch_ns`)."""
+        return int(self._epoch_at(at) * 1e9)
 
     def run_opened(self, event: RunOpened) -> RunWatch:
         """The run's sampling decision and ids, made now, once; what else it costs is

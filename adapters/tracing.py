@@ -21,8 +21,9 @@ Rules:
   export, in the worker thread); a full batch (or, on a timer, what
   waits) goes to the exporter in one worker-thread call, and a full queue drops spans,
   counted (OTEL_BSP_*). Any SDK `SpanProcessor` may be given instead (tests do).
-  An OTLP exporter is wrapped in `Backoff` (adapters/trace_export.py): while the
-  collector cannot be reached, batches are dropped without being encoded.
+  The OTLP exporter is the SDK's encoding with adapters/trace_otlp.py's encoder (the
+  same request, a fraction of the work), wrapped in `Backoff` (adapters/trace_export.py):
+  while the collector cannot be reached, batches are dropped without being encoded.
 - The gateway's spans are `SpanRecord`s (adapters/trace_records.py), not SDK spans:
   `start` makes the sampling decision once per run with the provider's sampler
   (OTEL_TRACES_SAMPLER; a run continuing no trace is a root: the sampler is not shown
@@ -53,7 +54,6 @@ from contextvars import ContextVar, Token
 import trio
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
@@ -63,6 +63,7 @@ from opentelemetry.sdk.trace.sampling import (
     DEFAULT_OFF,
     DEFAULT_ON,
     Decision,
+    SamplingResult,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, TraceFlags, Tracer
@@ -71,6 +72,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from adapters.config.tracing import TracingSettings
 from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
+from adapters.trace_otlp import OtlpExporter
 from adapters.trace_records import KINDS, NO_STATE, Kind, SpanRecord
 
 SERVICE = "unified-model-gateway"
@@ -82,6 +84,11 @@ RECORDING = frozenset({Decision.RECORD_ONLY, Decision.RECORD_AND_SAMPLE})
 INSTRUMENTATION = "umg"
 
 
+def _says(result: SamplingResult) -> tuple[bool, bool]:
+    """Whether a sampling result samples the span, and whether it records it."""
+    return result.decision in SAMPLED, result.decision in RECORDING
+
+
 def one_line(span: ReadableSpan) -> str:
     """A span as one line of JSON (the console exporter's format)."""
     return str(span.to_json(indent=None)) + "\n"
@@ -91,7 +98,7 @@ def exporters(settings: TracingSettings) -> list[SpanExporter]:
     """The span exporters `settings` asks for (empty: tracing is off)."""
     found: list[SpanExporter] = []
     if "otlp" in settings.exporters:
-        found.append(Backoff(OTLPSpanExporter(endpoint=settings.endpoint)))
+        found.append(Backoff(OtlpExporter(endpoint=settings.endpoint)))
     if "console" in settings.exporters:
         found.append(ConsoleSpanExporter(service_name=SERVICE, out=sys.stdout, formatter=one_line))
     return found
@@ -130,6 +137,7 @@ class Tracing:
             self._sampler.should_sample(ROOT, 0, "", SpanKind.SERVER)
             if any(self._sampler is fixed for fixed in FIXED_ROOT) else None
         )
+        self._root_says = _says(self._root_decision) if self._root_decision is not None else (False, False)
         self._resource = self.provider.resource
         self._scope = InstrumentationScope(INSTRUMENTATION)
         self._limits = SpanLimits()  # from OTEL_*_LIMIT, as the provider's own
@@ -166,13 +174,14 @@ class Tracing:
             decision = self._sampler.should_sample(
                 context if remote is not None else ROOT, trace_id, name, KINDS[kind], None, links
             )
-        flags = TraceFlags.SAMPLED if decision.decision in SAMPLED else TraceFlags.DEFAULT
+        sampled, recording = self._root_says if decision is self._root_decision else _says(decision)
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         random = remote.trace_flags.random_trace_id if remote is not None else self._random_ids
         if random:
             flags |= TraceFlags.RANDOM_TRACE_ID
         record = SpanRecord(
             name, kind, trace_id, self._ids.generate_span_id(), flags,
-            decision.trace_state or NO_STATE, decision.decision in RECORDING, remote, start_ns, links,
+            decision.trace_state or NO_STATE, recording, remote, start_ns, links,
         )
         if decision.attributes:
             record.attributes.update(decision.attributes)

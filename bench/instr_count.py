@@ -19,7 +19,7 @@ not time: cache misses and system time are not in it). Slow: a request costs abo
 100 times its normal time under callgrind, so a few hundred requests per target.
 
 `python -m bench.instr_count [--targets ours-log,ours-logtm] [--scenario json|stream]
-[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--keep DIR]
+[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--threads] [--keep DIR]
 [--compare DIR]`; with `--compare DIR` a target named `before` (or `before-<variant>`)
 is `ours` (or that variant) served from the checkout DIR (as `bench.run --compare`), with
 this checkout's interpreter: a commit's count against another's.
@@ -87,7 +87,8 @@ def _start(stack: ExitStack, name: str, tmp: Path, provider: str, wrap: tuple[st
 
 def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Namespace) -> tuple[float, list[str]]:
     out = tmp / f"{name}.callgrind"
-    wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
+    wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            *(("--separate-threads=yes",) if args.threads else ()))
     with ExitStack() as stack:
         target = _start(stack, name, tmp, provider, wrap, args.compare)
         (pid,) = target.pids
@@ -99,9 +100,14 @@ def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Na
         subprocess.run([*control, "-d", str(pid)], check=True, capture_output=True)
         if done.errors:
             raise RuntimeError(f"{name}: {done.errors} of {args.requests} requests failed")
-    dumps = sorted(tmp.glob(f"{name}.callgrind*"), key=lambda p: p.stat().st_mtime)
+    # (with --threads the file named is left empty: the dumps are `-NN` per thread)
+    dumps = sorted((p for p in tmp.glob(f"{name}.callgrind*") if p.stat().st_size),
+                   key=lambda p: p.stat().st_mtime)
     total = sum(_totals(d) for d in dumps)
     top = _top(max(dumps, key=_totals), args.top, args.requests)
+    if args.threads:  # one dump per thread: each thread's share, the busiest first
+        shares = sorted(((_totals(d), d.name) for d in dumps), reverse=True)
+        top = [f"thread {file}: {ir / args.requests:12,.0f} per request" for ir, file in shares if ir] + top
     return total / args.requests, top
 
 
@@ -114,6 +120,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--top", type=int, default=0, help="list the N costliest functions per target")
     parser.add_argument("--compare", type=Path, help="the checkout the `before` targets are served from")
+    parser.add_argument("--threads", action="store_true",
+                        help="count each thread apart (callgrind --separate-threads=yes) and list each one's share")
     parser.add_argument("--keep", type=Path, help="write the dumps and logs here (kept) for callgrind_annotate")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
