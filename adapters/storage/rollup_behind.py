@@ -43,6 +43,8 @@ WATERMARK = "SELECT done FROM rollup_watermark"
 _MOVE = "UPDATE rollup_watermark SET done = ?"
 # after deleting ledger rows: at most the highest rowid left (see the rules)
 LOWER = "UPDATE rollup_watermark SET done = min(done, (SELECT coalesce(max(rowid), 0) FROM usage))"
+# the rollups were built from the whole ledger (`rollup.backfill_all`, behind the writer)
+AT_LEDGER_END = "UPDATE rollup_watermark SET done = (SELECT coalesce(max(rowid), 0) FROM usage)"
 _ABOVE = f"SELECT rowid, {', '.join(codec.columns(UsageRecord))} FROM usage WHERE rowid > ? ORDER BY rowid"
 # what a set of sums can be refused for: an int beyond 64 bits, a cost the text cannot hold
 _SUMS_REFUSED = (ArithmeticError, ValueError)  # OverflowError and decimal errors are ArithmeticErrors
