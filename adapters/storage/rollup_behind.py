@@ -18,7 +18,9 @@ Rules:
   moved is above it, as long as the rows at the top are never deleted while the
   watermark is above what is left: deleting ledger rows lowers it to the highest rowid
   left (`LOWER`, in the deleting transaction; safe in any process, since what is left
-  up to there is added already).
+  up to there is added already), and so does `fold` when nothing is above it (a
+  `VACUUM` may give rows new, smaller rowids: after a clean close every row is added,
+  so that is exact; after a crash, the rows must be folded before a `VACUUM`).
 - Only rows the INSERT inserted are kept (a retried `request_id` adds nothing; a batch
   rolled back keeps nothing: rows are kept when their transaction has committed,
   `sqlite_conn.py`'s `committed`).
@@ -114,11 +116,13 @@ def write(c: Conn, behind: Behind, wide: Sequence[rollup_wide.SparseUpserts]) ->
 
 def fold(c: Conn, wide: Sequence[rollup_wide.SparseUpserts]) -> int:
     """Add the ledger rows above the watermark (a crash left them) and move it to the
-    last, in the transaction on `c`; how many."""
+    last, or lower it to the last row (`LOWER`: rows went by another way than a prune,
+    or a `VACUUM` gave them new rowids), in the transaction on `c`; how many."""
     (done,) = c.execute(WATERMARK).fetchone()
     rows = c.execute(_ABOVE, (done,)).fetchall()
-    if not rows:
-        return 0
-    add(c, [codec.from_sqlite_row(UsageRecord, tuple(r[1:])) for r in rows], wide)
-    c.execute(_MOVE, (rows[-1][0],))
+    if rows:
+        add(c, [codec.from_sqlite_row(UsageRecord, tuple(r[1:])) for r in rows], wide)
+        c.execute(_MOVE, (rows[-1][0],))
+    else:
+        c.execute(LOWER)
     return len(rows)

@@ -224,6 +224,35 @@ async def test_a_prune_of_the_whole_ledger_lowers_the_watermark_so_new_rows_are_
         await storage.close()
 
 
+async def test_rows_renumbered_below_the_watermark_lower_it_at_the_next_start(tmp_path: Path) -> None:
+    """A `VACUUM` may give a table without an INTEGER PRIMARY KEY new rowids (here: the
+    first 10 rows gone, the rest moved down by 10, as a compacting copy would): the
+    next start lowers the watermark to the last row, so the rows after it are above."""
+    db = tmp_path / "g.db"
+    storage = await opened(db)
+    await insert_together(storage, rows(T0, 30))
+    await storage.close()
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("DELETE FROM usage WHERE rowid <= 10")
+        conn.execute("UPDATE usage SET rowid = rowid - 10")
+        for table in ROLLUP_TABLES:  # the rollups of what is left, as they were
+            conn.execute(f"DELETE FROM {table}")
+        for statement in rollup.backfill_all("sqlite"):
+            conn.execute(statement)
+    assert written_and_rebuilt(db)[2] == 30 and max_rowid(db) == 20
+    storage = await opened(db, rollup_seconds=600.0)
+    assert written_and_rebuilt(db)[2] == 20
+    await insert_together(storage, rows(T0 + timedelta(days=1), 5))
+    await crash(storage)
+    assert max_rowid(db) == 25
+    storage = await opened(db)
+    try:
+        written, rebuilt, done = written_and_rebuilt(db)
+        assert written == rebuilt and done == 25
+    finally:
+        await storage.close()
+
+
 # -- Hypothesis: rollups == the ledger's sums, whatever happens between --------------------
 
 steps = st.lists(
