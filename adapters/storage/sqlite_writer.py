@@ -91,6 +91,7 @@ class SQLiteWriter(SQLiteConnection):
         self._behind = rollup_behind.Behind()  # rows committed, not yet in the rollups
         self.rollup_seconds = rollup_seconds
         self._rollups_due: float | None = None  # when the kept rows must be written by
+        self._rollups_retry = -math.inf  # not before then: the last write failed
         self._rollups_wake = trio.Event()
         self._rollups_task = False  # `_rollups_behind` is running
         self._ledger_taken = False  # the rows a crash left above the watermark are added
@@ -155,7 +156,9 @@ class SQLiteWriter(SQLiteConnection):
             return
         if self._rollups_due is None or kept >= rollup_behind.BOUND:
             now = trio.current_time()
-            self._rollups_due = now if kept >= rollup_behind.BOUND else now + self.rollup_seconds
+            # past the bound at once, unless a write just failed (then when it is tried again)
+            soon = max(now, self._rollups_retry)
+            self._rollups_due = soon if kept >= rollup_behind.BOUND else now + self.rollup_seconds
             self._rollups_wake.set()
             if not self._rollups_task:
                 self._rollups_task = True
@@ -176,7 +179,7 @@ class SQLiteWriter(SQLiteConnection):
                 await self.flush_rollups()
             except sqlite3.Error as err:
                 log.error("the rollups were not written (%s): tried again in %.1f s", err, self.rollup_seconds)
-                self._rollups_due = trio.current_time() + self.rollup_seconds
+                self._rollups_due = self._rollups_retry = trio.current_time() + self.rollup_seconds
             except RuntimeError:  # the storage closed meanwhile (close wrote them)
                 return
             self._rollups_kept()  # rows kept meanwhile

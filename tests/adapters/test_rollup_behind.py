@@ -164,6 +164,34 @@ async def test_kept_rows_are_written_within_rollup_seconds_and_at_once_past_the_
         await storage.close()
 
 
+async def test_a_write_of_the_rollups_that_fails_is_logged_and_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "g.db"
+    storage = await opened(db, rollup_seconds=0.05)
+    real = rollup_behind.write
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def write(c: Any, behind: rollup_behind.Behind, wide: Any) -> int:
+        if failures:
+            raise failures.pop()
+        return real(c, behind, wide)
+
+    monkeypatch.setattr(rollup_behind, "write", write)
+    try:
+        await insert_together(storage, rows(T0, 6))
+        with trio.fail_after(5):
+            while storage._behind.records:
+                await trio.sleep(0.01)
+        assert any("the rollups were not written" in r.getMessage() for r in caplog.records)
+        assert not failures
+        written, rebuilt, done = written_and_rebuilt(db)
+        assert written == rebuilt and done == 6
+        assert await storage.usage_count() == 6
+    finally:
+        await storage.close()
+
+
 async def test_a_read_writes_what_is_kept_first(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     storage = await opened(db, rollup_seconds=600.0)
