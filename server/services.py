@@ -128,7 +128,8 @@ async def build_services(settings: Settings) -> Services:
     transport = None if settings.mock_mode else H11Transport(limits=pool)
     providers = build_providers(settings, catalog, transport)
     storage = open_storage(  # SQLite: one serving process
-        settings.database_url, owner=True, pool_timeout=settings.database_pool_timeout_seconds
+        settings.database_url, owner=True, pool_timeout=settings.database_pool_timeout_seconds,
+        rollup_seconds=settings.database_rollup_seconds,
     )
     await storage.migrate()
     gateway = Gateway(

@@ -60,6 +60,9 @@ def load_settings(
                 env.get("UMG_DB_POOL_TIMEOUT_SECONDS")
                 or file_cfg.get("database_pool_timeout_seconds", 5.0)
             ),
+            database_rollup_seconds=float(
+                env.get("UMG_DB_ROLLUP_SECONDS") or file_cfg.get("database_rollup_seconds", 1.0)
+            ),
             mock_mode=mock,
             providers=providers,
             catalog_overrides=file_cfg.get("catalog", {}),

@@ -53,6 +53,8 @@ class Settings:
     database_url: str = "sqlite:///data/gateway.db"
     # Postgres: wait this long for a connection, then the database counts as unreachable
     database_pool_timeout_seconds: float = field(default=5.0, validator=_positive_seconds)
+    # SQLite: the rollups are written at most this long behind the ledger (rollup_behind.py)
+    database_rollup_seconds: float = field(default=1.0, validator=_positive_seconds)
     mock_mode: bool = True
     providers: tuple[ProviderSettings, ...] = ()
     catalog_overrides: Mapping[str, Any] = field(factory=dict)

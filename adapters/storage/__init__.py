@@ -20,16 +20,19 @@ from adapters.storage.base import Storage
 SQLITE_PREFIX = "sqlite:///"
 
 
-def open_storage(url: str, *, owner: bool = False, pool_timeout: float | None = None) -> Storage:
+def open_storage(
+    url: str, *, owner: bool = False, pool_timeout: float | None = None, rollup_seconds: float = 1.0
+) -> Storage:
     """`pool_timeout` (Postgres): seconds to wait for a connection before the database
-    counts as unreachable (default `pg_pool.POOL_TIMEOUT_SECONDS`)."""
+    counts as unreachable (default `pg_pool.POOL_TIMEOUT_SECONDS`). `rollup_seconds`
+    (SQLite): how long the rollups may be written behind the ledger (`rollup_behind.py`)."""
     if url.startswith(SQLITE_PREFIX):
         from adapters.storage.sqlite import SQLiteStorage
 
         path = url[len(SQLITE_PREFIX) :]
         if not path:
             raise ValueError("sqlite URL needs a path: sqlite:///gateway.db or sqlite:///:memory:")
-        return SQLiteStorage(path, owner=owner)
+        return SQLiteStorage(path, owner=owner, rollup_seconds=rollup_seconds)
     if url.startswith(("postgresql://", "postgres://")):
         from adapters.storage.pg_pool import POOL_TIMEOUT_SECONDS
         from adapters.storage.postgres import PostgresStorage

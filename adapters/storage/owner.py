@@ -5,8 +5,9 @@ keeps `state` rows in memory (`memstate.py`), so only one process at a time may 
 them: it holds an exclusive `flock` on `<database>.lock`, next to the database, for as
 long as the storage is open. The kernel releases it when the process ends, however it
 ends, so a crash never leaves a stale lock. Another process that asks for the state
-gets `StorageBusy` at once (no waiting); processes that only touch keys, jobs or the
-ledger (`umg keys ...`) never take the lock.
+gets `StorageBusy` at once (no waiting). Writing the ledger takes it too (its rollups
+are written behind, from the writer's memory: `rollup_behind.py`); processes that only
+touch keys or jobs, or read the ledger (`umg keys ...`), never take the lock.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 (migration 009; they replace migration 003's `usage_hourly` and `usage_hourly_bins`,
 which were keyed by `key_id` too and are dropped).
 
-Owns: what ledger rows add to the rollup and the upserts that add it (run by SQLite's
-writer in the transaction that inserts those rows; Postgres's writer works the same
+Owns: what ledger rows add to the rollup and the upserts that add it (run on SQLite
+behind the ledger, `rollup_behind.py`; Postgres's writer works the same
 sums out in SQL in the statement that inserts them, `pg_batch_sql.py`); the SQLite
 writer's exact addition of costs, which the daily and all-tenant rollups (`rollup_wide.py`) share; and the list
 of rollup migrations with their fills. Which reads it answers is `sources.py`'s.
@@ -27,7 +27,10 @@ Rules:
 - `usage_hourly_nokey_bins` counts rows per (metric, `core.percentiles` bin), for the
   latency and TTFT percentiles.
 - A row is added once: only rows whose INSERT inserted them (a retried `request_id`
-  adds nothing), in the same transaction, so the rollup always equals the ledger's sums.
+  adds nothing). Postgres adds them in the same statement; SQLite in a transaction of
+  its own at most `rollup_seconds` later, with a watermark that says which rows the
+  rollup holds (`rollup_behind.py`), so the rollup equals the ledger's sums once what
+  is kept behind is written (reads in the owning process write it first).
 - Rows of one batch with the same key are added up here first: one upsert per key.
 - Migration 009 builds the rollup from the rows already in the ledger (the same sums,
   in SQL; a test checks it gives what the writer gives).

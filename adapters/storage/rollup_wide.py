@@ -4,8 +4,8 @@
 `usage_hourly_model` (migration 014, without tenant, key or project).
 
 Owns: the tables' keys and measures; on SQLite, what ledger rows add to them and the
-upserts that add it (run in the transaction that inserts those rows, next to
-`rollup.py`'s hourly ones; Postgres works the same sums out in SQL, `pg_batch_sql.py`).
+upserts that add it (run next to `rollup.py`'s hourly ones, behind the ledger,
+`rollup_behind.py`; Postgres works the same sums out in SQL, `pg_batch_sql.py`).
 Which reads they answer is `sources.py`'s.
 
 Rules:

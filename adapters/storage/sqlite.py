@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from typing import Any
 
 import trio
 
-from adapters.storage import codec, idem_rows, job_events_sql, outbox_sql, sources
+from adapters.storage import codec, idem_rows, job_events_sql, outbox_sql, rollup_behind, sources
 from adapters.storage import prune as prune_sql
 from adapters.storage.base import (
     DeliveryFn,
@@ -39,7 +40,7 @@ from adapters.storage.base import (
 )
 from adapters.storage.key_rows import KeyDialect, KeyMethods, KeyQueries
 from adapters.storage.keycache import KeyCache
-from adapters.storage.ledger import SQLITE
+from adapters.storage.ledger import SQLITE, Query
 from adapters.storage.migrations import migrations
 from adapters.storage.records import (
     DeliveryRecord,
@@ -95,8 +96,10 @@ class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
         keys: KeyCache | None = None,
         flush_seconds: float = 0.5,
         queue_rows: int = 4096,
+        rollup_seconds: float = 1.0,
     ) -> None:
-        super().__init__(path, owner=owner, flush_seconds=flush_seconds, queue_rows=queue_rows)
+        super().__init__(path, owner=owner, flush_seconds=flush_seconds, queue_rows=queue_rows,
+                         rollup_seconds=rollup_seconds)  # fmt: skip
         self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
         self.shared = False  # one process owns the state (see sqlite_state.py)
         self.dialect = SQLITE
@@ -125,13 +128,17 @@ class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
             sources.missing(str(r[0]) for r in tables)
 
         await self._tx(apply)
+        if self._owner_at_migrate:
+            await self.take_ledger()  # before serving: the rows a crash left out of the rollups
 
     async def close(self) -> None:
-        """Commit every queued row and changed state, then close (idempotent)."""
+        """Commit every queued row and changed state, write the rollups kept behind, then
+        close (idempotent)."""
         if self._closing:
             return
         self._closing = True
         await self.writer.close()
+        await self._rollups_close()
         await self._disconnect()
         self._disown()
 
@@ -143,6 +150,13 @@ class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
         except sqlite3.Error as err:
             log.warning("sqlite health check failed: %s", err)
             return False
+
+    async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
+        """A read of the ledger or its rollups, after the rows kept behind are written
+        (read-your-writes in the owning process; `rollup_behind.py`)."""
+        if self._behind.records:
+            await self.flush_rollups()
+        return await super()._fetch(query)
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -240,7 +254,19 @@ class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
                     self._states.drop(scope)
             return len(gone)
         tables = prune_sql.targets(store)
-        return await self._tx(lambda c: sum(prune_sql.delete_batch(c, f, t, cut, limit) for t in tables))
+        if store not in ("ledger", "rollup"):
+            return await self._tx(lambda c: sum(prune_sql.delete_batch(c, f, t, cut, limit) for t in tables))
+
+        def apply(c: Conn) -> int:
+            # the rows kept behind first, in the same transaction: a rollup row they add
+            # to is pruned with the rest, and the deletes leave the watermark exact
+            rollup_behind.write(c, self._behind, self._wide_upserts)
+            gone = sum(prune_sql.delete_batch(c, f, t, cut, limit) for t in tables)
+            if store == "ledger":
+                c.execute(rollup_behind.LOWER)
+            return gone
+
+        return await self._tx(apply, self._behind.written)
 
     async def prunable(self, store: str, cut: Cutoffs) -> int:
         if store not in STORES:
@@ -251,4 +277,6 @@ class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
             found = await self._run(lambda c: prune_sql.prunable_scopes(c, f, cut, None, pending.__contains__))
             return len(found)
         tables = prune_sql.targets(store)
+        if store in ("ledger", "rollup") and self._behind.records:
+            await self.flush_rollups()  # counted as a prune now would find them
         return await self._run(lambda c: sum(prune_sql.count(c, f, t, cut) for t in tables))

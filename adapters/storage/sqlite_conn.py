@@ -21,6 +21,9 @@ Rules:
   of them to a worker thread), and no other process holds the write lock (tried with no
   busy wait). In WAL mode with `synchronous=NORMAL` such a commit writes to the WAL and
   does not sync. Anything else commits in a worker thread.
+- A transaction may name what runs once it has committed (`committed`), under the lock:
+  the writer keeps the rows it has committed for the rollups (`rollup_behind.py`) in
+  exactly the order of their commits, with no other call in between.
 - Checkpoints (where the syncs are) never run inside a commit (`wal_autocheckpoint` is
   off on this connection): every 100 write transactions a PASSIVE checkpoint runs in a
   worker thread.
@@ -56,10 +59,13 @@ class _NotNow:
 NOT_NOW = _NotNow()
 
 
-def _write(conn: Conn, fn: Callable[[Conn], T]) -> T:
+Committed = Callable[[], None] | None  # run once the transaction has committed, under the lock
+
+
+def _write(conn: Conn, fn: Callable[[Conn], T], committed: Committed = None) -> T:
     """Run `fn` in a BEGIN IMMEDIATE transaction (runs in the worker thread)."""
     conn.execute("BEGIN IMMEDIATE")
-    return _finish(conn, fn)
+    return _finish(conn, fn, committed)
 
 
 def _waiting(fn: Callable[[Conn], T], conn: Conn) -> T:
@@ -73,14 +79,19 @@ def _waiting(fn: Callable[[Conn], T], conn: Conn) -> T:
         conn.execute(_BUSY_NOW)
 
 
-def _finish(conn: Conn, fn: Callable[[Conn], T]) -> T:
-    """Run `fn` in the transaction just begun on `conn`: commit it, or roll it back if `fn` raises."""
+def _finish(conn: Conn, fn: Callable[[Conn], T], committed: Committed = None) -> T:
+    """Run `fn` in the transaction just begun on `conn`: commit it, or roll it back if `fn`
+    raises. `committed` runs once it has committed, still under the connection's lock
+    (on whichever thread ran the transaction), before any other call can use the
+    connection: what the writer keeps in memory of a commit is kept in commit order."""
     try:
         result = fn(conn)
     except BaseException:
         conn.rollback()
         raise
     conn.commit()
+    if committed is not None:
+        committed()
     return result
 
 
@@ -118,23 +129,23 @@ class SQLiteConnection:
                 self._conn = await trio.to_thread.run_sync(self._connect)
             return await trio.to_thread.run_sync(_waiting, fn, self._conn)
 
-    async def _tx(self, fn: Callable[[Conn], T]) -> T:
+    async def _tx(self, fn: Callable[[Conn], T], committed: Committed = None) -> T:
         try:
-            return await self._run(lambda conn: _write(conn, fn))
+            return await self._run(lambda conn: _write(conn, fn, committed))
         finally:
             self._wrote()
 
-    async def _tx_here(self, fn: Callable[[Conn], T], rows: int) -> T:
+    async def _tx_here(self, fn: Callable[[Conn], T], rows: int, committed: Committed = None) -> T:
         """`_tx` on the Trio thread, without a thread hop, when nothing would make it wait
         (see the module rules): the connection is open and free, the batch is small, and
         no other process holds the write lock (`BEGIN IMMEDIATE` with no busy wait).
         Otherwise `_tx`, in a worker thread, as any transaction."""
-        done = self._tx_now(fn, rows)
+        done = self._tx_now(fn, rows, committed)
         if isinstance(done, _NotNow):
-            return await self._tx(fn)  # waits for the other process in a worker thread
+            return await self._tx(fn, committed)  # waits for the other process in a worker thread
         return done
 
-    def _tx_now(self, fn: Callable[[Conn], T], rows: int) -> T | _NotNow:
+    def _tx_now(self, fn: Callable[[Conn], T], rows: int, committed: Committed = None) -> T | _NotNow:
         """`_tx_here`'s commit on the Trio thread, or `NOT_NOW` (nothing done) when it
         would have to wait."""
         conn = self._conn
@@ -146,7 +157,7 @@ class SQLiteConnection:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # the file is busy (another process writes)
                 return NOT_NOW
-            result = _finish(conn, fn)
+            result = _finish(conn, fn, committed)
             self._wrote()
             return result
         finally:

@@ -44,8 +44,10 @@ def _marks(n: int) -> str:
 
 
 class SQLiteState(SQLiteWriter):
-    def __init__(self, path: str, *, owner: bool, flush_seconds: float, queue_rows: int) -> None:
-        super().__init__(path, flush_seconds=flush_seconds, queue_rows=queue_rows)
+    def __init__(
+        self, path: str, *, owner: bool, flush_seconds: float, queue_rows: int, rollup_seconds: float
+    ) -> None:
+        super().__init__(path, flush_seconds=flush_seconds, queue_rows=queue_rows, rollup_seconds=rollup_seconds)
         self._owner_at_migrate = owner
         self._owner = None if path == ":memory:" else FileOwner(path)
         self._reading: dict[str, trio.Event] = {}  # scopes being read into memory now
@@ -56,6 +58,9 @@ class SQLiteState(SQLiteWriter):
             raise RuntimeError("storage is closed")
         if self._owner is not None:
             self._owner.acquire()
+
+    def _own_ledger(self) -> None:
+        self._own()  # the rollups' rows kept behind are this process's memory too
 
     def _disown(self) -> None:
         if self._owner is not None:

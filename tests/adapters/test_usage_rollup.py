@@ -10,7 +10,7 @@ part of a read comes from (adapters/storage/sources.py).
   the sums of the raw rows computed in Python (`core.usage.aggregate` for the totals),
   and the raw-ledger SQL over the whole window; money exactly.
 - The writer adds each inserted row once to every rollup (a retried `request_id` adds
-  nothing), in the insert's transaction; each rollup migration's fill gives the same
+  nothing; SQLite writes them behind the ledger, test_rollup_behind.py); each rollup migration's fill gives the same
   tables as the writer, and the keyed tables of migration 003 are gone.
 - `sources.plan` covers a window exactly once, each part from a source that can answer
   it, coarsest first; a dropped rollup table fails reads and `migrate`, never gives a
