@@ -107,7 +107,8 @@ class PostgresWriter(PostgresConnection):
         params = _params([row for (row, _), first in zip(rows, firsts, strict=True) if first])
 
         def apply(c: Conn) -> list[bool]:
-            inserted = {r[0] for r in c.execute(pg_batch_sql.batch(sum(firsts)), params).fetchall()}
+            with psycopg.RawCursor(c) as cur:  # the text's own $n placeholders: no rescan
+                inserted = {r[0] for r in cur.execute(pg_batch_sql.batch(sum(firsts)), params).fetchall()}
             return [first and rec.id in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
 
         return await self._run(apply, statement=True)  # one statement: its own transaction
