@@ -3,7 +3,7 @@
 Owns: the Postgres `Storage` as a whole, built in layers, each its own module:
 `pg_pool.py` (every operation one transaction on a pooled connection in a worker
 thread; cancellation, reruns after a deadlock, the breaker when the database is away),
-`pg_writer.py` (the ledger writer's group commit). This module adds migrating and
+`pg_writer.py` (the ledger writer's group commit, on its own connection, `pg_line.py`). This module adds migrating and
 closing, and the table operations, each one transaction: keys (`key_rows.py`), state
 (`pg_state.py`), budgets, jobs and the webhook outbox (`pg_jobs.py`), idempotency keys,
 stored stream events, retention.
