@@ -20,11 +20,10 @@ Rules:
 - Money is NUMERIC added by Postgres (exact, unbounded); a NULL provider or deployment is
   '' in the keys; a bin is `width_bucket` over `core.percentiles.BOUNDS_MS` (the number of
   bounds at or below the value: `percentiles.bin_of`).
-- The text depends on `n` only (psycopg prepares each after a few uses). Its
-  placeholders are Postgres's own (`$1`, `$2`, ...), as bytes, for a `psycopg.RawCursor`:
-  psycopg then sends the text as it is. (With `%s` it rescans all 32 KB of the text
-  for placeholders on every call, a statement this long being past its cache: 0.06 to
-  0.4 ms a batch.)
+- The text depends on `n` only (`pg_line.py` prepares each size once per connection).
+  Its placeholders are Postgres's own (`$1`, `$2`, ...), as bytes, sent as they are.
+  (Through psycopg's `%s`, all 32 KB of the text were rescanned for placeholders on
+  every call, a statement this long being past its cache: 0.06 to 0.4 ms a batch.)
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def marks(cols: tuple[str, ...]) -> str:
 
 def _native(first: int) -> str:
     """One row's placeholders `($first, ...)` in Postgres's own numbering (JSON columns
-    cast to jsonb), for a `RawCursor`."""
+    cast to jsonb)."""
     return "(" + ", ".join(f"${first + i}::jsonb" if c in codec.JSON_FIELDS else f"${first + i}"
                            for i, c in enumerate(_COLS)) + ")"  # fmt: skip
 
@@ -123,8 +122,7 @@ def _suffix() -> str:
 @functools.lru_cache(maxsize=64)
 def batch(n: int) -> bytes:
     """The statement for `n` ledger rows (`codec.postgres_row`'s parameters, row after
-    row, as `$1` to `$(25 n)`: send it with a `psycopg.RawCursor`): answers the ids of
-    the rows it inserted."""
+    row, as `$1` to `$(25 n)`): answers the ids of the rows it inserted."""
     values = ", ".join(_native(1 + i * len(_COLS)) for i in range(n))
     returned = ", ".join(("id", "at", "tenant", "project", "key_id", "model", "provider", "deployment",
                           "status", *_TOKENS, "cost", "latency_ms", "ttft_ms"))  # fmt: skip

@@ -128,14 +128,16 @@ class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
 
     # -- generic atomic state (pg_state.py) ---------------------------------------------
 
+    # a read is one statement: autocommitted, one round trip (no BEGIN and COMMIT)
+
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:
         return await self._run(lambda c: pg_state.update(c, scope, fn))
 
     async def read_state(self, scope: str) -> State | None:
-        return await self._run(lambda c: pg_state.read(c, scope))
+        return await self._run(lambda c: pg_state.read(c, scope), statement=True)
 
     async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
-        return await self._run(lambda c: pg_state.read_many(c, scopes))
+        return await self._run(lambda c: pg_state.read_many(c, scopes), statement=True)
 
     async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
         return await self._run(lambda c: pg_state.update_many(c, scopes, fn))
