@@ -6,7 +6,8 @@ statement's own transaction, without BEGIN and COMMIT), and what happens when th
 cannot be done. psycopg's async API is asyncio-only, so the sync driver runs through `trio.to_thread.run_sync` with a
 `CapacityLimiter` the size of the pool (a thread never waits for a connection the pool
 cannot give). The layers above (`pg_writer.py`, `postgres.py`) run everything through
-`_run`.
+`_run`, except the ledger writer's batches: those go on the writer's own connection from
+the Trio thread (`pg_line.py`), with the same reruns (`_reruns`) and breaker.
 
 Rules:
 - The pool opens lazily on first use; `_shut` closes it (`PostgresStorage.close`).
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -60,7 +61,7 @@ POOL_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 3
 # A deadlock or a serialization failure rolls the whole transaction back, so it is safe to
 # run again (callers' functions are pure, see base.py): after each of these pauses once.
-_ROLLED_BACK = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+ROLLED_BACK = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 RERUN_PAUSES = (0.01, 0.05, 0.25)
 
 
@@ -117,6 +118,14 @@ def _autocommitted(conn: Conn, fn: Callable[[Conn], T]) -> T:
     finally:
         if not conn.broken:
             conn.autocommit = False
+
+
+def connection_failed(err: Exception) -> StorageUnavailable:
+    """A connection failed mid-operation: the error to raise."""
+    log.warning("postgres connection failed: %s", err)
+    return StorageUnavailable(
+        "The gateway's database connection failed; try again shortly", retry_after=DOWN_SECONDS
+    )
 
 
 class PostgresConnection:
@@ -178,16 +187,22 @@ class PostgresConnection:
         for a deadlock or a serialization failure, at most `len(RERUN_PAUSES)` times.
         `statement`: `fn` sends ONE statement, its own transaction (autocommit: no
         BEGIN and COMMIT round trips)."""
+        return await self._reruns(lambda: self._once(fn, statement))
+
+    async def _reruns(self, once: Callable[[], Awaitable[T]]) -> T:
+        """`once()`, one transaction, run again after each of `RERUN_PAUSES` while
+        Postgres rolls it back (a deadlock, a serialization failure), then
+        `StorageContention`."""
         for pause in RERUN_PAUSES:
             try:
-                return await self._once(fn, statement)
-            except _ROLLED_BACK as err:
+                return await once()
+            except ROLLED_BACK as err:
                 log.info("postgres rolled a transaction back (%s); running it again in %g s",
                          err.sqlstate, pause)
             await trio.sleep(pause)
         try:
-            return await self._once(fn, statement)
-        except _ROLLED_BACK as err:
+            return await once()
+        except ROLLED_BACK as err:
             log.warning("postgres rolled a transaction back %d times in a row (%s); giving up",
                         len(RERUN_PAUSES) + 1, err.sqlstate)
             raise StorageContention(
@@ -206,22 +221,22 @@ class PostgresConnection:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(slot.cancel)
             raise
-        except _ROLLED_BACK:
+        except ROLLED_BACK:
             raise  # the database is there: the caller reruns the transaction
         except psycopg_pool.PoolTimeout as err:
-            self._down_until = self._now() + DOWN_SECONDS
-            log.warning("postgres unreachable (no connection within the pool timeout): %s", err)
-            raise StorageUnavailable(
-                "The gateway's database is unreachable; try again shortly", retry_after=DOWN_SECONDS
-            ) from err
+            raise self._unreachable("no connection within the pool timeout", err) from err
         except (psycopg.OperationalError, psycopg.InterfaceError) as err:
-            log.warning("postgres connection failed: %s", err)
-            raise StorageUnavailable(
-                "The gateway's database connection failed; try again shortly",
-                retry_after=DOWN_SECONDS,
-            ) from err
+            raise connection_failed(err) from err
         self._down_until = None
         return result
+
+    def _unreachable(self, why: str, err: Exception) -> StorageUnavailable:
+        """No connection could be had: trip the breaker; the error to raise."""
+        self._down_until = self._now() + DOWN_SECONDS
+        log.warning("postgres unreachable (%s): %s", why, err)
+        return StorageUnavailable(
+            "The gateway's database is unreachable; try again shortly", retry_after=DOWN_SECONDS
+        )
 
     async def _shut(self) -> None:
         """Close the pool (once the writer has committed what was queued)."""

@@ -20,6 +20,9 @@ Rules:
   time, so only that row's caller gets the error, always a psycopg error
   (`RowNotStorable` wraps any other), and the writer keeps running; any other failed commit fails every row of its batch (each caller
   gets the error).
+- A batch goes on the writer's own connection, from the Trio thread (`pg_line.py`: no
+  worker thread, no pool checkout), rerun as the pool's transactions are after a
+  deadlock, and failing as they do (`StorageUnavailable`; the same breaker).
 - No state rides along (state is its own transaction on Postgres), so a batch without
   rows, the writer's retry after a failure, has nothing to do.
 """
@@ -34,7 +37,13 @@ import psycopg
 from adapters.clock import Clock
 from adapters.storage import codec, pg_batch_sql
 from adapters.storage.group_commit import GroupCommit, as_driver_error, row_by_row_on_refusal
-from adapters.storage.pg_pool import Conn, PostgresConnection
+from adapters.storage.pg_line import Line, Lost, Unreachable
+from adapters.storage.pg_pool import (
+    CONNECT_TIMEOUT_SECONDS,
+    ROLLED_BACK,
+    PostgresConnection,
+    connection_failed,
+)
 from adapters.storage.records import UsageRecord
 
 # A ledger batch refused for the values of a row (not for the database being away or
@@ -79,6 +88,7 @@ class PostgresWriter(PostgresConnection):
         queue_rows: int,
     ) -> None:
         super().__init__(url, pool_size=pool_size, pool_timeout=pool_timeout, clock=clock)
+        self._line = Line(url, CONNECT_TIMEOUT_SECONDS)  # the writer's own connection
         # a batch is one INSERT of 25 parameters a row: 512 rows stay far below the
         # protocol's 65,535 parameters a statement
         self.writer = GroupCommit(self._commit, self.errors, capacity=queue_rows, max_batch=512)
@@ -106,8 +116,28 @@ class PostgresWriter(PostgresConnection):
         firsts = _firsts([rec for _, rec in rows])
         params = _params([row for (row, _), first in zip(rows, firsts, strict=True) if first])
 
-        def apply(c: Conn) -> list[bool]:
-            inserted = {r[0] for r in c.execute(pg_batch_sql.batch(sum(firsts)), params).fetchall()}
-            return [first and rec.id in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
+        n = sum(firsts)
+        answered = await self._reruns(lambda: self._statement(n, pg_batch_sql.batch(n), params))
+        inserted = {r[0] for r in answered}
+        return [first and rec.id.encode() in inserted for (_, rec), first in zip(rows, firsts, strict=True)]
 
-        return await self._run(apply, statement=True)  # one statement: its own transaction
+    async def _statement(self, key: int, query: bytes, params: list[Any]) -> list[tuple[bytes | None, ...]]:
+        """One statement on the writer's own connection (`pg_line.py`), its own
+        transaction, failing as the pool's operations do (`pg_pool.py`)."""
+        self._gate()
+        try:
+            answered = await self._line.rows(key, query, params)
+        except Unreachable as err:
+            raise self._unreachable("cannot connect", err) from err
+        except Lost as err:
+            raise connection_failed(err) from err
+        except ROLLED_BACK:
+            raise  # the database is there: `_reruns` runs it again
+        except psycopg.OperationalError as err:  # the server's, e.g. an admin shutdown
+            raise connection_failed(err) from err
+        self._down_until = None
+        return answered
+
+    async def _shut(self) -> None:
+        self._line.close()
+        await super()._shut()

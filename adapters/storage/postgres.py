@@ -3,7 +3,7 @@
 Owns: the Postgres `Storage` as a whole, built in layers, each its own module:
 `pg_pool.py` (every operation one transaction on a pooled connection in a worker
 thread; cancellation, reruns after a deadlock, the breaker when the database is away),
-`pg_writer.py` (the ledger writer's group commit). This module adds migrating and
+`pg_writer.py` (the ledger writer's group commit, on its own connection, `pg_line.py`). This module adds migrating and
 closing, and the table operations, each one transaction: keys (`key_rows.py`), state
 (`pg_state.py`), budgets, jobs and the webhook outbox (`pg_jobs.py`), idempotency keys,
 stored stream events, retention.
@@ -128,14 +128,16 @@ class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
 
     # -- generic atomic state (pg_state.py) ---------------------------------------------
 
+    # a read is one statement: autocommitted, one round trip (no BEGIN and COMMIT)
+
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:
         return await self._run(lambda c: pg_state.update(c, scope, fn))
 
     async def read_state(self, scope: str) -> State | None:
-        return await self._run(lambda c: pg_state.read(c, scope))
+        return await self._run(lambda c: pg_state.read(c, scope), statement=True)
 
     async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
-        return await self._run(lambda c: pg_state.read_many(c, scopes))
+        return await self._run(lambda c: pg_state.read_many(c, scopes), statement=True)
 
     async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
         return await self._run(lambda c: pg_state.update_many(c, scopes, fn))

@@ -314,3 +314,84 @@ async def test_after_a_hold_time_without_per_request_takes_misses_wait_again(
             nursery.start_soon(one)
     assert sum(isinstance(a, ratelimit.Admitted) for a in answers) == 20
     assert slices.leases == 2 and row.level() == 1000 - 125
+
+
+class _Committing(_Row):
+    """`_Row`, whose update, once its function has run, waits at `committing` before it
+    returns (a commit in flight); `applied` is set when the function has run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committing = trio.Event()
+        self.committing.set()
+        self.applied = trio.Event()
+        self.updates = 0
+
+    async def update_state(self, scope: str, fn: Any) -> Any:
+        result = await super().update_state(scope, fn)
+        self.updates += 1
+        self.applied.set()
+        await self.committing.wait()
+        return result
+
+
+TOKEN_NEEDS = (ratelimit.Need("requests", 1000, 1.0), ratelimit.Need("tokens", 10_000, 100.0))
+
+
+async def _lease_with_a_late_correction(row: _Committing, slices: RateSlices, before: Any = None) -> None:
+    """A slice leased and put into a 600-token debt (so the next take leases again); that
+    lease in flight, after it read what it gives back, a correction of 500 more tokens."""
+    assert isinstance(await slices.take(SCOPE, TOKEN_NEEDS, NOW), ratelimit.Admitted)
+    assert slices.adjust(SCOPE, "tokens", 3000.0)  # 2,400 - 3,000 left: the next take leases
+    if before is not None:
+        before()
+    row.committing, row.applied = trio.Event(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slices.take, SCOPE, TOKEN_NEEDS, NOW)
+        try:
+            await row.applied.wait()  # the lease gave back 24 requests and the debt
+            assert slices.adjust(SCOPE, "tokens", 500.0)  # still charged here, not on the row
+        finally:
+            row.committing.set()
+
+
+async def test_a_correction_while_a_lease_gives_its_slice_back_is_carried_into_the_fresh_slice(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """A token correction that comes while the lease giving its slice back is in flight
+    is no transaction of its own: the fresh slice starts with it as a debt. What the
+    row has plus what the slice holds is what it would be had the correction gone to
+    the row."""
+    del mock_clock
+    row = _Committing()
+    slices = RateSlices(cast(Storage, row), Clock(), LeasePolicy(divisor=4))
+    await _lease_with_a_late_correction(row, slices)
+    assert slices.leases == 2 and row.updates == 2
+    tokens_left = 7500.0 - 600.0  # the first lease's 2,500 out, its debt of 600 back
+    k = min(int((975.0 + 24.0) // 4), int(tokens_left // 400))
+    assert row.level("tokens") == tokens_left - 100.0 * k
+    assert slices.held(SCOPE, "tokens") == 100.0 * (k - 1) - 500.0
+    # the second request used 100 tokens from the slice; the 500 are owed in it
+    assert row.level("tokens") + slices.held(SCOPE, "tokens") == 10_000 - 2500 - 600 - 100 - 500
+
+
+async def test_a_late_correction_goes_to_the_row_when_the_lease_holds_no_slice(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The same late correction, the lease this time holding no slice (the row nearly
+    empty: a per-request take): the correction is charged to the row in one update
+    after the lease, as it would have been without it."""
+    del mock_clock
+    row = _Committing()
+    slices = RateSlices(cast(Storage, row), Clock(), LeasePolicy(divisor=4))
+
+    def drained() -> None:  # another process took all but 5 of the row's requests
+        state = ratelimit.buckets_from_dict(row.states[SCOPE])
+        state["requests"] = ratelimit.Bucket(5.0, state["requests"].updated_at)
+        row.states[SCOPE] = ratelimit.buckets_to_dict(state)
+
+    await _lease_with_a_late_correction(row, slices, drained)
+    assert slices.leases == 2 and row.updates == 3  # the lease, then the row's charge
+    assert slices.held(SCOPE, "tokens") == 0.0
+    # 7,500 after the first lease; its debt of 600 back; 100 taken; then the 500
+    assert row.level("tokens") == 7500.0 - 600.0 - 100.0 - 500.0

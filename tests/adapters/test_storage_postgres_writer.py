@@ -336,3 +336,52 @@ async def test_a_batch_is_one_statement_in_its_own_transaction_without_begin_or_
         assert _rollup(postgres_url) == _ledger(postgres_url)
     finally:
         await storage.close()
+
+
+async def test_a_batch_goes_on_the_writers_own_connection_without_a_worker_thread(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the writer's connection is open (its connect is the one thread call), a batch
+    takes no worker thread and no pool connection: it is sent from the Trio thread, on a
+    statement prepared once for its size."""
+    storage = await opened(postgres_url)
+    threads: list[Any] = []
+    run_sync = trio.to_thread.run_sync
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        threads.append(fn)
+        return await run_sync(fn, *args, **kwargs)
+
+    try:
+        assert await storage.insert_usage(make_usage(0, T0)) is True  # opens the connection
+        monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+        answers = await two_batches(storage, 5, psycopg.Error)  # a batch of 1, then of 4
+        assert answers == {n: True for n in range(1, 5)} | {0: False}  # row 0 was in already
+        answers = await two_batches(storage, 5, psycopg.Error)
+        assert threads == []
+        assert storage._line.statements == 5 and storage._line._prepared == {1, 4}
+        assert _rollup(postgres_url) == _ledger(postgres_url)
+    finally:
+        await storage.close()
+
+
+async def test_the_writers_connection_lost_fails_its_batch_and_the_next_reconnects(
+    postgres_url: str,
+) -> None:
+    """The writer's backend terminated between batches: the next batch fails with
+    `StorageUnavailable` (nothing of it is in), the one after opens a new connection
+    and goes in."""
+    storage = await opened(postgres_url)
+    try:
+        assert await storage.insert_usage(make_usage(0, T0)) is True
+        conn = storage._line._conn
+        assert conn is not None
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        with pytest.raises(StorageUnavailable):
+            await storage.insert_usage(make_usage(1, T0))
+        assert await storage.insert_usage(make_usage(1, T0)) is True
+        assert storage._line._conn is not conn
+        assert await storage.usage_count() == 2
+    finally:
+        await storage.close()

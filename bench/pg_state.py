@@ -1,0 +1,60 @@
+"""`python -m bench.pg_state`: what one state change costs the gateway process on Postgres.
+
+Owns: a micro-benchmark of `PostgresStorage.update_state` on one scope (what a rate
+limit near its limit, or a budget without a slice, does per request) and of
+`read_state`, on a fresh database (`bench.targets.postgres_database`,
+`UMG_BENCH_PG_URL`). It prints, per operation, the process CPU per call (user and
+system, all threads) and the wall time per call. Run it pinned to one core (`taskset -c
+0`); the Postgres server's own CPU is not counted. Options: `--calls N` (per operation
+and round), `--rounds N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from adapters.storage import open_storage
+from adapters.storage.postgres import PostgresStorage
+from bench import targets
+
+
+def _bump(state: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    n = int((state or {}).get("n", 0)) + 1
+    return n, {"n": n}
+
+
+async def main(calls: int, rounds: int) -> None:
+    with targets.postgres_database() as url:
+        storage = open_storage(url)
+        assert isinstance(storage, PostgresStorage), url
+        await storage.migrate()
+        ops: dict[str, Callable[[], Awaitable[object]]] = {
+            "update_state": lambda: storage.update_state("rl:bench", _bump),
+            "read_state": lambda: storage.read_state("rl:bench"),
+        }
+        try:
+            for _ in range(rounds):
+                for name, op in ops.items():
+                    t0, wall = os.times(), time.perf_counter()
+                    for _ in range(calls):
+                        await op()
+                    wall, t1 = time.perf_counter() - wall, os.times()
+                    user, system = (t1.user - t0.user) / calls, (t1.system - t0.system) / calls
+                    print(f"{name:12}: CPU/call {(user + system) * 1000:6.3f} ms (user {user * 1000:.3f},"
+                          f" system {system * 1000:.3f})  wall/call {wall / calls * 1000:6.2f} ms", flush=True)
+        finally:
+            await storage.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    trio.run(main, args.calls, args.rounds)
