@@ -24,6 +24,10 @@ Rules:
 - Only rows the INSERT inserted are kept (a retried `request_id` adds nothing; a batch
   rolled back keeps nothing: rows are kept when their transaction has committed,
   `sqlite_conn.py`'s `committed`).
+- What is kept in memory is bounded: past `CAP` rows (writes of the rollups failing
+  while batches commit) the rows are let go and only the fact is kept (`in_ledger`):
+  they are all in the ledger above the watermark, so the next write reads them back
+  from there (`fold`) instead of from memory. Nothing is lost and nothing counted twice.
 - Rows with the same key are added up first (`rollup.contributions`, `rollup_wide.sums`):
   one upsert per key and table. A set whose sums SQLite cannot take (a token sum beyond
   64 bits) is added again row by row in the same transaction, as a ledger batch was.
@@ -52,6 +56,7 @@ _ABOVE = f"SELECT rowid, {', '.join(codec.columns(UsageRecord))} FROM usage WHER
 _SUMS_REFUSED = (ArithmeticError, ValueError)  # OverflowError and decimal errors are ArithmeticErrors
 
 BOUND = 4096  # rows kept before they are written at once, whatever `rollup_seconds` says
+CAP = 8 * BOUND  # rows held in memory at most (see the rules): past it, read back from the ledger
 
 
 class Behind:
@@ -62,20 +67,28 @@ class Behind:
     def __init__(self) -> None:
         self.records: list[UsageRecord] = []
         self.last = 0  # the highest rowid kept (0: none)
+        self.in_ledger = False  # past CAP: the rows are not held, the ledger has them
 
     def __len__(self) -> int:
-        return len(self.records)
+        return CAP if self.in_ledger else len(self.records)
 
     def keep(self, records: Sequence[UsageRecord], last: int) -> None:
         """A committed transaction's inserted rows, the last of them at rowid `last`."""
-        if records:
-            self.records += records
-            self.last = last
+        if not records:
+            return
+        self.last = last
+        if self.in_ledger:
+            return
+        self.records += records
+        if len(self.records) > CAP:
+            self.records = []
+            self.in_ledger = True
 
     def written(self) -> None:
         """The transaction that wrote them has committed."""
         self.records = []
         self.last = 0
+        self.in_ledger = False
 
 
 def add(c: Conn, records: Sequence[UsageRecord], wide: Sequence[rollup_wide.SparseUpserts]) -> None:
@@ -106,7 +119,11 @@ def _upserts(c: Conn, records: Sequence[UsageRecord], wide: Sequence[rollup_wide
 
 def write(c: Conn, behind: Behind, wide: Sequence[rollup_wide.SparseUpserts]) -> int:
     """Add the rows `behind` keeps and move the watermark to the last of them, in the
-    transaction on `c` (call `behind.written()` once it has committed); how many."""
+    transaction on `c` (call `behind.written()` once it has committed); how many. Past
+    `CAP` (`behind.in_ledger`) they are read back from the ledger: every row above the
+    watermark (`fold`)."""
+    if behind.in_ledger:
+        return fold(c, wide)
     if not behind.records:
         return 0
     add(c, behind.records, wide)

@@ -154,7 +154,7 @@ class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
     async def _fetch(self, query: Query) -> list[tuple[Any, ...]]:
         """A read of the ledger or its rollups, after the rows kept behind are written
         (read-your-writes in the owning process; `rollup_behind.py`)."""
-        if self._behind.records:
+        if len(self._behind):
             await self.flush_rollups()
         return await super()._fetch(query)
 
@@ -277,6 +277,6 @@ class SQLiteStorage(SQLiteState, SharedTables, KeyMethods, LedgerReads):
             found = await self._run(lambda c: prune_sql.prunable_scopes(c, f, cut, None, pending.__contains__))
             return len(found)
         tables = prune_sql.targets(store)
-        if store in ("ledger", "rollup") and self._behind.records:
+        if store in ("ledger", "rollup") and len(self._behind):
             await self.flush_rollups()  # counted as a prune now would find them
         return await self._run(lambda c: sum(prune_sql.count(c, f, t, cut) for t in tables))

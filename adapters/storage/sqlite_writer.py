@@ -141,7 +141,7 @@ class SQLiteWriter(SQLiteConnection):
     async def flush_rollups(self) -> int:
         """Write the rows kept behind to the rollups now, one transaction (a read of the
         rollups, a prune, close, or `_rollups_behind` when due); how many."""
-        if not self._behind.records:
+        if not len(self._behind):
             return 0
         return await self._tx_here(
             lambda c: rollup_behind.write(c, self._behind, self._wide_upserts),

@@ -192,6 +192,32 @@ async def test_a_write_of_the_rollups_that_fails_is_logged_and_tried_again(
         await storage.close()
 
 
+async def test_rows_past_the_cap_while_writes_fail_are_let_go_and_read_back_from_the_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "g.db"
+    monkeypatch.setattr(rollup_behind, "CAP", 4)
+    storage = await opened(db, rollup_seconds=600.0)
+    try:
+        await insert_together(storage, rows(T0, 3))
+        assert len(storage._behind.records) == 3 and not storage._behind.in_ledger
+        await insert_together(storage, rows(T0 + timedelta(days=1), 3))
+        # past the cap: nothing held in memory, the fact kept
+        assert storage._behind.records == [] and storage._behind.in_ledger
+        await storage.insert_usage(rows(T0 + timedelta(days=2), 1)[0])
+        assert storage._behind.records == []
+        assert written_and_rebuilt(db)[2] == 0
+        assert await storage.flush_rollups() == 7  # read back from the ledger, above the watermark
+        written, rebuilt, done = written_and_rebuilt(db)
+        assert written == rebuilt and done == 7 and not storage._behind.in_ledger
+        await insert_together(storage, rows(T0 + timedelta(days=3), 2))
+        assert len(storage._behind.records) == 2  # held again, below the cap
+    finally:
+        await storage.close()
+    written, rebuilt, done = written_and_rebuilt(db)
+    assert written == rebuilt and done == 9
+
+
 async def test_a_read_writes_what_is_kept_first(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     storage = await opened(db, rollup_seconds=600.0)
