@@ -11,7 +11,10 @@ instructions (callgrind's `Ir`, every thread of the process: the export and SQLi
 threads too) per request per target, and the ratio of each to the first target; with
 `--top N` also the N functions with the most instructions of their own per request
 (callgrind_annotate's C-level view: the eval loop, allocation, dict and str work, SQLite,
-the kernel entry points callgrind sees).
+the kernel entry points callgrind sees). With `--threads` each thread is counted apart;
+with `--cache-sim` callgrind also simulates the caches and the L1 and last-level misses
+per request are printed (callgrind's model of a cache, not this host's counters: a hint
+of where served time goes that instructions do not show).
 
 Why: this host has no hardware counters and its wall-clock rounds of one code spread by
 5 to 10 %; an instruction count of the same requests is the same from run to run (it is
@@ -19,8 +22,8 @@ not time: cache misses and system time are not in it). Slow: a request costs abo
 100 times its normal time under callgrind, so a few hundred requests per target.
 
 `python -m bench.instr_count [--targets ours-log,ours-logtm] [--scenario json|stream]
-[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--threads] [--keep DIR]
-[--compare DIR]`; with `--compare DIR` a target named `before` (or `before-<variant>`)
+[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--threads] [--cache-sim]
+[--keep DIR] [--compare DIR]`; with `--compare DIR` a target named `before` (or `before-<variant>`)
 is `ours` (or that variant) served from the checkout DIR (as `bench.run --compare`), with
 this checkout's interpreter: a commit's count against another's.
 """
@@ -42,6 +45,17 @@ from bench.run import _variant_env, body, load
 
 SERVE_CPU = "0"
 READY_TIMEOUT = 900.0
+
+
+def _events(out: Path) -> dict[str, int]:
+    """Every event's total in a callgrind dump (its `events:` and `totals:` lines)."""
+    names: list[str] = []
+    for line in out.read_text().splitlines():
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        elif line.startswith("totals:"):
+            return dict(zip(names, (int(v) for v in line.split()[1:]), strict=False))
+    raise RuntimeError(f"no totals in {out}")
 
 
 def _totals(out: Path) -> int:
@@ -88,7 +102,8 @@ def _start(stack: ExitStack, name: str, tmp: Path, provider: str, wrap: tuple[st
 def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Namespace) -> tuple[float, list[str]]:
     out = tmp / f"{name}.callgrind"
     wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-            *(("--separate-threads=yes",) if args.threads else ()))
+            *(("--separate-threads=yes",) if args.threads else ()),
+            *(("--cache-sim=yes",) if args.cache_sim else ()))
     with ExitStack() as stack:
         target = _start(stack, name, tmp, provider, wrap, args.compare)
         (pid,) = target.pids
@@ -105,6 +120,14 @@ def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Na
                    key=lambda p: p.stat().st_mtime)
     total = sum(_totals(d) for d in dumps)
     top = _top(max(dumps, key=_totals), args.top, args.requests)
+    if args.cache_sim:  # simulated misses (callgrind's model of this host's caches), per request
+        found: dict[str, int] = {}
+        for d in dumps:
+            for event, value in _events(d).items():
+                found[event] = found.get(event, 0) + value
+        first = found.get("D1mr", 0) + found.get("D1mw", 0) + found.get("I1mr", 0)
+        last = found.get("DLmr", 0) + found.get("DLmw", 0) + found.get("ILmr", 0)
+        top = [f"cache misses per request: L1 {first / args.requests:,.0f}, last level {last / args.requests:,.0f}"] + top
     if args.threads:  # one dump per thread: each thread's share, the busiest first
         shares = sorted(((_totals(d), d.name) for d in dumps), reverse=True)
         top = [f"thread {file}: {ir / args.requests:12,.0f} per request" for ir, file in shares if ir] + top
@@ -122,6 +145,8 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="the checkout the `before` targets are served from")
     parser.add_argument("--threads", action="store_true",
                         help="count each thread apart (callgrind --separate-threads=yes) and list each one's share")
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="also simulate the caches (callgrind --cache-sim=yes) and print misses per request")
     parser.add_argument("--keep", type=Path, help="write the dumps and logs here (kept) for callgrind_annotate")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
