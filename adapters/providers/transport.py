@@ -27,6 +27,7 @@ provider key): they are redacted from every transport message.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -39,7 +40,7 @@ from attrs import define
 
 from adapters.providers.base import ProviderError, Timeouts
 from adapters.providers.failures import transport_error
-from adapters.providers.head import encode_request
+from adapters.providers.head import FIELD_VALUE, encode_request
 from adapters.providers.http11 import (
     ConnectionPool,
     Exchange,
@@ -133,6 +134,22 @@ class _Chunks:
         return chunk
 
 
+# headers new on every call (adapters/tracing.py's `outgoing`): never part of a head's cache key
+PER_CALL = frozenset({"traceparent", "tracestate"})
+_VALUE_RE = re.compile(FIELD_VALUE)
+
+
+def _per_call(fields: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The head lines of a call's trace context fields, as `encode_request` writes them;
+    None if a value is not one `encode_request` accepts (then it decides)."""
+    lines = b""
+    for name, value in fields:
+        if _VALUE_RE.fullmatch(value) is None:
+            return None
+        lines += b"%s: %s\r\n" % (name, value)
+    return lines
+
+
 class H11Transport:
     """`Transport` over one `http11.ConnectionPool` (keep-alive, bounded per origin)."""
 
@@ -194,14 +211,26 @@ class H11Transport:
               fields: list[tuple[bytes, bytes]], length: bytes) -> bytes | None:
         """`encode_request(target.path, fields)`, its checks made once per URL, accept and
         headers: the head of a call with the same ones but another body differs only in
-        its last line, the `content-length` (digits, which `encode_request` accepts)."""
-        key = (url, accept, tuple(headers.items()))
+        its last line, the `content-length` (digits, which `encode_request` accepts).
+        Trace context (`traceparent`, `tracestate`: new on every call) at the end of
+        `headers` is left out of the key: its lines go between the cached lines and the
+        `content-length`, each value checked as `encode_request` checks it."""
+        items = tuple(headers.items())
+        cut = len(items)
+        while cut and items[cut - 1][0].lower() in PER_CALL:
+            cut -= 1
+        key = (url, accept, items if cut == len(items) else items[:cut])
+        calls = fields[len(fields) - 1 - (len(items) - cut): -1]  # the per-call fields, encoded
         before = self._heads.get(key)
         if before is not None:
-            return before + b"content-length: " + length + b"\r\n\r\n"
+            lines = _per_call(calls)
+            if lines is not None:
+                return before + lines + b"content-length: " + length + b"\r\n\r\n"
         wire = encode_request(target.path, fields)
-        if wire is not None and len(self._heads) < 1024:  # a few providers: never grows without bound
-            self._heads[key] = wire[: -len(b"content-length: \r\n\r\n") - len(length)]
+        if wire is not None and before is None and len(self._heads) < 1024:  # a few providers: bounded
+            lines = _per_call(calls)
+            if lines is not None:
+                self._heads[key] = wire[: -len(b"content-length: \r\n\r\n") - len(length) - len(lines)]
         return wire
 
     async def post_json(
