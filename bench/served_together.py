@@ -1,0 +1,112 @@
+"""A/B of served gateways loaded at the same time, so the host's noise hits every one alike.
+
+Owns: serving each named target as `bench.run` serves it (bench/targets.py: `ours` and its
+telemetry variants, `before-*` from `--compare DIR`), ALL pinned on the gateway core, then
+`--rounds` rounds in which every target gets a `--seconds` wrk slice of JSON at
+`--concurrency` at the same moment (one wrk per target, the load core shared). Per target
+and round it reads the CPU of the process's main (Trio) thread and of the whole process from
+`/proc/PID/task/*/schedstat` and divides by the requests answered; it prints per target the
+median of those, its req/s, and the median (with the interquartile range) over the rounds
+of each round's ratio to the first target. A second copy of the first target is the
+control: its ratio should be about 1.
+
+Why: one target after another, rounds of the same code spread 10 to 15 % on this shared
+host, and a 5 % difference (issue 10's bar: tracing + metrics on against off) never shows.
+Loaded together, the spread of a round's ratio fell to about ±3 to 5 % (branch trace2,
+docs/performance.md). Each target's share of the core depends on the others, so compare
+CPU per request, not req/s, between targets.
+
+`python -m bench.served_together [--targets ours-log,ours-log,ours-logtm] [--rounds 30]
+[--seconds 2] [--concurrency 16] [--compare DIR]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import targets, wrk
+from bench.run import _variant_env, body
+
+SERVE_CPU = "0"
+
+
+def _ns(pid: int, tid: int | str) -> int:
+    """Nanoseconds a thread has run (the first field of its schedstat)."""
+    return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+
+
+def _cpu(pid: int) -> tuple[int, int]:
+    """(main thread, whole process) nanoseconds run so far."""
+    return _ns(pid, pid), sum(_ns(pid, tid) for tid in os.listdir(f"/proc/{pid}/task"))
+
+
+def _start(stack: ExitStack, name: str, index: int, tmp: Path, provider: str,
+           compare: Path | None) -> targets.Target:
+    before = name.startswith("before")
+    if before and compare is None:
+        raise SystemExit(f"{name} needs --compare DIR")
+    variant = "ours" + name.removeprefix("before") if before else name
+    source = compare if before and compare is not None else targets.ROOT
+    # a name of its own per process (its database and log), the variant's environment
+    return targets.ours(stack, tmp, provider, SERVE_CPU, name=f"{name}-{index}", source=source,
+                        extra_env=_variant_env(variant))
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 3:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", default="ours-log,ours-log,ours-logtm")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--compare", type=Path, help="the checkout `before-*` targets are served from")
+    args = parser.parse_args()
+    names = args.targets.split(",")
+    payload = body(False)
+    with tempfile.TemporaryDirectory(prefix="umg-together-") as name, ExitStack() as stack:
+        tmp = Path(name)
+        provider, _ = targets.start_provider(stack, tmp)
+        served = [_start(stack, n, i, tmp, provider, args.compare) for i, n in enumerate(names)]
+        file = tmp / "body.json"
+        file.write_bytes(payload)
+
+        def slice_of(target: targets.Target) -> tuple[float, float, float]:
+            (pid,) = target.pids
+            main0, all0 = _cpu(pid)
+            done = wrk.run(target.urls, file, target.headers, connections=args.concurrency, seconds=args.seconds)
+            main1, all1 = _cpu(pid)
+            per = max(done.requests, 1) * 1000  # ns -> µs per request
+            return (main1 - main0) / per, (all1 - all0) / per, done.req_s
+
+        rounds: list[list[tuple[float, float, float]]] = []
+        with ThreadPoolExecutor(len(served)) as pool:
+            list(pool.map(slice_of, served))  # warm-up
+            for _ in range(args.rounds):
+                rounds.append(list(pool.map(slice_of, served)))
+        print(f"{args.rounds} rounds of {args.seconds:g} s at c={args.concurrency}, load average "
+              f"{os.getloadavg()[0]:.1f} at the end; ratios to the first target, round by round")
+        for i, n in enumerate(names):
+            main_us = [r[i][0] for r in rounds]
+            all_us = [r[i][1] for r in rounds]
+            ratio = [r[i][0] / r[0][0] for r in rounds]
+            low, high = _quartiles(ratio)
+            print(f"{n:16} main thread {statistics.median(main_us):7.1f} µs/req, process "
+                  f"{statistics.median(all_us):7.1f}, {statistics.median(r[i][2] for r in rounds):6.0f} req/s; "
+                  f"main / {names[0]} {statistics.median(ratio):.3f} (IQR {low:.3f}-{high:.3f}), "
+                  f"process {statistics.median(r[i][1] / r[0][1] for r in rounds):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
