@@ -19,10 +19,8 @@ one such encode per `Backoff` pause, adapters/trace_export.py).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,7 @@ from adapters.clock import Clock
 from adapters.trace_otlp import encode
 from adapters.trace_spans import TraceObserver
 from adapters.tracing import Tracing
+from bench import callgrind
 from bench.tracing_cost import one_run
 
 ENCODERS: dict[str, Callable[[Sequence[ReadableSpan]], bytes]] = {
@@ -74,14 +73,8 @@ def child(encoder: str, count: int, batches: int) -> None:
 
 def instructions(encoder: str, args: argparse.Namespace, tmp: Path) -> int:
     out = tmp / f"{encoder}.callgrind"
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-                    "-m", "bench.export_cost", "--child", encoder, "--spans", str(args.spans),
-                    "--batches", str(args.batches)], check=True, capture_output=True, env=env)
-    for line in out.read_text().splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
+    return callgrind.count([sys.executable, "-m", "bench.export_cost", "--child", encoder, "--spans",
+                            str(args.spans), "--batches", str(args.batches)], out)
 
 
 def main() -> None:

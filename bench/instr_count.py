@@ -40,30 +40,12 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import targets
+from bench import callgrind, targets
 from bench.run import _variant_env, body, load
 
 SERVE_CPU = "0"
 READY_TIMEOUT = 900.0
 
-
-def _events(out: Path) -> dict[str, int]:
-    """Every event's total in a callgrind dump (its `events:` and `totals:` lines)."""
-    names: list[str] = []
-    for line in out.read_text().splitlines():
-        if line.startswith("events:"):
-            names = line.split()[1:]
-        elif line.startswith("totals:"):
-            return dict(zip(names, (int(v) for v in line.split()[1:]), strict=False))
-    raise RuntimeError(f"no totals in {out}")
-
-
-def _totals(out: Path) -> int:
-    """The `Ir` total of a callgrind dump (its `totals:` line)."""
-    for line in out.read_text().splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
 
 
 def _top(out: Path, count: int, requests: int) -> list[str]:
@@ -118,18 +100,18 @@ def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Na
     # (with --threads the file named is left empty: the dumps are `-NN` per thread)
     dumps = sorted((p for p in tmp.glob(f"{name}.callgrind*") if p.stat().st_size),
                    key=lambda p: p.stat().st_mtime)
-    total = sum(_totals(d) for d in dumps)
-    top = _top(max(dumps, key=_totals), args.top, args.requests)
+    total = sum(callgrind.total(d) for d in dumps)
+    top = _top(max(dumps, key=callgrind.total), args.top, args.requests)
     if args.cache_sim:  # simulated misses (callgrind's model of this host's caches), per request
         found: dict[str, int] = {}
         for d in dumps:
-            for event, value in _events(d).items():
+            for event, value in callgrind.events(d).items():
                 found[event] = found.get(event, 0) + value
         first = found.get("D1mr", 0) + found.get("D1mw", 0) + found.get("I1mr", 0)
         last = found.get("DLmr", 0) + found.get("DLmw", 0) + found.get("ILmr", 0)
         top = [f"cache misses per request: L1 {first / args.requests:,.0f}, last level {last / args.requests:,.0f}"] + top
     if args.threads:  # one dump per thread: each thread's share, the busiest first
-        shares = sorted(((_totals(d), d.name) for d in dumps), reverse=True)
+        shares = sorted(((callgrind.total(d), d.name) for d in dumps), reverse=True)
         top = [f"thread {file}: {ir / args.requests:12,.0f} per request" for ir, file in shares if ir] + top
     return total / args.requests, top
 

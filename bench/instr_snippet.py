@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from bench import callgrind
 
 _RUNNER = """
 import sys
@@ -31,20 +32,11 @@ for _ in range({number}):
 """
 
 
-def _total(out: Path) -> int:
-    for line in out.read_text().splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
-
-
 def run(setup: str, stmt: str, number: int, path: Path, tmp: Path) -> int:
     script = tmp / f"snippet-{number}.py"
     script.write_text(_RUNNER.format(path=str(path), setup=setup, number=number, stmt=stmt))
     out = tmp / f"snippet-{number}.callgrind"
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, str(script)],
-                   check=True, capture_output=True, cwd=path)
-    return _total(out)
+    return callgrind.count([sys.executable, str(script)], out, cwd=path)
 
 
 def main() -> None:

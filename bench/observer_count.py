@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ from adapters.request_log import RequestLog
 from adapters.telemetry import JsonFormatter, configure_logging
 from adapters.trace_spans import TraceObserver
 from adapters.tracing import Tracing
+from bench import callgrind
 from bench.tracing_cost import one_run
 
 SETUPS = ("log", "log-metrics", "log-metrics-tracing")
@@ -59,13 +59,7 @@ async def child(setup: str, runs: int) -> None:
 
 def counted(setup: str, runs: int, tmp: Path) -> int:
     out = tmp / f"{setup}-{runs}.callgrind"
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                    "bench.observer_count", "--child", setup, "--runs", str(runs)],
-                   check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-    for line in out.read_text().splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
+    return callgrind.count([sys.executable, "-m", "bench.observer_count", "--child", setup, "--runs", str(runs)], out)
 
 
 def main() -> None:
