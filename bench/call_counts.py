@@ -31,15 +31,12 @@ from pathlib import Path
 
 import trio
 
-from adapters.admin import create_key
-from adapters.config.loader import load_settings
+from bench.in_process import bench_gateway
 from bench.loadgen import run_load
 from bench.run import STREAM_DIRECTIVE
 from bench.run import body as request_body
-from bench.targets import PROVIDER_KEY, ROOT, start_provider
-from server.gc_policy import tune_for_serving
+from bench.targets import ROOT, start_provider
 from server.serve import serve
-from server.services import build_services
 
 Row = tuple[str, int, str]  # file, line, function
 
@@ -57,14 +54,7 @@ def _module(path: str) -> str:
 
 
 async def profile(provider: str, db: str, kind: str, requests: int, concurrency: int) -> cProfile.Profile:
-    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning",
-           "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"}
-    settings = load_settings({**{k: v for k, v in os.environ.items() if not k.startswith(("UMG_", "OPENAI_"))}, **env})
-    services = await build_services(settings)
-    await services.storage.migrate()
-    key, _ = await create_key(services.storage, services.clock, tenant="bench", project="bench",
-                              rpm=1_000_000_000, tpm=1_000_000_000_000)
-    tune_for_serving()
+    services, key = await bench_gateway(provider, db)
     body = request_body(stream=kind == "stream", directive=STREAM_DIRECTIVE if kind == "stream" else "")
     stop = trio.Event()
     profiler = cProfile.Profile()

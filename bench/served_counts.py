@@ -25,15 +25,12 @@ from pathlib import Path
 
 import trio
 
-from adapters.admin import create_key
-from adapters.config.loader import load_settings
 from adapters.providers import http11
 from bench import wrk
+from bench.in_process import bench_gateway
 from bench.run import body as request_body
-from bench.targets import PROVIDER_KEY, start_provider
-from server.gc_policy import tune_for_serving
+from bench.targets import start_provider
 from server.serve import serve
-from server.services import build_services
 
 
 class Counts:
@@ -73,14 +70,7 @@ class Counts:
 
 
 async def measure(provider: str, db: str, tmp: Path, levels: list[int], seconds: float, counts: Counts) -> None:
-    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning",
-           "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"}
-    settings = load_settings({**{k: v for k, v in os.environ.items() if not k.startswith(("UMG_", "OPENAI_"))}, **env})
-    services = await build_services(settings)
-    await services.storage.migrate()
-    key, _ = await create_key(services.storage, services.clock, tenant="bench", project="bench",
-                              rpm=1_000_000_000, tpm=1_000_000_000_000)
-    tune_for_serving()
+    services, key = await bench_gateway(provider, db)
     stop = trio.Event()
     body_file = tmp / "body.json"
     body_file.write_bytes(request_body(stream=False))

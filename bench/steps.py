@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import tempfile
 import time
 from collections import Counter
@@ -43,17 +42,14 @@ from pathlib import Path
 
 import trio
 
-from adapters.admin import create_key
-from adapters.config.loader import load_settings
 from adapters.providers import http11
+from bench.in_process import bench_gateway
 from bench.loadgen import run_load
 from bench.run import SLOW_DIRECTIVE, STREAM_DIRECTIVE
 from bench.run import body as request_body
 from bench.streams import run_streams
-from bench.targets import PROVIDER_KEY, start_provider
-from server.gc_policy import tune_for_serving
+from bench.targets import start_provider
 from server.serve import serve
-from server.services import build_services
 
 # task name -> the part of the server it is (first match wins)
 PARTS = (
@@ -141,14 +137,7 @@ CHUNKS = 20  # the streams' chunks (both directives)
 
 async def measure(provider: str, requests: int, levels: list[int], db: str, calls: Calls,
                   kind: str = "json") -> list[dict[str, object]]:
-    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning",
-           "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": provider + "/v1"}
-    settings = load_settings({**{k: v for k, v in os.environ.items() if not k.startswith(("UMG_", "OPENAI_"))}, **env})
-    services = await build_services(settings)
-    await services.storage.migrate()
-    key, _ = await create_key(services.storage, services.clock, tenant="bench", project="bench",
-                              rpm=1_000_000_000, tpm=1_000_000_000_000)
-    tune_for_serving()  # as `umg serve` does before it serves
+    services, key = await bench_gateway(provider, db)
     counting = Counting()
     trio.lowlevel.add_instrument(counting)
     stop = trio.Event()
