@@ -54,6 +54,7 @@ Written against Hypercorn 0.18 (`hypercorn.trio.tcp_server.TCPServer`,
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -201,12 +202,43 @@ class OneIdleTimer(TCPServer):
     async def _read_untimed(self) -> None:
         """What Hypercorn's reader does when there is no `read_timeout` (as `umg serve`
         runs it), without entering a cancel scope with no deadline around every read."""
+        if isinstance(self.stream, trio.SocketStream):
+            await self._read_socket(self.stream.socket)
+            return
         while True:
             try:
                 data = await self.stream.receive_some(hypercorn_tcp.MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break
             await self.protocol.handle(RawData(bytes(data)))
+            if not data:
+                break
+        await self.protocol.handle(Closed())
+
+    async def _read_socket(self, sock: trio.socket.SocketType) -> None:
+        """`_read_untimed` on plain TCP: wait until the socket is readable, then read it
+        (`os.read`), instead of Trio's `receive_some`, which tries a read first and, on a
+        kept-alive connection between requests, nearly always fails it (`EAGAIN` raised
+        and caught, a second read after the wait). Each read still waits first, so it is
+        a schedule point as `receive_some` is; errors end the reads as Hypercorn's reader
+        ends them (a closed socket, a reset: then `Closed`)."""
+        while True:
+            if sock.fileno() < 0:  # closed by the protocol (after an error answer, say)
+                break
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                break
+            fd = sock.fileno()
+            if fd < 0:
+                break
+            try:
+                data = os.read(fd, hypercorn_tcp.MAX_RECV)
+            except BlockingIOError:  # a spurious wake-up
+                continue
+            except OSError:  # reset, or closed: what `receive_some` reports as broken
+                break
+            await self.protocol.handle(RawData(data))
             if not data:
                 break
         await self.protocol.handle(Closed())
