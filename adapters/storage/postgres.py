@@ -1,9 +1,12 @@
-"""Postgres backend: shared by many gateway processes (psycopg 3, sync, in threads).
+"""Postgres backend: shared by many gateway processes (psycopg 3: sync in threads, or libpq
+driven from the Trio thread on the hot paths).
 
 Owns: the Postgres `Storage` as a whole, built in layers, each its own module:
 `pg_pool.py` (every operation one transaction on a pooled connection in a worker
-thread; cancellation, reruns after a deadlock, the breaker when the database is away),
-`pg_writer.py` (the ledger writer's group commit, on its own connection, `pg_line.py`). This module adds migrating and
+thread, or on a Trio-driven one; cancellation, reruns after a deadlock, the breaker
+when the database is away), `pg_writer.py` (the ledger writer's group commit, on its
+own connection, `pg_line.py`), `pg_state.py` (state changes and reads, on
+`pg_lines.py`'s Trio-driven connections). This module adds migrating and
 closing, and the table operations, each one transaction: keys (`key_rows.py`), state
 (`pg_state.py`), budgets, jobs and the webhook outbox (`pg_jobs.py`), idempotency keys,
 stored stream events, retention.
@@ -11,8 +14,9 @@ stored stream events, retention.
 Rules:
 - Row locks, not process locks: `update_state` locks its row (`pg_state.py`);
   `claim_job` is FOR UPDATE SKIP LOCKED; `update_job` FOR UPDATE (`pg_jobs.py`).
-- Callers' functions run on the Trio thread (`trio.from_thread.run_sync`) while the
-  transaction holds the lock; keep them quick.
+- Callers' state functions run on the Trio thread, in the caller's task, while the
+  transaction holds the lock; keep them quick. (Job functions, `pg_jobs.py`, run there
+  too, through `trio.from_thread.run_sync` from the pool's worker thread.)
 - Key lookups by prefix are cached in process for `KEY_CACHE_SECONDS` (`keycache.py`):
   a revoke through this process applies here at once, through another within the TTL.
 - Migrations run under a transaction-scoped advisory lock, so processes starting
@@ -128,19 +132,19 @@ class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
 
     # -- generic atomic state (pg_state.py) ---------------------------------------------
 
-    # a read is one statement: autocommitted, one round trip (no BEGIN and COMMIT)
+    # on Trio-driven connections: a change two round trips, a read one (pg_state.py)
 
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:
-        return await self._run(lambda c: pg_state.update(c, scope, fn))
+        return await self._lined(lambda line: pg_state.update(line, scope, fn))
 
     async def read_state(self, scope: str) -> State | None:
-        return await self._run(lambda c: pg_state.read(c, scope), statement=True)
+        return await self._lined(lambda line: pg_state.read(line, scope))
 
     async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
-        return await self._run(lambda c: pg_state.read_many(c, scopes), statement=True)
+        return await self._lined(lambda line: pg_state.read_many(line, scopes))
 
     async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
-        return await self._run(lambda c: pg_state.update_many(c, scopes, fn))
+        return await self._lined(lambda line: pg_state.update_many(line, scopes, fn))
 
     # -- jobs (queries in pg_jobs.py) ----------------------------------------------------
 
