@@ -137,6 +137,13 @@ class Line:
         conn = await self._open()
         return await self._guarded(conn, self._pipeline(conn, steps))
 
+    def loaded(self, res: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+        """`res`'s rows as a cursor's `fetchall` gives them: each column through psycopg's
+        loader for its type (datetimes, NUMERIC as `Decimal`, booleans, JSON)."""
+        assert self._tx is not None, "a result comes from an open connection"
+        self._tx.set_pgresult(res)
+        return self._tx.load_rows(0, res.ntuples, tuple)
+
     async def _pipeline(self, conn: psycopg.Connection[Any], steps: Sequence[Step]) -> list[pq.abc.PGresult]:
         pg = conn.pgconn
         if pg.pipeline_status == pq.PipelineStatus.OFF:

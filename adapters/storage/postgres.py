@@ -19,6 +19,8 @@ Rules:
   too, through `trio.from_thread.run_sync` from the pool's worker thread.)
 - Key lookups by prefix are cached in process for `KEY_CACHE_SECONDS` (`keycache.py`):
   a revoke through this process applies here at once, through another within the TTL.
+  A miss (the request path's one key read) is one statement on a state connection
+  (`pg_lines.py`: no worker thread); the other key operations use the pool.
 - Migrations run under a transaction-scoped advisory lock, so processes starting
   together apply each one once.
 """
@@ -48,6 +50,7 @@ from adapters.storage.ledger import POSTGRES
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_batch_sql import marks
 from adapters.storage.pg_jobs import JobQueries
+from adapters.storage.pg_line import Line, Step
 from adapters.storage.pg_pool import POOL_TIMEOUT_SECONDS, Conn, PostgresConnection
 from adapters.storage.pg_writer import PostgresWriter
 from adapters.storage.records import (
@@ -130,6 +133,9 @@ class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
             log.warning("postgres health check failed: %s", err)
             return False
 
+    async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
+        return await self.keys.lookup(prefix, lambda: self._lined(lambda line: _key_by_prefix(line, prefix)))
+
     # -- generic atomic state (pg_state.py) ---------------------------------------------
 
     # on Trio-driven connections: a change two round trips, a read one (pg_state.py)
@@ -209,6 +215,19 @@ class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
             return len(found)
         tables = prune_sql.targets(store)
         return await self._run(lambda c: sum(prune_sql.count(c, f, t, cut) for t in tables))
+
+
+_BY_PREFIX = Step(
+    b"umg_key_by_prefix",
+    f"SELECT {', '.join(codec.columns(KeyRecord))} FROM keys WHERE prefix = $1 ORDER BY created_at, id".encode(),
+)
+
+
+async def _key_by_prefix(line: Line, prefix: str) -> KeyRecord | None:
+    """The key with `prefix`, read on a Trio-driven connection (as `KeyQueries.by_prefix`)."""
+    (res,) = await line.pipeline([Step(_BY_PREFIX.name, _BY_PREFIX.query, (prefix.encode(),))])
+    rows = line.loaded(res)
+    return codec.from_postgres_row(KeyRecord, rows[0]) if rows else None
 
 
 def _never(scope: str) -> bool:

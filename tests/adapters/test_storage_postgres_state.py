@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ import trio
 from adapters.storage.pg_line import Line
 from adapters.storage.postgres import PostgresStorage
 from core.errors import StorageUnavailable
+from tests.adapters.test_storage import make_key
 
 pytestmark = pytest.mark.postgres
 
@@ -153,3 +155,26 @@ async def test_a_statement_refused_mid_pipeline_rolls_back_and_prepares_stay_kno
     assert await storage.read_state("s") == {"n": 2}
     assert await storage.update_state("s", lambda st: (None, {"n": 0})) is None
     assert await storage.update_state("s", _bump) == 1
+
+
+async def test_a_key_lookup_missing_the_cache_reads_on_a_line_without_a_worker_thread(
+    storage: PostgresStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request path's key read (a cache miss) goes on a state connection, and gives
+    the same record, every column typed, as the pool's read by id."""
+    key = make_key(1, budget_usd=Decimal("12.5"), admin=True)
+    await storage.insert_key(key)
+    assert await storage.update_state("s", _bump) == 1  # opens a line
+    threads: list[Any] = []
+    run_sync = trio.to_thread.run_sync
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        threads.append(fn)
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+    storage.keys.forget(key.prefix)
+    assert await storage.key_by_prefix(key.prefix) == key
+    assert await storage.key_by_prefix("umg_nope") is None
+    assert threads == []
+    assert await storage.key_by_id(key.id) == key  # the pool's read (a thread) agrees
