@@ -2,8 +2,8 @@
 
 Owns: a micro-benchmark of `PostgresStorage.update_state` on one scope (what a rate
 limit near its limit does per request, and a lease), of `update_states` on three (a
-budget reservation without a slice over key, project and tenant, and a slice's renewal)
-and of `read_state`, on a fresh database (`bench.targets.postgres_database`,
+budget reservation without a slice over key, project and tenant, and a slice's renewal),
+of `read_state` and of a key lookup that misses the key cache (`key_by_prefix`), on a fresh database (`bench.targets.postgres_database`,
 `UMG_BENCH_PG_URL`). It prints, per operation, the process CPU per call (all threads,
 `time.process_time`: the scheduler's exact count; the user / system split from
 `os.times`, in clock ticks, so coarse) and the wall time per call. Run it pinned to one core (`taskset -c
@@ -24,6 +24,7 @@ import trio
 from adapters.storage import open_storage
 from adapters.storage.postgres import PostgresStorage
 from bench import targets
+from bench.storage import _key
 
 
 def _bump(state: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
@@ -43,10 +44,18 @@ async def main(calls: int, rounds: int) -> None:
         storage = open_storage(url)
         assert isinstance(storage, PostgresStorage), url
         await storage.migrate()
+        _, key = _key()
+        await storage.insert_key(key)
+
+        async def key_miss() -> object:
+            storage.keys.forget(key.prefix)
+            return await storage.key_by_prefix(key.prefix)
+
         ops: dict[str, Callable[[], Awaitable[object]]] = {
             "update_state": lambda: storage.update_state("rl:bench", _bump),
             "update_states": lambda: storage.update_states(_SCOPES, _bump_all),
             "read_state": lambda: storage.read_state("rl:bench"),
+            "key (a miss)": key_miss,
         }
         try:
             for _ in range(rounds):
