@@ -6,7 +6,7 @@ h11 client for latency and streams) and the fake provider run on the other. The 
 server of ours-pg / before-pg is not pinned: its backends run where the kernel puts them,
 mostly on the gateway core (branch pgs measured about three quarters of their running
 samples there); `--pg-on-load-cores` moves the run's own database's backends to the load
-cores after each warm-up. Scenarios (pick with `--scenarios`, targets with `--targets`):
+cores after each warm-up (measured there, that load core then limits req/s). Scenarios (pick with `--scenarios`, targets with `--targets`):
 
   c1        JSON at concurrency 1: p50 latency (reported as added to direct's) and
             gateway CPU ms per request (an added latency well above it is a wait)
