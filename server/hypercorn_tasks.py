@@ -37,6 +37,8 @@ without a task of its own waiting for `http.disconnect` (`install()`, which
   timeout (about 9 us); with none set (as `umg serve` runs it: it would cut SSE answers
   being written) the connection here reads without one, and does what Hypercorn's
   reader does with what it reads. A configured `read_timeout` goes through Hypercorn's.
+  On plain TCP it waits for the socket to be readable and then reads it, instead of a
+  read that fails (`EAGAIN`) once every request has been read (`_receive_plain`).
 - **No schedule point for a message already there.** The request's receive channel is
   Hypercorn's (a memory channel of `max_app_queue_size`, the app run by Hypercorn's own
   task wrapper), but a put into it while it has room, and the app's `receive()` of a
@@ -54,6 +56,7 @@ Written against Hypercorn 0.18 (`hypercorn.trio.tcp_server.TCPServer`,
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -200,16 +203,45 @@ class OneIdleTimer(TCPServer):
 
     async def _read_untimed(self) -> None:
         """What Hypercorn's reader does when there is no `read_timeout` (as `umg serve`
-        runs it), without entering a cancel scope with no deadline around every read."""
+        runs it), without entering a cancel scope with no deadline around every read. On
+        plain TCP the socket is read straight (`_receive_plain`); TLS through its stream."""
+        stream = self.stream
+        plain = stream.socket if isinstance(stream, trio.SocketStream) else None
         while True:
             try:
-                data = await self.stream.receive_some(hypercorn_tcp.MAX_RECV)
+                if plain is None:
+                    data = bytes(await stream.receive_some(hypercorn_tcp.MAX_RECV))
+                else:
+                    data = await _receive_plain(plain)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break
-            await self.protocol.handle(RawData(bytes(data)))
+            await self.protocol.handle(RawData(data))
             if not data:
                 break
         await self.protocol.handle(Closed())
+
+
+async def _receive_plain(sock: trio.socket.SocketType) -> bytes:
+    """The next bytes of a plain TCP connection (b"" at its end): wait until the socket is
+    readable, then read it. Trio's `receive_some` reads first and waits only when that
+    read fails, and after a request has been read there is nothing more to read (its
+    client waits for the answer): at one request at a time that was one failed system
+    call (`EAGAIN`, raised and caught) per request. Errors as `receive_some` gives them:
+    the socket closed (here or by another task while waiting), ClosedResourceError; any
+    other error of the read, BrokenResourceError."""
+    while True:
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection is closed")
+        await trio.lowlevel.wait_readable(sock)  # ClosedResourceError if closed meanwhile
+        try:
+            return os.read(sock.fileno(), hypercorn_tcp.MAX_RECV)
+        except BlockingIOError:  # woken with nothing to read after all: wait again
+            continue
+        except OSError as exc:
+            if sock.fileno() < 0:
+                raise trio.ClosedResourceError("the connection is closed") from exc
+            raise trio.BrokenResourceError from exc
 
 
 def install() -> None:
