@@ -42,6 +42,7 @@ from typing import Any
 import trio
 from attrs import evolve
 
+from adapters.afterwards import Afterwards
 from adapters.driver import new_id
 from adapters.stopwatch import OVERHEAD_HEADER, Stopwatch, header_value
 from core.errors import GatewayError, InvalidRequest
@@ -156,6 +157,7 @@ class HotRoutes:
         adding the `tail` headers (the request id) to every answer's head."""
         given = _Body(self.body_timeout, body)
         own = scope[REQUEST_ID]
+        afterwards = Afterwards()  # the run's work after its row, done after the last byte
         incoming = Incoming(
             path=scope["path"],
             headers=headers,
@@ -163,18 +165,23 @@ class HotRoutes:
             request_id=own,
             client_request_id=scope[CLIENT_REQUEST_ID],
             stopwatch=Stopwatch(self.services.clock.now()),
+            afterwards=afterwards,
         )
-        departures = scope.get(DEPARTURES)
-        if not isinstance(departures, Departures):  # not under Hypercorn with its patch
-            await self._watched(handler, incoming, scope, given, receive, send, tail)
-            return
-        with trio.CancelScope() as cancel:  # no task: Hypercorn's put of the disconnect cancels
-            departure = Departure(cancel, departures.disarm)
-            departures.arm(departure.leave)
-            try:
-                await self._answer(handler, incoming, send, departure, tail)
-            finally:
-                departures.disarm()
+        try:
+            departures = scope.get(DEPARTURES)
+            if not isinstance(departures, Departures):  # not under Hypercorn with its patch
+                await self._watched(handler, incoming, scope, given, receive, send, tail)
+                return
+            with trio.CancelScope() as cancel:  # no task: Hypercorn's put of the disconnect cancels
+                departure = Departure(cancel, departures.disarm)
+                departures.arm(departure.leave)
+                try:
+                    await self._answer(handler, incoming, send, departure, tail)
+                finally:
+                    departures.disarm()
+        finally:
+            with trio.CancelScope(shield=True):  # however the answer ended
+                await afterwards.run()
 
     async def _watched(self, handler: Handler, incoming: Incoming, scope: Any, body: _Body,
                        receive: Receive, send: Send, tail: tuple[tuple[bytes, bytes], ...]) -> None:
