@@ -45,6 +45,9 @@ without a task of its own waiting for `http.disconnect` (`install()`, which
   round trips (the body and its end put by the connection task and received by the app,
   `http.disconnect` put at the end of the answer). At one request at a time each was a
   turn of Trio's run loop of its own. A full queue or an empty one waits as before.
+  The scope's `QUEUED` is that receive without the wait (`trio.WouldBlock` when
+  nothing is queued), so a body already there is taken without a timeout's cancel
+  scope (server/bodylimit.py).
 
 Written against Hypercorn 0.18 (`hypercorn.trio.tcp_server.TCPServer`,
 `hypercorn.trio.task_group.TaskGroup`, pinned in constraints.txt);
@@ -68,6 +71,9 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 DEPARTURES = "umg.departures"  # the scope key of a request's `Departures`
+# the scope key of the request's receive without a wait: the next message if one is
+# queued, else `trio.WouldBlock` (server/bodylimit.py takes a body already there so)
+QUEUED = "umg.queued"
 
 
 class Departures:
@@ -111,6 +117,7 @@ class DeparturesTaskGroup(TaskGroup):
         departures = Departures()
         scope[DEPARTURES] = departures  # type: ignore[literal-required]
         into, out = trio.open_memory_channel[ASGIReceiveEvent](config.max_app_queue_size)
+        scope[QUEUED] = out.receive_nowait  # type: ignore[literal-required]
 
         async def receive() -> ASGIReceiveEvent:
             try:
