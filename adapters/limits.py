@@ -95,6 +95,7 @@ class Limits:
         # adapters/storage/memstate.py), so it is not parsed again; any other dict (read
         # from the database, or another process's on Postgres) is parsed
         self._parsed: dict[str, tuple[dict[str, Any], dict[str, ratelimit.Bucket]]] = {}
+        self._tpm_specs: dict[int, ratelimit.BucketSpec] = {}  # tokens per minute -> its bucket
         # reservation id -> (grant, actual cost; None: release) whose close failed
         self.unsettled: dict[str, tuple[Grant, Decimal | None]] = {}
         self._reconciling = False
@@ -167,7 +168,11 @@ class Limits:
             return
         if self._slices is not None and self._slices.adjust(_rate_scope(key), "tokens", float(delta)):
             return  # charged to the slice held here; given back with it
-        spec = ratelimit.BucketSpec.per_minute(tpm)
+        spec = self._tpm_specs.get(tpm)
+        if spec is None:  # made once per limit (a BucketSpec is immutable; ~11 k instructions)
+            if len(self._tpm_specs) >= 1_000:
+                self._tpm_specs.clear()  # bounded: the lot dropped, each made again on use
+            spec = self._tpm_specs[tpm] = ratelimit.BucketSpec.per_minute(tpm)
         now = self._clock.epoch()
 
         scope = _rate_scope(key)
