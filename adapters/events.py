@@ -22,6 +22,7 @@ from adapters.providers.base import Provider, Timeouts
 from core.catalog import Deployment
 from core.errors import GatewayError
 from core.model import (
+    NO_USAGE,
     Completion,
     FinishReason,
     GatewayRequest,
@@ -85,7 +86,7 @@ class Collector:
     def __init__(self) -> None:
         self.text: list[str] = []
         self.calls: dict[int, list[str]] = {}
-        self.usage = Usage()
+        self.usage = NO_USAGE
         self.finish: FinishReason | None = None
         self.error: GatewayError | None = None
 
