@@ -80,13 +80,12 @@ class _Body:
     def __init__(self, timeout: float | None, given: bytes | None) -> None:
         self.parts: list[bytes] = [] if given is None else [given]
         self.given = given is not None
-        self.complete = trio.Event()
-        if self.given:
-            self.complete.set()
+        # set when the body has arrived (none for a body given: there is nothing to wait for)
+        self.complete: trio.Event | None = None if self.given else trio.Event()
         self.timeout = timeout
 
     async def read(self) -> bytes:
-        if self.given:  # no wait, no cancel scope
+        if self.complete is None:  # given: no wait, no cancel scope
             return self.parts[0]
         with trio.move_on_after(self.timeout if self.timeout is not None else float("inf")):
             await self.complete.wait()
@@ -200,7 +199,7 @@ class HotRoutes:
                 if body.given:
                     continue  # the body middleware's replay of what `given` holds
                 body.parts.append(message.get("body", b""))
-                if not message.get("more_body", False):
+                if not message.get("more_body", False) and body.complete is not None:
                     body.complete.set()
             elif message["type"] == "http.disconnect":
                 departure.leave()  # the client went away: stop answering (or detach)

@@ -49,6 +49,9 @@ without a task of its own waiting for `http.disconnect` (`install()`, which
   request at a time each was a turn of Trio's run loop of its own), and making it costs
   a deque, not a channel's three objects (about 10 us a request). A full queue or an
   empty one waits as before (a queue of 0 holds one message).
+  The scope's `QUEUED` is the inbox's take without the wait (`trio.WouldBlock` when
+  nothing is queued), so a body already there is taken without a timeout's cancel
+  scope (server/bodylimit.py).
 
 Written against Hypercorn 0.18 (`hypercorn.trio.tcp_server.TCPServer`,
 `hypercorn.trio.task_group.TaskGroup`, pinned in constraints.txt);
@@ -74,6 +77,9 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 DEPARTURES = "umg.departures"  # the scope key of a request's `Departures`
+# the scope key of the request's receive without a wait: the next message if one is
+# queued, else `trio.WouldBlock` (server/bodylimit.py takes a body already there so)
+QUEUED = "umg.queued"
 
 
 class Departures:
@@ -117,6 +123,7 @@ class DeparturesTaskGroup(TaskGroup):
         departures = Departures()
         scope[DEPARTURES] = departures  # type: ignore[literal-required]
         inbox = Inbox(config.max_app_queue_size)
+        scope[QUEUED] = inbox.get_nowait  # type: ignore[literal-required]
 
         async def put_noticed(message: ASGIReceiveEvent) -> None:
             if message["type"] == "http.disconnect":
@@ -158,6 +165,12 @@ class Inbox:
         while not self._items:
             self._taker = waiting = trio.Event()
             await waiting.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> ASGIReceiveEvent:
+        """The next message already queued (`trio.WouldBlock` when none is)."""
+        if not self._items:
+            raise trio.WouldBlock
         message = self._items.popleft()
         putter, self._putter = self._putter, None
         if putter is not None:
