@@ -48,7 +48,6 @@ from opentelemetry.trace import (
 Kind = Literal["server", "client", "consumer"]
 AttributeValue = str | bool | int | float | tuple[str, ...]
 Attributes = dict[str, AttributeValue]
-W3c = tuple[str, str, str | None]  # "00-{trace id}-", "-{flags}", the tracestate header or None
 
 KINDS: dict[str, SpanKind] = {
     "server": SpanKind.SERVER, "client": SpanKind.CLIENT, "consumer": SpanKind.CONSUMER,
@@ -64,14 +63,13 @@ class SpanRecord:
     __slots__ = (
         "name", "kind", "trace_id", "span_id", "flags", "trace_state", "recording",
         "parent", "start_ns", "end_ns", "attributes", "failure", "links", "_context", "_under",
-        "_trace_hex", "_w3c", "describe",
+        "_trace_hex", "describe",
     )
 
     def __init__(
         self, name: str, kind: Kind, trace_id: int, span_id: int, flags: int,
         trace_state: TraceState, recording: bool, parent: SpanContext | None, start_ns: int,
         links: Sequence[Link] = (), *, under: SpanRecord | None = None, trace_hex: str | None = None,
-        w3c: W3c | None = None,
     ) -> None:
         self.name = name
         self.kind: Kind = kind
@@ -89,7 +87,6 @@ class SpanRecord:
         self._context: SpanContext | None = None
         self._under = under  # the record this span is under: its context is made at the end
         self._trace_hex = trace_hex
-        self._w3c = w3c  # the run's `traceparent` around the span id, and its `tracestate`
         self.describe: Callable[[SpanRecord], None] | None = None  # fills the span at `readable`
 
     @property
@@ -104,22 +101,11 @@ class SpanRecord:
     def span_hex(self) -> str:
         return f"{self.span_id:016x}"
 
-    def w3c(self) -> W3c:
-        """The run's W3C pieces: `traceparent` before and after the span id, and the
-        `tracestate` header (None: none). Made once per run: the spans under this one
-        share it, as they share the trace, the flags and the state."""
-        found = self._w3c
-        if found is None:
-            state = self.trace_state.to_header() if self.trace_state else None
-            found = self._w3c = (f"00-{self.trace_hex}-", f"-{self.flags:02x}", state)
-        return found
-
     def headers(self) -> dict[str, str]:
         """This span as W3C `traceparent` (and `tracestate`, when there is one)."""
-        before, after, state = self._w3c or self.w3c()
-        found = {"traceparent": before + "%016x" % self.span_id + after}  # noqa: UP031 (cheaper than a format spec)
-        if state is not None:
-            found["tracestate"] = state
+        found = {"traceparent": f"00-{self.trace_hex}-{self.span_id:016x}-{self.flags:02x}"}
+        if self.trace_state:
+            found["tracestate"] = self.trace_state.to_header()
         return found
 
     def context(self) -> SpanContext:
@@ -135,7 +121,7 @@ class SpanRecord:
         SDK context is made when it is built, `readable`: off the Trio thread)."""
         return SpanRecord(
             name, kind, self.trace_id, span_id, self.flags, self.trace_state, self.recording,
-            None, start_ns, under=self, trace_hex=self.trace_hex, w3c=self._w3c or self.w3c(),
+            None, start_ns, under=self, trace_hex=self.trace_hex,
         )
 
     def fail(self, kind: str, message: str) -> None:

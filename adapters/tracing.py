@@ -67,7 +67,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanKind, TraceFlags, Tracer, TraceState
+from opentelemetry.trace import Link, SpanKind, TraceFlags, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.config.tracing import TracingSettings
@@ -139,8 +139,6 @@ class Tracing:
             if any(self._sampler is fixed for fixed in FIXED_ROOT) else None
         )
         self._root_says = _says(self._root_decision) if self._root_decision is not None else (False, False)
-        self._root_fixed = self._fixed_root()
-        self._root_attributes = self._root_decision.attributes if self._root_decision is not None else None
         self._resource = self.provider.resource
         self._scope = InstrumentationScope(INSTRUMENTATION)
         self._limits = SpanLimits()  # from OTEL_*_LIMIT, as the provider's own
@@ -166,17 +164,6 @@ class Tracing:
         """A run's first span: continuing the trace in the W3C headers `parent` (if any),
         linked to the span in the headers `linked` (if any); the sampler decides here,
         once, for it and every span under it."""
-        fixed = self._root_fixed
-        if fixed is not None and not parent and not linked:  # a root, decided alike for all
-            flags, state, recording = fixed
-            record = SpanRecord(
-                name, kind, self._ids.generate_trace_id(), self._ids.generate_span_id(), flags, state,
-                recording, None, start_ns,
-            )
-            attributes = self._root_attributes
-            if attributes:
-                record.attributes.update(attributes)
-            return record
         context = self.extract(parent) if parent else None
         remote = trace.get_current_span(context).get_span_context() if context is not None else None
         if remote is not None and not remote.is_valid:
@@ -200,18 +187,6 @@ class Tracing:
         if decision.attributes:
             record.attributes.update(decision.attributes)
         return record
-
-    def _fixed_root(self) -> tuple[int, TraceState, bool] | None:
-        """What `start` gives every root span when the sampler decides all roots alike:
-        its flags, trace state and whether it records (made once)."""
-        decision = self._root_decision
-        if decision is None:
-            return None
-        sampled, recording = self._root_says
-        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
-        if self._random_ids:
-            flags |= TraceFlags.RANDOM_TRACE_ID
-        return flags, decision.trace_state or NO_STATE, recording
 
     def child(self, parent: SpanRecord, name: str, kind: Kind, start_ns: int) -> SpanRecord:
         """A span under `parent` (same trace, same sampling decision)."""
