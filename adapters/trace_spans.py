@@ -99,21 +99,35 @@ def _fail(span: SpanRecord, found: Attributes, kind: str, message: str | None) -
     span.fail(kind, redact(message) if message else kind)
 
 
-def opened_attributes(event: RunOpened) -> Attributes:
+# what a run's span says of its opening, kept past the run (not the `RunOpened`, whose
+# parsed request may be large): model, stream, request id, endpoint, key prefix, tenant,
+# project, routing, client request id
+Opening = tuple[str, bool, str, str, str, str, str, str, str]
+
+
+def opening(event: RunOpened) -> Opening:
+    return (
+        event.model, event.stream, event.request_id, event.endpoint, event.key_prefix,
+        event.tenant, event.project, event.routing, event.client_request_id,
+    )
+
+
+def opened_attributes(head: Opening) -> Attributes:
+    model, stream, request_id, endpoint, key_prefix, tenant, project, routing, client_request_id = head
     found: Attributes = {
         "gen_ai.operation.name": OPERATION,
-        "gen_ai.request.model": event.model,
-        "gen_ai.request.stream": event.stream,
-        "umg.request_id": event.request_id,
-        "umg.endpoint": event.endpoint,
-        "umg.key_prefix": event.key_prefix,
-        "umg.tenant": event.tenant,
-        "umg.project": event.project,
-        "umg.routing.strategy": event.routing,
+        "gen_ai.request.model": model,
+        "gen_ai.request.stream": stream,
+        "umg.request_id": request_id,
+        "umg.endpoint": endpoint,
+        "umg.key_prefix": key_prefix,
+        "umg.tenant": tenant,
+        "umg.project": project,
+        "umg.routing.strategy": routing,
         "umg.idempotent_replay": False,
     }
-    if event.client_request_id != event.request_id:
-        found["umg.client_request_id"] = event.client_request_id
+    if client_request_id != request_id:
+        found["umg.client_request_id"] = client_request_id
     return found
 
 
@@ -205,28 +219,30 @@ class _Attempt:
 
 
 class _Finished:
-    """What a finished run's own span is made of (the driver's events, as they were told),
-    describing it at its build; it does not refer to the span."""
+    """What a finished run's own span is made of (what its opening said, its content when
+    captured, the driver's end event), describing it at its build; it does not refer to
+    the span, nor keep the run's parsed request (a waiting span stays small)."""
 
-    __slots__ = ("observer", "opened", "finished", "ttft", "fell_back")
+    __slots__ = ("observer", "head", "content", "finished", "ttft", "fell_back")
 
     def __init__(
-        self, observer: TraceObserver, opened: RunOpened, finished: RunFinished, ttft: float | None,
-        fell_back: bool,
+        self, observer: TraceObserver, head: Opening, content: Attributes | None, finished: RunFinished,
+        ttft: float | None, fell_back: bool,
     ) -> None:
         self.observer = observer
-        self.opened = opened
+        self.head = head
+        self.content = content
         self.finished = finished
         self.ttft = ttft
         self.fell_back = fell_back
 
     def describe(self, span: SpanRecord) -> None:
         """The run's span with every attribute, ended."""
-        event, opened = self.finished, self.opened
+        event = self.finished
         found = span.attributes
-        found.update(opened_attributes(opened))
-        if self.observer.tracing.capture_content:
-            found.update(content_attributes(opened))
+        found.update(opened_attributes(self.head))
+        if self.content is not None:
+            found.update(self.content)
         if self.ttft is not None:
             found["gen_ai.response.time_to_first_chunk"] = self.ttft
         finished_attributes(event, found)
@@ -309,9 +325,11 @@ class RunSpans(RunWatch):
                 record.describe = attempt.describe
                 ended.append(record)
         span = self.span
-        span.describe = _Finished(self._observer, self.opened, event, self._ttft, self._fell_back).describe
+        observer, opened = self._observer, self.opened
+        content = content_attributes(opened) if observer.tracing.capture_content else None
+        span.describe = _Finished(observer, opening(opened), content, event, self._ttft, self._fell_back).describe
         ended.append(span)
-        self._observer.tracing.end_all(ended)
+        observer.tracing.end_all(ended)
 
 
 def _error_type(error: GatewayError) -> str:

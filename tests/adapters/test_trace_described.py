@@ -5,10 +5,12 @@ end sees, and never at all when the batch drops them (the collector down)."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import MethodType
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -125,3 +127,15 @@ async def test_spans_a_paused_batch_drops_are_never_described() -> None:
 def watch_spans(watch: RunSpans) -> Sequence[SpanRecord]:
     """The attempt records a run kept beside its attempts."""
     return watch._spans
+
+
+async def test_a_waiting_span_keeps_neither_the_run_nor_its_parsed_request() -> None:
+    batch = TrioBatch(Keeping(), BatchSchedule(schedule_delay=3600, max_queue_size=100, max_export_batch_size=50))
+    tracing = Tracing([batch])
+    watch = one_run(TraceObserver(tracing, Clock()), 1.0)
+    describe = watch.span.describe
+    assert isinstance(describe, MethodType)
+    kept = gc.get_referents(describe.__self__)
+    assert any(isinstance(value, RunFinished) for value in kept)  # what it describes from
+    assert not any(isinstance(value, (RunOpened, RunSpans, SpanRecord)) for value in kept)
+    await tracing.aclose()
