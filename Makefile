@@ -47,11 +47,12 @@ node-deps: $(NODE_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# core (pyproject's `files`), then adapters and server with the same strict settings
+# core (pyproject's `files`), then adapters, server and bench with the same strict settings
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy adapters
 	$(BIN)/mypy server
+	$(BIN)/mypy bench
 
 # The suite on PYTEST_WORKERS processes (pytest-xdist); --dist loadfile keeps each test
 # file on one worker, so a file's module fixtures (a gateway, a browser) start once.

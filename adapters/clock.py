@@ -7,11 +7,17 @@ never jumps with NTP adjustments during the process's life. `epoch_at(now)` is t
 time of an earlier `now()` reading. `monotonic()` is for code that runs outside Trio (a
 worker thread of a library, e.g. the span exporter's): the OS's monotonic clock;
 `epoch_seconds()` the OS's wall clock, for a log line's time.
+
+A Clock belongs to the Trio run it was made in (its wall-time offset is that run's
+clock's): `now` is that run's clock's own `current_time`, bound once, so a reading is
+one call, not `trio.current_time()`'s three frames (it is read about 20 times per
+request).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import trio
@@ -19,14 +25,13 @@ import trio
 
 class Clock:
     def __init__(self) -> None:
-        self._offset = time.time() - trio.current_time()
-
-    def now(self) -> float:
-        return trio.current_time()
+        # the run's clock (trio.current_time() reads the same one, through three frames)
+        self.now: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        self._offset = time.time() - self.now()
 
     def epoch(self) -> float:
         """Seconds since the Unix epoch, following the Trio clock."""
-        return self._offset + trio.current_time()
+        return self._offset + self.now()
 
     def epoch_at(self, now: float) -> float:
         """Seconds since the Unix epoch of the `now()` reading `now`."""

@@ -201,12 +201,20 @@ class Run(RunState):
                     happened = halted(self, err)
                 except self.driver.storage.errors as err:  # the database refused one (SQLite)
                     happened = halted(self, refused_by_storage(self, err))
+                if not self.scope.cancel_called:
+                    # the row written in the run's own scope, shielded from here on (no
+                    # checkpoint since the loop's last: nothing can have landed), and no
+                    # longer cancelled by `cancel` (nothing is left to stop): one cancel
+                    # scope less than a shielded one of its own (~48 k instructions)
+                    self.ending = True
+                    self.scope.shield = True
+                    await end(self, happened, shielded=True)
             if happened is None:
                 happened = stopped(self, outside=False)
         except BaseException:
             await end(self, happened or stopped(self, outside=True))
             raise
-        await end(self, happened)
+        await end(self, happened)  # at once if written above (`end` is idempotent)
         if isinstance(happened, Failed):
             await emit(RunFailed(happened.error))
         else:

@@ -12,7 +12,7 @@ surface gets them one by one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from attrs import frozen
@@ -22,6 +22,7 @@ from adapters.providers.base import Provider, Timeouts
 from core.catalog import Deployment
 from core.errors import GatewayError
 from core.model import (
+    NO_USAGE,
     Completion,
     FinishReason,
     GatewayRequest,
@@ -85,7 +86,7 @@ class Collector:
     def __init__(self) -> None:
         self.text: list[str] = []
         self.calls: dict[int, list[str]] = {}
-        self.usage = Usage()
+        self.usage = NO_USAGE
         self.finish: FinishReason | None = None
         self.error: GatewayError | None = None
 
@@ -122,19 +123,50 @@ class Collector:
 
 
 
-async def whole_as_reads(
+class WholeAsReads:
+    """`Provider.complete` as a stream of one read: usage, the answer's pieces, its end.
+
+    An object, not an async generator: nothing is open between its reads (the call is
+    over when its one read is given), so closing it never waits (no checkpoint: the
+    attempt loop needs no shield to close it), and Trio's async-generator hooks (a weak
+    set and a finalizer per generator) are not involved."""
+
+    __slots__ = ("_dep", "_provider", "_request", "_timeouts")
+
+    def __init__(self, provider: Provider | None, dep: Deployment, request: GatewayRequest,
+                 timeouts: Timeouts) -> None:
+        self._provider = provider  # None once read or closed
+        self._dep = dep
+        self._request = request
+        self._timeouts = timeouts
+
+    def __aiter__(self) -> WholeAsReads:
+        return self
+
+    async def __anext__(self) -> list[CallEvent]:
+        provider, self._provider = self._provider, None
+        if provider is None:
+            raise StopAsyncIteration
+        completion = await provider.complete(self._dep, self._request, timeouts=self._timeouts)
+        read: list[CallEvent] = [
+            UsageReport(completion.usage), Upstream(completion.upstream_model, completion.upstream_id)
+        ]
+        if completion.text:
+            read.append(TextDelta(completion.text))
+        read.extend(
+            ToolCallDelta(index, call.id, call.name, call.arguments)
+            for index, call in enumerate(completion.tool_calls)
+        )
+        read.append(StreamEnd(completion.finish_reason))
+        return read
+
+    async def aclose(self) -> None:
+        """No wait: there is nothing open to close."""
+        self._provider = None
+
+
+def whole_as_reads(
     provider: Provider, dep: Deployment, request: GatewayRequest, timeouts: Timeouts
-) -> AsyncIterator[list[CallEvent]]:
-    """`Provider.complete` as a stream of one read: usage, the answer's pieces, its end."""
-    completion = await provider.complete(dep, request, timeouts=timeouts)
-    read: list[CallEvent] = [
-        UsageReport(completion.usage), Upstream(completion.upstream_model, completion.upstream_id)
-    ]
-    if completion.text:
-        read.append(TextDelta(completion.text))
-    read.extend(
-        ToolCallDelta(index, call.id, call.name, call.arguments)
-        for index, call in enumerate(completion.tool_calls)
-    )
-    read.append(StreamEnd(completion.finish_reason))
-    yield read
+) -> WholeAsReads:
+    """`Provider.complete` as a stream of one read (`WholeAsReads`)."""
+    return WholeAsReads(provider, dep, request, timeouts)

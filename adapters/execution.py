@@ -20,7 +20,7 @@ from adapters.storage.records import KeyRecord, UsageRecord
 from core.attempts import Attempts
 from core.billing import format_usd
 from core.catalog import Deployment
-from core.model import FinishReason, GatewayRequest, Usage
+from core.model import NO_USAGE, FinishReason, GatewayRequest, Usage
 from core.outcome import Outcome
 from core.routing import RoutePlan
 
@@ -36,9 +36,9 @@ class Execution:
     plan: RoutePlan | None = None
     attempts: Attempts | None = None
     deployment: Deployment | None = None  # the deployment that answered (or last tried)
-    usage: Usage = field(factory=Usage)  # summed over every attempt that consumed tokens
+    usage: Usage = NO_USAGE  # summed over every attempt that consumed tokens
     cost: Decimal = Decimal(0)  # summed over every attempt
-    answer_usage: Usage = field(factory=Usage)  # of the attempt that answered
+    answer_usage: Usage = NO_USAGE  # of the attempt that answered
     finish_reason: FinishReason = "stop"
     price_version: str | None = None
     ttft: float | None = None  # seconds from start to the first chunk sent (streams)

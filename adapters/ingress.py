@@ -15,6 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from attrs import frozen
 
+from adapters.afterwards import Afterwards
 from adapters.execution import Execution
 from adapters.stopwatch import Stopwatch
 from adapters.storage.records import KeyRecord
@@ -39,6 +40,9 @@ class Ingress:
     (default: `request_id`); `trace_headers`, the incoming `traceparent` / `tracestate`;
     `stopwatch`, started when the request reached the gateway (default: by `open`), which
     the run keeps (adapters/stopwatch.py: the gateway's overhead).
+    `afterwards`: where the run's end leaves what follows its ledger row (the observers
+    told it finished, the tokens-per-minute correction) for the surface to do after the
+    answer's last byte (adapters/afterwards.py); None: the end does it at once.
     """
 
     request_id: str
@@ -52,6 +56,7 @@ class Ingress:
     client_request_id: str | None = None
     trace_headers: Mapping[str, str] = MappingProxyType({})
     stopwatch: Stopwatch | None = None
+    afterwards: Afterwards | None = None
 
 
 @runtime_checkable

@@ -35,7 +35,7 @@ expire). What it held in budget slices is freed when their lease expires (30 s).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -90,6 +90,12 @@ class Limits:
         self._slices = RateSlices(storage, clock) if storage.shared else None
         self.budget_slices = BudgetSlices(storage, clock) if storage.shared and budget_slices else None
         self.budgets = BudgetBook(storage, clock)
+        # rate scope -> (the state this process last stored, the buckets it encodes): the
+        # next take or adjust is given that very dict back (states are never mutated,
+        # adapters/storage/memstate.py), so it is not parsed again; any other dict (read
+        # from the database, or another process's on Postgres) is parsed
+        self._parsed: dict[str, tuple[dict[str, Any], dict[str, ratelimit.Bucket]]] = {}
+        self._tpm_specs: dict[int, ratelimit.BucketSpec] = {}  # tokens per minute -> its bucket
         # reservation id -> (grant, actual cost; None: release) whose close failed
         self.unsettled: dict[str, tuple[Grant, Decimal | None]] = {}
         self._reconciling = False
@@ -129,14 +135,16 @@ class Limits:
             return {}
         now = self._clock.epoch()
 
+        scope = _rate_scope(key)
+
         def apply(state: dict[str, Any] | None) -> tuple[ratelimit.Admission, dict[str, Any]]:
-            admission, buckets = ratelimit.take_all(needs, ratelimit.buckets_from_dict(state), now)
-            return admission, ratelimit.buckets_to_dict(buckets)
+            admission, buckets = ratelimit.take_all(needs, self._buckets(scope, state), now)
+            return admission, self._stored(scope, buckets)
 
         if self._slices is not None:
-            admission = await self._slices.take(_rate_scope(key), needs, now)
+            admission = await self._slices.take(scope, needs, now)
         else:
-            admission = await self._storage.update_state(_rate_scope(key), apply)
+            admission = await self._storage.update_state(scope, apply)
         if isinstance(admission, ratelimit.TooLarge):
             raise RateLimited(
                 f"Request too large for {admission.kind} per minute: limit {admission.per_minute}, "
@@ -160,15 +168,36 @@ class Limits:
             return
         if self._slices is not None and self._slices.adjust(_rate_scope(key), "tokens", float(delta)):
             return  # charged to the slice held here; given back with it
-        spec = ratelimit.BucketSpec.per_minute(tpm)
+        spec = self._tpm_specs.get(tpm)
+        if spec is None:  # made once per limit (a BucketSpec is immutable; ~11 k instructions)
+            if len(self._tpm_specs) >= 1_000:
+                self._tpm_specs.clear()  # bounded: the lot dropped, each made again on use
+            spec = self._tpm_specs[tpm] = ratelimit.BucketSpec.per_minute(tpm)
         now = self._clock.epoch()
 
-        def apply(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
-            buckets = ratelimit.buckets_from_dict(state)
-            buckets["tokens"] = ratelimit.adjust(spec, buckets.get("tokens"), float(delta), now)
-            return None, ratelimit.buckets_to_dict(buckets)
+        scope = _rate_scope(key)
 
-        await self._storage.update_state(_rate_scope(key), apply)
+        def apply(state: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
+            buckets = dict(self._buckets(scope, state))  # a copy: the parsed one is kept
+            buckets["tokens"] = ratelimit.adjust(spec, buckets.get("tokens"), float(delta), now)
+            return None, self._stored(scope, buckets)
+
+        await self._storage.update_state(scope, apply)
+
+    def _buckets(self, scope: str, state: dict[str, Any] | None) -> Mapping[str, ratelimit.Bucket]:
+        """`state`'s buckets (not to be changed): parsed, unless it is the one stored last."""
+        known = self._parsed.get(scope)
+        if known is not None and known[0] is state:
+            return known[1]
+        return ratelimit.buckets_from_dict(state)
+
+    def _stored(self, scope: str, buckets: dict[str, ratelimit.Bucket]) -> dict[str, Any]:
+        """`buckets` as the state to store, remembered with them (see `_parsed`)."""
+        state = ratelimit.buckets_to_dict(buckets)
+        if len(self._parsed) >= 10_000 and scope not in self._parsed:
+            self._parsed.clear()  # bounded: the lot dropped, each parsed again on its next use
+        self._parsed[scope] = (state, buckets)
+        return state
 
     def _scope(self, key: KeyRecord) -> str | None:
         if key.budget_usd is None:

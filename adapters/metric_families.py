@@ -8,13 +8,18 @@ text format and its parser reads it back.
 Why not prometheus-client's `Counter`, `Gauge` and `Histogram`: each update takes a lock
 and goes through a child object (a histogram's, one value object per bucket), which was
 most of what counting a request cost. Here an update is one dict lookup and a float
-addition (a histogram: a bisect and two additions on one list).
+addition (a histogram: a bisect and two additions on one list), or, on a cell kept, the
+addition alone.
 
 Rules:
 - Updates and scrapes run on the Trio thread (the driver's observers and `GET
   /metrics` do), so nothing is locked; a label set's numbers are created on its first
   update and kept for the process's life, as prometheus-client's children were. The
   label values are the caller's to bound (adapters/metrics.py).
+- A label set's numbers are one list (`Cell`), which `cell` gives: a caller counting the
+  same label sets on every request keeps their cells and adds to them in place, with no
+  label tuple to make and look up per update (adapters/metrics.py does, per run's labels).
+  `cell` is asked only to update: asking makes the label set shown.
 - A family without labels shows its zero from the start (as prometheus-client does); a
   labelled one shows only the label sets that were updated.
 - Counters are exposed as `{name}_total`; histograms with cumulative `_bucket{le=...}`
@@ -38,6 +43,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 Labels = tuple[str, ...]
+Cell = list[float]  # a label set's numbers: a counter's or gauge's one, a histogram's buckets and sum
 NONE: Labels = ()
 
 
@@ -54,35 +60,56 @@ class _Family:
 class CounterFamily(_Family):
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, documentation, labelnames)
-        self.values: dict[Labels, float] = {} if labelnames else {NONE: 0.0}
+        self.values: dict[Labels, Cell] = {} if labelnames else {NONE: [0.0]}
+
+    def cell(self, labels: Labels) -> Cell:
+        """The one-number list of the label set `labels` (made, and so shown, from now
+        on): a caller that updates the same label set again keeps it and adds to it."""
+        found = self.values.get(labels)
+        if found is None:
+            found = self.values[labels] = [0.0]
+        return found
 
     def inc(self, labels: Labels = NONE, amount: float = 1.0) -> None:
-        values = self.values
-        values[labels] = values.get(labels, 0.0) + amount
+        self.cell(labels)[0] += amount
 
     def metric(self) -> Metric:
         found = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for labels, value in list(self.values.items()):
-            found.add_metric(labels, value)
+            found.add_metric(labels, value[0])
         return found
 
 
 class GaugeFamily(_Family):
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, documentation, labelnames)
-        self.values: dict[Labels, float] = {} if labelnames else {NONE: 0.0}
+        self.values: dict[Labels, Cell] = {} if labelnames else {NONE: [0.0]}
+
+    def cell(self, labels: Labels) -> Cell:
+        """As `CounterFamily.cell`."""
+        found = self.values.get(labels)
+        if found is None:
+            found = self.values[labels] = [0.0]
+        return found
 
     def set(self, labels: Labels, value: float) -> None:
-        self.values[labels] = value
+        found = self.values.get(labels)
+        if found is None:
+            self.values[labels] = [value]
+        else:
+            found[0] = value
 
     def inc(self, labels: Labels = NONE, amount: float = 1.0) -> None:
-        values = self.values
-        values[labels] = values.get(labels, 0.0) + amount
+        found = self.values.get(labels)
+        if found is None:
+            self.values[labels] = [amount]
+        else:
+            found[0] += amount
 
     def metric(self) -> Metric:
         found = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for labels, value in list(self.values.items()):
-            found.add_metric(labels, value)
+            found.add_metric(labels, value[0])
         return found
 
 
@@ -101,12 +128,20 @@ class HistogramFamily(_Family):
     def _empty(self) -> list[float]:
         return [0.0] * (len(self.bounds) + 2)
 
-    def observe(self, labels: Labels, value: float) -> None:
+    def cell(self, labels: Labels) -> Cell:
+        """The counts and sum of the label set `labels` (made, and so shown, from now on),
+        for `observe_into`: a caller that observes the same label set again keeps it."""
         found = self.values.get(labels)
         if found is None:
             found = self.values[labels] = self._empty()
-        found[bisect_left(self.bounds, value)] += 1  # le: value <= bound
-        found[-1] += value
+        return found
+
+    def observe_into(self, cell: Cell, value: float) -> None:
+        cell[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        cell[-1] += value
+
+    def observe(self, labels: Labels, value: float) -> None:
+        self.observe_into(self.cell(labels), value)
 
     def metric(self) -> Metric:
         found = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -138,4 +173,4 @@ class Families(Collector):
             yield family.metric()
 
 
-__all__ = ["CounterFamily", "Families", "GaugeFamily", "HistogramFamily", "Labels"]
+__all__ = ["Cell", "CounterFamily", "Families", "GaugeFamily", "HistogramFamily", "Labels"]

@@ -19,7 +19,10 @@ the ledger writer's queue (SQLite's group commit; 0 for Postgres, which writes i
 Cost: the numbers are plain counters and bucket arrays per label set, updated on the
 Trio thread without locks and rendered by a prometheus-client `Collector` only when
 scraped (adapters/metric_families.py): prometheus-client's own metric objects took a
-lock and went through a child object on each of the dozen updates a request made.
+lock and went through a child object on each of the dozen updates a request made. A
+finished run looks up the cells of its labels once (surface, model, provider, status,
+tenant, project: `_RunCells`; an attempt's by provider and outcome) and adds to them in
+place, instead of making and looking up a label tuple per update.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adapters.metric_families import CounterFamily, Families, GaugeFamily, HistogramFamily
+from adapters.metric_families import Cell, CounterFamily, Families, GaugeFamily, HistogramFamily
 from adapters.observe import (
     AttemptEnded,
     BreakerChanged,
@@ -41,6 +44,7 @@ from adapters.observe import (
     RunWatch,
     WebhookSent,
 )
+from core.model import FailureKind
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -107,6 +111,12 @@ class Metrics(Observer):
             "umg_ledger_write_seconds", "Time to write a request's ledger row (commit included)",
             buckets=COMMIT_BUCKETS,
         ))  # fmt: skip
+        # the unlabelled cells every run updates, and per run's labels those it counts into
+        self.in_flight_cell = self.in_flight.cell(())
+        self.in_flight_streams_cell = self.in_flight_streams.cell(())
+        self.ledger_commit_cell = self.ledger_commit.cell(())
+        self.runs: dict[RunKey, _RunCells] = {}
+        self.attempt_runs: dict[AttemptKey, tuple[Cell, ...]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(f)
 
@@ -116,9 +126,9 @@ class Metrics(Observer):
         return model if model in self.models else OTHER
 
     def run_opened(self, event: RunOpened) -> RunWatch:
-        self.in_flight.inc()
+        self.in_flight_cell[0] += 1.0
         if event.stream:
-            self.in_flight_streams.inc()
+            self.in_flight_streams_cell[0] += 1.0
         return _Watch(self, event)
 
     def refused(self, event: Refused) -> None:
@@ -159,41 +169,105 @@ class _Watch(RunWatch):
         self.opened = opened
 
     def run_finished(self, event: RunFinished) -> None:
-        m, row, surface = self.m, event.row, self.opened.endpoint
+        m, row, opened = self.m, event.row, self.opened
         for attempt in event.attempts:
             _count_attempt(m, attempt)
-        model = m.model_label(self.opened.model)
+        model = m.model_label(opened.model)
         provider = row.provider or "none"
-        m.in_flight.inc(amount=-1.0)
-        if self.opened.stream:
-            m.in_flight_streams.inc(amount=-1.0)
-        m.requests.inc((surface, model, provider, row.status))
+        key = (opened.endpoint, model, provider, row.status, row.tenant, row.project)
+        cells = m.runs.get(key)
+        if cells is None:
+            cells = m.runs[key] = _RunCells(m, key)
+        m.in_flight_cell[0] -= 1.0
+        if opened.stream:
+            m.in_flight_streams_cell[0] -= 1.0
+        cells.requests[0] += 1.0
         if row.status in REFUSALS:
             m.refusals.inc((row.status,))
         if row.latency_ms is not None:
-            m.latency.observe((surface, provider), row.latency_ms / 1000)
+            m.latency.observe_into(cells.latency(), row.latency_ms / 1000)
         if event.ttft is not None:
-            m.ttft.observe((surface, provider), event.ttft)
-        m.overhead.observe((surface,), event.overhead_ms / 1000)
-        m.ledger_commit.observe((), event.ledger_seconds)
-        for kind, count in (
-            ("input", row.input_tokens),
-            ("cached_input", row.cached_input_tokens),
-            ("output", row.output_tokens),
-        ):
-            if count:
-                m.tokens.inc((model, provider, kind), count)
+            m.ttft.observe_into(cells.ttft(), event.ttft)
+        m.overhead.observe_into(cells.overhead, event.overhead_ms / 1000)
+        m.ledger_commit.observe_into(m.ledger_commit_cell, event.ledger_seconds)
+        if row.input_tokens:
+            cells.tokens("input")[0] += row.input_tokens
+        if row.cached_input_tokens:
+            cells.tokens("cached_input")[0] += row.cached_input_tokens
+        if row.output_tokens:
+            cells.tokens("output")[0] += row.output_tokens
         if row.cost:
-            m.cost.inc((model, provider, row.tenant, row.project), float(row.cost))
+            cells.cost()[0] += float(row.cost)
+
+
+RunKey = tuple[str, str, str, str, str, str]  # surface, model label, provider, status, tenant, project
+
+
+class _RunCells:
+    """The cells a finished run of one `RunKey` counts into, kept by `Metrics` per key (the
+    keys are bounded as the labels are): the request counter and the overhead histogram,
+    which every run updates, made with it (at the key's first run, which updates them);
+    the others made at their first update, as `inc` / `observe` would make them (a label
+    set shows once it is counted, in the order first counted)."""
+
+    __slots__ = ("m", "key", "requests", "overhead", "_latency", "_ttft", "_tokens", "_cost")
+
+    def __init__(self, m: Metrics, key: RunKey) -> None:
+        surface, model, provider, status, _, _ = key
+        self.m = m
+        self.key = key
+        self.requests = m.requests.cell((surface, model, provider, status))
+        self.overhead = m.overhead.cell((surface,))
+        self._latency: Cell | None = None
+        self._ttft: Cell | None = None
+        self._tokens: dict[str, Cell] = {}
+        self._cost: Cell | None = None
+
+    def latency(self) -> Cell:
+        if self._latency is None:
+            self._latency = self.m.latency.cell((self.key[0], self.key[2]))
+        return self._latency
+
+    def ttft(self) -> Cell:
+        if self._ttft is None:
+            self._ttft = self.m.ttft.cell((self.key[0], self.key[2]))
+        return self._ttft
+
+    def tokens(self, kind: str) -> Cell:
+        found = self._tokens.get(kind)
+        if found is None:
+            found = self._tokens[kind] = self.m.tokens.cell((self.key[1], self.key[2], kind))
+        return found
+
+    def cost(self) -> Cell:
+        if self._cost is None:
+            _, model, provider, _, tenant, project = self.key
+            self._cost = self.m.cost.cell((model, provider, tenant, project))
+        return self._cost
+
+
+AttemptKey = tuple[str, bool, FailureKind | None, str]  # provider, ok, failure, next
+
+
+def _attempt_cells(m: Metrics, key: AttemptKey) -> tuple[Cell, ...]:
+    """The cells an ended attempt of `key` counts one into (made at the key's first
+    attempt, which counts into every one of them)."""
+    provider, ok, failure, after = key
+    outcome = "ok" if ok else (failure.value if failure else "cut")
+    found = [m.attempts.cell((provider, outcome))]
+    if failure is not None:
+        found.append(m.failures.cell((provider, failure.value)))
+    if after == "retry":
+        found.append(m.retries.cell((provider,)))
+    elif after == "fallback":
+        found.append(m.fallbacks.cell((provider,)))
+    return tuple(found)
 
 
 def _count_attempt(m: Metrics, event: AttemptEnded) -> None:
-    provider = event.provider
-    outcome = "ok" if event.ok else (event.failure.value if event.failure else "cut")
-    m.attempts.inc((provider, outcome))
-    if event.failure is not None:
-        m.failures.inc((provider, event.failure.value))
-    if event.next == "retry":
-        m.retries.inc((provider,))
-    elif event.next == "fallback":
-        m.fallbacks.inc((provider,))
+    key = (event.provider, event.ok, event.failure, event.next)
+    cells = m.attempt_runs.get(key)
+    if cells is None:
+        cells = m.attempt_runs[key] = _attempt_cells(m, key)
+    for cell in cells:
+        cell[0] += 1.0

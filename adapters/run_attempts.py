@@ -18,7 +18,7 @@ import trio
 from attrs import evolve
 
 from adapters import watching
-from adapters.events import CallEvent, Emit
+from adapters.events import CallEvent, Emit, WholeAsReads
 from adapters.providers.base import ProviderError
 from adapters.run_grants import settle, take_grant
 from adapters.run_relay import absorb, calls, next_read, relay
@@ -27,6 +27,8 @@ from core import attempts, metering
 from core.catalog import Deployment
 from core.model import FailureKind, FinishReason, Usage
 from core.outcome import Answered, Failed, Happened
+
+_LATE = "no answer before the attempt deadline"
 
 
 async def loop(state: RunState, emit: Emit) -> Happened:
@@ -60,8 +62,8 @@ async def _attempt(state: RunState, action: attempts.CallProvider, emit: Emit) -
     grant = state.grant if state.grant_attempt == action.attempt and state.grant else None
     grant = grant or await take_grant(state, action)
     request = exe.request
-    if grant.max_output_tokens is not None:
-        request = evolve(request, max_output_tokens=grant.max_output_tokens)
+    if grant.max_output_tokens is not None and grant.max_output_tokens != request.max_output_tokens:
+        request = evolve(request, max_output_tokens=grant.max_output_tokens)  # else it is the same
     state.meter = metering.Meter(exe.input_estimate, grant.max_output_tokens, not request.stream)
     started = d.clock.now()
     d.health.begin_attempt(dep.id, started)
@@ -74,10 +76,13 @@ async def _attempt(state: RunState, action: attempts.CallProvider, emit: Emit) -
     try:
         reads = calls(state, dep, request)
         at = 0
-        with trio.fail_at(action.deadline):  # until the first content
+        # until the first content (`fail_at`'s scope without its generator around it)
+        with trio.move_on_at(action.deadline) as first_content:
             read = await next_read(state, reads)
             while read is not None and (at := absorb(state, read, 0)) == len(read):
                 read = await next_read(state, reads)
+        if first_content.cancelled_caught:
+            raise ProviderError(FailureKind.TIMEOUT, _LATE)
         if request.stream:
             exe.ttft = d.clock.now() - exe.started
         if read is not None:
@@ -98,12 +103,18 @@ async def _attempt(state: RunState, action: attempts.CallProvider, emit: Emit) -
     except ProviderError as err:
         failure = err
     except trio.TooSlowError:
-        failure = ProviderError(FailureKind.TIMEOUT, "no answer before the attempt deadline")
+        failure = ProviderError(FailureKind.TIMEOUT, _LATE)
     finally:
-        with trio.CancelScope(shield=True):
-            if reads is not None:
-                await reads.aclose()  # type: ignore[attr-defined]
-            await settle(state, metering.consumed(state.meter))
+        if state.grant is None and type(reads) is WholeAsReads:
+            # settled already, and a whole answer's reads close without a checkpoint:
+            # nothing here can be cancelled, so no shield (a cancel scope is ~48 k
+            # instructions)
+            await reads.aclose()
+        else:
+            with trio.CancelScope(shield=True):
+                if reads is not None:
+                    await reads.aclose()  # type: ignore[attr-defined]
+                await settle(state, metering.consumed(state.meter))
     assert failure is not None
     _observe(state, dep, started, failure)
     return attempts.AttemptFailed(failure.kind, failure.retry_after, failure.message)

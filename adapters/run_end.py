@@ -53,45 +53,65 @@ def halted(state: RunState, error: GatewayError) -> Failed:
     return Failed(error)
 
 
-async def end(state: RunState, happened: Happened) -> None:
-    """Write this run's one ledger row (idempotent; shielded from cancellation)."""
+async def end(state: RunState, happened: Happened, *, shielded: bool = False) -> None:
+    """Write this run's one ledger row (idempotent; shielded from cancellation: in a
+    shield scope of its own, or, `shielded`, in the caller's, adapters/driver.py)."""
     if state.recorded:
         return
     state.recorded = True
-    exe, d = state.exe, state.driver
+    if shielded:
+        await _end(state, happened)
+        return
     with trio.CancelScope(shield=True):
-        await release_unused(state)
-        try:
-            exe.outcome = outcome(happened)
-            state.stopwatch.ended = ended = d.clock.now()
-            exe.overhead_ms = state.stopwatch.overhead_ms(ended)
-            row = ledger_row(exe, new_id("use"), d.clock.wall(), ended, _client_id(state))
-            # alone: no other run is open, so no batch could form (group_commit.py)
-            await d.storage.insert_usage(row, alone=len(d.runs) <= 1)
-        except d.storage.errors as err:  # away, or the row refused: logged for re-entry
-            d.runs.discard(state)
-            why = "database unreachable" if isinstance(err, StorageUnavailable) else "refused"
-            ledger_log.error(
-                "ledger row not written (%s): request_id=%s tenant=%s key_id=%s cost_usd=%s"
-                " status=%s: %s: %s", why, exe.request_id, exe.key.tenant, exe.key.id,
-                exe.cost, exe.outcome.status if exe.outcome else None, type(err).__name__, err,
-            )
-            return
-        try:
-            if state.ingress.watch is not None:
-                state.ingress.watch(exe)
-            if state.watch is not None:
-                _watch_finished(state, row, happened, d.clock.now() - ended)
-            if exe.plan is not None:
-                charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
-                await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))
-        except StorageUnavailable as err:  # the row is in; only the bucket is off
-            ledger_log.warning(
-                "tokens-per-minute bucket not corrected after the row of request_id=%s"
-                " (database unreachable): %s", exe.request_id, err,
-            )
-        finally:
-            d.runs.discard(state)
+        await _end(state, happened)
+
+
+async def _end(state: RunState, happened: Happened) -> None:
+    exe, d = state.exe, state.driver
+    await release_unused(state)
+    try:
+        exe.outcome = outcome(happened)
+        state.stopwatch.ended = ended = d.clock.now()
+        exe.overhead_ms = state.stopwatch.overhead_ms(ended)
+        row = ledger_row(exe, new_id("use"), d.clock.wall(), ended, _client_id(state))
+        # alone: no other run is open, so no batch could form (group_commit.py)
+        await d.storage.insert_usage(row, alone=len(d.runs) <= 1)
+    except d.storage.errors as err:  # away, or the row refused: logged for re-entry
+        d.runs.discard(state)
+        why = "database unreachable" if isinstance(err, StorageUnavailable) else "refused"
+        ledger_log.error(
+            "ledger row not written (%s): request_id=%s tenant=%s key_id=%s cost_usd=%s"
+            " status=%s: %s: %s", why, exe.request_id, exe.key.tenant, exe.key.id,
+            exe.cost, exe.outcome.status if exe.outcome else None, type(err).__name__, err,
+        )
+        return
+    afterwards = state.ingress.afterwards
+    try:
+        if state.ingress.watch is not None:
+            state.ingress.watch(exe)
+        now = d.clock.now()
+        if afterwards is not None and afterwards.defer(lambda: _after_row(state, row, happened, ended, now)):
+            return  # after the answer's last byte (adapters/afterwards.py)
+        await _after_row(state, row, happened, ended, now)
+    finally:
+        d.runs.discard(state)
+
+
+async def _after_row(state: RunState, row: UsageRecord, happened: Happened, ended: float, now: float) -> None:
+    """What follows the row (`now`: when it was written): the observers told the run
+    finished, then the tokens-per-minute correction."""
+    exe, d = state.exe, state.driver
+    try:
+        if state.watch is not None:
+            _watch_finished(state, row, happened, now - ended, now)
+        if exe.plan is not None:
+            charged = metering.charged_tokens(exe.input_estimate, exe.request.max_output_tokens)
+            await d.limits.adjust_tokens(exe.key, metering.tokens_correction(charged, exe.usage))
+    except StorageUnavailable as err:  # the row is in; only the bucket is off
+        ledger_log.warning(
+            "tokens-per-minute bucket not corrected after the row of request_id=%s"
+            " (database unreachable): %s", exe.request_id, err,
+        )
 
 
 def _client_id(state: RunState) -> str | None:
@@ -100,10 +120,10 @@ def _client_id(state: RunState) -> str | None:
     return shown if shown is not None and shown != state.request_id else None
 
 
-def _watch_finished(state: RunState, row: UsageRecord, happened: Happened, ledger_seconds: float) -> None:
+def _watch_finished(state: RunState, row: UsageRecord, happened: Happened, ledger_seconds: float,
+                    now: float) -> None:
     watch = state.watch
     assert watch is not None
-    now = state.driver.clock.now()
     if state.watched is not None:  # cut inside an attempt (client gone, shutdown)
         cut = watching.attempt_cut(state.watched, now)
         state.told_ends += (cut,)

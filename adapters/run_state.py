@@ -37,6 +37,7 @@ class RunState:
         "actions",
         "cut",
         "driver",
+        "ending",
         "exe_or_none",
         "grant",
         "grant_attempt",
@@ -60,6 +61,7 @@ class RunState:
         self.exe_or_none: Execution | None = None  # None until the body was parsed
         self.scope = trio.CancelScope()  # cancelled by `cancel(reason)`
         self.cut: GatewayError | None = None  # the reason of `cancel`
+        self.ending = False  # its row is being written inside `scope`, shielded (driver.py)
         self.actions: tuple[attempts.Action, ...] = ()  # the machine's first actions
         self.grant: Grant | None = None  # the open grant of the attempt under way
         self.grant_attempt = 0
@@ -78,10 +80,12 @@ class RunState:
         return self.exe_or_none
 
     def cancel(self, reason: GatewayError) -> None:
-        """End the run with `reason` (the first reason given stays)."""
+        """End the run with `reason` (the first reason given stays). A run whose row is
+        being written is not cut: how it ended is decided, only the row is left to write."""
         if self.cut is None:
             self.cut = reason
-        self.scope.cancel()
+        if not self.ending:
+            self.scope.cancel()
 
 
 def step(state: RunState, event: attempts.Event) -> tuple[attempts.Action, ...]:

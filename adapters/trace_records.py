@@ -15,6 +15,12 @@ Rules:
   the spans under it share it (their ids, flags and `tracestate`).
 - Times are Unix epoch nanoseconds, given by the caller (adapters/trace_spans.py turns
   the driver's clock readings into them); nothing here reads a clock.
+- A span may be described late: `describe`, when set, is called once, when the span is
+  built (`readable`), to fill its attributes, failure and end time from what its caller
+  kept (adapters/trace_spans.py hands a run's spans over so, with the driver's events:
+  they are built in the export's worker thread, and a span dropped unbuilt, as while the
+  collector is down, is never described). It must not refer to the span itself (no
+  cycle for the collector), and what it reads must no longer change.
 - Attribute values are the gateway's own (str, bool, int, float, tuples of str): they
   are handed over as they are. The SDK's span limits from `OTEL_*` still apply at the
   end: the value length limit truncates strings, the count limit bounds the attributes.
@@ -22,7 +28,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from opentelemetry.attributes import BoundedAttributes
@@ -57,7 +63,7 @@ class SpanRecord:
     __slots__ = (
         "name", "kind", "trace_id", "span_id", "flags", "trace_state", "recording",
         "parent", "start_ns", "end_ns", "attributes", "failure", "links", "_context", "_under",
-        "_trace_hex",
+        "_trace_hex", "describe",
     )
 
     def __init__(
@@ -81,6 +87,7 @@ class SpanRecord:
         self._context: SpanContext | None = None
         self._under = under  # the record this span is under: its context is made at the end
         self._trace_hex = trace_hex
+        self.describe: Callable[[SpanRecord], None] | None = None  # fills the span at `readable`
 
     @property
     def trace_hex(self) -> str:
@@ -122,7 +129,12 @@ class SpanRecord:
         self.failure = (kind, message)
 
     def readable(self, resource: Resource, scope: InstrumentationScope, limits: SpanLimits) -> ReadableSpan:
-        """The ended span as the SDK's `ReadableSpan`, for the span processors."""
+        """The ended span as the SDK's `ReadableSpan`, for the span processors (described
+        first, once, when it is to be)."""
+        describe = self.describe
+        if describe is not None:
+            self.describe = None
+            describe(self)
         attributes = _limited(self.attributes, limits)
         status, events = UNSET, ()  # type: tuple[Status, tuple[Event, ...]]
         if self.failure is not None:

@@ -46,11 +46,13 @@ one has cost several times what it costs timed alone, docs/observability.md):
   no attribute, no record kept, nothing handed over.
 - A recorded run (`RunSpans`): during the run each hook only keeps the driver's event
   (and `attempt_started` makes the attempt's record, whose ids its call carries); at
-  `run_finished` every attribute of every span is built from those events and the spans
-  are ended with the times the events carry and handed to the batch in one call
-  (adapters/tracing.py's `end_all`). So an attempt's span leaves with its run's, and a
-  run whose `run_finished` never comes (its ledger row could not be written: the driver
-  tells no end) leaves no span.
+  `run_finished` the spans are handed to the batch in one call (adapters/tracing.py's
+  `end_all`), each with what describes it: its attributes, failure and end time (the
+  events' times) are built from the kept events only when the span is built
+  (adapters/trace_records.py's `describe`), in the export's worker thread, and never
+  for a span dropped unbuilt (while the collector is down). So an attempt's span leaves
+  with its run's, and a run whose `run_finished` never comes (its ledger row could not
+  be written: the driver tells no end) leaves no span.
 
 The spans are adapters/trace_records.py's records, started, carried into the provider
 call and ended through `Tracing` (adapters/tracing.py). Their times are the driver's
@@ -62,7 +64,7 @@ gateway nothing to import (its types come from adapters/tracing.py only for chec
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import Token
 from typing import TYPE_CHECKING
@@ -97,21 +99,35 @@ def _fail(span: SpanRecord, found: Attributes, kind: str, message: str | None) -
     span.fail(kind, redact(message) if message else kind)
 
 
-def opened_attributes(event: RunOpened) -> Attributes:
+# what a run's span says of its opening, kept past the run (not the `RunOpened`, whose
+# parsed request may be large): model, stream, request id, endpoint, key prefix, tenant,
+# project, routing, client request id
+Opening = tuple[str, bool, str, str, str, str, str, str, str]
+
+
+def opening(event: RunOpened) -> Opening:
+    return (
+        event.model, event.stream, event.request_id, event.endpoint, event.key_prefix,
+        event.tenant, event.project, event.routing, event.client_request_id,
+    )
+
+
+def opened_attributes(head: Opening) -> Attributes:
+    model, stream, request_id, endpoint, key_prefix, tenant, project, routing, client_request_id = head
     found: Attributes = {
         "gen_ai.operation.name": OPERATION,
-        "gen_ai.request.model": event.model,
-        "gen_ai.request.stream": event.stream,
-        "umg.request_id": event.request_id,
-        "umg.endpoint": event.endpoint,
-        "umg.key_prefix": event.key_prefix,
-        "umg.tenant": event.tenant,
-        "umg.project": event.project,
-        "umg.routing.strategy": event.routing,
+        "gen_ai.request.model": model,
+        "gen_ai.request.stream": stream,
+        "umg.request_id": request_id,
+        "umg.endpoint": endpoint,
+        "umg.key_prefix": key_prefix,
+        "umg.tenant": tenant,
+        "umg.project": project,
+        "umg.routing.strategy": routing,
         "umg.idempotent_replay": False,
     }
-    if event.client_request_id != event.request_id:
-        found["umg.client_request_id"] = event.client_request_id
+    if client_request_id != request_id:
+        found["umg.client_request_id"] = client_request_id
     return found
 
 
@@ -162,23 +178,24 @@ def content_attributes(event: RunOpened) -> Attributes:
 
 
 class _Attempt:
-    """What one attempt's span is made of, kept as the driver tells it: its record (made
-    at the start, for the call's `traceparent`) and the driver's own events."""
+    """What one attempt's span is made of, kept as the driver tells it (its record, made
+    at the start for the call's `traceparent`, is kept beside it by `RunSpans`: this
+    describes it at its build, and must not refer to it)."""
 
-    __slots__ = ("span", "started", "first_at", "metered", "ended", "after_first_chunk")
+    __slots__ = ("observer", "started", "first_at", "metered", "ended", "after_first_chunk")
 
-    def __init__(self, span: SpanRecord, started: AttemptStarted) -> None:
-        self.span = span
+    def __init__(self, observer: TraceObserver, started: AttemptStarted) -> None:
+        self.observer = observer
         self.started = started
         self.first_at: float | None = None  # the run's first chunk came in this attempt
         self.metered: Metered | None = None
         self.ended: AttemptEnded | None = None
         self.after_first_chunk = False
 
-    def finish(self, ns: Callable[[float], int]) -> SpanRecord:
+    def describe(self, span: SpanRecord) -> None:
         """The attempt's span with every attribute, ended (it was told `attempt_ended`)."""
-        span, started, ended = self.span, self.started, self.ended
-        assert ended is not None, "built only once the attempt ended"
+        started, ended = self.started, self.ended
+        assert ended is not None, "described only once the attempt ended"
         found = span.attributes = attempt_attributes(started)
         if self.first_at is not None:
             found["gen_ai.response.time_to_first_chunk"] = self.first_at - started.at
@@ -198,8 +215,42 @@ class _Attempt:
             found["umg.fell_back"] = ended.fell_back
             found["umg.after_first_chunk"] = self.after_first_chunk
             _fail(span, found, kind, ended.message)
-        span.end_ns = ns(ended.at)
-        return span
+        span.end_ns = self.observer.ns(ended.at)
+
+
+class _Finished:
+    """What a finished run's own span is made of (what its opening said, its content when
+    captured, the driver's end event), describing it at its build; it does not refer to
+    the span, nor keep the run's parsed request (a waiting span stays small)."""
+
+    __slots__ = ("observer", "head", "content", "finished", "ttft", "fell_back")
+
+    def __init__(
+        self, observer: TraceObserver, head: Opening, content: Attributes | None, finished: RunFinished,
+        ttft: float | None, fell_back: bool,
+    ) -> None:
+        self.observer = observer
+        self.head = head
+        self.content = content
+        self.finished = finished
+        self.ttft = ttft
+        self.fell_back = fell_back
+
+    def describe(self, span: SpanRecord) -> None:
+        """The run's span with every attribute, ended."""
+        event = self.finished
+        found = span.attributes
+        found.update(opened_attributes(self.head))
+        if self.content is not None:
+            found.update(self.content)
+        if self.ttft is not None:
+            found["gen_ai.response.time_to_first_chunk"] = self.ttft
+        finished_attributes(event, found)
+        found["umg.fell_back"] = self.fell_back
+        if event.error is not None:
+            found["umg.after_first_chunk"] = self.ttft is not None
+            _fail(span, found, _error_type(event.error), event.error.message)
+        span.end_ns = self.observer.ns(event.at)
 
 
 class Unsampled(RunWatch):
@@ -223,24 +274,27 @@ class Unsampled(RunWatch):
 class RunSpans(RunWatch):
     """One recorded run (see the module docstring): during the run only what the spans
     will say is kept (the driver's events as they are) and each attempt's record is made
-    for its `traceparent`; the spans' attributes are built, and every span of the run is
-    handed to the batch in one call, when the run finishes."""
+    for its `traceparent`; when the run finishes every span of the run is handed to the
+    batch in one call, each to be described (its attributes built) when it is built."""
 
     def __init__(self, observer: TraceObserver, event: RunOpened, span: SpanRecord) -> None:
         self._observer = observer
         self.opened = event
         self.span = span
         self._attempts: list[_Attempt] = []
+        self._spans: list[SpanRecord] = []  # each attempt's record, beside it
         self._attempt: _Attempt | None = None  # the one in progress
         self._token: Token[SpanRecord | None] | None = None
         self._ttft: float | None = None
         self._fell_back = False  # whether an ended attempt fell back
 
     def attempt_started(self, event: AttemptStarted) -> None:
-        tracing = self._observer.tracing
-        span = tracing.child(self.span, f"{OPERATION} {event.upstream_model}", "client", self._observer.ns(event.at))
-        self._attempt = attempt = _Attempt(span, event)
+        observer = self._observer
+        tracing = observer.tracing
+        span = tracing.child(self.span, f"{OPERATION} {event.upstream_model}", "client", observer.ns(event.at))
+        self._attempt = attempt = _Attempt(observer, event)
         self._attempts.append(attempt)
+        self._spans.append(span)
         self._token = tracing.carry(span)  # its traceparent goes out with the call
 
     def first_chunk(self, event: FirstChunk) -> None:
@@ -263,21 +317,17 @@ class RunSpans(RunWatch):
             self._fell_back = self._fell_back or event.fell_back
 
     def run_finished(self, event: RunFinished) -> None:
-        observer, span, opened = self._observer, self.span, self.opened
-        ns = observer.ns
-        ended = [a.finish(ns) for a in self._attempts if a.ended is not None]
-        found = span.attributes
-        found.update(opened_attributes(opened))
-        if observer.tracing.capture_content:
-            found.update(content_attributes(opened))
-        if self._ttft is not None:
-            found["gen_ai.response.time_to_first_chunk"] = self._ttft
-        finished_attributes(event, found)
-        found["umg.fell_back"] = self._fell_back
-        if event.error is not None:
-            found["umg.after_first_chunk"] = self._ttft is not None
-            _fail(span, found, _error_type(event.error), event.error.message)
-        span.end_ns = ns(event.at)
+        """Every span of the run handed over at once, undescribed: what each says is
+        built from the events kept here when it is built (in the export's worker thread)."""
+        ended = []
+        for attempt, record in zip(self._attempts, self._spans, strict=True):
+            if attempt.ended is not None:
+                record.describe = attempt.describe
+                ended.append(record)
+        span = self.span
+        observer, opened = self._observer, self.opened
+        content = content_attributes(opened) if observer.tracing.capture_content else None
+        span.describe = _Finished(observer, opening(opened), content, event, self._ttft, self._fell_back).describe
         ended.append(span)
         observer.tracing.end_all(ended)
 

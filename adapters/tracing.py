@@ -18,7 +18,8 @@ Rules:
   so the driver and the provider calls pay nothing.
 - Every exporter sits behind a `TrioBatch` (adapters/trace_batch.py): ending a span
   only appends its record to a list on the Trio thread (the SDK's span is built in the
-  export, in the worker thread); a full batch (or, on a timer, what
+  export, in the worker thread, and a run's spans are described there too: their
+  attributes, adapters/trace_records.py's `describe`); a full batch (or, on a timer, what
   waits) goes to the exporter in one worker-thread call, and a full queue drops spans,
   counted (OTEL_BSP_*). Any SDK `SpanProcessor` may be given instead (tests do).
   The OTLP exporter is the SDK's encoding with adapters/trace_otlp.py's encoder (the

@@ -25,7 +25,7 @@ import cProfile
 import os
 import pstats
 import tempfile
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -86,7 +86,7 @@ def report(profiler: cProfile.Profile, requests: int, top: int, sort: str, calle
     own = sum(t for _, t in table.values())
     print(f"{calls / requests:,.0f} calls, {own / requests * 1e6:,.0f} us own time per request (profiled)")
     by_module: Counter[str] = Counter()
-    by_module_time: Counter[str] = Counter()
+    by_module_time: defaultdict[str, float] = defaultdict(float)
     for (path, _line, _name), (n, t) in table.items():
         by_module[_module(path)] += n
         by_module_time[_module(path)] += t

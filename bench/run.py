@@ -2,8 +2,11 @@
 
 Every target gets the same 2 KB OpenAI chat request (`bench/targets.py` says how each is
 started). The gateways run pinned alone on one core; the load generators (wrk, and a raw
-h11 client for latency and streams) and the fake provider run on the other. Scenarios
-(pick with `--scenarios`, targets with `--targets`):
+h11 client for latency and streams) and the fake provider run on the other. The Postgres
+server of ours-pg / before-pg is not pinned: its backends run where the kernel puts them,
+mostly on the gateway core (branch pgs measured about three quarters of their running
+samples there); `--pg-on-load-cores` moves the run's own database's backends to the load
+cores after each warm-up (measured there, that load core then limits req/s). Scenarios (pick with `--scenarios`, targets with `--targets`):
 
   c1        JSON at concurrency 1: p50 latency (reported as added to direct's) and
             gateway CPU ms per request (an added latency well above it is a wait)
@@ -137,8 +140,11 @@ def load(target: Target, payload: bytes, **options: object) -> Timings:
 class Bench:
     """The scenarios, each a method returning metrics for one target."""
 
-    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+    def __init__(self, args: argparse.Namespace, tmp: Path, pin_pg: dict[str, str] | None = None,
+                 load_cpus: set[int] | None = None) -> None:
         self.args = args
+        self._pin_pg = pin_pg or {}  # target -> its database, whose backends go on the load cores
+        self._load_cpus = load_cpus or set()
         self.files: dict[tuple[str, bool], Path] = {}
         for kind, stream, directive in (("json", False, ""), ("stream", True, STREAM_DIRECTIVE),
                                         ("slow", True, SLOW_DIRECTIVE)):
@@ -156,6 +162,8 @@ class Bench:
     def _wrk(self, target: Target, kind: str, connections: int) -> Metrics:
         file = self.files[kind, _responses(target)]
         wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.warmup)
+        if (url := self._pin_pg.get(target.name)) is not None:  # the connections the warm-up opened
+            targets.pin_backends(url, self._load_cpus)
         before = self._cpu(target)
         result = wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.seconds)
         used = self._cpu(target) - before
@@ -375,6 +383,9 @@ def main() -> None:
     parser.add_argument("--rss-total", type=int, default=100_000)
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness for the whole bench (gateways included); negative needs root")
+    parser.add_argument("--pg-on-load-cores", action="store_true",
+                        help="pin the Postgres backends serving ours-pg / before-pg to the load cores "
+                             "after each warm-up, so the gateway core runs the gateways alone")
     parser.add_argument("--compare", type=Path, help="another checkout of this gateway, run as"
                         " target `before` beside `ours` (before/after in one run)")
     parser.add_argument("--surface", choices=sorted(SURFACES), default="chat",
@@ -433,7 +444,7 @@ def main() -> None:
         names = [n for n in names if n in started]
         for n in names:
             print(f"- {n}: {started[n].version}", flush=True)
-        bench = Bench(args, tmp)
+        bench = Bench(args, tmp, pg_urls if args.pg_on_load_cores else None, load_cpus)
         results: dict[str, dict[str, Metrics]] = {n: {} for n in names}
         rounds: dict[tuple[str, str], list[Metrics]] = {}
         for scenario in scenarios:

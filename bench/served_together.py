@@ -1,11 +1,13 @@
 """A/B of served gateways loaded at the same time, so the host's noise hits every one alike.
 
 Owns: serving each named target as `bench.run` serves it (bench/targets.py: `ours` and its
-telemetry variants, `before-*` from `--compare DIR`), ALL pinned on the gateway core, then
+telemetry variants, `before-*` from `--compare DIR`, `ours-pg` / `before-pg` as two
+processes on a Postgres database of their own, `portkey`), ALL pinned on the gateway core, then
 `--rounds` rounds in which every target gets a `--seconds` wrk slice of JSON at
 `--concurrency` at the same moment (one wrk per target, the load core shared). Per target
 and round it reads the CPU of the process's main (Trio) thread and of the whole process from
-`/proc/PID/task/*/schedstat` and divides by the requests answered; it prints per target the
+`/proc/PID/task/*/schedstat` (summed over a target's processes) and divides by the
+requests answered; it prints per target the
 median of those, its req/s, and the median (with the interquartile range) over the rounds
 of each round's ratio to the first target. A second copy of the first target is the
 control: its ratio should be about 1.
@@ -48,11 +50,17 @@ def _cpu(pid: int) -> tuple[int, int]:
 
 def _start(stack: ExitStack, name: str, index: int, tmp: Path, provider: str,
            compare: Path | None) -> targets.Target:
+    if name == "portkey":
+        return targets.portkey(stack, tmp, provider, SERVE_CPU)
     before = name.startswith("before")
     if before and compare is None:
         raise SystemExit(f"{name} needs --compare DIR")
     variant = "ours" + name.removeprefix("before") if before else name
     source = compare if before and compare is not None else targets.ROOT
+    if variant == "ours-pg":  # two processes on a database of their own, as bench.run's
+        url = stack.enter_context(targets.postgres_database())
+        return targets.ours(stack, tmp, provider, SERVE_CPU, processes=2, database_url=url,
+                            name=f"{name}-{index}", source=source)
     # a name of its own per process (its database and log), the variant's environment
     return targets.ours(stack, tmp, provider, SERVE_CPU, name=f"{name}-{index}", source=source,
                         extra_env=_variant_env(variant))
@@ -83,10 +91,9 @@ def main() -> None:
         file.write_bytes(payload)
 
         def slice_of(target: targets.Target) -> tuple[float, float, float]:
-            (pid,) = target.pids
-            main0, all0 = _cpu(pid)
+            main0, all0 = map(sum, zip(*map(_cpu, target.pids), strict=True))
             done = wrk.run(target.urls, file, target.headers, connections=args.concurrency, seconds=args.seconds)
-            main1, all1 = _cpu(pid)
+            main1, all1 = map(sum, zip(*map(_cpu, target.pids), strict=True))
             per = max(done.requests, 1) * 1000  # ns -> µs per request
             return (main1 - main0) / per, (all1 - all0) / per, done.req_s
 

@@ -36,7 +36,7 @@ import gc
 import json
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -91,7 +91,7 @@ class Calls:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.gc_seconds = 0.0
-        self.gc_us: Counter[str] = Counter()  # time in the collector by generation
+        self.gc_us: defaultdict[str, float] = defaultdict(float)  # time in the collector by generation
         self.on = False
         self._gc_start = 0.0
 

@@ -36,12 +36,13 @@ def _pin(core: int) -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[core]})
 
 
-async def _serve_one(stream: trio.SocketStream, chunks: int, gap: float) -> None:
-    buffer: bytes | None = b""
+async def _serve_one(stream: trio.abc.Stream, chunks: int, gap: float) -> None:
+    buffer = b""
     frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
     done = b"data: [DONE]\n\n"
     try:
-        while (buffer := await next_request(stream, buffer)) is not None:
+        while (rest := await next_request(stream, buffer)) is not None:
+            buffer = rest
             await stream.send_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                 b"transfer-encoding: chunked\r\n\r\n"
@@ -58,7 +59,11 @@ async def _serve_one(stream: trio.SocketStream, chunks: int, gap: float) -> None
 async def _upstream(chunks: int, gap: float) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=1024)
     print(listeners[0].socket.getsockname()[1], flush=True)
-    await trio.serve_listeners(lambda s: _serve_one(s, chunks, gap), listeners)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        await _serve_one(stream, chunks, gap)
+
+    await trio.serve_listeners(serve, listeners)
 
 
 async def _client(url: str, streams: int, concurrency: int) -> None:

@@ -218,6 +218,25 @@ def postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def pin_backends(url: str, cpus: set[int]) -> int:
+    """Pin the Postgres backends now serving the database of `url` (the gateway's
+    connections, not this one) to `cpus`; how many were. Only a run's own database's
+    backends: the server's other processes are left as they are."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND pid <> pg_backend_pid()").fetchall()
+    pinned = 0
+    for (pid,) in rows:
+        try:
+            os.sched_setaffinity(int(pid), cpus)
+        except (ProcessLookupError, PermissionError):  # gone meanwhile, or not ours to move
+            continue
+        pinned += 1
+    return pinned
+
+
 def _node_version() -> str:
     found = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
     return found.stdout.strip()

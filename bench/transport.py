@@ -48,7 +48,7 @@ Call = Callable[[], Awaitable[None]]
 # ---- the upstream ------------------------------------------------------------------------
 
 
-async def next_request(stream: trio.SocketStream, buffer: bytes) -> bytes | None:
+async def next_request(stream: trio.abc.ReceiveStream, buffer: bytes) -> bytes | None:
     """Read one request (head and `content-length` body) from `stream`, `buffer` holding
     what was read past the previous one; what is read past this one, or None at EOF."""
     while b"\r\n\r\n" not in buffer:
@@ -70,9 +70,10 @@ async def next_request(stream: trio.SocketStream, buffer: bytes) -> bytes | None
 
 
 async def _serve_one(stream: trio.SocketStream) -> None:
-    buffer: bytes | None = b""
+    buffer = b""
     try:
-        while (buffer := await next_request(stream, buffer)) is not None:
+        while (rest := await next_request(stream, buffer)) is not None:
+            buffer = rest
             await stream.send_all(ANSWER)
     except trio.BrokenResourceError:
         return

@@ -131,8 +131,8 @@ def _ewma(old: float | None, sample: float | None, alpha: float) -> float | None
 
 
 def _record(state: DeploymentHealth, outcome: Outcome, policy: HealthPolicy) -> DeploymentHealth:
-    return evolve(
-        state,
+    # every field given (what `evolve` does, without looking the fields up on every call)
+    return DeploymentHealth(
         recent=(*state.recent, outcome.ok)[-policy.window :],
         consecutive_failures=0 if outcome.ok else state.consecutive_failures + 1,
         latency_ewma=(
@@ -140,6 +140,9 @@ def _record(state: DeploymentHealth, outcome: Outcome, policy: HealthPolicy) -> 
             if outcome.ok
             else state.latency_ewma
         ),
+        circuit=state.circuit,
+        opened_at=state.opened_at,
+        probe_started_at=state.probe_started_at,
     )
 
 

@@ -149,6 +149,10 @@ class Usage:
         )
 
 
+NO_USAGE = Usage()  # no tokens: one shared value (immutable), not one made per default
+
+
+
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 

@@ -33,6 +33,7 @@ import trio
 
 from core.errors import GatewayError, PayloadTooLarge, RequestTimeout, ServiceUnavailable
 from server.errors import error_body
+from server.hypercorn_tasks import QUEUED
 from server.requestid import CLIENT_REQUEST_ID
 
 Scope = MutableMapping[str, Any]
@@ -141,45 +142,63 @@ class BodyLimit:
         went away. A request without a body gives b"" (after its one empty message)."""
         charge = _Charge(self.budget)
         try:
-            return await self._within(receive, charge, length)
+            return await self._within(receive, charge, length, scope.get(QUEUED))
         except _Refused as refused:
             await _answer(scope, send, refused.error, tail)
             return None
         finally:
             charge.release()
 
-    async def _within(self, receive: Receive, charge: _Charge, length: int | None) -> bytes | None:
+    async def _within(self, receive: Receive, charge: _Charge, length: int | None,
+                      queued: Callable[[], Message] | None = None) -> bytes | None:
         """The whole body, charged to the budget and within the time allowed (or None if
-        the client went away); `_Refused` when a limit is passed."""
+        the client went away); `_Refused` when a limit is passed. With `queued` (the
+        request's receive without a wait, `hypercorn_tasks.QUEUED`) the messages queued
+        already are taken first: a body that is all there needs no timeout, so no cancel
+        scope; the time allowed for the rest starts when it has to be waited for."""
         if length is not None and length > self.limit:
             raise self._too_large()
         if length is not None and not charge.grow(length):
             raise self._busy()
+        chunks: list[bytes] = []
+        if queued is not None:
+            while True:
+                try:
+                    message = queued()
+                except trio.WouldBlock:
+                    break
+                end = self._add(message, charge, chunks)
+                if end is not False:
+                    return b"".join(chunks) if end else None
         with trio.move_on_after(self.timeout) as deadline:
-            body = await self._read(receive, charge)
+            body = await self._read(receive, charge, chunks)
         if deadline.cancelled_caught:
             raise _Refused(
                 RequestTimeout(f"The request body did not arrive within {self.timeout:g} seconds")
             )
         return body
 
-    async def _read(self, receive: Receive, charge: _Charge) -> bytes | None:
-        """The whole body, or None if the client went away."""
-        chunks: list[bytes] = []
-        seen = 0
+    async def _read(self, receive: Receive, charge: _Charge, chunks: list[bytes] | None = None) -> bytes | None:
+        """The whole body (after `chunks`, taken already), or None if the client went away."""
+        chunks = [] if chunks is None else chunks
         while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                raise self._too_large()
-            if seen > charge.size and not charge.grow(seen - charge.size):
-                raise self._busy()  # chunked: charged as it comes
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            end = self._add(await receive(), charge, chunks)
+            if end is not False:
+                return b"".join(chunks) if end else None
+
+    def _add(self, message: Message, charge: _Charge, chunks: list[bytes]) -> bool | None:
+        """One received message's part of the body added to `chunks`: True at the body's
+        end, False when more is to come, None when the client went away."""
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        charge.seen += len(chunk)
+        if charge.seen > self.limit:
+            raise self._too_large()
+        if charge.seen > charge.size and not charge.grow(charge.seen - charge.size):
+            raise self._busy()  # chunked: charged as it comes
+        chunks.append(chunk)
+        return not message.get("more_body", False)
 
 
 class _Charge:
@@ -188,6 +207,7 @@ class _Charge:
     def __init__(self, budget: BodyBudget) -> None:
         self.budget = budget
         self.size = 0
+        self.seen = 0  # bytes of the body received so far
 
     def grow(self, size: int) -> bool:
         if not self.budget.take(size):

@@ -42,6 +42,7 @@ from typing import Any
 import trio
 from attrs import evolve
 
+from adapters.afterwards import Afterwards
 from adapters.driver import new_id
 from adapters.stopwatch import OVERHEAD_HEADER, Stopwatch, header_value
 from core.errors import GatewayError, InvalidRequest
@@ -79,13 +80,12 @@ class _Body:
     def __init__(self, timeout: float | None, given: bytes | None) -> None:
         self.parts: list[bytes] = [] if given is None else [given]
         self.given = given is not None
-        self.complete = trio.Event()
-        if self.given:
-            self.complete.set()
+        # set when the body has arrived (none for a body given: there is nothing to wait for)
+        self.complete: trio.Event | None = None if self.given else trio.Event()
         self.timeout = timeout
 
     async def read(self) -> bytes:
-        if self.given:  # no wait, no cancel scope
+        if self.complete is None:  # given: no wait, no cancel scope
             return self.parts[0]
         with trio.move_on_after(self.timeout if self.timeout is not None else float("inf")):
             await self.complete.wait()
@@ -156,6 +156,7 @@ class HotRoutes:
         adding the `tail` headers (the request id) to every answer's head."""
         given = _Body(self.body_timeout, body)
         own = scope[REQUEST_ID]
+        afterwards = Afterwards()  # the run's work after its row, done after the last byte
         incoming = Incoming(
             path=scope["path"],
             headers=headers,
@@ -163,18 +164,23 @@ class HotRoutes:
             request_id=own,
             client_request_id=scope[CLIENT_REQUEST_ID],
             stopwatch=Stopwatch(self.services.clock.now()),
+            afterwards=afterwards,
         )
-        departures = scope.get(DEPARTURES)
-        if not isinstance(departures, Departures):  # not under Hypercorn with its patch
-            await self._watched(handler, incoming, scope, given, receive, send, tail)
-            return
-        with trio.CancelScope() as cancel:  # no task: Hypercorn's put of the disconnect cancels
-            departure = Departure(cancel, departures.disarm)
-            departures.arm(departure.leave)
-            try:
-                await self._answer(handler, incoming, send, departure, tail)
-            finally:
-                departures.disarm()
+        try:
+            departures = scope.get(DEPARTURES)
+            if not isinstance(departures, Departures):  # not under Hypercorn with its patch
+                await self._watched(handler, incoming, scope, given, receive, send, tail)
+                return
+            with trio.CancelScope() as cancel:  # no task: Hypercorn's put of the disconnect cancels
+                departure = Departure(cancel, departures.disarm)
+                departures.arm(departure.leave)
+                try:
+                    await self._answer(handler, incoming, send, departure, tail)
+                finally:
+                    departures.disarm()
+        finally:
+            with trio.CancelScope(shield=True):  # however the answer ended
+                await afterwards.run()
 
     async def _watched(self, handler: Handler, incoming: Incoming, scope: Any, body: _Body,
                        receive: Receive, send: Send, tail: tuple[tuple[bytes, bytes], ...]) -> None:
@@ -193,7 +199,7 @@ class HotRoutes:
                 if body.given:
                     continue  # the body middleware's replay of what `given` holds
                 body.parts.append(message.get("body", b""))
-                if not message.get("more_body", False):
+                if not message.get("more_body", False) and body.complete is not None:
                     body.complete.set()
             elif message["type"] == "http.disconnect":
                 departure.leave()  # the client went away: stop answering (or detach)

@@ -37,14 +37,21 @@ without a task of its own waiting for `http.disconnect` (`install()`, which
   timeout (about 9 us); with none set (as `umg serve` runs it: it would cut SSE answers
   being written) the connection here reads without one, and does what Hypercorn's
   reader does with what it reads. A configured `read_timeout` goes through Hypercorn's.
-- **No schedule point for a message already there.** The request's receive channel is
-  Hypercorn's (a memory channel of `max_app_queue_size`, the app run by Hypercorn's own
-  task wrapper), but a put into it while it has room, and the app's `receive()` of a
-  message already queued, do not pass through Trio's scheduler: `send` and `receive` on
-  a memory channel yield even when they need not wait, and a JSON request made five such
-  round trips (the body and its end put by the connection task and received by the app,
-  `http.disconnect` put at the end of the answer). At one request at a time each was a
-  turn of Trio's run loop of its own. A full queue or an empty one waits as before.
+  On plain TCP it waits for the socket to be readable and then reads it, instead of a
+  read that fails (`EAGAIN`) once every request has been read (`_receive_plain`).
+- **No schedule point for a message already there.** The request's receive queue is
+  an `Inbox` of `max_app_queue_size` (what Hypercorn's memory channel was; the app run
+  by Hypercorn's own task wrapper): a put into it while it has room, and the app's
+  `receive()` of a message already queued, do not pass through Trio's scheduler (`send`
+  and `receive` on a memory channel yield even when they need not wait, and a JSON
+  request made five such round trips: the body and its end put by the connection task
+  and received by the app, `http.disconnect` put at the end of the answer; at one
+  request at a time each was a turn of Trio's run loop of its own), and making it costs
+  a deque, not a channel's three objects (about 10 us a request). A full queue or an
+  empty one waits as before (a queue of 0 holds one message).
+  The scope's `QUEUED` is the inbox's take without the wait (`trio.WouldBlock` when
+  nothing is queued), so a body already there is taken without a timeout's cancel
+  scope (server/bodylimit.py).
 
 Written against Hypercorn 0.18 (`hypercorn.trio.tcp_server.TCPServer`,
 `hypercorn.trio.task_group.TaskGroup`, pinned in constraints.txt);
@@ -55,6 +62,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,6 +77,9 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 DEPARTURES = "umg.departures"  # the scope key of a request's `Departures`
+# the scope key of the request's receive without a wait: the next message if one is
+# queued, else `trio.WouldBlock` (server/bodylimit.py takes a body already there so)
+QUEUED = "umg.queued"
 
 
 class Departures:
@@ -111,27 +122,60 @@ class DeparturesTaskGroup(TaskGroup):
             return await super().spawn_app(app, config, scope, send)
         departures = Departures()
         scope[DEPARTURES] = departures  # type: ignore[literal-required]
-        into, out = trio.open_memory_channel[ASGIReceiveEvent](config.max_app_queue_size)
-
-        async def receive() -> ASGIReceiveEvent:
-            try:
-                return out.receive_nowait()  # queued already: no schedule point
-            except trio.WouldBlock:
-                return await out.receive()
+        inbox = Inbox(config.max_app_queue_size)
+        scope[QUEUED] = inbox.get_nowait  # type: ignore[literal-required]
 
         async def put_noticed(message: ASGIReceiveEvent) -> None:
             if message["type"] == "http.disconnect":
                 departures.leave()
-            try:
-                into.send_nowait(message)  # room in the queue: no schedule point
-            except trio.WouldBlock:
-                await into.send(message)  # full: wait for the app, as Hypercorn does
+            await inbox.put(message)
 
         nursery = self._nursery
         assert nursery is not None, "spawn_app outside the task group"
-        nursery.start_soon(hypercorn_handle, app, config, scope, receive, send,
+        nursery.start_soon(hypercorn_handle, app, config, scope, inbox.get, send,
                            trio.to_thread.run_sync, trio.from_thread.run)
         return put_noticed
+
+
+class Inbox:
+    """A request's receive queue: what Hypercorn's memory channel of `max_app_queue_size`
+    is to its app (bounded; one connection task puts, one app task takes), without the
+    channel's objects, which cost about 10 us to make per request. A put with room, and a
+    take of a message already queued, do not pass through Trio's scheduler; a put into a
+    full queue waits until the app takes one, a take from an empty one until a put."""
+
+    __slots__ = ("_items", "_size", "_taker", "_putter")
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[ASGIReceiveEvent] = deque()
+        self._size = max(size, 1)
+        self._taker: trio.Event | None = None  # set by the next put (the app is waiting)
+        self._putter: trio.Event | None = None  # set by the next take (the queue was full)
+
+    async def put(self, message: ASGIReceiveEvent) -> None:
+        while len(self._items) >= self._size:
+            self._putter = waiting = trio.Event()
+            await waiting.wait()
+        self._items.append(message)
+        taker, self._taker = self._taker, None
+        if taker is not None:
+            taker.set()
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._items:
+            self._taker = waiting = trio.Event()
+            await waiting.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> ASGIReceiveEvent:
+        """The next message already queued (`trio.WouldBlock` when none is)."""
+        if not self._items:
+            raise trio.WouldBlock
+        message = self._items.popleft()
+        putter, self._putter = self._putter, None
+        if putter is not None:
+            putter.set()
+        return message
 
 
 class IdleTimer:
@@ -201,47 +245,45 @@ class OneIdleTimer(TCPServer):
 
     async def _read_untimed(self) -> None:
         """What Hypercorn's reader does when there is no `read_timeout` (as `umg serve`
-        runs it), without entering a cancel scope with no deadline around every read."""
-        if isinstance(self.stream, trio.SocketStream):
-            await self._read_socket(self.stream.socket)
-            return
+        runs it), without entering a cancel scope with no deadline around every read. On
+        plain TCP the socket is read straight (`_receive_plain`); TLS through its stream."""
+        stream = self.stream
+        plain = stream.socket if isinstance(stream, trio.SocketStream) else None
         while True:
             try:
-                data = await self.stream.receive_some(hypercorn_tcp.MAX_RECV)
+                if plain is None:
+                    data = bytes(await stream.receive_some(hypercorn_tcp.MAX_RECV))
+                else:
+                    data = await _receive_plain(plain)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
-                break
-            await self.protocol.handle(RawData(bytes(data)))
-            if not data:
-                break
-        await self.protocol.handle(Closed())
-
-    async def _read_socket(self, sock: trio.socket.SocketType) -> None:
-        """`_read_untimed` on plain TCP: wait until the socket is readable, then read it
-        (`os.read`), instead of Trio's `receive_some`, which tries a read first and, on a
-        kept-alive connection between requests, nearly always fails it (`EAGAIN` raised
-        and caught, a second read after the wait). Each read still waits first, so it is
-        a schedule point as `receive_some` is; errors end the reads as Hypercorn's reader
-        ends them (a closed socket, a reset: then `Closed`)."""
-        while True:
-            if sock.fileno() < 0:  # closed by the protocol (after an error answer, say)
-                break
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError:
-                break
-            fd = sock.fileno()
-            if fd < 0:
-                break
-            try:
-                data = os.read(fd, hypercorn_tcp.MAX_RECV)
-            except BlockingIOError:  # a spurious wake-up
-                continue
-            except OSError:  # reset, or closed: what `receive_some` reports as broken
                 break
             await self.protocol.handle(RawData(data))
             if not data:
                 break
         await self.protocol.handle(Closed())
+
+
+async def _receive_plain(sock: trio.socket.SocketType) -> bytes:
+    """The next bytes of a plain TCP connection (b"" at its end): wait until the socket is
+    readable, then read it. Trio's `receive_some` reads first and waits only when that
+    read fails, and after a request has been read there is nothing more to read (its
+    client waits for the answer): at one request at a time that was one failed system
+    call (`EAGAIN`, raised and caught) per request. Errors as `receive_some` gives them:
+    the socket closed (here or by another task while waiting), ClosedResourceError; any
+    other error of the read, BrokenResourceError."""
+    while True:
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection is closed")
+        await trio.lowlevel.wait_readable(sock)  # ClosedResourceError if closed meanwhile
+        try:
+            return os.read(sock.fileno(), hypercorn_tcp.MAX_RECV)
+        except BlockingIOError:  # woken with nothing to read after all: wait again
+            continue
+        except OSError as exc:
+            if sock.fileno() < 0:
+                raise trio.ClosedResourceError("the connection is closed") from exc
+            raise trio.BrokenResourceError from exc
 
 
 def install() -> None:

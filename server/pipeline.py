@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from attrs import evolve, frozen
 
+from adapters.afterwards import Afterwards
 from adapters.driver import Ingress, Run
 from adapters.events import Done, Pieces, RunEvent, RunFailed, Started
 from adapters.execution import Execution
@@ -125,6 +126,7 @@ class Incoming:
     client_request_id: str  # the id the client sees (its x-request-id, or ours)
     watch: Callable[[Execution], None] | None = None  # scope[WATCH]: Ingress.watch
     stopwatch: Stopwatch | None = None  # started on arrival (the gateway's overhead)
+    afterwards: Afterwards | None = None  # done after the answer's last byte (Ingress.afterwards)
 
 
 class BodyTimeout(Exception):
@@ -173,6 +175,7 @@ async def open_run(services: Services, incoming: Incoming, endpoint: str, parse:
         client_request_id=incoming.client_request_id,
         trace_headers={h: incoming.headers[h] for h in TRACE_HEADERS if h in incoming.headers},
         stopwatch=incoming.stopwatch,
+        afterwards=incoming.afterwards,
     )
     run = services.gateway.driver.run(ingress)
     await run.open()

@@ -6,8 +6,11 @@ statement's own transaction, without BEGIN and COMMIT), and what happens when th
 cannot be done. psycopg's async API is asyncio-only, so the sync driver runs through `trio.to_thread.run_sync` with a
 `CapacityLimiter` the size of the pool (a thread never waits for a connection the pool
 cannot give). The layers above (`pg_writer.py`, `postgres.py`) run everything through
-`_run`, except the ledger writer's batches: those go on the writer's own connection from
-the Trio thread (`pg_line.py`), with the same reruns (`_reruns`) and breaker.
+`_run`, except the two hot paths, which run on Trio-driven connections (`pg_line.py`,
+no worker thread) with the same reruns (`_reruns`), errors and breaker (`_on_line`):
+the ledger writer's batches on the writer's own connection, and the state operations
+(`update_state(s)`, `read_state(s)`) on `pg_lines.py`'s (`_lined`), as many as the
+pool's size.
 
 Rules:
 - The pool opens lazily on first use; `_shut` closes it (`PostgresStorage.close`).
@@ -50,6 +53,8 @@ import trio
 from psycopg import errors as pg_errors
 
 from adapters.clock import Clock
+from adapters.storage.pg_line import CONNECT_TIMEOUT_SECONDS, Line, Lost, Unreachable
+from adapters.storage.pg_lines import Lines
 from core.errors import StorageContention, StorageUnavailable
 
 T = TypeVar("T")
@@ -58,7 +63,6 @@ log = logging.getLogger("umg.storage")
 
 DOWN_SECONDS = 2.0  # how long a breaker trip lasts, and the Retry-After it gives
 POOL_TIMEOUT_SECONDS = 5.0
-CONNECT_TIMEOUT_SECONDS = 3
 # A deadlock or a serialization failure rolls the whole transaction back, so it is safe to
 # run again (callers' functions are pure, see base.py): after each of these pauses once.
 ROLLED_BACK = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
@@ -140,6 +144,7 @@ class PostgresConnection:
         self._clock = clock
         self._down_until: float | None = None  # the breaker is open until then (clock.now())
         self._limiter = trio.CapacityLimiter(pool_size)
+        self._lines = Lines(url, CONNECT_TIMEOUT_SECONDS, pool_size)  # the state operations'
         self._opened = False
         self._closed = False
         self._open_lock = threading.Lock()
@@ -210,6 +215,34 @@ class PostgresConnection:
                 retry_after=DOWN_SECONDS,
             ) from err
 
+    async def _lined(self, op: Callable[[Line], Awaitable[T]]) -> T:
+        """`op` on a line of `pg_lines.py` (one transaction, from the Trio thread), rerun
+        as `_run`'s transactions are and failing as they do."""
+
+        async def once() -> T:
+            async with self._lines.lend() as line:
+                return await self._on_line(lambda: op(line))
+
+        return await self._reruns(once)
+
+    async def _on_line(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, statements on a Trio-driven connection (`pg_line.py`), failing as
+        `_once` does: the breaker open, unreachable (trips it), lost
+        (`StorageUnavailable`); a rollback for contention is raised for `_reruns`."""
+        self._gate()
+        try:
+            result = await call()
+        except Unreachable as err:
+            raise self._unreachable("cannot connect", err) from err
+        except Lost as err:
+            raise connection_failed(err) from err
+        except ROLLED_BACK:
+            raise  # the database is there: `_reruns` runs it again
+        except psycopg.OperationalError as err:  # the server's, e.g. an admin shutdown
+            raise connection_failed(err) from err
+        self._down_until = None
+        return result
+
     async def _once(self, fn: Callable[[Conn], T], statement: bool) -> T:
         self._gate()
         slot = _Slot()
@@ -247,4 +280,5 @@ class PostgresConnection:
                 if self._opened:
                     self._pool.close()
 
+        self._lines.close()
         await trio.to_thread.run_sync(shut)

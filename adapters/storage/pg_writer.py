@@ -37,13 +37,8 @@ import psycopg
 from adapters.clock import Clock
 from adapters.storage import codec, pg_batch_sql
 from adapters.storage.group_commit import GroupCommit, as_driver_error, row_by_row_on_refusal
-from adapters.storage.pg_line import Line, Lost, Unreachable
-from adapters.storage.pg_pool import (
-    CONNECT_TIMEOUT_SECONDS,
-    ROLLED_BACK,
-    PostgresConnection,
-    connection_failed,
-)
+from adapters.storage.pg_line import CONNECT_TIMEOUT_SECONDS, Line
+from adapters.storage.pg_pool import PostgresConnection
 from adapters.storage.records import UsageRecord
 
 # A ledger batch refused for the values of a row (not for the database being away or
@@ -124,19 +119,7 @@ class PostgresWriter(PostgresConnection):
     async def _statement(self, key: int, query: bytes, params: list[Any]) -> list[tuple[bytes | None, ...]]:
         """One statement on the writer's own connection (`pg_line.py`), its own
         transaction, failing as the pool's operations do (`pg_pool.py`)."""
-        self._gate()
-        try:
-            answered = await self._line.rows(key, query, params)
-        except Unreachable as err:
-            raise self._unreachable("cannot connect", err) from err
-        except Lost as err:
-            raise connection_failed(err) from err
-        except ROLLED_BACK:
-            raise  # the database is there: `_reruns` runs it again
-        except psycopg.OperationalError as err:  # the server's, e.g. an admin shutdown
-            raise connection_failed(err) from err
-        self._down_until = None
-        return answered
+        return await self._on_line(lambda: self._line.rows(key, query, params))
 
     async def _shut(self) -> None:
         self._line.close()

@@ -1,9 +1,12 @@
-"""Postgres backend: shared by many gateway processes (psycopg 3, sync, in threads).
+"""Postgres backend: shared by many gateway processes (psycopg 3: sync in threads, or libpq
+driven from the Trio thread on the hot paths).
 
 Owns: the Postgres `Storage` as a whole, built in layers, each its own module:
 `pg_pool.py` (every operation one transaction on a pooled connection in a worker
-thread; cancellation, reruns after a deadlock, the breaker when the database is away),
-`pg_writer.py` (the ledger writer's group commit, on its own connection, `pg_line.py`). This module adds migrating and
+thread, or on a Trio-driven one; cancellation, reruns after a deadlock, the breaker
+when the database is away), `pg_writer.py` (the ledger writer's group commit, on its
+own connection, `pg_line.py`), `pg_state.py` (state changes and reads, on
+`pg_lines.py`'s Trio-driven connections). This module adds migrating and
 closing, and the table operations, each one transaction: keys (`key_rows.py`), state
 (`pg_state.py`), budgets, jobs and the webhook outbox (`pg_jobs.py`), idempotency keys,
 stored stream events, retention.
@@ -11,10 +14,13 @@ stored stream events, retention.
 Rules:
 - Row locks, not process locks: `update_state` locks its row (`pg_state.py`);
   `claim_job` is FOR UPDATE SKIP LOCKED; `update_job` FOR UPDATE (`pg_jobs.py`).
-- Callers' functions run on the Trio thread (`trio.from_thread.run_sync`) while the
-  transaction holds the lock; keep them quick.
+- Callers' state functions run on the Trio thread, in the caller's task, while the
+  transaction holds the lock; keep them quick. (Job functions, `pg_jobs.py`, run there
+  too, through `trio.from_thread.run_sync` from the pool's worker thread.)
 - Key lookups by prefix are cached in process for `KEY_CACHE_SECONDS` (`keycache.py`):
   a revoke through this process applies here at once, through another within the TTL.
+  A miss (the request path's one key read) is one statement on a state connection
+  (`pg_lines.py`: no worker thread); the other key operations use the pool.
 - Migrations run under a transaction-scoped advisory lock, so processes starting
   together apply each one once.
 """
@@ -44,6 +50,7 @@ from adapters.storage.ledger import POSTGRES
 from adapters.storage.migrations import migrations
 from adapters.storage.pg_batch_sql import marks
 from adapters.storage.pg_jobs import JobQueries
+from adapters.storage.pg_line import Line, Step
 from adapters.storage.pg_pool import POOL_TIMEOUT_SECONDS, Conn, PostgresConnection
 from adapters.storage.pg_writer import PostgresWriter
 from adapters.storage.records import (
@@ -126,21 +133,24 @@ class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
             log.warning("postgres health check failed: %s", err)
             return False
 
+    async def key_by_prefix(self, prefix: str) -> KeyRecord | None:
+        return await self.keys.lookup(prefix, lambda: self._lined(lambda line: _key_by_prefix(line, prefix)))
+
     # -- generic atomic state (pg_state.py) ---------------------------------------------
 
-    # a read is one statement: autocommitted, one round trip (no BEGIN and COMMIT)
+    # on Trio-driven connections: a change two round trips, a read one (pg_state.py)
 
     async def update_state(self, scope: str, fn: StateFn[T]) -> T:
-        return await self._run(lambda c: pg_state.update(c, scope, fn))
+        return await self._lined(lambda line: pg_state.update(line, scope, fn))
 
     async def read_state(self, scope: str) -> State | None:
-        return await self._run(lambda c: pg_state.read(c, scope), statement=True)
+        return await self._lined(lambda line: pg_state.read(line, scope))
 
     async def read_states(self, scopes: list[str]) -> dict[str, State | None]:
-        return await self._run(lambda c: pg_state.read_many(c, scopes), statement=True)
+        return await self._lined(lambda line: pg_state.read_many(line, scopes))
 
     async def update_states(self, scopes: tuple[str, ...], fn: StatesFn[T]) -> T:
-        return await self._run(lambda c: pg_state.update_many(c, scopes, fn))
+        return await self._lined(lambda line: pg_state.update_many(line, scopes, fn))
 
     # -- jobs (queries in pg_jobs.py) ----------------------------------------------------
 
@@ -205,6 +215,19 @@ class PostgresStorage(PostgresWriter, SharedTables, KeyMethods, LedgerReads):
             return len(found)
         tables = prune_sql.targets(store)
         return await self._run(lambda c: sum(prune_sql.count(c, f, t, cut) for t in tables))
+
+
+_BY_PREFIX = Step(
+    b"umg_key_by_prefix",
+    f"SELECT {', '.join(codec.columns(KeyRecord))} FROM keys WHERE prefix = $1 ORDER BY created_at, id".encode(),
+)
+
+
+async def _key_by_prefix(line: Line, prefix: str) -> KeyRecord | None:
+    """The key with `prefix`, read on a Trio-driven connection (as `KeyQueries.by_prefix`)."""
+    (res,) = await line.pipeline([Step(_BY_PREFIX.name, _BY_PREFIX.query, (prefix.encode(),))])
+    rows = line.loaded(res)
+    return codec.from_postgres_row(KeyRecord, rows[0]) if rows else None
 
 
 def _never(scope: str) -> bool:

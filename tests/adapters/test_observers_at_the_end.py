@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import attrs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,3 +84,34 @@ def test_the_request_line_lists_the_attempts_from_the_end(written: io.StringIO) 
         {"attempt": 2, "deployment": "anthropic/claude", "provider": "anthropic", "outcome": "ok",
          "next": "answered"},
     ]
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for s in family.samples
+    }
+
+
+def test_runs_of_the_same_labels_add_to_the_same_series_and_a_series_shows_once_counted() -> None:
+    metrics = Metrics(["gpt-4.1"])
+    free = RunFinished(
+        attrs.evolve(ROW, cost=Decimal("0"), input_tokens=0, tenant="t2"), "cost", "stop", None, None,
+        1.2, 0.001, 1.6, attempts=(ANSWERED,), ttft=None,
+    )
+    metrics.run_opened(OPENED).run_finished(free)  # no cost, no input tokens, no ttft
+    found = samples(metrics)
+    assert not any(name.startswith(("umg_cost_usd", "umg_time_to_first_token")) for name, _ in found)
+    assert not any(name == "umg_tokens_total" and ("kind", "input") in labels for name, labels in found)
+    for _ in range(2):
+        metrics.run_opened(OPENED).run_finished(FINISHED)
+    found = samples(metrics)
+    request = (("model", "gpt-4.1"), ("provider", "anthropic"), ("status", "ok"), ("surface", "responses"))
+    assert found[("umg_requests_total", request)] == 3  # tenants apart, one series
+    cost = (("model", "gpt-4.1"), ("project", "p1"), ("provider", "anthropic"), ("tenant", "t1"))
+    assert found[("umg_cost_usd_total", cost)] == pytest.approx(0.0002)
+    assert found[("umg_tokens_total", (("kind", "input"), ("model", "gpt-4.1"), ("provider", "anthropic")))] == 20
+    assert found[("umg_upstream_attempts_total", (("outcome", "ok"), ("provider", "anthropic")))] == 3
+    assert found[("umg_fallbacks_total", (("provider", "openai"),))] == 2
+    assert found[("umg_in_flight_requests", ())] == 0

@@ -307,3 +307,19 @@ def test_a_sqlite_row_is_each_column_as_to_sqlite_writes_it() -> None:
         assert codec.sqlite_row(rec) == expected
     with pytest.raises(ValueError, match="10"):
         codec.sqlite_row(make_usage(3, T0, cost=Decimal("0.00000000001")))  # money still checked
+
+
+def test_codec_dumps_is_json_dumps_with_its_options() -> None:
+    """The encoder made once writes what `json.dumps(separators, allow_nan=False)` does."""
+    import json
+
+    from adapters.storage import codec
+
+    values: list[Any] = [(), [], {}, "é\u2028\"x\"", 1.5, 1e16, -0.0, 10**30, None, True,
+                         [{"deployment": "a", "status": "ok", "attempt": 1, "ms": 12.25}],
+                         {"b": [1, {"c": None}], "a": "z"}]
+    for value in values:
+        assert codec.dumps(value) == json.dumps(value, separators=(",", ":"), allow_nan=False)
+    for bad in (float("nan"), [float("inf")], {1.0: object()}):
+        with pytest.raises((ValueError, TypeError)):
+            codec.dumps(bad)

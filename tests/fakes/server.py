@@ -122,7 +122,7 @@ class _Conn:
                     raise _Gone() from None
                 if not data:
                     raise _Gone()
-                self.h11.receive_data(data)
+                self.h11.receive_data(bytes(data))
 
 
 @define
@@ -187,7 +187,7 @@ class FakeProvider:
             event = conn.h11.next_event()
             if event is h11.NEED_DATA:
                 data = await conn.stream.receive_some(65536)
-                conn.h11.receive_data(data)
+                conn.h11.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 head = event
             elif isinstance(event, h11.Data):
