@@ -88,7 +88,14 @@ class SSEDecoder:
     def feed(self, data: bytes) -> list[SSEEvent]:
         if self._closed:
             raise RuntimeError("feed() after close()")
-        text = self._utf8.decode(data)
+        utf8 = self._utf8
+        if utf8.buffer:  # a character split by the last piece goes on here
+            text = utf8.decode(data)
+        else:  # the usual piece: whole UTF-8, decoded without the incremental decoder's frame
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:  # split at its end, or invalid: the decoder's way
+                text = utf8.decode(data)
         if not text:
             return []
         if not self._started:

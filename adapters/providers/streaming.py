@@ -164,6 +164,7 @@ async def stream_reads(
     StreamEnd. Nothing is held across reads: a read's events are yielded before the next
     read."""
     decoder = SSEStreamDecoder(events)
+    feed = decoder.feed
     try:
         async with transport.stream_post(url, headers, body, timeouts=timeouts) as response:
             if not 200 <= response.status < 300:
@@ -172,14 +173,14 @@ async def stream_reads(
                     provider, response.status, response.headers, raw, secrets=secrets, now=wall()
                 )
             async for chunk in response.chunks:
-                batch = decoder.feed(chunk)
-                if decoder.done:
+                batch = feed(chunk)
+                if events.done:  # (`decoder.done`, without the property)
                     await _drain(response.chunks)
                 if batch:
                     yield batch
                 if decoder.failure is not None:
                     raise decoder.failure
-                if decoder.done:
+                if events.done:
                     return
             tail = decoder.close()
             if tail:
