@@ -72,8 +72,12 @@ class SSEStreamDecoder:
     def feed(self, data: bytes) -> list[StreamEvent]:
         if self.failure is not None:
             raise self.failure
+        found = self._sse.feed(data)
+        if len(found) == 1 and not self._events.done:  # the usual piece: one event, no list of ours
+            sse = found[0]
+            return self._events.on_event(sse.event or "", sse.data)  # raises at once: none before it
         out: list[StreamEvent] = []
-        for sse in self._sse.feed(data):
+        for sse in found:
             if self._events.done:
                 break
             try:
