@@ -70,6 +70,11 @@ class SSEEvent(NamedTuple):
     retry: int | None = None
 
 
+# `_TUPLE_NEW(SSEEvent, (data, event, id, retry))`: an SSEEvent as the named tuple's own
+# `__new__` makes it, without that Python frame (one is made per provider chunk)
+_TUPLE_NEW = tuple.__new__
+
+
 class SSEDecoder:
     """Incremental WHATWG event-stream parser; see the module docstring for the rules."""
 
@@ -118,7 +123,7 @@ class SSEDecoder:
             and not self._data
         ):
             if text.count("\n") == 2:
-                event = SSEEvent(text[6:-2], self._event or "message", self.last_event_id, self.retry)
+                event = _TUPLE_NEW(SSEEvent, (text[6:-2], self._event or "message", self.last_event_id, self.retry))
                 self._event = ""
                 return [event]
             whole = self._whole_data_events(text)
@@ -155,7 +160,7 @@ class SSEDecoder:
         first, rest = self._event or "message", "message"  # the type applies to the first
         self._event = ""
         last, retry = self.last_event_id, self.retry
-        return [SSEEvent(part[6:], rest if i else first, last, retry) for i, part in enumerate(parts)]
+        return [_TUPLE_NEW(SSEEvent, (part[6:], rest if i else first, last, retry)) for i, part in enumerate(parts)]
 
     def close(self) -> list[SSEEvent]:
         """End of stream: an unterminated event is dropped (spec), so this returns []."""
