@@ -21,7 +21,7 @@ _YIELD_EVERY = 16
 
 
 class Connection:
-    __slots__ = ("armed", "drained", "entry", "entry_at", "idle_since", "overdue", "sock",
+    __slots__ = ("armed", "drained", "entry", "entry_at", "idle_since", "now", "overdue", "sock",
                  "stream", "tcp", "timer", "unyielded")
 
     def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream, timer: ReadTimer) -> None:
@@ -36,6 +36,7 @@ class Connection:
         self.entry = 0  # the timer's live heap entry for this connection (0: none)
         self.entry_at = 0.0  # and when it is due
         self.overdue = False  # a wait outlived its deadline: the connection is spent
+        self.now = trio.lowlevel.current_clock().current_time  # this run's clock, read every wait
 
     def send_now(self, data: bytes) -> int:
         """Write what the kernel takes of `data` at once to a plain TCP connection (no trip
@@ -79,7 +80,7 @@ class Connection:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
         self.unyielded = 0
-        if self.overdue or by <= trio.current_time():
+        if self.overdue or by <= self.now():
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancellation comes first, as ever
             raise trio.TooSlowError
         self.timer.arm(self, by)
