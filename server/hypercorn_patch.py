@@ -157,7 +157,9 @@ class FramingHTTPStream(HTTPStream):
         framer = self.framer
         if framer is not None and self.state is ASGIHTTPState.RESPONSE and framer.sending_body():
             if body:
-                await framer.write_part(body)
+                rest = framer.write_part_now(body)  # `write_part` without its coroutine
+                if rest:
+                    await framer.send(RawData(data=rest))
             return
         await self.app_send({"type": "http.response.body", "body": body, "more_body": True})
 
@@ -214,6 +216,12 @@ class CoalescingH11Protocol(H11Protocol):
         """One body part, framed as h11's chunked writer frames it, written now: straight
         to the socket when the connection is a `DirectSendTCPServer` and the kernel takes it
         all (rule 2 without its event), else through the connection's `protocol_send`."""
+        rest = self.write_part_now(body)
+        if rest:
+            await self.send(RawData(data=rest))
+
+    def write_part_now(self, body: bytes) -> bytes:
+        """`write_part`'s framing and direct write; what is left to send (b"": all written)."""
         data = b"%x\r\n%b\r\n" % (len(body), body)
         if self._held_bytes:
             data, self._held_bytes = self._held_bytes + data, b""
@@ -224,10 +232,8 @@ class CoalescingH11Protocol(H11Protocol):
         direct = self._direct
         if direct is not None:
             sent = direct.write_now(data)
-            if sent == len(data):
-                return
-            data = data[sent:]
-        await self.send(RawData(data=data))
+            return data[sent:] if sent < len(data) else b""
+        return data
 
     def hold_part(self, body: bytes) -> None:
         """The last body part: framed, it goes out with the chunked terminator."""
