@@ -83,6 +83,12 @@ def _note(state: RunState, item: UsageReport | Upstream) -> None:
 async def relay(state: RunState, read: Sequence[CallEvent], at: int, emit: Emit) -> FinishReason | None:
     """Meter `read[at:]` and emit its pieces (one `Pieces` when together), up to its
     end or the first piece over the cap (not emitted); the finish reason if either."""
+    if at == 0 and len(read) == 1 and type(read[0]) is TextDelta:  # a paced stream's usual read
+        state.meter = meter = metering.observe(state.meter, read[0])
+        if metering.over_cap(meter):
+            return "length"
+        await emit(read[0])
+        return None
     pieces: list[TextDelta | ToolCallDelta] = []
     end: FinishReason | None = None
     observe, over_cap = metering.observe, metering.over_cap  # once per read, not per piece

@@ -11,7 +11,10 @@ then `server/hypercorn_tasks.py`) and the serving GC (`server/gc_policy.py`).
   Hypercorn, h11 and Trio cost per request, nothing of the gateway;
 - `proxy`: reads the body and POSTs it as it came to the provider through the gateway's
   own upstream client (`adapters/providers/transport.py`), answering the provider's body
-  unchanged: no auth, no parsing, no limits, no routing, no ledger row.
+  unchanged: no auth, no parsing, no limits, no routing, no ledger row. A request with
+  `"stream": true` is relayed as the provider's SSE body, each upstream read written to
+  the client as it comes (a chunked body part each, through `send_part` as the gateway's
+  streams are): the floor under a relayed stream, with no decoding, metering or framing.
 
 Beside `ours` in one run, `ours - floor-proxy` is the CPU per request that the gateway's
 own work costs (auth, parse, limits, routing, codecs, the ledger), and `floor-proxy -
@@ -65,6 +68,21 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def _relay(transport: H11Transport, url: str, headers: dict[str, str], payload: Any,
+                 timeouts: Timeouts, send: Send) -> None:
+    async with transport.stream_post(url, headers, payload, timeouts=timeouts) as response:
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                    hypercorn_patch.HEAD_WITH_BODY: True})
+        part = hypercorn_patch.body_part_sender(send)
+        async for chunk in response.chunks:
+            if part is not None:
+                await part(chunk)
+            else:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def app(mode: str, provider: str | None) -> Callable[[Any, Receive, Send], Awaitable[None]]:
     transport = H11Transport()
     timeouts = Timeouts()
@@ -85,7 +103,11 @@ def app(mode: str, provider: str | None) -> Callable[[Any, Receive, Send], Await
         if mode == "hello" or scope["method"] != "POST":
             await _answer(send, 200, ANSWER)
             return
-        answer = await transport.post_json(url, headers, json.loads(body), timeouts=timeouts)
+        payload = json.loads(body)
+        if payload.get("stream") is True:
+            await _relay(transport, url, headers, payload, timeouts, send)
+            return
+        answer = await transport.post_json(url, headers, payload, timeouts=timeouts)
         await _answer(send, answer.status, answer.body)
 
     return asgi

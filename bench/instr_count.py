@@ -21,7 +21,7 @@ Why: this host has no hardware counters and its wall-clock rounds of one code sp
 not time: cache misses and system time are not in it). Slow: a request costs about 50 to
 100 times its normal time under callgrind, so a few hundred requests per target.
 
-`python -m bench.instr_count [--targets ours-log,ours-logtm] [--scenario json|stream]
+`python -m bench.instr_count [--targets ours-log,ours-logtm] [--scenario json|stream|stream-paced]
 [--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--threads] [--cache-sim]
 [--keep DIR] [--compare DIR]`; with `--compare DIR` a target named `before` (or `before-<variant>`)
 is `ours` (or that variant) served from the checkout DIR (as `bench.run --compare`), with
@@ -41,7 +41,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import callgrind, targets
-from bench.run import _variant_env, body, load
+from bench.run import STREAM_DIRECTIVE, _variant_env, body, load
 
 SERVE_CPU = "0"
 READY_TIMEOUT = 900.0
@@ -119,7 +119,9 @@ def count(name: str, tmp: Path, provider: str, payload: bytes, args: argparse.Na
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="ours-log,ours-logtm")
-    parser.add_argument("--scenario", choices=("json", "stream"), default="json")
+    parser.add_argument("--scenario", choices=("json", "stream", "stream-paced"), default="json",
+                        help="stream-paced: the chunks 5 ms apart, as in bench.run's stream16 "
+                             "(stream: no gaps, so a read holds several chunks)")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -134,7 +136,7 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
     os.sched_setaffinity(0, {1})  # the client (this process) and the provider away from the served core
-    payload = body(args.scenario == "stream")
+    payload = body(args.scenario != "json", STREAM_DIRECTIVE if args.scenario == "stream-paced" else "")
     names = args.targets.split(",")
     with ExitStack() as stack:
         if args.keep is not None:

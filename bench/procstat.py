@@ -39,15 +39,21 @@ def tree(pid: int) -> list[int]:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of these processes and their descendants so far."""
-    total = 0
+    return sum(cpu_split(pids))
+
+
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU time (apart) of these processes and their descendants so far."""
+    user = system = 0
     for root in pids:
         for pid in tree(root):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICKS
+            user += int(fields[11])  # utime
+            system += int(fields[12])  # stime
+    return user / _TICKS, system / _TICKS
 
 
 def _status_kib(pids: list[int], field: str) -> int:

@@ -164,11 +164,14 @@ class Bench:
         wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.warmup)
         if (url := self._pin_pg.get(target.name)) is not None:  # the connections the warm-up opened
             targets.pin_backends(url, self._load_cpus)
-        before = self._cpu(target)
+        pids = list(target.pids)
+        before = procstat.cpu_split(pids) if pids else (float("nan"), float("nan"))
         result = wrk.run(target.urls, file, target.headers, connections=connections, seconds=self.args.seconds)
-        used = self._cpu(target) - before
-        return {"rate": result.req_s,
-                "cpu_ms": used * 1000 / result.requests if result.requests else float("nan"),
+        after = procstat.cpu_split(pids) if pids else (float("nan"), float("nan"))
+        system = after[1] - before[1]
+        used = after[0] - before[0] + system
+        per = 1000 / result.requests if result.requests else float("nan")
+        return {"rate": result.req_s, "cpu_ms": used * per, "sys_ms": system * per,
                 "p50_ms": result.p50_ms, "errors": float(result.errors)}
 
     def json16(self, target: Target) -> Metrics:
@@ -308,6 +311,7 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("CPU ms/req c=1", "c1", "cpu_ms", ".2f"),
     ("streams/s c=16", "stream16", "rate", ".0f"),
     ("CPU ms/stream", "stream16", "cpu_ms", ".2f"),
+    ("of it system ms", "stream16", "sys_ms", ".2f"),
     ("+TTFB c=1 ms", "ttfb1", "added_ms", ".2f"),
     ("peak RSS MB", "peak", "rss_mib", ".0f"),
     ("slow streams/s", "slow", "rate", ".0f"),
@@ -329,7 +333,7 @@ def _table(results: dict[str, dict[str, Metrics]], names: list[str], missing: di
              "|---|" + "---|" * (len(used) + 1)]
 
     def cell(name: str, column: tuple[str, str, str, str]) -> float | None:
-        if name == "direct" and column[2] in ("added_ms", "cpu_ms", "rss_mib"):
+        if name == "direct" and column[2] in ("added_ms", "cpu_ms", "sys_ms", "rss_mib"):
             return None
         return results[name].get(column[1], {}).get(column[2])
 

@@ -4,7 +4,8 @@ Owns: serving each named target as `bench.run` serves it (bench/targets.py: `our
 telemetry variants, `before-*` from `--compare DIR`, `ours-pg` / `before-pg` as two
 processes on a Postgres database of their own, `portkey`), ALL pinned on the gateway core, then
 `--rounds` rounds in which every target gets a `--seconds` wrk slice of JSON at
-`--concurrency` at the same moment (one wrk per target, the load core shared). Per target
+`--concurrency` at the same moment (one wrk per target, the load core shared; the order
+they are started in rotates round by round). Per target
 and round it reads the CPU of the process's main (Trio) thread and of the whole process from
 `/proc/PID/task/*/schedstat` (summed over a target's processes) and divides by the
 requests answered; it prints per target the
@@ -100,8 +101,13 @@ def main() -> None:
         rounds: list[list[tuple[float, float, float]]] = []
         with ThreadPoolExecutor(len(served)) as pool:
             list(pool.map(slice_of, served))  # warm-up
-            for _ in range(args.rounds):
-                rounds.append(list(pool.map(slice_of, served)))
+            for r in range(args.rounds):
+                # each round starts the targets' loads in another order (a rotation), so
+                # none is always first or last to start: in one fixed order the target
+                # listed later came out ~2 points cheaper (branch tm)
+                order = [(r + k) % len(served) for k in range(len(served))]
+                got = dict(zip(order, pool.map(slice_of, [served[i] for i in order]), strict=True))
+                rounds.append([got[i] for i in range(len(served))])
         print(f"{args.rounds} rounds of {args.seconds:g} s at c={args.concurrency}, load average "
               f"{os.getloadavg()[0]:.1f} at the end; ratios to the first target, round by round")
         for i, n in enumerate(names):

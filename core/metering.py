@@ -57,11 +57,17 @@ class Meter(NamedTuple):
     text: _Text | None = None
 
 
+# `_NEW(Meter, (fields...))`: a named tuple made as its own `__new__` makes it, without that
+# Python frame (`observe` makes two per streamed text piece)
+_NEW = tuple.__new__
+
+
 def observe(meter: Meter, event: StreamEvent) -> Meter:
     # called once per streamed piece: the constructor directly, not `_replace` (dearer)
     m = meter
     if isinstance(event, TextDelta):
-        return Meter(m.input_estimate, m.cap, m.whole, m.reported, m.pieces + 1, _Text(m.text, event.text))
+        text = _NEW(_Text, (m.text, event.text))
+        return _NEW(Meter, (m.input_estimate, m.cap, m.whole, m.reported, m.pieces + 1, text))
     if isinstance(event, UsageReport):
         return Meter(m.input_estimate, m.cap, m.whole, event.usage, m.pieces, m.text)
     if isinstance(event, ToolCallDelta):

@@ -70,6 +70,11 @@ class SSEEvent(NamedTuple):
     retry: int | None = None
 
 
+# `_TUPLE_NEW(SSEEvent, (data, event, id, retry))`: an SSEEvent as the named tuple's own
+# `__new__` makes it, without that Python frame (one is made per provider chunk)
+_TUPLE_NEW = tuple.__new__
+
+
 class SSEDecoder:
     """Incremental WHATWG event-stream parser; see the module docstring for the rules."""
 
@@ -88,7 +93,14 @@ class SSEDecoder:
     def feed(self, data: bytes) -> list[SSEEvent]:
         if self._closed:
             raise RuntimeError("feed() after close()")
-        text = self._utf8.decode(data)
+        utf8 = self._utf8
+        if utf8.buffer:  # a character split by the last piece goes on here
+            text = utf8.decode(data)
+        else:  # the usual piece: whole UTF-8, decoded without the incremental decoder's frame
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:  # split at its end, or invalid: the decoder's way
+                text = utf8.decode(data)
         if not text:
             return []
         if not self._started:
@@ -111,7 +123,7 @@ class SSEDecoder:
             and not self._data
         ):
             if text.count("\n") == 2:
-                event = SSEEvent(text[6:-2], self._event or "message", self.last_event_id, self.retry)
+                event = _TUPLE_NEW(SSEEvent, (text[6:-2], self._event or "message", self.last_event_id, self.retry))
                 self._event = ""
                 return [event]
             whole = self._whole_data_events(text)
@@ -148,7 +160,7 @@ class SSEDecoder:
         first, rest = self._event or "message", "message"  # the type applies to the first
         self._event = ""
         last, retry = self.last_event_id, self.retry
-        return [SSEEvent(part[6:], rest if i else first, last, retry) for i, part in enumerate(parts)]
+        return [_TUPLE_NEW(SSEEvent, (part[6:], rest if i else first, last, retry)) for i, part in enumerate(parts)]
 
     def close(self) -> list[SSEEvent]:
         """End of stream: an unterminated event is dropped (spec), so this returns []."""

@@ -211,7 +211,9 @@ class FramingHTTPStream(HTTPStream):
         framer = self.framer
         if framer is not None and self.state is ASGIHTTPState.RESPONSE and framer.sending_body():
             if body:
-                await framer.write_part(body)
+                rest = framer.write_part_now(body)  # `write_part` without its coroutine
+                if rest:
+                    await framer.send(RawData(data=rest))
             return
         await self.app_send({"type": "http.response.body", "body": body, "more_body": True})
 
@@ -272,10 +274,16 @@ class CoalescingH11Protocol(H11Protocol):
         """One body part, framed as h11's chunked writer frames it, written now: straight
         to the socket when the connection is a `DirectSendTCPServer` and the kernel takes it
         all (rule 2 without its event), else through the connection's `protocol_send`."""
+        rest = self.write_part_now(body)
+        if rest:
+            await self.send(RawData(data=rest))
+
+    def write_part_now(self, body: bytes) -> bytes:
+        """`write_part`'s framing and direct write; what is left to send (b"": all written)."""
         data = b"%x\r\n%b\r\n" % (len(body), body)
         if self._held_bytes:
             data, self._held_bytes = self._held_bytes + data, b""
-        await self._write(data)
+        return self._write_now(data)
 
     async def finish_sized(self, body: bytes) -> bool:
         """The whole body of a sized head written by us (`body` is as long as its
@@ -291,13 +299,14 @@ class CoalescingH11Protocol(H11Protocol):
             connection._process_error(h11.SERVER)
             raise
         data, self._held_bytes = self._held_bytes + body, b""
-        if data:
-            await self._write(data)
+        rest = self._write_now(data) if data else b""
+        if rest:
+            await self.send(RawData(data=rest))
         return True
 
-    async def _write(self, data: bytes) -> None:
-        """`data` written now: straight to the socket when the connection is a
-        `DirectSendTCPServer` and the kernel takes it all, else through `protocol_send`."""
+    def _write_now(self, data: bytes) -> bytes:
+        """`data` written straight to the socket when the connection is a
+        `DirectSendTCPServer`; what is left for `protocol_send` (b"": all written)."""
         if not self._looked:
             server = getattr(self.send, "__self__", None)
             self._direct = server if isinstance(server, DirectSendTCPServer) else None
@@ -305,10 +314,8 @@ class CoalescingH11Protocol(H11Protocol):
         direct = self._direct
         if direct is not None:
             sent = direct.write_now(data)
-            if sent == len(data):
-                return
-            data = data[sent:]
-        await self.send(RawData(data=data))
+            return data[sent:] if sent < len(data) else b""
+        return data
 
     def hold_part(self, body: bytes) -> None:
         """The last body part: framed, it goes out with the chunked terminator."""

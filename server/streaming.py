@@ -90,6 +90,7 @@ async def send_stream(
     extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
     state = {"finished": False, "gone": False}
     fast = body_part_sender(send)
+    now = trio.lowlevel.current_clock().current_time  # this run's clock itself: read every chunk
 
     async def as_message(chunk: bytes) -> None:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -119,7 +120,7 @@ async def send_stream(
             chunk = framer.event(exe, event)
             if not chunk:
                 return
-            watch.last = trio.current_time()
+            watch.last = now()
             if not state["gone"]:
                 await part(chunk)
             return
@@ -127,7 +128,7 @@ async def send_stream(
         final = isinstance(event, _FINAL)
         if not chunk and not final:
             return
-        watch.last = trio.current_time()
+        watch.last = now()
         state["finished"] = final
         if final and departure is not None:
             departure.last()

@@ -245,7 +245,8 @@ class ChunkDecoder:
 
     def _chunk(self, chunk: dict[str, Any]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        choice = _first_choice(chunk)
+        choices = chunk.get("choices")  # `_first_choice`, inline (once per chunk)
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is not None:
             delta = choice.get("delta") or {}
             text = delta.get("content") or delta.get("refusal")

@@ -72,8 +72,12 @@ class SSEStreamDecoder:
     def feed(self, data: bytes) -> list[StreamEvent]:
         if self.failure is not None:
             raise self.failure
+        found = self._sse.feed(data)
+        if len(found) == 1 and not self._events.done:  # the usual piece: one event, no list of ours
+            sse = found[0]
+            return self._events.on_event(sse.event or "", sse.data)  # raises at once: none before it
         out: list[StreamEvent] = []
-        for sse in self._sse.feed(data):
+        for sse in found:
             if self._events.done:
                 break
             try:
@@ -164,6 +168,7 @@ async def stream_reads(
     StreamEnd. Nothing is held across reads: a read's events are yielded before the next
     read."""
     decoder = SSEStreamDecoder(events)
+    feed = decoder.feed
     try:
         async with transport.stream_post(url, headers, body, timeouts=timeouts) as response:
             if not 200 <= response.status < 300:
@@ -172,14 +177,14 @@ async def stream_reads(
                     provider, response.status, response.headers, raw, secrets=secrets, now=wall()
                 )
             async for chunk in response.chunks:
-                batch = decoder.feed(chunk)
-                if decoder.done:
+                batch = feed(chunk)
+                if events.done:  # (`decoder.done`, without the property)
                     await _drain(response.chunks)
                 if batch:
                     yield batch
                 if decoder.failure is not None:
                     raise decoder.failure
-                if decoder.done:
+                if events.done:
                     return
             tail = decoder.close()
             if tail:

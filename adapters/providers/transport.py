@@ -114,6 +114,7 @@ class _Chunks:
         self._deadline = deadline
         self._secrets = secrets
         self._done = False
+        self._now = trio.lowlevel.current_clock().current_time  # read every chunk: this run's clock itself
 
     def __aiter__(self) -> _Chunks:
         return self
@@ -121,7 +122,7 @@ class _Chunks:
     async def __anext__(self) -> bytes:
         if self._done:
             raise StopAsyncIteration
-        idle_at = trio.current_time() + self._idle
+        idle_at = self._now() + self._idle
         what = "waiting for the next chunk" if idle_at < self._deadline else "streaming (total)"
         try:
             chunk = await self._exchange.receive(min(idle_at, self._deadline), what)

@@ -21,8 +21,8 @@ _YIELD_EVERY = 16
 
 
 class Connection:
-    __slots__ = ("armed", "drained", "idle_since", "overdue", "sock", "stream", "tcp",
-                 "timer", "unyielded")
+    __slots__ = ("armed", "drained", "entry", "entry_at", "idle_since", "now", "overdue", "sock",
+                 "stream", "tcp", "timer", "unyielded")
 
     def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream, timer: ReadTimer) -> None:
         self.stream = stream  # `tcp` itself, or TLS over it
@@ -32,8 +32,11 @@ class Connection:
         self.unyielded = 0  # reads in a row that found bytes waiting (see `receive`)
         self.drained = True  # the last read took all there was (see `receive`)
         self.timer = timer  # bounds the waits of `receive` (ReadTimer)
-        self.armed = 0  # the timer's entry for the wait under way (0: none)
+        self.armed = 0.0  # the deadline of the wait under way (0: none; ReadTimer)
+        self.entry = 0  # the timer's live heap entry for this connection (0: none)
+        self.entry_at = 0.0  # and when it is due
         self.overdue = False  # a wait outlived its deadline: the connection is spent
+        self.now = trio.lowlevel.current_clock().current_time  # this run's clock, read every wait
 
     def send_now(self, data: bytes) -> int:
         """Write what the kernel takes of `data` at once to a plain TCP connection (no trip
@@ -63,8 +66,8 @@ class Connection:
         fd = self.sock.fileno()
         if fd < 0:
             raise trio.ClosedResourceError("the connection is closed")
-        await trio.lowlevel.checkpoint_if_cancelled()
         if not self.drained:  # the last read filled its buffer: more may be there now
+            await trio.lowlevel.checkpoint_if_cancelled()  # (the wait below is a checkpoint)
             try:
                 data = os.read(fd, RECEIVE_BYTES)
             except BlockingIOError:
@@ -77,10 +80,10 @@ class Connection:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
         self.unyielded = 0
-        if self.overdue or by <= trio.current_time():
+        if self.overdue or by <= self.now():
+            await trio.lowlevel.checkpoint_if_cancelled()  # a cancellation comes first, as ever
             raise trio.TooSlowError
-        timer = self.timer
-        timer.arm(self, by)
+        self.timer.arm(self, by)
         try:
             while True:
                 try:
@@ -96,10 +99,11 @@ class Connection:
                 self.drained = len(data) < RECEIVE_BYTES
                 return data
         finally:
-            timer.disarm(self)
+            self.armed = 0.0  # `timer.disarm(self)`, without the call
 
     def close(self) -> None:
         """Close at once (no TLS close_notify: the connection is being dropped)."""
+        self.timer.forget(self)
         self.sock.close()
 
     def looks_closed(self) -> bool:

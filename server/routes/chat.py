@@ -46,13 +46,15 @@ class ChatFramer:
             include_usage=include_usage,
         )
         self._text = data_template(to_json(self.encoder.text_chunk(_TEXT_SLOT)), to_json(_TEXT_SLOT))
+        self._head, self._tail = (self._text.head, self._text.tail) if self._text else (b"", b"")
 
     def start(self, exe: Execution) -> bytes:
         return b"".join(encode_event(to_json(c)) for c in self.encoder.start())
 
     def event(self, exe: Execution, event: StreamEvent) -> bytes:
         if type(event) is TextDelta and self._text is not None and not self.encoder.done:
-            return self._text.render(encode_json(event.text)) if event.text else b""
+            text = event.text  # the template's render, inline
+            return self._head + encode_json(text) + self._tail if text else b""
         return b"".join(encode_event(to_json(c)) for c in self.encoder.on_event(event))
 
     def finish(self, exe: Execution) -> bytes:

@@ -104,3 +104,50 @@ async def test_a_cancelled_wait_leaves_nothing_armed() -> None:
     with trio.move_on_after(0.05):
         await conn.receive(trio.current_time() + 60)
     assert conn.armed == 0 and not conn.overdue
+
+
+async def test_a_deadline_moved_on_by_the_next_read_fires_at_the_later_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    timer = ReadTimer()
+    conn, peer = pair(timer)
+    start = trio.current_time()
+
+    async def answer_at_5() -> None:
+        await trio.sleep(5)
+        await peer.send_all(b"x")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_at_5)
+        assert await conn.receive(start + 10) == b"x"  # its entry is due at 10
+    assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+    with pytest.raises(trio.TooSlowError):
+        await conn.receive(trio.current_time() + 10)  # a deadline at 15, past the entry's 10
+    assert trio.current_time() - start == pytest.approx(15, abs=0.01)
+    assert timer.entries <= 1
+
+
+async def test_an_entry_due_while_nothing_waits_is_dropped_and_the_next_read_is_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    timer = ReadTimer()
+    conn, peer = pair(timer)
+    await peer.send_all(b"x")
+    assert await conn.receive(trio.current_time() + 3) == b"x"
+    await trio.sleep(10)  # the entry (due at 3) came due with no read waiting
+    assert timer.entries == 0 and conn.entry == 0
+    start = trio.current_time()
+    with pytest.raises(trio.TooSlowError):
+        await conn.receive(start + 2)
+    assert trio.current_time() - start == pytest.approx(2, abs=0.01)
+
+
+async def test_a_closed_connection_leaves_no_live_entry() -> None:
+    timer = ReadTimer()
+    conns = [pair(timer) for _ in range(100)]
+    for conn, peer in conns:
+        await peer.send_all(b"x")
+        assert await conn.receive(trio.current_time() + 600) == b"x"
+        conn.close()
+    assert all(conn.entry == 0 for conn, _ in conns)
+    assert timer.entries <= 2 + 64  # the dead ones are dropped as they outnumber the live
