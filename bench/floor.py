@@ -4,6 +4,9 @@ Owns: two bare ASGI apps served the way `umg serve` serves (Hypercorn's Trio wor
 same config and the same Hypercorn patches: `server/hypercorn_patch.py`), started by
 `bench/targets.py` as the targets `floor-hello` and `floor-proxy`:
 
+Served as `umg serve` serves: both sets of Hypercorn patches (`server/hypercorn_patch.py`,
+then `server/hypercorn_tasks.py`) and the serving GC (`server/gc_policy.py`).
+
 - `hello`: reads the request body and answers a fixed ~1.4 KB `chat.completion`; what
   Hypercorn, h11 and Trio cost per request, nothing of the gateway;
 - `proxy`: reads the body and POSTs it as it came to the provider through the gateway's
@@ -33,7 +36,8 @@ from hypercorn.trio import serve
 
 from adapters.providers.base import Timeouts
 from adapters.providers.transport import H11Transport
-from server import hypercorn_patch
+from server import hypercorn_patch, hypercorn_tasks
+from server.gc_policy import tune_for_serving
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -119,7 +123,9 @@ def main() -> None:
     config.bind = [f"127.0.0.1:{args.port}"]
     config.accesslog = None
     config.backlog = 1024  # as server/serve.py
-    hypercorn_patch.install()
+    hypercorn_patch.install()  # as server/serve.py: both patches, in this order
+    hypercorn_tasks.install()
+    tune_for_serving()  # as `umg serve` does before it serves
     trio.run(serve, app(args.mode, args.provider), config)  # type: ignore[arg-type]
 
 

@@ -55,6 +55,28 @@ hazard measured in this gateway (docs/performance.md); nothing else in Hypercorn
    for, odd bytes) goes h11's way. Hypercorn's own headers for it (`date`, `server`) are
    asked of Hypercorn once per wall-clock second per connection, not formatted per head.
 
+6. A plain request read by us (`server/request_head.py`): a read that holds one whole
+   request of the plain kind (HTTP/1.1, `name: value` lines, one `host`, at most one
+   `content-length` and its whole body, nothing framing- or connection-related, nothing
+   after it) on an idle kept-alive connection is parsed in one pass, h11's connection is
+   moved through the request and its end by its own event processing (given events that
+   carry only the `host` and `content-length`, all that step reads of them), and the
+   stream is made and fed as Hypercorn's reader makes and feeds it, but for its body:
+   one `http.request` message with all of it (Hypercorn's: the body, then an empty last
+   part). Every other read
+   (a malformed or unusual request, a partial one, pipelined requests, a connection h11
+   is mid-way through, Hypercorn's raw-header option) goes to h11 as before, which
+   answers what it refuses with its 4xx.
+
+7. A sized head's body written by us: when the head went rule 5's way with a
+   `content-length` and the app's next body message is its last and holds the whole
+   body (exactly that many bytes, no trailers), the held head and the body go out in one
+   write and h11's connection is moved to the end of the body by its own event
+   processing, without Hypercorn's body and end events and h11's `Data` and
+   `EndOfMessage` sends (whose writer only counts the bytes); the stream then closes as
+   Hypercorn's does (the access log, `StreamClosed`). A body in parts, a short or long
+   one, trailers, goes Hypercorn's and h11's way (h11 refuses a wrong length as before).
+
 Hypercorn looks these classes up by their module-level names when a connection or a
 request starts (`hypercorn.trio.run.TCPServer`, `hypercorn.protocol.H11Protocol`,
 `hypercorn.protocol.h11.HTTPStream`); `install()` replaces those three names for the
@@ -75,15 +97,17 @@ import hypercorn.protocol
 import hypercorn.protocol.h11 as hypercorn_h11
 import hypercorn.trio.run as hypercorn_run
 import trio
-from hypercorn.events import Closed, RawData
+from h11._headers import Headers
+from hypercorn.events import Closed, RawData, Updated
 from hypercorn.events import Event as ConnectionEvent
-from hypercorn.protocol.events import Data, Event, Response, StreamClosed
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.events import Body, Data, EndBody, Event, Request, Response, StreamClosed
+from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.typing import ASGISendEvent, H11SendableEvent
+from hypercorn.typing import ASGISendEvent, H11SendableEvent, HTTPResponseBodyEvent
 
 from adapters.clock import epoch_seconds
+from server.request_head import plain_request
 from server.response_head import CheckedNames, direct_head
 
 log = logging.getLogger("umg.server")
@@ -149,6 +173,36 @@ class FramingHTTPStream(HTTPStream):
     """Hypercorn's HTTP stream, handing a chunked body's parts to the protocol (rule 4)."""
 
     framer: CoalescingH11Protocol | None = None  # set once a chunked head is written
+    sized: CoalescingH11Protocol | None = None  # set once a sized head is written by us (rule 7)
+    sized_length = -1  # that head's content-length
+
+    async def _finish_sized(self, message: HTTPResponseBodyEvent) -> bool:
+        """A sized head's whole body in its last message, written with the held head and
+        the stream closed as Hypercorn closes it (rule 7); False: nothing was done."""
+        sized = self.sized
+        if (
+            sized is None
+            or message.get("more_body", False)
+            or self.state is not ASGIHTTPState.RESPONSE
+            or self.response.get("trailers", False)
+        ):
+            return False
+        body = message.get("body", b"")
+        if len(body) != self.sized_length or not await sized.finish_sized(bytes(body)):
+            return False
+        self.sized = None
+        # the rest of Hypercorn's `_send_closed`, past the end of the body
+        self.state = ASGIHTTPState.CLOSED
+        await self.config.log.access(self.scope, self.response, epoch_seconds() - self.start_time)
+        await self.send(StreamClosed(stream_id=self.stream_id))
+        return True
+
+    async def whole_body(self, body: bytes) -> None:
+        """A request's whole body, read with its head (rule 6), given to the app as one
+        `http.request` message (Hypercorn's reader gives a body part and then an empty
+        last one: two messages, two puts, two receives)."""
+        if not self.closed:
+            await self.app_put({"type": "http.request", "body": body, "more_body": False})
 
     async def send_part(self, body: bytes) -> None:
         """`app_send` of `{"type": "http.response.body", "body": body, "more_body": True}`,
@@ -164,6 +218,10 @@ class FramingHTTPStream(HTTPStream):
         await self.app_send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def app_send(self, message: ASGISendEvent | None) -> None:
+        if self.sized is not None and message is not None and message["type"] == "http.response.body":
+            if await self._finish_sized(message):
+                return
+            self.sized = None  # any other body message: Hypercorn's and h11's way from here
         framer = self.framer
         if (
             framer is not None
@@ -225,6 +283,30 @@ class CoalescingH11Protocol(H11Protocol):
         data = b"%x\r\n%b\r\n" % (len(body), body)
         if self._held_bytes:
             data, self._held_bytes = self._held_bytes + data, b""
+        return self._write_now(data)
+
+    async def finish_sized(self, body: bytes) -> bool:
+        """The whole body of a sized head written by us (`body` is as long as its
+        `content-length`), with the held head: h11's connection moved on by the body's end
+        (its own event processing; its writer would only count the bytes), then written
+        (rule 7). False if h11 is not sending that body: nothing was done."""
+        connection = self.connection
+        if not isinstance(connection, h11.Connection) or connection.our_state is not h11.SEND_BODY:
+            return False
+        try:
+            connection._process_event(h11.SERVER, h11.EndOfMessage())
+        except BaseException:
+            connection._process_error(h11.SERVER)
+            raise
+        data, self._held_bytes = self._held_bytes + body, b""
+        rest = self._write_now(data) if data else b""
+        if rest:
+            await self.send(RawData(data=rest))
+        return True
+
+    def _write_now(self, data: bytes) -> bytes:
+        """`data` written straight to the socket when the connection is a
+        `DirectSendTCPServer`; what is left for `protocol_send` (b"": all written)."""
         if not self._looked:
             server = getattr(self.send, "__self__", None)
             self._direct = server if isinstance(server, DirectSendTCPServer) else None
@@ -238,6 +320,65 @@ class CoalescingH11Protocol(H11Protocol):
     def hold_part(self, body: bytes) -> None:
         """The last body part: framed, it goes out with the chunked terminator."""
         self._held_bytes += b"%x\r\n%b\r\n" % (len(body), body)
+
+    async def handle(self, event: ConnectionEvent) -> None:
+        if type(event) is RawData and await self._handle_plain(event.data):
+            return
+        await super().handle(event)
+
+    async def _handle_plain(self, data: bytes) -> bool:
+        """A whole plain request read by us and handed on as Hypercorn's reader hands it
+        (rule 6); False: nothing was done, h11's way."""
+        connection = self.connection
+        if (
+            self.stream is not None
+            or not isinstance(connection, h11.Connection)
+            or connection.their_state is not h11.IDLE
+            or connection.our_state is not h11.IDLE
+            or connection._receive_buffer  # h11 holds bytes of its own: it reads on
+            or connection._receive_buffer_closed
+            or self.config.h11_pass_raw_headers
+        ):
+            return False
+        request = plain_request(data, self.config.h11_max_incomplete_size)
+        if request is None:
+            return False
+        # h11's state step reads only a request's method, version and its framing,
+        # `connection`, `upgrade` and `expect` headers (the request has only `host` and
+        # `content-length` of them): it moves on exactly as for the whole request.
+        framing = [(b"host", b"host", request.host)]
+        if request.length is not None:
+            framing.append((b"content-length", b"content-length", request.length))
+        try:
+            connection._process_event(h11.CLIENT, h11.Request(
+                method=request.method, target=request.target, headers=Headers(framing),
+                http_version=b"1.1", _parsed=True))
+            connection._process_event(h11.CLIENT, h11.EndOfMessage())
+        except BaseException:
+            connection._process_error(h11.CLIENT)
+            raise
+        # what Hypercorn's `_handle_events` does with h11's events for it: the idle timer
+        # stopped, no protocol switch (no `upgrade`, HTTP/1.1), an HTTP stream, its body
+        await self.send(Updated(idle=False))
+        stream = hypercorn_h11.HTTPStream(  # type: ignore[attr-defined]
+            self.app, self.config, self.context, self.task_group, self.ssl, self.client,
+            self.server, self.stream_send, STREAM_ID,
+        )
+        self.stream = stream
+        await stream.handle(Request(
+            stream_id=STREAM_ID, headers=request.headers, http_version="1.1",
+            method=request.method.decode("ascii").upper(), raw_path=request.target,
+            state=self.connection_state,
+        ))
+        self.keep_alive_requests += 1
+        await self.context.mark_request()
+        if isinstance(stream, FramingHTTPStream):
+            await stream.whole_body(request.body)
+        else:
+            if request.body:
+                await stream.handle(Body(stream_id=STREAM_ID, data=request.body))
+            await stream.handle(EndBody(stream_id=STREAM_ID))
+        return True
 
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
         try:
@@ -290,8 +431,12 @@ class CoalescingH11Protocol(H11Protocol):
             return False
         sized = any(name == b"content-length" for name, _ in headers)
         stream = self.stream
-        if not sized and isinstance(stream, FramingHTTPStream):  # chunked (never HEAD here)
-            stream.framer = self  # rule 4
+        if isinstance(stream, FramingHTTPStream):
+            if sized:  # rule 7
+                stream.sized = self
+                stream.sized_length = int(next(value for name, value in headers if name == b"content-length"))
+            else:  # chunked (never HEAD here): rule 4
+                stream.framer = self
         if self._held_bytes:  # cannot happen before a head; kept in order all the same
             data, self._held_bytes = self._held_bytes + data, b""
         if sized or _vouched(self._start_message()):
