@@ -1,6 +1,12 @@
 # The two commands: `make run` and `make test`. Both build .venv from pyproject.toml
 # (pinned by constraints.txt) when it is missing or older than either file.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The interpreter: the operating system's own python3.11 when there is one (Debian's has
+# the interpreter in its executable, not in a shared libpython, and is an optimised build;
+# served side by side it cost 0.91x the CPU per request of pyenv's --enable-shared build
+# without --enable-optimizations: docs/performance.md), else the first
+# python3.11, else python3 on PATH; each only if it can make a venv (ensurepip).
+# `make ... PYTHON=...` picks another.
+PYTHON ?= $(shell for p in /usr/bin/python3.11 "$$(command -v python3.11)" "$$(command -v python3)"; do if [ -x "$$p" ] && "$$p" -c 'import ensurepip' 2>/dev/null; then echo "$$p"; break; fi; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -20,7 +20,8 @@ docs/performance.md). Each target's share of the core depends on the others, so 
 CPU per request, not req/s, between targets.
 
 `python -m bench.served_together [--targets ours-log,ours-log,ours-logtm] [--rounds 30]
-[--seconds 2] [--concurrency 16] [--compare DIR]`
+[--seconds 2] [--concurrency 16] [--compare DIR] [--interpreter PATH]` (`--interpreter`:
+the `before-*` targets served by another venv's Python, to compare interpreters)
 """
 
 from __future__ import annotations
@@ -50,21 +51,22 @@ def _cpu(pid: int) -> tuple[int, int]:
 
 
 def _start(stack: ExitStack, name: str, index: int, tmp: Path, provider: str,
-           compare: Path | None) -> targets.Target:
+           compare: Path | None, interpreter: str | None) -> targets.Target:
     if name == "portkey":
         return targets.portkey(stack, tmp, provider, SERVE_CPU)
     before = name.startswith("before")
-    if before and compare is None:
-        raise SystemExit(f"{name} needs --compare DIR")
+    if before and compare is None and interpreter is None:
+        raise SystemExit(f"{name} needs --compare DIR or --interpreter PATH")
     variant = "ours" + name.removeprefix("before") if before else name
     source = compare if before and compare is not None else targets.ROOT
+    python = interpreter if before else None
     if variant == "ours-pg":  # two processes on a database of their own, as bench.run's
         url = stack.enter_context(targets.postgres_database())
         return targets.ours(stack, tmp, provider, SERVE_CPU, processes=2, database_url=url,
-                            name=f"{name}-{index}", source=source)
+                            name=f"{name}-{index}", source=source, python=python)
     # a name of its own per process (its database and log), the variant's environment
     return targets.ours(stack, tmp, provider, SERVE_CPU, name=f"{name}-{index}", source=source,
-                        extra_env=_variant_env(variant))
+                        extra_env=_variant_env(variant), python=python)
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:
@@ -81,13 +83,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--compare", type=Path, help="the checkout `before-*` targets are served from")
+    parser.add_argument("--interpreter", help="the Python that serves the `before-*` targets (another"
+                        " venv's bin/python, to compare interpreters); else this venv's")
     args = parser.parse_args()
     names = args.targets.split(",")
     payload = body(False)
     with tempfile.TemporaryDirectory(prefix="umg-together-") as name, ExitStack() as stack:
         tmp = Path(name)
         provider, _ = targets.start_provider(stack, tmp)
-        served = [_start(stack, n, i, tmp, provider, args.compare) for i, n in enumerate(names)]
+        served = [_start(stack, n, i, tmp, provider, args.compare, args.interpreter) for i, n in enumerate(names)]
         file = tmp / "body.json"
         file.write_bytes(payload)
 

@@ -139,14 +139,15 @@ def direct(provider: str, provider_pid: int) -> Target:
                   {"Authorization": f"Bearer {PROVIDER_KEY}"}, (), "fake provider (node " + _node_version() + ")")
 
 
-def _umg() -> list[str]:
-    return [sys.executable, "-m", "server.cli"]
+def _umg(python: str | None = None) -> list[str]:
+    return [python or sys.executable, "-m", "server.cli"]
 
 
-def _create_key(env: dict[str, str], source: Path, budget_usd: str | None = None) -> str:
+def _create_key(env: dict[str, str], source: Path, budget_usd: str | None = None,
+                python: str | None = None) -> str:
     budget = [] if budget_usd is None else ["--budget-usd", budget_usd]
     done = subprocess.run(
-        [*_umg(), "keys", "create", "--tenant", "bench", "--project", "bench", "--name", "bench",
+        [*_umg(python), "keys", "create", "--tenant", "bench", "--project", "bench", "--name", "bench",
          "--rpm", "1000000000", "--tpm", "1000000000000", *budget, "--json"],
         env=env, capture_output=True, text=True, check=True, cwd=source,
     )
@@ -180,20 +181,23 @@ def _ours_version(source: Path) -> str:
 def ours(stack: ExitStack, tmp: Path, provider: str, cpu: str | None, *, processes: int = 1,
          database_url: str | None = None, name: str = "ours", source: Path = ROOT,
          path: str = "/v1/chat/completions", extra_env: dict[str, str] | None = None,
-         budget_usd: str | None = None, wrap: tuple[str, ...] = (), ready_timeout: float = 120.0) -> Target:
+         budget_usd: str | None = None, wrap: tuple[str, ...] = (), ready_timeout: float = 120.0,
+         python: str | None = None) -> Target:
     """`umg serve` from `source` (this checkout, or another one given to `--compare`: its
     packages come first on PYTHONPATH, this venv's dependencies serve both); `path` is
     the route the load goes to (`/v1/responses` with `--surface responses`); `budget_usd`:
     the key has that budget (per month), else none; `wrap`: a command prefix each process
-    runs under (bench/instr_count.py's valgrind), `ready_timeout` the wait for it to answer."""
+    runs under (bench/instr_count.py's valgrind), `ready_timeout` the wait for it to answer;
+    `python`: the interpreter that serves (another venv's, to compare interpreters), else
+    this one."""
     url = database_url or f"sqlite:///{tmp}/{name}.db"
     env = {**_ours_env(provider, url, source, extra_env or {}), **TELEMETRY_ENV.get(name, {})}
-    key = _create_key(env, source, budget_usd)  # before serving: no development key is minted
+    key = _create_key(env, source, budget_usd, python)  # before serving: no development key is minted
     procs, urls = [], []
     for i in range(processes):
         port = free_port()
         log = tmp / f"{name}-{i}.log"
-        args = _pinned([*_umg(), "serve", "--port", str(port)], cpu, wrap)
+        args = _pinned([*_umg(python), "serve", "--port", str(port)], cpu, wrap)
         proc = stack.enter_context(_process(args, env, log, cwd=source))
         procs.append((proc, log, port))
         urls.append(f"http://127.0.0.1:{port}{path}")
