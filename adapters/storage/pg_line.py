@@ -79,6 +79,29 @@ def _send(send: Callable[[], None]) -> None:
         raise Lost(str(err)) from err
 
 
+async def _statement_results(
+    conn: psycopg.Connection[Any], fd: int
+) -> tuple[pq.abc.PGresult | None, psycopg.Error | None]:
+    """Read the results of the next statement sent on `conn` (waiting on its socket `fd`),
+    up to the None that ends them or a pipeline's sync: its last result (None: there was
+    none) and its first server error as psycopg's exception."""
+    pg = conn.pgconn
+    last: pq.abc.PGresult | None = None
+    error: psycopg.Error | None = None
+    while True:
+        while pg.is_busy():
+            await trio.lowlevel.wait_readable(fd)
+            pg.consume_input()
+        res = pg.get_result()
+        if res is None:
+            return last, error
+        if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
+            error = pg_errors.error_from_result(res, encoding=conn.info.encoding)
+        last = res
+        if res.status == pq.ExecStatus.PIPELINE_SYNC:
+            return last, error
+
+
 class Line:
     def __init__(self, url: str, connect_timeout: int) -> None:
         # as the pool's: a connect timeout unless the URL sets its own
@@ -194,19 +217,8 @@ class Line:
             while pg.flush():
                 await trio.lowlevel.wait_writable(fd)
             for _ in range(count + 1):  # each statement's results end with None; the sync's does not
-                last: pq.abc.PGresult | None = None
-                while True:
-                    while pg.is_busy():
-                        await trio.lowlevel.wait_readable(fd)
-                        pg.consume_input()
-                    res = pg.get_result()
-                    if res is None:
-                        break
-                    if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
-                        error = pg_errors.error_from_result(res, encoding=conn.info.encoding)
-                    last = res
-                    if res.status == pq.ExecStatus.PIPELINE_SYNC:
-                        break
+                last, failed = await _statement_results(conn, fd)
+                error = error or failed
                 if last is None:
                     raise Lost("no result from the database")
                 results.append(last)
@@ -249,18 +261,7 @@ class Line:
         try:
             while pg.flush():
                 await trio.lowlevel.wait_writable(fd)
-            last: pq.abc.PGresult | None = None
-            error: psycopg.Error | None = None
-            while True:
-                while pg.is_busy():
-                    await trio.lowlevel.wait_readable(fd)
-                    pg.consume_input()
-                res = pg.get_result()
-                if res is None:
-                    break
-                if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
-                    error = pg_errors.error_from_result(res, encoding=conn.info.encoding)
-                last = res
+            last, error = await _statement_results(conn, fd)
         except psycopg.OperationalError as err:  # the socket: read or write failed
             raise Lost(str(err)) from err
         if pg.status != pq.ConnStatus.OK:
