@@ -11,8 +11,7 @@ worker thread of a library, e.g. the span exporter's): the OS's monotonic clock;
 A Clock belongs to the Trio run it was made in (its wall-time offset is that run's
 clock's): `now` is that run's clock's own `current_time`, bound once, so a reading is
 one call, not `trio.current_time()`'s three frames (it is read about 20 times per
-request, and several times per relayed chunk). `reader()` is that same `now`, for a loop
-that reads the time every turn.
+request, and several times per relayed chunk).
 """
 
 from __future__ import annotations
@@ -29,11 +28,6 @@ class Clock:
         # the run's clock (trio.current_time() reads the same one, through three frames)
         self.now: Callable[[], float] = trio.lowlevel.current_clock().current_time
         self._offset = time.time() - self.now()
-
-    def reader(self) -> Callable[[], float]:
-        """`now` itself (the run's own clock, bound once): for a loop that reads the time
-        every turn within this run (a stream's reads)."""
-        return self.now
 
     def epoch(self) -> float:
         """Seconds since the Unix epoch, following the Trio clock."""

@@ -93,7 +93,7 @@ async def _attempt(state: RunState, action: attempts.CallProvider, emit: Emit) -
                 first = watching.first_chunk(action, exe, d.clock.now())
                 state.told_ttft = first.ttft
                 state.watch.first_chunk(first)
-        now, stopwatch, following = d.clock.reader(), state.stopwatch, reads.__anext__
+        now, stopwatch, following = d.clock.now, state.stopwatch, reads.__anext__
         while read is not None:
             end = await relay(state, read, at, emit)
             if end is not None:

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 class ReadTimer:
     """The deadlines of one pool's waiting reads, enforced by one task (module rules).
 
-    `arm(conn, by)` before a wait, `disarm(conn)` after it (in a `finally`), `forget(conn)`
-    when the connection closes. A connection has at most one live entry in the heap
-    (`conn.entry` is its sequence number, `conn.entry_at` its time); a wait whose deadline
+    `arm(conn, by)` before a wait; after it (in a `finally`) the connection sets its own
+    `armed` back to 0 (no call); `forget(conn)` when the connection closes. A connection
+    has at most one live entry in the heap (`conn.entry` is its sequence number,
+    `conn.entry_at` its time); a wait whose deadline
     is at or after that entry's (a stream's next read: its idle deadline moved on) only
     sets `conn.armed`, and the task, when the entry comes due, wakes the read if its own
     deadline has passed, or pushes the entry again at that deadline (the deadline moved
@@ -74,9 +75,6 @@ class ReadTimer:
     def entries(self) -> int:
         """Entries in the heap, live or not (bounded: see the class docstring)."""
         return len(self._heap)
-
-    def disarm(self, conn: Connection) -> None:
-        conn.armed = 0.0
 
     def forget(self, conn: Connection) -> None:
         """The connection is closed: its entry is dead."""

@@ -99,7 +99,7 @@ class Connection:
                 self.drained = len(data) < RECEIVE_BYTES
                 return data
         finally:
-            self.armed = 0.0  # `timer.disarm(self)`, without the call
+            self.armed = 0.0  # the wait is over: the timer's entry, when due, finds it so
 
     def close(self) -> None:
         """Close at once (no TLS close_notify: the connection is being dropped)."""
