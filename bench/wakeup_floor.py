@@ -11,6 +11,10 @@ which relays each read to /dev/null one of these ways (`--variants`):
   a class with `__anext__`, a receive coroutine, then `wait_readable`);
 - `reactor`: Trio waits on a level-triggered `select.epoll` of the socket (registered
   once) and `poll(0)` says what to read;
+- `flat5`, `reactor5`: five sockets whose chunks the pacer sends together, as a busy
+  process's streams come (`stream16` served: ~4.9 tasks woken per I/O wait that wakes
+  any): five tasks each waiting on its own socket as `flat`, or one `reactor` epoll of
+  all five; the figure is per read of any one socket;
 - `client`: the gateway's own upstream client and stream decoding (`stream_reads` of
   adapters/providers/streaming.py, OpenAI chat chunks over HTTP/1.1 chunked SSE from
   the pacer), read as the request driver's relay loop reads it (`__anext__`; or, for
@@ -21,7 +25,7 @@ which relays each read to /dev/null one of these ways (`--variants`):
 Each variant is counted twice, with `--reads` and with `--reads` + `--more` chunks; the
 difference per extra read is the figure (the interpreter's start and imports cancel out).
 
-`python -m bench.wakeup_floor [--variants raw,flat,deep,layered,reactor,client] [--reads 100]
+`python -m bench.wakeup_floor [--variants raw,flat,deep,layered,reactor,flat5,reactor5,client] [--reads 100]
 [--more 500] [--gap 4] [--path DIR]`
 """
 
@@ -119,6 +123,39 @@ def _pace(listener: socket.socket, reads: int, gap: float) -> None:
             time.sleep(gap)
 
 
+SOCKETS = 5
+
+
+def _pace_together(listener: socket.socket, reads: int, gap: float) -> None:
+    conns = [listener.accept()[0] for _ in range(SOCKETS)]
+    for conn in conns:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.recv(1)  # the reader is ready
+    for _ in range(reads):
+        for conn in conns:
+            conn.sendall(CHUNK)
+        time.sleep(gap)
+    for conn in conns:
+        conn.close()
+
+
+async def _flat_together(fds: list[int], out: int, reads: int) -> None:
+    async with trio.open_nursery() as nursery:
+        for fd in fds:
+            nursery.start_soon(_loop, fd, out, reads)
+
+
+async def _reactor_together(fds: list[int], out: int, reads: int) -> None:
+    ep = select.epoll()
+    for fd in fds:
+        ep.register(fd, select.EPOLLIN)
+    left = reads * len(CHUNK) * len(fds)
+    while left > 0:
+        await trio.lowlevel.wait_readable(ep.fileno())
+        for ready, _ in ep.poll(0):
+            left -= os.write(out, os.read(ready, 65536))
+
+
 def _raw(fd: int, out: int, reads: int) -> None:
     ep = select.epoll()
     ep.register(fd, select.EPOLLIN)
@@ -188,6 +225,15 @@ def reader(variant: str, port: int, reads: int) -> None:
     if variant == "client":
         trio.run(_client, port, reads)
         return
+    if variant in ("flat5", "reactor5"):
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(SOCKETS)]
+        out = os.open(os.devnull, os.O_WRONLY)
+        for sock in socks:
+            sock.setblocking(False)
+            sock.send(b"!")
+        fds = [sock.fileno() for sock in socks]
+        trio.run(_flat_together if variant == "flat5" else _reactor_together, fds, out, reads)
+        return
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setblocking(False)
     fd = sock.fileno()
@@ -211,8 +257,8 @@ def reader(variant: str, port: int, reads: int) -> None:
 def _counted(variant: str, reads: int, gap: float, tmp: Path, path: Path | None) -> int:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    pacer = threading.Thread(target=_serve_sse if variant == "client" else _pace,
-                             args=(listener, reads, gap), daemon=True)
+    pace = {"client": _serve_sse, "flat5": _pace_together, "reactor5": _pace_together}.get(variant, _pace)
+    pacer = threading.Thread(target=pace, args=(listener, reads, gap), daemon=True)
     pacer.start()
     try:
         command = [sys.executable, "-m", "bench.wakeup_floor", "--serve", variant, "--port", str(port),
@@ -254,7 +300,8 @@ def main() -> None:
         for variant in args.variants.split(","):
             few = _counted(variant, args.reads, args.gap / 1000, Path(tmp), args.path)
             many = _counted(variant, args.reads + args.more, args.gap / 1000, Path(tmp), args.path)
-            print(f"{variant:8} {(many - few) / args.more:10,.0f} instructions per read", flush=True)
+            per = args.more * (SOCKETS if variant.endswith("5") else 1)
+            print(f"{variant:8} {(many - few) / per:10,.0f} instructions per read", flush=True)
 
 
 if __name__ == "__main__":
