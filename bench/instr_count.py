@@ -22,7 +22,7 @@ not time: cache misses and system time are not in it). Slow: a request costs abo
 100 times its normal time under callgrind, so a few hundred requests per target.
 
 `python -m bench.instr_count [--targets ours-log,ours-logtm] [--scenario json|stream|stream-paced]
-[--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--threads] [--cache-sim]
+[--chunks N] [--gap MS] [--requests 300] [--warmup 200] [--concurrency 16] [--top 25] [--threads] [--cache-sim]
 [--keep DIR] [--compare DIR]`; with `--compare DIR` a target named `before` (or `before-<variant>`)
 is `ours` (or that variant) served from the checkout DIR (as `bench.run --compare`), with
 this checkout's interpreter: a commit's count against another's.
@@ -122,6 +122,12 @@ def main() -> None:
     parser.add_argument("--scenario", choices=("json", "stream", "stream-paced"), default="json",
                         help="stream-paced: the chunks 5 ms apart, as in bench.run's stream16 "
                              "(stream: no gaps, so a read holds several chunks)")
+    parser.add_argument("--chunks", type=int, default=0,
+                        help="stream-paced: this many chunks per stream (0: bench.run's 20); two counts "
+                             "with different numbers give one more read's instructions")
+    parser.add_argument("--gap", type=int, default=0,
+                        help="stream-paced: this many ms between chunks (0: bench.run's 5; more keeps "
+                             "one chunk per read under callgrind on a loaded machine)")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -136,7 +142,12 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
     os.sched_setaffinity(0, {1})  # the client (this process) and the provider away from the served core
-    payload = body(args.scenario != "json", STREAM_DIRECTIVE if args.scenario == "stream-paced" else "")
+    directive = STREAM_DIRECTIVE if args.scenario == "stream-paced" else ""
+    if directive and args.chunks:
+        directive = directive.replace("chunks=20", f"chunks={args.chunks}")
+    if directive and args.gap:
+        directive = directive.replace("gap=5", f"gap={args.gap}")
+    payload = body(args.scenario != "json", directive)
     names = args.targets.split(",")
     with ExitStack() as stack:
         if args.keep is not None:
