@@ -20,6 +20,10 @@ Rules:
 - A run's spans come together (`on_end_records`: adapters/trace_spans.py hands them over
   at the run's end): one check and one `extend`; what does not fit in the queue is
   dropped and counted.
+- `takes()` says whether a span ending now would wait (the same test as the drop's):
+  adapters/trace_spans.py does not record a run that no batch would take when it opens
+  (so while the collector is down nothing is kept for the run, not only its spans
+  dropped at the end).
 - The gateway's own spans wait as what they are (`on_end_record`: the ended
   `SpanRecord`, adapters/trace_records.py) and become the SDK's `ReadableSpan` only in
   the export, in the worker thread, through `build` (set by the `Tracing` that adopts
@@ -104,6 +108,14 @@ class TrioBatch(SpanProcessor):
         """The ended spans of one run (they share its sampling decision), taken at once."""
         if records and records[0].flags & 1:  # W3C sampled
             self._wait(records)
+
+    def takes(self) -> bool:
+        """Whether a span ending now would wait for its batch, not be dropped (the queue
+        has room, the exporter is not in a pause, not shut down): the tracing observer
+        asks at a run's opening, and records a run only if some batch would take it."""
+        paused = self._paused
+        return not (self._closed or len(self._waiting) >= self.schedule.max_queue_size
+                    or (paused is not None and paused()))
 
     def _wait(self, spans: Sequence[Waiting]) -> None:
         waiting = self._waiting

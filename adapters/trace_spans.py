@@ -43,7 +43,12 @@ one has cost several times what it costs timed alone, docs/observability.md):
   `span_id` go into `RunOpened.tags`, so the request log names them.
 - A run sampled out (`Unsampled`): after that only each attempt's `traceparent` (a fresh
   span id under the run's, flags not sampled, carried for the call and dropped at its end);
-  no attribute, no record kept, nothing handed over.
+  no attribute, no record kept, nothing handed over. So is a sampled run that opens
+  while no batch would take its spans (`Tracing.takes`: every exporter in `Backoff`'s
+  pause or its queue full, as while the collector is down), its traceparents still
+  saying sampled: its spans would be dropped as they end, so neither the events nor
+  the records are kept for them (counted in `Tracing.unrecorded`). A run opened just
+  before the pause ends is lost so, as one ending just before it was already.
 - A recorded run (`RunSpans`): during the run each hook only keeps the driver's event
   (and `attempt_started` makes the attempt's record, whose ids its call carries); at
   `run_finished` the spans are handed to the batch in one call (adapters/tracing.py's
@@ -254,8 +259,9 @@ class _Finished:
 
 
 class Unsampled(RunWatch):
-    """A run whose spans are not recorded: only each attempt's `traceparent` goes out
-    (the caller's trace continues upstream), nothing is kept."""
+    """A run whose spans are not recorded (sampled out, or nobody would keep them: see the
+    module docstring): only each attempt's `traceparent` goes out (the caller's trace
+    continues upstream), nothing is kept."""
 
     def __init__(self, tracing: Tracing, span: SpanRecord) -> None:
         self._tracing = tracing
@@ -367,7 +373,11 @@ class TraceObserver(Observer):
         )
         event.tags["trace_id"] = span.trace_hex  # for the request log line
         event.tags["span_id"] = span.span_hex
-        return RunSpans(self, event, span) if span.recording else Unsampled(tracing, span)
+        if span.recording and tracing.takes():
+            return RunSpans(self, event, span)
+        if span.recording:  # sampled, but no batch would keep its spans now
+            tracing.unrecorded += 1
+        return Unsampled(tracing, span)
 
     def replayed(self, event: Replayed) -> None:
         """A SERVER span `{endpoint} replay` (continuing the caller's trace) for an answer

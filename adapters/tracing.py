@@ -33,7 +33,9 @@ Rules:
   span) or `end_all` (a run's spans at once) hands the records to each `TrioBatch` and
   the SDK's `ReadableSpan` to any other processor's `on_end` (processors get no
   `on_start`: the span is handed over once it has ended). A span not recorded is
-  never built. The SDK's `tracer` is still there for code that wants SDK spans.
+  never built. `takes` says whether spans ending now would be kept at all (while
+  every batch would drop them, as while the collector is down, a run is not recorded:
+  adapters/trace_spans.py). The SDK's `tracer` is still there for code that wants SDK spans.
 - The span being called is carried in a context variable of this `Tracing` (`carry`,
   set by the attempt span for the provider call, in the run's task): `outgoing` makes
   its W3C headers from its ids, or, with none carried, from OpenTelemetry's current span.
@@ -122,6 +124,7 @@ class Tracing:
         self.tracer: Tracer = self.provider.get_tracer(INSTRUMENTATION)
         self.capture_content = capture_content
         self.shutdown_seconds = shutdown_seconds
+        self.unrecorded = 0  # sampled runs not recorded: no processor would have kept their spans
         batches = [p for p in processors if isinstance(p, TrioBatch)]
         for batch in batches:
             batch.build = self.readable  # built in its export, in the worker thread
@@ -191,6 +194,18 @@ class Tracing:
     def child(self, parent: SpanRecord, name: str, kind: Kind, start_ns: int) -> SpanRecord:
         """A span under `parent` (same trace, same sampling decision)."""
         return parent.child(name, kind, self._ids.generate_span_id(), start_ns)
+
+    def takes(self) -> bool:
+        """Whether a run opened now is worth recording: some processor would keep its
+        spans were they ending now (any processor other than a `TrioBatch` does; a batch
+        does unless its queue is full, its exporter in a pause or it is shut down).
+        A `Tracing` without processors records (what its spans cost is counted so)."""
+        if self._others or not self._batches:
+            return True
+        for batch in self._batches:
+            if batch.takes():
+                return True
+        return False
 
     def end(self, record: SpanRecord, end_ns: int) -> None:
         """End `record`: a recorded span goes to every span processor: the record itself to

@@ -25,12 +25,13 @@ from adapters.observe import (
     Metered,
     RunFinished,
     RunOpened,
+    RunWatch,
 )
 from adapters.storage.records import UsageRecord
 from adapters.trace_batch import BatchSchedule, TrioBatch
 from adapters.trace_export import Backoff
 from adapters.trace_records import SpanRecord
-from adapters.trace_spans import RunSpans, TraceObserver
+from adapters.trace_spans import RunSpans, TraceObserver, Unsampled
 from adapters.tracing import Tracing
 from core.model import FailureKind, Usage
 from tests.adapters.test_trace_batch import Keeping, until
@@ -44,13 +45,21 @@ ROW = UsageRecord(
 )
 
 
+def opened(observer: TraceObserver, at: float) -> RunWatch | None:
+    return observer.run_opened(RunOpened(
+        "req_1", "cli_1", "chat.completions", "abcd", "k1", "t1", "p1", "gpt-4.1", False, "cost", {}, at,
+    ))
+
+
 def one_run(observer: TraceObserver, at: float) -> RunSpans:
     """A run whose first attempt fails and falls back, the second one answering."""
-    watch = observer.run_opened(RunOpened(
-        "req_1", "cli_1", "chat.completions", "abcd", "k1", "t1", "p1", "gpt-4.1", False, "cost",
-        {}, at,
-    ))
+    watch = opened(observer, at)
     assert isinstance(watch, RunSpans)
+    return rest_of_run(watch, at)
+
+
+def rest_of_run(watch: RunSpans, at: float) -> RunSpans:
+    """What `one_run` tells an opened run's watch."""
     watch.attempt_started(AttemptStarted(1, "openai/gpt-4.1", "openai", "gpt-4.1", "api.openai.com", 443, at))
     failed = AttemptEnded(1, "openai/gpt-4.1", "openai", False, FailureKind.SERVER_ERROR, "said 500",
                           "fallback", at + 0.01)
@@ -115,13 +124,58 @@ async def test_spans_a_paused_batch_drops_are_never_described() -> None:
     batch = TrioBatch(backoff, BatchSchedule(schedule_delay=3600, max_queue_size=100, max_export_batch_size=3))
     tracing = Tracing([batch])
     observer = TraceObserver(tracing, Clock())
+    late = opened(observer, 1.0)  # recorded: opened before the pause
+    assert isinstance(late, RunSpans)
     one_run(observer, 1.0)  # its three spans fill a batch: built, exported, failed
     await until(backoff.paused)
-    watch = one_run(observer, 2.0)  # during the pause: dropped as they end
-    assert batch.dropped == 3
-    assert watch.span.describe is not None and watch.span.attributes == {}
-    assert all(record.describe is not None and record.attributes == {} for record in watch_spans(watch))
+    assert len(failing.spans) == 3
+    rest_of_run(late, 2.0)  # ends in the pause
+    assert batch.dropped == 3  # dropped as they end
+    assert late.span.describe is not None and late.span.attributes == {}
+    assert all(record.describe is not None and record.attributes == {} for record in watch_spans(late))
     await tracing.aclose()
+
+
+async def test_a_run_opened_while_no_batch_would_take_its_spans_is_not_recorded_but_still_propagates() -> None:
+    now = [0.0]
+    failing = Keeping(SpanExportResult.FAILURE)
+    backoff = Backoff(failing, first=10, now=lambda: now[0])
+    batch = TrioBatch(backoff, BatchSchedule(schedule_delay=3600, max_queue_size=100, max_export_batch_size=3))
+    tracing = Tracing([batch])
+    observer = TraceObserver(tracing, Clock())
+    one_run(observer, 1.0)
+    await until(backoff.paused)
+    assert not batch.takes() and not tracing.takes()
+    watch = opened(observer, 2.0)  # during the pause: nothing kept for its spans
+    assert isinstance(watch, Unsampled) and tracing.unrecorded == 1
+    watch.attempt_started(AttemptStarted(1, "openai/gpt-4.1", "openai", "gpt-4.1", "api.openai.com", 443, 2.0))
+    sent = tracing.outgoing()["traceparent"]
+    assert sent.startswith(f"00-{watch.span.trace_hex}-") and int(sent[-2:], 16) & 1  # still sampled
+    assert sent.split("-")[2] != watch.span.span_hex  # the attempt's own span id
+    watch.attempt_ended(AttemptEnded(1, "openai/gpt-4.1", "openai", True, None, None, "answered", 2.1))
+    assert tracing.outgoing() == {}  # carried only for the call
+    assert batch.dropped == 0 and failing.spans and len(failing.spans) == 3  # nothing handed over
+    now[0] = 11.0  # the pause is over: runs are recorded again
+    assert batch.takes() and isinstance(opened(observer, 3.0), RunSpans)
+    assert tracing.unrecorded == 1
+    await tracing.aclose()
+
+
+async def test_a_run_opened_while_the_queue_is_full_is_not_recorded() -> None:
+    gate = Keeping()
+    batch = TrioBatch(gate, BatchSchedule(schedule_delay=3600, max_queue_size=3, max_export_batch_size=50))
+    tracing = Tracing([batch])
+    observer = TraceObserver(tracing, Clock())
+    one_run(observer, 1.0)  # three spans: the queue is full (its batch not full, so they wait)
+    assert not batch.takes() and isinstance(opened(observer, 2.0), Unsampled)
+    assert tracing.unrecorded == 1
+    await tracing.aclose()
+    assert len(gate.spans) == 3
+
+
+def test_a_tracing_with_another_processor_or_none_records_every_sampled_run() -> None:
+    assert Tracing([SimpleSpanProcessor(InMemorySpanExporter())]).takes()
+    assert Tracing([]).takes()
 
 
 def watch_spans(watch: RunSpans) -> Sequence[SpanRecord]:
