@@ -16,11 +16,17 @@ Rules:
   tasks and against other processes using the file (`umg keys ...`; they wait up to
   `busy_timeout`).
 - A transaction commits on the Trio thread, without a thread hop, only when it can do
-  so without waiting: the connection is open and free, it writes at most `_HERE_ROWS`
+  so without waiting: the connection is open and free, it writes at most `HERE_ROWS`
   (128) ledger rows (at 64 concurrent requests batches hold 30-40; at most 32 sent most
   of them to a worker thread), and no other process holds the write lock (tried with no
   busy wait). In WAL mode with `synchronous=NORMAL` such a commit writes to the WAL and
-  does not sync. Anything else commits in a worker thread.
+  does not sync. Anything else commits in a worker thread. The ledger writer's batches
+  are at most `HERE_ROWS` rows (sqlite_writer.py), so a backlog of rows is committed
+  as several such transactions on the Trio thread, not one large one in a thread: a
+  worker thread's statements wait for the GIL, and while the Trio thread is busy (1,000
+  streams relaying at once) each of its per-row releases and takes of the GIL costs up
+  to the 5 ms switch interval, so a 139-row batch took 0.7 s there and every stream of
+  the batch waited for it before its last byte (docs/performance.md, branch `burst`).
 - A transaction may name what runs once it has committed (`committed`), under the lock:
   the writer keeps the rows it has committed for the rollups (`rollup_behind.py`) in
   exactly the order of their commits, with no other call in between.
@@ -48,7 +54,7 @@ Conn = sqlite3.Connection
 
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
-_HERE_ROWS = 128  # a larger batch commits in a worker thread (see SQLiteConnection._tx_here)
+HERE_ROWS = 128  # a larger batch commits in a worker thread (see SQLiteConnection._tx_here)
 _CHECKPOINT_EVERY = 100  # write transactions between WAL checkpoints (about 1,000 pages)
 
 
@@ -149,7 +155,7 @@ class SQLiteConnection:
         """`_tx_here`'s commit on the Trio thread, or `NOT_NOW` (nothing done) when it
         would have to wait."""
         conn = self._conn
-        if conn is None or self._closed or self._lock.locked() or rows > _HERE_ROWS:
+        if conn is None or self._closed or self._lock.locked() or rows > HERE_ROWS:
             return NOT_NOW
         self._lock.acquire_nowait()
         try:

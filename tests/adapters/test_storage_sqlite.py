@@ -312,6 +312,44 @@ async def test_a_batch_of_a_hundred_rows_commits_on_the_trio_thread(
         await storage.close()
 
 
+async def test_a_backlog_of_rows_commits_in_batches_the_trio_thread_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 streams ending together queue hundreds of rows: never one batch too large for
+    # the Trio thread, which went to a worker thread and waited there for the GIL
+    from adapters.storage.sqlite_conn import HERE_ROWS
+
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    hops: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **options)
+
+    try:
+        assert await storage.insert_usage(make_usage(0, T0))  # connects (a hop)
+        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+        batches = storage.writer.batches
+        answers: list[bool] = []
+
+        async def record(n: int) -> None:
+            answers.append(await storage.insert_usage(make_usage(n, T0)))
+
+        queued = 2 * HERE_ROWS + 44
+        async with trio.open_nursery() as nursery:
+            for n in range(1, queued + 1):  # all queued before the writer's next step
+                nursery.start_soon(record, n)
+        assert answers == [True] * queued
+        assert storage.writer.batches == batches + 3 and hops == []
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        assert await storage.usage_count() == queued + 1
+    finally:
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        await storage.close()
+
+
 async def test_a_file_another_process_writes_makes_the_commit_wait_off_the_trio_thread(
     tmp_path: Path,
 ) -> None:
