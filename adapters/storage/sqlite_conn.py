@@ -16,11 +16,19 @@ Rules:
   tasks and against other processes using the file (`umg keys ...`; they wait up to
   `busy_timeout`).
 - A transaction commits on the Trio thread, without a thread hop, only when it can do
-  so without waiting: the connection is open and free, it writes at most `_HERE_ROWS`
+  so without waiting: the connection is open and free (or, for `_tx_here`, once
+  another call of this process that holds it is done), it writes at most `HERE_ROWS`
   (128) ledger rows (at 64 concurrent requests batches hold 30-40; at most 32 sent most
   of them to a worker thread), and no other process holds the write lock (tried with no
   busy wait). In WAL mode with `synchronous=NORMAL` such a commit writes to the WAL and
-  does not sync. Anything else commits in a worker thread.
+  does not sync. Anything else commits in a worker thread. The ledger writer's batches
+  are at most `HERE_ROWS` rows (sqlite_writer.py), so a backlog of rows is committed
+  as several such transactions on the Trio thread, not one large one in a thread. A
+  trip to a worker thread and back costs turns of Trio's run loop (the result comes
+  back through the loop's wake-up, then the waiting task is resumed), and while 1,000
+  streams relay at once one turn runs every runnable task, 0.2-0.3 s: a 139-row batch
+  sent to a thread took 0.7 s, holding the connection, and every stream of it waited
+  before its last byte (docs/performance.md, branch `burst`).
 - A transaction may name what runs once it has committed (`committed`), under the lock:
   the writer keeps the rows it has committed for the rollups (`rollup_behind.py`) in
   exactly the order of their commits, with no other call in between.
@@ -48,7 +56,7 @@ Conn = sqlite3.Connection
 
 _BUSY_WAIT = "PRAGMA busy_timeout = 10000"
 _BUSY_NOW = "PRAGMA busy_timeout = 0"
-_HERE_ROWS = 128  # a larger batch commits in a worker thread (see SQLiteConnection._tx_here)
+HERE_ROWS = 128  # a larger batch commits in a worker thread (see SQLiteConnection._tx_here)
 _CHECKPOINT_EVERY = 100  # write transactions between WAL checkpoints (about 1,000 pages)
 
 
@@ -138,9 +146,14 @@ class SQLiteConnection:
     async def _tx_here(self, fn: Callable[[Conn], T], rows: int, committed: Committed = None) -> T:
         """`_tx` on the Trio thread, without a thread hop, when nothing would make it wait
         (see the module rules): the connection is open and free, the batch is small, and
-        no other process holds the write lock (`BEGIN IMMEDIATE` with no busy wait).
-        Otherwise `_tx`, in a worker thread, as any transaction."""
+        no other process holds the write lock (`BEGIN IMMEDIATE` with no busy wait). A
+        connection held by another call of this process (a read or a checkpoint in a
+        worker thread) is waited for, and then the transaction commits here. Otherwise
+        `_tx`, in a worker thread, as any transaction."""
         done = self._tx_now(fn, rows, committed)
+        if isinstance(done, _NotNow) and self._lock.locked() and rows <= HERE_ROWS:
+            async with self._lock:
+                done = self._tx_held(fn, committed)
         if isinstance(done, _NotNow):
             return await self._tx(fn, committed)  # waits for the other process in a worker thread
         return done
@@ -148,20 +161,27 @@ class SQLiteConnection:
     def _tx_now(self, fn: Callable[[Conn], T], rows: int, committed: Committed = None) -> T | _NotNow:
         """`_tx_here`'s commit on the Trio thread, or `NOT_NOW` (nothing done) when it
         would have to wait."""
-        conn = self._conn
-        if conn is None or self._closed or self._lock.locked() or rows > _HERE_ROWS:
+        if self._lock.locked() or rows > HERE_ROWS:
             return NOT_NOW
         self._lock.acquire_nowait()
         try:
-            try:  # with no busy wait (the connection's standing busy_timeout is 0)
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # the file is busy (another process writes)
-                return NOT_NOW
-            result = _finish(conn, fn, committed)
-            self._wrote()
-            return result
+            return self._tx_held(fn, committed)
         finally:
             self._lock.release()
+
+    def _tx_held(self, fn: Callable[[Conn], T], committed: Committed = None) -> T | _NotNow:
+        """The commit on the Trio thread with the connection's lock held by the caller, or
+        `NOT_NOW` (nothing done): not connected yet, closed, or the file is busy."""
+        conn = self._conn
+        if conn is None or self._closed:
+            return NOT_NOW
+        try:  # with no busy wait (the connection's standing busy_timeout is 0)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # the file is busy (another process writes)
+            return NOT_NOW
+        result = _finish(conn, fn, committed)
+        self._wrote()
+        return result
 
     def _wrote(self) -> None:
         """Count a write transaction; every `_CHECKPOINT_EVERY`, a PASSIVE checkpoint of

@@ -21,7 +21,8 @@ Rules:
   (`take_ledger`, at `migrate` for a serving process) it takes the file (`owner.py`)
   and adds what the rollups miss.
 - The batch commits on the Trio thread when it can without waiting (`_tx_here`,
-  `sqlite_conn.py`). A row that comes alone (`insert_usage(alone=True)`: the driver's
+  `sqlite_conn.py`); a batch holds at most `HERE_ROWS` rows, so a backlog is several
+  such commits, one after the other, not one in a worker thread. A row that comes alone (`insert_usage(alone=True)`: the driver's
   only open run) is that same transaction in its caller's task, when it can be made
   without waiting (`_commit_now`), without the trip to the writer task and back.
 - A batch refused for what a row holds (a constraint or trigger, a value that cannot be
@@ -48,7 +49,7 @@ from adapters.storage.base import State
 from adapters.storage.group_commit import GroupCommit, as_driver_error, row_by_row_on_refusal
 from adapters.storage.memstate import StateTable
 from adapters.storage.records import UsageRecord
-from adapters.storage.sqlite_conn import Conn, SQLiteConnection, _NotNow
+from adapters.storage.sqlite_conn import HERE_ROWS, Conn, SQLiteConnection, _NotNow
 
 log = logging.getLogger("umg.storage")
 
@@ -101,9 +102,10 @@ class SQLiteWriter(SQLiteConnection):
         self._wide_upserts: tuple[rollup_wide.SparseUpserts, ...] = tuple(
             rollup_wide.SparseUpserts(wide, "?", text_money=True) for wide in rollup_wide.TABLES
         )
+        # batches the Trio thread commits itself when the connection is free (sqlite_conn.py)
         self.writer = GroupCommit(
-            self._commit, (sqlite3.Error,), capacity=queue_rows, flush_seconds=flush_seconds,
-            commit_now=self._commit_now,
+            self._commit, (sqlite3.Error,), capacity=queue_rows, max_batch=HERE_ROWS,
+            flush_seconds=flush_seconds, commit_now=self._commit_now,
         )
 
     async def insert_usage(self, rec: UsageRecord, *, alone: bool = False) -> bool:

@@ -312,6 +312,85 @@ async def test_a_batch_of_a_hundred_rows_commits_on_the_trio_thread(
         await storage.close()
 
 
+async def test_a_backlog_of_rows_commits_in_batches_the_trio_thread_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 streams ending together queue hundreds of rows: never one batch too large for
+    # the Trio thread, which went to a worker thread and waited there for the GIL
+    from adapters.storage.sqlite_conn import HERE_ROWS
+
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    hops: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **options)
+
+    try:
+        assert await storage.insert_usage(make_usage(0, T0))  # connects (a hop)
+        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+        batches = storage.writer.batches
+        answers: list[bool] = []
+
+        async def record(n: int) -> None:
+            answers.append(await storage.insert_usage(make_usage(n, T0)))
+
+        queued = 2 * HERE_ROWS + 44
+        async with trio.open_nursery() as nursery:
+            for n in range(1, queued + 1):  # all queued before the writer's next step
+                nursery.start_soon(record, n)
+        assert answers == [True] * queued
+        assert storage.writer.batches == batches + 3 and hops == []
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        assert await storage.usage_count() == queued + 1
+    finally:
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        await storage.close()
+
+
+async def test_a_batch_waits_for_a_call_holding_the_connection_then_commits_on_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a read (or a checkpoint) in a worker thread holds the connection: the batch waits
+    # for it instead of a thread hop of its own (turns of the run loop, each a whole
+    # turn of every runnable task when 1,000 streams relay at once)
+    import time
+
+    db = tmp_path / "g.db"
+    storage = await opened(db, flush_seconds=60.0)
+    hops: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **options)
+
+    try:
+        assert await storage.insert_usage(make_usage(0, T0))  # connects (a hop)
+        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+        batches = storage.writer.batches
+        answers: list[bool] = []
+
+        async def record(n: int) -> None:
+            answers.append(await storage.insert_usage(make_usage(n, T0)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage._run, lambda conn: time.sleep(0.05))  # holds it in a thread
+            await trio.sleep(0.01)
+            for n in range(1, 11):
+                nursery.start_soon(record, n)
+        assert answers == [True] * 10
+        assert storage.writer.batches == batches + 1
+        assert len(hops) == 1  # the read's own: the batch committed on the Trio thread
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        assert await storage.usage_count() == 11
+    finally:
+        monkeypatch.setattr(trio.to_thread, "run_sync", real)
+        await storage.close()
+
+
 async def test_a_file_another_process_writes_makes_the_commit_wait_off_the_trio_thread(
     tmp_path: Path,
 ) -> None:
