@@ -5,7 +5,7 @@ Owns: feeding the observers one answered run's records (bench/tracing_cost.py's
 `one_run`: two spans, the attempt's `traceparent`) in a child process under
 `valgrind --tool=callgrind`, once `--short` and once `--long` runs, and printing per setup
 the difference over the extra runs (start-up and imports cancel out): `log` (the
-request log, its line formatted and written to the null device), `log-metrics` (with the
+request log, its line formatted and written to the null device through `JsonLines`, as `umg serve` writes it), `log-metrics` (with the
 metrics: `ours-log` plus metrics), `log-metrics-tracing` (with the tracing observer on a
 `Tracing` without processors: the spans recorded and handed over, nothing built or
 exported: what tracing costs every request's task; the export is bench/export_cost.py's),
@@ -34,7 +34,7 @@ from adapters.clock import Clock
 from adapters.metrics import Metrics
 from adapters.observe import fan_out
 from adapters.request_log import RequestLog
-from adapters.telemetry import JsonFormatter, configure_logging
+from adapters.telemetry import JsonLines, configure_logging
 from adapters.trace_batch import TrioBatch
 from adapters.trace_export import Backoff
 from adapters.trace_spans import TraceObserver
@@ -67,8 +67,7 @@ def _tracing(setup: str) -> Tracing | None:
 
 async def child(setup: str, runs: int) -> None:
     configure_logging("warning")
-    null = logging.StreamHandler(open(os.devnull, "w"))  # kept open for the run
-    null.setFormatter(JsonFormatter())
+    null = JsonLines(open(os.devnull, "w"))  # as `umg serve` installs it (kept open for the run)
     lines = logging.getLogger("umg.request")
     lines.handlers[:], lines.propagate = [null], False
     lines.setLevel(logging.INFO)
