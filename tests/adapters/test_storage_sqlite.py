@@ -8,6 +8,8 @@ import json
 import logging
 import sys
 import textwrap
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +40,34 @@ async def opened(path: Path, **options: Any) -> SQLiteStorage:
     storage = SQLiteStorage(str(path), **options)
     await storage.migrate()
     return storage
+
+
+@contextmanager
+def thread_hops() -> Iterator[list[object]]:
+    """The worker-thread trips (`trio.to_thread.run_sync` calls) made inside the block."""
+    hops: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trio.to_thread, "run_sync", counted)
+        yield hops
+
+
+async def insert_together(storage: SQLiteStorage, numbers: Iterable[int]) -> list[bool]:
+    """One row per number, each inserted by its own task, all started at once."""
+    answers: list[bool] = []
+
+    async def record(n: int) -> None:
+        answers.append(await storage.insert_usage(make_usage(n, T0)))
+
+    async with trio.open_nursery() as nursery:
+        for n in numbers:
+            nursery.start_soon(record, n)
+    return answers
 
 
 async def stored_state(path: Path) -> dict[str, Any]:
@@ -252,106 +282,59 @@ async def test_many_concurrent_rows_are_group_committed_none_lost_none_doubled(
         await storage.close()
 
 
-async def test_a_small_batch_commits_on_the_trio_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_small_batch_commits_on_the_trio_thread(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     storage = await opened(db, flush_seconds=60.0)
-    hops: list[object] = []
-    real = trio.to_thread.run_sync
-
-    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
-        hops.append(fn)
-        return await real(fn, *args, **options)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
     try:
-        await storage.update_state("key:k1:total", _set({"spent": "0.25"}))
-        hops.clear()  # its first read was one
-        assert await storage.insert_usage(make_usage(1, T0))
+        await storage.update_state("key:k1:total", _set({"spent": "0.25"}))  # its first read is a hop
+        with thread_hops() as hops:
+            assert await storage.insert_usage(make_usage(1, T0))
         assert hops == []  # no thread hop for the row and the state it carried
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         assert await stored_state(db) == {"key:k1:total": {"spent": "0.25"}}  # committed
         assert await storage.usage_count() == 1
     finally:
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         await storage.close()
 
 
-async def test_a_batch_of_a_hundred_rows_commits_on_the_trio_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_batch_of_a_hundred_rows_commits_on_the_trio_thread(tmp_path: Path) -> None:
     # 64 concurrent requests make batches of 30-40 rows: they too commit without a hop
     db = tmp_path / "g.db"
     storage = await opened(db, flush_seconds=60.0)
-    hops: list[object] = []
-    real = trio.to_thread.run_sync
-
-    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
-        hops.append(fn)
-        return await real(fn, *args, **options)
-
     try:
         assert await storage.insert_usage(make_usage(0, T0))  # connects (a hop)
-        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
         batches = storage.writer.batches
-        answers: list[bool] = []
-
-        async def record(n: int) -> None:
-            answers.append(await storage.insert_usage(make_usage(n, T0)))
-
-        async with trio.open_nursery() as nursery:
-            for n in range(1, 101):  # all queued before the writer's next step
-                nursery.start_soon(record, n)
+        with thread_hops() as hops:
+            answers = await insert_together(storage, range(1, 101))  # all queued before the writer's next step
         assert answers == [True] * 100
         assert storage.writer.batches == batches + 1 and hops == []
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         assert await storage.usage_count() == 101
     finally:
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         await storage.close()
 
 
-async def test_a_backlog_of_rows_commits_in_batches_the_trio_thread_takes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_backlog_of_rows_commits_in_batches_the_trio_thread_takes(tmp_path: Path) -> None:
     # 1,000 streams ending together queue hundreds of rows: never one batch too large for
-    # the Trio thread, which went to a worker thread and waited there for the GIL
+    # the Trio thread (it went to a worker thread, and the trip there and back cost turns
+    # of the run loop, each a whole turn of every runnable task)
     from adapters.storage.sqlite_conn import HERE_ROWS
 
     db = tmp_path / "g.db"
     storage = await opened(db, flush_seconds=60.0)
-    hops: list[object] = []
-    real = trio.to_thread.run_sync
-
-    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
-        hops.append(fn)
-        return await real(fn, *args, **options)
-
     try:
         assert await storage.insert_usage(make_usage(0, T0))  # connects (a hop)
-        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
         batches = storage.writer.batches
-        answers: list[bool] = []
-
-        async def record(n: int) -> None:
-            answers.append(await storage.insert_usage(make_usage(n, T0)))
-
         queued = 2 * HERE_ROWS + 44
-        async with trio.open_nursery() as nursery:
-            for n in range(1, queued + 1):  # all queued before the writer's next step
-                nursery.start_soon(record, n)
+        with thread_hops() as hops:
+            answers = await insert_together(storage, range(1, queued + 1))
         assert answers == [True] * queued
         assert storage.writer.batches == batches + 3 and hops == []
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         assert await storage.usage_count() == queued + 1
     finally:
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         await storage.close()
 
 
 async def test_a_batch_waits_for_a_call_holding_the_connection_then_commits_on_the_trio_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     # a read (or a checkpoint) in a worker thread holds the connection: the batch waits
     # for it instead of a thread hop of its own (turns of the run loop, each a whole
@@ -360,34 +343,25 @@ async def test_a_batch_waits_for_a_call_holding_the_connection_then_commits_on_t
 
     db = tmp_path / "g.db"
     storage = await opened(db, flush_seconds=60.0)
-    hops: list[object] = []
-    real = trio.to_thread.run_sync
-
-    async def counted(fn: Any, *args: Any, **options: Any) -> Any:
-        hops.append(fn)
-        return await real(fn, *args, **options)
-
     try:
         assert await storage.insert_usage(make_usage(0, T0))  # connects (a hop)
-        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
         batches = storage.writer.batches
         answers: list[bool] = []
 
         async def record(n: int) -> None:
             answers.append(await storage.insert_usage(make_usage(n, T0)))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(storage._run, lambda conn: time.sleep(0.05))  # holds it in a thread
-            await trio.sleep(0.01)
-            for n in range(1, 11):
-                nursery.start_soon(record, n)
+        with thread_hops() as hops:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(storage._run, lambda conn: time.sleep(0.05))  # holds it in a thread
+                await trio.sleep(0.01)
+                for n in range(1, 11):
+                    nursery.start_soon(record, n)
         assert answers == [True] * 10
         assert storage.writer.batches == batches + 1
         assert len(hops) == 1  # the read's own: the batch committed on the Trio thread
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         assert await storage.usage_count() == 11
     finally:
-        monkeypatch.setattr(trio.to_thread, "run_sync", real)
         await storage.close()
 
 
